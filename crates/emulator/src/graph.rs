@@ -1,0 +1,608 @@
+//! Microsoft Graph v1.0: reading applications and `addPassword` / `removePassword`.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderMap, HeaderValue, Method, header};
+use axum::response::{IntoResponse, Response};
+use rand::Rng;
+use serde_json::{Map, Value, json};
+use time::format_description::well_known::Rfc3339;
+use time::{OffsetDateTime, UtcOffset};
+
+use crate::errors;
+use crate::model::{Application, PERSONAL_AUDIENCES, Password, Settings};
+use crate::throttle::Charge;
+use crate::tokens::{self, Claims, Rejection};
+use crate::world::{Call, World};
+
+const APPLICATION_PROPERTIES: &[&str] = &[
+    "id",
+    "appId",
+    "displayName",
+    "signInAudience",
+    "createdDateTime",
+    "passwordCredentials",
+    "keyCredentials",
+];
+const READ_ROLES: &[&str] = &[
+    "Application.Read.All",
+    "Application.ReadWrite.All",
+    "Application.ReadWrite.OwnedBy",
+    "Directory.Read.All",
+];
+
+pub fn router(world: Arc<World>) -> axum::Router {
+    axum::Router::new()
+        .route("/v1.0/{*rest}", axum::routing::any(dispatch))
+        .with_state(world)
+}
+
+/// How the request names the application.
+enum Address {
+    ObjectId(String),
+    AppId(String),
+}
+
+enum Route {
+    List,
+    Get(Address),
+    AddPassword(Address),
+    RemovePassword(Address),
+}
+
+fn parse_route(rest: &str) -> Result<Route, String> {
+    let (head, action) = match rest.split_once('/') {
+        Some((a, b)) if a == "applications" => match b.split_once('/') {
+            Some((id, action)) => (format!("applications/{id}"), Some(action)),
+            None => (format!("applications/{b}"), None),
+        },
+        Some((a, b)) => (a.to_string(), Some(b)),
+        None => (rest.to_string(), None),
+    };
+    let address = if head == "applications" {
+        None
+    } else if let Some(id) = head.strip_prefix("applications/") {
+        Some(Address::ObjectId(id.to_string()))
+    } else if let Some(inner) = head
+        .strip_prefix("applications(appId=")
+        .and_then(|s| s.strip_suffix(')'))
+    {
+        let app_id = inner.trim_matches(|c| c == '\'' || c == '"');
+        Some(Address::AppId(app_id.to_string()))
+    } else {
+        return Err(head);
+    };
+    match (address, action) {
+        (None, None) => Ok(Route::List),
+        (Some(a), None) => Ok(Route::Get(a)),
+        (Some(a), Some("addPassword" | "microsoft.graph.addPassword")) => Ok(Route::AddPassword(a)),
+        (Some(a), Some("removePassword" | "microsoft.graph.removePassword")) => {
+            Ok(Route::RemovePassword(a))
+        }
+        (_, Some(action)) => Err(action.to_string()),
+    }
+}
+
+async fn dispatch(
+    State(world): State<Arc<World>>,
+    Path(rest): Path<String>,
+    method: Method,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+    body: Bytes,
+) -> Response {
+    let path = format!("/v1.0/{rest}");
+    let route = match parse_route(&rest) {
+        Ok(r) => r,
+        Err(segment) => {
+            return errors::graph(400, "BadRequest", &format!("Resource not found for the segment '{segment}'."));
+        }
+    };
+    let (operation, target, want) = match &route {
+        Route::List => ("graph.list_applications", None, Method::GET),
+        Route::Get(a) => ("graph.get_application", Some(addr_text(a)), Method::GET),
+        Route::AddPassword(a) => ("graph.add_password", Some(addr_text(a)), Method::POST),
+        Route::RemovePassword(a) => ("graph.remove_password", Some(addr_text(a)), Method::POST),
+    };
+    let mut call = match world.begin(operation, method.as_str(), &path, target).await {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let mut response = if method != want {
+        errors::graph(405, "Request_BadRequest", "Specified HTTP method is not allowed for the request target.")
+    } else {
+        handle(&world, &mut call, route, &headers, query.as_deref(), &body)
+    };
+    errors::stamp_ids(&headers, &mut response);
+    call.finish(response).await
+}
+
+fn addr_text(a: &Address) -> String {
+    match a {
+        Address::ObjectId(id) => id.clone(),
+        Address::AppId(id) => id.clone(),
+    }
+}
+
+fn handle(
+    world: &World,
+    call: &mut Call,
+    route: Route,
+    headers: &HeaderMap,
+    query: Option<&str>,
+    body: &[u8],
+) -> Response {
+    let tenant = world.state().tenant_id.clone();
+    let auth = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    let claims = match tokens::check(&world.token_key, auth, &tokens::GRAPH_AUDIENCES, &tenant) {
+        Ok(c) => c,
+        Err(r) => return unauthenticated(r),
+    };
+    call.caller = Some(claims.appid.clone());
+    let params = Params::parse(query);
+    let is_write = matches!(route, Route::AddPassword(_) | Route::RemovePassword(_));
+    if !claims.roles.iter().any(|r| READ_ROLES.contains(&r.as_str())) {
+        return denied();
+    }
+    let cost = match route {
+        Route::List | Route::Get(_) => {
+            if params.select.is_some() {
+                1
+            } else {
+                2
+            }
+        }
+        _ => 1,
+    };
+    let mut response = match throttle(world, &claims, cost, is_write) {
+        Ok(percentage) => {
+            let mut r = match route {
+                Route::List => list(world, &params),
+                Route::Get(a) => get(world, &a, &params),
+                Route::AddPassword(a) => add_password(world, call, &claims, &a, body),
+                Route::RemovePassword(a) => remove_password(world, call, &claims, &a, body),
+            };
+            if let Some(p) = percentage {
+                r.headers_mut().insert(
+                    "x-ms-throttle-limit-percentage",
+                    HeaderValue::from_str(&format!("{p:.1}")).unwrap_or(HeaderValue::from_static("1.0")),
+                );
+            }
+            r
+        }
+        Err(r) => r,
+    };
+    response
+        .headers_mut()
+        .insert("x-ms-resource-unit", HeaderValue::from(cost));
+    response
+}
+
+fn unauthenticated(r: Rejection) -> Response {
+    let message = match r {
+        Rejection::Missing => "Access token is empty.",
+        Rejection::Malformed => "Invalid JWT token. The token is malformed.",
+        Rejection::Expired => "Lifetime validation failed, the token is expired.",
+        Rejection::WrongAudience => "Access token validation failure. Invalid audience.",
+        Rejection::WrongTenant => "Access token validation failure. Invalid issuer.",
+    };
+    let mut response = errors::graph(401, "InvalidAuthenticationToken", message);
+    response.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static("Bearer realm=\"\", authorization_uri=\"https://login.microsoftonline.com/common/oauth2/authorize\", client_id=\"00000003-0000-0000-c000-000000000000\""),
+    );
+    response
+}
+
+fn denied() -> Response {
+    errors::graph(403, "Authorization_RequestDenied", "Insufficient privileges to complete the operation.")
+}
+
+/// Charges the identity limits; `Ok(Some(p))` when usage passed 80 % of a limit.
+fn throttle(world: &World, claims: &Claims, cost: u32, is_write: bool) -> Result<Option<f64>, Response> {
+    let settings = world.state().settings.throttling.clone();
+    if !settings.enabled {
+        return Ok(None);
+    }
+    let scale = if settings.scale > 0.0 { settings.scale } else { 1.0 };
+    let window = |secs: f64| Duration::from_secs_f64(secs * scale);
+    let now = Instant::now();
+    let mut windows = crate::world::lock(&world.windows);
+    let ru_key = format!("graph-ru:{}", claims.appid);
+    let w_key = format!("graph-w:{}", claims.appid);
+    let checks: Vec<(&str, Duration, u32, u32, &str)> = if is_write {
+        vec![
+            (ru_key.as_str(), window(10.0), settings.graph_ru_per_10s, cost, "ResourceUnitLimitExceeded"),
+            (w_key.as_str(), window(150.0), settings.graph_writes_per_150s, 1, "WriteLimitExceeded"),
+            ("graph-tenant-w", window(300.0), settings.graph_tenant_writes_per_300s, 1, "WriteLimitExceeded"),
+        ]
+    } else {
+        vec![(ru_key.as_str(), window(10.0), settings.graph_ru_per_10s, cost, "ResourceUnitLimitExceeded")]
+    };
+    for (key, win, limit, c, info) in &checks {
+        if let Some(retry_after) = windows.would_admit(key, *win, *limit, *c, now) {
+            let mut r = errors::graph(429, "TooManyRequests", "Please retry again later.");
+            let h = r.headers_mut();
+            h.insert(header::RETRY_AFTER, HeaderValue::from_str(&format!("{:.3}", retry_after.as_secs_f64())).unwrap_or(HeaderValue::from_static("1")));
+            h.insert("x-ms-throttle-information", HeaderValue::from_static(info));
+            if let Ok(v) = HeaderValue::from_str(&format!("Tenant_Application/ReadWrite/{}/{}", claims.appid, claims.tid)) {
+                h.insert("x-ms-throttle-scope", v);
+            }
+            return Err(r);
+        }
+    }
+    let mut highest: f64 = 0.0;
+    for (key, win, limit, c, _) in &checks {
+        if let Charge::Admitted { fraction } = windows.charge(key, *win, *limit, *c, now) {
+            highest = highest.max(fraction);
+        }
+    }
+    Ok((highest >= 0.8).then_some(highest))
+}
+
+struct Params {
+    select: Option<Vec<String>>,
+    filter: Option<String>,
+    top: Option<usize>,
+    skip: usize,
+}
+
+impl Params {
+    fn parse(query: Option<&str>) -> Params {
+        let mut p = Params { select: None, filter: None, top: None, skip: 0 };
+        for (k, v) in url::form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
+            match k.as_ref() {
+                "$select" => p.select = Some(v.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect()),
+                "$filter" => p.filter = Some(v.into_owned()),
+                "$top" => p.top = v.parse().ok(),
+                "$skiptoken" => p.skip = v.parse().unwrap_or(0),
+                _ => {}
+            }
+        }
+        p
+    }
+}
+
+fn find(world: &World, a: &Address) -> Option<usize> {
+    let state = world.state();
+    match a {
+        Address::ObjectId(id) => state.app_by_object_id(id),
+        Address::AppId(id) => state.app_by_app_id(id),
+    }
+}
+
+fn not_found(a: &Address) -> Response {
+    let id = addr_text(a);
+    errors::graph(404, "Request_ResourceNotFound", &format!("Resource '{id}' does not exist or one of its queried reference-property objects are not present."))
+}
+
+/// Graph's rendering of an application, as a lagging replica sees it.
+fn render_app(app: &Application, settings: &Settings, select: Option<&[String]>, now: OffsetDateTime) -> Result<Map<String, Value>, Response> {
+    if let Some(select) = select {
+        for s in select {
+            if !APPLICATION_PROPERTIES.contains(&s.as_str()) {
+                return Err(errors::graph(400, "Request_BadRequest", &format!("Could not find a property named '{s}' on type 'microsoft.graph.application'.")));
+            }
+        }
+    }
+    let seen_at = now - time::Duration::milliseconds(settings.read_lag_ms as i64);
+    let passwords: Vec<Value> = app
+        .passwords
+        .iter()
+        .filter(|p| p.added <= seen_at && p.removed.is_none_or(|r| r > seen_at))
+        .map(|p| password_json(p, false))
+        .collect();
+    let mut full = Map::new();
+    full.insert("id".into(), json!(app.id));
+    full.insert("appId".into(), json!(app.app_id));
+    full.insert("displayName".into(), json!(app.display_name));
+    full.insert("signInAudience".into(), json!(app.sign_in_audience));
+    full.insert("createdDateTime".into(), json!(graph_time(app.created)));
+    full.insert("passwordCredentials".into(), Value::Array(passwords));
+    full.insert("keyCredentials".into(), json!([]));
+    Ok(match select {
+        Some(select) => full.into_iter().filter(|(k, _)| select.iter().any(|s| s == k)).collect(),
+        None => full,
+    })
+}
+
+fn password_json(p: &Password, with_secret: bool) -> Value {
+    json!({
+        "customKeyIdentifier": null,
+        "displayName": p.display_name,
+        "endDateTime": p.end_text,
+        "hint": p.hint,
+        "keyId": p.key_id,
+        "secretText": if with_secret { Value::String(p.secret_text.clone()) } else { Value::Null },
+        "startDateTime": p.start_text,
+    })
+}
+
+fn get(world: &World, a: &Address, params: &Params) -> Response {
+    let Some(i) = find(world, a) else { return not_found(a) };
+    let state = world.state();
+    let now = OffsetDateTime::now_utc();
+    match render_app(&state.applications[i], &state.settings, params.select.as_deref(), now) {
+        Ok(mut body) => {
+            let context = match &params.select {
+                Some(s) => format!("https://graph.microsoft.com/v1.0/$metadata#applications({})/$entity", s.join(",")),
+                None => "https://graph.microsoft.com/v1.0/$metadata#applications/$entity".into(),
+            };
+            let mut out = Map::new();
+            out.insert("@odata.context".into(), json!(context));
+            out.append(&mut body);
+            Json(Value::Object(out)).into_response()
+        }
+        Err(r) => r,
+    }
+}
+
+fn list(world: &World, params: &Params) -> Response {
+    let app_filter = match &params.filter {
+        None => None,
+        Some(f) => match parse_app_id_filter(f) {
+            Some(id) => Some(id),
+            None => return errors::graph(400, "Request_UnsupportedQuery", "Unsupported or invalid query filter clause specified for property 'appId' of resource 'Application'."),
+        },
+    };
+    let top = params.top.unwrap_or(100).clamp(1, 999);
+    let state = world.state();
+    let now = OffsetDateTime::now_utc();
+    let matching: Vec<&Application> = state
+        .applications
+        .iter()
+        .filter(|a| app_filter.as_ref().is_none_or(|id| a.app_id.eq_ignore_ascii_case(id)))
+        .collect();
+    let mut value = Vec::new();
+    for app in matching.iter().skip(params.skip).take(top) {
+        match render_app(app, &state.settings, params.select.as_deref(), now) {
+            Ok(m) => value.push(Value::Object(m)),
+            Err(r) => return r,
+        }
+    }
+    let mut body = json!({
+        "@odata.context": "https://graph.microsoft.com/v1.0/$metadata#applications",
+        "value": value,
+    });
+    if params.skip + top < matching.len() {
+        let graph = world.urls().graph_endpoint;
+        let mut next = format!("{graph}/v1.0/applications?$top={top}&$skiptoken={}", params.skip + top);
+        if let Some(f) = &params.filter {
+            next.push_str(&format!("&$filter={}", url::form_urlencoded::byte_serialize(f.as_bytes()).collect::<String>()));
+        }
+        if let Some(s) = &params.select {
+            next.push_str(&format!("&$select={}", s.join(",")));
+        }
+        body["@odata.nextLink"] = json!(next);
+    }
+    Json(body).into_response()
+}
+
+fn parse_app_id_filter(f: &str) -> Option<String> {
+    let rest = f.trim().strip_prefix("appId")?.trim_start();
+    let rest = rest.strip_prefix("eq")?.trim();
+    let inner = rest.strip_prefix('\'')?.strip_suffix('\'')?;
+    (!inner.is_empty() && !inner.contains('\'')).then(|| inner.to_string())
+}
+
+/// Checks that the caller may write the application: `Application.ReadWrite.All`, or
+/// `Application.ReadWrite.OwnedBy` and ownership.
+fn may_write(claims: &Claims, app: &Application) -> bool {
+    claims.roles.iter().any(|r| r == "Application.ReadWrite.All")
+        || (claims.roles.iter().any(|r| r == "Application.ReadWrite.OwnedBy")
+            && app.owners.iter().any(|o| o.eq_ignore_ascii_case(&claims.appid)))
+}
+
+fn concurrency_violation(app: &Application, settings: &Settings, now: OffsetDateTime) -> bool {
+    app.last_write.is_some_and(|t| {
+        (now - t).whole_milliseconds() < settings.concurrency_window_ms as i128
+    })
+}
+
+fn conflict() -> Response {
+    errors::graph(409, "Directory_ConcurrencyViolation", "Error due to concurrent requests being made to the tenant. Please wait briefly and retry.")
+}
+
+fn add_password(world: &World, call: &mut Call, claims: &Claims, a: &Address, body: &[u8]) -> Response {
+    let requested = match parse_add_body(body) {
+        Ok(r) => r,
+        Err(r) => return r,
+    };
+    let Some(i) = find(world, a) else { return not_found(a) };
+    let mut state = world.state_mut();
+    let settings = state.settings.clone();
+    let app = &mut state.applications[i];
+    call.target = Some(app.id.clone());
+    if !may_write(claims, app) {
+        return denied();
+    }
+    let now = OffsetDateTime::now_utc();
+    if concurrency_violation(app, &settings, now) {
+        return conflict();
+    }
+    let (start, start_text) = requested.start.unwrap_or_else(|| (now, graph_time(now)));
+    let (end, end_text) = requested.end.unwrap_or_else(|| {
+        let end = start.replace_year(start.year() + 2).unwrap_or(start + time::Duration::days(730));
+        (end, graph_time(end))
+    });
+    if end <= start {
+        return errors::graph(400, "Request_BadRequest", "Key credential end date is invalid.");
+    }
+    let live = app.passwords.iter().filter(|p| p.removed.is_none()).count();
+    if PERSONAL_AUDIENCES.contains(&app.sign_in_audience.as_str()) && live >= 2 {
+        return errors::graph_detailed(
+            400,
+            "TooManyAppPasswords",
+            &format!("Not allowed to add {} passwords. You can only add a maximum of 2 passwords.", live + 1),
+            json!([{"target": "passwordCredentials", "code": "TooManyAppPasswords"}]),
+        );
+    }
+    if let Some(max) = settings.max_password_lifetime_secs
+        && (end - start).whole_seconds() > max as i64
+    {
+        return errors::graph(400, "CredentialInvalidLifetimeAsPerAppPolicy", "Credential lifetime exceeds the max value allowed as per assigned policy '0d2c5d2b-5b1c-4b6b-9d1c-6b0f3a6d1c11'.");
+    }
+    let secret = mint_secret();
+    let password = Password {
+        key_id: uuid::Uuid::new_v4().to_string(),
+        display_name: requested.display_name,
+        hint: secret[..3].to_string(),
+        secret_text: secret,
+        start_text,
+        end_text,
+        start,
+        end,
+        added: now,
+        removed: None,
+    };
+    let answer = password_json(&password, true);
+    call.key_id = Some(password.key_id.clone());
+    call.effective = true;
+    app.last_write = Some(now);
+    app.passwords.push(password);
+    prune_removed(app, &settings, now);
+    let mut out = Map::new();
+    out.insert("@odata.context".into(), json!("https://graph.microsoft.com/v1.0/$metadata#microsoft.graph.passwordCredential"));
+    if let Value::Object(mut m) = answer {
+        out.append(&mut m);
+    }
+    Json(Value::Object(out)).into_response()
+}
+
+fn remove_password(world: &World, call: &mut Call, claims: &Claims, a: &Address, body: &[u8]) -> Response {
+    let key_id = match serde_json::from_slice::<Value>(body) {
+        Ok(v) => match v.get("keyId").and_then(Value::as_str).map(uuid::Uuid::parse_str) {
+            Some(Ok(k)) => k.to_string(),
+            Some(Err(_)) => return errors::graph(400, "Request_BadRequest", "Invalid value specified for property 'keyId' of resource 'passwordCredential'."),
+            None => return errors::graph(400, "Request_BadRequest", "The request body must contain the property 'keyId'."),
+        },
+        Err(_) => return errors::graph(400, "BadRequest", "Unable to read JSON request payload. Please ensure Content-Type header is set and payload is of valid JSON format."),
+    };
+    call.key_id = Some(key_id.clone());
+    let Some(i) = find(world, a) else { return not_found(a) };
+    let mut state = world.state_mut();
+    let settings = state.settings.clone();
+    let app = &mut state.applications[i];
+    call.target = Some(app.id.clone());
+    if !may_write(claims, app) {
+        return denied();
+    }
+    let now = OffsetDateTime::now_utc();
+    if concurrency_violation(app, &settings, now) {
+        return conflict();
+    }
+    let Some(p) = app
+        .passwords
+        .iter_mut()
+        .find(|p| p.removed.is_none() && p.key_id.eq_ignore_ascii_case(&key_id))
+    else {
+        return errors::graph(400, "Request_BadRequest", &format!("No password credential found with keyId {key_id}."));
+    };
+    p.removed = Some(now);
+    app.last_write = Some(now);
+    call.effective = true;
+    axum::http::StatusCode::NO_CONTENT.into_response()
+}
+
+/// Removed passwords stay only as long as a lagging read could still show them.
+fn prune_removed(app: &mut Application, settings: &Settings, now: OffsetDateTime) {
+    let keep = time::Duration::milliseconds(settings.read_lag_ms as i64 + 60_000);
+    app.passwords.retain(|p| p.removed.is_none_or(|r| now - r < keep));
+}
+
+struct Requested {
+    display_name: Option<String>,
+    start: Option<(OffsetDateTime, String)>,
+    end: Option<(OffsetDateTime, String)>,
+}
+
+fn parse_add_body(body: &[u8]) -> Result<Requested, Response> {
+    let mut r = Requested { display_name: None, start: None, end: None };
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(r);
+    }
+    let bad_json = || errors::graph(400, "BadRequest", "Unable to read JSON request payload. Please ensure Content-Type header is set and payload is of valid JSON format.");
+    let v: Value = serde_json::from_slice(body).map_err(|_| bad_json())?;
+    let Some(obj) = v.as_object() else { return Err(bad_json()) };
+    let Some(pc) = obj.get("passwordCredential") else { return Ok(r) };
+    if pc.is_null() {
+        return Ok(r);
+    }
+    let Some(pc) = pc.as_object() else {
+        return Err(errors::graph(400, "Request_BadRequest", "Invalid value specified for property 'passwordCredential'."));
+    };
+    match pc.get("displayName") {
+        None | Some(Value::Null) => {}
+        Some(Value::String(s)) => r.display_name = Some(s.clone()),
+        Some(_) => return Err(errors::graph(400, "Request_BadRequest", "Invalid value specified for property 'displayName' of resource 'passwordCredential'.")),
+    }
+    for (field, slot) in [("startDateTime", &mut r.start), ("endDateTime", &mut r.end)] {
+        match pc.get(field) {
+            None | Some(Value::Null) => {}
+            Some(Value::String(s)) => match OffsetDateTime::parse(s, &Rfc3339) {
+                Ok(t) => *slot = Some((t.to_offset(UtcOffset::UTC), s.clone())),
+                Err(_) => return Err(errors::graph(400, "Request_BadRequest", &format!("Invalid value specified for property '{field}' of resource 'passwordCredential'."))),
+            },
+            Some(_) => return Err(errors::graph(400, "Request_BadRequest", &format!("Invalid value specified for property '{field}' of resource 'passwordCredential'."))),
+        }
+    }
+    Ok(r)
+}
+
+/// Graph's server-made timestamps: UTC with 7 fractional digits.
+pub fn graph_time(t: OffsetDateTime) -> String {
+    let t = t.to_offset(UtcOffset::UTC);
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:07}Z",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second(),
+        t.nanosecond() / 100
+    )
+}
+
+/// A secret in today's shape: 40 characters, with `Q~` after a 3-character hint and one more.
+pub fn mint_secret() -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-~";
+    let mut rng = rand::rng();
+    let mut pick = |n: usize| -> String {
+        (0..n).map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char).collect()
+    };
+    format!("{}Q~{}", pick(4), pick(34))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn minted_secrets_have_the_current_shape() {
+        let s = mint_secret();
+        assert_eq!(s.len(), 40);
+        assert_eq!(&s[4..6], "Q~");
+    }
+
+    #[test]
+    fn graph_time_has_seven_fractional_digits() {
+        let t = OffsetDateTime::from_unix_timestamp_nanos(1_700_000_000_123_456_789).unwrap();
+        assert_eq!(graph_time(t), "2023-11-14T22:13:20.1234567Z");
+    }
+
+    #[test]
+    fn both_address_forms_and_action_spellings_route() {
+        assert!(matches!(parse_route("applications/abc/addPassword"), Ok(Route::AddPassword(Address::ObjectId(_)))));
+        assert!(matches!(parse_route("applications/abc/microsoft.graph.removePassword"), Ok(Route::RemovePassword(Address::ObjectId(_)))));
+        assert!(matches!(parse_route("applications(appId='x')/addPassword"), Ok(Route::AddPassword(Address::AppId(_)))));
+        assert!(matches!(parse_route("applications(appId='x')"), Ok(Route::Get(Address::AppId(_)))));
+        assert!(matches!(parse_route("applications"), Ok(Route::List)));
+        assert!(parse_route("users").is_err());
+        assert!(parse_route("applications/abc/delete").is_err());
+    }
+}

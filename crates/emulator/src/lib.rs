@@ -1,0 +1,357 @@
+//! An emulator of the Azure surfaces secret-rotator uses: the Entra ID token endpoint (and the
+//! managed identity endpoint), Microsoft Graph applications with their password credentials, and
+//! Key Vault secrets. It speaks HTTPS with a CA it generates, models the documented failure
+//! behaviour (replication delay, read lag, concurrency violations, limits, throttling), keeps a
+//! journal of every call, and takes injected faults through its control API.
+//!
+//! Layout: [`model`] is the data, [`world`] the shared state with the journal and fault
+//! machinery, [`entra`], [`graph`] and [`keyvault`] the services, [`control`] the control API,
+//! [`tls`] the listeners.
+
+pub mod control;
+pub mod entra;
+pub mod errors;
+pub mod graph;
+pub mod keyvault;
+pub mod model;
+pub mod throttle;
+pub mod tls;
+pub mod tokens;
+pub mod world;
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+use crate::model::{Application, Password, Seed, State, Vault};
+use crate::world::{World, lock};
+
+/// Where and how to run.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Address of the first listener. With port 0 every listener takes a free port; otherwise
+    /// they take consecutive ports: authority, Graph, control, managed identity, then vaults
+    /// from port + 10.
+    pub listen: SocketAddr,
+    /// Holds `ca.pem`, the CA key and `state.json`; state persists there across restarts.
+    pub state_dir: PathBuf,
+    pub seed: Option<Seed>,
+}
+
+/// The one JSON line printed at start: where everything is.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StartInfo {
+    pub authority_host: String,
+    pub graph_endpoint: String,
+    pub vaults: BTreeMap<String, String>,
+    pub ca_file: String,
+    pub control_url: String,
+    /// The managed identity endpoint (App Service shape, plain HTTP) and its header value.
+    pub identity_endpoint: String,
+    pub identity_header: String,
+    pub tenant_id: String,
+}
+
+/// What a seed created: ids and the secrets of the passwords it made.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SeedReport {
+    pub tenant_id: String,
+    pub applications: Vec<SeededApp>,
+    pub vaults: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SeededApp {
+    pub display_name: String,
+    pub id: String,
+    pub app_id: String,
+    pub passwords: Vec<SeededPassword>,
+}
+
+#[derive(Clone, Serialize, Deserialize)]
+pub struct SeededPassword {
+    pub key_id: String,
+    pub secret_text: String,
+}
+
+impl std::fmt::Debug for SeededPassword {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SeededPassword").field("key_id", &self.key_id).finish_non_exhaustive()
+    }
+}
+
+/// A running emulator. Cheap to clone; all clones share it.
+#[derive(Clone)]
+pub struct Emulator {
+    world: Arc<World>,
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    ip: IpAddr,
+    base_port: u16,
+    acceptor: tokio_rustls::TlsAcceptor,
+    state_dir: PathBuf,
+    info: Mutex<StartInfo>,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+    next_vault_port: Mutex<u16>,
+}
+
+impl Emulator {
+    pub async fn start(options: Options) -> anyhow::Result<Emulator> {
+        std::fs::create_dir_all(&options.state_dir)
+            .with_context(|| format!("creating state dir {}", options.state_dir.display()))?;
+        let pki = tls::Pki::load_or_generate(Some(&options.state_dir))?;
+        let state_file = options.state_dir.join("state.json");
+        let state = match std::fs::read(&state_file) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .with_context(|| format!("reading {}", state_file.display()))?,
+            Err(_) => State {
+                tenant_id: uuid::Uuid::new_v4().to_string(),
+                ..State::default()
+            },
+        };
+        let world = World::new(state);
+        let ip = options.listen.ip();
+        let base = options.listen.port();
+        let port = |offset: u16| if base == 0 { 0 } else { base + offset };
+        let host = |addr: SocketAddr| match addr.ip() {
+            IpAddr::V6(v6) => format!("[{v6}]:{}", addr.port()),
+            IpAddr::V4(v4) => format!("{v4}:{}", addr.port()),
+        };
+
+        let authority = bind(ip, port(0)).await?;
+        let graph = bind(ip, port(1)).await?;
+        let control = bind(ip, port(2)).await?;
+        let mi = bind(ip, port(3)).await?;
+        let authority_host = format!("https://{}", host(authority.local_addr()?));
+        let graph_endpoint = format!("https://{}", host(graph.local_addr()?));
+        let control_url = format!("https://{}", host(control.local_addr()?));
+        let identity_endpoint = format!("http://{}/msi/token", host(mi.local_addr()?));
+        {
+            let mut urls = lock(&world.urls);
+            urls.authority_host = authority_host.clone();
+            urls.graph_endpoint = graph_endpoint.clone();
+        }
+        let ca_file = options.state_dir.join("ca.pem");
+        std::fs::write(&ca_file, &pki.ca_pem)?;
+        let tenant_id = world.state().tenant_id.clone();
+        let info = StartInfo {
+            authority_host,
+            graph_endpoint,
+            vaults: BTreeMap::new(),
+            ca_file: ca_file.display().to_string(),
+            control_url,
+            identity_endpoint,
+            identity_header: world.identity_header.clone(),
+            tenant_id,
+        };
+        let emulator = Emulator {
+            world: world.clone(),
+            inner: Arc::new(Inner {
+                ip,
+                base_port: base,
+                acceptor: pki.acceptor.clone(),
+                state_dir: options.state_dir.clone(),
+                info: Mutex::new(info),
+                tasks: Mutex::new(Vec::new()),
+                next_vault_port: Mutex::new(if base == 0 { 0 } else { base + 10 }),
+            }),
+        };
+        let tls = Some(pki.acceptor.clone());
+        emulator.spawn(tls::serve(authority, entra::router(world.clone()), tls.clone()));
+        emulator.spawn(tls::serve(graph, graph::router(world.clone()), tls.clone()));
+        emulator.spawn(tls::serve(control, control::router(emulator.clone()), tls));
+        emulator.spawn(tls::serve(mi, entra::managed_identity_router(world.clone()), None));
+        let vaults: Vec<String> = world.state().vaults.keys().cloned().collect();
+        for name in vaults {
+            emulator.open_vault(&name).await?;
+        }
+        emulator.spawn(persist(world.clone(), state_file));
+        if let Some(seed) = options.seed {
+            emulator.seed(seed).await?;
+        }
+        Ok(emulator)
+    }
+
+    fn spawn(&self, f: impl std::future::Future<Output = ()> + Send + 'static) {
+        lock(&self.inner.tasks).push(tokio::spawn(f));
+    }
+
+    pub fn world(&self) -> &Arc<World> {
+        &self.world
+    }
+
+    pub fn info(&self) -> StartInfo {
+        lock(&self.inner.info).clone()
+    }
+
+    pub fn state_dir(&self) -> &Path {
+        &self.inner.state_dir
+    }
+
+    /// Stops every listener and writes the state one last time.
+    pub fn shutdown(&self) {
+        for t in lock(&self.inner.tasks).drain(..) {
+            t.abort();
+        }
+        let _ = write_state(&self.world, &self.inner.state_dir.join("state.json"));
+    }
+
+    async fn open_vault(&self, name: &str) -> anyhow::Result<String> {
+        if let Some(url) = lock(&self.inner.info).vaults.get(name) {
+            return Ok(url.clone());
+        }
+        let port = {
+            let mut next = lock(&self.inner.next_vault_port);
+            let p = *next;
+            if p != 0 {
+                *next += 1;
+            }
+            p
+        };
+        let listener = bind(self.inner.ip, port).await?;
+        let addr = listener.local_addr()?;
+        let url = match addr.ip() {
+            IpAddr::V6(v6) => format!("https://[{v6}]:{}", addr.port()),
+            IpAddr::V4(v4) => format!("https://{v4}:{}", addr.port()),
+        };
+        lock(&self.world.urls).vaults.insert(name.to_string(), url.clone());
+        lock(&self.inner.info).vaults.insert(name.to_string(), url.clone());
+        self.spawn(tls::serve(
+            listener,
+            keyvault::router(self.world.clone(), name.to_string()),
+            Some(self.inner.acceptor.clone()),
+        ));
+        let _ = self.inner.base_port;
+        Ok(url)
+    }
+
+    /// Adds applications and vaults (and sets the tenant and settings when given).
+    pub async fn seed(&self, seed: Seed) -> anyhow::Result<SeedReport> {
+        let now = OffsetDateTime::now_utc();
+        let mut report = SeedReport {
+            tenant_id: String::new(),
+            applications: Vec::new(),
+            vaults: BTreeMap::new(),
+        };
+        {
+            let mut state = self.world.state_mut();
+            if let Some(t) = &seed.tenant_id {
+                if uuid::Uuid::parse_str(t).is_err() {
+                    bail!("tenant_id '{t}' is not a GUID");
+                }
+                state.tenant_id = t.clone();
+            }
+            if let Some(s) = &seed.settings {
+                state.settings = s.clone();
+            }
+            for a in &seed.applications {
+                let id = a.id.clone().unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+                let app_id = a.app_id.clone().unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+                if state.app_by_object_id(&id).is_some() || state.app_by_app_id(&app_id).is_some() {
+                    bail!("application '{}' ({app_id}) already exists", a.display_name);
+                }
+                let mut seeded = SeededApp {
+                    display_name: a.display_name.clone(),
+                    id: id.clone(),
+                    app_id: app_id.clone(),
+                    passwords: Vec::new(),
+                };
+                let mut passwords = Vec::new();
+                for p in &a.password_credentials {
+                    let secret = p.secret_text.clone().unwrap_or_else(graph::mint_secret);
+                    if secret.len() < 3 {
+                        bail!("a seeded secret_text must have at least 3 characters");
+                    }
+                    let start = p.start_date_time.unwrap_or(now);
+                    let end = p.end_date_time.unwrap_or(start + time::Duration::days(730));
+                    let key_id = uuid::Uuid::new_v4().to_string();
+                    seeded.passwords.push(SeededPassword { key_id: key_id.clone(), secret_text: secret.clone() });
+                    passwords.push(Password {
+                        key_id,
+                        display_name: p.display_name.clone(),
+                        hint: secret[..3].to_string(),
+                        secret_text: secret,
+                        start_text: graph::graph_time(start),
+                        end_text: graph::graph_time(end),
+                        start,
+                        end,
+                        // Seeded credentials are as old as their start, unless they model a
+                        // secret created just now.
+                        added: if p.propagating { now } else { start.min(now - time::Duration::hours(1)) },
+                        removed: None,
+                    });
+                }
+                state.applications.push(Application {
+                    id,
+                    app_id,
+                    display_name: a.display_name.clone(),
+                    sign_in_audience: a.sign_in_audience.clone(),
+                    owners: a.owners.clone(),
+                    graph_roles: a.graph_roles.clone(),
+                    passwords,
+                    federated_credentials: a.federated_credentials.clone(),
+                    managed_identity: a.managed_identity,
+                    disabled: a.disabled,
+                    created: now,
+                    last_write: None,
+                });
+                report.applications.push(seeded);
+            }
+            for v in &seed.vaults {
+                if v.name.len() < 3 || v.name.len() > 24 || !v.name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+                    bail!("vault name '{}' must be 3-24 characters of 0-9, a-z, A-Z and -", v.name);
+                }
+                let vault = state.vaults.entry(v.name.clone()).or_insert_with(|| Vault {
+                    name: v.name.clone(),
+                    access: BTreeMap::new(),
+                    secrets: BTreeMap::new(),
+                    deleted: BTreeMap::new(),
+                });
+                vault.access.extend(v.access.clone());
+            }
+            report.tenant_id = state.tenant_id.clone();
+        }
+        lock(&self.inner.info).tenant_id = report.tenant_id.clone();
+        for v in &seed.vaults {
+            let url = self.open_vault(&v.name).await?;
+            report.vaults.insert(v.name.clone(), url);
+        }
+        Ok(report)
+    }
+}
+
+async fn bind(ip: IpAddr, port: u16) -> anyhow::Result<TcpListener> {
+    TcpListener::bind((ip, port))
+        .await
+        .with_context(|| format!("binding {ip}:{port}"))
+}
+
+fn write_state(world: &World, path: &Path) -> anyhow::Result<()> {
+    let bytes = serde_json::to_vec(&*world.state())?;
+    let tmp = path.with_extension("json.tmp");
+    std::fs::write(&tmp, bytes)?;
+    std::fs::rename(&tmp, path)?;
+    Ok(())
+}
+
+/// Writes the state once a second when it changed.
+async fn persist(world: Arc<World>, path: PathBuf) {
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        if world.take_dirty()
+            && let Err(e) = write_state(&world, &path)
+        {
+            tracing::warn!(error = %e, "could not persist emulator state");
+        }
+    }
+}

@@ -1,0 +1,305 @@
+//! The emulated tenant: applications with their credentials, vaults with their secrets, and the
+//! knobs that decide how faithfully (and how slowly) the emulator behaves.
+//!
+//! Everything here is plain data, serialisable so that `--state-dir` can persist it across
+//! restarts. Behaviour lives in the service modules.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+/// Graph's `signInAudience` values that let personal Microsoft accounts sign in; such apps may
+/// hold at most two passwords.
+pub const PERSONAL_AUDIENCES: [&str; 2] = [
+    "AzureADandPersonalMicrosoftAccount",
+    "PersonalMicrosoftAccount",
+];
+
+/// What a test or an operator hands the control API (or `--seed FILE`) to build a tenant.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Seed {
+    pub tenant_id: Option<String>,
+    #[serde(default)]
+    pub applications: Vec<SeedApplication>,
+    #[serde(default)]
+    pub vaults: Vec<SeedVault>,
+    pub settings: Option<Settings>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SeedApplication {
+    /// Object id; generated when absent.
+    pub id: Option<String>,
+    /// Application (client) id; generated when absent.
+    pub app_id: Option<String>,
+    pub display_name: String,
+    #[serde(default = "default_audience")]
+    pub sign_in_audience: String,
+    /// App ids of the service principals that own this application.
+    #[serde(default)]
+    pub owners: Vec<String>,
+    /// Graph application permissions granted to this app's service principal
+    /// (`Application.ReadWrite.OwnedBy`, `Application.ReadWrite.All`, `Application.Read.All`).
+    #[serde(default)]
+    pub graph_roles: Vec<String>,
+    #[serde(default)]
+    pub password_credentials: Vec<SeedPassword>,
+    #[serde(default)]
+    pub federated_credentials: Vec<FederatedCredential>,
+    /// This app is a managed identity: it gets tokens from the managed identity endpoint.
+    #[serde(default)]
+    pub managed_identity: bool,
+    /// Entra refuses every sign-in of a disabled application (AADSTS7000112).
+    #[serde(default)]
+    pub disabled: bool,
+}
+
+fn default_audience() -> String {
+    "AzureADMyOrg".to_string()
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SeedPassword {
+    pub display_name: Option<String>,
+    /// The secret; generated when absent (and returned in the seed answer).
+    pub secret_text: Option<String>,
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub start_date_time: Option<OffsetDateTime>,
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub end_date_time: Option<OffsetDateTime>,
+    /// Seeded secrets are normally usable at once; set to model one created just now.
+    #[serde(default)]
+    pub propagating: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct FederatedCredential {
+    pub issuer: String,
+    pub subject: String,
+    #[serde(default = "default_fic_audience")]
+    pub audience: String,
+    /// PEM public key (EC P-256 or RSA) that signs the issuer's tokens.
+    pub public_key_pem: String,
+}
+
+fn default_fic_audience() -> String {
+    "api://AzureADTokenExchange".to_string()
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SeedVault {
+    pub name: String,
+    /// app id → data-plane role: `officer` (Key Vault Secrets Officer) or `user` (Secrets User).
+    #[serde(default)]
+    pub access: BTreeMap<String, VaultRole>,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum VaultRole {
+    Officer,
+    User,
+}
+
+/// How the emulator behaves. The defaults are Azure's observed behaviour; a test that turns
+/// fidelity down says why.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Settings {
+    /// A new password starts working at a random moment between these two delays after it was
+    /// added, decided anew on every token request (Entra replicas converge independently).
+    pub propagation_min_ms: u64,
+    pub propagation_max_ms: u64,
+    /// Graph reads show the directory as it was this long ago.
+    pub read_lag_ms: u64,
+    /// Two writes to one application closer together than this get 409
+    /// `Directory_ConcurrencyViolation`.
+    pub concurrency_window_ms: u64,
+    /// Tenant app-management policy: the longest password lifetime allowed, if any.
+    pub max_password_lifetime_secs: Option<u64>,
+    /// Lifetime of the access tokens the emulator issues.
+    pub token_lifetime_secs: u64,
+    /// Latency added to every call.
+    pub latency_ms: u64,
+    pub throttling: Throttling,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            propagation_min_ms: 2_000,
+            propagation_max_ms: 12_000,
+            read_lag_ms: 1_000,
+            concurrency_window_ms: 500,
+            max_password_lifetime_secs: None,
+            token_lifetime_secs: 3_599,
+            latency_ms: 0,
+            throttling: Throttling::default(),
+        }
+    }
+}
+
+/// Service limits, modelled with sliding windows. Off unless `enabled`. `scale` shortens every
+/// window (and nothing else) so that a benchmark can reach the limits within minutes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Throttling {
+    pub enabled: bool,
+    pub scale: f64,
+    /// Graph resource units per application + tenant per 10 s (tenant size S: 3,500).
+    pub graph_ru_per_10s: u32,
+    /// Graph writes per application + tenant per 150 s.
+    pub graph_writes_per_150s: u32,
+    /// Graph writes per tenant per 300 s.
+    pub graph_tenant_writes_per_300s: u32,
+    /// Key Vault transactions per vault per 10 s.
+    pub kv_transactions_per_10s: u32,
+    /// Key Vault secret creations (PUT) per vault per 10 s.
+    pub kv_creates_per_10s: u32,
+    /// Send Key Vault 429s without `Retry-After`, as some captured responses were.
+    pub kv_omit_retry_after: bool,
+}
+
+impl Default for Throttling {
+    fn default() -> Self {
+        Throttling {
+            enabled: false,
+            scale: 1.0,
+            graph_ru_per_10s: 3_500,
+            graph_writes_per_150s: 3_000,
+            graph_tenant_writes_per_300s: 18_000,
+            kv_transactions_per_10s: 4_000,
+            kv_creates_per_10s: 300,
+            kv_omit_retry_after: false,
+        }
+    }
+}
+
+/// An application registration as the emulator stores it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Application {
+    pub id: String,
+    pub app_id: String,
+    pub display_name: String,
+    pub sign_in_audience: String,
+    pub owners: Vec<String>,
+    pub graph_roles: Vec<String>,
+    pub passwords: Vec<Password>,
+    pub federated_credentials: Vec<FederatedCredential>,
+    pub managed_identity: bool,
+    pub disabled: bool,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created: OffsetDateTime,
+    /// The last write, for the concurrency-violation model.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub last_write: Option<OffsetDateTime>,
+}
+
+/// A password credential. `removed` keeps it visible to lagging reads for a while.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct Password {
+    pub key_id: String,
+    pub display_name: Option<String>,
+    pub secret_text: String,
+    pub hint: String,
+    /// As Graph renders it: echoed as sent, or server-made with 7 fractional digits.
+    pub start_text: String,
+    pub end_text: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub start: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub end: OffsetDateTime,
+    /// When the credential was written to the directory (drives propagation and read lag).
+    #[serde(with = "time::serde::rfc3339")]
+    pub added: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub removed: Option<OffsetDateTime>,
+}
+
+impl std::fmt::Debug for Password {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Password")
+            .field("key_id", &self.key_id)
+            .field("display_name", &self.display_name)
+            .field("hint", &self.hint)
+            .field("end", &self.end)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Vault {
+    pub name: String,
+    pub access: BTreeMap<String, VaultRole>,
+    /// Lower-cased secret name → secret.
+    pub secrets: BTreeMap<String, VaultSecret>,
+    /// Soft-deleted secrets, by lower-cased name.
+    pub deleted: BTreeMap<String, DeletedSecret>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct VaultSecret {
+    /// The name as first written.
+    pub name: String,
+    /// Oldest first.
+    pub versions: Vec<SecretVersion>,
+}
+
+#[derive(Clone, Serialize, Deserialize)]
+pub struct SecretVersion {
+    pub version: String,
+    pub value: String,
+    pub content_type: Option<String>,
+    pub tags: BTreeMap<String, String>,
+    pub enabled: bool,
+    pub nbf: Option<i64>,
+    pub exp: Option<i64>,
+    pub created: i64,
+    pub updated: i64,
+}
+
+impl std::fmt::Debug for SecretVersion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SecretVersion")
+            .field("version", &self.version)
+            .field("tags", &self.tags)
+            .field("enabled", &self.enabled)
+            .field("exp", &self.exp)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DeletedSecret {
+    pub secret: VaultSecret,
+    pub deleted_date: i64,
+    pub scheduled_purge_date: i64,
+}
+
+/// The whole emulated world, as persisted in `<state-dir>/state.json`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct State {
+    pub tenant_id: String,
+    pub applications: Vec<Application>,
+    pub vaults: BTreeMap<String, Vault>,
+    pub settings: Settings,
+}
+
+impl State {
+    pub fn app_by_object_id(&self, id: &str) -> Option<usize> {
+        self.applications
+            .iter()
+            .position(|a| a.id.eq_ignore_ascii_case(id))
+    }
+    pub fn app_by_app_id(&self, app_id: &str) -> Option<usize> {
+        self.applications
+            .iter()
+            .position(|a| a.app_id.eq_ignore_ascii_case(app_id))
+    }
+}

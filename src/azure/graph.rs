@@ -1,0 +1,239 @@
+//! A thin Microsoft Graph client for the three calls the daemon makes: read an application's
+//! password credentials, `addPassword`, `removePassword`.
+
+use std::sync::Arc;
+
+use azure_core::credentials::TokenCredential;
+use secrecy::SecretString;
+use serde::Deserialize;
+use serde_json::json;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+use super::{Class, Error, Shared, Timer, class_of_status, parse_retry_after};
+use crate::config::AppRef;
+
+const SERVICE: &str = "graph";
+
+/// An application as the daemon needs it.
+#[derive(Debug, Clone)]
+pub struct Application {
+    pub object_id: String,
+    pub app_id: String,
+    pub sign_in_audience: String,
+    pub passwords: Vec<PasswordCredential>,
+}
+
+impl Application {
+    /// Apps open to personal Microsoft accounts may hold at most two passwords.
+    pub fn password_cap(&self) -> Option<usize> {
+        matches!(self.sign_in_audience.as_str(), "AzureADandPersonalMicrosoftAccount" | "PersonalMicrosoftAccount").then_some(2)
+    }
+}
+
+/// A password credential as Graph lists it: never a value.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PasswordCredential {
+    pub key_id: String,
+    pub display_name: Option<String>,
+    pub hint: Option<String>,
+    pub start: Option<OffsetDateTime>,
+    pub end: Option<OffsetDateTime>,
+}
+
+/// The one answer that carries a secret value.
+pub struct NewPassword {
+    pub key_id: String,
+    pub secret: SecretString,
+    pub start: Option<OffsetDateTime>,
+    pub end: OffsetDateTime,
+}
+
+impl std::fmt::Debug for NewPassword {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NewPassword").field("key_id", &self.key_id).field("end", &self.end).finish_non_exhaustive()
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawApplication {
+    id: String,
+    app_id: String,
+    #[serde(default)]
+    sign_in_audience: Option<String>,
+    #[serde(default)]
+    password_credentials: Vec<RawPassword>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawPassword {
+    key_id: Option<String>,
+    display_name: Option<String>,
+    hint: Option<String>,
+    start_date_time: Option<String>,
+    end_date_time: Option<String>,
+    secret_text: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct RawList {
+    value: Vec<RawApplication>,
+}
+
+fn parse_time(s: Option<&str>) -> Option<OffsetDateTime> {
+    s.and_then(|s| OffsetDateTime::parse(s, &Rfc3339).ok())
+}
+
+impl RawPassword {
+    fn into_credential(self) -> Option<PasswordCredential> {
+        Some(PasswordCredential {
+            key_id: self.key_id?.to_ascii_lowercase(),
+            display_name: self.display_name,
+            hint: self.hint,
+            start: parse_time(self.start_date_time.as_deref()),
+            end: parse_time(self.end_date_time.as_deref()),
+        })
+    }
+}
+
+pub struct GraphClient {
+    shared: Shared,
+    credential: Arc<dyn TokenCredential>,
+    base: String,
+    scope: String,
+}
+
+impl GraphClient {
+    pub fn new(shared: Shared, credential: Arc<dyn TokenCredential>, endpoint: &url::Url, scope: &str) -> GraphClient {
+        GraphClient { shared, credential, base: format!("{}/v1.0", endpoint.as_str().trim_end_matches('/')), scope: scope.to_string() }
+    }
+
+    /// Gets a Graph token: proves the daemon can sign in at all.
+    pub async fn sign_in(&self) -> Result<(), Error> {
+        super::identity::token(self.credential.as_ref(), &self.scope).await.map(|_| ())
+    }
+
+    async fn send(&self, operation: &'static str, request: reqwest::RequestBuilder, is_write: bool) -> Result<(u16, bytes::Bytes), Error> {
+        let token = super::identity::token(self.credential.as_ref(), &self.scope).await?;
+        let timer = Timer::start(&self.shared.metrics, SERVICE, operation);
+        let sent = request.bearer_auth(token).header("x-ms-throttle-priority", "low").send().await;
+        let response = match sent {
+            Ok(r) => r,
+            Err(e) => {
+                timer.done("error");
+                // Refused connections never reached Graph; anything later may have.
+                let class = if e.is_connect() || !is_write { Class::Transient { retry_after: None } } else { Class::Unknown };
+                return Err(Error::new(SERVICE, operation, class, format!("request failed: {}", super::identity::error_chain(&e))));
+            }
+        };
+        let status = response.status().as_u16();
+        self.shared.skew.observe(response.headers().get("date").and_then(|v| v.to_str().ok()));
+        let retry_after = response.headers().get("retry-after").and_then(|v| v.to_str().ok()).and_then(parse_retry_after);
+        let body = match response.bytes().await {
+            Ok(b) => b,
+            Err(e) => {
+                timer.done(&status.to_string());
+                let class = if is_write { Class::Unknown } else { Class::Transient { retry_after: None } };
+                return Err(Error::new(SERVICE, operation, class, format!("reading the answer failed: {}", super::identity::error_chain(&e))));
+            }
+        };
+        timer.done(&status.to_string());
+        if (200..300).contains(&status) {
+            return Ok((status, body));
+        }
+        let (code, message) = graph_error(&body);
+        let mut class = class_of_status(status, code.as_deref(), retry_after);
+        // A write answered 5xx may have been applied before the failure.
+        if is_write && matches!(status, 500 | 502 | 504) {
+            class = Class::Unknown;
+        }
+        Err(Error { service: SERVICE, operation, status: Some(status), code, message, class })
+    }
+
+    pub async fn get_application(&self, app: &AppRef) -> Result<Application, Error> {
+        const SELECT: &str = "$select=id,appId,signInAudience,passwordCredentials";
+        let url = match app {
+            AppRef::ObjectId(id) => format!("{}/applications/{id}?{SELECT}", self.base),
+            AppRef::AppId(id) => format!("{}/applications(appId='{id}')?{SELECT}", self.base),
+        };
+        let (_, body) = self.send("get_application", self.shared.http.get(url), false).await?;
+        let raw: RawApplication = serde_json::from_slice(&body).map_err(|e| malformed("get_application", &e))?;
+        Ok(Application {
+            object_id: raw.id.to_ascii_lowercase(),
+            app_id: raw.app_id.to_ascii_lowercase(),
+            sign_in_audience: raw.sign_in_audience.unwrap_or_default(),
+            passwords: raw.password_credentials.into_iter().filter_map(RawPassword::into_credential).collect(),
+        })
+    }
+
+    /// Lists applications with `$filter=appId eq '…'` (used by `check --online`).
+    pub async fn find_by_app_id(&self, app_id: &str) -> Result<Option<String>, Error> {
+        let filter: String = url::form_urlencoded::byte_serialize(format!("appId eq '{app_id}'").as_bytes()).collect();
+        let url = format!("{}/applications?$filter={filter}&$select=id,appId", self.base);
+        let (_, body) = self.send("list_applications", self.shared.http.get(url), false).await?;
+        let raw: RawList = serde_json::from_slice(&body).map_err(|e| malformed("list_applications", &e))?;
+        Ok(raw.value.into_iter().next().map(|a| a.id))
+    }
+
+    /// `addPassword`. Never retried by the caller with the same marker: when the answer is lost
+    /// (`Class::Unknown`) the credential is found again by its display name.
+    pub async fn add_password(&self, object_id: &str, display_name: &str, end: OffsetDateTime) -> Result<NewPassword, Error> {
+        let url = format!("{}/applications/{object_id}/addPassword", self.base);
+        let end_text = end.format(&Rfc3339).map_err(|e| Error::new(SERVICE, "add_password", Class::Permanent, e.to_string()))?;
+        let body = json!({"passwordCredential": {"displayName": display_name, "endDateTime": end_text}});
+        let (_, body) = self.send("add_password", self.shared.http.post(url).json(&body), true).await?;
+        // The value is in this body: parse it without ever putting the body into an error.
+        let raw: RawPassword = serde_json::from_slice(&body).map_err(|_| Error::new(SERVICE, "add_password", Class::Unknown, "the answer to addPassword could not be read"))?;
+        let (Some(key_id), Some(secret)) = (raw.key_id, raw.secret_text) else {
+            return Err(Error::new(SERVICE, "add_password", Class::Unknown, "the answer to addPassword has no keyId or secretText"));
+        };
+        Ok(NewPassword {
+            key_id: key_id.to_ascii_lowercase(),
+            secret: SecretString::from(secret),
+            start: parse_time(raw.start_date_time.as_deref()),
+            end: parse_time(raw.end_date_time.as_deref()).unwrap_or(end),
+        })
+    }
+
+    /// `removePassword`; an unknown key id counts as removed.
+    pub async fn remove_password(&self, object_id: &str, key_id: &str) -> Result<(), Error> {
+        let url = format!("{}/applications/{object_id}/removePassword", self.base);
+        match self.send("remove_password", self.shared.http.post(url).json(&json!({"keyId": key_id})), true).await {
+            Ok(_) => Ok(()),
+            Err(e) if e.status == Some(400) && e.message.contains("No password credential found") => Ok(()),
+            // A lost answer to a removal is safe to repeat.
+            Err(mut e) if e.class == Class::Unknown => {
+                e.class = Class::Transient { retry_after: None };
+                Err(e)
+            }
+            Err(e) => Err(e),
+        }
+    }
+}
+
+fn malformed(operation: &'static str, e: &serde_json::Error) -> Error {
+    Error::new(SERVICE, operation, Class::Transient { retry_after: None }, format!("malformed answer: {e}"))
+}
+
+/// The `error.code` and `error.message` of a Graph error body.
+fn graph_error(body: &[u8]) -> (Option<String>, String) {
+    #[derive(Deserialize)]
+    struct Outer {
+        error: Inner,
+    }
+    #[derive(Deserialize)]
+    struct Inner {
+        code: Option<String>,
+        message: Option<String>,
+    }
+    match serde_json::from_slice::<Outer>(body) {
+        Ok(o) => {
+            let mut m = o.error.message.unwrap_or_default();
+            m.truncate(400);
+            (o.error.code, m)
+        }
+        Err(_) => (None, "unreadable error body".into()),
+    }
+}

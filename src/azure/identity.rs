@@ -1,0 +1,190 @@
+//! How the daemon signs in: an `azure_identity` credential chosen by the config, behind a
+//! transport that counts every request, and the guard that keeps Key Vault tokens to the
+//! cloud's Key Vault scope.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use async_trait::async_trait;
+use azure_core::credentials::{AccessToken, TokenCredential, TokenRequestOptions};
+use azure_core::http::{AsyncRawResponse, ClientOptions, HttpClient, Request, RetryOptions, Transport};
+use azure_identity::{
+    ClientAssertionCredentialOptions, ClientSecretCredential, ClientSecretCredentialOptions, ManagedIdentityCredential,
+    ManagedIdentityCredentialOptions, UserAssignedId, WorkloadIdentityCredential, WorkloadIdentityCredentialOptions,
+};
+use secrecy::ExposeSecret;
+
+use super::{Class, Error, Shared};
+use crate::config::{Config, Credential};
+
+/// The transport of every SDK client: our reqwest client, with each request timed and counted
+/// and Azure's `Date` header fed to the skew check.
+#[derive(Debug)]
+pub struct MeteredTransport {
+    http: reqwest::Client,
+    shared: SharedRef,
+}
+
+struct SharedRef(Shared);
+
+impl std::fmt::Debug for SharedRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Shared")
+    }
+}
+
+/// Names an SDK request for the metrics.
+fn classify(request: &Request) -> (&'static str, &'static str) {
+    let path = request.url().path();
+    let method = request.method();
+    if path.ends_with("/oauth2/v2.0/token") {
+        return ("token", "client_credentials");
+    }
+    if path.contains("/msi/token") || path.contains("/metadata/identity/") {
+        return ("token", "managed_identity");
+    }
+    let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    use azure_core::http::Method;
+    let op = match (method, parts.as_slice()) {
+        (Method::Put, ["secrets", _]) => "set_secret",
+        (Method::Get, ["secrets", _, "versions"]) => "list_versions",
+        (Method::Get, ["secrets"]) | (Method::Get, ["secrets", ""]) => "list_secrets",
+        (Method::Get, ["secrets", ..]) => "get_secret",
+        (Method::Patch, ["secrets", ..]) => "update_secret",
+        (Method::Delete, ["secrets", _]) => "delete_secret",
+        _ => "other",
+    };
+    ("keyvault", op)
+}
+
+#[async_trait]
+impl HttpClient for MeteredTransport {
+    async fn execute_request(&self, request: &Request) -> azure_core::Result<AsyncRawResponse> {
+        let (service, operation) = classify(request);
+        let start = Instant::now();
+        let result = self.http.execute_request(request).await;
+        let status = match &result {
+            Ok(r) => {
+                let date = azure_core::http::headers::HeaderName::from_static("date");
+                self.shared.0.skew.observe(r.headers().get_optional_str(&date));
+                u16::from(r.status()).to_string()
+            }
+            Err(_) => "error".to_string(),
+        };
+        self.shared.0.metrics.azure_request(service, operation, &status, start.elapsed().as_secs_f64());
+        result
+    }
+}
+
+/// Client options for every SDK client: our transport, no SDK retries (our retry layer owns
+/// pacing), and the configured authority host.
+pub fn client_options(config: &Config, shared: &Shared, http: reqwest::Client) -> ClientOptions {
+    let mut options = ClientOptions::default();
+    options.transport = Some(Transport::new(Arc::new(MeteredTransport { http, shared: SharedRef(shared.clone()) })));
+    options.retry = RetryOptions::none();
+    let mut custom = azure_core::cloud::CustomConfiguration::default();
+    custom.authority_host = config.azure.authority_host.as_str().trim_end_matches('/').to_string();
+    options.cloud = Some(Arc::new(custom.into()));
+    options
+}
+
+/// The daemon's own credential, as the config chooses it.
+pub fn credential(config: &Config, shared: &Shared) -> anyhow::Result<Arc<dyn TokenCredential>> {
+    let tenant = config.azure.tenant_id.clone();
+    Ok(match &config.azure.credential {
+        Credential::ClientSecret { client_id, secret } => {
+            let options = ClientSecretCredentialOptions { client_options: client_options(config, shared, shared.http.clone()) };
+            ClientSecretCredential::new(&tenant, client_id.clone(), secret.expose_secret().to_string().into(), Some(options))?
+        }
+        Credential::WorkloadIdentity { client_id, token_file } => {
+            let options = WorkloadIdentityCredentialOptions {
+                credential_options: ClientAssertionCredentialOptions { client_options: client_options(config, shared, shared.http.clone()), ..Default::default() },
+                client_id: Some(client_id.clone()),
+                tenant_id: Some(tenant),
+                token_file_path: Some(token_file.clone()),
+                ..Default::default()
+            };
+            WorkloadIdentityCredential::new(Some(options))?
+        }
+        Credential::ManagedIdentity { client_id } => {
+            // Managed identity endpoints are local: never through a proxy.
+            let direct = super::http_client(config.azure.ca_pem.as_deref(), false)?;
+            let options = ManagedIdentityCredentialOptions {
+                user_assigned_id: client_id.clone().map(UserAssignedId::ClientId),
+                client_options: client_options(config, shared, direct),
+                ..Default::default()
+            };
+            ManagedIdentityCredential::new(Some(options))?
+        }
+    })
+}
+
+/// Gets a token for `scope`, as an [`Error`] of service `token` when it fails.
+pub async fn token(credential: &dyn TokenCredential, scope: &str) -> Result<String, Error> {
+    match credential.get_token(&[scope], None).await {
+        Ok(t) => Ok(t.token.secret().to_string()),
+        Err(e) => Err(token_error(&e)),
+    }
+}
+
+fn token_error(e: &azure_core::Error) -> Error {
+    let text = error_chain(e);
+    // Connection problems heal; a credential Entra refuses does not heal by retrying soon,
+    // but the backoff of the reconcile that needed it retries later anyway.
+    let class = match e.kind() {
+        azure_core::error::ErrorKind::Io | azure_core::error::ErrorKind::Connection => Class::Transient { retry_after: None },
+        _ if text.contains("AADSTS90024") || text.contains("AADSTS90033") || text.contains("temporarily_unavailable") => {
+            Class::Transient { retry_after: None }
+        }
+        _ => Class::Permanent,
+    };
+    let code = ["AADSTS7000215", "AADSTS7000222", "AADSTS700016", "AADSTS7000112", "AADSTS90002", "AADSTS700211", "AADSTS700212", "AADSTS700213"]
+        .into_iter()
+        .find(|c| text.contains(c))
+        .map(str::to_string);
+    Error { service: "token", operation: "acquire", status: e.http_status().map(u16::from), code, message: text, class }
+}
+
+/// The SDK's top-level error text is often generic; the useful part is in the source chain.
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts = vec![e.to_string()];
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        let t = s.to_string();
+        if !parts.iter().any(|p| p == &t) {
+            parts.push(t);
+        }
+        cur = s.source();
+    }
+    let mut text = parts.join(": ");
+    text.truncate(600);
+    text
+}
+
+/// Passes only the cloud's Key Vault scope through. The SDK takes the scope from the vault's
+/// auth challenge; a mistyped or hostile vault host must not be able to get a token for Graph
+/// (or anything else) out of the daemon.
+#[derive(Debug)]
+pub struct VaultScopeGuard {
+    pub inner: Arc<dyn TokenCredential>,
+    pub allowed: &'static str,
+}
+
+#[async_trait]
+impl TokenCredential for VaultScopeGuard {
+    async fn get_token(&self, scopes: &[&str], options: Option<TokenRequestOptions<'_>>) -> azure_core::Result<AccessToken> {
+        let allowed = self.allowed.trim_end_matches("/.default");
+        let ok = !scopes.is_empty()
+            && scopes.iter().all(|s| {
+                let s = s.trim_end_matches("/.default").trim_end_matches('/');
+                s.eq_ignore_ascii_case(allowed)
+            });
+        if !ok {
+            return Err(azure_core::Error::with_message(
+                azure_core::error::ErrorKind::Credential,
+                format!("refused to request a token for {scopes:?}: a Key Vault may only ask for {}", self.allowed),
+            ));
+        }
+        self.inner.get_token(&[self.allowed], options).await
+    }
+}

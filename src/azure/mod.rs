@@ -1,0 +1,232 @@
+//! The Azure clients: the only modules that know URLs, JSON shapes and HTTP status codes.
+//!
+//! [`identity`] is how the daemon signs in, [`graph`] reads applications and adds and removes
+//! passwords, [`entra`] proves a new secret signs in, [`keyvault`] reads and publishes secrets.
+//! Every call is timed and counted in the metrics, and every failure becomes an [`Error`]
+//! classified as transient, permanent, or of unknown outcome. Pacing belongs to [`retry`]: the
+//! SDK's own retries are off.
+
+pub mod entra;
+pub mod graph;
+pub mod identity;
+pub mod keyvault;
+
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::{Duration, Instant};
+
+use tokio_util::sync::CancellationToken;
+
+use crate::metrics::Metrics;
+
+/// How a failure should be handled.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Class {
+    /// Will likely heal by waiting (429, 503, 504, 409 concurrency, connection refused).
+    Transient { retry_after: Option<Duration> },
+    /// Will not heal by waiting: permissions, policy, a missing object, a bad request.
+    Permanent,
+    /// A write was sent and its answer lost: it may or may not have taken effect.
+    Unknown,
+}
+
+/// A failed Azure call. Its text never holds a secret: it is built from the status, the
+/// service's error code and message, never from a raw body.
+#[derive(Debug, Clone)]
+pub struct Error {
+    pub service: &'static str,
+    pub operation: &'static str,
+    pub status: Option<u16>,
+    pub code: Option<String>,
+    pub message: String,
+    pub class: Class,
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.service, self.operation)?;
+        if let Some(s) = self.status {
+            write!(f, ": HTTP {s}")?;
+        }
+        if let Some(c) = &self.code {
+            write!(f, " {c}")?;
+        }
+        if !self.message.is_empty() {
+            write!(f, ": {}", self.message)?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for Error {}
+
+impl Error {
+    pub fn is_transient(&self) -> bool {
+        matches!(self.class, Class::Transient { .. })
+    }
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self.class {
+            Class::Transient { retry_after } => retry_after,
+            _ => None,
+        }
+    }
+    pub fn code_is(&self, code: &str) -> bool {
+        self.code.as_deref().is_some_and(|c| c.eq_ignore_ascii_case(code))
+    }
+    pub(crate) fn new(service: &'static str, operation: &'static str, class: Class, message: impl Into<String>) -> Error {
+        Error { service, operation, status: None, code: None, message: message.into(), class }
+    }
+    /// A short label for metrics and the status table.
+    pub fn label(&self) -> String {
+        match (&self.code, self.status) {
+            (Some(c), _) => c.clone(),
+            (None, Some(s)) => s.to_string(),
+            (None, None) => "transport".into(),
+        }
+    }
+}
+
+/// Classifies an HTTP status the way every Azure service means it.
+pub fn class_of_status(status: u16, code: Option<&str>, retry_after: Option<Duration>) -> Class {
+    match status {
+        429 | 503 | 504 => Class::Transient { retry_after },
+        409 if code.is_some_and(|c| c.eq_ignore_ascii_case("Directory_ConcurrencyViolation") || c.eq_ignore_ascii_case("ObjectIsBeingRecovered")) => {
+            Class::Transient { retry_after }
+        }
+        500 | 502 => Class::Transient { retry_after },
+        _ => Class::Permanent,
+    }
+}
+
+/// `Retry-After` in seconds (fractional too, as Graph sends) or as an HTTP date.
+pub fn parse_retry_after(value: &str) -> Option<Duration> {
+    let v = value.trim();
+    if let Ok(secs) = v.parse::<f64>() {
+        return (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs.min(3600.0)));
+    }
+    let at = time::OffsetDateTime::parse(v, &time::format_description::well_known::Rfc2822).ok()?;
+    let delta = at - crate::clock::now();
+    Some(Duration::from_secs_f64(delta.as_seconds_f64().clamp(0.0, 3600.0)))
+}
+
+/// Everything the clients share: one HTTP client (trusting `ca_file`), the metrics, and the
+/// clock skew seen in Azure's `Date` headers.
+#[derive(Clone)]
+pub struct Shared {
+    pub http: reqwest::Client,
+    pub metrics: Arc<Metrics>,
+    pub skew: Arc<Skew>,
+}
+
+/// The difference between Azure's clock (its `Date` headers) and ours.
+#[derive(Default)]
+pub struct Skew {
+    seconds: AtomicI64,
+}
+
+impl Skew {
+    pub fn observe(&self, date_header: Option<&str>) {
+        if let Some(d) = date_header
+            && let Ok(t) = time::OffsetDateTime::parse(d.trim(), &time::format_description::well_known::Rfc2822)
+        {
+            let skew = (crate::clock::now() - t).whole_seconds();
+            self.seconds.store(skew, Ordering::Relaxed);
+        }
+    }
+    /// Local clock minus Azure's, in seconds (positive: ours is ahead).
+    pub fn seconds(&self) -> i64 {
+        self.seconds.load(Ordering::Relaxed)
+    }
+}
+
+/// Builds the HTTP client every Azure call goes through. It honours `HTTPS_PROXY` and
+/// `NO_PROXY` unless `proxy` is false (managed identity endpoints never use a proxy).
+pub fn http_client(ca_pem: Option<&[u8]>, proxy: bool) -> anyhow::Result<reqwest::Client> {
+    let mut b = reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(10))
+        .timeout(Duration::from_secs(60))
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent(concat!("secret-rotator/", env!("CARGO_PKG_VERSION")));
+    if let Some(pem) = ca_pem {
+        b = b.tls_certs_merge(reqwest::Certificate::from_pem_bundle(pem)?);
+    }
+    if !proxy {
+        b = b.no_proxy();
+    }
+    Ok(b.build()?)
+}
+
+/// Times a call and counts it under `service` / `operation` with its status.
+pub(crate) struct Timer<'a> {
+    metrics: &'a Metrics,
+    service: &'static str,
+    operation: &'static str,
+    start: Instant,
+}
+
+impl<'a> Timer<'a> {
+    pub fn start(metrics: &'a Metrics, service: &'static str, operation: &'static str) -> Self {
+        Timer { metrics, service, operation, start: Instant::now() }
+    }
+    pub fn done(self, status: &str) {
+        self.metrics.azure_request(self.service, self.operation, status, self.start.elapsed().as_secs_f64());
+    }
+}
+
+/// Retries `f` while it fails transiently, for at most `budget`, honouring `Retry-After` and
+/// otherwise backing off exponentially (1 s, 2 s, 4 s ... 30 s, with jitter). Stops at once
+/// when `cancel` fires.
+pub async fn retry<T, F, Fut>(budget: Duration, cancel: &CancellationToken, mut f: F) -> Result<T, Error>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, Error>>,
+{
+    let start = Instant::now();
+    let mut delay = Duration::from_secs(1);
+    loop {
+        match f().await {
+            Ok(v) => return Ok(v),
+            Err(e) if e.is_transient() => {
+                let wait = e.retry_after().unwrap_or_else(|| jitter(delay));
+                if start.elapsed() + wait > budget {
+                    return Err(e);
+                }
+                tracing::debug!(error = %e, wait_ms = wait.as_millis() as u64, "transient Azure error; retrying");
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = cancel.cancelled() => return Err(e),
+                }
+                delay = (delay * 2).min(Duration::from_secs(30));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+fn jitter(d: Duration) -> Duration {
+    let f: f64 = rand::random::<f64>() * 0.4 + 0.8;
+    d.mul_f64(f)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_takes_fractional_seconds_and_http_dates() {
+        assert_eq!(parse_retry_after("2.128"), Some(Duration::from_millis(2128)));
+        assert_eq!(parse_retry_after("7"), Some(Duration::from_secs(7)));
+        assert!(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT").is_some());
+        assert_eq!(parse_retry_after("soon"), None);
+        assert_eq!(parse_retry_after("-1"), None);
+    }
+
+    #[test]
+    fn concurrency_conflicts_are_transient_but_other_conflicts_are_not() {
+        assert!(matches!(class_of_status(409, Some("Directory_ConcurrencyViolation"), None), Class::Transient { .. }));
+        assert_eq!(class_of_status(409, Some("ObjectIsDeletedButRecoverable"), None), Class::Permanent);
+        assert_eq!(class_of_status(403, None, None), Class::Permanent);
+        assert!(matches!(class_of_status(429, None, Some(Duration::from_secs(2))), Class::Transient { retry_after: Some(_) }));
+    }
+}

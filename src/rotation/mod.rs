@@ -1,0 +1,425 @@
+//! One client's reconcile: [`observe`], decide ([`plan`]), execute (this module).
+//!
+//! Execution follows DESIGN.md's protocol: record the intent, `addPassword` with the marker,
+//! verify with real token requests, publish a new Key Vault version, mark the intent done; then
+//! retire and sweep. Each step is safe to repeat and to crash in. The new secret's value lives
+//! only in memory, in a zeroizing [`SecretString`], between `addPassword` and publishing.
+
+pub mod observe;
+pub mod plan;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use secrecy::SecretString;
+use time::OffsetDateTime;
+use tokio_util::sync::CancellationToken;
+
+use crate::azure::entra::{EntraClient, VerifyFailure};
+use crate::azure::graph::{Application, GraphClient};
+use crate::azure::keyvault::VaultClients;
+use crate::azure::{self, Class, Shared, retry};
+use crate::clock;
+use crate::config::{Client, Config};
+use crate::metrics::{ClientGauges, Metrics};
+use crate::store::{ClientRow, Store};
+use plan::{Blocked, Plan, PolicyView, Removal, RemovalReason, marker_prefix};
+
+/// Consecutive verification successes are at least this far apart: Entra replicas converge
+/// independently, so one success does not imply the next.
+pub const VERIFY_SPACING: Duration = Duration::from_secs(5);
+/// How long writes keep retrying transient failures.
+const WRITE_BUDGET: Duration = Duration::from_secs(120);
+
+/// The Azure clients of one config.
+pub struct AzureClients {
+    pub graph: GraphClient,
+    pub entra: EntraClient,
+    pub vaults: VaultClients,
+}
+
+impl AzureClients {
+    pub fn new(config: &Config, shared: &Shared) -> anyhow::Result<AzureClients> {
+        let credential = azure::identity::credential(config, shared)?;
+        Ok(AzureClients {
+            graph: GraphClient::new(shared.clone(), credential.clone(), &config.azure.graph_endpoint, config.azure.cloud.graph_scope()),
+            entra: EntraClient::new(shared.clone(), &config.azure.authority_host, &config.azure.tenant_id),
+            vaults: VaultClients::new(config, shared, credential),
+        })
+    }
+}
+
+/// What a reconcile needs.
+#[derive(Clone)]
+pub struct Context {
+    pub config: Arc<Config>,
+    pub azure: Arc<AzureClients>,
+    pub store: Arc<Store>,
+    pub metrics: Arc<Metrics>,
+    pub shared: Shared,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Options {
+    pub force: bool,
+    pub revoke_previous: bool,
+}
+
+/// Why a reconcile failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Failure {
+    #[error("{0}")]
+    Azure(#[from] azure::Error),
+    #[error("{0}")]
+    Blocked(Blocked),
+    #[error("the new secret did not sign in within verify_timeout ({0}); it was removed")]
+    VerifyTimeout(String),
+    #[error("the new secret was refused by Entra ({0}); it was removed")]
+    VerifyRejected(azure::Error),
+    #[error("the answer to addPassword was lost: {0}")]
+    AddLost(String),
+    #[error("stopped by shutdown")]
+    Cancelled,
+    #[error("state store: {0:#}")]
+    Store(anyhow::Error),
+}
+
+impl Failure {
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Failure::Azure(e) => e.is_transient() || e.class == Class::Unknown,
+            Failure::AddLost(_) | Failure::Cancelled | Failure::VerifyTimeout(_) => true,
+            Failure::Blocked(_) | Failure::VerifyRejected(_) | Failure::Store(_) => false,
+        }
+    }
+}
+
+/// A rotation that published.
+#[derive(Debug, Clone)]
+pub struct Rotated {
+    pub rotation_id: String,
+    pub key_id: String,
+    pub version: String,
+    pub expires: OffsetDateTime,
+}
+
+/// What a reconcile did and saw.
+#[derive(Debug, Clone)]
+pub struct Report {
+    pub plan: Plan,
+    pub rotated: Option<Rotated>,
+    pub removed: Vec<Removal>,
+    /// Errors that did not stop the reconcile (a failed retirement).
+    pub warnings: Vec<String>,
+    pub gauges: ClientGauges,
+}
+
+fn policy_view<'a>(config: &'a Config, client: &'a Client, opts: Options) -> PolicyView<'a> {
+    PolicyView {
+        instance: &config.instance,
+        client: &client.name,
+        renew_before: client.policy.renew_before,
+        overlap: client.policy.overlap,
+        verify_timeout: client.policy.verify_timeout,
+        adopt: client.policy.adopt,
+        force: opts.force,
+    }
+}
+
+/// Observes and decides, without changing anything (`plan`).
+pub async fn dry_run(ctx: &Context, client: &Client, opts: Options, cancel: &CancellationToken) -> Result<Plan, Failure> {
+    let (_, observed) = observe::observe(ctx, client, cancel).await?;
+    Ok(plan::plan(&observed, &policy_view(&ctx.config, client, opts), clock::now()))
+}
+
+/// Reconciles one client. The caller holds the client's lock.
+pub async fn reconcile(ctx: &Context, client: &Client, opts: Options, cancel: &CancellationToken) -> Result<Report, Failure> {
+    let result = reconcile_inner(ctx, client, opts, cancel).await;
+    let now = clock::now();
+    match &result {
+        Ok(report) => {
+            let row = ClientRow {
+                client: client.name.clone(),
+                published_key_id: report.rotated.as_ref().map(|r| r.key_id.clone()).or_else(|| report.plan.published.as_ref().and_then(|p| p.key_id.clone())),
+                published_version: report.rotated.as_ref().map(|r| r.version.clone()).or_else(|| report.plan.published.as_ref().map(|p| p.version.clone())),
+                expires_at: report.gauges.secret_expiry.map(|e| e as i64),
+                next_rotation_at: report.gauges.next_rotation.map(|e| e as i64),
+                last_result: Some(if report.rotated.is_some() { "rotated" } else { "ok" }.to_string()),
+                last_error: report.plan.blocked.as_ref().map(|b| b.to_string()).or_else(|| report.warnings.first().cloned()),
+                last_success_at: report.rotated.as_ref().map(|_| now.unix_timestamp()),
+                updated_at: now.unix_timestamp(),
+            };
+            if let Err(e) = ctx.store.upsert_client(&row) {
+                tracing::warn!(client = %client.name, error = %e, "could not record status");
+            }
+            ctx.metrics.set_client(&client.name, &report.gauges);
+        }
+        Err(e) => {
+            let mut row = ctx.store.client_row(&client.name).ok().flatten().unwrap_or_default();
+            row.client = client.name.clone();
+            row.last_result = Some("failed".into());
+            row.last_error = Some(e.to_string());
+            row.last_success_at = None;
+            row.updated_at = now.unix_timestamp();
+            if let Err(e) = ctx.store.upsert_client(&row) {
+                tracing::warn!(client = %client.name, error = %e, "could not record status");
+            }
+            ctx.metrics.set_client_ready(&client.name, false);
+        }
+    }
+    result
+}
+
+async fn reconcile_inner(ctx: &Context, client: &Client, opts: Options, cancel: &CancellationToken) -> Result<Report, Failure> {
+    let (app, observed) = observe::observe(ctx, client, cancel).await?;
+    let now = clock::now();
+    let plan = plan::plan(&observed, &policy_view(&ctx.config, client, opts), now);
+    for note in &plan.notes {
+        tracing::info!(client = %client.name, "{note}");
+    }
+    let mut report = Report { plan: plan.clone(), rotated: None, removed: Vec::new(), warnings: Vec::new(), gauges: ClientGauges::default() };
+
+    // Removals first: with a two-password cap they free the slot the new credential needs.
+    for removal in &plan.removals {
+        match remove(ctx, client, &app, removal, cancel).await {
+            Ok(true) => report.removed.push(removal.clone()),
+            Ok(false) => {}
+            Err(e) => {
+                tracing::warn!(client = %client.name, key_id = %removal.key_id, error = %e, "could not remove credential");
+                report.warnings.push(format!("removing {}: {e}", removal.key_id));
+            }
+        }
+    }
+    forget_stale_intents(ctx, client, &observed.passwords, now);
+
+    if let Some(blocked) = &plan.blocked {
+        if blocked.is_failure() {
+            report_gauges(ctx, client, &app, &mut report, now);
+            return Err(Failure::Blocked(blocked.clone()));
+        }
+        tracing::info!(client = %client.name, "{blocked}");
+    }
+    if let Some(reason) = &plan.rotate {
+        tracing::info!(client = %client.name, %reason, "rotating");
+        match rotate(ctx, client, &app, cancel).await {
+            Ok(rotated) => {
+                ctx.metrics.rotation(&client.name, true);
+                if opts.revoke_previous
+                    && let Some(previous) = plan.published.as_ref().and_then(|p| p.key_id.clone())
+                {
+                    tracing::warn!(client = %client.name, key_id = %previous, "revoking the previously published credential at once");
+                    match retry(WRITE_BUDGET, &CancellationToken::new(), || ctx.azure.graph.remove_password(&app.object_id, &previous)).await {
+                        Ok(()) => {
+                            let _ = ctx.store.record_history(&client.name, clock::now(), "revoked", None, Some(&previous), Some("revoke_previous"));
+                            report.removed.push(Removal { key_id: previous, reason: RemovalReason::Superseded { since: clock::now() } });
+                        }
+                        Err(e) => report.warnings.push(format!("revoking the previous credential {previous}: {e}")),
+                    }
+                }
+                report.rotated = Some(rotated);
+            }
+            Err(e) => {
+                ctx.metrics.rotation(&client.name, false);
+                return Err(e);
+            }
+        }
+    }
+    report_gauges(ctx, client, &app, &mut report, clock::now());
+    Ok(report)
+}
+
+/// Fills the gauges from what was observed and done.
+fn report_gauges(ctx: &Context, client: &Client, app: &Application, report: &mut Report, now: OffsetDateTime) {
+    let prefix = marker_prefix(&ctx.config.instance, &client.name);
+    let mut credentials: Vec<(String, bool, f64)> = app
+        .passwords
+        .iter()
+        .filter(|p| !report.removed.iter().any(|r| r.key_id.eq_ignore_ascii_case(&p.key_id)))
+        .map(|p| {
+            let ours = p.display_name.as_deref().is_some_and(|d| d.starts_with(&prefix));
+            (p.key_id.clone(), ours, p.end.map(clock::unix_seconds).unwrap_or(0.0))
+        })
+        .collect();
+    let (expires, renew_at, last) = match &report.rotated {
+        Some(r) => {
+            credentials.push((r.key_id.clone(), true, clock::unix_seconds(r.expires)));
+            (Some(r.expires), Some(r.expires - time::Duration::try_from(client.policy.renew_before).unwrap_or(time::Duration::ZERO)), Some(now))
+        }
+        None => {
+            let p = report.plan.published.as_ref().filter(|p| p.managed);
+            (p.and_then(|p| p.expires), report.plan.renew_at, p.and_then(|p| p.created))
+        }
+    };
+    let next = renew_at.map(|at| at.max(now)).and_then(|at| client.policy.schedule.next_after(at - time::Duration::seconds(1)));
+    report.gauges = ClientGauges {
+        secret_expiry: expires.map(clock::unix_seconds),
+        next_rotation: next.map(clock::unix_seconds),
+        last_rotation: last.map(clock::unix_seconds),
+        ready: expires.is_some_and(|e| e > now),
+        credentials,
+    };
+}
+
+/// Removes one credential; `Ok(false)` when a fresh look says it must stay.
+async fn remove(ctx: &Context, client: &Client, app: &Application, removal: &Removal, cancel: &CancellationToken) -> Result<bool, azure::Error> {
+    if removal.is_orphan() {
+        // Proof, not one observation: list the vault history again just before removing.
+        let versions = retry(observe::READ_BUDGET, cancel, || ctx.azure.vaults.versions(&client.key_vault_url, &client.secret_name)).await?;
+        let named = versions.unwrap_or_default().iter().any(|v| v.tags.get(plan::TAG_KEY_ID).is_some_and(|k| k.eq_ignore_ascii_case(&removal.key_id)));
+        if named {
+            tracing::info!(client = %client.name, key_id = %removal.key_id, "not an orphan after all: a vault version names it");
+            return Ok(false);
+        }
+    }
+    retry(WRITE_BUDGET, cancel, || ctx.azure.graph.remove_password(&app.object_id, &removal.key_id)).await?;
+    tracing::info!(client = %client.name, key_id = %removal.key_id, reason = %removal.reason, "removed credential");
+    if removal.is_orphan() {
+        ctx.metrics.orphan_removed(&client.name);
+    }
+    if let RemovalReason::Abandoned { rotation_id } | RemovalReason::Orphan { rotation_id } = &removal.reason {
+        let _ = ctx.store.end_intent(rotation_id);
+    }
+    let _ = ctx.store.record_history(&client.name, clock::now(), "removed", None, Some(&removal.key_id), Some(&removal.reason.to_string()));
+    Ok(true)
+}
+
+/// Drops intents whose attempt left no visible credential long after it could have.
+fn forget_stale_intents(ctx: &Context, client: &Client, passwords: &[crate::azure::graph::PasswordCredential], now: OffsetDateTime) {
+    let prefix = marker_prefix(&ctx.config.instance, &client.name);
+    let horizon = now.unix_timestamp() - (client.policy.verify_timeout + Duration::from_secs(600)).as_secs() as i64;
+    for intent in ctx.store.intents(&client.name).unwrap_or_default() {
+        let marker = format!("{prefix}{}", intent.rotation_id);
+        let visible = passwords.iter().any(|p| p.display_name.as_deref() == Some(marker.as_str()));
+        if !visible && intent.started_at < horizon {
+            let _ = ctx.store.end_intent(&intent.rotation_id);
+        }
+    }
+}
+
+/// Creates, verifies and publishes a new secret.
+async fn rotate(ctx: &Context, client: &Client, app: &Application, cancel: &CancellationToken) -> Result<Rotated, Failure> {
+    let rotation_id = uuid::Uuid::new_v4().simple().to_string();
+    let marker = format!("{}{rotation_id}", marker_prefix(&ctx.config.instance, &client.name));
+    let now = clock::now();
+    let end = now + time::Duration::try_from(client.policy.secret_lifetime).unwrap_or(time::Duration::days(90));
+    ctx.store.begin_intent(&rotation_id, &client.name, now).map_err(Failure::Store)?;
+
+    // addPassword: retried only while it certainly did not take effect (429, 409 concurrency,
+    // refused connections). A lost answer is never repeated with this marker.
+    let added_at = Instant::now();
+    let new = match retry(WRITE_BUDGET, cancel, || ctx.azure.graph.add_password(&app.object_id, &marker, end)).await {
+        Ok(n) => n,
+        Err(e) if e.class == Class::Unknown => return Err(recover_lost_add(ctx, client, app, &rotation_id, &marker, e, cancel).await),
+        Err(e) => {
+            let _ = ctx.store.end_intent(&rotation_id);
+            return Err(e.into());
+        }
+    };
+    tracing::info!(client = %client.name, rotation_id = %rotation_id, key_id = %new.key_id, "added credential");
+    let _ = ctx.store.intent_step(&rotation_id, "verifying", Some(&new.key_id), clock::now());
+
+    if let Err(failure) = verify(ctx, client, &app.app_id, &new.secret, added_at, cancel).await {
+        if matches!(failure, Failure::Cancelled) {
+            // Abandoned: its credential is removed by the next start (the intent says whose it is).
+            return Err(failure);
+        }
+        discard(ctx, client, app, &new.key_id, &rotation_id).await;
+        return Err(failure);
+    }
+    let _ = ctx.store.intent_step(&rotation_id, "publishing", None, clock::now());
+
+    // Publishing is allowed to finish during shutdown (it is bounded by the retry budget).
+    let tags = plan::tags(&app.app_id, &new.key_id, &rotation_id);
+    let publish_cancel = CancellationToken::new();
+    let version = match retry(Duration::from_secs(30), &publish_cancel, || ctx.azure.vaults.set(&client.key_vault_url, &client.secret_name, &new.secret, new.end, tags.clone())).await {
+        Ok(v) => v,
+        Err(e) => {
+            tracing::warn!(client = %client.name, error = %e, "publishing failed; removing the new credential");
+            discard(ctx, client, app, &new.key_id, &rotation_id).await;
+            return Err(e.into());
+        }
+    };
+    drop(new.secret);
+    let _ = ctx.store.end_intent(&rotation_id);
+    let _ = ctx.store.record_history(&client.name, clock::now(), "rotated", Some(&rotation_id), Some(&new.key_id), Some(&format!("published version {version}")));
+    tracing::info!(client = %client.name, rotation_id = %rotation_id, key_id = %new.key_id, version = %version, "published new secret");
+    Ok(Rotated { rotation_id, key_id: new.key_id, version, expires: new.end })
+}
+
+/// Token requests with the new secret until `verify_successes` succeed in a row, at least
+/// [`VERIFY_SPACING`] apart, or `verify_timeout` passes.
+async fn verify(ctx: &Context, client: &Client, app_id: &str, secret: &SecretString, added_at: Instant, cancel: &CancellationToken) -> Result<(), Failure> {
+    let policy = &client.policy;
+    let deadline = added_at + policy.verify_timeout;
+    let mut successes = 0u32;
+    let mut first_success = false;
+    let mut backoff = Duration::from_secs(1);
+    loop {
+        let wait = match ctx.azure.entra.verify(app_id, secret, &policy.verify_scope).await {
+            Ok(()) => {
+                if !first_success {
+                    first_success = true;
+                    ctx.metrics.propagation(added_at.elapsed().as_secs_f64());
+                }
+                successes += 1;
+                if successes >= policy.verify_successes {
+                    tracing::info!(client = %client.name, seconds = added_at.elapsed().as_secs_f64(), "new secret verified");
+                    return Ok(());
+                }
+                VERIFY_SPACING
+            }
+            Err(VerifyFailure::NotYetValid) => {
+                successes = 0;
+                let w = backoff;
+                backoff = (backoff * 2).min(Duration::from_secs(15));
+                w
+            }
+            Err(VerifyFailure::Transient(e)) => {
+                tracing::debug!(client = %client.name, error = %e, "verification request failed; retrying");
+                e.retry_after().unwrap_or(backoff)
+            }
+            Err(VerifyFailure::Rejected(e)) => return Err(Failure::VerifyRejected(e)),
+        };
+        if Instant::now() + wait > deadline {
+            return Err(Failure::VerifyTimeout(crate::clock::format_duration(policy.verify_timeout)));
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = cancel.cancelled() => return Err(Failure::Cancelled),
+        }
+    }
+}
+
+/// Removes a credential this attempt created and will not publish.
+async fn discard(ctx: &Context, client: &Client, app: &Application, key_id: &str, rotation_id: &str) {
+    match retry(WRITE_BUDGET, &CancellationToken::new(), || ctx.azure.graph.remove_password(&app.object_id, key_id)).await {
+        Ok(()) => {
+            ctx.metrics.orphan_removed(&client.name);
+            let _ = ctx.store.end_intent(rotation_id);
+            tracing::info!(client = %client.name, key_id, "removed the unpublished credential");
+        }
+        // The intent stays: the next reconcile removes it as an abandoned attempt.
+        Err(e) => tracing::warn!(client = %client.name, key_id, error = %e, "could not remove the unpublished credential; the next reconcile will"),
+    }
+}
+
+/// After a lost `addPassword` answer: look for the marker; if the credential exists, nobody
+/// can ever know its value, so remove it now. Reads lag, so look a few times.
+async fn recover_lost_add(ctx: &Context, client: &Client, app: &Application, rotation_id: &str, marker: &str, error: azure::Error, cancel: &CancellationToken) -> Failure {
+    tracing::warn!(client = %client.name, rotation_id, error = %error, "answer to addPassword lost; looking for the credential it may have created");
+    let _ = ctx.store.intent_step(rotation_id, "add-unknown", None, clock::now());
+    for attempt in 0..6 {
+        if attempt > 0 {
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+                _ = cancel.cancelled() => break,
+            }
+        }
+        let Ok(seen) = ctx.azure.graph.get_application(&client.app).await else { continue };
+        if let Some(p) = seen.passwords.iter().find(|p| p.display_name.as_deref() == Some(marker)) {
+            discard(ctx, client, app, &p.key_id, rotation_id).await;
+            return Failure::AddLost(format!("{error}; removed the credential {} it created", p.key_id));
+        }
+    }
+    Failure::AddLost(format!("{error}; no credential with its marker is visible yet (it will be removed if it appears)"))
+}

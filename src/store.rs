@@ -1,0 +1,374 @@
+//! The embedded state store: SQLite in `state.dir`, plus one lock file per client.
+//!
+//! It holds attempts in flight (intents), per-client failure backoff and the rotation history
+//! that `status` shows. It is not authoritative: Entra (credentials and their markers) and Key
+//! Vault (versions and their tags) are, so losing it loses no secret and no correctness. It
+//! never holds a secret value.
+
+use std::fs::{File, OpenOptions};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use rusqlite::{Connection, OptionalExtension, params};
+use serde::Serialize;
+use time::OffsetDateTime;
+
+/// Forward migrations; entry `i` takes the schema from version `i` to `i + 1`.
+const MIGRATIONS: &[&str] = &[
+    "CREATE TABLE intents (
+        rotation_id TEXT PRIMARY KEY,
+        client TEXT NOT NULL,
+        step TEXT NOT NULL,
+        key_id TEXT,
+        started_at INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL,
+        pid INTEGER NOT NULL
+    );
+    CREATE INDEX intents_client ON intents(client);
+    CREATE TABLE backoff (
+        client TEXT PRIMARY KEY,
+        failures INTEGER NOT NULL,
+        next_attempt_at INTEGER NOT NULL,
+        last_error TEXT
+    );
+    CREATE TABLE history (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        client TEXT NOT NULL,
+        at INTEGER NOT NULL,
+        result TEXT NOT NULL,
+        rotation_id TEXT,
+        key_id TEXT,
+        message TEXT
+    );
+    CREATE INDEX history_client ON history(client, id);
+    CREATE TABLE clients (
+        client TEXT PRIMARY KEY,
+        published_key_id TEXT,
+        published_version TEXT,
+        expires_at INTEGER,
+        next_rotation_at INTEGER,
+        last_result TEXT,
+        last_error TEXT,
+        last_success_at INTEGER,
+        updated_at INTEGER NOT NULL
+    );",
+];
+
+/// History rows kept per client.
+const HISTORY_PER_CLIENT: i64 = 200;
+
+pub struct Store {
+    dir: PathBuf,
+    conn: Mutex<Connection>,
+}
+
+/// An attempt recorded before `addPassword` and removed when it is done or cleaned up.
+#[derive(Debug, Clone)]
+pub struct Intent {
+    pub rotation_id: String,
+    pub client: String,
+    pub step: String,
+    pub key_id: Option<String>,
+    pub started_at: i64,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Backoff {
+    pub failures: u32,
+    pub next_attempt_at: i64,
+    pub last_error: Option<String>,
+}
+
+/// What `status` and `/v1/clients` show for a client.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ClientRow {
+    pub client: String,
+    pub published_key_id: Option<String>,
+    pub published_version: Option<String>,
+    pub expires_at: Option<i64>,
+    pub next_rotation_at: Option<i64>,
+    pub last_result: Option<String>,
+    pub last_error: Option<String>,
+    pub last_success_at: Option<i64>,
+    pub updated_at: i64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct HistoryRow {
+    pub at: i64,
+    pub result: String,
+    pub rotation_id: Option<String>,
+    pub key_id: Option<String>,
+    pub message: Option<String>,
+}
+
+/// Creates a directory readable by its owner only.
+pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    if dir.exists() {
+        return Ok(());
+    }
+    let mut b = std::fs::DirBuilder::new();
+    b.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        b.mode(0o700);
+    }
+    b.create(dir)
+}
+
+impl Store {
+    /// Opens (creating owner-only when missing) and migrates the store in `dir`.
+    pub fn open(dir: &Path) -> anyhow::Result<Store> {
+        create_private_dir(dir).with_context(|| format!("creating state dir {}", dir.display()))?;
+        create_private_dir(&dir.join("locks")).with_context(|| format!("creating {}/locks", dir.display()))?;
+        let path = dir.join("state.db");
+        if !path.exists() {
+            let mut o = OpenOptions::new();
+            o.write(true).create(true).truncate(false);
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::OpenOptionsExt;
+                o.mode(0o600);
+            }
+            o.open(&path).with_context(|| format!("creating {}", path.display()))?;
+        }
+        let conn = Connection::open(&path).with_context(|| format!("opening {}", path.display()))?;
+        conn.busy_timeout(Duration::from_secs(10))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        migrate(&conn, &path)?;
+        Ok(Store { dir: dir.to_path_buf(), conn: Mutex::new(conn) })
+    }
+
+    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Takes the client's lock without waiting; `None` when another process or task holds it.
+    pub fn try_lock(&self, client: &str) -> anyhow::Result<Option<ClientLock>> {
+        let path = self.dir.join("locks").join(format!("{client}.lock"));
+        let file = OpenOptions::new().create(true).truncate(false).write(true).open(&path).with_context(|| format!("opening {}", path.display()))?;
+        match file.try_lock() {
+            Ok(()) => Ok(Some(ClientLock { _file: file })),
+            Err(std::fs::TryLockError::WouldBlock) => Ok(None),
+            Err(std::fs::TryLockError::Error(e)) => Err(e).with_context(|| format!("locking {}", path.display())),
+        }
+    }
+
+    /// Waits up to `wait` for the client's lock.
+    pub async fn lock(&self, client: &str, wait: Duration) -> anyhow::Result<Option<ClientLock>> {
+        let start = std::time::Instant::now();
+        loop {
+            if let Some(l) = self.try_lock(client)? {
+                return Ok(Some(l));
+            }
+            if start.elapsed() >= wait {
+                return Ok(None);
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    pub fn begin_intent(&self, rotation_id: &str, client: &str, now: OffsetDateTime) -> anyhow::Result<()> {
+        let t = now.unix_timestamp();
+        self.conn().execute(
+            "INSERT INTO intents (rotation_id, client, step, key_id, started_at, updated_at, pid) VALUES (?1, ?2, 'adding', NULL, ?3, ?3, ?4)",
+            params![rotation_id, client, t, std::process::id()],
+        )?;
+        Ok(())
+    }
+
+    pub fn intent_step(&self, rotation_id: &str, step: &str, key_id: Option<&str>, now: OffsetDateTime) -> anyhow::Result<()> {
+        self.conn().execute(
+            "UPDATE intents SET step = ?2, key_id = COALESCE(?3, key_id), updated_at = ?4 WHERE rotation_id = ?1",
+            params![rotation_id, step, key_id, now.unix_timestamp()],
+        )?;
+        Ok(())
+    }
+
+    pub fn end_intent(&self, rotation_id: &str) -> anyhow::Result<()> {
+        self.conn().execute("DELETE FROM intents WHERE rotation_id = ?1", params![rotation_id])?;
+        Ok(())
+    }
+
+    pub fn intents(&self, client: &str) -> anyhow::Result<Vec<Intent>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare("SELECT rotation_id, client, step, key_id, started_at FROM intents WHERE client = ?1 ORDER BY started_at")?;
+        let rows = stmt.query_map(params![client], |r| {
+            Ok(Intent { rotation_id: r.get(0)?, client: r.get(1)?, step: r.get(2)?, key_id: r.get(3)?, started_at: r.get(4)? })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    pub fn backoff(&self, client: &str) -> anyhow::Result<Backoff> {
+        Ok(self
+            .conn()
+            .query_row("SELECT failures, next_attempt_at, last_error FROM backoff WHERE client = ?1", params![client], |r| {
+                Ok(Backoff { failures: r.get(0)?, next_attempt_at: r.get(1)?, last_error: r.get(2)? })
+            })
+            .optional()?
+            .unwrap_or_default())
+    }
+
+    pub fn set_backoff(&self, client: &str, b: &Backoff) -> anyhow::Result<()> {
+        self.conn().execute(
+            "INSERT INTO backoff (client, failures, next_attempt_at, last_error) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT(client) DO UPDATE SET failures = ?2, next_attempt_at = ?3, last_error = ?4",
+            params![client, b.failures, b.next_attempt_at, b.last_error],
+        )?;
+        Ok(())
+    }
+
+    pub fn clear_backoff(&self, client: &str) -> anyhow::Result<()> {
+        self.conn().execute("DELETE FROM backoff WHERE client = ?1", params![client])?;
+        Ok(())
+    }
+
+    pub fn record_history(&self, client: &str, now: OffsetDateTime, result: &str, rotation_id: Option<&str>, key_id: Option<&str>, message: Option<&str>) -> anyhow::Result<()> {
+        let conn = self.conn();
+        conn.execute(
+            "INSERT INTO history (client, at, result, rotation_id, key_id, message) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![client, now.unix_timestamp(), result, rotation_id, key_id, message],
+        )?;
+        conn.execute(
+            "DELETE FROM history WHERE client = ?1 AND id <= (SELECT id FROM history WHERE client = ?1 ORDER BY id DESC LIMIT 1 OFFSET ?2)",
+            params![client, HISTORY_PER_CLIENT],
+        )?;
+        Ok(())
+    }
+
+    pub fn history(&self, client: &str, limit: i64) -> anyhow::Result<Vec<HistoryRow>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare("SELECT at, result, rotation_id, key_id, message FROM history WHERE client = ?1 ORDER BY id DESC LIMIT ?2")?;
+        let rows = stmt.query_map(params![client, limit], |r| {
+            Ok(HistoryRow { at: r.get(0)?, result: r.get(1)?, rotation_id: r.get(2)?, key_id: r.get(3)?, message: r.get(4)? })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    pub fn upsert_client(&self, row: &ClientRow) -> anyhow::Result<()> {
+        self.conn().execute(
+            "INSERT INTO clients (client, published_key_id, published_version, expires_at, next_rotation_at, last_result, last_error, last_success_at, updated_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+             ON CONFLICT(client) DO UPDATE SET published_key_id = ?2, published_version = ?3, expires_at = ?4, next_rotation_at = ?5,
+                 last_result = ?6, last_error = ?7, last_success_at = COALESCE(?8, last_success_at), updated_at = ?9",
+            params![row.client, row.published_key_id, row.published_version, row.expires_at, row.next_rotation_at, row.last_result, row.last_error, row.last_success_at, row.updated_at],
+        )?;
+        Ok(())
+    }
+
+    pub fn client_row(&self, client: &str) -> anyhow::Result<Option<ClientRow>> {
+        Ok(self
+            .conn()
+            .query_row(
+                "SELECT client, published_key_id, published_version, expires_at, next_rotation_at, last_result, last_error, last_success_at, updated_at FROM clients WHERE client = ?1",
+                params![client],
+                |r| {
+                    Ok(ClientRow {
+                        client: r.get(0)?,
+                        published_key_id: r.get(1)?,
+                        published_version: r.get(2)?,
+                        expires_at: r.get(3)?,
+                        next_rotation_at: r.get(4)?,
+                        last_result: r.get(5)?,
+                        last_error: r.get(6)?,
+                        last_success_at: r.get(7)?,
+                        updated_at: r.get(8)?,
+                    })
+                },
+            )
+            .optional()?)
+    }
+}
+
+/// Holds a client's lock file locked; the lock goes with the value (or the process).
+pub struct ClientLock {
+    _file: File,
+}
+
+fn migrate(conn: &Connection, path: &Path) -> anyhow::Result<()> {
+    let version: usize = conn.pragma_query_value(None, "user_version", |r| r.get::<_, i64>(0))? as usize;
+    if version > MIGRATIONS.len() {
+        bail!(
+            "{} has schema version {version}, newer than this secret-rotator knows ({}); upgrade secret-rotator or move the state dir aside (it is rebuilt from Azure)",
+            path.display(),
+            MIGRATIONS.len()
+        );
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(version) {
+        let tx = conn.unchecked_transaction()?;
+        tx.execute_batch(sql).with_context(|| format!("migrating {} to schema version {}", path.display(), i + 1))?;
+        tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+        tx.commit()?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn store_and_locks_are_owner_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("state");
+        let _store = Store::open(&dir).unwrap();
+        assert_eq!(std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777, 0o700);
+        assert_eq!(std::fs::metadata(dir.join("state.db")).unwrap().permissions().mode() & 0o077, 0);
+    }
+
+    #[test]
+    fn a_client_lock_excludes_a_second_holder_until_dropped() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Store::open(tmp.path()).unwrap();
+        let first = store.try_lock("c1").unwrap();
+        assert!(first.is_some());
+        assert!(store.try_lock("c1").unwrap().is_none(), "second lock on one client");
+        assert!(store.try_lock("c2").unwrap().is_some(), "another client is independent");
+        drop(first);
+        assert!(store.try_lock("c1").unwrap().is_some());
+    }
+
+    #[test]
+    fn refuses_a_newer_schema() {
+        let tmp = tempfile::tempdir().unwrap();
+        drop(Store::open(tmp.path()).unwrap());
+        let conn = Connection::open(tmp.path().join("state.db")).unwrap();
+        conn.pragma_update(None, "user_version", 99).unwrap();
+        drop(conn);
+        let err = Store::open(tmp.path()).err().unwrap().to_string();
+        assert!(err.contains("schema version 99"), "{err}");
+    }
+
+    #[test]
+    fn backoff_and_intents_survive_reopening() {
+        let tmp = tempfile::tempdir().unwrap();
+        let now = OffsetDateTime::now_utc();
+        {
+            let s = Store::open(tmp.path()).unwrap();
+            s.begin_intent("r1", "c", now).unwrap();
+            s.intent_step("r1", "added", Some("k1"), now).unwrap();
+            s.set_backoff("c", &Backoff { failures: 3, next_attempt_at: 42, last_error: Some("x".into()) }).unwrap();
+        }
+        let s = Store::open(tmp.path()).unwrap();
+        let intents = s.intents("c").unwrap();
+        assert_eq!(intents.len(), 1);
+        assert_eq!(intents[0].key_id.as_deref(), Some("k1"));
+        assert_eq!(s.backoff("c").unwrap().failures, 3);
+    }
+
+    #[test]
+    fn history_is_bounded_per_client() {
+        let tmp = tempfile::tempdir().unwrap();
+        let s = Store::open(tmp.path()).unwrap();
+        let now = OffsetDateTime::now_utc();
+        for _ in 0..(HISTORY_PER_CLIENT + 20) {
+            s.record_history("c", now, "success", None, None, None).unwrap();
+        }
+        assert_eq!(s.history("c", 10_000).unwrap().len() as i64, HISTORY_PER_CLIENT);
+    }
+}
