@@ -1,6 +1,26 @@
+//! secret-rotator: rotates Entra ID client secrets and publishes them to Azure Key Vault.
+//!
+//! Layout, in the order a rotation flows:
+//! - [`config`]: the TOML contract, validated into typed policy;
+//! - [`schedule`]: when each client is reconciled (cron, jitter, backoff);
+//! - [`rotation`]: one client's reconcile: [`rotation::observe`], the pure decision
+//!   [`rotation::plan`], and execution;
+//! - [`azure`]: the only code that speaks HTTP to Entra, Graph and Key Vault;
+//! - [`store`]: intents, backoff and history in SQLite (not authoritative);
+//! - [`metrics`], [`server`], [`status`]: what the daemon reports;
+//! - [`daemon`], [`cli`], [`demo`]: the commands;
+//! - [`clock`]: the only reader of the wall clock.
+
+pub mod azure;
+pub mod cli;
 pub mod clock;
 pub mod config;
-pub mod azure;
+pub mod daemon;
+pub mod demo;
 pub mod metrics;
-pub mod store;
 pub mod rotation;
+pub mod schedule;
+pub mod server;
+pub mod status;
+pub mod store;
+pub mod telemetry;

@@ -1,1 +1,145 @@
-fn main() {}
+//! The `secret-rotator` command line.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use secret_rotator::config::Config;
+use secret_rotator::{cli, demo};
+
+#[derive(Parser)]
+#[command(name = "secret-rotator", version, about = "Rotates Entra ID client secrets and publishes them to Azure Key Vault")]
+struct Args {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
+enum Output {
+    Table,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the daemon: schedule, rotate, serve metrics and health.
+    Run {
+        #[arg(long, default_value = "/etc/secret-rotator/config.toml")]
+        config: PathBuf,
+    },
+    /// Validate the config (and with --online, sign in and read every client's app and secret).
+    Check {
+        #[arg(long, default_value = "/etc/secret-rotator/config.toml")]
+        config: PathBuf,
+        #[arg(long)]
+        online: bool,
+    },
+    /// Show what a reconcile would do now for each client, and why. Changes nothing.
+    Plan {
+        #[arg(long, default_value = "/etc/secret-rotator/config.toml")]
+        config: PathBuf,
+        #[arg(long, value_enum, default_value_t = Output::Table)]
+        output: Output,
+    },
+    /// Reconcile one client now (rotate if due, retire, remove orphans).
+    Rotate {
+        #[arg(long, default_value = "/etc/secret-rotator/config.toml")]
+        config: PathBuf,
+        client: String,
+        /// Rotate even when not due.
+        #[arg(long)]
+        force: bool,
+        /// With --force: remove the previously published credential at once (a leaked secret).
+        #[arg(long, requires = "force")]
+        revoke_previous: bool,
+    },
+    /// Per client: published key id, expiry, next rotation, last result.
+    Status {
+        #[arg(long, default_value = "/etc/secret-rotator/config.toml")]
+        config: PathBuf,
+        #[arg(long, value_enum, default_value_t = Output::Table)]
+        output: Output,
+    },
+    /// Run the bundled Azure emulator.
+    Emulator {
+        #[arg(long, default_value = "127.0.0.1:8700")]
+        listen: std::net::SocketAddr,
+        #[arg(long)]
+        state_dir: Option<PathBuf>,
+        /// A JSON seed (tenant, applications, vaults, settings) to load at start.
+        #[arg(long)]
+        seed: Option<PathBuf>,
+    },
+    /// Run the emulator and the daemon together on a demo config.
+    Demo {
+        #[arg(long, default_value = "127.0.0.1:9464")]
+        listen: std::net::SocketAddr,
+    },
+}
+
+fn load(path: &std::path::Path) -> Result<Config, String> {
+    Config::load(path).map_err(|e| e.to_string())
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("secret-rotator: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result: Result<bool, String> = runtime.block_on(async move {
+        match args.command {
+            Command::Run { config } => {
+                let cfg = load(&config)?;
+                secret_rotator::telemetry::init(cfg.log_format, &cfg.log_level);
+                secret_rotator::daemon::run(&config, cfg, None, tokio_util::sync::CancellationToken::new()).await.map_err(|e| format!("{e:#}"))?;
+                Ok(true)
+            }
+            Command::Check { config, online } => {
+                let cfg = load(&config)?;
+                if online {
+                    secret_rotator::telemetry::init(cfg.log_format, "warn");
+                    cli::check_online(cfg).await.map_err(|e| format!("{e:#}"))
+                } else {
+                    println!("{}: OK ({} clients)", config.display(), cfg.clients.len());
+                    Ok(true)
+                }
+            }
+            Command::Plan { config, output } => {
+                let cfg = load(&config)?;
+                secret_rotator::telemetry::init(cfg.log_format, "warn");
+                cli::plan(cfg, output == Output::Json).await.map_err(|e| format!("{e:#}"))
+            }
+            Command::Rotate { config, client, force, revoke_previous } => {
+                let cfg = load(&config)?;
+                secret_rotator::telemetry::init(cfg.log_format, &cfg.log_level);
+                cli::rotate(cfg, &client, force, revoke_previous).await.map_err(|e| format!("{e:#}"))
+            }
+            Command::Status { config, output } => {
+                let cfg = load(&config)?;
+                cli::status(&cfg, output == Output::Json).map_err(|e| format!("{e:#}"))
+            }
+            Command::Emulator { listen, state_dir, seed } => {
+                secret_rotator::telemetry::init(secret_rotator::config::LogFormat::Text, "warn");
+                cli::emulator(listen, state_dir, seed).await.map_err(|e| format!("{e:#}"))?;
+                Ok(true)
+            }
+            Command::Demo { listen } => {
+                secret_rotator::telemetry::init(secret_rotator::config::LogFormat::Text, "info");
+                demo::run(listen).await.map_err(|e| format!("{e:#}"))?;
+                Ok(true)
+            }
+        }
+    });
+    match result {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(message) => {
+            eprintln!("secret-rotator: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,216 @@
+//! The one-shot commands: `check --online`, `plan`, `rotate`, `status`, `emulator`.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::daemon::build_context;
+use crate::metrics::Metrics;
+use crate::rotation::{self, Options};
+use crate::status;
+use crate::store::Store;
+
+/// Signs in, then reads every client's application and vault secret, reporting what fails.
+pub async fn check_online(config: Config) -> anyhow::Result<bool> {
+    let path = config.path.clone();
+    let store = Arc::new(Store::open(&config.state_dir)?);
+    let ctx = build_context(config, store, Arc::new(Metrics::new()))?;
+    let cancel = CancellationToken::new();
+    if let Err(e) = ctx.azure.graph.sign_in().await {
+        println!("{}: cannot sign in as {}: {e}", path.display(), ctx.config.azure.credential.client_id().unwrap_or("the managed identity"));
+        return Ok(false);
+    }
+    let mut ok = true;
+    for c in &ctx.config.clients {
+        let app = crate::azure::retry(Duration::from_secs(20), &cancel, || ctx.azure.graph.get_application(&c.app)).await;
+        let vault = crate::azure::retry(Duration::from_secs(20), &cancel, || ctx.azure.vaults.versions(&c.key_vault_url, &c.secret_name)).await;
+        let mut problems = Vec::new();
+        match &app {
+            Ok(_) => {}
+            Err(e) if e.status == Some(403) => problems.push(format!("Graph refuses to read the application ({}): grant Application.ReadWrite.OwnedBy and make the daemon an owner of it", c.app)),
+            Err(e) if e.status == Some(404) => problems.push(format!("no application with {} is visible", c.app)),
+            Err(e) => problems.push(format!("reading the application: {e}")),
+        }
+        match &vault {
+            Ok(_) => {}
+            Err(e) if e.status == Some(403) => problems.push(format!("Key Vault {} refuses access: assign the daemon the Key Vault Secrets Officer role", c.key_vault_url)),
+            Err(e) => problems.push(format!("reading the vault secret: {e}")),
+        }
+        if problems.is_empty() {
+            let state = match vault {
+                Ok(Some(v)) => format!("{} version(s) in the vault", v.len()),
+                _ => "no secret in the vault yet".into(),
+            };
+            println!("{}: OK ({state})", c.name);
+        } else {
+            ok = false;
+            for p in problems {
+                println!("{}: {p}", c.name);
+            }
+        }
+    }
+    Ok(ok)
+}
+
+pub async fn plan(config: Config, json_output: bool) -> anyhow::Result<bool> {
+    let store = Arc::new(Store::open(&config.state_dir)?);
+    let ctx = build_context(config, store, Arc::new(Metrics::new()))?;
+    let cancel = CancellationToken::new();
+    let mut rows = Vec::new();
+    let mut items = Vec::new();
+    let mut ok = true;
+    for c in &ctx.config.clients {
+        match rotation::dry_run(&ctx, c, Options::default(), &cancel).await {
+            Ok(p) => {
+                let action = match (&p.blocked, &p.rotate) {
+                    (Some(b), _) if b.is_failure() => "blocked",
+                    (Some(_), _) => "wait",
+                    (None, Some(_)) => "rotate",
+                    (None, None) if !p.removals.is_empty() => "retire",
+                    (None, None) => "none",
+                };
+                let mut why: Vec<String> = Vec::new();
+                if let Some(b) = &p.blocked {
+                    why.push(b.to_string());
+                }
+                if let Some(r) = &p.rotate {
+                    why.push(r.to_string());
+                }
+                for r in &p.removals {
+                    why.push(format!("remove {}: {}", r.key_id, r.reason));
+                }
+                why.extend(p.notes.iter().cloned());
+                if why.is_empty() {
+                    if let Some(at) = p.renew_at {
+                        why.push(format!("not due until {}", status::rfc3339(at.unix_timestamp())));
+                    } else {
+                        why.push("nothing to do".into());
+                    }
+                }
+                rows.push(vec![c.name.clone(), action.to_string(), why.join("; ")]);
+                items.push(json!({
+                    "client": c.name,
+                    "action": action,
+                    "rotate": p.rotate.as_ref().map(|r| r.to_string()),
+                    "blocked": p.blocked.as_ref().map(|b| b.to_string()),
+                    "removals": p.removals.iter().map(|r| json!({"key_id": r.key_id, "reason": r.reason.to_string()})).collect::<Vec<_>>(),
+                    "published_key_id": p.published.as_ref().and_then(|x| x.key_id.clone()),
+                    "expires_at": p.published.as_ref().and_then(|x| x.expires).map(|t| status::rfc3339(t.unix_timestamp())),
+                    "renew_at": p.renew_at.map(|t| status::rfc3339(t.unix_timestamp())),
+                    "notes": p.notes,
+                }));
+            }
+            Err(e) => {
+                ok = false;
+                rows.push(vec![c.name.clone(), "error".into(), e.to_string()]);
+                items.push(json!({"client": c.name, "action": "error", "error": e.to_string()}));
+            }
+        }
+    }
+    if json_output {
+        println!("{}", serde_json::to_string_pretty(&items)?);
+    } else {
+        print!("{}", status::table(&["CLIENT", "ACTION", "WHY"], &rows));
+    }
+    Ok(ok)
+}
+
+pub async fn rotate(config: Config, client: &str, force: bool, revoke_previous: bool) -> anyhow::Result<bool> {
+    let Some(c) = config.client(client).cloned() else {
+        anyhow::bail!("{}: no client named '{client}'", config.path.display());
+    };
+    let store = Arc::new(Store::open(&config.state_dir)?);
+    // A running daemon may be reconciling this client: wait for its lock rather than race it.
+    let wait = c.policy.verify_timeout + Duration::from_secs(180);
+    let Some(lock) = store.lock(client, wait).await? else {
+        anyhow::bail!("client '{client}' stayed locked by another process for {}", crate::clock::format_duration(wait));
+    };
+    let ctx = build_context(config, store, Arc::new(Metrics::new()))?;
+    let cancel = CancellationToken::new();
+    let interrupt = cancel.clone();
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            interrupt.cancel();
+        }
+    });
+    let result = rotation::reconcile(&ctx, &c, Options { force, revoke_previous }, &cancel).await;
+    drop(lock);
+    match result {
+        Ok(report) => {
+            match &report.rotated {
+                Some(r) => println!("{client}: rotated: published version {} for credential {} (expires {})", r.version, r.key_id, status::rfc3339(r.expires.unix_timestamp())),
+                None => println!("{client}: no rotation needed"),
+            }
+            for r in &report.removed {
+                println!("{client}: removed credential {} ({})", r.key_id, r.reason);
+            }
+            for w in &report.warnings {
+                println!("{client}: warning: {w}");
+            }
+            if let Some(b) = &report.plan.blocked {
+                println!("{client}: {b}");
+            }
+            Ok(report.gauges.ready)
+        }
+        Err(e) => anyhow::bail!("{client}: {e}"),
+    }
+}
+
+pub fn status(config: &Config, json_output: bool) -> anyhow::Result<bool> {
+    let store = Store::open(&config.state_dir)?;
+    let rows = status::collect(config, &store, &|_| false);
+    if json_output {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+    } else {
+        let table: Vec<Vec<String>> = rows
+            .iter()
+            .map(|r| {
+                let dash = || "-".to_string();
+                vec![
+                    r.name.clone(),
+                    r.published_key_id.clone().unwrap_or_else(dash),
+                    r.expires_at.clone().unwrap_or_else(dash),
+                    r.next_rotation_at.clone().unwrap_or_else(dash),
+                    match (&r.last_result, &r.last_error) {
+                        (Some(res), Some(err)) => format!("{res}: {err}"),
+                        (Some(res), None) => res.clone(),
+                        _ => "never reconciled".into(),
+                    },
+                ]
+            })
+            .collect();
+        print!("{}", status::table(&["CLIENT", "PUBLISHED KEY ID", "EXPIRES", "NEXT ROTATION", "LAST RESULT"], &table));
+    }
+    Ok(true)
+}
+
+pub async fn emulator(listen: std::net::SocketAddr, state_dir: Option<PathBuf>, seed: Option<PathBuf>) -> anyhow::Result<()> {
+    let state_dir = state_dir.unwrap_or_else(|| std::env::temp_dir().join(format!("secret-rotator-emulator-{}", std::process::id())));
+    let seed = match seed {
+        Some(p) => Some(serde_json::from_slice(&std::fs::read(&p).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?),
+        None => None,
+    };
+    let em = emulator::Emulator::start(emulator::Options { listen, state_dir, seed }).await?;
+    println!("{}", serde_json::to_string(&em.info())?);
+    wait_for_stop().await;
+    em.shutdown();
+    Ok(())
+}
+
+pub async fn wait_for_stop() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}

@@ -1,0 +1,109 @@
+//! When each client is reconciled: its cron schedule (DST-correct in its time zone), jitter,
+//! and failure backoff that survives restarts.
+//!
+//! Why not tokio-cron-scheduler: it turns a time zone into a fixed offset when the job is made
+//! (wrong after a DST change), runs overlapping jobs, and offers no backoff or jitter. Here the
+//! daemon's own loop compares wall-clock due times each second: a missed run (suspend, clock
+//! jump forward) runs once at wake, which is what a reconcile wants; a backward jump is
+//! detected and due times are recomputed.
+
+use std::time::Duration;
+
+use rand::Rng;
+use time::OffsetDateTime;
+
+use crate::config::Schedule;
+
+/// Backoff after the first failure; doubles per failure.
+pub const BACKOFF_BASE: Duration = Duration::from_secs(5);
+/// The longest backoff, unless the secret's expiry asks for a shorter one.
+pub const BACKOFF_CAP: Duration = Duration::from_secs(3600);
+
+/// The next run after `now`, with jitter of up to a tenth of the gap (at most 30 s), so that
+/// clients sharing a schedule do not all call Azure in the same second.
+pub fn next_run(schedule: &Schedule, now: OffsetDateTime) -> OffsetDateTime {
+    let Some(next) = schedule.next_after(now) else {
+        return now + time::Duration::hours(24);
+    };
+    let gap = (next - now).as_seconds_f64().max(0.0);
+    let max_jitter = (gap / 10.0).min(30.0);
+    let jitter = if max_jitter > 0.0 { rand::rng().random_range(0.0..max_jitter) } else { 0.0 };
+    next + time::Duration::seconds_f64(jitter)
+}
+
+/// How long to wait after `failures` consecutive failures. While the published secret is close
+/// to expiry the wait is capped at an eighth of the time left, so that a failing client is
+/// retried several times before its secret expires.
+pub fn backoff(failures: u32, now: OffsetDateTime, expires: Option<OffsetDateTime>) -> Duration {
+    let exp = failures.saturating_sub(1).min(20);
+    let mut d = BACKOFF_BASE.saturating_mul(1u32 << exp.min(16)).min(BACKOFF_CAP);
+    if let Some(e) = expires {
+        let left = (e - now).as_seconds_f64();
+        if left > 0.0 {
+            d = d.min(Duration::from_secs_f64((left / 8.0).max(BACKOFF_BASE.as_secs_f64())));
+        } else {
+            d = d.min(BACKOFF_BASE * 6);
+        }
+    }
+    d
+}
+
+/// A start-up delay spreading the first reconciles over a few seconds.
+pub fn startup_jitter(clients: usize) -> Duration {
+    let spread = (clients as f64 * 0.05).clamp(1.0, 30.0);
+    Duration::from_secs_f64(rand::rng().random_range(0.0..spread))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Schedule;
+    use croner::parser::{CronParser, Seconds};
+    use time::macros::datetime;
+
+    fn schedule(expr: &str, tz: &str) -> Schedule {
+        Schedule {
+            expression: expr.into(),
+            cron: CronParser::builder().seconds(Seconds::Required).build().parse(expr).unwrap(),
+            timezone: tz.parse().unwrap(),
+        }
+    }
+
+    #[test]
+    fn a_daily_schedule_follows_daylight_saving_time_in_its_zone() {
+        let s = schedule("0 0 3 * * *", "Europe/Berlin");
+        // 03:00 in Berlin is 01:00 UTC in winter and 01:00 UTC... CET=UTC+1, CEST=UTC+2.
+        let winter = s.next_after(datetime!(2026-03-27 12:00 UTC)).unwrap();
+        assert_eq!(winter, datetime!(2026-03-28 02:00 UTC));
+        let summer = s.next_after(datetime!(2026-03-29 12:00 UTC)).unwrap();
+        assert_eq!(summer, datetime!(2026-03-30 01:00 UTC));
+    }
+
+    #[test]
+    fn jitter_stays_within_a_tenth_of_the_gap() {
+        let s = schedule("0 */15 * * * *", "UTC");
+        let now = datetime!(2026-01-01 00:00:01 UTC);
+        for _ in 0..100 {
+            let next = next_run(&s, now);
+            assert!(next >= datetime!(2026-01-01 00:15 UTC));
+            assert!(next <= datetime!(2026-01-01 00:15:30 UTC), "{next}");
+        }
+    }
+
+    #[test]
+    fn backoff_doubles_up_to_its_cap() {
+        let now = datetime!(2026-01-01 00:00 UTC);
+        assert_eq!(backoff(1, now, None), Duration::from_secs(5));
+        assert_eq!(backoff(2, now, None), Duration::from_secs(10));
+        assert_eq!(backoff(4, now, None), Duration::from_secs(40));
+        assert_eq!(backoff(30, now, None), BACKOFF_CAP);
+    }
+
+    #[test]
+    fn backoff_shrinks_as_expiry_nears_so_retries_keep_coming() {
+        let now = datetime!(2026-01-01 00:00 UTC);
+        let d = backoff(30, now, Some(now + time::Duration::hours(2)));
+        assert_eq!(d, Duration::from_secs(900));
+        assert!(backoff(30, now, Some(now - time::Duration::hours(1))) <= Duration::from_secs(30));
+    }
+}

@@ -1,0 +1,105 @@
+//! The daemon's HTTP: `/metrics`, `/healthz`, `/readyz`, `/v1/clients` and the token-protected
+//! `POST /v1/clients/{name}/rotate`.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use secrecy::ExposeSecret;
+use serde::Deserialize;
+use serde_json::json;
+use subtle::ConstantTimeEq;
+use tokio::sync::oneshot;
+
+use crate::daemon::{Command, Shared};
+
+pub fn router(shared: Arc<Shared>) -> axum::Router {
+    axum::Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/v1/clients", get(clients))
+        .route("/v1/clients/{name}/rotate", post(rotate))
+        .layer(DefaultBodyLimit::max(64 * 1024))
+        .with_state(shared)
+}
+
+async fn metrics(State(s): State<Arc<Shared>>, headers: HeaderMap) -> Response {
+    let openmetrics = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("application/openmetrics-text"));
+    if openmetrics {
+        (
+            [(header::CONTENT_TYPE, HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"))],
+            s.metrics.encode_openmetrics(),
+        )
+            .into_response()
+    } else {
+        ([(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"))], s.metrics.encode_text()).into_response()
+    }
+}
+
+async fn healthz(State(s): State<Arc<Shared>>) -> Response {
+    if s.alive() {
+        (StatusCode::OK, "ok\n").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "the scheduler loop has stalled\n").into_response()
+    }
+}
+
+async fn readyz(State(s): State<Arc<Shared>>) -> Response {
+    match s.readiness() {
+        None => (StatusCode::OK, "ready\n").into_response(),
+        Some(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {why}\n")).into_response(),
+    }
+}
+
+async fn clients(State(s): State<Arc<Shared>>) -> Response {
+    Json(s.status()).into_response()
+}
+
+#[derive(Deserialize)]
+struct RotateQuery {
+    #[serde(default)]
+    revoke_previous: bool,
+}
+
+fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    (status, Json(json!({ "error": message.into() }))).into_response()
+}
+
+async fn rotate(State(s): State<Arc<Shared>>, Path(name): Path<String>, query: Result<Query<RotateQuery>, axum::extract::rejection::QueryRejection>, headers: HeaderMap) -> Response {
+    let Some(expected) = s.admin_token() else {
+        return error(StatusCode::FORBIDDEN, "admin API writes are disabled: set server.admin_token_file");
+    };
+    let presented = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    let matches: bool = presented.as_bytes().ct_eq(expected.expose_secret().as_bytes()).into();
+    if !matches {
+        let mut r = error(StatusCode::UNAUTHORIZED, "a valid admin token is required");
+        r.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        return r;
+    }
+    let Ok(Query(q)) = query else {
+        return error(StatusCode::BAD_REQUEST, "invalid query: revoke_previous takes true or false");
+    };
+    let (reply, answer) = oneshot::channel();
+    if s.commands.send(Command::Rotate { client: name.clone(), revoke_previous: q.revoke_previous, reply }).await.is_err() {
+        return error(StatusCode::SERVICE_UNAVAILABLE, "the daemon is stopping");
+    }
+    match answer.await {
+        Ok(crate::daemon::RotateAnswer::Started) => {
+            (StatusCode::ACCEPTED, Json(json!({ "client": name, "status": "rotation started", "revoke_previous": q.revoke_previous }))).into_response()
+        }
+        Ok(crate::daemon::RotateAnswer::InFlight) => error(StatusCode::CONFLICT, format!("a reconcile of '{name}' is already in flight")),
+        Ok(crate::daemon::RotateAnswer::Unknown) => error(StatusCode::NOT_FOUND, format!("no client named '{name}'")),
+        Err(_) => error(StatusCode::SERVICE_UNAVAILABLE, "the daemon is stopping"),
+    }
+}
