@@ -21,13 +21,27 @@ pub async fn check_online(config: Config) -> anyhow::Result<bool> {
     let ctx = build_context(config, store, Arc::new(Metrics::new()))?;
     let cancel = CancellationToken::new();
     if let Err(e) = ctx.azure.graph.sign_in().await {
-        println!("{}: cannot sign in as {}: {e}", path.display(), ctx.config.azure.credential.client_id().unwrap_or("the managed identity"));
+        println!(
+            "{}: cannot sign in as {}: {e}",
+            path.display(),
+            ctx.config
+                .azure
+                .credential
+                .client_id()
+                .unwrap_or("the managed identity")
+        );
         return Ok(false);
     }
     let mut ok = true;
     for c in &ctx.config.clients {
-        let app = crate::azure::retry(Duration::from_secs(20), &cancel, || ctx.azure.graph.get_application(&c.app)).await;
-        let vault = crate::azure::retry(Duration::from_secs(20), &cancel, || ctx.azure.vaults.versions(&c.key_vault_url, &c.secret_name)).await;
+        let app = crate::azure::retry(Duration::from_secs(20), &cancel, || {
+            ctx.azure.graph.get_application(&c.app)
+        })
+        .await;
+        let vault = crate::azure::retry(Duration::from_secs(20), &cancel, || {
+            ctx.azure.vaults.versions(&c.key_vault_url, &c.secret_name)
+        })
+        .await;
         let mut problems = Vec::new();
         match &app {
             Ok(_) => {}
@@ -37,7 +51,10 @@ pub async fn check_online(config: Config) -> anyhow::Result<bool> {
         }
         match &vault {
             Ok(_) => {}
-            Err(e) if e.status == Some(403) => problems.push(format!("Key Vault {} refuses access: assign the daemon the Key Vault Secrets Officer role", c.key_vault_url)),
+            Err(e) if e.status == Some(403) => problems.push(format!(
+                "Key Vault {} refuses access: assign the daemon the Key Vault Secrets Officer role",
+                c.key_vault_url
+            )),
             Err(e) => problems.push(format!("reading the vault secret: {e}")),
         }
         if problems.is_empty() {
@@ -86,7 +103,10 @@ pub async fn plan(config: Config, json_output: bool) -> anyhow::Result<bool> {
                 why.extend(p.notes.iter().cloned());
                 if why.is_empty() {
                     if let Some(at) = p.renew_at {
-                        why.push(format!("not due until {}", status::rfc3339(at.unix_timestamp())));
+                        why.push(format!(
+                            "not due until {}",
+                            status::rfc3339(at.unix_timestamp())
+                        ));
                     } else {
                         why.push("nothing to do".into());
                     }
@@ -119,7 +139,12 @@ pub async fn plan(config: Config, json_output: bool) -> anyhow::Result<bool> {
     Ok(ok)
 }
 
-pub async fn rotate(config: Config, client: &str, force: bool, revoke_previous: bool) -> anyhow::Result<bool> {
+pub async fn rotate(
+    config: Config,
+    client: &str,
+    force: bool,
+    revoke_previous: bool,
+) -> anyhow::Result<bool> {
     let Some(c) = config.client(client).cloned() else {
         anyhow::bail!("{}: no client named '{client}'", config.path.display());
     };
@@ -127,7 +152,10 @@ pub async fn rotate(config: Config, client: &str, force: bool, revoke_previous: 
     // A running daemon may be reconciling this client: wait for its lock rather than race it.
     let wait = c.policy.verify_timeout + Duration::from_secs(180);
     let Some(lock) = store.lock(client, wait).await? else {
-        anyhow::bail!("client '{client}' stayed locked by another process for {}", crate::clock::format_duration(wait));
+        anyhow::bail!(
+            "client '{client}' stayed locked by another process for {}",
+            crate::clock::format_duration(wait)
+        );
     };
     let ctx = build_context(config, store, Arc::new(Metrics::new()))?;
     let cancel = CancellationToken::new();
@@ -137,12 +165,26 @@ pub async fn rotate(config: Config, client: &str, force: bool, revoke_previous: 
             interrupt.cancel();
         }
     });
-    let result = rotation::reconcile(&ctx, &c, Options { force, revoke_previous }, &cancel).await;
+    let result = rotation::reconcile(
+        &ctx,
+        &c,
+        Options {
+            force,
+            revoke_previous,
+        },
+        &cancel,
+    )
+    .await;
     drop(lock);
     match result {
         Ok(report) => {
             match &report.rotated {
-                Some(r) => println!("{client}: rotated: published version {} for credential {} (expires {})", r.version, r.key_id, status::rfc3339(r.expires.unix_timestamp())),
+                Some(r) => println!(
+                    "{client}: rotated: published version {} for credential {} (expires {})",
+                    r.version,
+                    r.key_id,
+                    status::rfc3339(r.expires.unix_timestamp())
+                ),
                 None => println!("{client}: no rotation needed"),
             }
             for r in &report.removed {
@@ -183,18 +225,46 @@ pub fn status(config: &Config, json_output: bool) -> anyhow::Result<bool> {
                 ]
             })
             .collect();
-        print!("{}", status::table(&["CLIENT", "PUBLISHED KEY ID", "EXPIRES", "NEXT ROTATION", "LAST RESULT"], &table));
+        print!(
+            "{}",
+            status::table(
+                &[
+                    "CLIENT",
+                    "PUBLISHED KEY ID",
+                    "EXPIRES",
+                    "NEXT ROTATION",
+                    "LAST RESULT"
+                ],
+                &table
+            )
+        );
     }
     Ok(true)
 }
 
-pub async fn emulator(listen: std::net::SocketAddr, state_dir: Option<PathBuf>, seed: Option<PathBuf>) -> anyhow::Result<()> {
-    let state_dir = state_dir.unwrap_or_else(|| std::env::temp_dir().join(format!("secret-rotator-emulator-{}", std::process::id())));
+pub async fn emulator(
+    listen: std::net::SocketAddr,
+    state_dir: Option<PathBuf>,
+    seed: Option<PathBuf>,
+) -> anyhow::Result<()> {
+    let state_dir = state_dir.unwrap_or_else(|| {
+        std::env::temp_dir().join(format!("secret-rotator-emulator-{}", std::process::id()))
+    });
     let seed = match seed {
-        Some(p) => Some(serde_json::from_slice(&std::fs::read(&p).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?),
+        Some(p) => Some(
+            serde_json::from_slice(
+                &std::fs::read(&p).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?,
+            )
+            .map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?,
+        ),
         None => None,
     };
-    let em = emulator::Emulator::start(emulator::Options { listen, state_dir, seed }).await?;
+    let em = emulator::Emulator::start(emulator::Options {
+        listen,
+        state_dir,
+        seed,
+    })
+    .await?;
     println!("{}", serde_json::to_string(&em.info())?);
     wait_for_stop().await;
     em.shutdown();

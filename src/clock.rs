@@ -25,7 +25,9 @@ pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
     while !rest.is_empty() {
         let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
         if digits == 0 {
-            return Err(format!("'{text}' is not a duration: expected a number at '{rest}'"));
+            return Err(format!(
+                "'{text}' is not a duration: expected a number at '{rest}'"
+            ));
         }
         let n: u128 = rest[..digits]
             .parse()
@@ -40,8 +42,16 @@ pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
             "m" => 60_000,
             "h" => 3_600_000,
             "d" => 86_400_000,
-            "" => return Err(format!("'{text}' needs a unit (ms, s, m, h or d) after {n}")),
-            other => return Err(format!("'{text}' has an unknown unit '{other}' (use ms, s, m, h or d)")),
+            "" => {
+                return Err(format!(
+                    "'{text}' needs a unit (ms, s, m, h or d) after {n}"
+                ));
+            }
+            other => {
+                return Err(format!(
+                    "'{text}' has an unknown unit '{other}' (use ms, s, m, h or d)"
+                ));
+            }
         };
         total = n
             .checked_mul(ms)
@@ -88,7 +98,11 @@ mod tests {
     #[test]
     fn rejects_numbers_without_units_and_unknown_units() {
         assert!(parse_duration("90").unwrap_err().contains("needs a unit"));
-        assert!(parse_duration("3w").unwrap_err().contains("unknown unit 'w'"));
+        assert!(
+            parse_duration("3w")
+                .unwrap_err()
+                .contains("unknown unit 'w'")
+        );
         assert!(parse_duration("").is_err());
         assert!(parse_duration("m5").is_err());
         assert!(parse_duration("99999999999999999999999d").is_err());

@@ -122,7 +122,10 @@ impl fmt::Debug for Credential {
                 .debug_struct("ClientSecret")
                 .field("client_id", client_id)
                 .finish_non_exhaustive(),
-            Credential::WorkloadIdentity { client_id, token_file } => f
+            Credential::WorkloadIdentity {
+                client_id,
+                token_file,
+            } => f
                 .debug_struct("WorkloadIdentity")
                 .field("client_id", client_id)
                 .field("token_file", token_file)
@@ -138,9 +141,8 @@ impl fmt::Debug for Credential {
 impl Credential {
     pub fn client_id(&self) -> Option<&str> {
         match self {
-            Credential::ClientSecret { client_id, .. } | Credential::WorkloadIdentity { client_id, .. } => {
-                Some(client_id)
-            }
+            Credential::ClientSecret { client_id, .. }
+            | Credential::WorkloadIdentity { client_id, .. } => Some(client_id),
             Credential::ManagedIdentity { client_id } => client_id.as_deref(),
         }
     }
@@ -392,7 +394,12 @@ impl Ctx<'_> {
             .count()
             + 1
     }
-    fn err_at<T>(&self, span: std::ops::Range<usize>, key: &str, message: impl Into<String>) -> ConfigError {
+    fn err_at<T>(
+        &self,
+        span: std::ops::Range<usize>,
+        key: &str,
+        message: impl Into<String>,
+    ) -> ConfigError {
         let _ = std::marker::PhantomData::<T>;
         ConfigError {
             file: self.file.to_path_buf(),
@@ -460,7 +467,8 @@ fn is_guid(s: &str) -> bool {
 }
 
 fn https_url(ctx: &Ctx<'_>, v: &S<String>, key: &str) -> Result<Url, ConfigError> {
-    let url = Url::parse(v.get_ref()).map_err(|e| ctx.err(v, key, format!("'{}' is not a URL: {e}", v.get_ref())))?;
+    let url = Url::parse(v.get_ref())
+        .map_err(|e| ctx.err(v, key, format!("'{}' is not a URL: {e}", v.get_ref())))?;
     if url.scheme() != "https" {
         return Err(ctx.err(v, key, format!("'{}' must use https", v.get_ref())));
     }
@@ -468,7 +476,11 @@ fn https_url(ctx: &Ctx<'_>, v: &S<String>, key: &str) -> Result<Url, ConfigError
         return Err(ctx.err(v, key, format!("'{}' has no host", v.get_ref())));
     }
     if url.query().is_some() || url.fragment().is_some() {
-        return Err(ctx.err(v, key, format!("'{}' must not have a query or fragment", v.get_ref())));
+        return Err(ctx.err(
+            v,
+            key,
+            format!("'{}' must not have a query or fragment", v.get_ref()),
+        ));
     }
     Ok(url)
 }
@@ -499,25 +511,47 @@ fn cron_parser() -> CronParser {
 }
 
 /// Resolves a client's policy: its own keys over `[defaults]` over the built-in defaults.
-fn policy(ctx: &Ctx<'_>, own: &RawPolicy, defaults: &RawPolicy, prefix: &str, cloud: Cloud) -> Result<(Policy, PolicySpans), ConfigError> {
-    let pick = |a: &Option<S<String>>, b: &Option<S<String>>, name: &str| -> Option<(S<String>, String)> {
-        match (a, b) {
-            (Some(v), _) => Some((v.clone(), format!("{prefix}.{name}"))),
-            (None, Some(v)) => Some((v.clone(), format!("defaults.{name}"))),
-            (None, None) => None,
-        }
-    };
+fn policy(
+    ctx: &Ctx<'_>,
+    own: &RawPolicy,
+    defaults: &RawPolicy,
+    prefix: &str,
+    cloud: Cloud,
+) -> Result<(Policy, PolicySpans), ConfigError> {
+    let pick =
+        |a: &Option<S<String>>, b: &Option<S<String>>, name: &str| -> Option<(S<String>, String)> {
+            match (a, b) {
+                (Some(v), _) => Some((v.clone(), format!("{prefix}.{name}"))),
+                (None, Some(v)) => Some((v.clone(), format!("defaults.{name}"))),
+                (None, None) => None,
+            }
+        };
     let schedule_src = pick(&own.schedule, &defaults.schedule, "schedule");
-    let expression = schedule_src.as_ref().map(|(v, _)| v.get_ref().clone()).unwrap_or_else(|| DEFAULT_SCHEDULE.to_string());
-    let cron = cron_parser().parse(&expression).map_err(|e| match &schedule_src {
-        Some((v, key)) => ctx.err(v, key, format!("'{expression}' is not a cron expression with seconds: {e}")),
-        None => ctx.err_nowhere("schedule", e.to_string()),
-    })?;
+    let expression = schedule_src
+        .as_ref()
+        .map(|(v, _)| v.get_ref().clone())
+        .unwrap_or_else(|| DEFAULT_SCHEDULE.to_string());
+    let cron = cron_parser()
+        .parse(&expression)
+        .map_err(|e| match &schedule_src {
+            Some((v, key)) => ctx.err(
+                v,
+                key,
+                format!("'{expression}' is not a cron expression with seconds: {e}"),
+            ),
+            None => ctx.err_nowhere("schedule", e.to_string()),
+        })?;
     let timezone = match pick(&own.timezone, &defaults.timezone, "timezone") {
-        Some((v, key)) => Tz::from_str(v.get_ref()).map_err(|_| ctx.err(&v, &key, format!("'{}' is not an IANA time zone", v.get_ref())))?,
+        Some((v, key)) => Tz::from_str(v.get_ref()).map_err(|_| {
+            ctx.err(
+                &v,
+                &key,
+                format!("'{}' is not an IANA time zone", v.get_ref()),
+            )
+        })?,
         None => Tz::UTC,
     };
-    let dur = |name: &str, default: Duration| -> Result<(Duration, Option<(std::ops::Range<usize>, String)>), ConfigError> {
+    let dur = |name: &str, default: Duration| -> Result<(Duration, Located), ConfigError> {
         let (a, b) = match name {
             "secret_lifetime" => (&own.secret_lifetime, &defaults.secret_lifetime),
             "renew_before" => (&own.renew_before, &defaults.renew_before),
@@ -538,7 +572,11 @@ fn policy(ctx: &Ctx<'_>, own: &RawPolicy, defaults: &RawPolicy, prefix: &str, cl
         Some((v, key)) => {
             let s = v.get_ref().trim().to_string();
             if !s.ends_with("/.default") || s.contains(char::is_whitespace) {
-                return Err(ctx.err(&v, &key, format!("'{s}' must be one resource's scope ending in /.default")));
+                return Err(ctx.err(
+                    &v,
+                    &key,
+                    format!("'{s}' must be one resource's scope ending in /.default"),
+                ));
             }
             s
         }
@@ -546,7 +584,11 @@ fn policy(ctx: &Ctx<'_>, own: &RawPolicy, defaults: &RawPolicy, prefix: &str, cl
     };
     let verify_successes = match (&own.verify_successes, &defaults.verify_successes) {
         (Some(v), _) | (None, Some(v)) => {
-            let key = if own.verify_successes.is_some() { format!("{prefix}.verify_successes") } else { "defaults.verify_successes".into() };
+            let key = if own.verify_successes.is_some() {
+                format!("{prefix}.verify_successes")
+            } else {
+                "defaults.verify_successes".into()
+            };
             let n = *v.get_ref();
             if !(1..=10).contains(&n) {
                 return Err(ctx.err(v, &key, format!("{n} is out of range: 1 to 10")));
@@ -555,10 +597,19 @@ fn policy(ctx: &Ctx<'_>, own: &RawPolicy, defaults: &RawPolicy, prefix: &str, cl
         }
         (None, None) => 3,
     };
-    let adopt = own.adopt.as_ref().or(defaults.adopt.as_ref()).map(|v| *v.get_ref()).unwrap_or(false);
+    let adopt = own
+        .adopt
+        .as_ref()
+        .or(defaults.adopt.as_ref())
+        .map(|v| *v.get_ref())
+        .unwrap_or(false);
     Ok((
         Policy {
-            schedule: Schedule { expression, cron, timezone },
+            schedule: Schedule {
+                expression,
+                cron,
+                timezone,
+            },
             secret_lifetime,
             renew_before,
             overlap,
@@ -567,18 +618,27 @@ fn policy(ctx: &Ctx<'_>, own: &RawPolicy, defaults: &RawPolicy, prefix: &str, cl
             verify_successes,
             adopt,
         },
-        PolicySpans { lifetime_at, renew_at, overlap_at },
+        PolicySpans {
+            lifetime_at,
+            renew_at,
+            overlap_at,
+        },
     ))
 }
 
+/// Where a value came from: its span and its key, when the file set it.
+type Located = Option<(std::ops::Range<usize>, String)>;
+
 struct PolicySpans {
-    lifetime_at: Option<(std::ops::Range<usize>, String)>,
-    renew_at: Option<(std::ops::Range<usize>, String)>,
-    overlap_at: Option<(std::ops::Range<usize>, String)>,
+    lifetime_at: Located,
+    renew_at: Located,
+    overlap_at: Located,
 }
 
 fn valid_client_name(s: &str) -> bool {
-    (1..=64).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+    (1..=64).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
 }
 
 fn valid_secret_name(s: &str) -> bool {
@@ -609,29 +669,58 @@ impl Config {
 
         // [azure]
         let tenant = raw.azure.tenant_id.get_ref().trim().to_string();
-        if tenant.is_empty() || !tenant.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.') {
-            return Err(ctx.err(&raw.azure.tenant_id, "azure.tenant_id", format!("'{tenant}' is not a tenant id (a GUID or a domain name)")));
+        if tenant.is_empty()
+            || !tenant
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+        {
+            return Err(ctx.err(
+                &raw.azure.tenant_id,
+                "azure.tenant_id",
+                format!("'{tenant}' is not a tenant id (a GUID or a domain name)"),
+            ));
         }
         let cloud = match raw.azure.cloud.as_ref().map(|c| (c, c.get_ref().as_str())) {
             None | Some((_, "public")) => Cloud::Public,
             Some((_, "usgov")) => Cloud::UsGov,
             Some((_, "china")) => Cloud::China,
-            Some((c, other)) => return Err(ctx.err(c, "azure.cloud", format!("'{other}' is not one of public, usgov, china"))),
+            Some((c, other)) => {
+                return Err(ctx.err(
+                    c,
+                    "azure.cloud",
+                    format!("'{other}' is not one of public, usgov, china"),
+                ));
+            }
         };
         let authority_host = match &raw.azure.authority_host {
             Some(v) => https_url(&ctx, v, "azure.authority_host")?,
-            None => Url::parse(cloud.authority_host()).map_err(|e| ctx.err_nowhere("azure.authority_host", e.to_string()))?,
+            None => Url::parse(cloud.authority_host())
+                .map_err(|e| ctx.err_nowhere("azure.authority_host", e.to_string()))?,
         };
         let graph_endpoint = match &raw.azure.graph_endpoint {
             Some(v) => https_url(&ctx, v, "azure.graph_endpoint")?,
-            None => Url::parse(cloud.graph_endpoint()).map_err(|e| ctx.err_nowhere("azure.graph_endpoint", e.to_string()))?,
+            None => Url::parse(cloud.graph_endpoint())
+                .map_err(|e| ctx.err_nowhere("azure.graph_endpoint", e.to_string()))?,
         };
         let ca_pem = match &raw.azure.ca_file {
             Some(v) => {
                 let p = ctx.path(v.get_ref());
-                let bytes = std::fs::read(&p).map_err(|e| ctx.err(v, "azure.ca_file", format!("cannot read {}: {e}", p.display())))?;
-                if reqwest::Certificate::from_pem_bundle(&bytes).map(|c| c.is_empty()).unwrap_or(true) {
-                    return Err(ctx.err(v, "azure.ca_file", format!("{} holds no PEM certificate", p.display())));
+                let bytes = std::fs::read(&p).map_err(|e| {
+                    ctx.err(
+                        v,
+                        "azure.ca_file",
+                        format!("cannot read {}: {e}", p.display()),
+                    )
+                })?;
+                if reqwest::Certificate::from_pem_bundle(&bytes)
+                    .map(|c| c.is_empty())
+                    .unwrap_or(true)
+                {
+                    return Err(ctx.err(
+                        v,
+                        "azure.ca_file",
+                        format!("{} holds no PEM certificate", p.display()),
+                    ));
                 }
                 Some(bytes)
             }
@@ -639,11 +728,25 @@ impl Config {
         };
         let cred = raw.azure.credential.get_ref();
         let client_id = |required: bool| -> Result<Option<String>, ConfigError> {
-            let from_env = || std::env::var("AZURE_CLIENT_ID").ok().filter(|s| !s.is_empty());
+            let from_env = || {
+                std::env::var("AZURE_CLIENT_ID")
+                    .ok()
+                    .filter(|s| !s.is_empty())
+            };
             match &cred.client_id {
                 Some(v) if is_guid(v.get_ref()) => Ok(Some(v.get_ref().to_ascii_lowercase())),
-                Some(v) => Err(ctx.err(v, "azure.credential.client_id", format!("'{}' is not a GUID", v.get_ref()))),
-                None if required => from_env().map(Some).ok_or_else(|| ctx.err(&raw.azure.credential, "azure.credential.client_id", format!("is required for kind = \"{}\"", cred.kind.get_ref()))),
+                Some(v) => Err(ctx.err(
+                    v,
+                    "azure.credential.client_id",
+                    format!("'{}' is not a GUID", v.get_ref()),
+                )),
+                None if required => from_env().map(Some).ok_or_else(|| {
+                    ctx.err(
+                        &raw.azure.credential,
+                        "azure.credential.client_id",
+                        format!("is required for kind = \"{}\"", cred.kind.get_ref()),
+                    )
+                }),
                 None => Ok(None),
             }
         };
@@ -655,9 +758,17 @@ impl Config {
         };
         let credential = match cred.kind.get_ref().as_str() {
             "client_secret" => {
-                refuse(&cred.federated_token_file, "azure.credential.federated_token_file", "client_secret")?;
+                refuse(
+                    &cred.federated_token_file,
+                    "azure.credential.federated_token_file",
+                    "client_secret",
+                )?;
                 let Some(file) = &cred.client_secret_file else {
-                    return Err(ctx.err(&raw.azure.credential, "azure.credential.client_secret_file", "is required for kind = \"client_secret\""));
+                    return Err(ctx.err(
+                        &raw.azure.credential,
+                        "azure.credential.client_secret_file",
+                        "is required for kind = \"client_secret\"",
+                    ));
                 };
                 Credential::ClientSecret {
                     client_id: client_id(true)?.unwrap_or_default(),
@@ -665,7 +776,11 @@ impl Config {
                 }
             }
             "workload_identity" => {
-                refuse(&cred.client_secret_file, "azure.credential.client_secret_file", "workload_identity")?;
+                refuse(
+                    &cred.client_secret_file,
+                    "azure.credential.client_secret_file",
+                    "workload_identity",
+                )?;
                 let token_file = match &cred.federated_token_file {
                     Some(v) => ctx.path(v.get_ref()),
                     None => match std::env::var("AZURE_FEDERATED_TOKEN_FILE") {
@@ -673,15 +788,34 @@ impl Config {
                         _ => return Err(ctx.err(&raw.azure.credential, "azure.credential.federated_token_file", "is required for kind = \"workload_identity\" when AZURE_FEDERATED_TOKEN_FILE is not set")),
                     },
                 };
-                Credential::WorkloadIdentity { client_id: client_id(true)?.unwrap_or_default(), token_file }
+                Credential::WorkloadIdentity {
+                    client_id: client_id(true)?.unwrap_or_default(),
+                    token_file,
+                }
             }
             "managed_identity" => {
-                refuse(&cred.client_secret_file, "azure.credential.client_secret_file", "managed_identity")?;
-                refuse(&cred.federated_token_file, "azure.credential.federated_token_file", "managed_identity")?;
-                Credential::ManagedIdentity { client_id: client_id(false)? }
+                refuse(
+                    &cred.client_secret_file,
+                    "azure.credential.client_secret_file",
+                    "managed_identity",
+                )?;
+                refuse(
+                    &cred.federated_token_file,
+                    "azure.credential.federated_token_file",
+                    "managed_identity",
+                )?;
+                Credential::ManagedIdentity {
+                    client_id: client_id(false)?,
+                }
             }
             other => {
-                return Err(ctx.err(&cred.kind, "azure.credential.kind", format!("'{other}' is not one of client_secret, workload_identity, managed_identity")));
+                return Err(ctx.err(
+                    &cred.kind,
+                    "azure.credential.kind",
+                    format!(
+                        "'{other}' is not one of client_secret, workload_identity, managed_identity"
+                    ),
+                ));
             }
         };
 
@@ -689,8 +823,16 @@ impl Config {
         let instance = match &raw.daemon.instance {
             Some(v) => {
                 let s = v.get_ref();
-                if !(1..=32).contains(&s.len()) || !s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') {
-                    return Err(ctx.err(v, "daemon.instance", format!("'{s}' must be 1-32 characters of a-z, 0-9 and -")));
+                if !(1..=32).contains(&s.len())
+                    || !s
+                        .bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                {
+                    return Err(ctx.err(
+                        v,
+                        "daemon.instance",
+                        format!("'{s}' must be 1-32 characters of a-z, 0-9 and -"),
+                    ));
                 }
                 s.clone()
             }
@@ -699,17 +841,35 @@ impl Config {
         let log_format = match raw.log.format.as_ref().map(|v| (v, v.get_ref().as_str())) {
             None | Some((_, "text")) => LogFormat::Text,
             Some((_, "json")) => LogFormat::Json,
-            Some((v, other)) => return Err(ctx.err(v, "log.format", format!("'{other}' is not one of text, json"))),
+            Some((v, other)) => {
+                return Err(ctx.err(
+                    v,
+                    "log.format",
+                    format!("'{other}' is not one of text, json"),
+                ));
+            }
         };
         let log_level = match &raw.log.level {
             Some(v) => {
-                tracing_subscriber::EnvFilter::try_new(v.get_ref()).map_err(|e| ctx.err(v, "log.level", format!("'{}' is not a log filter: {e}", v.get_ref())))?;
+                tracing_subscriber::EnvFilter::try_new(v.get_ref()).map_err(|e| {
+                    ctx.err(
+                        v,
+                        "log.level",
+                        format!("'{}' is not a log filter: {e}", v.get_ref()),
+                    )
+                })?;
                 v.get_ref().clone()
             }
             None => "info".to_string(),
         };
         let listen = match &raw.server.listen {
-            Some(v) => v.get_ref().parse().map_err(|_| ctx.err(v, "server.listen", format!("'{}' is not an address:port", v.get_ref())))?,
+            Some(v) => v.get_ref().parse().map_err(|_| {
+                ctx.err(
+                    v,
+                    "server.listen",
+                    format!("'{}' is not an address:port", v.get_ref()),
+                )
+            })?,
             None => SocketAddr::from(([127, 0, 0, 1], 9464)),
         };
         let admin_token = match &raw.server.admin_token_file {
@@ -717,7 +877,11 @@ impl Config {
                 let token = read_secret_file(&ctx, v, "server.admin_token_file")?;
                 use secrecy::ExposeSecret;
                 if token.expose_secret().len() < 16 {
-                    return Err(ctx.err(v, "server.admin_token_file", "the admin token must have at least 16 characters"));
+                    return Err(ctx.err(
+                        v,
+                        "server.admin_token_file",
+                        "the admin token must have at least 16 characters",
+                    ));
                 }
                 Some(token)
             }
@@ -743,68 +907,163 @@ impl Config {
             let prefix = format!("clients[{i}]");
             let name = c.name.get_ref().clone();
             if !valid_client_name(&name) {
-                return Err(ctx.err(&c.name, &format!("{prefix}.name"), format!("'{name}' must be 1-64 characters of A-Z, a-z, 0-9, _, . and -")));
+                return Err(ctx.err(
+                    &c.name,
+                    &format!("{prefix}.name"),
+                    format!("'{name}' must be 1-64 characters of A-Z, a-z, 0-9, _, . and -"),
+                ));
             }
             let prefix = format!("clients[{i}] ({name})");
             if let Some(first) = names.insert(name.to_ascii_lowercase(), i) {
-                return Err(ctx.err(&c.name, &format!("{prefix}.name"), format!("duplicates clients[{first}]")));
+                return Err(ctx.err(
+                    &c.name,
+                    &format!("{prefix}.name"),
+                    format!("duplicates clients[{first}]"),
+                ));
             }
             let app = match (&c.app_id, &c.app_object_id) {
-                (Some(v), None) if is_guid(v.get_ref()) => AppRef::AppId(v.get_ref().to_ascii_lowercase()),
-                (None, Some(v)) if is_guid(v.get_ref()) => AppRef::ObjectId(v.get_ref().to_ascii_lowercase()),
-                (Some(v), None) => return Err(ctx.err(v, &format!("{prefix}.app_id"), format!("'{}' is not a GUID", v.get_ref()))),
-                (None, Some(v)) => return Err(ctx.err(v, &format!("{prefix}.app_object_id"), format!("'{}' is not a GUID", v.get_ref()))),
-                (Some(v), Some(_)) => return Err(ctx.err(v, &format!("{prefix}.app_id"), "set app_id or app_object_id, not both")),
-                (None, None) => return Err(ctx.err(rc, &format!("{prefix}.app_id"), "one of app_id or app_object_id is required")),
+                (Some(v), None) if is_guid(v.get_ref()) => {
+                    AppRef::AppId(v.get_ref().to_ascii_lowercase())
+                }
+                (None, Some(v)) if is_guid(v.get_ref()) => {
+                    AppRef::ObjectId(v.get_ref().to_ascii_lowercase())
+                }
+                (Some(v), None) => {
+                    return Err(ctx.err(
+                        v,
+                        &format!("{prefix}.app_id"),
+                        format!("'{}' is not a GUID", v.get_ref()),
+                    ));
+                }
+                (None, Some(v)) => {
+                    return Err(ctx.err(
+                        v,
+                        &format!("{prefix}.app_object_id"),
+                        format!("'{}' is not a GUID", v.get_ref()),
+                    ));
+                }
+                (Some(v), Some(_)) => {
+                    return Err(ctx.err(
+                        v,
+                        &format!("{prefix}.app_id"),
+                        "set app_id or app_object_id, not both",
+                    ));
+                }
+                (None, None) => {
+                    return Err(ctx.err(
+                        rc,
+                        &format!("{prefix}.app_id"),
+                        "one of app_id or app_object_id is required",
+                    ));
+                }
             };
             let (app_key, app_span) = match (&app, &c.app_id, &c.app_object_id) {
-                (AppRef::AppId(id), Some(v), _) | (AppRef::ObjectId(id), _, Some(v)) => (id.clone(), v.span()),
+                (AppRef::AppId(id), Some(v), _) | (AppRef::ObjectId(id), _, Some(v)) => {
+                    (id.clone(), v.span())
+                }
                 _ => (String::new(), rc.span()),
             };
             if let Some(first) = apps.insert(app_key.clone(), i) {
-                return Err(ctx.err_at::<()>(app_span, &format!("{prefix}.app_id"), format!("clients[{first}] already manages this application")));
+                return Err(ctx.err_at::<()>(
+                    app_span,
+                    &format!("{prefix}.app_id"),
+                    format!("clients[{first}] already manages this application"),
+                ));
             }
             if let AppRef::AppId(id) = &app
                 && credential.client_id() == Some(id.as_str())
             {
                 return Err(ctx.err_at::<()>(app_span, &format!("{prefix}.app_id"), "is the daemon's own identity (azure.credential.client_id); it cannot rotate itself"));
             }
-            let key_vault_url = https_url(&ctx, &c.key_vault_url, &format!("{prefix}.key_vault_url"))?;
+            let key_vault_url =
+                https_url(&ctx, &c.key_vault_url, &format!("{prefix}.key_vault_url"))?;
             if !matches!(key_vault_url.path(), "" | "/") {
-                return Err(ctx.err(&c.key_vault_url, &format!("{prefix}.key_vault_url"), "must be the vault's base URL, without a path"));
+                return Err(ctx.err(
+                    &c.key_vault_url,
+                    &format!("{prefix}.key_vault_url"),
+                    "must be the vault's base URL, without a path",
+                ));
             }
             let secret_name = c.secret_name.get_ref().clone();
             if !valid_secret_name(&secret_name) {
-                return Err(ctx.err(&c.secret_name, &format!("{prefix}.secret_name"), format!("'{secret_name}' must be 1-127 characters of 0-9, a-z, A-Z and -")));
+                return Err(ctx.err(
+                    &c.secret_name,
+                    &format!("{prefix}.secret_name"),
+                    format!("'{secret_name}' must be 1-127 characters of 0-9, a-z, A-Z and -"),
+                ));
             }
-            let vault_key = key_vault_url.as_str().trim_end_matches('/').to_ascii_lowercase();
+            let vault_key = key_vault_url
+                .as_str()
+                .trim_end_matches('/')
+                .to_ascii_lowercase();
             if let Some(first) = targets.insert((vault_key, secret_name.to_ascii_lowercase()), i) {
-                return Err(ctx.err(&c.secret_name, &format!("{prefix}.secret_name"), format!("clients[{first}] already writes this secret in this vault")));
+                return Err(ctx.err(
+                    &c.secret_name,
+                    &format!("{prefix}.secret_name"),
+                    format!("clients[{first}] already writes this secret in this vault"),
+                ));
             }
             let (policy, spans) = policy(&ctx, &c.policy(), &raw.defaults, &prefix, cloud)?;
-            let at = |s: &Option<(std::ops::Range<usize>, String)>, fallback: &str| match s {
+            let at = |s: &Located, fallback: &str| match s {
                 Some((span, key)) => (Some(ctx.line_of(span.start)), key.clone()),
-                None => (Some(ctx.line_of(rc.span().start)), format!("{prefix}.{fallback}")),
+                None => (
+                    Some(ctx.line_of(rc.span().start)),
+                    format!("{prefix}.{fallback}"),
+                ),
             };
             if policy.renew_before >= policy.secret_lifetime {
                 let (line, key) = at(&spans.renew_at, "renew_before");
-                return Err(ConfigError { file: path.to_path_buf(), line, key, message: format!("renew_before ({}) must be shorter than secret_lifetime ({})", crate::clock::format_duration(policy.renew_before), crate::clock::format_duration(policy.secret_lifetime)) });
+                return Err(ConfigError {
+                    file: path.to_path_buf(),
+                    line,
+                    key,
+                    message: format!(
+                        "renew_before ({}) must be shorter than secret_lifetime ({})",
+                        crate::clock::format_duration(policy.renew_before),
+                        crate::clock::format_duration(policy.secret_lifetime)
+                    ),
+                });
             }
             if policy.overlap >= policy.secret_lifetime - policy.renew_before {
                 let (line, key) = at(&spans.overlap_at, "overlap");
-                return Err(ConfigError { file: path.to_path_buf(), line, key, message: format!("overlap ({}) must be shorter than secret_lifetime - renew_before ({})", crate::clock::format_duration(policy.overlap), crate::clock::format_duration(policy.secret_lifetime - policy.renew_before)) });
+                return Err(ConfigError {
+                    file: path.to_path_buf(),
+                    line,
+                    key,
+                    message: format!(
+                        "overlap ({}) must be shorter than secret_lifetime - renew_before ({})",
+                        crate::clock::format_duration(policy.overlap),
+                        crate::clock::format_duration(policy.secret_lifetime - policy.renew_before)
+                    ),
+                });
             }
             let _ = spans.lifetime_at;
-            clients.push(Client { name, app, key_vault_url, secret_name, policy });
+            clients.push(Client {
+                name,
+                app,
+                key_vault_url,
+                secret_name,
+                policy,
+            });
         }
 
         Ok(Config {
             path: path.to_path_buf(),
-            azure: Azure { tenant_id: tenant, cloud, authority_host, graph_endpoint, ca_pem, credential },
+            azure: Azure {
+                tenant_id: tenant,
+                cloud,
+                authority_host,
+                graph_endpoint,
+                ca_pem,
+                credential,
+            },
             instance,
             log_format,
             log_level,
-            server: Server { listen, admin_token },
+            server: Server {
+                listen,
+                admin_token,
+            },
             state_dir,
             clients,
         })

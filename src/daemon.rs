@@ -35,8 +35,16 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(8);
 const STALL_LIMIT: i64 = 30;
 
 pub enum Command {
-    Rotate { client: String, revoke_previous: bool, reply: oneshot::Sender<RotateAnswer> },
-    Done { client: String, result: Result<Report, Failure>, skipped: bool },
+    Rotate {
+        client: String,
+        revoke_previous: bool,
+        reply: oneshot::Sender<RotateAnswer>,
+    },
+    Done {
+        client: String,
+        result: Box<Result<Report, Failure>>,
+        skipped: bool,
+    },
 }
 
 pub enum RotateAnswer {
@@ -58,7 +66,10 @@ pub struct Shared {
 
 impl Shared {
     pub fn context(&self) -> Context {
-        self.context.read().unwrap_or_else(|p| p.into_inner()).clone()
+        self.context
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
     pub fn alive(&self) -> bool {
         clock::now().unix_timestamp() - self.heartbeat.load(Ordering::Relaxed) <= STALL_LIMIT
@@ -68,7 +79,13 @@ impl Shared {
         if self.signed_in.load(Ordering::Relaxed) {
             None
         } else {
-            Some(self.sign_in_error.lock().unwrap_or_else(|p| p.into_inner()).clone().unwrap_or_else(|| "signing in to Azure".into()))
+            Some(
+                self.sign_in_error
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .clone()
+                    .unwrap_or_else(|| "signing in to Azure".into()),
+            )
         }
     }
     pub fn admin_token(&self) -> Option<SecretString> {
@@ -76,17 +93,35 @@ impl Shared {
     }
     pub fn status(&self) -> Vec<ClientStatus> {
         let ctx = self.context();
-        let in_flight = self.in_flight.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let in_flight = self
+            .in_flight
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
         status::collect(&ctx.config, &ctx.store, &|name| in_flight.contains(name))
     }
 }
 
 /// Builds everything a config needs to reconcile.
-pub fn build_context(config: Config, store: Arc<Store>, metrics: Arc<Metrics>) -> anyhow::Result<Context> {
+pub fn build_context(
+    config: Config,
+    store: Arc<Store>,
+    metrics: Arc<Metrics>,
+) -> anyhow::Result<Context> {
     let http = azure::http_client(config.azure.ca_pem.as_deref(), true)?;
-    let shared = azure::Shared { http, metrics: metrics.clone(), skew: Arc::new(Skew::default()) };
+    let shared = azure::Shared {
+        http,
+        metrics: metrics.clone(),
+        skew: Arc::new(Skew::default()),
+    };
     let azure = AzureClients::new(&config, &shared)?;
-    Ok(Context { config: Arc::new(config), azure: Arc::new(azure), store, metrics, shared })
+    Ok(Context {
+        config: Arc::new(config),
+        azure: Arc::new(azure),
+        store,
+        metrics,
+        shared,
+    })
 }
 
 struct Entry {
@@ -95,7 +130,12 @@ struct Entry {
 }
 
 /// Runs the daemon until SIGTERM or SIGINT (or `stop`).
-pub async fn run(config_path: &Path, config: Config, listen_override: Option<std::net::SocketAddr>, stop: CancellationToken) -> anyhow::Result<()> {
+pub async fn run(
+    config_path: &Path,
+    config: Config,
+    listen_override: Option<std::net::SocketAddr>,
+    stop: CancellationToken,
+) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::new());
     let store = Arc::new(Store::open(&config.state_dir)?);
     let listen = listen_override.unwrap_or(config.server.listen);
@@ -111,12 +151,16 @@ pub async fn run(config_path: &Path, config: Config, listen_override: Option<std
         in_flight: Mutex::new(HashSet::new()),
     });
 
-    let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("binding server.listen {listen}"))?;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("binding server.listen {listen}"))?;
     tracing::info!(address = %listener.local_addr()?, clients = ctx.config.clients.len(), "secret-rotator started");
     let app = crate::server::router(shared.clone());
     let http_stop = stop.clone();
     let http = tokio::spawn(async move {
-        let _ = axum::serve(listener, app).with_graceful_shutdown(async move { http_stop.cancelled().await }).await;
+        let _ = axum::serve(listener, app)
+            .with_graceful_shutdown(async move { http_stop.cancelled().await })
+            .await;
     });
 
     spawn_sign_in(shared.clone(), ctx.clone(), stop.clone());
@@ -126,11 +170,23 @@ pub async fn run(config_path: &Path, config: Config, listen_override: Option<std
     for c in &ctx.config.clients {
         metrics.register_client(&c.name);
         let backoff = ctx.store.backoff(&c.name).unwrap_or_default();
-        let start = now + time::Duration::try_from(schedule::startup_jitter(ctx.config.clients.len())).unwrap_or_default();
-        let due = start.max(OffsetDateTime::from_unix_timestamp(backoff.next_attempt_at).unwrap_or(now));
-        entries.insert(c.name.clone(), Entry { next_due: due, in_flight: false });
+        let start = now
+            + time::Duration::try_from(schedule::startup_jitter(ctx.config.clients.len()))
+                .unwrap_or_default();
+        let due =
+            start.max(OffsetDateTime::from_unix_timestamp(backoff.next_attempt_at).unwrap_or(now));
+        entries.insert(
+            c.name.clone(),
+            Entry {
+                next_due: due,
+                in_flight: false,
+            },
+        );
     }
-    notify(&[sd_notify::NotifyState::Ready, sd_notify::NotifyState::Status("reconciling")]);
+    notify(&[
+        sd_notify::NotifyState::Ready,
+        sd_notify::NotifyState::Status("reconciling"),
+    ]);
 
     let semaphore = Arc::new(Semaphore::new(MAX_CONCURRENT_RECONCILES));
     let tasks = TaskTracker::new();
@@ -223,8 +279,13 @@ pub async fn run(config_path: &Path, config: Config, listen_override: Option<std
     stop.cancel();
     reconcile_cancel.cancel();
     tasks.close();
-    if tokio::time::timeout(SHUTDOWN_GRACE, tasks.wait()).await.is_err() {
-        tracing::warn!("reconciles still running at the shutdown deadline; their attempts are cleaned up on the next start");
+    if tokio::time::timeout(SHUTDOWN_GRACE, tasks.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            "reconciles still running at the shutdown deadline; their attempts are cleaned up on the next start"
+        );
     }
     let _ = tokio::time::timeout(Duration::from_secs(1), http).await;
     Ok(())
@@ -234,15 +295,27 @@ fn notify(states: &[sd_notify::NotifyState<'_>]) {
     let _ = sd_notify::notify(states);
 }
 
-fn start(shared: &Arc<Shared>, tasks: &TaskTracker, semaphore: &Arc<Semaphore>, cancel: &CancellationToken, ctx: Context, client: String, opts: Options) {
-    shared.in_flight.lock().unwrap_or_else(|p| p.into_inner()).insert(client.clone());
+fn start(
+    shared: &Arc<Shared>,
+    tasks: &TaskTracker,
+    semaphore: &Arc<Semaphore>,
+    cancel: &CancellationToken,
+    ctx: Context,
+    client: String,
+    opts: Options,
+) {
+    shared
+        .in_flight
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(client.clone());
     let semaphore = semaphore.clone();
     let cancel = cancel.clone();
     let tx = shared.commands.clone();
     tasks.spawn(async move {
         let Ok(_permit) = semaphore.acquire_owned().await else { return };
         let Some(c) = ctx.config.client(&client).cloned() else {
-            let _ = tx.send(Command::Done { client, result: Err(Failure::Cancelled), skipped: true }).await;
+            let _ = tx.send(Command::Done { client, result: Box::new(Err(Failure::Cancelled)), skipped: true }).await;
             return;
         };
         // A `rotate` from the command line may hold the client: try again shortly.
@@ -250,33 +323,43 @@ fn start(shared: &Arc<Shared>, tasks: &TaskTracker, semaphore: &Arc<Semaphore>, 
             Ok(Some(l)) => l,
             Ok(None) => {
                 tracing::info!(client = %client, "another process holds this client; trying again shortly");
-                let _ = tx.send(Command::Done { client, result: Err(Failure::Cancelled), skipped: true }).await;
+                let _ = tx.send(Command::Done { client, result: Box::new(Err(Failure::Cancelled)), skipped: true }).await;
                 return;
             }
             Err(e) => {
-                let _ = tx.send(Command::Done { client, result: Err(Failure::Store(e)), skipped: false }).await;
+                let _ = tx.send(Command::Done { client, result: Box::new(Err(Failure::Store(e))), skipped: false }).await;
                 return;
             }
         };
         let result = rotation::reconcile(&ctx, &c, opts, &cancel).await;
         drop(lock);
-        let _ = tx.send(Command::Done { client, result, skipped: false }).await;
+        let _ = tx.send(Command::Done { client, result: Box::new(result), skipped: false }).await;
     });
 }
 
 /// Logs a reconcile's result, persists backoff, and returns the next due time.
-fn settle(ctx: &Context, c: &crate::config::Client, result: &Result<Report, Failure>, now: OffsetDateTime) -> OffsetDateTime {
+fn settle(
+    ctx: &Context,
+    c: &crate::config::Client,
+    result: &Result<Report, Failure>,
+    now: OffsetDateTime,
+) -> OffsetDateTime {
     let next = schedule::next_run(&c.policy.schedule, now);
     match result {
         Ok(report) => {
-            if report.rotated.is_some() || !report.removed.is_empty() || report.plan.rotate.is_some() {
+            if report.rotated.is_some()
+                || !report.removed.is_empty()
+                || report.plan.rotate.is_some()
+            {
                 tracing::info!(client = %c.name, rotated = report.rotated.is_some(), removed = report.removed.len(), "reconciled");
             } else {
                 tracing::debug!(client = %c.name, "reconciled; nothing to do");
             }
             let _ = ctx.store.clear_backoff(&c.name);
             match &report.plan.blocked {
-                Some(rotation::plan::Blocked::WaitingForSlot { until }) => next.min(*until + time::Duration::seconds(1)),
+                Some(rotation::plan::Blocked::WaitingForSlot { until }) => {
+                    next.min(*until + time::Duration::seconds(1))
+                }
                 _ => next,
             }
         }
@@ -284,13 +367,32 @@ fn settle(ctx: &Context, c: &crate::config::Client, result: &Result<Report, Fail
         Err(e) => {
             let previous = ctx.store.backoff(&c.name).unwrap_or_default();
             let failures = previous.failures + 1;
-            let expires = ctx.store.client_row(&c.name).ok().flatten().and_then(|r| r.expires_at).and_then(|t| OffsetDateTime::from_unix_timestamp(t).ok());
+            let expires = ctx
+                .store
+                .client_row(&c.name)
+                .ok()
+                .flatten()
+                .and_then(|r| r.expires_at)
+                .and_then(|t| OffsetDateTime::from_unix_timestamp(t).ok());
             let wait = schedule::backoff(failures, now, expires);
             let until = now + time::Duration::try_from(wait).unwrap_or_default();
-            let kind = if e.is_transient() { "transient" } else { "permanent" };
+            let kind = if e.is_transient() {
+                "transient"
+            } else {
+                "permanent"
+            };
             tracing::error!(client = %c.name, failures, retry_in_s = wait.as_secs(), kind, "reconcile failed: {e}");
-            let _ = ctx.store.set_backoff(&c.name, &Backoff { failures, next_attempt_at: until.unix_timestamp(), last_error: Some(e.to_string()) });
-            let _ = ctx.store.record_history(&c.name, now, "failed", None, None, Some(&e.to_string()));
+            let _ = ctx.store.set_backoff(
+                &c.name,
+                &Backoff {
+                    failures,
+                    next_attempt_at: until.unix_timestamp(),
+                    last_error: Some(e.to_string()),
+                },
+            );
+            let _ =
+                ctx.store
+                    .record_history(&c.name, now, "failed", None, None, Some(&e.to_string()));
             until
         }
     }
@@ -301,10 +403,19 @@ fn reload(path: &Path, shared: &Arc<Shared>) -> anyhow::Result<Vec<String>> {
     let config = Config::load(path)?;
     let old = shared.context();
     if config.state_dir != old.config.state_dir {
-        anyhow::bail!("{}: state.dir cannot change on reload (restart instead)", path.display());
+        anyhow::bail!(
+            "{}: state.dir cannot change on reload (restart instead)",
+            path.display()
+        );
     }
     let ctx = build_context(config, old.store.clone(), shared.metrics.clone())?;
-    let added: Vec<String> = ctx.config.clients.iter().filter(|c| old.config.client(&c.name).is_none()).map(|c| c.name.clone()).collect();
+    let added: Vec<String> = ctx
+        .config
+        .clients
+        .iter()
+        .filter(|c| old.config.client(&c.name).is_none())
+        .map(|c| c.name.clone())
+        .collect();
     for c in &old.config.clients {
         if ctx.config.client(&c.name).is_none() {
             shared.metrics.remove_client(&c.name);
@@ -325,12 +436,18 @@ fn spawn_sign_in(shared: Arc<Shared>, ctx: Context, stop: CancellationToken) {
             match ctx.azure.graph.sign_in().await {
                 Ok(()) => {
                     shared.signed_in.store(true, Ordering::Relaxed);
-                    *shared.sign_in_error.lock().unwrap_or_else(|p| p.into_inner()) = None;
+                    *shared
+                        .sign_in_error
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner()) = None;
                     return;
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot sign in to Azure yet");
-                    *shared.sign_in_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(format!("cannot sign in: {e}"));
+                    *shared
+                        .sign_in_error
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner()) = Some(format!("cannot sign in: {e}"));
                 }
             }
             tokio::select! {

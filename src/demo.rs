@@ -24,7 +24,12 @@ pub async fn run(listen: SocketAddr) -> anyhow::Result<()> {
     let dir = std::env::temp_dir().join(format!("secret-rotator-demo-{}", std::process::id()));
     crate::store::create_private_dir(&dir)?;
     let emulator_dir = dir.join("emulator");
-    let em = emulator::Emulator::start(emulator::Options { listen: SocketAddr::from(([127, 0, 0, 1], 0)), state_dir: emulator_dir, seed: None }).await?;
+    let em = emulator::Emulator::start(emulator::Options {
+        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        state_dir: emulator_dir,
+        seed: None,
+    })
+    .await?;
 
     let daemon_app_id = uuid::Uuid::new_v4().to_string();
     let mut applications = vec![SeedApplication {
@@ -34,7 +39,13 @@ pub async fn run(listen: SocketAddr) -> anyhow::Result<()> {
         sign_in_audience: "AzureADMyOrg".into(),
         owners: vec![],
         graph_roles: vec!["Application.ReadWrite.OwnedBy".into()],
-        password_credentials: vec![SeedPassword { display_name: Some("daemon".into()), secret_text: Some(DAEMON_SECRET.into()), start_date_time: None, end_date_time: None, propagating: false }],
+        password_credentials: vec![SeedPassword {
+            display_name: Some("daemon".into()),
+            secret_text: Some(DAEMON_SECRET.into()),
+            start_date_time: None,
+            end_date_time: None,
+            propagating: false,
+        }],
         federated_credentials: vec![],
         managed_identity: false,
         disabled: false,
@@ -51,15 +62,34 @@ pub async fn run(listen: SocketAddr) -> anyhow::Result<()> {
             owners: vec![daemon_app_id.clone()],
             graph_roles: vec![],
             // A secret someone made in the portal: the daemon must leave it alone.
-            password_credentials: vec![SeedPassword { display_name: Some("created in the portal".into()), secret_text: None, start_date_time: None, end_date_time: None, propagating: false }],
+            password_credentials: vec![SeedPassword {
+                display_name: Some("created in the portal".into()),
+                secret_text: None,
+                start_date_time: None,
+                end_date_time: None,
+                propagating: false,
+            }],
             federated_credentials: vec![],
             managed_identity: false,
             disabled: false,
         });
     }
     let access = BTreeMap::from([(daemon_app_id.clone(), VaultRole::Officer)]);
-    let vaults = ["demo-kv-1", "demo-kv-2"].iter().map(|n| SeedVault { name: (*n).into(), access: access.clone() }).collect();
-    let report = em.seed(Seed { tenant_id: None, applications, vaults, settings: None }).await?;
+    let vaults = ["demo-kv-1", "demo-kv-2"]
+        .iter()
+        .map(|n| SeedVault {
+            name: (*n).into(),
+            access: access.clone(),
+        })
+        .collect();
+    let report = em
+        .seed(Seed {
+            tenant_id: None,
+            applications,
+            vaults,
+            settings: None,
+        })
+        .await?;
     let info = em.info();
 
     let secret_file = dir.join("daemon-client-secret");
@@ -117,16 +147,30 @@ verify_successes = 2
     std::fs::write(&config_path, &config)?;
     let cfg = Config::load(&config_path).map_err(|e| anyhow::anyhow!("{e}"))?;
 
-    println!("secret-rotator demo: the daemon rotates {} clients against the bundled emulator.", CLIENTS.len());
+    println!(
+        "secret-rotator demo: the daemon rotates {} clients against the bundled emulator.",
+        CLIENTS.len()
+    );
     println!("  metrics:        http://{listen}/metrics");
     println!("  client status:  http://{listen}/v1/clients");
     println!("  health:         http://{listen}/healthz  http://{listen}/readyz");
-    println!("  force a rotation: curl -X POST -H 'Authorization: Bearer {admin_token}' http://{listen}/v1/clients/dicom-service-client/rotate");
+    println!(
+        "  force a rotation: curl -X POST -H 'Authorization: Bearer {admin_token}' http://{listen}/v1/clients/dicom-service-client/rotate"
+    );
     println!("  config:         {}", config_path.display());
-    println!("  CLI:            secret-rotator status --config {}", config_path.display());
-    println!("  emulator:       {} (journal: GET /control/journal, state: GET /control/state; CA {})", info.control_url, info.ca_file);
-    println!("Secrets live for 4 minutes and are renewed 2 minutes before expiry; the first rotations happen now. Ctrl-C stops.");
-    let result = crate::daemon::run(&config_path, cfg, Some(listen), CancellationToken::new()).await;
+    println!(
+        "  CLI:            secret-rotator status --config {}",
+        config_path.display()
+    );
+    println!(
+        "  emulator:       {} (journal: GET /control/journal, state: GET /control/state; CA {})",
+        info.control_url, info.ca_file
+    );
+    println!(
+        "Secrets live for 4 minutes and are renewed 2 minutes before expiry; the first rotations happen now. Ctrl-C stops."
+    );
+    let result =
+        crate::daemon::run(&config_path, cfg, Some(listen), CancellationToken::new()).await;
     em.shutdown();
     result
 }
@@ -134,7 +178,12 @@ verify_successes = 2
 fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path)?;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
     f.write_all(contents.as_bytes())?;
     Ok(())
 }

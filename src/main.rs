@@ -8,7 +8,11 @@ use secret_rotator::config::Config;
 use secret_rotator::{cli, demo};
 
 #[derive(Parser)]
-#[command(name = "secret-rotator", version, about = "Rotates Entra ID client secrets and publishes them to Azure Key Vault")]
+#[command(
+    name = "secret-rotator",
+    version,
+    about = "Rotates Entra ID client secrets and publishes them to Azure Key Vault"
+)]
 struct Args {
     #[command(subcommand)]
     command: Command,
@@ -83,7 +87,10 @@ fn load(path: &std::path::Path) -> Result<Config, String> {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("secret-rotator: cannot start the runtime: {e}");
@@ -95,7 +102,14 @@ fn main() -> ExitCode {
             Command::Run { config } => {
                 let cfg = load(&config)?;
                 secret_rotator::telemetry::init(cfg.log_format, &cfg.log_level);
-                secret_rotator::daemon::run(&config, cfg, None, tokio_util::sync::CancellationToken::new()).await.map_err(|e| format!("{e:#}"))?;
+                secret_rotator::daemon::run(
+                    &config,
+                    cfg,
+                    None,
+                    tokio_util::sync::CancellationToken::new(),
+                )
+                .await
+                .map_err(|e| format!("{e:#}"))?;
                 Ok(true)
             }
             Command::Check { config, online } => {
@@ -111,20 +125,35 @@ fn main() -> ExitCode {
             Command::Plan { config, output } => {
                 let cfg = load(&config)?;
                 secret_rotator::telemetry::init(cfg.log_format, "warn");
-                cli::plan(cfg, output == Output::Json).await.map_err(|e| format!("{e:#}"))
+                cli::plan(cfg, output == Output::Json)
+                    .await
+                    .map_err(|e| format!("{e:#}"))
             }
-            Command::Rotate { config, client, force, revoke_previous } => {
+            Command::Rotate {
+                config,
+                client,
+                force,
+                revoke_previous,
+            } => {
                 let cfg = load(&config)?;
                 secret_rotator::telemetry::init(cfg.log_format, &cfg.log_level);
-                cli::rotate(cfg, &client, force, revoke_previous).await.map_err(|e| format!("{e:#}"))
+                cli::rotate(cfg, &client, force, revoke_previous)
+                    .await
+                    .map_err(|e| format!("{e:#}"))
             }
             Command::Status { config, output } => {
                 let cfg = load(&config)?;
                 cli::status(&cfg, output == Output::Json).map_err(|e| format!("{e:#}"))
             }
-            Command::Emulator { listen, state_dir, seed } => {
+            Command::Emulator {
+                listen,
+                state_dir,
+                seed,
+            } => {
                 secret_rotator::telemetry::init(secret_rotator::config::LogFormat::Text, "warn");
-                cli::emulator(listen, state_dir, seed).await.map_err(|e| format!("{e:#}"))?;
+                cli::emulator(listen, state_dir, seed)
+                    .await
+                    .map_err(|e| format!("{e:#}"))?;
                 Ok(true)
             }
             Command::Demo { listen } => {

@@ -103,24 +103,73 @@ impl Metrics {
         let credential_expiry = Family::<CredentialLabels, FGauge>::default();
         let orphans_removed = Family::<ClientLabel, Counter>::default();
         let requests = Family::<RequestLabels, Counter>::default();
-        let request_duration = Family::<OperationLabels, Histogram>::new_with_constructor(request_histogram as fn() -> Histogram);
-        let propagation = Histogram::new([1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0, 600.0]);
+        let request_duration = Family::<OperationLabels, Histogram>::new_with_constructor(
+            request_histogram as fn() -> Histogram,
+        );
+        let propagation =
+            Histogram::new([1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0, 600.0]);
         let build_info = Family::<VersionLabel, Gauge>::default();
         build_info
-            .get_or_create(&VersionLabel { version: env!("CARGO_PKG_VERSION").to_string() })
+            .get_or_create(&VersionLabel {
+                version: env!("CARGO_PKG_VERSION").to_string(),
+            })
             .set(1);
 
-        registry.register("secret_expiry_timestamp_seconds", "Expiry of the secret published in Key Vault, as a Unix timestamp", secret_expiry.clone());
-        registry.register("next_rotation_timestamp_seconds", "When the client's secret is next due for rotation, as a Unix timestamp", next_rotation.clone());
-        registry.register("last_rotation_timestamp_seconds", "Last successful rotation of the client's secret, as a Unix timestamp", last_rotation.clone());
-        registry.register("rotations", "Rotation attempts by result", rotations.clone());
-        registry.register("client_ready", "1 when the client's last reconcile succeeded and its published secret is valid", client_ready.clone());
-        registry.register("credentials", "Password credentials on the client's application, by owner", credentials.clone());
-        registry.register("credential_expiry_timestamp_seconds", "Expiry of every password credential on the client's application, as a Unix timestamp", credential_expiry.clone());
-        registry.register("orphans_removed", "Credentials of failed or abandoned attempts removed", orphans_removed.clone());
-        registry.register("azure_requests", "Requests to Azure by service, operation and answer status", requests.clone());
-        registry.register("azure_request_duration_seconds", "Duration of requests to Azure", request_duration.clone());
-        registry.register("propagation_seconds", "Time from addPassword until the new secret first signed in", propagation.clone());
+        registry.register(
+            "secret_expiry_timestamp_seconds",
+            "Expiry of the secret published in Key Vault, as a Unix timestamp",
+            secret_expiry.clone(),
+        );
+        registry.register(
+            "next_rotation_timestamp_seconds",
+            "When the client's secret is next due for rotation, as a Unix timestamp",
+            next_rotation.clone(),
+        );
+        registry.register(
+            "last_rotation_timestamp_seconds",
+            "Last successful rotation of the client's secret, as a Unix timestamp",
+            last_rotation.clone(),
+        );
+        registry.register(
+            "rotations",
+            "Rotation attempts by result",
+            rotations.clone(),
+        );
+        registry.register(
+            "client_ready",
+            "1 when the client's last reconcile succeeded and its published secret is valid",
+            client_ready.clone(),
+        );
+        registry.register(
+            "credentials",
+            "Password credentials on the client's application, by owner",
+            credentials.clone(),
+        );
+        registry.register(
+            "credential_expiry_timestamp_seconds",
+            "Expiry of every password credential on the client's application, as a Unix timestamp",
+            credential_expiry.clone(),
+        );
+        registry.register(
+            "orphans_removed",
+            "Credentials of failed or abandoned attempts removed",
+            orphans_removed.clone(),
+        );
+        registry.register(
+            "azure_requests",
+            "Requests to Azure by service, operation and answer status",
+            requests.clone(),
+        );
+        registry.register(
+            "azure_request_duration_seconds",
+            "Duration of requests to Azure",
+            request_duration.clone(),
+        );
+        registry.register(
+            "propagation_seconds",
+            "Time from addPassword until the new secret first signed in",
+            propagation.clone(),
+        );
         registry.register("build_info", "Build information; always 1", build_info);
 
         Metrics {
@@ -142,20 +191,36 @@ impl Metrics {
 
     pub fn azure_request(&self, service: &str, operation: &str, status: &str, seconds: f64) {
         self.requests
-            .get_or_create(&RequestLabels { service: service.into(), operation: operation.into(), status: status.into() })
+            .get_or_create(&RequestLabels {
+                service: service.into(),
+                operation: operation.into(),
+                status: status.into(),
+            })
             .inc();
         self.request_duration
-            .get_or_create(&OperationLabels { service: service.into(), operation: operation.into() })
+            .get_or_create(&OperationLabels {
+                service: service.into(),
+                operation: operation.into(),
+            })
             .observe(seconds);
     }
 
     pub fn rotation(&self, client: &str, success: bool) {
         let result = if success { "success" } else { "failure" };
-        self.rotations.get_or_create(&ResultLabels { client: client.into(), result: result.into() }).inc();
+        self.rotations
+            .get_or_create(&ResultLabels {
+                client: client.into(),
+                result: result.into(),
+            })
+            .inc();
     }
 
     pub fn orphan_removed(&self, client: &str) {
-        self.orphans_removed.get_or_create(&ClientLabel { client: client.into() }).inc();
+        self.orphans_removed
+            .get_or_create(&ClientLabel {
+                client: client.into(),
+            })
+            .inc();
     }
 
     pub fn propagation(&self, seconds: f64) {
@@ -166,13 +231,20 @@ impl Metrics {
     /// before the first rotation.
     pub fn register_client(&self, client: &str) {
         for result in ["success", "failure"] {
-            let _ = self.rotations.get_or_create(&ResultLabels { client: client.into(), result: result.into() });
+            let _ = self.rotations.get_or_create(&ResultLabels {
+                client: client.into(),
+                result: result.into(),
+            });
         }
-        let _ = self.orphans_removed.get_or_create(&ClientLabel { client: client.into() });
+        let _ = self.orphans_removed.get_or_create(&ClientLabel {
+            client: client.into(),
+        });
     }
 
     pub fn set_client(&self, client: &str, g: &ClientGauges) {
-        let label = ClientLabel { client: client.into() };
+        let label = ClientLabel {
+            client: client.into(),
+        };
         let set = |family: &Family<ClientLabel, FGauge>, v: Option<f64>| match v {
             Some(v) => {
                 family.get_or_create(&label).set(v);
@@ -186,53 +258,95 @@ impl Metrics {
         if g.last_rotation.is_some() {
             set(&self.last_rotation, g.last_rotation);
         }
-        self.client_ready.get_or_create(&label).set(i64::from(g.ready));
+        self.client_ready
+            .get_or_create(&label)
+            .set(i64::from(g.ready));
         let ours = g.credentials.iter().filter(|c| c.1).count() as i64;
         let others = g.credentials.len() as i64 - ours;
-        self.credentials.get_or_create(&OwnerLabels { client: client.into(), owner: "rotator".into() }).set(ours);
-        self.credentials.get_or_create(&OwnerLabels { client: client.into(), owner: "other".into() }).set(others);
+        self.credentials
+            .get_or_create(&OwnerLabels {
+                client: client.into(),
+                owner: "rotator".into(),
+            })
+            .set(ours);
+        self.credentials
+            .get_or_create(&OwnerLabels {
+                client: client.into(),
+                owner: "other".into(),
+            })
+            .set(others);
         let mut now_keys = BTreeSet::new();
         for (key_id, ours, expiry) in &g.credentials {
             let owner = if *ours { "rotator" } else { "other" };
             now_keys.insert((key_id.clone(), owner.to_string()));
             self.credential_expiry
-                .get_or_create(&CredentialLabels { client: client.into(), key_id: key_id.clone(), owner: owner.into() })
+                .get_or_create(&CredentialLabels {
+                    client: client.into(),
+                    key_id: key_id.clone(),
+                    owner: owner.into(),
+                })
                 .set(*expiry);
         }
         let mut exported = self.exported_keys.lock().unwrap_or_else(|p| p.into_inner());
-        let before = exported.insert(client.to_string(), now_keys.clone()).unwrap_or_default();
+        let before = exported
+            .insert(client.to_string(), now_keys.clone())
+            .unwrap_or_default();
         for (key_id, owner) in before.difference(&now_keys) {
-            self.credential_expiry.remove(&CredentialLabels { client: client.into(), key_id: key_id.clone(), owner: owner.clone() });
+            self.credential_expiry.remove(&CredentialLabels {
+                client: client.into(),
+                key_id: key_id.clone(),
+                owner: owner.clone(),
+            });
         }
     }
 
     /// Marks a client not ready (its last reconcile failed).
     pub fn set_client_ready(&self, client: &str, ready: bool) {
-        self.client_ready.get_or_create(&ClientLabel { client: client.into() }).set(i64::from(ready));
+        self.client_ready
+            .get_or_create(&ClientLabel {
+                client: client.into(),
+            })
+            .set(i64::from(ready));
     }
 
     /// Sets only the next-rotation time (the scheduler knows it before any reconcile).
     pub fn set_next_rotation(&self, client: &str, at: f64) {
-        self.next_rotation.get_or_create(&ClientLabel { client: client.into() }).set(at);
+        self.next_rotation
+            .get_or_create(&ClientLabel {
+                client: client.into(),
+            })
+            .set(at);
     }
 
     /// Drops every series of a client that left the config.
     pub fn remove_client(&self, client: &str) {
-        let label = ClientLabel { client: client.into() };
+        let label = ClientLabel {
+            client: client.into(),
+        };
         self.secret_expiry.remove(&label);
         self.next_rotation.remove(&label);
         self.last_rotation.remove(&label);
         self.client_ready.remove(&label);
         self.orphans_removed.remove(&label);
         for result in ["success", "failure"] {
-            self.rotations.remove(&ResultLabels { client: client.into(), result: result.into() });
+            self.rotations.remove(&ResultLabels {
+                client: client.into(),
+                result: result.into(),
+            });
         }
         for owner in ["rotator", "other"] {
-            self.credentials.remove(&OwnerLabels { client: client.into(), owner: owner.into() });
+            self.credentials.remove(&OwnerLabels {
+                client: client.into(),
+                owner: owner.into(),
+            });
         }
         let mut exported = self.exported_keys.lock().unwrap_or_else(|p| p.into_inner());
         for (key_id, owner) in exported.remove(client).unwrap_or_default() {
-            self.credential_expiry.remove(&CredentialLabels { client: client.into(), key_id, owner });
+            self.credential_expiry.remove(&CredentialLabels {
+                client: client.into(),
+                key_id,
+                owner,
+            });
         }
     }
 
@@ -271,7 +385,11 @@ pub fn to_text_004(openmetrics: &str) -> String {
         }
         let rewritten = if let Some(rest) = line.strip_prefix("# HELP ") {
             let (name, text) = rest.split_once(' ').unwrap_or((rest, ""));
-            if counters.contains(name) { format!("# HELP {name}_total {text}") } else { line.to_string() }
+            if counters.contains(name) {
+                format!("# HELP {name}_total {text}")
+            } else {
+                line.to_string()
+            }
         } else if let Some(rest) = line.strip_prefix("# TYPE ") {
             let (name, kind) = rest.split_once(' ').unwrap_or((rest, ""));
             match kind {
@@ -297,9 +415,18 @@ mod tests {
         let m = Metrics::new();
         m.rotation("a", true);
         let text = m.encode_text();
-        assert!(text.contains("# TYPE secret_rotator_rotations_total counter"), "{text}");
-        assert!(text.contains("# HELP secret_rotator_rotations_total "), "{text}");
-        assert!(text.contains("secret_rotator_rotations_total{client=\"a\",result=\"success\"} 1"), "{text}");
+        assert!(
+            text.contains("# TYPE secret_rotator_rotations_total counter"),
+            "{text}"
+        );
+        assert!(
+            text.contains("# HELP secret_rotator_rotations_total "),
+            "{text}"
+        );
+        assert!(
+            text.contains("secret_rotator_rotations_total{client=\"a\",result=\"success\"} 1"),
+            "{text}"
+        );
         assert!(!text.contains("# EOF"));
         assert!(m.encode_openmetrics().ends_with("# EOF\n"));
     }
@@ -308,17 +435,40 @@ mod tests {
     fn series_of_a_removed_client_disappear() {
         let m = Metrics::new();
         m.register_client("gone");
-        m.set_client("gone", &ClientGauges { secret_expiry: Some(1.0), credentials: vec![("k".into(), true, 2.0)], ..Default::default() });
+        m.set_client(
+            "gone",
+            &ClientGauges {
+                secret_expiry: Some(1.0),
+                credentials: vec![("k".into(), true, 2.0)],
+                ..Default::default()
+            },
+        );
         assert!(m.encode_text().contains("client=\"gone\""));
         m.remove_client("gone");
-        assert!(!m.encode_text().contains("client=\"gone\""), "{}", m.encode_text());
+        assert!(
+            !m.encode_text().contains("client=\"gone\""),
+            "{}",
+            m.encode_text()
+        );
     }
 
     #[test]
     fn credentials_that_vanished_lose_their_series() {
         let m = Metrics::new();
-        m.set_client("c", &ClientGauges { credentials: vec![("k1".into(), true, 2.0), ("k2".into(), false, 3.0)], ..Default::default() });
-        m.set_client("c", &ClientGauges { credentials: vec![("k2".into(), false, 3.0)], ..Default::default() });
+        m.set_client(
+            "c",
+            &ClientGauges {
+                credentials: vec![("k1".into(), true, 2.0), ("k2".into(), false, 3.0)],
+                ..Default::default()
+            },
+        );
+        m.set_client(
+            "c",
+            &ClientGauges {
+                credentials: vec![("k2".into(), false, 3.0)],
+                ..Default::default()
+            },
+        );
         let text = m.encode_text();
         assert!(!text.contains("key_id=\"k1\""), "{text}");
         assert!(text.contains("key_id=\"k2\""), "{text}");

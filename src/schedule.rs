@@ -27,7 +27,11 @@ pub fn next_run(schedule: &Schedule, now: OffsetDateTime) -> OffsetDateTime {
     };
     let gap = (next - now).as_seconds_f64().max(0.0);
     let max_jitter = (gap / 10.0).min(30.0);
-    let jitter = if max_jitter > 0.0 { rand::rng().random_range(0.0..max_jitter) } else { 0.0 };
+    let jitter = if max_jitter > 0.0 {
+        rand::rng().random_range(0.0..max_jitter)
+    } else {
+        0.0
+    };
     next + time::Duration::seconds_f64(jitter)
 }
 
@@ -36,11 +40,15 @@ pub fn next_run(schedule: &Schedule, now: OffsetDateTime) -> OffsetDateTime {
 /// retried several times before its secret expires.
 pub fn backoff(failures: u32, now: OffsetDateTime, expires: Option<OffsetDateTime>) -> Duration {
     let exp = failures.saturating_sub(1).min(20);
-    let mut d = BACKOFF_BASE.saturating_mul(1u32 << exp.min(16)).min(BACKOFF_CAP);
+    let mut d = BACKOFF_BASE
+        .saturating_mul(1u32 << exp.min(16))
+        .min(BACKOFF_CAP);
     if let Some(e) = expires {
         let left = (e - now).as_seconds_f64();
         if left > 0.0 {
-            d = d.min(Duration::from_secs_f64((left / 8.0).max(BACKOFF_BASE.as_secs_f64())));
+            d = d.min(Duration::from_secs_f64(
+                (left / 8.0).max(BACKOFF_BASE.as_secs_f64()),
+            ));
         } else {
             d = d.min(BACKOFF_BASE * 6);
         }
@@ -64,7 +72,11 @@ mod tests {
     fn schedule(expr: &str, tz: &str) -> Schedule {
         Schedule {
             expression: expr.into(),
-            cron: CronParser::builder().seconds(Seconds::Required).build().parse(expr).unwrap(),
+            cron: CronParser::builder()
+                .seconds(Seconds::Required)
+                .build()
+                .parse(expr)
+                .unwrap(),
             timezone: tz.parse().unwrap(),
         }
     }

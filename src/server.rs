@@ -34,12 +34,24 @@ async fn metrics(State(s): State<Arc<Shared>>, headers: HeaderMap) -> Response {
         .is_some_and(|a| a.contains("application/openmetrics-text"));
     if openmetrics {
         (
-            [(header::CONTENT_TYPE, HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"))],
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static(
+                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                ),
+            )],
             s.metrics.encode_openmetrics(),
         )
             .into_response()
     } else {
-        ([(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"))], s.metrics.encode_text()).into_response()
+        (
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+            )],
+            s.metrics.encode_text(),
+        )
+            .into_response()
     }
 }
 
@@ -47,14 +59,22 @@ async fn healthz(State(s): State<Arc<Shared>>) -> Response {
     if s.alive() {
         (StatusCode::OK, "ok\n").into_response()
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "the scheduler loop has stalled\n").into_response()
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the scheduler loop has stalled\n",
+        )
+            .into_response()
     }
 }
 
 async fn readyz(State(s): State<Arc<Shared>>) -> Response {
     match s.readiness() {
         None => (StatusCode::OK, "ready\n").into_response(),
-        Some(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {why}\n")).into_response(),
+        Some(why) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {why}\n"),
+        )
+            .into_response(),
     }
 }
 
@@ -72,26 +92,49 @@ fn error(status: StatusCode, message: impl Into<String>) -> Response {
     (status, Json(json!({ "error": message.into() }))).into_response()
 }
 
-async fn rotate(State(s): State<Arc<Shared>>, Path(name): Path<String>, query: Result<Query<RotateQuery>, axum::extract::rejection::QueryRejection>, headers: HeaderMap) -> Response {
+async fn rotate(
+    State(s): State<Arc<Shared>>,
+    Path(name): Path<String>,
+    query: Result<Query<RotateQuery>, axum::extract::rejection::QueryRejection>,
+    headers: HeaderMap,
+) -> Response {
     let Some(expected) = s.admin_token() else {
-        return error(StatusCode::FORBIDDEN, "admin API writes are disabled: set server.admin_token_file");
+        return error(
+            StatusCode::FORBIDDEN,
+            "admin API writes are disabled: set server.admin_token_file",
+        );
     };
     let presented = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or("");
-    let matches: bool = presented.as_bytes().ct_eq(expected.expose_secret().as_bytes()).into();
+    let matches: bool = presented
+        .as_bytes()
+        .ct_eq(expected.expose_secret().as_bytes())
+        .into();
     if !matches {
         let mut r = error(StatusCode::UNAUTHORIZED, "a valid admin token is required");
-        r.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        r.headers_mut()
+            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         return r;
     }
     let Ok(Query(q)) = query else {
-        return error(StatusCode::BAD_REQUEST, "invalid query: revoke_previous takes true or false");
+        return error(
+            StatusCode::BAD_REQUEST,
+            "invalid query: revoke_previous takes true or false",
+        );
     };
     let (reply, answer) = oneshot::channel();
-    if s.commands.send(Command::Rotate { client: name.clone(), revoke_previous: q.revoke_previous, reply }).await.is_err() {
+    if s.commands
+        .send(Command::Rotate {
+            client: name.clone(),
+            revoke_previous: q.revoke_previous,
+            reply,
+        })
+        .await
+        .is_err()
+    {
         return error(StatusCode::SERVICE_UNAVAILABLE, "the daemon is stopping");
     }
     match answer.await {

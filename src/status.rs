@@ -26,18 +26,28 @@ pub struct ClientStatus {
 pub fn rfc3339(unix: i64) -> String {
     OffsetDateTime::from_unix_timestamp(unix)
         .ok()
-        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
         .unwrap_or_else(|| unix.to_string())
 }
 
-pub fn collect(config: &Config, store: &Store, in_flight: &dyn Fn(&str) -> bool) -> Vec<ClientStatus> {
+pub fn collect(
+    config: &Config,
+    store: &Store,
+    in_flight: &dyn Fn(&str) -> bool,
+) -> Vec<ClientStatus> {
     let now = crate::clock::now().unix_timestamp();
     config
         .clients
         .iter()
         .map(|c| {
             let row = store.client_row(&c.name).ok().flatten().unwrap_or_default();
-            let backoff = store.backoff(&c.name).ok().filter(|b| b.failures > 0 && b.next_attempt_at > now);
+            let backoff = store
+                .backoff(&c.name)
+                .ok()
+                .filter(|b| b.failures > 0 && b.next_attempt_at > now);
             ClientStatus {
                 name: c.name.clone(),
                 app: c.app.to_string(),

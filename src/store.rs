@@ -16,8 +16,7 @@ use serde::Serialize;
 use time::OffsetDateTime;
 
 /// Forward migrations; entry `i` takes the schema from version `i` to `i + 1`.
-const MIGRATIONS: &[&str] = &[
-    "CREATE TABLE intents (
+const MIGRATIONS: &[&str] = &["CREATE TABLE intents (
         rotation_id TEXT PRIMARY KEY,
         client TEXT NOT NULL,
         step TEXT NOT NULL,
@@ -53,8 +52,7 @@ const MIGRATIONS: &[&str] = &[
         last_error TEXT,
         last_success_at INTEGER,
         updated_at INTEGER NOT NULL
-    );",
-];
+    );"];
 
 /// History rows kept per client.
 const HISTORY_PER_CLIENT: i64 = 200;
@@ -123,7 +121,8 @@ impl Store {
     /// Opens (creating owner-only when missing) and migrates the store in `dir`.
     pub fn open(dir: &Path) -> anyhow::Result<Store> {
         create_private_dir(dir).with_context(|| format!("creating state dir {}", dir.display()))?;
-        create_private_dir(&dir.join("locks")).with_context(|| format!("creating {}/locks", dir.display()))?;
+        create_private_dir(&dir.join("locks"))
+            .with_context(|| format!("creating {}/locks", dir.display()))?;
         let path = dir.join("state.db");
         if !path.exists() {
             let mut o = OpenOptions::new();
@@ -133,14 +132,19 @@ impl Store {
                 use std::os::unix::fs::OpenOptionsExt;
                 o.mode(0o600);
             }
-            o.open(&path).with_context(|| format!("creating {}", path.display()))?;
+            o.open(&path)
+                .with_context(|| format!("creating {}", path.display()))?;
         }
-        let conn = Connection::open(&path).with_context(|| format!("opening {}", path.display()))?;
+        let conn =
+            Connection::open(&path).with_context(|| format!("opening {}", path.display()))?;
         conn.busy_timeout(Duration::from_secs(10))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         migrate(&conn, &path)?;
-        Ok(Store { dir: dir.to_path_buf(), conn: Mutex::new(conn) })
+        Ok(Store {
+            dir: dir.to_path_buf(),
+            conn: Mutex::new(conn),
+        })
     }
 
     fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
@@ -150,11 +154,18 @@ impl Store {
     /// Takes the client's lock without waiting; `None` when another process or task holds it.
     pub fn try_lock(&self, client: &str) -> anyhow::Result<Option<ClientLock>> {
         let path = self.dir.join("locks").join(format!("{client}.lock"));
-        let file = OpenOptions::new().create(true).truncate(false).write(true).open(&path).with_context(|| format!("opening {}", path.display()))?;
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .with_context(|| format!("opening {}", path.display()))?;
         match file.try_lock() {
             Ok(()) => Ok(Some(ClientLock { _file: file })),
             Err(std::fs::TryLockError::WouldBlock) => Ok(None),
-            Err(std::fs::TryLockError::Error(e)) => Err(e).with_context(|| format!("locking {}", path.display())),
+            Err(std::fs::TryLockError::Error(e)) => {
+                Err(e).with_context(|| format!("locking {}", path.display()))
+            }
         }
     }
 
@@ -172,7 +183,12 @@ impl Store {
         }
     }
 
-    pub fn begin_intent(&self, rotation_id: &str, client: &str, now: OffsetDateTime) -> anyhow::Result<()> {
+    pub fn begin_intent(
+        &self,
+        rotation_id: &str,
+        client: &str,
+        now: OffsetDateTime,
+    ) -> anyhow::Result<()> {
         let t = now.unix_timestamp();
         self.conn().execute(
             "INSERT INTO intents (rotation_id, client, step, key_id, started_at, updated_at, pid) VALUES (?1, ?2, 'adding', NULL, ?3, ?3, ?4)",
@@ -181,7 +197,13 @@ impl Store {
         Ok(())
     }
 
-    pub fn intent_step(&self, rotation_id: &str, step: &str, key_id: Option<&str>, now: OffsetDateTime) -> anyhow::Result<()> {
+    pub fn intent_step(
+        &self,
+        rotation_id: &str,
+        step: &str,
+        key_id: Option<&str>,
+        now: OffsetDateTime,
+    ) -> anyhow::Result<()> {
         self.conn().execute(
             "UPDATE intents SET step = ?2, key_id = COALESCE(?3, key_id), updated_at = ?4 WHERE rotation_id = ?1",
             params![rotation_id, step, key_id, now.unix_timestamp()],
@@ -190,7 +212,10 @@ impl Store {
     }
 
     pub fn end_intent(&self, rotation_id: &str) -> anyhow::Result<()> {
-        self.conn().execute("DELETE FROM intents WHERE rotation_id = ?1", params![rotation_id])?;
+        self.conn().execute(
+            "DELETE FROM intents WHERE rotation_id = ?1",
+            params![rotation_id],
+        )?;
         Ok(())
     }
 
@@ -198,7 +223,13 @@ impl Store {
         let conn = self.conn();
         let mut stmt = conn.prepare("SELECT rotation_id, client, step, key_id, started_at FROM intents WHERE client = ?1 ORDER BY started_at")?;
         let rows = stmt.query_map(params![client], |r| {
-            Ok(Intent { rotation_id: r.get(0)?, client: r.get(1)?, step: r.get(2)?, key_id: r.get(3)?, started_at: r.get(4)? })
+            Ok(Intent {
+                rotation_id: r.get(0)?,
+                client: r.get(1)?,
+                step: r.get(2)?,
+                key_id: r.get(3)?,
+                started_at: r.get(4)?,
+            })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
@@ -206,9 +237,17 @@ impl Store {
     pub fn backoff(&self, client: &str) -> anyhow::Result<Backoff> {
         Ok(self
             .conn()
-            .query_row("SELECT failures, next_attempt_at, last_error FROM backoff WHERE client = ?1", params![client], |r| {
-                Ok(Backoff { failures: r.get(0)?, next_attempt_at: r.get(1)?, last_error: r.get(2)? })
-            })
+            .query_row(
+                "SELECT failures, next_attempt_at, last_error FROM backoff WHERE client = ?1",
+                params![client],
+                |r| {
+                    Ok(Backoff {
+                        failures: r.get(0)?,
+                        next_attempt_at: r.get(1)?,
+                        last_error: r.get(2)?,
+                    })
+                },
+            )
             .optional()?
             .unwrap_or_default())
     }
@@ -223,11 +262,20 @@ impl Store {
     }
 
     pub fn clear_backoff(&self, client: &str) -> anyhow::Result<()> {
-        self.conn().execute("DELETE FROM backoff WHERE client = ?1", params![client])?;
+        self.conn()
+            .execute("DELETE FROM backoff WHERE client = ?1", params![client])?;
         Ok(())
     }
 
-    pub fn record_history(&self, client: &str, now: OffsetDateTime, result: &str, rotation_id: Option<&str>, key_id: Option<&str>, message: Option<&str>) -> anyhow::Result<()> {
+    pub fn record_history(
+        &self,
+        client: &str,
+        now: OffsetDateTime,
+        result: &str,
+        rotation_id: Option<&str>,
+        key_id: Option<&str>,
+        message: Option<&str>,
+    ) -> anyhow::Result<()> {
         let conn = self.conn();
         conn.execute(
             "INSERT INTO history (client, at, result, rotation_id, key_id, message) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
@@ -244,7 +292,13 @@ impl Store {
         let conn = self.conn();
         let mut stmt = conn.prepare("SELECT at, result, rotation_id, key_id, message FROM history WHERE client = ?1 ORDER BY id DESC LIMIT ?2")?;
         let rows = stmt.query_map(params![client, limit], |r| {
-            Ok(HistoryRow { at: r.get(0)?, result: r.get(1)?, rotation_id: r.get(2)?, key_id: r.get(3)?, message: r.get(4)? })
+            Ok(HistoryRow {
+                at: r.get(0)?,
+                result: r.get(1)?,
+                rotation_id: r.get(2)?,
+                key_id: r.get(3)?,
+                message: r.get(4)?,
+            })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
@@ -290,7 +344,8 @@ pub struct ClientLock {
 }
 
 fn migrate(conn: &Connection, path: &Path) -> anyhow::Result<()> {
-    let version: usize = conn.pragma_query_value(None, "user_version", |r| r.get::<_, i64>(0))? as usize;
+    let version: usize =
+        conn.pragma_query_value(None, "user_version", |r| r.get::<_, i64>(0))? as usize;
     if version > MIGRATIONS.len() {
         bail!(
             "{} has schema version {version}, newer than this secret-rotator knows ({}); upgrade secret-rotator or move the state dir aside (it is rebuilt from Azure)",
@@ -300,7 +355,8 @@ fn migrate(conn: &Connection, path: &Path) -> anyhow::Result<()> {
     }
     for (i, sql) in MIGRATIONS.iter().enumerate().skip(version) {
         let tx = conn.unchecked_transaction()?;
-        tx.execute_batch(sql).with_context(|| format!("migrating {} to schema version {}", path.display(), i + 1))?;
+        tx.execute_batch(sql)
+            .with_context(|| format!("migrating {} to schema version {}", path.display(), i + 1))?;
         tx.pragma_update(None, "user_version", (i + 1) as i64)?;
         tx.commit()?;
     }
@@ -317,8 +373,18 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("state");
         let _store = Store::open(&dir).unwrap();
-        assert_eq!(std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777, 0o700);
-        assert_eq!(std::fs::metadata(dir.join("state.db")).unwrap().permissions().mode() & 0o077, 0);
+        assert_eq!(
+            std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777,
+            0o700
+        );
+        assert_eq!(
+            std::fs::metadata(dir.join("state.db"))
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o077,
+            0
+        );
     }
 
     #[test]
@@ -327,8 +393,14 @@ mod tests {
         let store = Store::open(tmp.path()).unwrap();
         let first = store.try_lock("c1").unwrap();
         assert!(first.is_some());
-        assert!(store.try_lock("c1").unwrap().is_none(), "second lock on one client");
-        assert!(store.try_lock("c2").unwrap().is_some(), "another client is independent");
+        assert!(
+            store.try_lock("c1").unwrap().is_none(),
+            "second lock on one client"
+        );
+        assert!(
+            store.try_lock("c2").unwrap().is_some(),
+            "another client is independent"
+        );
         drop(first);
         assert!(store.try_lock("c1").unwrap().is_some());
     }
@@ -352,7 +424,15 @@ mod tests {
             let s = Store::open(tmp.path()).unwrap();
             s.begin_intent("r1", "c", now).unwrap();
             s.intent_step("r1", "added", Some("k1"), now).unwrap();
-            s.set_backoff("c", &Backoff { failures: 3, next_attempt_at: 42, last_error: Some("x".into()) }).unwrap();
+            s.set_backoff(
+                "c",
+                &Backoff {
+                    failures: 3,
+                    next_attempt_at: 42,
+                    last_error: Some("x".into()),
+                },
+            )
+            .unwrap();
         }
         let s = Store::open(tmp.path()).unwrap();
         let intents = s.intents("c").unwrap();
@@ -367,8 +447,12 @@ mod tests {
         let s = Store::open(tmp.path()).unwrap();
         let now = OffsetDateTime::now_utc();
         for _ in 0..(HISTORY_PER_CLIENT + 20) {
-            s.record_history("c", now, "success", None, None, None).unwrap();
+            s.record_history("c", now, "success", None, None, None)
+                .unwrap();
         }
-        assert_eq!(s.history("c", 10_000).unwrap().len() as i64, HISTORY_PER_CLIENT);
+        assert_eq!(
+            s.history("c", 10_000).unwrap().len() as i64,
+            HISTORY_PER_CLIENT
+        );
     }
 }

@@ -13,8 +13,14 @@ pub fn init(format: LogFormat, level: &str) {
         // The SDKs log request URLs at debug; our own events say what matters.
         .add_directive("azure_core=warn".parse().expect("static directive"))
         .add_directive("azure_identity=warn".parse().expect("static directive"))
-        .add_directive("typespec_client_core=warn".parse().expect("static directive"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+        .add_directive(
+            "typespec_client_core=warn"
+                .parse()
+                .expect("static directive"),
+        );
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
         LogFormat::Text => builder.try_init(),

@@ -27,7 +27,11 @@ pub struct Application {
 impl Application {
     /// Apps open to personal Microsoft accounts may hold at most two passwords.
     pub fn password_cap(&self) -> Option<usize> {
-        matches!(self.sign_in_audience.as_str(), "AzureADandPersonalMicrosoftAccount" | "PersonalMicrosoftAccount").then_some(2)
+        matches!(
+            self.sign_in_audience.as_str(),
+            "AzureADandPersonalMicrosoftAccount" | "PersonalMicrosoftAccount"
+        )
+        .then_some(2)
     }
 }
 
@@ -51,7 +55,10 @@ pub struct NewPassword {
 
 impl std::fmt::Debug for NewPassword {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("NewPassword").field("key_id", &self.key_id).field("end", &self.end).finish_non_exhaustive()
+        f.debug_struct("NewPassword")
+            .field("key_id", &self.key_id)
+            .field("end", &self.end)
+            .finish_non_exhaustive()
     }
 }
 
@@ -98,45 +105,99 @@ impl RawPassword {
     }
 }
 
+/// The least time between two writes to one application: Graph answers rapid writes to one
+/// object with 409 `Directory_ConcurrencyViolation`.
+pub const WRITE_GAP: std::time::Duration = std::time::Duration::from_secs(1);
+
 pub struct GraphClient {
     shared: Shared,
+    last_write: std::sync::Mutex<std::collections::HashMap<String, tokio::time::Instant>>,
     credential: Arc<dyn TokenCredential>,
     base: String,
     scope: String,
 }
 
 impl GraphClient {
-    pub fn new(shared: Shared, credential: Arc<dyn TokenCredential>, endpoint: &url::Url, scope: &str) -> GraphClient {
-        GraphClient { shared, credential, base: format!("{}/v1.0", endpoint.as_str().trim_end_matches('/')), scope: scope.to_string() }
+    pub fn new(
+        shared: Shared,
+        credential: Arc<dyn TokenCredential>,
+        endpoint: &url::Url,
+        scope: &str,
+    ) -> GraphClient {
+        GraphClient {
+            shared,
+            last_write: Default::default(),
+            credential,
+            base: format!("{}/v1.0", endpoint.as_str().trim_end_matches('/')),
+            scope: scope.to_string(),
+        }
     }
 
     /// Gets a Graph token: proves the daemon can sign in at all.
     pub async fn sign_in(&self) -> Result<(), Error> {
-        super::identity::token(self.credential.as_ref(), &self.scope).await.map(|_| ())
+        super::identity::token(self.credential.as_ref(), &self.scope)
+            .await
+            .map(|_| ())
     }
 
-    async fn send(&self, operation: &'static str, request: reqwest::RequestBuilder, is_write: bool) -> Result<(u16, bytes::Bytes), Error> {
+    async fn send(
+        &self,
+        operation: &'static str,
+        request: reqwest::RequestBuilder,
+        is_write: bool,
+    ) -> Result<(u16, bytes::Bytes), Error> {
         let token = super::identity::token(self.credential.as_ref(), &self.scope).await?;
         let timer = Timer::start(&self.shared.metrics, SERVICE, operation);
-        let sent = request.bearer_auth(token).header("x-ms-throttle-priority", "low").send().await;
+        let sent = request
+            .bearer_auth(token)
+            .header("x-ms-throttle-priority", "low")
+            .send()
+            .await;
         let response = match sent {
             Ok(r) => r,
             Err(e) => {
                 timer.done("error");
                 // Refused connections never reached Graph; anything later may have.
-                let class = if e.is_connect() || !is_write { Class::Transient { retry_after: None } } else { Class::Unknown };
-                return Err(Error::new(SERVICE, operation, class, format!("request failed: {}", super::identity::error_chain(&e))));
+                let class = if e.is_connect() || !is_write {
+                    Class::Transient { retry_after: None }
+                } else {
+                    Class::Unknown
+                };
+                return Err(Error::new(
+                    SERVICE,
+                    operation,
+                    class,
+                    format!("request failed: {}", super::identity::error_chain(&e)),
+                ));
             }
         };
         let status = response.status().as_u16();
-        self.shared.skew.observe(response.headers().get("date").and_then(|v| v.to_str().ok()));
-        let retry_after = response.headers().get("retry-after").and_then(|v| v.to_str().ok()).and_then(parse_retry_after);
+        self.shared
+            .skew
+            .observe(response.headers().get("date").and_then(|v| v.to_str().ok()));
+        let retry_after = response
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_retry_after);
         let body = match response.bytes().await {
             Ok(b) => b,
             Err(e) => {
                 timer.done(&status.to_string());
-                let class = if is_write { Class::Unknown } else { Class::Transient { retry_after: None } };
-                return Err(Error::new(SERVICE, operation, class, format!("reading the answer failed: {}", super::identity::error_chain(&e))));
+                let class = if is_write {
+                    Class::Unknown
+                } else {
+                    Class::Transient { retry_after: None }
+                };
+                return Err(Error::new(
+                    SERVICE,
+                    operation,
+                    class,
+                    format!(
+                        "reading the answer failed: {}",
+                        super::identity::error_chain(&e)
+                    ),
+                ));
             }
         };
         timer.done(&status.to_string());
@@ -149,7 +210,14 @@ impl GraphClient {
         if is_write && matches!(status, 500 | 502 | 504) {
             class = Class::Unknown;
         }
-        Err(Error { service: SERVICE, operation, status: Some(status), code, message, class })
+        Err(Error {
+            service: SERVICE,
+            operation,
+            status: Some(status),
+            code,
+            message,
+            class,
+        })
     }
 
     pub async fn get_application(&self, app: &AppRef) -> Result<Application, Error> {
@@ -158,36 +226,93 @@ impl GraphClient {
             AppRef::ObjectId(id) => format!("{}/applications/{id}?{SELECT}", self.base),
             AppRef::AppId(id) => format!("{}/applications(appId='{id}')?{SELECT}", self.base),
         };
-        let (_, body) = self.send("get_application", self.shared.http.get(url), false).await?;
-        let raw: RawApplication = serde_json::from_slice(&body).map_err(|e| malformed("get_application", &e))?;
+        let (_, body) = self
+            .send("get_application", self.shared.http.get(url), false)
+            .await?;
+        let raw: RawApplication =
+            serde_json::from_slice(&body).map_err(|e| malformed("get_application", &e))?;
         Ok(Application {
             object_id: raw.id.to_ascii_lowercase(),
             app_id: raw.app_id.to_ascii_lowercase(),
             sign_in_audience: raw.sign_in_audience.unwrap_or_default(),
-            passwords: raw.password_credentials.into_iter().filter_map(RawPassword::into_credential).collect(),
+            passwords: raw
+                .password_credentials
+                .into_iter()
+                .filter_map(RawPassword::into_credential)
+                .collect(),
         })
     }
 
     /// Lists applications with `$filter=appId eq '…'` (used by `check --online`).
     pub async fn find_by_app_id(&self, app_id: &str) -> Result<Option<String>, Error> {
-        let filter: String = url::form_urlencoded::byte_serialize(format!("appId eq '{app_id}'").as_bytes()).collect();
-        let url = format!("{}/applications?$filter={filter}&$select=id,appId", self.base);
-        let (_, body) = self.send("list_applications", self.shared.http.get(url), false).await?;
-        let raw: RawList = serde_json::from_slice(&body).map_err(|e| malformed("list_applications", &e))?;
+        let filter: String =
+            url::form_urlencoded::byte_serialize(format!("appId eq '{app_id}'").as_bytes())
+                .collect();
+        let url = format!(
+            "{}/applications?$filter={filter}&$select=id,appId",
+            self.base
+        );
+        let (_, body) = self
+            .send("list_applications", self.shared.http.get(url), false)
+            .await?;
+        let raw: RawList =
+            serde_json::from_slice(&body).map_err(|e| malformed("list_applications", &e))?;
         Ok(raw.value.into_iter().next().map(|a| a.id))
+    }
+
+    /// Waits until [`WRITE_GAP`] has passed since the last write to `object_id`, and claims the
+    /// next slot.
+    async fn pace(&self, object_id: &str) {
+        let wait_until = {
+            let mut last = self.last_write.lock().unwrap_or_else(|p| p.into_inner());
+            let now = tokio::time::Instant::now();
+            let slot = last
+                .get(object_id)
+                .map(|t| (*t + WRITE_GAP).max(now))
+                .unwrap_or(now);
+            last.insert(object_id.to_string(), slot);
+            if last.len() > 100_000 {
+                last.retain(|_, t| *t + WRITE_GAP > now);
+            }
+            slot
+        };
+        tokio::time::sleep_until(wait_until).await;
     }
 
     /// `addPassword`. Never retried by the caller with the same marker: when the answer is lost
     /// (`Class::Unknown`) the credential is found again by its display name.
-    pub async fn add_password(&self, object_id: &str, display_name: &str, end: OffsetDateTime) -> Result<NewPassword, Error> {
+    pub async fn add_password(
+        &self,
+        object_id: &str,
+        display_name: &str,
+        end: OffsetDateTime,
+    ) -> Result<NewPassword, Error> {
+        self.pace(object_id).await;
         let url = format!("{}/applications/{object_id}/addPassword", self.base);
-        let end_text = end.format(&Rfc3339).map_err(|e| Error::new(SERVICE, "add_password", Class::Permanent, e.to_string()))?;
-        let body = json!({"passwordCredential": {"displayName": display_name, "endDateTime": end_text}});
-        let (_, body) = self.send("add_password", self.shared.http.post(url).json(&body), true).await?;
+        let end_text = end
+            .format(&Rfc3339)
+            .map_err(|e| Error::new(SERVICE, "add_password", Class::Permanent, e.to_string()))?;
+        let body =
+            json!({"passwordCredential": {"displayName": display_name, "endDateTime": end_text}});
+        let (_, body) = self
+            .send("add_password", self.shared.http.post(url).json(&body), true)
+            .await?;
         // The value is in this body: parse it without ever putting the body into an error.
-        let raw: RawPassword = serde_json::from_slice(&body).map_err(|_| Error::new(SERVICE, "add_password", Class::Unknown, "the answer to addPassword could not be read"))?;
+        let raw: RawPassword = serde_json::from_slice(&body).map_err(|_| {
+            Error::new(
+                SERVICE,
+                "add_password",
+                Class::Unknown,
+                "the answer to addPassword could not be read",
+            )
+        })?;
         let (Some(key_id), Some(secret)) = (raw.key_id, raw.secret_text) else {
-            return Err(Error::new(SERVICE, "add_password", Class::Unknown, "the answer to addPassword has no keyId or secretText"));
+            return Err(Error::new(
+                SERVICE,
+                "add_password",
+                Class::Unknown,
+                "the answer to addPassword has no keyId or secretText",
+            ));
         };
         Ok(NewPassword {
             key_id: key_id.to_ascii_lowercase(),
@@ -199,10 +324,22 @@ impl GraphClient {
 
     /// `removePassword`; an unknown key id counts as removed.
     pub async fn remove_password(&self, object_id: &str, key_id: &str) -> Result<(), Error> {
+        self.pace(object_id).await;
         let url = format!("{}/applications/{object_id}/removePassword", self.base);
-        match self.send("remove_password", self.shared.http.post(url).json(&json!({"keyId": key_id})), true).await {
+        match self
+            .send(
+                "remove_password",
+                self.shared.http.post(url).json(&json!({"keyId": key_id})),
+                true,
+            )
+            .await
+        {
             Ok(_) => Ok(()),
-            Err(e) if e.status == Some(400) && e.message.contains("No password credential found") => Ok(()),
+            Err(e)
+                if e.status == Some(400) && e.message.contains("No password credential found") =>
+            {
+                Ok(())
+            }
             // A lost answer to a removal is safe to repeat.
             Err(mut e) if e.class == Class::Unknown => {
                 e.class = Class::Transient { retry_after: None };
@@ -214,7 +351,12 @@ impl GraphClient {
 }
 
 fn malformed(operation: &'static str, e: &serde_json::Error) -> Error {
-    Error::new(SERVICE, operation, Class::Transient { retry_after: None }, format!("malformed answer: {e}"))
+    Error::new(
+        SERVICE,
+        operation,
+        Class::Transient { retry_after: None },
+        format!("malformed answer: {e}"),
+    )
 }
 
 /// The `error.code` and `error.message` of a Graph error body.

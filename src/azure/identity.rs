@@ -7,10 +7,13 @@ use std::time::Instant;
 
 use async_trait::async_trait;
 use azure_core::credentials::{AccessToken, TokenCredential, TokenRequestOptions};
-use azure_core::http::{AsyncRawResponse, ClientOptions, HttpClient, Request, RetryOptions, Transport};
+use azure_core::http::{
+    AsyncRawResponse, ClientOptions, HttpClient, Request, RetryOptions, Transport,
+};
 use azure_identity::{
-    ClientAssertionCredentialOptions, ClientSecretCredential, ClientSecretCredentialOptions, ManagedIdentityCredential,
-    ManagedIdentityCredentialOptions, UserAssignedId, WorkloadIdentityCredential, WorkloadIdentityCredentialOptions,
+    ClientAssertionCredentialOptions, ClientSecretCredential, ClientSecretCredentialOptions,
+    ManagedIdentityCredential, ManagedIdentityCredentialOptions, UserAssignedId,
+    WorkloadIdentityCredential, WorkloadIdentityCredentialOptions,
 };
 use secrecy::ExposeSecret;
 
@@ -66,12 +69,20 @@ impl HttpClient for MeteredTransport {
         let status = match &result {
             Ok(r) => {
                 let date = azure_core::http::headers::HeaderName::from_static("date");
-                self.shared.0.skew.observe(r.headers().get_optional_str(&date));
+                self.shared
+                    .0
+                    .skew
+                    .observe(r.headers().get_optional_str(&date));
                 u16::from(r.status()).to_string()
             }
             Err(_) => "error".to_string(),
         };
-        self.shared.0.metrics.azure_request(service, operation, &status, start.elapsed().as_secs_f64());
+        self.shared.0.metrics.azure_request(
+            service,
+            operation,
+            &status,
+            start.elapsed().as_secs_f64(),
+        );
         result
     }
 }
@@ -79,13 +90,22 @@ impl HttpClient for MeteredTransport {
 /// Client options for every SDK client: our transport, no SDK retries (our retry layer owns
 /// pacing), and the configured authority host.
 pub fn client_options(config: &Config, shared: &Shared, http: reqwest::Client) -> ClientOptions {
-    let mut options = ClientOptions::default();
-    options.transport = Some(Transport::new(Arc::new(MeteredTransport { http, shared: SharedRef(shared.clone()) })));
-    options.retry = RetryOptions::none();
     let mut custom = azure_core::cloud::CustomConfiguration::default();
-    custom.authority_host = config.azure.authority_host.as_str().trim_end_matches('/').to_string();
-    options.cloud = Some(Arc::new(custom.into()));
-    options
+    custom.authority_host = config
+        .azure
+        .authority_host
+        .as_str()
+        .trim_end_matches('/')
+        .to_string();
+    ClientOptions {
+        transport: Some(Transport::new(Arc::new(MeteredTransport {
+            http,
+            shared: SharedRef(shared.clone()),
+        }))),
+        retry: RetryOptions::none(),
+        cloud: Some(Arc::new(custom.into())),
+        ..Default::default()
+    }
 }
 
 /// The daemon's own credential, as the config chooses it.
@@ -93,16 +113,27 @@ pub fn credential(config: &Config, shared: &Shared) -> anyhow::Result<Arc<dyn To
     let tenant = config.azure.tenant_id.clone();
     Ok(match &config.azure.credential {
         Credential::ClientSecret { client_id, secret } => {
-            let options = ClientSecretCredentialOptions { client_options: client_options(config, shared, shared.http.clone()) };
-            ClientSecretCredential::new(&tenant, client_id.clone(), secret.expose_secret().to_string().into(), Some(options))?
+            let options = ClientSecretCredentialOptions {
+                client_options: client_options(config, shared, shared.http.clone()),
+            };
+            ClientSecretCredential::new(
+                &tenant,
+                client_id.clone(),
+                secret.expose_secret().to_string().into(),
+                Some(options),
+            )?
         }
-        Credential::WorkloadIdentity { client_id, token_file } => {
+        Credential::WorkloadIdentity {
+            client_id,
+            token_file,
+        } => {
             let options = WorkloadIdentityCredentialOptions {
-                credential_options: ClientAssertionCredentialOptions { client_options: client_options(config, shared, shared.http.clone()), ..Default::default() },
+                credential_options: ClientAssertionCredentialOptions {
+                    client_options: client_options(config, shared, shared.http.clone()),
+                },
                 client_id: Some(client_id.clone()),
                 tenant_id: Some(tenant),
                 token_file_path: Some(token_file.clone()),
-                ..Default::default()
             };
             WorkloadIdentityCredential::new(Some(options))?
         }
@@ -112,7 +143,6 @@ pub fn credential(config: &Config, shared: &Shared) -> anyhow::Result<Arc<dyn To
             let options = ManagedIdentityCredentialOptions {
                 user_assigned_id: client_id.clone().map(UserAssignedId::ClientId),
                 client_options: client_options(config, shared, direct),
-                ..Default::default()
             };
             ManagedIdentityCredential::new(Some(options))?
         }
@@ -132,17 +162,38 @@ fn token_error(e: &azure_core::Error) -> Error {
     // Connection problems heal; a credential Entra refuses does not heal by retrying soon,
     // but the backoff of the reconcile that needed it retries later anyway.
     let class = match e.kind() {
-        azure_core::error::ErrorKind::Io | azure_core::error::ErrorKind::Connection => Class::Transient { retry_after: None },
-        _ if text.contains("AADSTS90024") || text.contains("AADSTS90033") || text.contains("temporarily_unavailable") => {
+        azure_core::error::ErrorKind::Io | azure_core::error::ErrorKind::Connection => {
+            Class::Transient { retry_after: None }
+        }
+        _ if text.contains("AADSTS90024")
+            || text.contains("AADSTS90033")
+            || text.contains("temporarily_unavailable") =>
+        {
             Class::Transient { retry_after: None }
         }
         _ => Class::Permanent,
     };
-    let code = ["AADSTS7000215", "AADSTS7000222", "AADSTS700016", "AADSTS7000112", "AADSTS90002", "AADSTS700211", "AADSTS700212", "AADSTS700213"]
-        .into_iter()
-        .find(|c| text.contains(c))
-        .map(str::to_string);
-    Error { service: "token", operation: "acquire", status: e.http_status().map(u16::from), code, message: text, class }
+    let code = [
+        "AADSTS7000215",
+        "AADSTS7000222",
+        "AADSTS700016",
+        "AADSTS7000112",
+        "AADSTS90002",
+        "AADSTS700211",
+        "AADSTS700212",
+        "AADSTS700213",
+    ]
+    .into_iter()
+    .find(|c| text.contains(c))
+    .map(str::to_string);
+    Error {
+        service: "token",
+        operation: "acquire",
+        status: e.http_status().map(u16::from),
+        code,
+        message: text,
+        class,
+    }
 }
 
 /// The SDK's top-level error text is often generic; the useful part is in the source chain.
@@ -172,7 +223,11 @@ pub struct VaultScopeGuard {
 
 #[async_trait]
 impl TokenCredential for VaultScopeGuard {
-    async fn get_token(&self, scopes: &[&str], options: Option<TokenRequestOptions<'_>>) -> azure_core::Result<AccessToken> {
+    async fn get_token(
+        &self,
+        scopes: &[&str],
+        options: Option<TokenRequestOptions<'_>>,
+    ) -> azure_core::Result<AccessToken> {
         let allowed = self.allowed.trim_end_matches("/.default");
         let ok = !scopes.is_empty()
             && scopes.iter().all(|s| {
@@ -182,7 +237,10 @@ impl TokenCredential for VaultScopeGuard {
         if !ok {
             return Err(azure_core::Error::with_message(
                 azure_core::error::ErrorKind::Credential,
-                format!("refused to request a token for {scopes:?}: a Key Vault may only ask for {}", self.allowed),
+                format!(
+                    "refused to request a token for {scopes:?}: a Key Vault may only ask for {}",
+                    self.allowed
+                ),
             ));
         }
         self.inner.get_token(&[self.allowed], options).await

@@ -41,8 +41,15 @@ pub struct VaultClients {
 }
 
 impl VaultClients {
-    pub fn new(config: &Config, shared: &Shared, credential: Arc<dyn TokenCredential>) -> VaultClients {
-        let guard: Arc<dyn TokenCredential> = Arc::new(VaultScopeGuard { inner: credential, allowed: config.azure.cloud.vault_scope() });
+    pub fn new(
+        config: &Config,
+        shared: &Shared,
+        credential: Arc<dyn TokenCredential>,
+    ) -> VaultClients {
+        let guard: Arc<dyn TokenCredential> = Arc::new(VaultScopeGuard {
+            inner: credential,
+            allowed: config.azure.cloud.vault_scope(),
+        });
         VaultClients {
             credential: guard,
             cloud: config.azure.cloud,
@@ -59,7 +66,9 @@ impl VaultClients {
         }
         // The challenge's resource is checked for real vault hosts. Other hosts (the emulator,
         // private names) cannot match it, and the scope guard keeps their tokens to Key Vault's.
-        let real_vault = vault.host_str().is_some_and(|h| h.to_ascii_lowercase().ends_with(self.cloud.vault_suffix()));
+        let real_vault = vault
+            .host_str()
+            .is_some_and(|h| h.to_ascii_lowercase().ends_with(self.cloud.vault_suffix()));
         let options = SecretClientOptions {
             client_options: self.options.clone(),
             verify_challenge_resource: Some(real_vault),
@@ -73,14 +82,24 @@ impl VaultClients {
     }
 
     /// Every version of `name`, oldest first; `None` when the secret does not exist.
-    pub async fn versions(&self, vault: &url::Url, name: &str) -> Result<Option<Vec<VersionInfo>>, Error> {
+    pub async fn versions(
+        &self,
+        vault: &url::Url,
+        name: &str,
+    ) -> Result<Option<Vec<VersionInfo>>, Error> {
         let client = self.client(vault)?;
-        let mut pager = client.list_secret_properties_versions(name, None).map_err(|e| kv_error("list_versions", &e))?;
+        let mut pager = client
+            .list_secret_properties_versions(name, None)
+            .map_err(|e| kv_error("list_versions", &e))?;
         let mut out = Vec::new();
         loop {
             match pager.try_next().await {
                 Ok(Some(p)) => {
-                    let version = p.id.as_deref().and_then(|id| id.rsplit('/').next()).unwrap_or_default().to_ascii_lowercase();
+                    let version =
+                        p.id.as_deref()
+                            .and_then(|id| id.rsplit('/').next())
+                            .unwrap_or_default()
+                            .to_ascii_lowercase();
                     let attrs = p.attributes.unwrap_or_default();
                     out.push(VersionInfo {
                         version,
@@ -105,31 +124,82 @@ impl VaultClients {
     }
 
     /// The value of the latest version (or of `version`).
-    pub async fn get(&self, vault: &url::Url, name: &str, version: Option<&str>) -> Result<SecretValue, Error> {
+    pub async fn get(
+        &self,
+        vault: &url::Url,
+        name: &str,
+        version: Option<&str>,
+    ) -> Result<SecretValue, Error> {
         let client = self.client(vault)?;
-        let options = azure_security_keyvault_secrets::models::SecretClientGetSecretOptions { secret_version: version.map(str::to_string), ..Default::default() };
-        let response = client.get_secret(name, Some(options)).await.map_err(|e| kv_error("get_secret", &e))?;
-        let secret = response.into_model().map_err(|e| Error::new(SERVICE, "get_secret", Class::Transient { retry_after: None }, format!("malformed answer: {}", error_chain(&e))))?;
-        let version = secret.id.as_deref().and_then(|id| id.rsplit('/').next()).unwrap_or_default().to_ascii_lowercase();
+        let options = azure_security_keyvault_secrets::models::SecretClientGetSecretOptions {
+            secret_version: version.map(str::to_string),
+            ..Default::default()
+        };
+        let response = client
+            .get_secret(name, Some(options))
+            .await
+            .map_err(|e| kv_error("get_secret", &e))?;
+        let secret = response.into_model().map_err(|e| {
+            Error::new(
+                SERVICE,
+                "get_secret",
+                Class::Transient { retry_after: None },
+                format!("malformed answer: {}", error_chain(&e)),
+            )
+        })?;
+        let version = secret
+            .id
+            .as_deref()
+            .and_then(|id| id.rsplit('/').next())
+            .unwrap_or_default()
+            .to_ascii_lowercase();
         let value = SecretString::from(secret.value.unwrap_or_default());
         Ok(SecretValue { version, value })
     }
 
     /// Publishes a new version with `exp` and tags; returns its version id.
-    pub async fn set(&self, vault: &url::Url, name: &str, value: &SecretString, expires: OffsetDateTime, tags: BTreeMap<String, String>) -> Result<String, Error> {
+    pub async fn set(
+        &self,
+        vault: &url::Url,
+        name: &str,
+        value: &SecretString,
+        expires: OffsetDateTime,
+        tags: BTreeMap<String, String>,
+    ) -> Result<String, Error> {
         let client = self.client(vault)?;
-        let mut attributes = SecretAttributes::default();
-        attributes.enabled = Some(true);
-        attributes.expires = Some(expires);
-        let mut parameters = SetSecretParameters::default();
-        parameters.value = Some(value.expose_secret().to_string());
-        parameters.tags = Some(tags.into_iter().collect());
-        parameters.secret_attributes = Some(attributes);
-        let content = parameters.try_into().map_err(|e: azure_core::Error| Error::new(SERVICE, "set_secret", Class::Permanent, error_chain(&e)))?;
-        let response = client.set_secret(name, content, None).await.map_err(|e| kv_error("set_secret", &e))?;
+        let attributes = SecretAttributes {
+            enabled: Some(true),
+            expires: Some(expires),
+            ..Default::default()
+        };
+        let parameters = SetSecretParameters {
+            value: Some(value.expose_secret().to_string()),
+            tags: Some(tags.into_iter().collect()),
+            secret_attributes: Some(attributes),
+            ..Default::default()
+        };
+        let content = parameters.try_into().map_err(|e: azure_core::Error| {
+            Error::new(SERVICE, "set_secret", Class::Permanent, error_chain(&e))
+        })?;
+        let response = client
+            .set_secret(name, content, None)
+            .await
+            .map_err(|e| kv_error("set_secret", &e))?;
         // The answer echoes the value: take only the id.
-        let secret = response.into_model().map_err(|_| Error::new(SERVICE, "set_secret", Class::Unknown, "the answer to set_secret could not be read"))?;
-        Ok(secret.id.as_deref().and_then(|id| id.rsplit('/').next()).unwrap_or_default().to_ascii_lowercase())
+        let secret = response.into_model().map_err(|_| {
+            Error::new(
+                SERVICE,
+                "set_secret",
+                Class::Unknown,
+                "the answer to set_secret could not be read",
+            )
+        })?;
+        Ok(secret
+            .id
+            .as_deref()
+            .and_then(|id| id.rsplit('/').next())
+            .unwrap_or_default()
+            .to_ascii_lowercase())
     }
 }
 
@@ -137,24 +207,50 @@ impl VaultClients {
 /// message of the error body are read, never the rest of a raw response.
 fn kv_error(operation: &'static str, e: &azure_core::Error) -> Error {
     match e.kind() {
-        ErrorKind::HttpResponse { status, error_code, raw_response } => {
+        ErrorKind::HttpResponse {
+            status,
+            error_code,
+            raw_response,
+        } => {
             let status = u16::from(*status);
-            let (inner, message) = raw_response.as_ref().map(|r| error_body(r.body())).unwrap_or_default();
+            let (inner, message) = raw_response
+                .as_ref()
+                .map(|r| error_body(r.body()))
+                .unwrap_or_default();
             let code = inner.or_else(|| error_code.clone());
             let retry_after = raw_response.as_ref().and_then(|r| {
-                r.headers().get_optional_str(&azure_core::http::headers::HeaderName::from_static("retry-after")).and_then(parse_retry_after)
+                r.headers()
+                    .get_optional_str(&azure_core::http::headers::HeaderName::from_static(
+                        "retry-after",
+                    ))
+                    .and_then(parse_retry_after)
             });
             let class = match status {
                 // A refused token is refreshed on the next attempt.
                 401 => Class::Transient { retry_after: None },
                 _ => class_of_status(status, code.as_deref(), retry_after),
             };
-            Error { service: SERVICE, operation, status: Some(status), code, message, class }
+            Error {
+                service: SERVICE,
+                operation,
+                status: Some(status),
+                code,
+                message,
+                class,
+            }
         }
-        ErrorKind::Io | ErrorKind::Connection => Error::new(SERVICE, operation, Class::Transient { retry_after: None }, error_chain(e)),
+        ErrorKind::Io | ErrorKind::Connection => Error::new(
+            SERVICE,
+            operation,
+            Class::Transient { retry_after: None },
+            error_chain(e),
+        ),
         _ => {
             let text = error_chain(e);
-            let class = if text.contains("error sending request") || text.contains("connect") || text.contains("timed out") {
+            let class = if text.contains("error sending request")
+                || text.contains("connect")
+                || text.contains("timed out")
+            {
                 Class::Transient { retry_after: None }
             } else {
                 Class::Permanent

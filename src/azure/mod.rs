@@ -72,10 +72,24 @@ impl Error {
         }
     }
     pub fn code_is(&self, code: &str) -> bool {
-        self.code.as_deref().is_some_and(|c| c.eq_ignore_ascii_case(code))
+        self.code
+            .as_deref()
+            .is_some_and(|c| c.eq_ignore_ascii_case(code))
     }
-    pub(crate) fn new(service: &'static str, operation: &'static str, class: Class, message: impl Into<String>) -> Error {
-        Error { service, operation, status: None, code: None, message: message.into(), class }
+    pub(crate) fn new(
+        service: &'static str,
+        operation: &'static str,
+        class: Class,
+        message: impl Into<String>,
+    ) -> Error {
+        Error {
+            service,
+            operation,
+            status: None,
+            code: None,
+            message: message.into(),
+            class,
+        }
     }
     /// A short label for metrics and the status table.
     pub fn label(&self) -> String {
@@ -91,7 +105,11 @@ impl Error {
 pub fn class_of_status(status: u16, code: Option<&str>, retry_after: Option<Duration>) -> Class {
     match status {
         429 | 503 | 504 => Class::Transient { retry_after },
-        409 if code.is_some_and(|c| c.eq_ignore_ascii_case("Directory_ConcurrencyViolation") || c.eq_ignore_ascii_case("ObjectIsBeingRecovered")) => {
+        409 if code.is_some_and(|c| {
+            c.eq_ignore_ascii_case("Directory_ConcurrencyViolation")
+                || c.eq_ignore_ascii_case("ObjectIsBeingRecovered")
+        }) =>
+        {
             Class::Transient { retry_after }
         }
         500 | 502 => Class::Transient { retry_after },
@@ -103,11 +121,14 @@ pub fn class_of_status(status: u16, code: Option<&str>, retry_after: Option<Dura
 pub fn parse_retry_after(value: &str) -> Option<Duration> {
     let v = value.trim();
     if let Ok(secs) = v.parse::<f64>() {
-        return (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs.min(3600.0)));
+        return (secs.is_finite() && secs >= 0.0)
+            .then(|| Duration::from_secs_f64(secs.min(3600.0)));
     }
     let at = time::OffsetDateTime::parse(v, &time::format_description::well_known::Rfc2822).ok()?;
     let delta = at - crate::clock::now();
-    Some(Duration::from_secs_f64(delta.as_seconds_f64().clamp(0.0, 3600.0)))
+    Some(Duration::from_secs_f64(
+        delta.as_seconds_f64().clamp(0.0, 3600.0),
+    ))
 }
 
 /// Everything the clients share: one HTTP client (trusting `ca_file`), the metrics, and the
@@ -128,7 +149,10 @@ pub struct Skew {
 impl Skew {
     pub fn observe(&self, date_header: Option<&str>) {
         if let Some(d) = date_header
-            && let Ok(t) = time::OffsetDateTime::parse(d.trim(), &time::format_description::well_known::Rfc2822)
+            && let Ok(t) = time::OffsetDateTime::parse(
+                d.trim(),
+                &time::format_description::well_known::Rfc2822,
+            )
         {
             let skew = (crate::clock::now() - t).whole_seconds();
             self.seconds.store(skew, Ordering::Relaxed);
@@ -167,17 +191,31 @@ pub(crate) struct Timer<'a> {
 
 impl<'a> Timer<'a> {
     pub fn start(metrics: &'a Metrics, service: &'static str, operation: &'static str) -> Self {
-        Timer { metrics, service, operation, start: Instant::now() }
+        Timer {
+            metrics,
+            service,
+            operation,
+            start: Instant::now(),
+        }
     }
     pub fn done(self, status: &str) {
-        self.metrics.azure_request(self.service, self.operation, status, self.start.elapsed().as_secs_f64());
+        self.metrics.azure_request(
+            self.service,
+            self.operation,
+            status,
+            self.start.elapsed().as_secs_f64(),
+        );
     }
 }
 
 /// Retries `f` while it fails transiently, for at most `budget`, honouring `Retry-After` and
 /// otherwise backing off exponentially (1 s, 2 s, 4 s ... 30 s, with jitter). Stops at once
 /// when `cancel` fires.
-pub async fn retry<T, F, Fut>(budget: Duration, cancel: &CancellationToken, mut f: F) -> Result<T, Error>
+pub async fn retry<T, F, Fut>(
+    budget: Duration,
+    cancel: &CancellationToken,
+    mut f: F,
+) -> Result<T, Error>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, Error>>,
@@ -215,7 +253,10 @@ mod tests {
 
     #[test]
     fn retry_after_takes_fractional_seconds_and_http_dates() {
-        assert_eq!(parse_retry_after("2.128"), Some(Duration::from_millis(2128)));
+        assert_eq!(
+            parse_retry_after("2.128"),
+            Some(Duration::from_millis(2128))
+        );
         assert_eq!(parse_retry_after("7"), Some(Duration::from_secs(7)));
         assert!(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT").is_some());
         assert_eq!(parse_retry_after("soon"), None);
@@ -224,9 +265,20 @@ mod tests {
 
     #[test]
     fn concurrency_conflicts_are_transient_but_other_conflicts_are_not() {
-        assert!(matches!(class_of_status(409, Some("Directory_ConcurrencyViolation"), None), Class::Transient { .. }));
-        assert_eq!(class_of_status(409, Some("ObjectIsDeletedButRecoverable"), None), Class::Permanent);
+        assert!(matches!(
+            class_of_status(409, Some("Directory_ConcurrencyViolation"), None),
+            Class::Transient { .. }
+        ));
+        assert_eq!(
+            class_of_status(409, Some("ObjectIsDeletedButRecoverable"), None),
+            Class::Permanent
+        );
         assert_eq!(class_of_status(403, None, None), Class::Permanent);
-        assert!(matches!(class_of_status(429, None, Some(Duration::from_secs(2))), Class::Transient { retry_after: Some(_) }));
+        assert!(matches!(
+            class_of_status(429, None, Some(Duration::from_secs(2))),
+            Class::Transient {
+                retry_after: Some(_)
+            }
+        ));
     }
 }

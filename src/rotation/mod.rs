@@ -42,8 +42,17 @@ impl AzureClients {
     pub fn new(config: &Config, shared: &Shared) -> anyhow::Result<AzureClients> {
         let credential = azure::identity::credential(config, shared)?;
         Ok(AzureClients {
-            graph: GraphClient::new(shared.clone(), credential.clone(), &config.azure.graph_endpoint, config.azure.cloud.graph_scope()),
-            entra: EntraClient::new(shared.clone(), &config.azure.authority_host, &config.azure.tenant_id),
+            graph: GraphClient::new(
+                shared.clone(),
+                credential.clone(),
+                &config.azure.graph_endpoint,
+                config.azure.cloud.graph_scope(),
+            ),
+            entra: EntraClient::new(
+                shared.clone(),
+                &config.azure.authority_host,
+                &config.azure.tenant_id,
+            ),
             vaults: VaultClients::new(config, shared, credential),
         })
     }
@@ -127,35 +136,79 @@ fn policy_view<'a>(config: &'a Config, client: &'a Client, opts: Options) -> Pol
 }
 
 /// Observes and decides, without changing anything (`plan`).
-pub async fn dry_run(ctx: &Context, client: &Client, opts: Options, cancel: &CancellationToken) -> Result<Plan, Failure> {
+pub async fn dry_run(
+    ctx: &Context,
+    client: &Client,
+    opts: Options,
+    cancel: &CancellationToken,
+) -> Result<Plan, Failure> {
     let (_, observed) = observe::observe(ctx, client, cancel).await?;
-    Ok(plan::plan(&observed, &policy_view(&ctx.config, client, opts), clock::now()))
+    Ok(plan::plan(
+        &observed,
+        &policy_view(&ctx.config, client, opts),
+        clock::now(),
+    ))
 }
 
 /// Reconciles one client. The caller holds the client's lock.
-pub async fn reconcile(ctx: &Context, client: &Client, opts: Options, cancel: &CancellationToken) -> Result<Report, Failure> {
+pub async fn reconcile(
+    ctx: &Context,
+    client: &Client,
+    opts: Options,
+    cancel: &CancellationToken,
+) -> Result<Report, Failure> {
     let result = reconcile_inner(ctx, client, opts, cancel).await;
     let now = clock::now();
     match &result {
         Ok(report) => {
-            let row = ClientRow {
-                client: client.name.clone(),
-                published_key_id: report.rotated.as_ref().map(|r| r.key_id.clone()).or_else(|| report.plan.published.as_ref().and_then(|p| p.key_id.clone())),
-                published_version: report.rotated.as_ref().map(|r| r.version.clone()).or_else(|| report.plan.published.as_ref().map(|p| p.version.clone())),
-                expires_at: report.gauges.secret_expiry.map(|e| e as i64),
-                next_rotation_at: report.gauges.next_rotation.map(|e| e as i64),
-                last_result: Some(if report.rotated.is_some() { "rotated" } else { "ok" }.to_string()),
-                last_error: report.plan.blocked.as_ref().map(|b| b.to_string()).or_else(|| report.warnings.first().cloned()),
-                last_success_at: report.rotated.as_ref().map(|_| now.unix_timestamp()),
-                updated_at: now.unix_timestamp(),
-            };
+            let row =
+                ClientRow {
+                    client: client.name.clone(),
+                    published_key_id: report.rotated.as_ref().map(|r| r.key_id.clone()).or_else(
+                        || {
+                            report
+                                .plan
+                                .published
+                                .as_ref()
+                                .and_then(|p| p.key_id.clone())
+                        },
+                    ),
+                    published_version: report
+                        .rotated
+                        .as_ref()
+                        .map(|r| r.version.clone())
+                        .or_else(|| report.plan.published.as_ref().map(|p| p.version.clone())),
+                    expires_at: report.gauges.secret_expiry.map(|e| e as i64),
+                    next_rotation_at: report.gauges.next_rotation.map(|e| e as i64),
+                    last_result: Some(
+                        if report.rotated.is_some() {
+                            "rotated"
+                        } else {
+                            "ok"
+                        }
+                        .to_string(),
+                    ),
+                    last_error: report
+                        .plan
+                        .blocked
+                        .as_ref()
+                        .map(|b| b.to_string())
+                        .or_else(|| report.warnings.first().cloned()),
+                    last_success_at: report.rotated.as_ref().map(|_| now.unix_timestamp()),
+                    updated_at: now.unix_timestamp(),
+                };
             if let Err(e) = ctx.store.upsert_client(&row) {
                 tracing::warn!(client = %client.name, error = %e, "could not record status");
             }
             ctx.metrics.set_client(&client.name, &report.gauges);
         }
         Err(e) => {
-            let mut row = ctx.store.client_row(&client.name).ok().flatten().unwrap_or_default();
+            let mut row = ctx
+                .store
+                .client_row(&client.name)
+                .ok()
+                .flatten()
+                .unwrap_or_default();
             row.client = client.name.clone();
             row.last_result = Some("failed".into());
             row.last_error = Some(e.to_string());
@@ -170,14 +223,25 @@ pub async fn reconcile(ctx: &Context, client: &Client, opts: Options, cancel: &C
     result
 }
 
-async fn reconcile_inner(ctx: &Context, client: &Client, opts: Options, cancel: &CancellationToken) -> Result<Report, Failure> {
+async fn reconcile_inner(
+    ctx: &Context,
+    client: &Client,
+    opts: Options,
+    cancel: &CancellationToken,
+) -> Result<Report, Failure> {
     let (app, observed) = observe::observe(ctx, client, cancel).await?;
     let now = clock::now();
     let plan = plan::plan(&observed, &policy_view(&ctx.config, client, opts), now);
     for note in &plan.notes {
         tracing::info!(client = %client.name, "{note}");
     }
-    let mut report = Report { plan: plan.clone(), rotated: None, removed: Vec::new(), warnings: Vec::new(), gauges: ClientGauges::default() };
+    let mut report = Report {
+        plan: plan.clone(),
+        rotated: None,
+        removed: Vec::new(),
+        warnings: Vec::new(),
+        gauges: ClientGauges::default(),
+    };
 
     // Removals first: with a two-password cap they free the slot the new credential needs.
     for removal in &plan.removals {
@@ -186,7 +250,9 @@ async fn reconcile_inner(ctx: &Context, client: &Client, opts: Options, cancel: 
             Ok(false) => {}
             Err(e) => {
                 tracing::warn!(client = %client.name, key_id = %removal.key_id, error = %e, "could not remove credential");
-                report.warnings.push(format!("removing {}: {e}", removal.key_id));
+                report
+                    .warnings
+                    .push(format!("removing {}: {e}", removal.key_id));
             }
         }
     }
@@ -208,12 +274,30 @@ async fn reconcile_inner(ctx: &Context, client: &Client, opts: Options, cancel: 
                     && let Some(previous) = plan.published.as_ref().and_then(|p| p.key_id.clone())
                 {
                     tracing::warn!(client = %client.name, key_id = %previous, "revoking the previously published credential at once");
-                    match retry(WRITE_BUDGET, &CancellationToken::new(), || ctx.azure.graph.remove_password(&app.object_id, &previous)).await {
+                    match retry(WRITE_BUDGET, &CancellationToken::new(), || {
+                        ctx.azure.graph.remove_password(&app.object_id, &previous)
+                    })
+                    .await
+                    {
                         Ok(()) => {
-                            let _ = ctx.store.record_history(&client.name, clock::now(), "revoked", None, Some(&previous), Some("revoke_previous"));
-                            report.removed.push(Removal { key_id: previous, reason: RemovalReason::Superseded { since: clock::now() } });
+                            let _ = ctx.store.record_history(
+                                &client.name,
+                                clock::now(),
+                                "revoked",
+                                None,
+                                Some(&previous),
+                                Some("revoke_previous"),
+                            );
+                            report.removed.push(Removal {
+                                key_id: previous,
+                                reason: RemovalReason::Superseded {
+                                    since: clock::now(),
+                                },
+                            });
                         }
-                        Err(e) => report.warnings.push(format!("revoking the previous credential {previous}: {e}")),
+                        Err(e) => report
+                            .warnings
+                            .push(format!("revoking the previous credential {previous}: {e}")),
                     }
                 }
                 report.rotated = Some(rotated);
@@ -229,28 +313,63 @@ async fn reconcile_inner(ctx: &Context, client: &Client, opts: Options, cancel: 
 }
 
 /// Fills the gauges from what was observed and done.
-fn report_gauges(ctx: &Context, client: &Client, app: &Application, report: &mut Report, now: OffsetDateTime) {
+fn report_gauges(
+    ctx: &Context,
+    client: &Client,
+    app: &Application,
+    report: &mut Report,
+    now: OffsetDateTime,
+) {
     let prefix = marker_prefix(&ctx.config.instance, &client.name);
     let mut credentials: Vec<(String, bool, f64)> = app
         .passwords
         .iter()
-        .filter(|p| !report.removed.iter().any(|r| r.key_id.eq_ignore_ascii_case(&p.key_id)))
+        .filter(|p| {
+            !report
+                .removed
+                .iter()
+                .any(|r| r.key_id.eq_ignore_ascii_case(&p.key_id))
+        })
         .map(|p| {
-            let ours = p.display_name.as_deref().is_some_and(|d| d.starts_with(&prefix));
-            (p.key_id.clone(), ours, p.end.map(clock::unix_seconds).unwrap_or(0.0))
+            let ours = p
+                .display_name
+                .as_deref()
+                .is_some_and(|d| d.starts_with(&prefix));
+            (
+                p.key_id.clone(),
+                ours,
+                p.end.map(clock::unix_seconds).unwrap_or(0.0),
+            )
         })
         .collect();
     let (expires, renew_at, last) = match &report.rotated {
         Some(r) => {
             credentials.push((r.key_id.clone(), true, clock::unix_seconds(r.expires)));
-            (Some(r.expires), Some(r.expires - time::Duration::try_from(client.policy.renew_before).unwrap_or(time::Duration::ZERO)), Some(now))
+            (
+                Some(r.expires),
+                Some(
+                    r.expires
+                        - time::Duration::try_from(client.policy.renew_before)
+                            .unwrap_or(time::Duration::ZERO),
+                ),
+                Some(now),
+            )
         }
         None => {
             let p = report.plan.published.as_ref().filter(|p| p.managed);
-            (p.and_then(|p| p.expires), report.plan.renew_at, p.and_then(|p| p.created))
+            (
+                p.and_then(|p| p.expires),
+                report.plan.renew_at,
+                p.and_then(|p| p.created),
+            )
         }
     };
-    let next = renew_at.map(|at| at.max(now)).and_then(|at| client.policy.schedule.next_after(at - time::Duration::seconds(1)));
+    let next = renew_at.map(|at| at.max(now)).and_then(|at| {
+        client
+            .policy
+            .schedule
+            .next_after(at - time::Duration::seconds(1))
+    });
     report.gauges = ClientGauges {
         secret_expiry: expires.map(clock::unix_seconds),
         next_rotation: next.map(clock::unix_seconds),
@@ -261,35 +380,72 @@ fn report_gauges(ctx: &Context, client: &Client, app: &Application, report: &mut
 }
 
 /// Removes one credential; `Ok(false)` when a fresh look says it must stay.
-async fn remove(ctx: &Context, client: &Client, app: &Application, removal: &Removal, cancel: &CancellationToken) -> Result<bool, azure::Error> {
+async fn remove(
+    ctx: &Context,
+    client: &Client,
+    app: &Application,
+    removal: &Removal,
+    cancel: &CancellationToken,
+) -> Result<bool, azure::Error> {
     if removal.is_orphan() {
         // Proof, not one observation: list the vault history again just before removing.
-        let versions = retry(observe::READ_BUDGET, cancel, || ctx.azure.vaults.versions(&client.key_vault_url, &client.secret_name)).await?;
-        let named = versions.unwrap_or_default().iter().any(|v| v.tags.get(plan::TAG_KEY_ID).is_some_and(|k| k.eq_ignore_ascii_case(&removal.key_id)));
+        let versions = retry(observe::READ_BUDGET, cancel, || {
+            ctx.azure
+                .vaults
+                .versions(&client.key_vault_url, &client.secret_name)
+        })
+        .await?;
+        let named = versions.unwrap_or_default().iter().any(|v| {
+            v.tags
+                .get(plan::TAG_KEY_ID)
+                .is_some_and(|k| k.eq_ignore_ascii_case(&removal.key_id))
+        });
         if named {
             tracing::info!(client = %client.name, key_id = %removal.key_id, "not an orphan after all: a vault version names it");
             return Ok(false);
         }
     }
-    retry(WRITE_BUDGET, cancel, || ctx.azure.graph.remove_password(&app.object_id, &removal.key_id)).await?;
+    retry(WRITE_BUDGET, cancel, || {
+        ctx.azure
+            .graph
+            .remove_password(&app.object_id, &removal.key_id)
+    })
+    .await?;
     tracing::info!(client = %client.name, key_id = %removal.key_id, reason = %removal.reason, "removed credential");
     if removal.is_orphan() {
         ctx.metrics.orphan_removed(&client.name);
     }
-    if let RemovalReason::Abandoned { rotation_id } | RemovalReason::Orphan { rotation_id } = &removal.reason {
+    if let RemovalReason::Abandoned { rotation_id } | RemovalReason::Orphan { rotation_id } =
+        &removal.reason
+    {
         let _ = ctx.store.end_intent(rotation_id);
     }
-    let _ = ctx.store.record_history(&client.name, clock::now(), "removed", None, Some(&removal.key_id), Some(&removal.reason.to_string()));
+    let _ = ctx.store.record_history(
+        &client.name,
+        clock::now(),
+        "removed",
+        None,
+        Some(&removal.key_id),
+        Some(&removal.reason.to_string()),
+    );
     Ok(true)
 }
 
 /// Drops intents whose attempt left no visible credential long after it could have.
-fn forget_stale_intents(ctx: &Context, client: &Client, passwords: &[crate::azure::graph::PasswordCredential], now: OffsetDateTime) {
+fn forget_stale_intents(
+    ctx: &Context,
+    client: &Client,
+    passwords: &[crate::azure::graph::PasswordCredential],
+    now: OffsetDateTime,
+) {
     let prefix = marker_prefix(&ctx.config.instance, &client.name);
-    let horizon = now.unix_timestamp() - (client.policy.verify_timeout + Duration::from_secs(600)).as_secs() as i64;
+    let horizon = now.unix_timestamp()
+        - (client.policy.verify_timeout + Duration::from_secs(600)).as_secs() as i64;
     for intent in ctx.store.intents(&client.name).unwrap_or_default() {
         let marker = format!("{prefix}{}", intent.rotation_id);
-        let visible = passwords.iter().any(|p| p.display_name.as_deref() == Some(marker.as_str()));
+        let visible = passwords
+            .iter()
+            .any(|p| p.display_name.as_deref() == Some(marker.as_str()));
         if !visible && intent.started_at < horizon {
             let _ = ctx.store.end_intent(&intent.rotation_id);
         }
@@ -297,26 +453,46 @@ fn forget_stale_intents(ctx: &Context, client: &Client, passwords: &[crate::azur
 }
 
 /// Creates, verifies and publishes a new secret.
-async fn rotate(ctx: &Context, client: &Client, app: &Application, cancel: &CancellationToken) -> Result<Rotated, Failure> {
+async fn rotate(
+    ctx: &Context,
+    client: &Client,
+    app: &Application,
+    cancel: &CancellationToken,
+) -> Result<Rotated, Failure> {
     let rotation_id = uuid::Uuid::new_v4().simple().to_string();
-    let marker = format!("{}{rotation_id}", marker_prefix(&ctx.config.instance, &client.name));
+    let marker = format!(
+        "{}{rotation_id}",
+        marker_prefix(&ctx.config.instance, &client.name)
+    );
     let now = clock::now();
-    let end = now + time::Duration::try_from(client.policy.secret_lifetime).unwrap_or(time::Duration::days(90));
-    ctx.store.begin_intent(&rotation_id, &client.name, now).map_err(Failure::Store)?;
+    let end = now
+        + time::Duration::try_from(client.policy.secret_lifetime)
+            .unwrap_or(time::Duration::days(90));
+    ctx.store
+        .begin_intent(&rotation_id, &client.name, now)
+        .map_err(Failure::Store)?;
 
     // addPassword: retried only while it certainly did not take effect (429, 409 concurrency,
     // refused connections). A lost answer is never repeated with this marker.
     let added_at = Instant::now();
-    let new = match retry(WRITE_BUDGET, cancel, || ctx.azure.graph.add_password(&app.object_id, &marker, end)).await {
+    let new = match retry(WRITE_BUDGET, cancel, || {
+        ctx.azure.graph.add_password(&app.object_id, &marker, end)
+    })
+    .await
+    {
         Ok(n) => n,
-        Err(e) if e.class == Class::Unknown => return Err(recover_lost_add(ctx, client, app, &rotation_id, &marker, e, cancel).await),
+        Err(e) if e.class == Class::Unknown => {
+            return Err(recover_lost_add(ctx, client, app, &rotation_id, &marker, e, cancel).await);
+        }
         Err(e) => {
             let _ = ctx.store.end_intent(&rotation_id);
             return Err(e.into());
         }
     };
     tracing::info!(client = %client.name, rotation_id = %rotation_id, key_id = %new.key_id, "added credential");
-    let _ = ctx.store.intent_step(&rotation_id, "verifying", Some(&new.key_id), clock::now());
+    let _ = ctx
+        .store
+        .intent_step(&rotation_id, "verifying", Some(&new.key_id), clock::now());
 
     if let Err(failure) = verify(ctx, client, &app.app_id, &new.secret, added_at, cancel).await {
         if matches!(failure, Failure::Cancelled) {
@@ -326,12 +502,24 @@ async fn rotate(ctx: &Context, client: &Client, app: &Application, cancel: &Canc
         discard(ctx, client, app, &new.key_id, &rotation_id).await;
         return Err(failure);
     }
-    let _ = ctx.store.intent_step(&rotation_id, "publishing", None, clock::now());
+    let _ = ctx
+        .store
+        .intent_step(&rotation_id, "publishing", None, clock::now());
 
     // Publishing is allowed to finish during shutdown (it is bounded by the retry budget).
     let tags = plan::tags(&app.app_id, &new.key_id, &rotation_id);
     let publish_cancel = CancellationToken::new();
-    let version = match retry(Duration::from_secs(30), &publish_cancel, || ctx.azure.vaults.set(&client.key_vault_url, &client.secret_name, &new.secret, new.end, tags.clone())).await {
+    let version = match retry(Duration::from_secs(30), &publish_cancel, || {
+        ctx.azure.vaults.set(
+            &client.key_vault_url,
+            &client.secret_name,
+            &new.secret,
+            new.end,
+            tags.clone(),
+        )
+    })
+    .await
+    {
         Ok(v) => v,
         Err(e) => {
             tracing::warn!(client = %client.name, error = %e, "publishing failed; removing the new credential");
@@ -341,21 +529,45 @@ async fn rotate(ctx: &Context, client: &Client, app: &Application, cancel: &Canc
     };
     drop(new.secret);
     let _ = ctx.store.end_intent(&rotation_id);
-    let _ = ctx.store.record_history(&client.name, clock::now(), "rotated", Some(&rotation_id), Some(&new.key_id), Some(&format!("published version {version}")));
+    let _ = ctx.store.record_history(
+        &client.name,
+        clock::now(),
+        "rotated",
+        Some(&rotation_id),
+        Some(&new.key_id),
+        Some(&format!("published version {version}")),
+    );
     tracing::info!(client = %client.name, rotation_id = %rotation_id, key_id = %new.key_id, version = %version, "published new secret");
-    Ok(Rotated { rotation_id, key_id: new.key_id, version, expires: new.end })
+    Ok(Rotated {
+        rotation_id,
+        key_id: new.key_id,
+        version,
+        expires: new.end,
+    })
 }
 
 /// Token requests with the new secret until `verify_successes` succeed in a row, at least
 /// [`VERIFY_SPACING`] apart, or `verify_timeout` passes.
-async fn verify(ctx: &Context, client: &Client, app_id: &str, secret: &SecretString, added_at: Instant, cancel: &CancellationToken) -> Result<(), Failure> {
+async fn verify(
+    ctx: &Context,
+    client: &Client,
+    app_id: &str,
+    secret: &SecretString,
+    added_at: Instant,
+    cancel: &CancellationToken,
+) -> Result<(), Failure> {
     let policy = &client.policy;
     let deadline = added_at + policy.verify_timeout;
     let mut successes = 0u32;
     let mut first_success = false;
     let mut backoff = Duration::from_secs(1);
     loop {
-        let wait = match ctx.azure.entra.verify(app_id, secret, &policy.verify_scope).await {
+        let wait = match ctx
+            .azure
+            .entra
+            .verify(app_id, secret, &policy.verify_scope)
+            .await
+        {
             Ok(()) => {
                 if !first_success {
                     first_success = true;
@@ -381,7 +593,9 @@ async fn verify(ctx: &Context, client: &Client, app_id: &str, secret: &SecretStr
             Err(VerifyFailure::Rejected(e)) => return Err(Failure::VerifyRejected(e)),
         };
         if Instant::now() + wait > deadline {
-            return Err(Failure::VerifyTimeout(crate::clock::format_duration(policy.verify_timeout)));
+            return Err(Failure::VerifyTimeout(crate::clock::format_duration(
+                policy.verify_timeout,
+            )));
         }
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
@@ -391,23 +605,45 @@ async fn verify(ctx: &Context, client: &Client, app_id: &str, secret: &SecretStr
 }
 
 /// Removes a credential this attempt created and will not publish.
-async fn discard(ctx: &Context, client: &Client, app: &Application, key_id: &str, rotation_id: &str) {
-    match retry(WRITE_BUDGET, &CancellationToken::new(), || ctx.azure.graph.remove_password(&app.object_id, key_id)).await {
+async fn discard(
+    ctx: &Context,
+    client: &Client,
+    app: &Application,
+    key_id: &str,
+    rotation_id: &str,
+) {
+    match retry(WRITE_BUDGET, &CancellationToken::new(), || {
+        ctx.azure.graph.remove_password(&app.object_id, key_id)
+    })
+    .await
+    {
         Ok(()) => {
             ctx.metrics.orphan_removed(&client.name);
             let _ = ctx.store.end_intent(rotation_id);
             tracing::info!(client = %client.name, key_id, "removed the unpublished credential");
         }
         // The intent stays: the next reconcile removes it as an abandoned attempt.
-        Err(e) => tracing::warn!(client = %client.name, key_id, error = %e, "could not remove the unpublished credential; the next reconcile will"),
+        Err(e) => {
+            tracing::warn!(client = %client.name, key_id, error = %e, "could not remove the unpublished credential; the next reconcile will")
+        }
     }
 }
 
 /// After a lost `addPassword` answer: look for the marker; if the credential exists, nobody
 /// can ever know its value, so remove it now. Reads lag, so look a few times.
-async fn recover_lost_add(ctx: &Context, client: &Client, app: &Application, rotation_id: &str, marker: &str, error: azure::Error, cancel: &CancellationToken) -> Failure {
+async fn recover_lost_add(
+    ctx: &Context,
+    client: &Client,
+    app: &Application,
+    rotation_id: &str,
+    marker: &str,
+    error: azure::Error,
+    cancel: &CancellationToken,
+) -> Failure {
     tracing::warn!(client = %client.name, rotation_id, error = %error, "answer to addPassword lost; looking for the credential it may have created");
-    let _ = ctx.store.intent_step(rotation_id, "add-unknown", None, clock::now());
+    let _ = ctx
+        .store
+        .intent_step(rotation_id, "add-unknown", None, clock::now());
     for attempt in 0..6 {
         if attempt > 0 {
             tokio::select! {
@@ -415,11 +651,22 @@ async fn recover_lost_add(ctx: &Context, client: &Client, app: &Application, rot
                 _ = cancel.cancelled() => break,
             }
         }
-        let Ok(seen) = ctx.azure.graph.get_application(&client.app).await else { continue };
-        if let Some(p) = seen.passwords.iter().find(|p| p.display_name.as_deref() == Some(marker)) {
+        let Ok(seen) = ctx.azure.graph.get_application(&client.app).await else {
+            continue;
+        };
+        if let Some(p) = seen
+            .passwords
+            .iter()
+            .find(|p| p.display_name.as_deref() == Some(marker))
+        {
             discard(ctx, client, app, &p.key_id, rotation_id).await;
-            return Failure::AddLost(format!("{error}; removed the credential {} it created", p.key_id));
+            return Failure::AddLost(format!(
+                "{error}; removed the credential {} it created",
+                p.key_id
+            ));
         }
     }
-    Failure::AddLost(format!("{error}; no credential with its marker is visible yet (it will be removed if it appears)"))
+    Failure::AddLost(format!(
+        "{error}; no credential with its marker is visible yet (it will be removed if it appears)"
+    ))
 }

@@ -2,7 +2,6 @@
 //! holds. Served over HTTPS on its own loopback listener; it has no authentication, because it
 //! exists for tests and rehearsals on one machine.
 
-
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -19,7 +18,10 @@ pub fn router(emulator: Emulator) -> axum::Router {
         .route("/control/seed", post(seed))
         .route("/control/state", get(state))
         .route("/control/journal", get(journal).delete(clear_journal))
-        .route("/control/faults", get(faults).post(add_faults).delete(clear_faults))
+        .route(
+            "/control/faults",
+            get(faults).post(add_faults).delete(clear_faults),
+        )
         .route("/control/holds", get(holds))
         .route("/control/holds/release-all", post(release_all))
         .route("/control/holds/{id}/release", post(release))
@@ -87,7 +89,8 @@ async fn state(State(em): State<Emulator>) -> Response {
             (name.clone(), json!({"secrets": secrets, "deleted": v.deleted.keys().collect::<Vec<_>>()}))
         })
         .collect();
-    Json(json!({"tenant_id": state.tenant_id, "applications": apps, "vaults": vaults})).into_response()
+    Json(json!({"tenant_id": state.tenant_id, "applications": apps, "vaults": vaults}))
+        .into_response()
 }
 
 /// Every secret value the tenant holds or held (passwords and vault versions): what a leak
@@ -134,7 +137,11 @@ async fn add_faults(State(em): State<Emulator>, body: axum::body::Bytes) -> Resp
     };
     for r in &rules {
         if !crate::world::OPERATIONS.contains(&r.operation.as_str()) {
-            return bad_request(format!("unknown operation '{}'; known: {}", r.operation, crate::world::OPERATIONS.join(", ")));
+            return bad_request(format!(
+                "unknown operation '{}'; known: {}",
+                r.operation,
+                crate::world::OPERATIONS.join(", ")
+            ));
         }
     }
     for r in rules {
@@ -177,4 +184,3 @@ async fn put_settings(State(em): State<Emulator>, body: axum::body::Bytes) -> Re
         Err(e) => bad_request(format!("invalid settings: {e}")),
     }
 }
-

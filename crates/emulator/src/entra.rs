@@ -36,7 +36,12 @@ async fn openid_configuration(
     Path(tenant): Path<String>,
 ) -> Response {
     let call = match world
-        .begin("openid_configuration", "GET", &format!("/{tenant}/v2.0/.well-known/openid-configuration"), None)
+        .begin(
+            "openid_configuration",
+            "GET",
+            &format!("/{tenant}/v2.0/.well-known/openid-configuration"),
+            None,
+        )
         .await
     {
         Ok(c) => c,
@@ -71,7 +76,14 @@ async fn openid_configuration(
         }))
         .into_response()
     } else {
-        errors::entra(400, "invalid_tenant", 90002, &format!("Tenant '{tenant}' not found. Check to make sure you have the correct tenant ID and are signing into the correct cloud."))
+        errors::entra(
+            400,
+            "invalid_tenant",
+            90002,
+            &format!(
+                "Tenant '{tenant}' not found. Check to make sure you have the correct tenant ID and are signing into the correct cloud."
+            ),
+        )
     };
     call.finish(response).await
 }
@@ -118,14 +130,35 @@ impl Outcome {
 
 fn issue(world: &World, tenant: &str, headers: &HeaderMap, body: &[u8]) -> Outcome {
     if !tenant_matches(world, tenant) {
-        return Outcome::error(None, errors::entra(400, "invalid_request", 90002, &format!("Tenant '{tenant}' not found. Check to make sure you have the correct tenant ID and are signing into the correct cloud.")));
+        return Outcome::error(
+            None,
+            errors::entra(
+                400,
+                "invalid_request",
+                90002,
+                &format!(
+                    "Tenant '{tenant}' not found. Check to make sure you have the correct tenant ID and are signing into the correct cloud."
+                ),
+            ),
+        );
     }
     let is_form = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.to_ascii_lowercase().starts_with("application/x-www-form-urlencoded"));
+        .is_some_and(|v| {
+            v.to_ascii_lowercase()
+                .starts_with("application/x-www-form-urlencoded")
+        });
     if !is_form {
-        return Outcome::error(None, errors::entra(400, "invalid_request", 900144, "The request body must contain the following parameter: 'grant_type'."));
+        return Outcome::error(
+            None,
+            errors::entra(
+                400,
+                "invalid_request",
+                900144,
+                "The request body must contain the following parameter: 'grant_type'.",
+            ),
+        );
     }
     let mut form = std::collections::HashMap::new();
     for (k, v) in url::form_urlencoded::parse(body) {
@@ -138,17 +171,49 @@ fn issue(world: &World, tenant: &str, headers: &HeaderMap, body: &[u8]) -> Outco
     match form.get("grant_type").map(String::as_str) {
         Some("client_credentials") => {}
         Some(other) => {
-            return Outcome::error(client_id, errors::entra(400, "unsupported_grant_type", 70003, &format!("The app requested an unsupported grant type '{other}'.")));
+            return Outcome::error(
+                client_id,
+                errors::entra(
+                    400,
+                    "unsupported_grant_type",
+                    70003,
+                    &format!("The app requested an unsupported grant type '{other}'."),
+                ),
+            );
         }
         None => {
-            return Outcome::error(client_id, errors::entra(400, "invalid_request", 900144, "The request body must contain the following parameter: 'grant_type'."));
+            return Outcome::error(
+                client_id,
+                errors::entra(
+                    400,
+                    "invalid_request",
+                    900144,
+                    "The request body must contain the following parameter: 'grant_type'.",
+                ),
+            );
         }
     }
     let Some(client_id) = client_id else {
-        return Outcome::error(None, errors::entra(400, "invalid_request", 900144, "The request body must contain the following parameter: 'client_id'."));
+        return Outcome::error(
+            None,
+            errors::entra(
+                400,
+                "invalid_request",
+                900144,
+                "The request body must contain the following parameter: 'client_id'.",
+            ),
+        );
     };
     let Some(scope) = form.get("scope") else {
-        return Outcome::error(Some(client_id), errors::entra(400, "invalid_request", 900144, "The request body must contain the following parameter: 'scope'."));
+        return Outcome::error(
+            Some(client_id),
+            errors::entra(
+                400,
+                "invalid_request",
+                900144,
+                "The request body must contain the following parameter: 'scope'.",
+            ),
+        );
     };
     let resource = match scope_resource(scope) {
         Ok(r) => r,
@@ -160,22 +225,53 @@ fn issue(world: &World, tenant: &str, headers: &HeaderMap, body: &[u8]) -> Outco
         .app_by_app_id(&client_id)
         .map(|i| &state.applications[i])
     else {
-        return Outcome::error(Some(client_id.clone()), errors::entra(400, "unauthorized_client", 700016, &format!("Application with identifier '{client_id}' was not found in the directory '{tenant}'. This can happen if the application has not been installed by the administrator of the tenant or consented to by any user in the tenant. You may have sent your authentication request to the wrong tenant.")));
+        return Outcome::error(
+            Some(client_id.clone()),
+            errors::entra(
+                400,
+                "unauthorized_client",
+                700016,
+                &format!(
+                    "Application with identifier '{client_id}' was not found in the directory '{tenant}'. This can happen if the application has not been installed by the administrator of the tenant or consented to by any user in the tenant. You may have sent your authentication request to the wrong tenant."
+                ),
+            ),
+        );
     };
     if app.disabled {
-        return Outcome::error(Some(client_id.clone()), errors::entra(400, "unauthorized_client", 7000112, &format!("Application '{}'({}) is disabled.", app.app_id, app.display_name)));
+        return Outcome::error(
+            Some(client_id.clone()),
+            errors::entra(
+                400,
+                "unauthorized_client",
+                7000112,
+                &format!(
+                    "Application '{}'({}) is disabled.",
+                    app.app_id, app.display_name
+                ),
+            ),
+        );
     }
     let now = OffsetDateTime::now_utc();
     let authenticated = if let Some(secret) = secret {
         check_secret(app, &secret, now, &state.settings)
     } else if let Some(assertion) = form.get("client_assertion") {
         if form.get("client_assertion_type").map(String::as_str) != Some(JWT_BEARER) {
-            Err(errors::entra(400, "invalid_request", 700029, "The client_assertion_type is not valid; it must be urn:ietf:params:oauth:client-assertion-type:jwt-bearer."))
+            Err(errors::entra(
+                400,
+                "invalid_request",
+                700029,
+                "The client_assertion_type is not valid; it must be urn:ietf:params:oauth:client-assertion-type:jwt-bearer.",
+            ))
         } else {
             check_assertion(app, assertion, now)
         }
     } else {
-        Err(errors::entra(401, "invalid_client", 7000218, "The request body must contain the following parameter: 'client_assertion' or 'client_secret'."))
+        Err(errors::entra(
+            401,
+            "invalid_client",
+            7000218,
+            "The request body must contain the following parameter: 'client_assertion' or 'client_secret'.",
+        ))
     };
     if let Err(response) = authenticated {
         return Outcome {
@@ -184,13 +280,23 @@ fn issue(world: &World, tenant: &str, headers: &HeaderMap, body: &[u8]) -> Outco
             response,
         };
     }
-    let roles = if tokens::GRAPH_AUDIENCES.iter().any(|a| a.eq_ignore_ascii_case(&resource)) {
+    let roles = if tokens::GRAPH_AUDIENCES
+        .iter()
+        .any(|a| a.eq_ignore_ascii_case(&resource))
+    {
         app.graph_roles.clone()
     } else {
         Vec::new()
     };
     let lifetime = state.settings.token_lifetime_secs;
-    let claims = tokens::claims_for(&state.tenant_id, &app.app_id, &app.id, &resource, roles, lifetime);
+    let claims = tokens::claims_for(
+        &state.tenant_id,
+        &app.app_id,
+        &app.id,
+        &resource,
+        roles,
+        lifetime,
+    );
     let object_id = app.id.clone();
     drop(state);
     let token = tokens::mint(&world.token_key, &claims);
@@ -211,11 +317,25 @@ fn issue(world: &World, tenant: &str, headers: &HeaderMap, body: &[u8]) -> Outco
 fn scope_resource(scope: &str) -> Result<String, Response> {
     let scopes: Vec<&str> = scope.split_whitespace().collect();
     if scopes.len() != 1 {
-        return Err(errors::entra(400, "invalid_scope", 70011, &format!("The provided request must include a 'scope' input parameter naming exactly one resource. The provided value for the input parameter 'scope' ('{scope}') is not valid.")));
+        return Err(errors::entra(
+            400,
+            "invalid_scope",
+            70011,
+            &format!(
+                "The provided request must include a 'scope' input parameter naming exactly one resource. The provided value for the input parameter 'scope' ('{scope}') is not valid."
+            ),
+        ));
     }
     match scopes[0].strip_suffix("/.default") {
         Some(resource) if !resource.is_empty() => Ok(resource.to_string()),
-        _ => Err(errors::entra(400, "invalid_scope", 1002012, &format!("The provided value for scope {scope} is not valid. Client credential flows must have a scope value with /.default suffixed to the resource identifier (application ID URI)."))),
+        _ => Err(errors::entra(
+            400,
+            "invalid_scope",
+            1002012,
+            &format!(
+                "The provided value for scope {scope} is not valid. Client credential flows must have a scope value with /.default suffixed to the resource identifier (application ID URI)."
+            ),
+        )),
     }
 }
 
@@ -255,20 +375,34 @@ fn check_secret(
     settings: &crate::model::Settings,
 ) -> Result<(), Response> {
     let invalid = || {
-        errors::entra(401, "invalid_client", 7000215, &format!("Invalid client secret provided. Ensure the secret being sent in the request is the client secret value, not the client secret ID, for a secret added to app '{}'.", app.app_id))
+        errors::entra(
+            401,
+            "invalid_client",
+            7000215,
+            &format!(
+                "Invalid client secret provided. Ensure the secret being sent in the request is the client secret value, not the client secret ID, for a secret added to app '{}'.",
+                app.app_id
+            ),
+        )
     };
-    let Some(password) = app
-        .passwords
-        .iter()
-        .find(|p| p.removed.is_none() && constant_time_eq(p.secret_text.as_bytes(), secret.as_bytes()))
-    else {
+    let Some(password) = app.passwords.iter().find(|p| {
+        p.removed.is_none() && constant_time_eq(p.secret_text.as_bytes(), secret.as_bytes())
+    }) else {
         return Err(invalid());
     };
     if !propagated(password, now, settings) {
         return Err(invalid());
     }
     if now >= password.end {
-        return Err(errors::entra(401, "invalid_client", 7000222, &format!("The provided client secret keys for app '{}' are expired. Visit the Azure portal to create new keys for your app: https://aka.ms/NewClientSecret, or consider using certificate credentials for added security: https://aka.ms/certCreds.", app.app_id)));
+        return Err(errors::entra(
+            401,
+            "invalid_client",
+            7000222,
+            &format!(
+                "The provided client secret keys for app '{}' are expired. Visit the Azure portal to create new keys for your app: https://aka.ms/NewClientSecret, or consider using certificate credentials for added security: https://aka.ms/certCreds.",
+                app.app_id
+            ),
+        ));
     }
     if now < password.start {
         return Err(invalid());
@@ -278,7 +412,10 @@ fn check_secret(
 
 fn propagated(p: &Password, now: OffsetDateTime, settings: &crate::model::Settings) -> bool {
     let age_ms = (now - p.added).whole_milliseconds().max(0) as u64;
-    let (min, max) = (settings.propagation_min_ms, settings.propagation_max_ms.max(settings.propagation_min_ms));
+    let (min, max) = (
+        settings.propagation_min_ms,
+        settings.propagation_max_ms.max(settings.propagation_min_ms),
+    );
     if age_ms < min {
         return false;
     }
@@ -298,54 +435,111 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 
 /// Workload identity federation: the assertion is the external issuer's token, which must match
 /// a federated credential of the app (issuer, subject, audience) and be signed by that issuer.
-fn check_assertion(app: &Application, assertion: &str, now: OffsetDateTime) -> Result<(), Response> {
-    let invalid_request = |code: u32, text: String| errors::entra(400, "invalid_request", code, &text);
+fn check_assertion(
+    app: &Application,
+    assertion: &str,
+    now: OffsetDateTime,
+) -> Result<(), Response> {
+    let invalid_request =
+        |code: u32, text: String| errors::entra(400, "invalid_request", code, &text);
     let Ok(header) = jsonwebtoken::decode_header(assertion) else {
-        return Err(invalid_request(50027, "JWT token is invalid or malformed.".into()));
+        return Err(invalid_request(
+            50027,
+            "JWT token is invalid or malformed.".into(),
+        ));
     };
     let Some(claims) = unverified_claims(assertion) else {
-        return Err(invalid_request(50027, "JWT token is invalid or malformed.".into()));
+        return Err(invalid_request(
+            50027,
+            "JWT token is invalid or malformed.".into(),
+        ));
     };
     let iss = claims["iss"].as_str().unwrap_or_default();
     let sub = claims["sub"].as_str().unwrap_or_default();
     let auds: Vec<String> = match &claims["aud"] {
         serde_json::Value::String(s) => vec![s.clone()],
-        serde_json::Value::Array(a) => a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect(),
+        serde_json::Value::Array(a) => a
+            .iter()
+            .filter_map(|v| v.as_str().map(str::to_string))
+            .collect(),
         _ => Vec::new(),
     };
-    let by_issuer: Vec<_> = app.federated_credentials.iter().filter(|f| f.issuer == iss).collect();
+    let by_issuer: Vec<_> = app
+        .federated_credentials
+        .iter()
+        .filter(|f| f.issuer == iss)
+        .collect();
     if by_issuer.is_empty() {
-        return Err(invalid_request(700211, format!("No matching federated identity record found for presented assertion issuer '{iss}'. Please check your federated identity credential Subject, Audience and Issuer against the presented assertion.")));
+        return Err(invalid_request(
+            700211,
+            format!(
+                "No matching federated identity record found for presented assertion issuer '{iss}'. Please check your federated identity credential Subject, Audience and Issuer against the presented assertion."
+            ),
+        ));
     }
     let by_subject: Vec<_> = by_issuer.into_iter().filter(|f| f.subject == sub).collect();
     if by_subject.is_empty() {
-        return Err(invalid_request(700213, format!("No matching federated identity record found for presented assertion subject '{sub}'. Please check your federated identity credential Subject, Audience and Issuer against the presented assertion.")));
+        return Err(invalid_request(
+            700213,
+            format!(
+                "No matching federated identity record found for presented assertion subject '{sub}'. Please check your federated identity credential Subject, Audience and Issuer against the presented assertion."
+            ),
+        ));
     }
-    let Some(fic) = by_subject.into_iter().find(|f| auds.iter().any(|a| a == &f.audience)) else {
-        return Err(invalid_request(700212, format!("No matching federated identity record found for presented assertion audience '{}'. Please check your federated identity credential Subject, Audience and Issuer against the presented assertion.", auds.join(","))));
+    let Some(fic) = by_subject
+        .into_iter()
+        .find(|f| auds.iter().any(|a| a == &f.audience))
+    else {
+        return Err(invalid_request(
+            700212,
+            format!(
+                "No matching federated identity record found for presented assertion audience '{}'. Please check your federated identity credential Subject, Audience and Issuer against the presented assertion.",
+                auds.join(",")
+            ),
+        ));
     };
     let key = match header.alg {
-        Algorithm::ES256 | Algorithm::ES384 => DecodingKey::from_ec_pem(fic.public_key_pem.as_bytes()),
+        Algorithm::ES256 | Algorithm::ES384 => {
+            DecodingKey::from_ec_pem(fic.public_key_pem.as_bytes())
+        }
         Algorithm::RS256 | Algorithm::RS384 | Algorithm::RS512 | Algorithm::PS256 => {
             DecodingKey::from_rsa_pem(fic.public_key_pem.as_bytes())
         }
-        _ => return Err(invalid_request(5002738, "The assertion's signing algorithm is not supported.".into())),
+        _ => {
+            return Err(invalid_request(
+                5002738,
+                "The assertion's signing algorithm is not supported.".into(),
+            ));
+        }
     };
     let Ok(key) = key else {
-        return Err(invalid_request(5002738, "The federated credential's issuer key cannot be read.".into()));
+        return Err(invalid_request(
+            5002738,
+            "The federated credential's issuer key cannot be read.".into(),
+        ));
     };
     let mut validation = Validation::new(header.alg);
     validation.validate_aud = false;
     validation.validate_exp = false;
     validation.required_spec_claims.clear();
     if jsonwebtoken::decode::<serde_json::Value>(assertion, &key, &validation).is_err() {
-        return Err(errors::entra(401, "invalid_client", 700027, "Client assertion failed signature validation."));
+        return Err(errors::entra(
+            401,
+            "invalid_client",
+            700027,
+            "Client assertion failed signature validation.",
+        ));
     }
     let exp = claims["exp"].as_i64().unwrap_or(0);
     let nbf = claims["nbf"].as_i64().unwrap_or(i64::MIN);
     let t = now.unix_timestamp();
     if exp <= t || nbf > t + 300 {
-        return Err(errors::entra(400, "invalid_client", 700024, "Client assertion is not within its valid time range."));
+        return Err(errors::entra(
+            400,
+            "invalid_client",
+            700024,
+            "Client assertion is not within its valid time range.",
+        ));
     }
     Ok(())
 }
@@ -363,7 +557,10 @@ fn unverified_claims(jwt: &str) -> Option<serde_json::Value> {
 pub fn managed_identity_router(world: Arc<World>) -> axum::Router {
     axum::Router::new()
         .route("/msi/token", axum::routing::get(app_service_token))
-        .route("/metadata/identity/oauth2/token", axum::routing::get(imds_token))
+        .route(
+            "/metadata/identity/oauth2/token",
+            axum::routing::get(imds_token),
+        )
         .with_state(world)
 }
 
@@ -382,11 +579,16 @@ async fn app_service_token(
     headers: HeaderMap,
     Query(q): Query<MiQuery>,
 ) -> Response {
-    let mut call = match world.begin("managed_identity_token", "GET", "/msi/token", None).await {
+    let mut call = match world
+        .begin("managed_identity_token", "GET", "/msi/token", None)
+        .await
+    {
         Ok(c) => c,
         Err(r) => return r,
     };
-    let presented = headers.get("x-identity-header").and_then(|v| v.to_str().ok());
+    let presented = headers
+        .get("x-identity-header")
+        .and_then(|v| v.to_str().ok());
     let response = if presented != Some(world.identity_header.as_str()) {
         (
             StatusCode::UNAUTHORIZED,
@@ -409,7 +611,11 @@ async fn app_service_token(
                 }))
                 .into_response()
             }
-            Err((status, message)) => (status, Json(json!({"statusCode": status.as_u16(), "message": message}))).into_response(),
+            Err((status, message)) => (
+                status,
+                Json(json!({"statusCode": status.as_u16(), "message": message})),
+            )
+                .into_response(),
         }
     };
     call.finish(response).await
@@ -422,7 +628,12 @@ async fn imds_token(
     Query(q): Query<MiQuery>,
 ) -> Response {
     let mut call = match world
-        .begin("managed_identity_token", method.as_str(), "/metadata/identity/oauth2/token", None)
+        .begin(
+            "managed_identity_token",
+            method.as_str(),
+            "/metadata/identity/oauth2/token",
+            None,
+        )
         .await
     {
         Ok(c) => c,
@@ -451,9 +662,11 @@ async fn imds_token(
                 }))
                 .into_response()
             }
-            Err((status, message)) => {
-                (status, Json(json!({"error": "invalid_resource", "error_description": message}))).into_response()
-            }
+            Err((status, message)) => (
+                status,
+                Json(json!({"error": "invalid_resource", "error_description": message})),
+            )
+                .into_response(),
         }
     };
     call.finish(response).await
@@ -463,29 +676,64 @@ type MiGrant = (String, String, String, i64, String);
 
 fn mi_token(world: &World, q: &MiQuery) -> Result<MiGrant, (StatusCode, String)> {
     let Some(resource) = q.resource.as_deref().filter(|r| !r.is_empty()) else {
-        return Err((StatusCode::BAD_REQUEST, "Required query variable 'resource' is missing".into()));
+        return Err((
+            StatusCode::BAD_REQUEST,
+            "Required query variable 'resource' is missing".into(),
+        ));
     };
     let resource = resource.trim_end_matches("/.default").to_string();
     let state = world.state();
-    let wanted = q.client_id.as_deref().or(q.object_id.as_deref()).or(q.principal_id.as_deref());
+    let wanted = q
+        .client_id
+        .as_deref()
+        .or(q.object_id.as_deref())
+        .or(q.principal_id.as_deref());
     let identities: Vec<&Application> = state
         .applications
         .iter()
         .filter(|a| a.managed_identity)
-        .filter(|a| wanted.is_none_or(|w| a.app_id.eq_ignore_ascii_case(w) || a.id.eq_ignore_ascii_case(w)))
+        .filter(|a| {
+            wanted.is_none_or(|w| a.app_id.eq_ignore_ascii_case(w) || a.id.eq_ignore_ascii_case(w))
+        })
         .collect();
     let app = match identities.as_slice() {
         [one] => *one,
-        [] => return Err((StatusCode::BAD_REQUEST, "No managed identity found for the request.".into())),
-        _ => return Err((StatusCode::BAD_REQUEST, "More than one managed identity is assigned; name one with client_id.".into())),
+        [] => {
+            return Err((
+                StatusCode::BAD_REQUEST,
+                "No managed identity found for the request.".into(),
+            ));
+        }
+        _ => {
+            return Err((
+                StatusCode::BAD_REQUEST,
+                "More than one managed identity is assigned; name one with client_id.".into(),
+            ));
+        }
     };
-    let roles = if tokens::GRAPH_AUDIENCES.iter().any(|a| a.eq_ignore_ascii_case(&resource)) {
+    let roles = if tokens::GRAPH_AUDIENCES
+        .iter()
+        .any(|a| a.eq_ignore_ascii_case(&resource))
+    {
         app.graph_roles.clone()
     } else {
         Vec::new()
     };
     let lifetime = state.settings.token_lifetime_secs;
-    let claims = tokens::claims_for(&state.tenant_id, &app.app_id, &app.id, &resource, roles, lifetime);
+    let claims = tokens::claims_for(
+        &state.tenant_id,
+        &app.app_id,
+        &app.id,
+        &resource,
+        roles,
+        lifetime,
+    );
     let token = tokens::mint(&world.token_key, &claims);
-    Ok((app.app_id.clone(), app.id.clone(), token, claims.exp, resource))
+    Ok((
+        app.app_id.clone(),
+        app.id.clone(),
+        token,
+        claims.exp,
+        resource,
+    ))
 }

@@ -47,7 +47,12 @@ pub fn graph(status: u16, code: &str, message: &str) -> Response {
 }
 
 /// A Graph OData error with a `details` array.
-pub fn graph_detailed(status: u16, code: &str, message: &str, details: serde_json::Value) -> Response {
+pub fn graph_detailed(
+    status: u16,
+    code: &str,
+    message: &str,
+    details: serde_json::Value,
+) -> Response {
     let id = request_id();
     let date = OffsetDateTime::now_utc()
         .replace_nanosecond(0)

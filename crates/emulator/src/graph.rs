@@ -56,7 +56,7 @@ enum Route {
 
 fn parse_route(rest: &str) -> Result<Route, String> {
     let (head, action) = match rest.split_once('/') {
-        Some((a, b)) if a == "applications" => match b.split_once('/') {
+        Some(("applications", b)) => match b.split_once('/') {
             Some((id, action)) => (format!("applications/{id}"), Some(action)),
             None => (format!("applications/{b}"), None),
         },
@@ -99,7 +99,11 @@ async fn dispatch(
     let route = match parse_route(&rest) {
         Ok(r) => r,
         Err(segment) => {
-            return errors::graph(400, "BadRequest", &format!("Resource not found for the segment '{segment}'."));
+            return errors::graph(
+                400,
+                "BadRequest",
+                &format!("Resource not found for the segment '{segment}'."),
+            );
         }
     };
     let (operation, target, want) = match &route {
@@ -113,7 +117,11 @@ async fn dispatch(
         Err(r) => return r,
     };
     let mut response = if method != want {
-        errors::graph(405, "Request_BadRequest", "Specified HTTP method is not allowed for the request target.")
+        errors::graph(
+            405,
+            "Request_BadRequest",
+            "Specified HTTP method is not allowed for the request target.",
+        )
     } else {
         handle(&world, &mut call, route, &headers, query.as_deref(), &body)
     };
@@ -137,7 +145,9 @@ fn handle(
     body: &[u8],
 ) -> Response {
     let tenant = world.state().tenant_id.clone();
-    let auth = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    let auth = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
     let claims = match tokens::check(&world.token_key, auth, &tokens::GRAPH_AUDIENCES, &tenant) {
         Ok(c) => c,
         Err(r) => return unauthenticated(r),
@@ -145,7 +155,11 @@ fn handle(
     call.caller = Some(claims.appid.clone());
     let params = Params::parse(query);
     let is_write = matches!(route, Route::AddPassword(_) | Route::RemovePassword(_));
-    if !claims.roles.iter().any(|r| READ_ROLES.contains(&r.as_str())) {
+    if !claims
+        .roles
+        .iter()
+        .any(|r| READ_ROLES.contains(&r.as_str()))
+    {
         return denied();
     }
     let cost = match route {
@@ -169,7 +183,8 @@ fn handle(
             if let Some(p) = percentage {
                 r.headers_mut().insert(
                     "x-ms-throttle-limit-percentage",
-                    HeaderValue::from_str(&format!("{p:.1}")).unwrap_or(HeaderValue::from_static("1.0")),
+                    HeaderValue::from_str(&format!("{p:.1}"))
+                        .unwrap_or(HeaderValue::from_static("1.0")),
                 );
             }
             r
@@ -199,16 +214,29 @@ fn unauthenticated(r: Rejection) -> Response {
 }
 
 fn denied() -> Response {
-    errors::graph(403, "Authorization_RequestDenied", "Insufficient privileges to complete the operation.")
+    errors::graph(
+        403,
+        "Authorization_RequestDenied",
+        "Insufficient privileges to complete the operation.",
+    )
 }
 
 /// Charges the identity limits; `Ok(Some(p))` when usage passed 80 % of a limit.
-fn throttle(world: &World, claims: &Claims, cost: u32, is_write: bool) -> Result<Option<f64>, Response> {
+fn throttle(
+    world: &World,
+    claims: &Claims,
+    cost: u32,
+    is_write: bool,
+) -> Result<Option<f64>, Response> {
     let settings = world.state().settings.throttling.clone();
     if !settings.enabled {
         return Ok(None);
     }
-    let scale = if settings.scale > 0.0 { settings.scale } else { 1.0 };
+    let scale = if settings.scale > 0.0 {
+        settings.scale
+    } else {
+        1.0
+    };
     let window = |secs: f64| Duration::from_secs_f64(secs * scale);
     let now = Instant::now();
     let mut windows = crate::world::lock(&world.windows);
@@ -216,20 +244,51 @@ fn throttle(world: &World, claims: &Claims, cost: u32, is_write: bool) -> Result
     let w_key = format!("graph-w:{}", claims.appid);
     let checks: Vec<(&str, Duration, u32, u32, &str)> = if is_write {
         vec![
-            (ru_key.as_str(), window(10.0), settings.graph_ru_per_10s, cost, "ResourceUnitLimitExceeded"),
-            (w_key.as_str(), window(150.0), settings.graph_writes_per_150s, 1, "WriteLimitExceeded"),
-            ("graph-tenant-w", window(300.0), settings.graph_tenant_writes_per_300s, 1, "WriteLimitExceeded"),
+            (
+                ru_key.as_str(),
+                window(10.0),
+                settings.graph_ru_per_10s,
+                cost,
+                "ResourceUnitLimitExceeded",
+            ),
+            (
+                w_key.as_str(),
+                window(150.0),
+                settings.graph_writes_per_150s,
+                1,
+                "WriteLimitExceeded",
+            ),
+            (
+                "graph-tenant-w",
+                window(300.0),
+                settings.graph_tenant_writes_per_300s,
+                1,
+                "WriteLimitExceeded",
+            ),
         ]
     } else {
-        vec![(ru_key.as_str(), window(10.0), settings.graph_ru_per_10s, cost, "ResourceUnitLimitExceeded")]
+        vec![(
+            ru_key.as_str(),
+            window(10.0),
+            settings.graph_ru_per_10s,
+            cost,
+            "ResourceUnitLimitExceeded",
+        )]
     };
     for (key, win, limit, c, info) in &checks {
         if let Some(retry_after) = windows.would_admit(key, *win, *limit, *c, now) {
             let mut r = errors::graph(429, "TooManyRequests", "Please retry again later.");
             let h = r.headers_mut();
-            h.insert(header::RETRY_AFTER, HeaderValue::from_str(&format!("{:.3}", retry_after.as_secs_f64())).unwrap_or(HeaderValue::from_static("1")));
+            h.insert(
+                header::RETRY_AFTER,
+                HeaderValue::from_str(&format!("{:.3}", retry_after.as_secs_f64()))
+                    .unwrap_or(HeaderValue::from_static("1")),
+            );
             h.insert("x-ms-throttle-information", HeaderValue::from_static(info));
-            if let Ok(v) = HeaderValue::from_str(&format!("Tenant_Application/ReadWrite/{}/{}", claims.appid, claims.tid)) {
+            if let Ok(v) = HeaderValue::from_str(&format!(
+                "Tenant_Application/ReadWrite/{}/{}",
+                claims.appid, claims.tid
+            )) {
                 h.insert("x-ms-throttle-scope", v);
             }
             return Err(r);
@@ -253,10 +312,22 @@ struct Params {
 
 impl Params {
     fn parse(query: Option<&str>) -> Params {
-        let mut p = Params { select: None, filter: None, top: None, skip: 0 };
+        let mut p = Params {
+            select: None,
+            filter: None,
+            top: None,
+            skip: 0,
+        };
         for (k, v) in url::form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
             match k.as_ref() {
-                "$select" => p.select = Some(v.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect()),
+                "$select" => {
+                    p.select = Some(
+                        v.split(',')
+                            .map(|s| s.trim().to_string())
+                            .filter(|s| !s.is_empty())
+                            .collect(),
+                    )
+                }
                 "$filter" => p.filter = Some(v.into_owned()),
                 "$top" => p.top = v.parse().ok(),
                 "$skiptoken" => p.skip = v.parse().unwrap_or(0),
@@ -277,15 +348,32 @@ fn find(world: &World, a: &Address) -> Option<usize> {
 
 fn not_found(a: &Address) -> Response {
     let id = addr_text(a);
-    errors::graph(404, "Request_ResourceNotFound", &format!("Resource '{id}' does not exist or one of its queried reference-property objects are not present."))
+    errors::graph(
+        404,
+        "Request_ResourceNotFound",
+        &format!(
+            "Resource '{id}' does not exist or one of its queried reference-property objects are not present."
+        ),
+    )
 }
 
 /// Graph's rendering of an application, as a lagging replica sees it.
-fn render_app(app: &Application, settings: &Settings, select: Option<&[String]>, now: OffsetDateTime) -> Result<Map<String, Value>, Response> {
+fn render_app(
+    app: &Application,
+    settings: &Settings,
+    select: Option<&[String]>,
+    now: OffsetDateTime,
+) -> Result<Map<String, Value>, Response> {
     if let Some(select) = select {
         for s in select {
             if !APPLICATION_PROPERTIES.contains(&s.as_str()) {
-                return Err(errors::graph(400, "Request_BadRequest", &format!("Could not find a property named '{s}' on type 'microsoft.graph.application'.")));
+                return Err(errors::graph(
+                    400,
+                    "Request_BadRequest",
+                    &format!(
+                        "Could not find a property named '{s}' on type 'microsoft.graph.application'."
+                    ),
+                ));
             }
         }
     }
@@ -305,7 +393,10 @@ fn render_app(app: &Application, settings: &Settings, select: Option<&[String]>,
     full.insert("passwordCredentials".into(), Value::Array(passwords));
     full.insert("keyCredentials".into(), json!([]));
     Ok(match select {
-        Some(select) => full.into_iter().filter(|(k, _)| select.iter().any(|s| s == k)).collect(),
+        Some(select) => full
+            .into_iter()
+            .filter(|(k, _)| select.iter().any(|s| s == k))
+            .collect(),
         None => full,
     })
 }
@@ -323,13 +414,23 @@ fn password_json(p: &Password, with_secret: bool) -> Value {
 }
 
 fn get(world: &World, a: &Address, params: &Params) -> Response {
-    let Some(i) = find(world, a) else { return not_found(a) };
+    let Some(i) = find(world, a) else {
+        return not_found(a);
+    };
     let state = world.state();
     let now = OffsetDateTime::now_utc();
-    match render_app(&state.applications[i], &state.settings, params.select.as_deref(), now) {
+    match render_app(
+        &state.applications[i],
+        &state.settings,
+        params.select.as_deref(),
+        now,
+    ) {
         Ok(mut body) => {
             let context = match &params.select {
-                Some(s) => format!("https://graph.microsoft.com/v1.0/$metadata#applications({})/$entity", s.join(",")),
+                Some(s) => format!(
+                    "https://graph.microsoft.com/v1.0/$metadata#applications({})/$entity",
+                    s.join(",")
+                ),
                 None => "https://graph.microsoft.com/v1.0/$metadata#applications/$entity".into(),
             };
             let mut out = Map::new();
@@ -346,7 +447,13 @@ fn list(world: &World, params: &Params) -> Response {
         None => None,
         Some(f) => match parse_app_id_filter(f) {
             Some(id) => Some(id),
-            None => return errors::graph(400, "Request_UnsupportedQuery", "Unsupported or invalid query filter clause specified for property 'appId' of resource 'Application'."),
+            None => {
+                return errors::graph(
+                    400,
+                    "Request_UnsupportedQuery",
+                    "Unsupported or invalid query filter clause specified for property 'appId' of resource 'Application'.",
+                );
+            }
         },
     };
     let top = params.top.unwrap_or(100).clamp(1, 999);
@@ -355,7 +462,11 @@ fn list(world: &World, params: &Params) -> Response {
     let matching: Vec<&Application> = state
         .applications
         .iter()
-        .filter(|a| app_filter.as_ref().is_none_or(|id| a.app_id.eq_ignore_ascii_case(id)))
+        .filter(|a| {
+            app_filter
+                .as_ref()
+                .is_none_or(|id| a.app_id.eq_ignore_ascii_case(id))
+        })
         .collect();
     let mut value = Vec::new();
     for app in matching.iter().skip(params.skip).take(top) {
@@ -370,9 +481,15 @@ fn list(world: &World, params: &Params) -> Response {
     });
     if params.skip + top < matching.len() {
         let graph = world.urls().graph_endpoint;
-        let mut next = format!("{graph}/v1.0/applications?$top={top}&$skiptoken={}", params.skip + top);
+        let mut next = format!(
+            "{graph}/v1.0/applications?$top={top}&$skiptoken={}",
+            params.skip + top
+        );
         if let Some(f) = &params.filter {
-            next.push_str(&format!("&$filter={}", url::form_urlencoded::byte_serialize(f.as_bytes()).collect::<String>()));
+            next.push_str(&format!(
+                "&$filter={}",
+                url::form_urlencoded::byte_serialize(f.as_bytes()).collect::<String>()
+            ));
         }
         if let Some(s) = &params.select {
             next.push_str(&format!("&$select={}", s.join(",")));
@@ -392,27 +509,47 @@ fn parse_app_id_filter(f: &str) -> Option<String> {
 /// Checks that the caller may write the application: `Application.ReadWrite.All`, or
 /// `Application.ReadWrite.OwnedBy` and ownership.
 fn may_write(claims: &Claims, app: &Application) -> bool {
-    claims.roles.iter().any(|r| r == "Application.ReadWrite.All")
-        || (claims.roles.iter().any(|r| r == "Application.ReadWrite.OwnedBy")
-            && app.owners.iter().any(|o| o.eq_ignore_ascii_case(&claims.appid)))
+    claims
+        .roles
+        .iter()
+        .any(|r| r == "Application.ReadWrite.All")
+        || (claims
+            .roles
+            .iter()
+            .any(|r| r == "Application.ReadWrite.OwnedBy")
+            && app
+                .owners
+                .iter()
+                .any(|o| o.eq_ignore_ascii_case(&claims.appid)))
 }
 
 fn concurrency_violation(app: &Application, settings: &Settings, now: OffsetDateTime) -> bool {
-    app.last_write.is_some_and(|t| {
-        (now - t).whole_milliseconds() < settings.concurrency_window_ms as i128
-    })
+    app.last_write
+        .is_some_and(|t| (now - t).whole_milliseconds() < settings.concurrency_window_ms as i128)
 }
 
 fn conflict() -> Response {
-    errors::graph(409, "Directory_ConcurrencyViolation", "Error due to concurrent requests being made to the tenant. Please wait briefly and retry.")
+    errors::graph(
+        409,
+        "Directory_ConcurrencyViolation",
+        "Error due to concurrent requests being made to the tenant. Please wait briefly and retry.",
+    )
 }
 
-fn add_password(world: &World, call: &mut Call, claims: &Claims, a: &Address, body: &[u8]) -> Response {
+fn add_password(
+    world: &World,
+    call: &mut Call,
+    claims: &Claims,
+    a: &Address,
+    body: &[u8],
+) -> Response {
     let requested = match parse_add_body(body) {
         Ok(r) => r,
         Err(r) => return r,
     };
-    let Some(i) = find(world, a) else { return not_found(a) };
+    let Some(i) = find(world, a) else {
+        return not_found(a);
+    };
     let mut state = world.state_mut();
     let settings = state.settings.clone();
     let app = &mut state.applications[i];
@@ -426,25 +563,38 @@ fn add_password(world: &World, call: &mut Call, claims: &Claims, a: &Address, bo
     }
     let (start, start_text) = requested.start.unwrap_or_else(|| (now, graph_time(now)));
     let (end, end_text) = requested.end.unwrap_or_else(|| {
-        let end = start.replace_year(start.year() + 2).unwrap_or(start + time::Duration::days(730));
+        let end = start
+            .replace_year(start.year() + 2)
+            .unwrap_or(start + time::Duration::days(730));
         (end, graph_time(end))
     });
     if end <= start {
-        return errors::graph(400, "Request_BadRequest", "Key credential end date is invalid.");
+        return errors::graph(
+            400,
+            "Request_BadRequest",
+            "Key credential end date is invalid.",
+        );
     }
     let live = app.passwords.iter().filter(|p| p.removed.is_none()).count();
     if PERSONAL_AUDIENCES.contains(&app.sign_in_audience.as_str()) && live >= 2 {
         return errors::graph_detailed(
             400,
             "TooManyAppPasswords",
-            &format!("Not allowed to add {} passwords. You can only add a maximum of 2 passwords.", live + 1),
+            &format!(
+                "Not allowed to add {} passwords. You can only add a maximum of 2 passwords.",
+                live + 1
+            ),
             json!([{"target": "passwordCredentials", "code": "TooManyAppPasswords"}]),
         );
     }
     if let Some(max) = settings.max_password_lifetime_secs
         && (end - start).whole_seconds() > max as i64
     {
-        return errors::graph(400, "CredentialInvalidLifetimeAsPerAppPolicy", "Credential lifetime exceeds the max value allowed as per assigned policy '0d2c5d2b-5b1c-4b6b-9d1c-6b0f3a6d1c11'.");
+        return errors::graph(
+            400,
+            "CredentialInvalidLifetimeAsPerAppPolicy",
+            "Credential lifetime exceeds the max value allowed as per assigned policy '0d2c5d2b-5b1c-4b6b-9d1c-6b0f3a6d1c11'.",
+        );
     }
     let secret = mint_secret();
     let password = Password {
@@ -466,24 +616,57 @@ fn add_password(world: &World, call: &mut Call, claims: &Claims, a: &Address, bo
     app.passwords.push(password);
     prune_removed(app, &settings, now);
     let mut out = Map::new();
-    out.insert("@odata.context".into(), json!("https://graph.microsoft.com/v1.0/$metadata#microsoft.graph.passwordCredential"));
+    out.insert(
+        "@odata.context".into(),
+        json!("https://graph.microsoft.com/v1.0/$metadata#microsoft.graph.passwordCredential"),
+    );
     if let Value::Object(mut m) = answer {
         out.append(&mut m);
     }
     Json(Value::Object(out)).into_response()
 }
 
-fn remove_password(world: &World, call: &mut Call, claims: &Claims, a: &Address, body: &[u8]) -> Response {
+fn remove_password(
+    world: &World,
+    call: &mut Call,
+    claims: &Claims,
+    a: &Address,
+    body: &[u8],
+) -> Response {
     let key_id = match serde_json::from_slice::<Value>(body) {
-        Ok(v) => match v.get("keyId").and_then(Value::as_str).map(uuid::Uuid::parse_str) {
+        Ok(v) => match v
+            .get("keyId")
+            .and_then(Value::as_str)
+            .map(uuid::Uuid::parse_str)
+        {
             Some(Ok(k)) => k.to_string(),
-            Some(Err(_)) => return errors::graph(400, "Request_BadRequest", "Invalid value specified for property 'keyId' of resource 'passwordCredential'."),
-            None => return errors::graph(400, "Request_BadRequest", "The request body must contain the property 'keyId'."),
+            Some(Err(_)) => {
+                return errors::graph(
+                    400,
+                    "Request_BadRequest",
+                    "Invalid value specified for property 'keyId' of resource 'passwordCredential'.",
+                );
+            }
+            None => {
+                return errors::graph(
+                    400,
+                    "Request_BadRequest",
+                    "The request body must contain the property 'keyId'.",
+                );
+            }
         },
-        Err(_) => return errors::graph(400, "BadRequest", "Unable to read JSON request payload. Please ensure Content-Type header is set and payload is of valid JSON format."),
+        Err(_) => {
+            return errors::graph(
+                400,
+                "BadRequest",
+                "Unable to read JSON request payload. Please ensure Content-Type header is set and payload is of valid JSON format.",
+            );
+        }
     };
     call.key_id = Some(key_id.clone());
-    let Some(i) = find(world, a) else { return not_found(a) };
+    let Some(i) = find(world, a) else {
+        return not_found(a);
+    };
     let mut state = world.state_mut();
     let settings = state.settings.clone();
     let app = &mut state.applications[i];
@@ -500,7 +683,11 @@ fn remove_password(world: &World, call: &mut Call, claims: &Claims, a: &Address,
         .iter_mut()
         .find(|p| p.removed.is_none() && p.key_id.eq_ignore_ascii_case(&key_id))
     else {
-        return errors::graph(400, "Request_BadRequest", &format!("No password credential found with keyId {key_id}."));
+        return errors::graph(
+            400,
+            "Request_BadRequest",
+            &format!("No password credential found with keyId {key_id}."),
+        );
     };
     p.removed = Some(now);
     app.last_write = Some(now);
@@ -511,7 +698,8 @@ fn remove_password(world: &World, call: &mut Call, claims: &Claims, a: &Address,
 /// Removed passwords stay only as long as a lagging read could still show them.
 fn prune_removed(app: &mut Application, settings: &Settings, now: OffsetDateTime) {
     let keep = time::Duration::milliseconds(settings.read_lag_ms as i64 + 60_000);
-    app.passwords.retain(|p| p.removed.is_none_or(|r| now - r < keep));
+    app.passwords
+        .retain(|p| p.removed.is_none_or(|r| now - r < keep));
 }
 
 struct Requested {
@@ -521,33 +709,73 @@ struct Requested {
 }
 
 fn parse_add_body(body: &[u8]) -> Result<Requested, Response> {
-    let mut r = Requested { display_name: None, start: None, end: None };
+    let mut r = Requested {
+        display_name: None,
+        start: None,
+        end: None,
+    };
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(r);
     }
-    let bad_json = || errors::graph(400, "BadRequest", "Unable to read JSON request payload. Please ensure Content-Type header is set and payload is of valid JSON format.");
+    let bad_json = || {
+        errors::graph(
+            400,
+            "BadRequest",
+            "Unable to read JSON request payload. Please ensure Content-Type header is set and payload is of valid JSON format.",
+        )
+    };
     let v: Value = serde_json::from_slice(body).map_err(|_| bad_json())?;
-    let Some(obj) = v.as_object() else { return Err(bad_json()) };
-    let Some(pc) = obj.get("passwordCredential") else { return Ok(r) };
+    let Some(obj) = v.as_object() else {
+        return Err(bad_json());
+    };
+    let Some(pc) = obj.get("passwordCredential") else {
+        return Ok(r);
+    };
     if pc.is_null() {
         return Ok(r);
     }
     let Some(pc) = pc.as_object() else {
-        return Err(errors::graph(400, "Request_BadRequest", "Invalid value specified for property 'passwordCredential'."));
+        return Err(errors::graph(
+            400,
+            "Request_BadRequest",
+            "Invalid value specified for property 'passwordCredential'.",
+        ));
     };
     match pc.get("displayName") {
         None | Some(Value::Null) => {}
         Some(Value::String(s)) => r.display_name = Some(s.clone()),
-        Some(_) => return Err(errors::graph(400, "Request_BadRequest", "Invalid value specified for property 'displayName' of resource 'passwordCredential'.")),
+        Some(_) => {
+            return Err(errors::graph(
+                400,
+                "Request_BadRequest",
+                "Invalid value specified for property 'displayName' of resource 'passwordCredential'.",
+            ));
+        }
     }
     for (field, slot) in [("startDateTime", &mut r.start), ("endDateTime", &mut r.end)] {
         match pc.get(field) {
             None | Some(Value::Null) => {}
             Some(Value::String(s)) => match OffsetDateTime::parse(s, &Rfc3339) {
                 Ok(t) => *slot = Some((t.to_offset(UtcOffset::UTC), s.clone())),
-                Err(_) => return Err(errors::graph(400, "Request_BadRequest", &format!("Invalid value specified for property '{field}' of resource 'passwordCredential'."))),
+                Err(_) => {
+                    return Err(errors::graph(
+                        400,
+                        "Request_BadRequest",
+                        &format!(
+                            "Invalid value specified for property '{field}' of resource 'passwordCredential'."
+                        ),
+                    ));
+                }
             },
-            Some(_) => return Err(errors::graph(400, "Request_BadRequest", &format!("Invalid value specified for property '{field}' of resource 'passwordCredential'."))),
+            Some(_) => {
+                return Err(errors::graph(
+                    400,
+                    "Request_BadRequest",
+                    &format!(
+                        "Invalid value specified for property '{field}' of resource 'passwordCredential'."
+                    ),
+                ));
+            }
         }
     }
     Ok(r)
@@ -573,7 +801,9 @@ pub fn mint_secret() -> String {
     const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-~";
     let mut rng = rand::rng();
     let mut pick = |n: usize| -> String {
-        (0..n).map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char).collect()
+        (0..n)
+            .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)
+            .collect()
     };
     format!("{}Q~{}", pick(4), pick(34))
 }
@@ -597,10 +827,22 @@ mod tests {
 
     #[test]
     fn both_address_forms_and_action_spellings_route() {
-        assert!(matches!(parse_route("applications/abc/addPassword"), Ok(Route::AddPassword(Address::ObjectId(_)))));
-        assert!(matches!(parse_route("applications/abc/microsoft.graph.removePassword"), Ok(Route::RemovePassword(Address::ObjectId(_)))));
-        assert!(matches!(parse_route("applications(appId='x')/addPassword"), Ok(Route::AddPassword(Address::AppId(_)))));
-        assert!(matches!(parse_route("applications(appId='x')"), Ok(Route::Get(Address::AppId(_)))));
+        assert!(matches!(
+            parse_route("applications/abc/addPassword"),
+            Ok(Route::AddPassword(Address::ObjectId(_)))
+        ));
+        assert!(matches!(
+            parse_route("applications/abc/microsoft.graph.removePassword"),
+            Ok(Route::RemovePassword(Address::ObjectId(_)))
+        ));
+        assert!(matches!(
+            parse_route("applications(appId='x')/addPassword"),
+            Ok(Route::AddPassword(Address::AppId(_)))
+        ));
+        assert!(matches!(
+            parse_route("applications(appId='x')"),
+            Ok(Route::Get(Address::AppId(_)))
+        ));
         assert!(matches!(parse_route("applications"), Ok(Route::List)));
         assert!(parse_route("users").is_err());
         assert!(parse_route("applications/abc/delete").is_err());

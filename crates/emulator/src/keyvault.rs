@@ -75,15 +75,27 @@ async fn dispatch(
     let world = &vs.world;
     let path = format!("/{rest}");
     let Some(route) = parse_route(&rest) else {
-        return finish_headers(&headers, errors::keyvault(400, "BadParameter", None, &format!("The request URI '{path}' is not a valid Key Vault secrets path.")));
+        return finish_headers(
+            &headers,
+            errors::keyvault(
+                400,
+                "BadParameter",
+                None,
+                &format!("The request URI '{path}' is not a valid Key Vault secrets path."),
+            ),
+        );
     };
     let (operation, name, ok) = match (&route, &method) {
         (Route::ListSecrets, &Method::GET) => ("keyvault.list_secrets", None, true),
         (Route::Secret(n), &Method::PUT) => ("keyvault.set_secret", Some(n), true),
-        (Route::Secret(n) | Route::Latest(n), &Method::GET) => ("keyvault.get_secret", Some(n), true),
+        (Route::Secret(n) | Route::Latest(n), &Method::GET) => {
+            ("keyvault.get_secret", Some(n), true)
+        }
         (Route::Version(n, _), &Method::GET) => ("keyvault.get_secret", Some(n), true),
         (Route::Secret(n), &Method::DELETE) => ("keyvault.delete_secret", Some(n), true),
-        (Route::Version(n, _) | Route::Latest(n), &Method::PATCH) => ("keyvault.update_secret", Some(n), true),
+        (Route::Version(n, _) | Route::Latest(n), &Method::PATCH) => {
+            ("keyvault.update_secret", Some(n), true)
+        }
         (Route::Versions(n), &Method::GET) => ("keyvault.list_versions", Some(n), true),
         (Route::ListDeleted, &Method::GET) => ("keyvault.list_secrets", None, true),
         (Route::Deleted(n), &Method::GET) => ("keyvault.get_deleted_secret", Some(n), true),
@@ -100,9 +112,22 @@ async fn dispatch(
         Err(r) => return finish_headers(&headers, r),
     };
     let response = if !ok {
-        errors::keyvault(405, "BadParameter", None, &format!("The requested resource does not support http method '{method}'."))
+        errors::keyvault(
+            405,
+            "BadParameter",
+            None,
+            &format!("The requested resource does not support http method '{method}'."),
+        )
     } else {
-        handle(&vs, &mut call, route, operation, &headers, query.as_deref(), &body)
+        handle(
+            &vs,
+            &mut call,
+            route,
+            operation,
+            &headers,
+            query.as_deref(),
+            &body,
+        )
     };
     let response = finish_headers(&headers, response);
     call.finish(response).await
@@ -113,10 +138,19 @@ fn finish_headers(request: &HeaderMap, mut response: Response) -> Response {
     let h = response.headers_mut();
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     h.insert("x-ms-keyvault-region", HeaderValue::from_static("emulator"));
-    h.insert("x-ms-keyvault-service-version", HeaderValue::from_static("1.9.2000.1"));
-    h.insert("x-ms-keyvault-network-info", HeaderValue::from_static("conn_type=Ipv4;addr=127.0.0.1;act_addr_fam=InterNetwork;"));
+    h.insert(
+        "x-ms-keyvault-service-version",
+        HeaderValue::from_static("1.9.2000.1"),
+    );
+    h.insert(
+        "x-ms-keyvault-network-info",
+        HeaderValue::from_static("conn_type=Ipv4;addr=127.0.0.1;act_addr_fam=InterNetwork;"),
+    );
     if h.get(header::CONTENT_TYPE).is_some() {
-        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json; charset=utf-8"));
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json; charset=utf-8"),
+        );
     }
     response
 }
@@ -132,8 +166,12 @@ fn handle(
 ) -> Response {
     let world = &vs.world;
     let (tenant, authority) = (world.state().tenant_id.clone(), world.urls().authority_host);
-    let challenge = format!("Bearer authorization=\"{authority}/{tenant}\", resource=\"https://vault.azure.net\"");
-    let auth = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    let challenge = format!(
+        "Bearer authorization=\"{authority}/{tenant}\", resource=\"https://vault.azure.net\""
+    );
+    let auth = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
     let claims = match tokens::check(&world.token_key, auth, &tokens::VAULT_AUDIENCES, &tenant) {
         Ok(c) => c,
         Err(r) => {
@@ -142,7 +180,9 @@ fn handle(
                 Rejection::Malformed => "AKV10002: Token is malformed.",
                 Rejection::Expired => "AKV10022: Token is expired.",
                 Rejection::WrongAudience => "AKV10022: Invalid audience.",
-                Rejection::WrongTenant => "AKV10032: Invalid issuer. Expected one of the tenant's issuers.",
+                Rejection::WrongTenant => {
+                    "AKV10032: Invalid issuer. Expected one of the tenant's issuers."
+                }
             };
             let mut resp = errors::keyvault(401, "Unauthorized", None, message);
             if let Ok(v) = HeaderValue::from_str(&challenge) {
@@ -157,18 +197,39 @@ fn handle(
         params.insert(k.into_owned(), v.into_owned());
     }
     let api_version = match params.get("api-version") {
-        None => return errors::keyvault(400, "BadParameter", None, "The request must specify an api-version query parameter."),
+        None => {
+            return errors::keyvault(
+                400,
+                "BadParameter",
+                None,
+                "The request must specify an api-version query parameter.",
+            );
+        }
         Some(v) if !API_VERSIONS.contains(&v.as_str()) => {
-            return errors::keyvault(400, "BadParameter", None, &format!("The specified version ({v}) is not recognized. Consider using the latest supported version (2025-07-01)."));
+            return errors::keyvault(
+                400,
+                "BadParameter",
+                None,
+                &format!(
+                    "The specified version ({v}) is not recognized. Consider using the latest supported version (2025-07-01)."
+                ),
+            );
         }
         Some(v) => v.clone(),
     };
-    let writes = !matches!(operation, "keyvault.get_secret" | "keyvault.list_versions" | "keyvault.list_secrets" | "keyvault.get_deleted_secret");
-    let role = world
-        .state()
-        .vaults
-        .get(&vs.vault)
-        .and_then(|v| v.access.get(&claims.appid).or_else(|| v.access.get(&claims.oid)).copied());
+    let writes = !matches!(
+        operation,
+        "keyvault.get_secret"
+            | "keyvault.list_versions"
+            | "keyvault.list_secrets"
+            | "keyvault.get_deleted_secret"
+    );
+    let role = world.state().vaults.get(&vs.vault).and_then(|v| {
+        v.access
+            .get(&claims.appid)
+            .or_else(|| v.access.get(&claims.oid))
+            .copied()
+    });
     let allowed = match role {
         Some(VaultRole::Officer) => true,
         Some(VaultRole::User) => !writes,
@@ -181,28 +242,56 @@ fn handle(
             "keyvault.delete_secret" => "Microsoft.KeyVault/vaults/secrets/delete",
             _ => "Microsoft.KeyVault/vaults/secrets/readMetadata/action",
         };
-        return errors::keyvault(403, "Forbidden", Some("ForbiddenByRbac"), &format!("Caller is not authorized to perform action on resource.\r\nIf role assignments, deny assignments or role definitions were changed recently, please observe propagation time.\r\nCaller: appid={};oid={};iss=https://sts.windows.net/{}/\r\nAction: '{action}'\r\nResource: '/vaults/{}'\r\nAssignment: (not found)\r\nDenyAssignmentId: null\r\nDecisionReason: null \r\nVault: {};location=emulator\r\n", claims.appid, claims.oid, claims.tid, vs.vault, vs.vault));
+        return errors::keyvault(
+            403,
+            "Forbidden",
+            Some("ForbiddenByRbac"),
+            &format!(
+                "Caller is not authorized to perform action on resource.\r\nIf role assignments, deny assignments or role definitions were changed recently, please observe propagation time.\r\nCaller: appid={};oid={};iss=https://sts.windows.net/{}/\r\nAction: '{action}'\r\nResource: '/vaults/{}'\r\nAssignment: (not found)\r\nDenyAssignmentId: null\r\nDecisionReason: null \r\nVault: {};location=emulator\r\n",
+                claims.appid, claims.oid, claims.tid, vs.vault, vs.vault
+            ),
+        );
     }
     if let Err(r) = throttle(world, &vs.vault, operation == "keyvault.set_secret") {
         return r;
     }
-    let base = world.urls().vaults.get(&vs.vault).cloned().unwrap_or_default();
-    let ctx = Ctx { base: &base, api_version: &api_version };
-    let mut state = if writes { world.state_mut() } else { world.state() };
+    let base = world
+        .urls()
+        .vaults
+        .get(&vs.vault)
+        .cloned()
+        .unwrap_or_default();
+    let ctx = Ctx {
+        base: &base,
+        api_version: &api_version,
+    };
+    let mut state = if writes {
+        world.state_mut()
+    } else {
+        world.state()
+    };
     let Some(vault) = state.vaults.get_mut(&vs.vault) else {
         return errors::keyvault(404, "VaultNotFound", None, "The vault does not exist.");
     };
     match route {
         Route::ListSecrets => list_secrets(vault, &ctx, &params),
         Route::ListDeleted => list_deleted(vault, &ctx),
-        Route::Secret(name) if operation == "keyvault.set_secret" => set_secret(vault, call, &ctx, &name, body),
+        Route::Secret(name) if operation == "keyvault.set_secret" => {
+            set_secret(vault, call, &ctx, &name, body)
+        }
         Route::Secret(name) if operation == "keyvault.delete_secret" => {
             call.effective = true;
             delete_secret(vault, call, &ctx, &name)
         }
-        Route::Secret(name) | Route::Latest(name) if operation == "keyvault.get_secret" => get_secret(vault, &ctx, &name, None),
-        Route::Version(name, version) if operation == "keyvault.get_secret" => get_secret(vault, &ctx, &name, Some(&version)),
-        Route::Version(name, version) => update_secret(vault, call, &ctx, &name, Some(&version), body),
+        Route::Secret(name) | Route::Latest(name) if operation == "keyvault.get_secret" => {
+            get_secret(vault, &ctx, &name, None)
+        }
+        Route::Version(name, version) if operation == "keyvault.get_secret" => {
+            get_secret(vault, &ctx, &name, Some(&version))
+        }
+        Route::Version(name, version) => {
+            update_secret(vault, call, &ctx, &name, Some(&version), body)
+        }
         Route::Latest(name) => update_secret(vault, call, &ctx, &name, None, body),
         Route::Versions(name) => list_versions(vault, &ctx, &name, &params),
         Route::Deleted(name) if operation == "keyvault.purge_deleted_secret" => {
@@ -221,7 +310,11 @@ fn handle(
         Route::Recover(name) => match vault.deleted.remove(&name.to_ascii_lowercase()) {
             Some(d) => {
                 call.effective = true;
-                let body = d.secret.versions.last().map(|v| bundle(&d.secret.name, v, &ctx, false, None));
+                let body = d
+                    .secret
+                    .versions
+                    .last()
+                    .map(|v| bundle(&d.secret.name, v, &ctx, false, None));
                 vault.secrets.insert(name.to_ascii_lowercase(), d.secret);
                 Json(body.unwrap_or(Value::Null)).into_response()
             }
@@ -236,7 +329,11 @@ fn throttle(world: &World, vault: &str, create: bool) -> Result<(), Response> {
     if !settings.enabled {
         return Ok(());
     }
-    let scale = if settings.scale > 0.0 { settings.scale } else { 1.0 };
+    let scale = if settings.scale > 0.0 {
+        settings.scale
+    } else {
+        1.0
+    };
     let window = Duration::from_secs_f64(10.0 * scale);
     let now = Instant::now();
     let mut windows = crate::world::lock(&world.windows);
@@ -246,19 +343,30 @@ fn throttle(world: &World, vault: &str, create: bool) -> Result<(), Response> {
         .would_admit(&all_key, window, settings.kv_transactions_per_10s, 1, now)
         .or_else(|| {
             create
-                .then(|| windows.would_admit(&create_key, window, settings.kv_creates_per_10s, 1, now))
+                .then(|| {
+                    windows.would_admit(&create_key, window, settings.kv_creates_per_10s, 1, now)
+                })
                 .flatten()
         });
     if let Some(retry_after) = refused {
-        let mut r = errors::keyvault(429, "Throttled", None, "Request was not processed because too many requests were received. Reason: VaultRequestTypeLimitReached");
+        let mut r = errors::keyvault(
+            429,
+            "Throttled",
+            None,
+            "Request was not processed because too many requests were received. Reason: VaultRequestTypeLimitReached",
+        );
         if !settings.kv_omit_retry_after {
             let secs = retry_after.as_secs_f64().ceil().max(1.0) as u64;
-            r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         return Err(r);
     }
     let _ = windows.charge(&all_key, window, settings.kv_transactions_per_10s, 1, now);
-    if create && let Charge::Refused { .. } = windows.charge(&create_key, window, settings.kv_creates_per_10s, 1, now) {
+    if create
+        && let Charge::Refused { .. } =
+            windows.charge(&create_key, window, settings.kv_creates_per_10s, 1, now)
+    {
         // would_admit just said there is room; nothing to do.
     }
     Ok(())
@@ -274,11 +382,23 @@ fn valid_name(name: &str) -> bool {
 }
 
 fn not_found(name: &str) -> Response {
-    errors::keyvault(404, "SecretNotFound", None, &format!("A secret with (name/id) {name} was not found in this key vault. If you recently deleted this secret you may be able to recover it using the correct recovery command. For help resolving this issue, please see https://go.microsoft.com/fwlink/?linkid=2125182"))
+    errors::keyvault(
+        404,
+        "SecretNotFound",
+        None,
+        &format!(
+            "A secret with (name/id) {name} was not found in this key vault. If you recently deleted this secret you may be able to recover it using the correct recovery command. For help resolving this issue, please see https://go.microsoft.com/fwlink/?linkid=2125182"
+        ),
+    )
 }
 
 fn deleted_not_found(name: &str) -> Response {
-    errors::keyvault(404, "SecretNotFound", None, &format!("Deleted Secret not found: {name}"))
+    errors::keyvault(
+        404,
+        "SecretNotFound",
+        None,
+        &format!("Deleted Secret not found: {name}"),
+    )
 }
 
 fn attributes(v: &SecretVersion) -> Value {
@@ -298,12 +418,21 @@ fn attributes(v: &SecretVersion) -> Value {
     a
 }
 
-fn bundle(name: &str, v: &SecretVersion, ctx: &Ctx<'_>, with_value: bool, previous: Option<&str>) -> Value {
+fn bundle(
+    name: &str,
+    v: &SecretVersion,
+    ctx: &Ctx<'_>,
+    with_value: bool,
+    previous: Option<&str>,
+) -> Value {
     let mut b = Map::new();
     if with_value {
         b.insert("value".into(), json!(v.value));
     }
-    b.insert("id".into(), json!(format!("{}/secrets/{name}/{}", ctx.base, v.version)));
+    b.insert(
+        "id".into(),
+        json!(format!("{}/secrets/{name}/{}", ctx.base, v.version)),
+    );
     if let Some(ct) = &v.content_type {
         b.insert("contentType".into(), json!(ct));
     }
@@ -357,7 +486,9 @@ fn apply_attributes(v: &mut SecretVersion, attrs: &Value) -> Result<(), Response
             ("nbf", Value::Number(n)) if n.is_i64() => v.nbf = n.as_i64(),
             ("exp", Value::Number(n)) if n.is_i64() => v.exp = n.as_i64(),
             ("nbf" | "exp", Value::Null) => {}
-            ("enabled" | "nbf" | "exp", _) => return Err(bad(&format!("Invalid value for attribute '{k}'."))),
+            ("enabled" | "nbf" | "exp", _) => {
+                return Err(bad(&format!("Invalid value for attribute '{k}'.")));
+            }
             // Read-only attributes are ignored, as the service does.
             _ => {}
         }
@@ -374,22 +505,39 @@ fn read_tags(tags: &Value) -> Result<BTreeMap<String, String>, Response> {
     }
     let mut out = BTreeMap::new();
     for (k, v) in obj {
-        let Some(s) = v.as_str() else { return Err(bad(&format!("The value of tag '{k}' must be a string."))) };
+        let Some(s) = v.as_str() else {
+            return Err(bad(&format!("The value of tag '{k}' must be a string.")));
+        };
         if k.is_empty() || k.len() > MAX_TAG_LEN || s.len() > MAX_TAG_LEN {
-            return Err(bad(&format!("Tag names and values are limited to {MAX_TAG_LEN} characters.")));
+            return Err(bad(&format!(
+                "Tag names and values are limited to {MAX_TAG_LEN} characters."
+            )));
         }
         out.insert(k.clone(), s.to_string());
     }
     Ok(out)
 }
 
-fn set_secret(vault: &mut Vault, call: &mut Call, ctx: &Ctx<'_>, name: &str, body: &[u8]) -> Response {
+fn set_secret(
+    vault: &mut Vault,
+    call: &mut Call,
+    ctx: &Ctx<'_>,
+    name: &str,
+    body: &[u8],
+) -> Response {
     if !valid_name(name) {
         return bad(&format!("The request URI contains an invalid name: {name}"));
     }
     let key = name.to_ascii_lowercase();
     if vault.deleted.contains_key(&key) {
-        return errors::keyvault(409, "Conflict", Some("ObjectIsDeletedButRecoverable"), &format!("Secret {name} is currently in a deleted but recoverable state, and its name cannot be reused; in this state, the secret can only be recovered or purged."));
+        return errors::keyvault(
+            409,
+            "Conflict",
+            Some("ObjectIsDeletedButRecoverable"),
+            &format!(
+                "Secret {name} is currently in a deleted but recoverable state, and its name cannot be reused; in this state, the secret can only be recovered or purged."
+            ),
+        );
     }
     let Ok(Value::Object(obj)) = serde_json::from_slice::<Value>(body) else {
         return bad("The request body is not valid JSON.");
@@ -414,7 +562,9 @@ fn set_secret(vault: &mut Vault, call: &mut Call, ctx: &Ctx<'_>, name: &str, bod
     };
     match obj.get("contentType") {
         None | Some(Value::Null) => {}
-        Some(Value::String(ct)) if ct.len() <= MAX_CONTENT_TYPE => version.content_type = Some(ct.clone()),
+        Some(Value::String(ct)) if ct.len() <= MAX_CONTENT_TYPE => {
+            version.content_type = Some(ct.clone())
+        }
         Some(_) => return bad("contentType must be a string of at most 255 characters."),
     }
     if let Some(tags) = obj.get("tags").filter(|t| !t.is_null()) {
@@ -428,7 +578,10 @@ fn set_secret(vault: &mut Vault, call: &mut Call, ctx: &Ctx<'_>, name: &str, bod
     {
         return r;
     }
-    let secret = vault.secrets.entry(key).or_insert_with(|| VaultSecret { name: name.to_string(), versions: Vec::new() });
+    let secret = vault.secrets.entry(key).or_insert_with(|| VaultSecret {
+        name: name.to_string(),
+        versions: Vec::new(),
+    });
     let previous = secret.versions.last().map(|v| v.version.clone());
     let answer = bundle(&secret.name, &version, ctx, true, previous.as_deref());
     call.effective = true;
@@ -438,9 +591,14 @@ fn set_secret(vault: &mut Vault, call: &mut Call, ctx: &Ctx<'_>, name: &str, bod
 }
 
 fn get_secret(vault: &Vault, ctx: &Ctx<'_>, name: &str, version: Option<&str>) -> Response {
-    let Some(secret) = vault.secrets.get(&name.to_ascii_lowercase()) else { return not_found(name) };
+    let Some(secret) = vault.secrets.get(&name.to_ascii_lowercase()) else {
+        return not_found(name);
+    };
     let found = match version {
-        Some(ver) => secret.versions.iter().position(|v| v.version.eq_ignore_ascii_case(ver)),
+        Some(ver) => secret
+            .versions
+            .iter()
+            .position(|v| v.version.eq_ignore_ascii_case(ver)),
         None => secret.versions.len().checked_sub(1),
     };
     let Some(i) = found else {
@@ -448,16 +606,35 @@ fn get_secret(vault: &Vault, ctx: &Ctx<'_>, name: &str, version: Option<&str>) -
     };
     let v = &secret.versions[i];
     if !v.enabled {
-        return errors::keyvault(403, "Forbidden", Some("SecretDisabled"), "Operation get is not allowed on a disabled secret.");
+        return errors::keyvault(
+            403,
+            "Forbidden",
+            Some("SecretDisabled"),
+            "Operation get is not allowed on a disabled secret.",
+        );
     }
-    let previous = i.checked_sub(1).map(|p| secret.versions[p].version.as_str());
+    let previous = i
+        .checked_sub(1)
+        .map(|p| secret.versions[p].version.as_str());
     Json(bundle(&secret.name, v, ctx, true, previous)).into_response()
 }
 
-fn update_secret(vault: &mut Vault, call: &mut Call, ctx: &Ctx<'_>, name: &str, version: Option<&str>, body: &[u8]) -> Response {
-    let Some(secret) = vault.secrets.get_mut(&name.to_ascii_lowercase()) else { return not_found(name) };
+fn update_secret(
+    vault: &mut Vault,
+    call: &mut Call,
+    ctx: &Ctx<'_>,
+    name: &str,
+    version: Option<&str>,
+    body: &[u8],
+) -> Response {
+    let Some(secret) = vault.secrets.get_mut(&name.to_ascii_lowercase()) else {
+        return not_found(name);
+    };
     let found = match version {
-        Some(ver) => secret.versions.iter().position(|v| v.version.eq_ignore_ascii_case(ver)),
+        Some(ver) => secret
+            .versions
+            .iter()
+            .position(|v| v.version.eq_ignore_ascii_case(ver)),
         None => secret.versions.len().checked_sub(1),
     };
     let Some(i) = found else {
@@ -480,7 +657,9 @@ fn update_secret(vault: &mut Vault, call: &mut Call, ctx: &Ctx<'_>, name: &str, 
     }
     match obj.get("contentType") {
         None | Some(Value::Null) => {}
-        Some(Value::String(ct)) if ct.len() <= MAX_CONTENT_TYPE => updated.content_type = Some(ct.clone()),
+        Some(Value::String(ct)) if ct.len() <= MAX_CONTENT_TYPE => {
+            updated.content_type = Some(ct.clone())
+        }
         Some(_) => return bad("contentType must be a string of at most 255 characters."),
     }
     updated.updated = OffsetDateTime::now_utc().unix_timestamp();
@@ -511,7 +690,11 @@ fn page_params(params: &BTreeMap<String, String>) -> Result<(usize, usize), Resp
         None => 25,
         Some(m) => match m.parse::<usize>() {
             Ok(n) if (1..=25).contains(&n) => n,
-            _ => return Err(bad("Invalid value for parameter 'maxresults': it must be an integer between 1 and 25.")),
+            _ => {
+                return Err(bad(
+                    "Invalid value for parameter 'maxresults': it must be an integer between 1 and 25.",
+                ));
+            }
         },
     };
     let skip = match params.get("$skiptoken") {
@@ -530,25 +713,47 @@ fn page(items: Vec<Value>, skip: usize, max: usize, next_base: &str, ctx: &Ctx<'
     let total = items.len();
     let value: Vec<Value> = items.into_iter().skip(skip).take(max).collect();
     let next = (skip + max < total).then(|| {
-        let token = base64::engine::general_purpose::STANDARD.encode(format!("offset:{}", skip + max));
+        let token =
+            base64::engine::general_purpose::STANDARD.encode(format!("offset:{}", skip + max));
         let token: String = url::form_urlencoded::byte_serialize(token.as_bytes()).collect();
-        format!("{next_base}?api-version={}&$skiptoken={token}&maxresults={max}", ctx.api_version)
+        format!(
+            "{next_base}?api-version={}&$skiptoken={token}&maxresults={max}",
+            ctx.api_version
+        )
     });
     Json(json!({ "value": value, "nextLink": next })).into_response()
 }
 
-fn list_versions(vault: &Vault, ctx: &Ctx<'_>, name: &str, params: &BTreeMap<String, String>) -> Response {
+fn list_versions(
+    vault: &Vault,
+    ctx: &Ctx<'_>,
+    name: &str,
+    params: &BTreeMap<String, String>,
+) -> Response {
     let (max, skip) = match page_params(params) {
         Ok(p) => p,
         Err(r) => return r,
     };
-    let Some(secret) = vault.secrets.get(&name.to_ascii_lowercase()) else { return not_found(name) };
+    let Some(secret) = vault.secrets.get(&name.to_ascii_lowercase()) else {
+        return not_found(name);
+    };
     let items = secret
         .versions
         .iter()
-        .map(|v| item(format!("{}/secrets/{}/{}", ctx.base, secret.name, v.version), v))
+        .map(|v| {
+            item(
+                format!("{}/secrets/{}/{}", ctx.base, secret.name, v.version),
+                v,
+            )
+        })
         .collect();
-    page(items, skip, max, &format!("{}/secrets/{}/versions", ctx.base, secret.name), ctx)
+    page(
+        items,
+        skip,
+        max,
+        &format!("{}/secrets/{}/versions", ctx.base, secret.name),
+        ctx,
+    )
 }
 
 fn list_secrets(vault: &Vault, ctx: &Ctx<'_>, params: &BTreeMap<String, String>) -> Response {
@@ -559,12 +764,20 @@ fn list_secrets(vault: &Vault, ctx: &Ctx<'_>, params: &BTreeMap<String, String>)
     let items = vault
         .secrets
         .values()
-        .filter_map(|s| s.versions.last().map(|v| item(format!("{}/secrets/{}", ctx.base, s.name), v)))
+        .filter_map(|s| {
+            s.versions
+                .last()
+                .map(|v| item(format!("{}/secrets/{}", ctx.base, s.name), v))
+        })
         .collect();
     page(items, skip, max, &format!("{}/secrets", ctx.base), ctx)
 }
 
 fn list_deleted(vault: &Vault, ctx: &Ctx<'_>) -> Response {
-    let items: Vec<Value> = vault.deleted.values().map(|d| deleted_bundle(d, ctx)).collect();
+    let items: Vec<Value> = vault
+        .deleted
+        .values()
+        .map(|d| deleted_bundle(d, ctx))
+        .collect();
     Json(json!({ "value": items, "nextLink": null })).into_response()
 }

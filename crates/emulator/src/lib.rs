@@ -8,6 +8,9 @@
 //! machinery, [`entra`], [`graph`] and [`keyvault`] the services, [`control`] the control API,
 //! [`tls`] the listeners.
 
+// Handlers return early with the answer itself; boxing every `Response` buys nothing.
+#![allow(clippy::result_large_err)]
+
 pub mod control;
 pub mod entra;
 pub mod errors;
@@ -84,7 +87,9 @@ pub struct SeededPassword {
 
 impl std::fmt::Debug for SeededPassword {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SeededPassword").field("key_id", &self.key_id).finish_non_exhaustive()
+        f.debug_struct("SeededPassword")
+            .field("key_id", &self.key_id)
+            .finish_non_exhaustive()
     }
 }
 
@@ -167,10 +172,18 @@ impl Emulator {
             }),
         };
         let tls = Some(pki.acceptor.clone());
-        emulator.spawn(tls::serve(authority, entra::router(world.clone()), tls.clone()));
+        emulator.spawn(tls::serve(
+            authority,
+            entra::router(world.clone()),
+            tls.clone(),
+        ));
         emulator.spawn(tls::serve(graph, graph::router(world.clone()), tls.clone()));
         emulator.spawn(tls::serve(control, control::router(emulator.clone()), tls));
-        emulator.spawn(tls::serve(mi, entra::managed_identity_router(world.clone()), None));
+        emulator.spawn(tls::serve(
+            mi,
+            entra::managed_identity_router(world.clone()),
+            None,
+        ));
         let vaults: Vec<String> = world.state().vaults.keys().cloned().collect();
         for name in vaults {
             emulator.open_vault(&name).await?;
@@ -224,8 +237,12 @@ impl Emulator {
             IpAddr::V6(v6) => format!("https://[{v6}]:{}", addr.port()),
             IpAddr::V4(v4) => format!("https://{v4}:{}", addr.port()),
         };
-        lock(&self.world.urls).vaults.insert(name.to_string(), url.clone());
-        lock(&self.inner.info).vaults.insert(name.to_string(), url.clone());
+        lock(&self.world.urls)
+            .vaults
+            .insert(name.to_string(), url.clone());
+        lock(&self.inner.info)
+            .vaults
+            .insert(name.to_string(), url.clone());
         self.spawn(tls::serve(
             listener,
             keyvault::router(self.world.clone(), name.to_string()),
@@ -255,8 +272,13 @@ impl Emulator {
                 state.settings = s.clone();
             }
             for a in &seed.applications {
-                let id = a.id.clone().unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-                let app_id = a.app_id.clone().unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+                let id =
+                    a.id.clone()
+                        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+                let app_id = a
+                    .app_id
+                    .clone()
+                    .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
                 if state.app_by_object_id(&id).is_some() || state.app_by_app_id(&app_id).is_some() {
                     bail!("application '{}' ({app_id}) already exists", a.display_name);
                 }
@@ -275,7 +297,10 @@ impl Emulator {
                     let start = p.start_date_time.unwrap_or(now);
                     let end = p.end_date_time.unwrap_or(start + time::Duration::days(730));
                     let key_id = uuid::Uuid::new_v4().to_string();
-                    seeded.passwords.push(SeededPassword { key_id: key_id.clone(), secret_text: secret.clone() });
+                    seeded.passwords.push(SeededPassword {
+                        key_id: key_id.clone(),
+                        secret_text: secret.clone(),
+                    });
                     passwords.push(Password {
                         key_id,
                         display_name: p.display_name.clone(),
@@ -287,7 +312,11 @@ impl Emulator {
                         end,
                         // Seeded credentials are as old as their start, unless they model a
                         // secret created just now.
-                        added: if p.propagating { now } else { start.min(now - time::Duration::hours(1)) },
+                        added: if p.propagating {
+                            now
+                        } else {
+                            start.min(now - time::Duration::hours(1))
+                        },
                         removed: None,
                     });
                 }
@@ -308,8 +337,17 @@ impl Emulator {
                 report.applications.push(seeded);
             }
             for v in &seed.vaults {
-                if v.name.len() < 3 || v.name.len() > 24 || !v.name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
-                    bail!("vault name '{}' must be 3-24 characters of 0-9, a-z, A-Z and -", v.name);
+                if v.name.len() < 3
+                    || v.name.len() > 24
+                    || !v
+                        .name
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                {
+                    bail!(
+                        "vault name '{}' must be 3-24 characters of 0-9, a-z, A-Z and -",
+                        v.name
+                    );
                 }
                 let vault = state.vaults.entry(v.name.clone()).or_insert_with(|| Vault {
                     name: v.name.clone(),

@@ -68,7 +68,14 @@ impl Windows {
     }
 
     /// Checks a limit without charging it.
-    pub fn would_admit(&mut self, key: &str, window: Duration, limit: u32, cost: u32, now: Instant) -> Option<Duration> {
+    pub fn would_admit(
+        &mut self,
+        key: &str,
+        window: Duration,
+        limit: u32,
+        cost: u32,
+        now: Instant,
+    ) -> Option<Duration> {
         let w = self.windows.entry(key.to_string()).or_default();
         while let Some(&(t, c)) = w.events.front() {
             if now.duration_since(t) >= window {
@@ -80,7 +87,11 @@ impl Windows {
         }
         if w.used + u64::from(cost) > u64::from(limit) {
             let oldest = w.events.front().map(|&(t, _)| t).unwrap_or(now);
-            Some((oldest + window).saturating_duration_since(now).max(Duration::from_millis(1)))
+            Some(
+                (oldest + window)
+                    .saturating_duration_since(now)
+                    .max(Duration::from_millis(1)),
+            )
         } else {
             None
         }
@@ -97,7 +108,10 @@ mod tests {
         let t0 = Instant::now();
         let win = Duration::from_secs(10);
         for _ in 0..3 {
-            assert!(matches!(w.charge("k", win, 3, 1, t0), Charge::Admitted { .. }));
+            assert!(matches!(
+                w.charge("k", win, 3, 1, t0),
+                Charge::Admitted { .. }
+            ));
         }
         match w.charge("k", win, 3, 1, t0 + Duration::from_secs(4)) {
             Charge::Refused { retry_after } => assert_eq!(retry_after, Duration::from_secs(6)),

@@ -93,14 +93,16 @@ pub fn check(
     validation.validate_aud = false;
     validation.validate_exp = false;
     validation.required_spec_claims.clear();
-    let data =
-        jsonwebtoken::decode::<Claims>(token, &DecodingKey::from_secret(key), &validation)
-            .map_err(|_| Rejection::Malformed)?;
+    let data = jsonwebtoken::decode::<Claims>(token, &DecodingKey::from_secret(key), &validation)
+        .map_err(|_| Rejection::Malformed)?;
     let claims = data.claims;
     if claims.exp <= OffsetDateTime::now_utc().unix_timestamp() {
         return Err(Rejection::Expired);
     }
-    if !audiences.iter().any(|a| a.eq_ignore_ascii_case(&claims.aud)) {
+    if !audiences
+        .iter()
+        .any(|a| a.eq_ignore_ascii_case(&claims.aud))
+    {
         return Err(Rejection::WrongAudience);
     }
     if !claims.tid.eq_ignore_ascii_case(tenant) {

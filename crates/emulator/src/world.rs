@@ -215,7 +215,9 @@ impl World {
     }
 
     pub fn release_all(&self) -> usize {
-        let held: Vec<HeldCall> = std::mem::take(&mut *lock(&self.held)).into_values().collect();
+        let held: Vec<HeldCall> = std::mem::take(&mut *lock(&self.held))
+            .into_values()
+            .collect();
         for h in &held {
             h.notify.notify_one();
         }

@@ -1,0 +1,328 @@
+//! The daemon process: sd_notify, signals, reload, the HTTP endpoints, and sharing clients
+//! with a `rotate` from the command line.
+
+use std::os::unix::net::UnixDatagram;
+use std::time::{Duration, Instant};
+
+use crate::harness::*;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn notifies_ready_then_watchdog_from_the_loop_then_stopping_and_exits_on_sigterm() {
+    let env = Env::new(Setup::default()).await;
+    let socket_path = env.dir.path().join("notify.sock");
+    let socket = UnixDatagram::bind(&socket_path).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let mut daemon = env.spawn_daemon(&[
+        ("NOTIFY_SOCKET", socket_path.to_str().unwrap()),
+        ("WATCHDOG_USEC", "10000000"),
+    ]);
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(20) {
+        let n = socket.recv(&mut buf).expect("a notification");
+        let msg = String::from_utf8_lossy(&buf[..n]).to_string();
+        seen.push(msg);
+        if seen.iter().filter(|m| m.contains("WATCHDOG=1")).count() >= 3 {
+            break;
+        }
+    }
+    let ready = seen
+        .iter()
+        .position(|m| m.contains("READY=1"))
+        .expect("READY");
+    let watchdogs: Vec<usize> = seen
+        .iter()
+        .enumerate()
+        .filter(|(_, m)| m.contains("WATCHDOG=1"))
+        .map(|(i, _)| i)
+        .collect();
+    assert!(watchdogs.len() >= 3 && watchdogs[0] > ready, "{seen:?}");
+
+    // The watchdog pings come from the scheduler loop: they keep coming at its tick.
+    let t0 = Instant::now();
+    let mut more = 0;
+    while t0.elapsed() < Duration::from_secs(3) {
+        let n = socket.recv(&mut buf).unwrap();
+        if String::from_utf8_lossy(&buf[..n]).contains("WATCHDOG=1") {
+            more += 1;
+        }
+    }
+    assert!(more >= 2, "watchdog pings every second, got {more} in 3 s");
+
+    daemon.signal("TERM");
+    let sent = Instant::now();
+    let mut stopping = false;
+    while sent.elapsed() < Duration::from_secs(10) && !stopping {
+        if let Ok(n) = socket.recv(&mut buf) {
+            stopping = String::from_utf8_lossy(&buf[..n]).contains("STOPPING=1");
+        }
+    }
+    assert!(stopping, "STOPPING=1 after SIGTERM");
+    let status = daemon
+        .wait_exit(Duration::from_secs(10))
+        .expect("exits within 10 s of SIGTERM");
+    assert!(status.success(), "{}", daemon.stderr());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn serves_health_metrics_and_client_status_and_protects_the_rotate_endpoint() {
+    let env = Env::new(Setup::default()).await;
+    let daemon = env.spawn_daemon(&[]);
+    assert!(
+        eventually(Duration::from_secs(20), || std::net::TcpStream::connect(
+            &daemon.addr
+        )
+        .is_ok())
+        .await
+    );
+    let mut ready = false;
+    for _ in 0..100 {
+        if daemon.get("/readyz").await.map(|r| r.0) == Some(200) {
+            ready = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(ready, "/readyz turns 200 once signed in");
+    assert_eq!(daemon.get("/healthz").await.unwrap().0, 200);
+    let versions_appear = eventually(Duration::from_secs(20), || {
+        !env.versions("app-one").is_empty()
+    })
+    .await;
+    assert!(
+        versions_appear,
+        "the daemon rotated the client: {}",
+        daemon.stderr()
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let (status, metrics) = daemon.get("/metrics").await.unwrap();
+    assert_eq!(status, 200);
+    for name in [
+        "secret_rotator_secret_expiry_timestamp_seconds{client=\"app-one\"}",
+        "secret_rotator_next_rotation_timestamp_seconds{client=\"app-one\"}",
+        "secret_rotator_last_rotation_timestamp_seconds{client=\"app-one\"}",
+        "secret_rotator_rotations_total{client=\"app-one\",result=\"success\"} 1",
+        "secret_rotator_client_ready{client=\"app-one\"} 1",
+        "secret_rotator_credentials{client=\"app-one\",owner=\"rotator\"} 1",
+        "secret_rotator_credentials{client=\"app-one\",owner=\"other\"} 1",
+        "secret_rotator_credential_expiry_timestamp_seconds{",
+        "secret_rotator_orphans_removed_total{client=\"app-one\"} 0",
+        "secret_rotator_azure_requests_total{",
+        "secret_rotator_azure_request_duration_seconds_bucket{",
+        "secret_rotator_propagation_seconds_count 1",
+        "secret_rotator_build_info{version=",
+    ] {
+        assert!(metrics.contains(name), "missing {name} in:\n{metrics}");
+    }
+    let published_exp = env.versions("app-one")[0].exp.unwrap();
+    assert!(
+        metrics.contains(&format!(
+            "secret_rotator_secret_expiry_timestamp_seconds{{client=\"app-one\"}} {published_exp}"
+        )),
+        "{metrics}"
+    );
+
+    let (status, body) = daemon.get("/v1/clients").await.unwrap();
+    assert_eq!(status, 200);
+    let clients: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(clients[0]["name"], "app-one");
+    assert_eq!(
+        clients[0]["published_key_id"].as_str(),
+        env.versions("app-one")[0]
+            .tags
+            .get("key-id")
+            .map(String::as_str)
+    );
+
+    let http = reqwest::Client::new();
+    let url = format!("http://{}/v1/clients/app-one/rotate", daemon.addr);
+    assert_eq!(http.post(&url).send().await.unwrap().status(), 401);
+    assert_eq!(
+        http.post(&url)
+            .bearer_auth("wrong-token-wrong-token")
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+    assert_eq!(
+        http.post(format!("http://{}/v1/clients/nope/rotate", daemon.addr))
+            .bearer_auth(&env.admin_token)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+    // Hold the next Key Vault write so that the forced rotation stays in flight.
+    env.fault(
+        "keyvault.set_secret",
+        1,
+        emulator::world::FaultKind::HoldBefore,
+    );
+    assert_eq!(
+        http.post(&url)
+            .bearer_auth(&env.admin_token)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        202
+    );
+    assert!(
+        eventually(Duration::from_secs(20), || !env
+            .em
+            .world()
+            .held_calls()
+            .is_empty())
+        .await
+    );
+    assert_eq!(
+        http.post(&url)
+            .bearer_auth(&env.admin_token)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        409,
+        "a second forced rotation while one is in flight"
+    );
+    env.em.world().release_all();
+    assert!(
+        eventually(Duration::from_secs(20), || env.versions("app-one").len()
+            == 2)
+        .await,
+        "the forced rotation published"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_admin_api_refuses_writes_without_a_token_file() {
+    let env = Env::new(Setup::default()).await;
+    let text = std::fs::read_to_string(&env.config_path)
+        .unwrap()
+        .replace("admin_token_file = \"admin-token\"\n", "");
+    std::fs::write(&env.config_path, text).unwrap();
+    let daemon = env.spawn_daemon(&[]);
+    assert!(
+        eventually(Duration::from_secs(20), || std::net::TcpStream::connect(
+            &daemon.addr
+        )
+        .is_ok())
+        .await
+    );
+    let r = reqwest::Client::new()
+        .post(format!("http://{}/v1/clients/app-one/rotate", daemon.addr))
+        .bearer_auth(&env.admin_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_command_line_rotate_and_a_running_daemon_never_act_on_one_client_at_once() {
+    let env = Env::new(Setup::default()).await;
+    let daemon = env.spawn_daemon(&[]);
+    assert!(
+        eventually(Duration::from_secs(20), || !env
+            .versions("app-one")
+            .is_empty())
+        .await,
+        "{}",
+        daemon.stderr()
+    );
+    for _ in 0..3 {
+        let out = env.rotate("app-one", &["--force"]).await;
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    // Both kept writing to the same application; never concurrently: no 409 from the emulator's
+    // concurrency model would be needed if they were serialised, and no two add_password calls
+    // overlap in the journal.
+    let journal = env.journal();
+    let app = env.client("app-one").object_id.clone();
+    let writes: Vec<_> = journal
+        .iter()
+        .filter(|e| {
+            e.operation.starts_with("graph.add") && e.target.as_deref() == Some(app.as_str())
+        })
+        .collect();
+    assert!(writes.len() >= 4, "daemon and CLI both rotated");
+    env.assert_published_valid("app-one");
+    env.assert_foreign_untouched("app-one");
+    // Every own credential is published, superseded within overlap, or nothing else (I2).
+    let published: Vec<String> = env
+        .versions("app-one")
+        .iter()
+        .map(|v| v.tags["key-id"].clone())
+        .collect();
+    for (key, name) in env.passwords("app-one") {
+        if name
+            .as_deref()
+            .is_some_and(|n| n.starts_with("secret-rotator:"))
+        {
+            assert!(
+                published.contains(&key),
+                "own credential {key} was never published"
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sighup_reloads_the_config_and_a_bad_config_keeps_the_old_one() {
+    let env = Env::new(Setup {
+        clients: vec![("app-one", "AzureADMyOrg"), ("app-two", "AzureADMyOrg")],
+        ..Setup::default()
+    })
+    .await;
+    // Start with only app-one configured.
+    let two = env.client("app-two");
+    let full = std::fs::read_to_string(&env.config_path).unwrap();
+    let cut = full.find("\n[[clients]]\nname = \"app-two\"").unwrap();
+    std::fs::write(&env.config_path, &full[..cut]).unwrap();
+    let daemon = env.spawn_daemon(&[]);
+    assert!(
+        eventually(Duration::from_secs(20), || !env
+            .versions("app-one")
+            .is_empty())
+        .await,
+        "{}",
+        daemon.stderr()
+    );
+    let full = std::fs::read_to_string(&env.config_path).unwrap();
+
+    std::fs::write(&env.config_path, format!("{full}\n[daemon2]\n")).unwrap();
+    daemon.signal("HUP");
+    assert!(
+        eventually(Duration::from_secs(10), || daemon
+            .stderr()
+            .contains("reload rejected"))
+        .await,
+        "{}",
+        daemon.stderr()
+    );
+    assert_eq!(
+        daemon.get("/healthz").await.unwrap().0,
+        200,
+        "still running on the old config"
+    );
+
+    std::fs::write(&env.config_path, format!("{full}\n[[clients]]\nname = \"app-two\"\napp_id = \"{}\"\nkey_vault_url = \"{}\"\nsecret_name = \"app-two-secret\"\n", two.app_id, env.vault_url)).unwrap();
+    daemon.signal("HUP");
+    assert!(
+        eventually(Duration::from_secs(20), || !env
+            .versions("app-two")
+            .is_empty())
+        .await,
+        "the added client was rotated: {}",
+        daemon.stderr()
+    );
+    let (_, body) = daemon.get("/v1/clients").await.unwrap();
+    assert!(body.contains("app-two"));
+}

@@ -1,0 +1,473 @@
+//! Test harness: an in-process emulator seeded with the daemon's identity, client applications
+//! and a vault, a config file pointing at it, and the real `secret-rotator` binary.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use emulator::model::{
+    Application, SecretVersion, Seed, SeedApplication, SeedPassword, SeedVault, Settings, VaultRole,
+};
+use emulator::world::{Entry, FaultKind, FaultRule};
+use emulator::{Emulator, Options};
+
+pub const DAEMON_SECRET: &str = "test-daemon-secret-Q~0123456789abcdefghij";
+
+pub struct ClientApp {
+    pub name: String,
+    pub app_id: String,
+    pub object_id: String,
+}
+
+pub struct Env {
+    pub em: Emulator,
+    pub dir: tempfile::TempDir,
+    pub tenant: String,
+    pub daemon_app_id: String,
+    pub clients: Vec<ClientApp>,
+    pub vault_url: String,
+    pub config_path: PathBuf,
+    pub admin_token: String,
+}
+
+/// What a test needs seeded.
+pub struct Setup {
+    pub clients: Vec<(&'static str, &'static str)>,
+    /// Emulator settings. The default turns propagation delay and read lag off: these tests
+    /// check the protocol's steps, not replication; the tests that are about replication turn
+    /// it back on.
+    pub settings: Settings,
+    pub foreign_password: bool,
+}
+
+impl Default for Setup {
+    fn default() -> Self {
+        Setup {
+            clients: vec![("app-one", "AzureADMyOrg")],
+            settings: fast(),
+            foreign_password: true,
+        }
+    }
+}
+
+pub fn fast() -> Settings {
+    Settings {
+        propagation_min_ms: 0,
+        propagation_max_ms: 0,
+        read_lag_ms: 0,
+        ..Settings::default()
+    }
+}
+
+impl Env {
+    pub async fn new(setup: Setup) -> Env {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let em = Emulator::start(Options {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            state_dir: dir.path().join("emulator"),
+            seed: None,
+        })
+        .await
+        .expect("emulator starts");
+        let daemon_app_id = uuid::Uuid::new_v4().to_string();
+        let mut apps = vec![SeedApplication {
+            id: None,
+            app_id: Some(daemon_app_id.clone()),
+            display_name: "rotator".into(),
+            sign_in_audience: "AzureADMyOrg".into(),
+            owners: vec![],
+            graph_roles: vec!["Application.ReadWrite.OwnedBy".into()],
+            password_credentials: vec![SeedPassword {
+                display_name: None,
+                secret_text: Some(DAEMON_SECRET.into()),
+                start_date_time: None,
+                end_date_time: None,
+                propagating: false,
+            }],
+            federated_credentials: vec![],
+            managed_identity: false,
+            disabled: false,
+        }];
+        for (name, audience) in &setup.clients {
+            apps.push(SeedApplication {
+                id: None,
+                app_id: None,
+                display_name: (*name).into(),
+                sign_in_audience: (*audience).into(),
+                owners: vec![daemon_app_id.clone()],
+                graph_roles: vec![],
+                password_credentials: if setup.foreign_password {
+                    vec![SeedPassword {
+                        display_name: Some("made in the portal".into()),
+                        secret_text: None,
+                        start_date_time: None,
+                        end_date_time: None,
+                        propagating: false,
+                    }]
+                } else {
+                    vec![]
+                },
+                federated_credentials: vec![],
+                managed_identity: false,
+                disabled: false,
+            });
+        }
+        let report = em
+            .seed(Seed {
+                tenant_id: None,
+                applications: apps,
+                vaults: vec![SeedVault {
+                    name: "kv-test".into(),
+                    access: BTreeMap::from([(daemon_app_id.clone(), VaultRole::Officer)]),
+                }],
+                settings: Some(setup.settings),
+            })
+            .await
+            .expect("seed");
+        let clients = report.applications[1..]
+            .iter()
+            .map(|a| ClientApp {
+                name: a.display_name.clone(),
+                app_id: a.app_id.clone(),
+                object_id: a.id.clone(),
+            })
+            .collect();
+        std::fs::write(dir.path().join("daemon-secret"), DAEMON_SECRET).unwrap();
+        let admin_token = "test-admin-token-0123456789".to_string();
+        std::fs::write(dir.path().join("admin-token"), &admin_token).unwrap();
+        let env = Env {
+            tenant: report.tenant_id.clone(),
+            vault_url: report.vaults["kv-test"].clone(),
+            config_path: dir.path().join("config.toml"),
+            em,
+            dir,
+            daemon_app_id,
+            clients,
+            admin_token,
+        };
+        env.write_config("", "");
+        env
+    }
+
+    pub fn client(&self, name: &str) -> &ClientApp {
+        self.clients
+            .iter()
+            .find(|c| c.name == name)
+            .expect("client")
+    }
+
+    /// Writes the config: `defaults` lines go under `[defaults]`, `extra` at the end.
+    pub fn write_config(&self, defaults: &str, extra: &str) {
+        let info = self.em.info();
+        let mut text = format!(
+            r#"[azure]
+tenant_id = "{tenant}"
+authority_host = "{authority}"
+graph_endpoint = "{graph}"
+ca_file = "{ca}"
+
+[azure.credential]
+kind = "client_secret"
+client_id = "{daemon}"
+client_secret_file = "daemon-secret"
+
+[daemon]
+instance = "test"
+
+[server]
+listen = "127.0.0.1:0"
+admin_token_file = "admin-token"
+
+[state]
+dir = "state"
+
+[defaults]
+schedule = "*/2 * * * * *"
+secret_lifetime = "1h"
+renew_before = "10m"
+overlap = "20m"
+verify_timeout = "30s"
+verify_successes = 1
+{defaults}
+"#,
+            tenant = self.tenant,
+            authority = info.authority_host,
+            graph = info.graph_endpoint,
+            ca = info.ca_file,
+            daemon = self.daemon_app_id,
+        );
+        for c in &self.clients {
+            text.push_str(&format!(
+                "\n[[clients]]\nname = \"{}\"\napp_id = \"{}\"\nkey_vault_url = \"{}\"\nsecret_name = \"{}-secret\"\n",
+                c.name, c.app_id, self.vault_url, c.name
+            ));
+        }
+        text.push_str(extra);
+        std::fs::write(&self.config_path, text).unwrap();
+    }
+
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_secret-rotator"));
+        cmd.args(args)
+            .env("NO_PROXY", "*")
+            .env_remove("RUST_LOG")
+            .env_remove("HTTPS_PROXY")
+            .env_remove("https_proxy");
+        cmd
+    }
+
+    /// Runs a command to completion (off the async runtime's threads).
+    pub async fn cli(&self, args: &[&str]) -> Output {
+        let mut cmd = self.command(args);
+        tokio::task::spawn_blocking(move || cmd.output().expect("run secret-rotator"))
+            .await
+            .unwrap()
+    }
+
+    pub async fn rotate(&self, client: &str, extra: &[&str]) -> Output {
+        let config = self.config_path.to_string_lossy().to_string();
+        let mut args = vec!["rotate", "--config", config.as_str(), client];
+        args.extend_from_slice(extra);
+        self.cli(&args).await
+    }
+
+    /// Starts the daemon as a child process on a free port; returns it and its address.
+    pub fn spawn_daemon(&self, extra_env: &[(&str, &str)]) -> Daemon {
+        let port = free_port();
+        let text = std::fs::read_to_string(&self.config_path).unwrap().replace(
+            "listen = \"127.0.0.1:0\"",
+            &format!("listen = \"127.0.0.1:{port}\""),
+        );
+        std::fs::write(&self.config_path, text).unwrap();
+        let log = self.dir.path().join(format!("daemon-{port}.log"));
+        let mut cmd = self.command(&["run", "--config", self.config_path.to_str().unwrap()]);
+        for (k, v) in extra_env {
+            cmd.env(k, v);
+        }
+        let child = cmd
+            .stdout(Stdio::from(std::fs::File::create(&log).unwrap()))
+            .stderr(Stdio::from(
+                std::fs::File::create(log.with_extension("err")).unwrap(),
+            ))
+            .spawn()
+            .expect("spawn daemon");
+        Daemon {
+            child,
+            addr: format!("127.0.0.1:{port}"),
+            log,
+        }
+    }
+
+    pub fn journal(&self) -> Vec<Entry> {
+        self.em.world().journal()
+    }
+
+    /// The state-changing calls that were not refused as concurrent (a 409 changes nothing and
+    /// is retried), as `(operation, status, key id)`.
+    pub fn writes(&self) -> Vec<(String, u16, Option<String>)> {
+        self.all_writes()
+            .into_iter()
+            .filter(|w| w.1 != 409)
+            .collect()
+    }
+
+    /// Every state-changing call, as `(operation, status, key id)`.
+    pub fn all_writes(&self) -> Vec<(String, u16, Option<String>)> {
+        self.journal()
+            .into_iter()
+            .filter(|e| {
+                matches!(
+                    e.operation.as_str(),
+                    "graph.add_password"
+                        | "graph.remove_password"
+                        | "keyvault.set_secret"
+                        | "keyvault.update_secret"
+                        | "keyvault.delete_secret"
+                )
+            })
+            .map(|e| (e.operation, e.status, e.key_id))
+            .collect()
+    }
+
+    pub fn app(&self, name: &str) -> Application {
+        let c = self.client(name);
+        let state = self.em.world().state();
+        state
+            .applications
+            .iter()
+            .find(|a| a.app_id == c.app_id)
+            .cloned()
+            .expect("app")
+    }
+
+    /// Live passwords (key id, display name).
+    pub fn passwords(&self, name: &str) -> Vec<(String, Option<String>)> {
+        self.app(name)
+            .passwords
+            .into_iter()
+            .filter(|p| p.removed.is_none())
+            .map(|p| (p.key_id, p.display_name))
+            .collect()
+    }
+
+    pub fn versions(&self, name: &str) -> Vec<SecretVersion> {
+        let state = self.em.world().state();
+        state.vaults["kv-test"]
+            .secrets
+            .get(&format!("{name}-secret").to_ascii_lowercase())
+            .map(|s| s.versions.clone())
+            .unwrap_or_default()
+    }
+
+    pub fn fault(&self, operation: &str, count: u32, kind: FaultKind) {
+        self.em.world().add_fault(FaultRule {
+            operation: operation.into(),
+            target: None,
+            count,
+            kind,
+        });
+    }
+
+    pub fn status(status: u16) -> FaultKind {
+        FaultKind::Status {
+            status,
+            code: None,
+            retry_after: None,
+        }
+    }
+
+    /// I1 and I3 for one client: the latest version's value is a live password of the app
+    /// that can sign in (dates valid), its key-id tag names that password, and the foreign
+    /// password seeded at start is untouched.
+    pub fn assert_published_valid(&self, name: &str) {
+        let app = self.app(name);
+        let versions = self.versions(name);
+        let latest = versions.last().expect("a published version");
+        let key = latest.tags.get("key-id").expect("key-id tag");
+        let password = app
+            .passwords
+            .iter()
+            .find(|p| p.removed.is_none() && &p.key_id == key)
+            .expect("key-id names a live credential");
+        assert_eq!(
+            password.secret_text, latest.value,
+            "the published value is the credential's secret"
+        );
+        let now = time::OffsetDateTime::now_utc();
+        assert!(
+            password.start <= now && now < password.end,
+            "the published credential is within its dates"
+        );
+        assert_eq!(
+            latest.exp,
+            Some(password.end.unix_timestamp()),
+            "exp is the credential's end"
+        );
+        assert_eq!(
+            latest.tags.get("managed-by").map(String::as_str),
+            Some("secret-rotator")
+        );
+        assert_eq!(latest.tags.get("client-id"), Some(&app.app_id));
+        let marker = password.display_name.clone().unwrap_or_default();
+        assert_eq!(
+            latest
+                .tags
+                .get("rotation-id")
+                .map(|r| format!("secret-rotator:test:{name}:{r}")),
+            Some(marker),
+            "rotation-id matches the marker"
+        );
+    }
+
+    /// The seeded foreign password is still there, unchanged.
+    pub fn assert_foreign_untouched(&self, name: &str) {
+        let app = self.app(name);
+        let foreign: Vec<_> = app
+            .passwords
+            .iter()
+            .filter(|p| p.display_name.as_deref() == Some("made in the portal"))
+            .collect();
+        assert_eq!(foreign.len(), 1, "the foreign credential is still there");
+        assert!(foreign[0].removed.is_none());
+    }
+}
+
+pub struct Daemon {
+    pub child: Child,
+    pub addr: String,
+    pub log: PathBuf,
+}
+
+impl Daemon {
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(self.log.with_extension("err")).unwrap_or_default()
+    }
+    pub fn signal(&self, sig: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{sig}"), &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+    pub async fn get(&self, path: &str) -> Option<(u16, String)> {
+        let r = reqwest::Client::new()
+            .get(format!("http://{}{path}", self.addr))
+            .send()
+            .await
+            .ok()?;
+        let status = r.status().as_u16();
+        Some((status, r.text().await.ok()?))
+    }
+    /// Waits for the process to exit, up to `limit`.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let start = Instant::now();
+        while start.elapsed() < limit {
+            if let Ok(Some(s)) = self.child.try_wait() {
+                return Some(s);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Polls `f` until it returns true or `limit` passes.
+pub async fn eventually(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if f() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    f()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn path_str(p: &Path) -> String {
+    p.to_string_lossy().into_owned()
+}

@@ -1,0 +1,8 @@
+//! Integration tests: the real binary against the bundled emulator over HTTPS.
+
+mod config;
+mod daemon;
+mod faults;
+mod harness;
+mod identity;
+mod rotation;

@@ -1,0 +1,210 @@
+//! The rotation protocol's normal paths.
+
+use std::time::Duration;
+
+use crate::harness::*;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn publishes_a_new_secret_only_after_it_signed_in() {
+    let env = Env::new(Setup::default()).await;
+    let out = env.rotate("app-one", &[]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("rotated"), "{}", stdout(&out));
+
+    let journal = env.journal();
+    let ops: Vec<&str> = journal.iter().map(|e| e.operation.as_str()).collect();
+    let add = ops
+        .iter()
+        .position(|o| *o == "graph.add_password")
+        .expect("addPassword");
+    let set = ops
+        .iter()
+        .position(|o| *o == "keyvault.set_secret")
+        .expect("set_secret");
+    let verified = journal[add..set].iter().any(|e| {
+        e.operation == "token"
+            && e.status == 200
+            && e.caller.as_deref() == Some(env.client("app-one").app_id.as_str())
+    });
+    assert!(
+        verified,
+        "a token request with the new secret succeeded between addPassword and publishing: {ops:?}"
+    );
+    assert_eq!(
+        env.writes()
+            .iter()
+            .map(|(op, status, _)| (op.as_str(), *status))
+            .collect::<Vec<_>>(),
+        vec![("graph.add_password", 200), ("keyvault.set_secret", 200)],
+        "exactly one addPassword and one publish"
+    );
+    env.assert_published_valid("app-one");
+    env.assert_foreign_untouched("app-one");
+    assert_eq!(env.versions("app-one").len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_that_is_not_due_gets_no_write() {
+    let env = Env::new(Setup::default()).await;
+    assert!(env.rotate("app-one", &[]).await.status.success());
+    env.em.world().clear_journal();
+    let out = env.rotate("app-one", &[]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("no rotation needed"),
+        "{}",
+        stdout(&out)
+    );
+    assert!(env.writes().is_empty(), "{:?}", env.writes());
+    // It did look: the application and the vault were read.
+    assert!(
+        env.journal()
+            .iter()
+            .any(|e| e.operation == "graph.get_application")
+    );
+    assert!(
+        env.journal()
+            .iter()
+            .any(|e| e.operation == "keyvault.list_versions")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn retires_the_superseded_credential_only_after_overlap() {
+    let env = Env::new(Setup::default()).await;
+    env.write_config("", "");
+    // overlap 4s (config: lifetime 1h, renew 10m)
+    let text = std::fs::read_to_string(&env.config_path)
+        .unwrap()
+        .replace("overlap = \"20m\"", "overlap = \"4s\"");
+    std::fs::write(&env.config_path, text).unwrap();
+    assert!(env.rotate("app-one", &[]).await.status.success());
+    let first_key = env.versions("app-one")[0].tags["key-id"].clone();
+    assert!(env.rotate("app-one", &["--force"]).await.status.success());
+    assert!(
+        env.passwords("app-one")
+            .iter()
+            .any(|(k, _)| *k == first_key),
+        "the previous credential stays within overlap"
+    );
+    env.em.world().clear_journal();
+    assert!(env.rotate("app-one", &[]).await.status.success());
+    assert!(
+        env.passwords("app-one")
+            .iter()
+            .any(|(k, _)| *k == first_key),
+        "still within overlap: kept"
+    );
+    assert!(env.writes().is_empty());
+
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let out = env.rotate("app-one", &[]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        env.writes(),
+        vec![(
+            "graph.remove_password".to_string(),
+            204,
+            Some(first_key.clone())
+        )]
+    );
+    assert!(
+        !env.passwords("app-one")
+            .iter()
+            .any(|(k, _)| *k == first_key)
+    );
+    env.assert_published_valid("app-one");
+    env.assert_foreign_untouched("app-one");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn revoke_previous_removes_the_previously_published_credential_at_once() {
+    let env = Env::new(Setup::default()).await;
+    assert!(env.rotate("app-one", &[]).await.status.success());
+    let first_key = env.versions("app-one")[0].tags["key-id"].clone();
+    let out = env
+        .rotate("app-one", &["--force", "--revoke-previous"])
+        .await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        !env.passwords("app-one")
+            .iter()
+            .any(|(k, _)| *k == first_key),
+        "the leaked credential is gone"
+    );
+    let writes = env.writes();
+    let publish = writes
+        .iter()
+        .rposition(|w| w.0 == "keyvault.set_secret")
+        .unwrap();
+    let revoke = writes
+        .iter()
+        .position(|w| w.0 == "graph.remove_password" && w.2.as_deref() == Some(first_key.as_str()))
+        .expect("removed");
+    assert!(
+        revoke > publish,
+        "removed only after the new secret was published: {writes:?}"
+    );
+    env.assert_published_valid("app-one");
+    env.assert_foreign_untouched("app-one");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn refuses_an_unmanaged_vault_secret_unless_adopt_is_set() {
+    let env = Env::new(Setup::default()).await;
+    {
+        let mut state = env.em.world().state_mut();
+        let vault = state.vaults.get_mut("kv-test").unwrap();
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        vault.secrets.insert(
+            "app-one-secret".into(),
+            emulator::model::VaultSecret {
+                name: "app-one-secret".into(),
+                versions: vec![emulator::model::SecretVersion {
+                    version: "0".repeat(32),
+                    value: "pasted-by-hand".into(),
+                    content_type: None,
+                    tags: Default::default(),
+                    enabled: true,
+                    nbf: None,
+                    exp: None,
+                    created: now,
+                    updated: now,
+                }],
+            },
+        );
+    }
+    let out = env.rotate("app-one", &[]).await;
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("adopt = true"), "{}", stderr(&out));
+    assert!(
+        env.writes().is_empty(),
+        "nothing written: {:?}",
+        env.writes()
+    );
+
+    env.write_config("adopt = true", "");
+    let out = env.rotate("app-one", &[]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(env.versions("app-one").len(), 2);
+    env.assert_published_valid("app-one");
+    env.assert_foreign_untouched("app-one");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rotates_again_once_the_published_secret_has_expired() {
+    let env = Env::new(Setup::default()).await;
+    let text = std::fs::read_to_string(&env.config_path)
+        .unwrap()
+        .replace("secret_lifetime = \"1h\"", "secret_lifetime = \"6s\"")
+        .replace("renew_before = \"10m\"", "renew_before = \"2s\"")
+        .replace("overlap = \"20m\"", "overlap = \"1s\"");
+    std::fs::write(&env.config_path, text).unwrap();
+    assert!(env.rotate("app-one", &[]).await.status.success());
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    let out = env.rotate("app-one", &[]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let versions = env.versions("app-one");
+    assert_eq!(versions.len(), 2, "a second version was published");
+    env.assert_published_valid("app-one");
+}
