@@ -27,6 +27,7 @@ pub fn router(emulator: Emulator) -> axum::Router {
         .route("/control/holds/{id}/release", post(release))
         .route("/control/settings", get(settings).put(put_settings))
         .route("/control/minted", get(minted))
+        .route("/control/operations", get(operations))
         .with_state(emulator)
 }
 
@@ -108,6 +109,11 @@ async fn minted(State(em): State<Emulator>) -> Response {
         }
     }
     Json(json!({ "values": values })).into_response()
+}
+
+/// The operations the emulator serves, as the journal and fault rules name them.
+async fn operations() -> Response {
+    Json(crate::world::OPERATIONS).into_response()
 }
 
 async fn journal(State(em): State<Emulator>) -> Response {

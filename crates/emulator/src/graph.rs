@@ -577,14 +577,15 @@ fn add_password(
     }
     let live = app.passwords.iter().filter(|p| p.removed.is_none()).count();
     if PERSONAL_AUDIENCES.contains(&app.sign_in_audience.as_str()) && live >= 2 {
+        let message = format!(
+            "Not allowed to add {} passwords. You can only add a maximum of 2 passwords.",
+            live + 1
+        );
         return errors::graph_detailed(
             400,
             "TooManyAppPasswords",
-            &format!(
-                "Not allowed to add {} passwords. You can only add a maximum of 2 passwords.",
-                live + 1
-            ),
-            json!([{"target": "passwordCredentials", "code": "TooManyAppPasswords"}]),
+            &message,
+            json!([{"target": "passwordCredentials", "code": "TooManyAppPasswords", "message": message}]),
         );
     }
     if let Some(max) = settings.max_password_lifetime_secs

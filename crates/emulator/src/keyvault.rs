@@ -721,7 +721,12 @@ fn page(items: Vec<Value>, skip: usize, max: usize, next_base: &str, ctx: &Ctx<'
             ctx.api_version
         )
     });
-    Json(json!({ "value": value, "nextLink": next })).into_response()
+    // The description types nextLink as a string: the last page leaves it out.
+    let mut body = json!({ "value": value });
+    if let Some(next) = next {
+        body["nextLink"] = json!(next);
+    }
+    Json(body).into_response()
 }
 
 fn list_versions(
@@ -779,5 +784,5 @@ fn list_deleted(vault: &Vault, ctx: &Ctx<'_>) -> Response {
         .values()
         .map(|d| deleted_bundle(d, ctx))
         .collect();
-    Json(json!({ "value": items, "nextLink": null })).into_response()
+    Json(json!({ "value": items })).into_response()
 }
