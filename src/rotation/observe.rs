@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use super::plan::{Observed, Probe, TAG_KEY_ID, TAG_MANAGED_BY, TAG_MANAGED_BY_VALUE};
+use super::plan::{
+    Adopted, Observed, Probe, TAG_KEY_ID, TAG_MANAGED_BY, TAG_MANAGED_BY_VALUE, marker_prefix,
+};
 use super::{Context, Failure};
 use crate::azure::entra::VerifyFailure;
 use crate::azure::graph::Application;
@@ -58,9 +60,22 @@ pub async fn observe(
         Some(version) => Some(probe(ctx, client, &app, &version, cancel).await),
         None => None,
     };
+    let adopted = if client.policy.adopt {
+        adopted_credential(
+            ctx,
+            client,
+            &app,
+            versions.as_deref().unwrap_or(&[]),
+            cancel,
+        )
+        .await
+    } else {
+        None
+    };
     Ok((
         app.clone(),
         Observed {
+            adopted,
             password_cap: app.password_cap(),
             passwords: app.passwords,
             versions,
@@ -103,5 +118,81 @@ async fn probe(
         Err(VerifyFailure::NotYetValid) => Probe::Rejected,
         Err(VerifyFailure::Rejected(e)) if e.code_is("AADSTS7000222") => Probe::Rejected,
         Err(_) => Probe::Inconclusive,
+    }
+}
+
+/// Finds the credential an adopted vault value belongs to, once its successor has been
+/// published for longer than `overlap`: the one credential not marked as this client's whose
+/// hint matches the value's first characters and that signs in with it. Anything less certain
+/// is reported and left alone.
+async fn adopted_credential(
+    ctx: &Context,
+    client: &Client,
+    app: &Application,
+    history: &[crate::azure::keyvault::VersionInfo],
+    cancel: &CancellationToken,
+) -> Option<Adopted> {
+    let managed = |v: &crate::azure::keyvault::VersionInfo| {
+        v.tags
+            .get(TAG_MANAGED_BY)
+            .is_some_and(|m| m == TAG_MANAGED_BY_VALUE)
+    };
+    let first_managed = history.iter().position(managed)?;
+    let adopted_version = history.get(first_managed.checked_sub(1)?)?;
+    let since = history[first_managed].created?;
+    if crate::clock::now() - since < time::Duration::try_from(client.policy.overlap).ok()? {
+        return None;
+    }
+    let prefix = marker_prefix(&ctx.config.instance, &client.name);
+    let foreign: Vec<_> = app
+        .passwords
+        .iter()
+        .filter(|p| {
+            !p.display_name
+                .as_deref()
+                .is_some_and(|d| d.starts_with(&prefix))
+        })
+        .collect();
+    if foreign.is_empty() {
+        return None;
+    }
+    let value = retry(READ_BUDGET, cancel, || {
+        ctx.azure.vaults.get(
+            &client.key_vault_url,
+            &client.secret_name,
+            Some(&adopted_version.version),
+        )
+    })
+    .await
+    .ok()?;
+    let hint: String = {
+        use secrecy::ExposeSecret;
+        value.value.expose_secret().chars().take(3).collect()
+    };
+    let candidates: Vec<_> = foreign
+        .into_iter()
+        .filter(|p| p.hint.as_deref() == Some(hint.as_str()))
+        .collect();
+    match candidates.as_slice() {
+        [] => None,
+        [one] => match ctx
+            .azure
+            .entra
+            .verify(&app.app_id, &value.value, &client.policy.verify_scope)
+            .await
+        {
+            Ok(()) => Some(Adopted {
+                key_id: one.key_id.clone(),
+                superseded_since: since,
+            }),
+            Err(_) => {
+                tracing::info!(client = %client.name, key_id = %one.key_id, "the adopted value no longer signs in; not retiring anything for it");
+                None
+            }
+        },
+        many => {
+            tracing::warn!(client = %client.name, candidates = many.len(), "cannot tell which credential the adopted secret belongs to; leaving them alone");
+            None
+        }
     }
 }

@@ -47,6 +47,16 @@ pub struct Observed {
     pub abandoned: Vec<String>,
     /// Local clock minus Azure's, in seconds.
     pub skew_seconds: i64,
+    /// With `adopt`: the credential the adopted vault value belongs to, identified with
+    /// certainty (its hint matches and it signs in with that value), once its successor has
+    /// been published for longer than `overlap`.
+    pub adopted: Option<Adopted>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Adopted {
+    pub key_id: String,
+    pub superseded_since: OffsetDateTime,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -120,6 +130,8 @@ pub enum RemovalReason {
     Abandoned { rotation_id: String },
     /// Own marker, never published, older than `verify_timeout` + 1 min.
     Orphan { rotation_id: String },
+    /// The credential of an adopted vault secret, superseded for longer than `overlap`.
+    Adopted { since: OffsetDateTime },
 }
 
 impl fmt::Display for RemovalReason {
@@ -136,6 +148,11 @@ impl fmt::Display for RemovalReason {
             RemovalReason::Orphan { rotation_id } => {
                 write!(f, "orphan of attempt {rotation_id}: never published")
             }
+            RemovalReason::Adopted { since } => write!(
+                f,
+                "the adopted secret's credential, superseded since {} (longer than overlap)",
+                rfc3339(*since)
+            ),
         }
     }
 }
@@ -362,6 +379,22 @@ pub fn plan(observed: &Observed, policy: &PolicyView<'_>, now: OffsetDateTime) -
             });
         }
     }
+    if policy.adopt
+        && let Some(a) = &observed.adopted
+        && published_key.as_deref() != Some(a.key_id.as_str())
+        && now - a.superseded_since >= std_to_time(policy.overlap)
+        && observed
+            .passwords
+            .iter()
+            .any(|p| p.key_id.eq_ignore_ascii_case(&a.key_id) && own_rotation_id(p).is_none())
+    {
+        plan.removals.push(Removal {
+            key_id: a.key_id.clone(),
+            reason: RemovalReason::Adopted {
+                since: a.superseded_since,
+            },
+        });
+    }
     if skewed && !plan.removals.is_empty() {
         plan.notes.push(format!(
             "the local clock is {} s off Azure's (more than {MAX_SKEW_SECONDS} s): not removing {} credential(s) until it is fixed",
@@ -503,6 +536,7 @@ mod tests {
             published_probe: None,
             abandoned: vec![],
             skew_seconds: 0,
+            adopted: None,
         }
     }
 
@@ -901,5 +935,53 @@ mod tests {
         assert_eq!(superseded_since(&h, "k1"), Some(NOW - days(20)));
         assert_eq!(superseded_since(&h, "k2"), None);
         assert_eq!(superseded_since(&h, "k9"), None);
+    }
+
+    #[test]
+    fn retires_the_adopted_credential_after_overlap_when_it_was_identified() {
+        let mut unmanaged = version("v0", "x", NOW - days(100), NOW + days(100));
+        unmanaged.tags.clear();
+        let mut o = observed(
+            vec![
+                cred("p1", Some("portal"), NOW - days(100), NOW + days(100)),
+                own("k1", "r1", NOW - days(8), NOW + days(82)),
+            ],
+            Some(vec![
+                unmanaged,
+                version("v1", "k1", NOW - days(8), NOW + days(82)),
+            ]),
+        );
+        o.adopted = Some(Adopted {
+            key_id: "p1".into(),
+            superseded_since: NOW - days(8),
+        });
+        let mut pol = policy();
+        pol.adopt = true;
+        assert_eq!(
+            plan(&o, &pol, NOW).removals,
+            vec![Removal {
+                key_id: "p1".into(),
+                reason: RemovalReason::Adopted {
+                    since: NOW - days(8)
+                }
+            }]
+        );
+        o.adopted = Some(Adopted {
+            key_id: "p1".into(),
+            superseded_since: NOW - days(2),
+        });
+        assert!(
+            plan(&o, &pol, NOW).removals.is_empty(),
+            "still within overlap"
+        );
+        pol.adopt = false;
+        o.adopted = Some(Adopted {
+            key_id: "p1".into(),
+            superseded_since: NOW - days(8),
+        });
+        assert!(
+            plan(&o, &pol, NOW).removals.is_empty(),
+            "only with adopt = true"
+        );
     }
 }

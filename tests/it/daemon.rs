@@ -199,6 +199,75 @@ async fn serves_health_metrics_and_client_status_and_protects_the_rotate_endpoin
         .await,
         "the forced rotation published"
     );
+
+    // I4: after two rotations, no secret value in the logs, the store, the metrics or the API.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let metrics = daemon.get("/metrics").await.unwrap().1;
+    let clients = daemon.get("/v1/clients").await.unwrap().1;
+    let state = env.dir.path().join("state");
+    let mut haystacks = vec![
+        ("stderr", daemon.stderr().into_bytes()),
+        ("metrics", metrics.into_bytes()),
+        ("/v1/clients", clients.into_bytes()),
+    ];
+    for entry in std::fs::read_dir(&state).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_file() {
+            haystacks.push(("state dir", std::fs::read(&path).unwrap()));
+        }
+    }
+    assert_no_leaks(&env, &haystacks);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_demo_rotates_several_clients_within_a_minute() {
+    let env = Env::new(Setup::default()).await;
+    let port = free_port();
+    let log = env.dir.path().join("demo.log");
+    let child = env
+        .command(&["demo", "--listen", &format!("127.0.0.1:{port}")])
+        .env("TMPDIR", env.dir.path())
+        .stdout(std::process::Stdio::from(
+            std::fs::File::create(&log).unwrap(),
+        ))
+        .stderr(std::process::Stdio::from(
+            std::fs::File::create(log.with_extension("err")).unwrap(),
+        ))
+        .spawn()
+        .unwrap();
+    let mut demo = Daemon {
+        child,
+        addr: format!("127.0.0.1:{port}"),
+        log,
+    };
+    let start = Instant::now();
+    let mut rotated = 0;
+    while start.elapsed() < Duration::from_secs(60) {
+        if let Some((200, metrics)) = demo.get("/metrics").await {
+            rotated = metrics
+                .lines()
+                .filter(|l| {
+                    l.starts_with("secret_rotator_rotations_total{")
+                        && l.contains("result=\"success\"")
+                        && !l.ends_with(" 0")
+                })
+                .count();
+            if rotated >= 3 {
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert!(
+        rotated >= 3,
+        "3 clients rotated within a minute: {}",
+        demo.stderr()
+    );
+    demo.signal("INT");
+    assert!(
+        demo.wait_exit(Duration::from_secs(10)).is_some(),
+        "the demo stops on Ctrl-C"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

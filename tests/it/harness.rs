@@ -471,3 +471,42 @@ pub fn stdout(o: &Output) -> String {
 pub fn path_str(p: &Path) -> String {
     p.to_string_lossy().into_owned()
 }
+
+/// Every secret value the emulator holds or held (passwords, vault versions) and the daemon's
+/// own secret.
+pub fn minted(env: &Env) -> Vec<String> {
+    let state = env.em.world().state();
+    let mut values: Vec<String> = state
+        .applications
+        .iter()
+        .flat_map(|a| a.passwords.iter().map(|p| p.secret_text.clone()))
+        .collect();
+    for v in state.vaults.values() {
+        for s in v.secrets.values() {
+            values.extend(s.versions.iter().map(|x| x.value.clone()));
+        }
+    }
+    values.push(DAEMON_SECRET.to_string());
+    values
+}
+
+/// I4: no secret value, nor any 16-character piece of one, in `haystacks`.
+pub fn assert_no_leaks(env: &Env, haystacks: &[(&str, Vec<u8>)]) {
+    for value in minted(env) {
+        let chars: Vec<char> = value.chars().collect();
+        let pieces: Vec<String> = if chars.len() <= 16 {
+            vec![value.clone()]
+        } else {
+            chars.windows(16).map(|w| w.iter().collect()).collect()
+        };
+        for (name, hay) in haystacks {
+            let text = String::from_utf8_lossy(hay);
+            for piece in &pieces {
+                assert!(
+                    !text.contains(piece.as_str()),
+                    "a secret value leaked into {name}"
+                );
+            }
+        }
+    }
+}

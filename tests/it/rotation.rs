@@ -208,3 +208,68 @@ async fn rotates_again_once_the_published_secret_has_expired() {
     assert_eq!(versions.len(), 2, "a second version was published");
     env.assert_published_valid("app-one");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn retires_the_adopted_credential_after_overlap_and_leaves_other_foreign_ones() {
+    let env = Env::new(Setup::default()).await;
+    // Someone pasted the value of a portal-made credential into the vault by hand.
+    let (adopted_key, adopted_value) = {
+        let mut state = env.em.world().state_mut();
+        let app_id = env.client("app-one").app_id.clone();
+        let app = state
+            .applications
+            .iter_mut()
+            .find(|a| a.app_id == app_id)
+            .unwrap();
+        let mut p = app.passwords[0].clone();
+        p.key_id = uuid::Uuid::new_v4().to_string();
+        p.display_name = Some("pasted into the vault".into());
+        p.secret_text = "adopted-value-Q~0123456789abcdefghijklmno".into();
+        p.hint = p.secret_text[..3].to_string();
+        app.passwords.push(p.clone());
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        state.vaults.get_mut("kv-test").unwrap().secrets.insert(
+            "app-one-secret".into(),
+            emulator::model::VaultSecret {
+                name: "app-one-secret".into(),
+                versions: vec![emulator::model::SecretVersion {
+                    version: "a".repeat(32),
+                    value: p.secret_text.clone(),
+                    content_type: None,
+                    tags: Default::default(),
+                    enabled: true,
+                    nbf: None,
+                    exp: None,
+                    created: now - 60,
+                    updated: now - 60,
+                }],
+            },
+        );
+        (p.key_id, p.secret_text)
+    };
+    let _ = adopted_value;
+    env.write_config("adopt = true", "");
+    let text = std::fs::read_to_string(&env.config_path)
+        .unwrap()
+        .replace("overlap = \"20m\"", "overlap = \"3s\"");
+    std::fs::write(&env.config_path, text).unwrap();
+    assert!(env.rotate("app-one", &[]).await.status.success());
+    assert!(
+        env.passwords("app-one")
+            .iter()
+            .any(|(k, _)| *k == adopted_key),
+        "kept within overlap"
+    );
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let out = env.rotate("app-one", &[]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        !env.passwords("app-one")
+            .iter()
+            .any(|(k, _)| *k == adopted_key),
+        "the adopted credential was retired: {}",
+        stdout(&out)
+    );
+    env.assert_foreign_untouched("app-one");
+    env.assert_published_valid("app-one");
+}

@@ -500,6 +500,104 @@ def test_bad_requests_get_the_services_error_shape_never_a_hang(emulator, tenant
     check_entra(r.json(), "TokenError")
 
 
+def test_reads_lag_writes(emulator, tenant):
+    owned = token(emulator, tenant, "owned_by", GRAPH, "o")
+    target = tenant["apps"]["target"]["id"]
+    emulator.settings(read_lag_ms=1500)
+    try:
+        key = graph(emulator, "POST", f"/applications/{target}/addPassword", owned, json={}).json()["keyId"]
+        listed = lambda: {p["keyId"] for p in graph(emulator, "GET", f"/applications/{target}", owned).json()["passwordCredentials"]}
+        assert key not in listed(), "a read right after the write does not show it yet"
+        time.sleep(1.7)
+        assert key in listed()
+        assert graph(emulator, "POST", f"/applications/{target}/removePassword", owned, json={"keyId": key}).status_code == 204
+        assert key in listed(), "a lagging read still shows the removed credential"
+        time.sleep(1.7)
+        assert key not in listed()
+    finally:
+        emulator.settings(read_lag_ms=0)
+
+
+def test_new_secrets_propagate_within_the_window_per_request(emulator, tenant):
+    owned = token(emulator, tenant, "owned_by", GRAPH, "o")
+    target = tenant["apps"]["target"]
+    emulator.settings(propagation_min_ms=1000, propagation_max_ms=2500)
+    try:
+        secret = graph(emulator, "POST", f"/applications/{target['id']}/addPassword", owned, json={}).json()["secretText"]
+        r = token_request(emulator, tenant, target["app_id"], secret, GRAPH)
+        assert r.status_code == 401 and r.json()["error_codes"] == [7000215], "not replicated yet"
+        time.sleep(2.6)
+        assert all(token_request(emulator, tenant, target["app_id"], secret, GRAPH).status_code == 200 for _ in range(5))
+    finally:
+        emulator.settings(propagation_min_ms=0, propagation_max_ms=0)
+
+
+def test_expired_tokens_are_refused(emulator, tenant):
+    emulator.settings(token_lifetime_secs=1)
+    try:
+        gtok = token(emulator, tenant, "admin", GRAPH)
+        vtok = token(emulator, tenant, "admin", VAULT)
+        time.sleep(1.2)
+    finally:
+        emulator.settings(token_lifetime_secs=3599)
+    r = graph(emulator, "GET", f"/applications/{tenant['apps']['target']['id']}", gtok)
+    error_graph(r, 401, "InvalidAuthenticationToken")
+    assert "expired" in r.json()["error"]["message"]
+    r = kv(emulator, tenant, "GET", "/secrets", vtok)
+    error_kv(r, 401, "Unauthorized")
+    assert "WWW-Authenticate" in r.headers
+
+
+def test_graph_write_quota_and_limit_percentage(emulator, tenant):
+    owned = token(emulator, tenant, "owned_by", GRAPH, "o")
+    target = tenant["apps"]["target"]["id"]
+    emulator.throttling(enabled=True, graph_writes_per_150s=2, graph_ru_per_10s=1000)
+    try:
+        answers = [graph(emulator, "POST", f"/applications/{target}/addPassword", owned, json={}) for _ in range(3)]
+        assert [a.status_code for a in answers] == [200, 200, 429]
+        error_graph(answers[2], 429, "TooManyRequests")
+        assert answers[2].headers["x-ms-throttle-information"] == "WriteLimitExceeded"
+        assert "x-ms-throttle-scope" in answers[2].headers
+        assert float(answers[1].headers["x-ms-throttle-limit-percentage"]) >= 0.8, "sent above 80 % of a limit"
+        assert "x-ms-throttle-limit-percentage" not in answers[0].headers or float(answers[0].headers["x-ms-throttle-limit-percentage"]) >= 0.8
+    finally:
+        emulator.throttling(enabled=False, graph_writes_per_150s=3000, graph_ru_per_10s=3500)
+
+
+def test_key_vault_create_limit(emulator, tenant):
+    tok = token(emulator, tenant, "admin", VAULT)
+    emulator.throttling(enabled=True, kv_creates_per_10s=2, kv_transactions_per_10s=100)
+    try:
+        answers = [kv(emulator, tenant, "PUT", "/secrets/creates", tok, json={"value": "v"}) for _ in range(3)]
+        assert [a.status_code for a in answers] == [200, 200, 429]
+        error_kv(answers[2], 429, "Throttled")
+        assert kv(emulator, tenant, "GET", "/secrets/creates/", tok).status_code == 200, "reads stay within the larger limit"
+    finally:
+        emulator.throttling(enabled=False, kv_creates_per_10s=300, kv_transactions_per_10s=4000)
+
+
+def test_broken_answers_and_latency_can_be_injected(emulator, tenant):
+    tok = token(emulator, tenant, "admin", VAULT)
+    emulator.fault(operation="keyvault.list_secrets", count=1, fault="malformed")
+    r = kv(emulator, tenant, "GET", "/secrets", tok)
+    with pytest.raises(ValueError):
+        r.json()
+    emulator.fault(operation="keyvault.list_secrets", count=1, fault="truncate")
+    r = kv(emulator, tenant, "GET", "/secrets", tok)
+    with pytest.raises(ValueError):
+        r.json()
+    emulator.fault(operation="keyvault.list_secrets", count=1, fault="delay", ms=600)
+    start = time.monotonic()
+    assert kv(emulator, tenant, "GET", "/secrets", tok).status_code == 200
+    assert time.monotonic() - start >= 0.6
+    emulator.fault(operation="keyvault.list_secrets", count=1, fault="drop_after")
+    import requests
+
+    with pytest.raises(requests.exceptions.ConnectionError):
+        kv(emulator, tenant, "GET", "/secrets", tok)
+    assert kv(emulator, tenant, "GET", "/secrets", tok).status_code == 200, "the next call is answered"
+
+
 def test_every_served_operation_was_exercised_with_a_success_and_an_error(emulator, tenant):
     journal = emulator.journal()
     missing = []

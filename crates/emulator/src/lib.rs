@@ -116,13 +116,19 @@ impl Emulator {
             .with_context(|| format!("creating state dir {}", options.state_dir.display()))?;
         let pki = tls::Pki::load_or_generate(Some(&options.state_dir))?;
         let state_file = options.state_dir.join("state.json");
-        let state = match std::fs::read(&state_file) {
-            Ok(bytes) => serde_json::from_slice(&bytes)
-                .with_context(|| format!("reading {}", state_file.display()))?,
-            Err(_) => State {
-                tenant_id: uuid::Uuid::new_v4().to_string(),
-                ..State::default()
-            },
+        let (state, restored) = match std::fs::read(&state_file) {
+            Ok(bytes) => (
+                serde_json::from_slice(&bytes)
+                    .with_context(|| format!("reading {}", state_file.display()))?,
+                true,
+            ),
+            Err(_) => (
+                State {
+                    tenant_id: uuid::Uuid::new_v4().to_string(),
+                    ..State::default()
+                },
+                false,
+            ),
         };
         let world = World::new(state);
         let ip = options.listen.ip();
@@ -189,7 +195,10 @@ impl Emulator {
             emulator.open_vault(&name).await?;
         }
         emulator.spawn(persist(world.clone(), state_file));
-        if let Some(seed) = options.seed {
+        // A restart on a kept state dir resumes that tenant; the seed made it the first time.
+        if let Some(seed) = options.seed
+            && !restored
+        {
             emulator.seed(seed).await?;
         }
         Ok(emulator)
@@ -391,5 +400,66 @@ async fn persist(world: Arc<World>, path: PathBuf) {
         {
             tracing::warn!(error = %e, "could not persist emulator state");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{SeedApplication, SeedVault};
+
+    fn app(name: &str) -> SeedApplication {
+        SeedApplication {
+            id: None,
+            app_id: None,
+            display_name: name.into(),
+            sign_in_audience: "AzureADMyOrg".into(),
+            owners: vec![],
+            graph_roles: vec![],
+            password_credentials: vec![],
+            federated_credentials: vec![],
+            managed_identity: false,
+            disabled: false,
+        }
+    }
+
+    #[tokio::test]
+    async fn state_and_ca_persist_across_a_restart_on_the_same_state_dir() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = |seed| Options {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            state_dir: dir.path().to_path_buf(),
+            seed,
+        };
+        let seed = Seed {
+            tenant_id: None,
+            applications: vec![app("kept")],
+            vaults: vec![SeedVault {
+                name: "kept-kv".into(),
+                access: BTreeMap::new(),
+            }],
+            settings: None,
+        };
+        let first = Emulator::start(options(Some(seed.clone()))).await.unwrap();
+        let tenant = first.info().tenant_id;
+        let ca = std::fs::read_to_string(dir.path().join("ca.pem")).unwrap();
+        first.shutdown();
+        let second = Emulator::start(options(Some(seed))).await.unwrap();
+        assert_eq!(second.info().tenant_id, tenant);
+        assert!(
+            second.info().vaults.contains_key("kept-kv"),
+            "the vault listens again"
+        );
+        assert_eq!(
+            second.world().state().applications.len(),
+            1,
+            "restored, not seeded twice"
+        );
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("ca.pem")).unwrap(),
+            ca,
+            "the CA is kept"
+        );
+        second.shutdown();
     }
 }
