@@ -436,6 +436,7 @@ fn spawn_sign_in(shared: Arc<Shared>, ctx: Context, stop: CancellationToken) {
             match ctx.azure.graph.sign_in().await {
                 Ok(()) => {
                     shared.signed_in.store(true, Ordering::Relaxed);
+                    shared.metrics.set_ready(true);
                     *shared
                         .sign_in_error
                         .lock()

@@ -83,6 +83,7 @@ pub struct Metrics {
     requests: Family<RequestLabels, Counter>,
     request_duration: Family<OperationLabels, Histogram>,
     propagation: Histogram,
+    ready: Gauge,
     /// Credential series exported per client, to drop the ones that disappeared.
     exported_keys: Mutex<HashMap<String, BTreeSet<(String, String)>>>,
 }
@@ -108,6 +109,7 @@ impl Metrics {
         );
         let propagation =
             Histogram::new([1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0, 600.0]);
+        let ready = Gauge::default();
         let build_info = Family::<VersionLabel, Gauge>::default();
         build_info
             .get_or_create(&VersionLabel {
@@ -171,6 +173,11 @@ impl Metrics {
             propagation.clone(),
         );
         registry.register("build_info", "Build information; always 1", build_info);
+        registry.register(
+            "ready",
+            "1 once the config is loaded and the daemon could sign in to Azure (as /readyz)",
+            ready.clone(),
+        );
 
         Metrics {
             registry,
@@ -185,6 +192,7 @@ impl Metrics {
             requests,
             request_duration,
             propagation,
+            ready,
             exported_keys: Mutex::new(HashMap::new()),
         }
     }
@@ -221,6 +229,10 @@ impl Metrics {
                 client: client.into(),
             })
             .inc();
+    }
+
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.set(i64::from(ready));
     }
 
     pub fn propagation(&self, seconds: f64) {

@@ -2,6 +2,7 @@
 
 mod config;
 mod daemon;
+mod deploy;
 mod faults;
 mod harness;
 mod identity;
