@@ -162,6 +162,8 @@ pub struct Azure {
     pub authority_host: Url,
     pub graph_endpoint: Url,
     pub ca_pem: Option<Vec<u8>>,
+    /// Limit on one HTTP request to Azure, from connecting to the end of the answer.
+    pub request_timeout: Duration,
     pub credential: Credential,
 }
 
@@ -290,6 +292,7 @@ struct RawAzure {
     authority_host: Option<S<String>>,
     graph_endpoint: Option<S<String>>,
     ca_file: Option<S<String>>,
+    request_timeout: Option<S<String>>,
     credential: S<RawCredential>,
 }
 
@@ -726,6 +729,10 @@ impl Config {
             }
             None => None,
         };
+        let request_timeout = match &raw.azure.request_timeout {
+            Some(v) => duration(&ctx, v, "azure.request_timeout")?,
+            None => Duration::from_secs(30),
+        };
         let cred = raw.azure.credential.get_ref();
         let client_id = |required: bool| -> Result<Option<String>, ConfigError> {
             let from_env = || {
@@ -1055,6 +1062,7 @@ impl Config {
                 authority_host,
                 graph_endpoint,
                 ca_pem,
+                request_timeout,
                 credential,
             },
             instance,

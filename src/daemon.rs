@@ -108,7 +108,11 @@ pub fn build_context(
     store: Arc<Store>,
     metrics: Arc<Metrics>,
 ) -> anyhow::Result<Context> {
-    let http = azure::http_client(config.azure.ca_pem.as_deref(), true)?;
+    let http = azure::http_client(
+        config.azure.ca_pem.as_deref(),
+        config.azure.request_timeout,
+        true,
+    )?;
     let shared = azure::Shared {
         http,
         metrics: metrics.clone(),
@@ -156,12 +160,7 @@ pub async fn run(
         .with_context(|| format!("binding server.listen {listen}"))?;
     tracing::info!(address = %listener.local_addr()?, clients = ctx.config.clients.len(), "secret-rotator started");
     let app = crate::server::router(shared.clone());
-    let http_stop = stop.clone();
-    let http = tokio::spawn(async move {
-        let _ = axum::serve(listener, app)
-            .with_graceful_shutdown(async move { http_stop.cancelled().await })
-            .await;
-    });
+    let http = tokio::spawn(crate::server::serve(listener, app, stop.clone()));
 
     spawn_sign_in(shared.clone(), ctx.clone(), stop.clone());
 

@@ -167,7 +167,8 @@ fn main() -> ExitCode {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::FAILURE,
         Err(message) => {
-            eprintln!("secret-rotator: {message}");
+            let line = message.split_whitespace().collect::<Vec<_>>().join(" ");
+            eprintln!("secret-rotator: {line}");
             ExitCode::FAILURE
         }
     }

@@ -97,6 +97,8 @@ async fn rotate(
     Path(name): Path<String>,
     query: Result<Query<RotateQuery>, axum::extract::rejection::QueryRejection>,
     headers: HeaderMap,
+    // The endpoint takes no body; reading it through the 64 KiB limit refuses big ones (413).
+    _body: axum::body::Bytes,
 ) -> Response {
     let Some(expected) = s.admin_token() else {
         return error(
@@ -144,5 +146,63 @@ async fn rotate(
         Ok(crate::daemon::RotateAnswer::InFlight) => error(StatusCode::CONFLICT, format!("a reconcile of '{name}' is already in flight")),
         Ok(crate::daemon::RotateAnswer::Unknown) => error(StatusCode::NOT_FOUND, format!("no client named '{name}'")),
         Err(_) => error(StatusCode::SERVICE_UNAVAILABLE, "the daemon is stopping"),
+    }
+}
+
+/// Connections served at once; more wait in the listen backlog.
+const MAX_CONNECTIONS: usize = 256;
+
+/// Serves `router` until `stop` fires. Unlike `axum::serve`, a client that sends its request
+/// headers too slowly is cut off, and the number of open connections is bounded, so slow or
+/// many clients cannot exhaust the daemon.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    router: axum::Router,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+    use std::time::Duration;
+    use tower::ServiceExt;
+
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    loop {
+        let permit = tokio::select! {
+            p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
+            _ = stop.cancelled() => return,
+        };
+        let (stream, _) = tokio::select! {
+            a = listener.accept() => match a {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accepting a connection failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            _ = stop.cancelled() => return,
+        };
+        let router = router.clone();
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            let service =
+                hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                    router.clone().oneshot(req.map(axum::body::Body::new))
+                });
+            let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            builder
+                .http1()
+                .timer(TokioTimer::new())
+                .header_read_timeout(Duration::from_secs(10));
+            let conn = builder.serve_connection(TokioIo::new(stream), service);
+            tokio::pin!(conn);
+            tokio::select! {
+                _ = conn.as_mut() => {}
+                _ = stop.cancelled() => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = tokio::time::timeout(Duration::from_secs(1), conn).await;
+                }
+            }
+        });
     }
 }

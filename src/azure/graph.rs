@@ -109,6 +109,21 @@ impl RawPassword {
 /// object with 409 `Directory_ConcurrencyViolation`.
 pub const WRITE_GAP: std::time::Duration = std::time::Duration::from_secs(1);
 
+/// Reads Graph's rendering of an application.
+pub fn parse_application(body: &[u8]) -> Result<Application, serde_json::Error> {
+    let raw: RawApplication = serde_json::from_slice(body)?;
+    Ok(Application {
+        object_id: raw.id.to_ascii_lowercase(),
+        app_id: raw.app_id.to_ascii_lowercase(),
+        sign_in_audience: raw.sign_in_audience.unwrap_or_default(),
+        passwords: raw
+            .password_credentials
+            .into_iter()
+            .filter_map(RawPassword::into_credential)
+            .collect(),
+    })
+}
+
 pub struct GraphClient {
     shared: Shared,
     last_write: std::sync::Mutex<std::collections::HashMap<String, tokio::time::Instant>>,
@@ -229,18 +244,7 @@ impl GraphClient {
         let (_, body) = self
             .send("get_application", self.shared.http.get(url), false)
             .await?;
-        let raw: RawApplication =
-            serde_json::from_slice(&body).map_err(|e| malformed("get_application", &e))?;
-        Ok(Application {
-            object_id: raw.id.to_ascii_lowercase(),
-            app_id: raw.app_id.to_ascii_lowercase(),
-            sign_in_audience: raw.sign_in_audience.unwrap_or_default(),
-            passwords: raw
-                .password_credentials
-                .into_iter()
-                .filter_map(RawPassword::into_credential)
-                .collect(),
-        })
+        parse_application(&body).map_err(|e| malformed("get_application", &e))
     }
 
     /// Lists applications with `$filter=appId eq '…'` (used by `check --online`).
@@ -360,7 +364,7 @@ fn malformed(operation: &'static str, e: &serde_json::Error) -> Error {
 }
 
 /// The `error.code` and `error.message` of a Graph error body.
-fn graph_error(body: &[u8]) -> (Option<String>, String) {
+pub fn graph_error(body: &[u8]) -> (Option<String>, String) {
     #[derive(Deserialize)]
     struct Outer {
         error: Inner,
@@ -372,9 +376,8 @@ fn graph_error(body: &[u8]) -> (Option<String>, String) {
     }
     match serde_json::from_slice::<Outer>(body) {
         Ok(o) => {
-            let mut m = o.error.message.unwrap_or_default();
-            m.truncate(400);
-            (o.error.code, m)
+            let m = super::clip(&o.error.message.unwrap_or_default(), 400);
+            (o.error.code.map(|c| super::clip(&c, 100)), m)
         }
         Err(_) => (None, "unreadable error body".into()),
     }

@@ -139,7 +139,11 @@ pub fn credential(config: &Config, shared: &Shared) -> anyhow::Result<Arc<dyn To
         }
         Credential::ManagedIdentity { client_id } => {
             // Managed identity endpoints are local: never through a proxy.
-            let direct = super::http_client(config.azure.ca_pem.as_deref(), false)?;
+            let direct = super::http_client(
+                config.azure.ca_pem.as_deref(),
+                config.azure.request_timeout,
+                false,
+            )?;
             let options = ManagedIdentityCredentialOptions {
                 user_assigned_id: client_id.clone().map(UserAssignedId::ClientId),
                 client_options: client_options(config, shared, direct),
@@ -162,9 +166,7 @@ fn token_error(e: &azure_core::Error) -> Error {
     // Connection problems heal; a credential Entra refuses does not heal by retrying soon,
     // but the backoff of the reconcile that needed it retries later anyway.
     let class = match e.kind() {
-        azure_core::error::ErrorKind::Io | azure_core::error::ErrorKind::Connection => {
-            Class::Transient { retry_after: None }
-        }
+        _ if transport_failure(e) => Class::Transient { retry_after: None },
         _ if text.contains("AADSTS90024")
             || text.contains("AADSTS90033")
             || text.contains("temporarily_unavailable") =>
@@ -196,6 +198,32 @@ fn token_error(e: &azure_core::Error) -> Error {
     }
 }
 
+/// Whether anywhere in the error's chain the transport failed (refused, reset, timed out) or the
+/// answer could not be read: the credential wraps these in an authentication error, but they
+/// heal by retrying.
+pub fn transport_failure(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        if let Some(az) = err.downcast_ref::<azure_core::Error>()
+            && matches!(
+                az.kind(),
+                azure_core::error::ErrorKind::Io
+                    | azure_core::error::ErrorKind::Connection
+                    | azure_core::error::ErrorKind::DataConversion
+            )
+        {
+            return true;
+        }
+        if err.downcast_ref::<reqwest::Error>().is_some()
+            || err.downcast_ref::<std::io::Error>().is_some()
+        {
+            return true;
+        }
+        cur = err.source();
+    }
+    false
+}
+
 /// The SDK's top-level error text is often generic; the useful part is in the source chain.
 pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     let mut parts = vec![e.to_string()];
@@ -207,9 +235,8 @@ pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
         }
         cur = s.source();
     }
-    let mut text = parts.join(": ");
-    text.truncate(600);
-    text
+    // One line: errors end up as the one-line reason on stderr and in single log fields.
+    super::clip(&parts.join(": "), 600)
 }
 
 /// Passes only the cloud's Key Vault scope through. The SDK takes the scope from the vault's

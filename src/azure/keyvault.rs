@@ -187,10 +187,11 @@ impl VaultClients {
             .map_err(|e| kv_error("set_secret", &e))?;
         // The answer echoes the value: take only the id.
         let secret = response.into_model().map_err(|_| {
+            // Repeating the write is safe: it adds one more identical version.
             Error::new(
                 SERVICE,
                 "set_secret",
-                Class::Unknown,
+                Class::Transient { retry_after: None },
                 "the answer to set_secret could not be read",
             )
         })?;
@@ -239,7 +240,7 @@ fn kv_error(operation: &'static str, e: &azure_core::Error) -> Error {
                 class,
             }
         }
-        ErrorKind::Io | ErrorKind::Connection => Error::new(
+        ErrorKind::Io | ErrorKind::Connection | ErrorKind::DataConversion => Error::new(
             SERVICE,
             operation,
             Class::Transient { retry_after: None },
@@ -247,10 +248,7 @@ fn kv_error(operation: &'static str, e: &azure_core::Error) -> Error {
         ),
         _ => {
             let text = error_chain(e);
-            let class = if text.contains("error sending request")
-                || text.contains("connect")
-                || text.contains("timed out")
-            {
+            let class = if super::identity::transport_failure(e) {
                 Class::Transient { retry_after: None }
             } else {
                 Class::Permanent
@@ -261,18 +259,19 @@ fn kv_error(operation: &'static str, e: &azure_core::Error) -> Error {
 }
 
 /// `(innermost error code, message)` of a Key Vault error body.
-fn error_body(body: &[u8]) -> (Option<String>, String) {
+pub fn error_body(body: &[u8]) -> (Option<String>, String) {
     let Ok(v) = serde_json::from_slice::<serde_json::Value>(body) else {
         return (None, String::new());
     };
     let mut e = &v["error"];
-    let mut message = e["message"].as_str().unwrap_or_default().to_string();
-    message.truncate(400);
-    let mut code = e["code"].as_str().map(str::to_string);
+    let message = super::clip(e["message"].as_str().unwrap_or_default(), 400);
+    let mut code = e["code"].as_str().map(|c| super::clip(c, 100));
+    // Inner errors nest; a hostile body cannot make this loop long (JSON depth is bounded by
+    // serde_json's recursion limit).
     while e["innererror"].is_object() {
         e = &e["innererror"];
         if let Some(c) = e["code"].as_str() {
-            code = Some(c.to_string());
+            code = Some(super::clip(c, 100));
         }
     }
     (code, message)

@@ -101,6 +101,19 @@ impl Error {
     }
 }
 
+/// Shortens `text` to at most `max` bytes on a character boundary, and to one line.
+pub fn clip(text: &str, max: usize) -> String {
+    let mut t = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    if t.len() > max {
+        let mut cut = max;
+        while !t.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        t.truncate(cut);
+    }
+    t
+}
+
 /// Classifies an HTTP status the way every Azure service means it.
 pub fn class_of_status(status: u16, code: Option<&str>, retry_after: Option<Duration>) -> Class {
     match status {
@@ -113,6 +126,9 @@ pub fn class_of_status(status: u16, code: Option<&str>, retry_after: Option<Dura
             Class::Transient { retry_after }
         }
         500 | 502 => Class::Transient { retry_after },
+        // A refused token (expired, or from before a clock step) is fetched anew next time;
+        // the request was not applied.
+        401 => Class::Transient { retry_after },
         _ => Class::Permanent,
     }
 }
@@ -166,10 +182,14 @@ impl Skew {
 
 /// Builds the HTTP client every Azure call goes through. It honours `HTTPS_PROXY` and
 /// `NO_PROXY` unless `proxy` is false (managed identity endpoints never use a proxy).
-pub fn http_client(ca_pem: Option<&[u8]>, proxy: bool) -> anyhow::Result<reqwest::Client> {
+pub fn http_client(
+    ca_pem: Option<&[u8]>,
+    timeout: Duration,
+    proxy: bool,
+) -> anyhow::Result<reqwest::Client> {
     let mut b = reqwest::Client::builder()
-        .connect_timeout(Duration::from_secs(10))
-        .timeout(Duration::from_secs(60))
+        .connect_timeout(Duration::from_secs(10).min(timeout))
+        .timeout(timeout)
         .redirect(reqwest::redirect::Policy::none())
         .user_agent(concat!("secret-rotator/", env!("CARGO_PKG_VERSION")));
     if let Some(pem) = ca_pem {
@@ -250,6 +270,13 @@ fn jitter(d: Duration) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn clip_cuts_on_a_character_boundary_and_joins_lines() {
+        assert_eq!(clip("ab\ncd", 10), "ab cd");
+        assert_eq!(clip("ééé", 3), "é");
+        assert_eq!(clip("", 3), "");
+    }
 
     #[test]
     fn retry_after_takes_fractional_seconds_and_http_dates() {

@@ -256,7 +256,13 @@ async fn reconcile_inner(
             }
         }
     }
-    forget_stale_intents(ctx, client, &observed.passwords, now);
+    forget_stale_intents(
+        ctx,
+        client,
+        &observed.passwords,
+        plan.published.as_ref().and_then(|p| p.key_id.as_deref()),
+        now,
+    );
 
     if let Some(blocked) = &plan.blocked {
         if blocked.is_failure() {
@@ -436,6 +442,7 @@ fn forget_stale_intents(
     ctx: &Context,
     client: &Client,
     passwords: &[crate::azure::graph::PasswordCredential],
+    published: Option<&str>,
     now: OffsetDateTime,
 ) {
     let prefix = marker_prefix(&ctx.config.instance, &client.name);
@@ -443,10 +450,14 @@ fn forget_stale_intents(
         - (client.policy.verify_timeout + Duration::from_secs(600)).as_secs() as i64;
     for intent in ctx.store.intents(&client.name).unwrap_or_default() {
         let marker = format!("{prefix}{}", intent.rotation_id);
-        let visible = passwords
+        let credential = passwords
             .iter()
-            .any(|p| p.display_name.as_deref() == Some(marker.as_str()));
-        if !visible && intent.started_at < horizon {
+            .find(|p| p.display_name.as_deref() == Some(marker.as_str()));
+        // Done after all: its credential is the published one (the process died after the
+        // Key Vault write). Or gone for good: nothing visible long after it could have been.
+        let published_after_all = credential
+            .is_some_and(|p| published.is_some_and(|k| k.eq_ignore_ascii_case(&p.key_id)));
+        if published_after_all || (credential.is_none() && intent.started_at < horizon) {
             let _ = ctx.store.end_intent(&intent.rotation_id);
         }
     }
@@ -509,7 +520,7 @@ async fn rotate(
     // Publishing is allowed to finish during shutdown (it is bounded by the retry budget).
     let tags = plan::tags(&app.app_id, &new.key_id, &rotation_id);
     let publish_cancel = CancellationToken::new();
-    let version = match retry(Duration::from_secs(30), &publish_cancel, || {
+    let published = retry(Duration::from_secs(30), &publish_cancel, || {
         ctx.azure.vaults.set(
             &client.key_vault_url,
             &client.secret_name,
@@ -518,14 +529,18 @@ async fn rotate(
             tags.clone(),
         )
     })
-    .await
-    {
+    .await;
+    let version = match published {
         Ok(v) => v,
-        Err(e) => {
-            tracing::warn!(client = %client.name, error = %e, "publishing failed; removing the new credential");
-            discard(ctx, client, app, &new.key_id, &rotation_id).await;
-            return Err(e.into());
-        }
+        Err(e) => match published_anyway(ctx, client, &new.key_id, cancel).await {
+            // The write took effect though its answer never arrived: it is published.
+            Some(version) => version,
+            None => {
+                tracing::warn!(client = %client.name, error = %e, "publishing failed; removing the new credential");
+                discard(ctx, client, app, &new.key_id, &rotation_id).await;
+                return Err(e.into());
+            }
+        },
     };
     drop(new.secret);
     let _ = ctx.store.end_intent(&rotation_id);
@@ -602,6 +617,32 @@ async fn verify(
             _ = cancel.cancelled() => return Err(Failure::Cancelled),
         }
     }
+}
+
+/// After a failed publish: whether a version naming `key_id` exists all the same (a write whose
+/// answer was lost). Removing a credential that consumers may already read would break I1.
+async fn published_anyway(
+    ctx: &Context,
+    client: &Client,
+    key_id: &str,
+    cancel: &CancellationToken,
+) -> Option<String> {
+    let versions = retry(observe::READ_BUDGET, cancel, || {
+        ctx.azure
+            .vaults
+            .versions(&client.key_vault_url, &client.secret_name)
+    })
+    .await
+    .ok()??;
+    versions
+        .into_iter()
+        .rev()
+        .find(|v| {
+            v.tags
+                .get(plan::TAG_KEY_ID)
+                .is_some_and(|k| k.eq_ignore_ascii_case(key_id))
+        })
+        .map(|v| v.version)
 }
 
 /// Removes a credential this attempt created and will not publish.

@@ -395,3 +395,108 @@ async fn sighup_reloads_the_config_and_a_bad_config_keeps_the_old_one() {
     let (_, body) = daemon.get("/v1/clients").await.unwrap();
     assert!(body.contains("app-two"));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_admin_api_survives_hostile_requests() {
+    use std::io::{Read, Write};
+    let env = Env::new(Setup::default()).await;
+    let daemon = env.spawn_daemon(&[]);
+    assert!(
+        eventually(Duration::from_secs(20), || std::net::TcpStream::connect(
+            &daemon.addr
+        )
+        .is_ok())
+        .await
+    );
+    let http = reqwest::Client::new();
+    let base = format!("http://{}", daemon.addr);
+
+    // Slow clients: a few connections that send half a request line and stall.
+    let mut slow: Vec<std::net::TcpStream> = (0..5)
+        .map(|_| {
+            let mut s = std::net::TcpStream::connect(&daemon.addr).unwrap();
+            s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n")
+                .unwrap();
+            s
+        })
+        .collect();
+
+    // An oversized body is refused, not buffered.
+    let big = vec![b'x'; 4 * 1024 * 1024];
+    let r = http
+        .post(format!("{base}/v1/clients/app-one/rotate"))
+        .bearer_auth(&env.admin_token)
+        .body(big)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 413);
+    // Odd client names: encoded NULs, traversal, very long, non-UTF-8.
+    for name in [
+        "%00",
+        "..%2F..%2Fetc%2Fpasswd",
+        &"a".repeat(10_000),
+        "%FF%FE",
+        "app-one%0Aevil",
+    ] {
+        let r = http
+            .post(format!("{base}/v1/clients/{name}/rotate"))
+            .bearer_auth(&env.admin_token)
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            matches!(r.status().as_u16(), 400 | 404 | 414 | 431),
+            "{name}: {}",
+            r.status()
+        );
+    }
+    let r = http
+        .post(format!(
+            "{base}/v1/clients/app-one/rotate?revoke_previous=maybe"
+        ))
+        .bearer_auth(&env.admin_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let r = http
+        .post(format!("{base}/v1/clients/app-one/rotate"))
+        .header("Authorization", "Bearer ")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let r = http
+        .post(format!("{base}/v1/clients/app-one/rotate"))
+        .header("Authorization", "Basic dXNlcjpwYXNz")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+
+    // Meanwhile the daemon keeps answering.
+    assert_eq!(daemon.get("/healthz").await.unwrap().0, 200);
+    assert_eq!(daemon.get("/metrics").await.unwrap().0, 200);
+
+    // The stalled connections are cut off rather than held forever.
+    tokio::time::sleep(Duration::from_secs(11)).await;
+    for s in &mut slow {
+        s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        let mut buf = Vec::new();
+        match s.read_to_end(&mut buf) {
+            // Closed, possibly after a 408 answer.
+            Ok(_) => assert!(
+                buf.is_empty() || buf.starts_with(b"HTTP/1.1 408"),
+                "{}",
+                String::from_utf8_lossy(&buf)
+            ),
+            Err(e) => assert_eq!(
+                e.kind(),
+                std::io::ErrorKind::ConnectionReset,
+                "still open: {e}"
+            ),
+        }
+    }
+    assert_eq!(daemon.get("/healthz").await.unwrap().0, 200);
+}

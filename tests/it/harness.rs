@@ -510,3 +510,16 @@ pub fn assert_no_leaks(env: &Env, haystacks: &[(&str, Vec<u8>)]) {
         }
     }
 }
+
+impl Env {
+    /// The object id of the application with `app_id`.
+    pub fn app_object_id(&self, app_id: &str) -> String {
+        let state = self.em.world().state();
+        state
+            .applications
+            .iter()
+            .find(|a| a.app_id == app_id)
+            .map(|a| a.id.clone())
+            .expect("app")
+    }
+}

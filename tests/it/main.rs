@@ -6,5 +6,8 @@ mod deploy;
 mod faults;
 mod harness;
 mod identity;
+mod invariants;
+mod kills;
+mod matrix;
 mod rotation;
 mod sdk;

@@ -100,13 +100,23 @@ async fn token(
     body: Bytes,
 ) -> Response {
     let path = format!("/{tenant}/oauth2/v2.0/token");
-    let mut call = match world.begin("token", "POST", &path, None).await {
+    // Known before the call starts, so that a fault rule can target one application's sign-ins.
+    let target = url::form_urlencoded::parse(&body)
+        .find(|(k, _)| k == "client_id")
+        .and_then(|(_, id)| {
+            let state = world.state();
+            state
+                .app_by_app_id(&id)
+                .map(|i| state.applications[i].id.clone())
+        });
+    let mut call = match world.begin("token", "POST", &path, target).await {
         Ok(c) => c,
         Err(r) => return r,
     };
     let outcome = issue(&world, &tenant, &headers, &body);
     call.caller = outcome.client_id;
     call.target = outcome.object_id;
+    call.key_id = outcome.key_id;
     let mut response = outcome.response;
     errors::stamp_ids(&headers, &mut response);
     call.finish(response).await
@@ -115,6 +125,8 @@ async fn token(
 struct Outcome {
     client_id: Option<String>,
     object_id: Option<String>,
+    /// The password that signed in, when one did.
+    key_id: Option<String>,
     response: Response,
 }
 
@@ -123,6 +135,7 @@ impl Outcome {
         Outcome {
             client_id,
             object_id: None,
+            key_id: None,
             response,
         }
     }
@@ -263,7 +276,7 @@ fn issue(world: &World, tenant: &str, headers: &HeaderMap, body: &[u8]) -> Outco
                 "The client_assertion_type is not valid; it must be urn:ietf:params:oauth:client-assertion-type:jwt-bearer.",
             ))
         } else {
-            check_assertion(app, assertion, now)
+            check_assertion(app, assertion, now).map(|()| None)
         }
     } else {
         Err(errors::entra(
@@ -273,13 +286,17 @@ fn issue(world: &World, tenant: &str, headers: &HeaderMap, body: &[u8]) -> Outco
             "The request body must contain the following parameter: 'client_assertion' or 'client_secret'.",
         ))
     };
-    if let Err(response) = authenticated {
-        return Outcome {
-            client_id: Some(client_id),
-            object_id: Some(app.id.clone()),
-            response,
-        };
-    }
+    let key_id = match authenticated {
+        Ok(k) => k,
+        Err(response) => {
+            return Outcome {
+                client_id: Some(client_id),
+                object_id: Some(app.id.clone()),
+                key_id: None,
+                response,
+            };
+        }
+    };
     let roles = if tokens::GRAPH_AUDIENCES
         .iter()
         .any(|a| a.eq_ignore_ascii_case(&resource))
@@ -303,6 +320,7 @@ fn issue(world: &World, tenant: &str, headers: &HeaderMap, body: &[u8]) -> Outco
     Outcome {
         client_id: Some(client_id),
         object_id: Some(object_id),
+        key_id,
         response: Json(json!({
             "token_type": "Bearer",
             "expires_in": lifetime,
@@ -373,7 +391,7 @@ fn check_secret(
     secret: &str,
     now: OffsetDateTime,
     settings: &crate::model::Settings,
-) -> Result<(), Response> {
+) -> Result<Option<String>, Response> {
     let invalid = || {
         errors::entra(
             401,
@@ -407,7 +425,7 @@ fn check_secret(
     if now < password.start {
         return Err(invalid());
     }
-    Ok(())
+    Ok(Some(password.key_id.clone()))
 }
 
 fn propagated(p: &Password, now: OffsetDateTime, settings: &crate::model::Settings) -> bool {

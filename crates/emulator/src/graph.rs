@@ -106,11 +106,18 @@ async fn dispatch(
             );
         }
     };
+    // The target is the application's object id, whichever way the request names it, so that
+    // journal entries and fault rules agree.
+    let resolve = |a: &Address| {
+        find(&world, a)
+            .map(|i| world.state().applications[i].id.clone())
+            .unwrap_or_else(|| addr_text(a))
+    };
     let (operation, target, want) = match &route {
         Route::List => ("graph.list_applications", None, Method::GET),
-        Route::Get(a) => ("graph.get_application", Some(addr_text(a)), Method::GET),
-        Route::AddPassword(a) => ("graph.add_password", Some(addr_text(a)), Method::POST),
-        Route::RemovePassword(a) => ("graph.remove_password", Some(addr_text(a)), Method::POST),
+        Route::Get(a) => ("graph.get_application", Some(resolve(a)), Method::GET),
+        Route::AddPassword(a) => ("graph.add_password", Some(resolve(a)), Method::POST),
+        Route::RemovePassword(a) => ("graph.remove_password", Some(resolve(a)), Method::POST),
     };
     let mut call = match world.begin(operation, method.as_str(), &path, target).await {
         Ok(c) => c,
