@@ -8,6 +8,7 @@ mod harness;
 mod identity;
 mod invariants;
 mod kills;
+mod longrun;
 mod matrix;
 mod rotation;
 mod sdk;
