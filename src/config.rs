@@ -164,6 +164,9 @@ pub struct Azure {
     pub ca_pem: Option<Vec<u8>>,
     /// Limit on one HTTP request to Azure, from connecting to the end of the answer.
     pub request_timeout: Duration,
+    /// Graph's write quota for this application in this tenant: at most `.0` writes in any
+    /// `.1`. The daemon paces its writes to it.
+    pub graph_write_quota: (u32, Duration),
     pub credential: Credential,
 }
 
@@ -209,7 +212,9 @@ impl Schedule {
 /// A client's rotation policy.
 #[derive(Debug, Clone)]
 pub struct Policy {
-    pub schedule: Schedule,
+    /// Shared by the clients with the same expression and zone: a parsed expression holds a
+    /// bitfield of every year up to 5000.
+    pub schedule: std::sync::Arc<Schedule>,
     pub secret_lifetime: Duration,
     pub renew_before: Duration,
     pub overlap: Duration,
@@ -249,6 +254,8 @@ pub struct Config {
     pub path: PathBuf,
     pub azure: Azure,
     pub instance: String,
+    /// Reconciles running at once, across all clients.
+    pub max_concurrent: usize,
     pub log_format: LogFormat,
     pub log_level: String,
     pub server: Server,
@@ -293,6 +300,7 @@ struct RawAzure {
     graph_endpoint: Option<S<String>>,
     ca_file: Option<S<String>>,
     request_timeout: Option<S<String>>,
+    graph_write_quota: Option<S<String>>,
     credential: S<RawCredential>,
 }
 
@@ -309,6 +317,7 @@ struct RawCredential {
 #[serde(deny_unknown_fields)]
 struct RawDaemon {
     instance: Option<S<String>>,
+    max_concurrent: Option<S<i64>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -608,11 +617,11 @@ fn policy(
         .unwrap_or(false);
     Ok((
         Policy {
-            schedule: Schedule {
+            schedule: std::sync::Arc::new(Schedule {
                 expression,
                 cron,
                 timezone,
-            },
+            }),
             secret_lifetime,
             renew_before,
             overlap,
@@ -733,6 +742,26 @@ impl Config {
             Some(v) => duration(&ctx, v, "azure.request_timeout")?,
             None => Duration::from_secs(30),
         };
+        let graph_write_quota = match &raw.azure.graph_write_quota {
+            Some(v) => {
+                let bad = || {
+                    ctx.err(
+                        v,
+                        "azure.graph_write_quota",
+                        format!("'{}' is not a quota like \"3000/150s\"", v.get_ref()),
+                    )
+                };
+                let (n, w) = v.get_ref().split_once('/').ok_or_else(bad)?;
+                let n: u32 = n.trim().parse().map_err(|_| bad())?;
+                let w = parse_duration(w).map_err(|e| ctx.err(v, "azure.graph_write_quota", e))?;
+                if n == 0 || w.is_zero() {
+                    return Err(bad());
+                }
+                (n, w)
+            }
+            // Graph's documented identity write quota per application and tenant.
+            None => (3000, Duration::from_secs(150)),
+        };
         let cred = raw.azure.credential.get_ref();
         let client_id = |required: bool| -> Result<Option<String>, ConfigError> {
             let from_env = || {
@@ -845,6 +874,17 @@ impl Config {
             }
             None => "default".to_string(),
         };
+        let max_concurrent = match &raw.daemon.max_concurrent {
+            Some(v) if (1..=4096).contains(v.get_ref()) => *v.get_ref() as usize,
+            Some(v) => {
+                return Err(ctx.err(
+                    v,
+                    "daemon.max_concurrent",
+                    format!("{} is out of range: 1 to 4096", v.get_ref()),
+                ));
+            }
+            None => 32,
+        };
         let log_format = match raw.log.format.as_ref().map(|v| (v, v.get_ref().as_str())) {
             None | Some((_, "text")) => LogFormat::Text,
             Some((_, "json")) => LogFormat::Json,
@@ -909,6 +949,7 @@ impl Config {
         let mut names: HashMap<String, usize> = HashMap::new();
         let mut apps: HashMap<String, usize> = HashMap::new();
         let mut targets: HashMap<(String, String), usize> = HashMap::new();
+        let mut schedules: HashMap<(String, Tz), std::sync::Arc<Schedule>> = HashMap::new();
         for (i, rc) in raw.clients.iter().enumerate() {
             let c = rc.get_ref();
             let prefix = format!("clients[{i}]");
@@ -1010,7 +1051,12 @@ impl Config {
                     format!("clients[{first}] already writes this secret in this vault"),
                 ));
             }
-            let (policy, spans) = policy(&ctx, &c.policy(), &raw.defaults, &prefix, cloud)?;
+            let (mut policy, spans) = policy(&ctx, &c.policy(), &raw.defaults, &prefix, cloud)?;
+            let key = (policy.schedule.expression.clone(), policy.schedule.timezone);
+            policy.schedule = schedules
+                .entry(key)
+                .or_insert_with(|| policy.schedule.clone())
+                .clone();
             let at = |s: &Located, fallback: &str| match s {
                 Some((span, key)) => (Some(ctx.line_of(span.start)), key.clone()),
                 None => (
@@ -1063,9 +1109,11 @@ impl Config {
                 graph_endpoint,
                 ca_pem,
                 request_timeout,
+                graph_write_quota,
                 credential,
             },
             instance,
+            max_concurrent,
             log_format,
             log_level,
             server: Server {

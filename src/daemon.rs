@@ -27,8 +27,6 @@ use crate::schedule;
 use crate::status::{self, ClientStatus};
 use crate::store::{Backoff, Store};
 
-/// Reconciles running at once, across all clients.
-pub const MAX_CONCURRENT_RECONCILES: usize = 16;
 /// How long shutdown waits for reconciles in flight.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(8);
 /// `/healthz` fails when the loop has not ticked for this long.
@@ -187,7 +185,7 @@ pub async fn run(
         sd_notify::NotifyState::Status("reconciling"),
     ]);
 
-    let semaphore = Arc::new(Semaphore::new(MAX_CONCURRENT_RECONCILES));
+    let semaphore = Arc::new(Semaphore::new(ctx.config.max_concurrent));
     let tasks = TaskTracker::new();
     let reconcile_cancel = CancellationToken::new();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -196,6 +194,7 @@ pub async fn run(
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
     let mut last_tick = clock::now();
+    let mut cursor = 0usize;
 
     loop {
         tokio::select! {
@@ -213,14 +212,7 @@ pub async fn run(
                     }
                 }
                 last_tick = now;
-                for c in &ctx.config.clients {
-                    let Some(e) = entries.get_mut(&c.name) else { continue };
-                    if e.in_flight || now < e.next_due {
-                        continue;
-                    }
-                    e.in_flight = true;
-                    start(&shared, &tasks, &semaphore, &reconcile_cancel, ctx.clone(), c.name.clone(), Options::default());
-                }
+                start_due(&shared, &tasks, &semaphore, &reconcile_cancel, &ctx, &mut entries, &mut cursor, now);
             }
             Some(cmd) = rx.recv() => match cmd {
                 Command::Rotate { client, revoke_previous, reply } => {
@@ -230,7 +222,7 @@ pub async fn run(
                         Some(e) if e.in_flight => RotateAnswer::InFlight,
                         Some(e) => {
                             e.in_flight = true;
-                            start(&shared, &tasks, &semaphore, &reconcile_cancel, ctx, client, Options { force: true, revoke_previous });
+                            start(&shared, &tasks, &semaphore, None, &reconcile_cancel, ctx, client, Options { force: true, revoke_previous });
                             RotateAnswer::Started
                         }
                     };
@@ -248,6 +240,7 @@ pub async fn run(
                     } else {
                         settle(&ctx, c, &result, now)
                     };
+                    start_due(&shared, &tasks, &semaphore, &reconcile_cancel, &ctx, &mut entries, &mut cursor, now);
                 }
             },
             _ = hangup.recv() => {
@@ -294,10 +287,15 @@ fn notify(states: &[sd_notify::NotifyState<'_>]) {
     let _ = sd_notify::notify(states);
 }
 
+/// Starts a reconcile of `client`. Scheduled reconciles come with a permit already taken, so
+/// that no task exists for a client that cannot run yet (a waiting reconcile future is large,
+/// and ten thousand of them would be most of the daemon's memory); forced ones wait for one.
+#[allow(clippy::too_many_arguments)]
 fn start(
     shared: &Arc<Shared>,
     tasks: &TaskTracker,
     semaphore: &Arc<Semaphore>,
+    permit: Option<tokio::sync::OwnedSemaphorePermit>,
     cancel: &CancellationToken,
     ctx: Context,
     client: String,
@@ -312,7 +310,13 @@ fn start(
     let cancel = cancel.clone();
     let tx = shared.commands.clone();
     tasks.spawn(async move {
-        let Ok(_permit) = semaphore.acquire_owned().await else { return };
+        let permit = match permit {
+            Some(p) => p,
+            None => match semaphore.acquire_owned().await {
+                Ok(p) => p,
+                Err(_) => return,
+            },
+        };
         let Some(c) = ctx.config.client(&client).cloned() else {
             let _ = tx.send(Command::Done { client, result: Box::new(Err(Failure::Cancelled)), skipped: true }).await;
             return;
@@ -332,8 +336,54 @@ fn start(
         };
         let result = rotation::reconcile(&ctx, &c, opts, &cancel).await;
         drop(lock);
+        // Free the slot before reporting, so that the loop can hand it on at once.
+        drop(permit);
         let _ = tx.send(Command::Done { client, result: Box::new(result), skipped: false }).await;
     });
+}
+
+/// Starts the clients that are due, as long as reconcile permits are free, going round the
+/// clients from where the last scan stopped so that every client gets its turn.
+#[allow(clippy::too_many_arguments)]
+fn start_due(
+    shared: &Arc<Shared>,
+    tasks: &TaskTracker,
+    semaphore: &Arc<Semaphore>,
+    cancel: &CancellationToken,
+    ctx: &Context,
+    entries: &mut HashMap<String, Entry>,
+    cursor: &mut usize,
+    now: OffsetDateTime,
+) {
+    let clients = &ctx.config.clients;
+    if clients.is_empty() {
+        return;
+    }
+    for step in 0..clients.len() {
+        let i = (*cursor + step) % clients.len();
+        let c = &clients[i];
+        let Some(e) = entries.get_mut(&c.name) else {
+            continue;
+        };
+        if e.in_flight || now < e.next_due {
+            continue;
+        }
+        let Ok(permit) = semaphore.clone().try_acquire_owned() else {
+            *cursor = i;
+            return;
+        };
+        e.in_flight = true;
+        start(
+            shared,
+            tasks,
+            semaphore,
+            Some(permit),
+            cancel,
+            ctx.clone(),
+            c.name.clone(),
+            Options::default(),
+        );
+    }
 }
 
 /// Logs a reconcile's result, persists backoff, and returns the next due time.
@@ -355,6 +405,11 @@ fn settle(
                 tracing::debug!(client = %c.name, "reconciled; nothing to do");
             }
             let _ = ctx.store.clear_backoff(&c.name);
+            // Retire as soon as an overlap ends rather than at the next scheduled reconcile.
+            let next = match report.retire_at {
+                Some(at) => next.min(at + time::Duration::seconds(1)),
+                None => next,
+            };
             match &report.plan.blocked {
                 Some(rotation::plan::Blocked::WaitingForSlot { until }) => {
                     next.min(*until + time::Duration::seconds(1))

@@ -5,8 +5,12 @@
 //! Served as Prometheus text 0.0.4 by default and as OpenMetrics when the scraper asks for it.
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::Mutex;
-use std::sync::atomic::AtomicU64;
+
+use std::sync::{Arc, Mutex};
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::DescriptorEncoder;
+use prometheus_client::metrics::MetricType;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -14,8 +18,6 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
-
-type FGauge = Gauge<f64, AtomicU64>;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ClientLabel {
@@ -26,19 +28,6 @@ pub struct ClientLabel {
 struct ResultLabels {
     client: String,
     result: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct OwnerLabels {
-    client: String,
-    owner: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct CredentialLabels {
-    client: String,
-    key_id: String,
-    owner: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -72,36 +61,115 @@ pub struct ClientGauges {
 
 pub struct Metrics {
     registry: Registry,
-    secret_expiry: Family<ClientLabel, FGauge>,
-    next_rotation: Family<ClientLabel, FGauge>,
-    last_rotation: Family<ClientLabel, FGauge>,
+    clients: Arc<ClientStates>,
     rotations: Family<ResultLabels, Counter>,
-    client_ready: Family<ClientLabel, Gauge>,
-    credentials: Family<OwnerLabels, Gauge>,
-    credential_expiry: Family<CredentialLabels, FGauge>,
     orphans_removed: Family<ClientLabel, Counter>,
     requests: Family<RequestLabels, Counter>,
     request_duration: Family<OperationLabels, Histogram>,
     propagation: Histogram,
     ready: Gauge,
-    /// Credential series exported per client, to drop the ones that disappeared.
-    exported_keys: Mutex<HashMap<String, BTreeSet<(String, String)>>>,
 }
 
 fn request_histogram() -> Histogram {
     Histogram::new([0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0])
 }
 
+/// The per-client gauges, kept as one compact record per client and written out at scrape
+/// time: with ten thousand clients, a labelled series object per gauge would cost more memory
+/// than everything else the daemon holds.
+#[derive(Debug, Default)]
+struct ClientStates {
+    clients: Mutex<HashMap<String, ClientGauges>>,
+}
+
+impl Collector for ClientStates {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
+        let mut names: Vec<&String> = clients.keys().collect();
+        names.sort();
+        type Pick = fn(&ClientGauges) -> Option<f64>;
+        let timestamps: [(&str, &str, Pick); 3] = [
+            (
+                "secret_expiry_timestamp_seconds",
+                "Expiry of the secret published in Key Vault, as a Unix timestamp",
+                |g| g.secret_expiry,
+            ),
+            (
+                "next_rotation_timestamp_seconds",
+                "When the client's secret is next due for rotation, as a Unix timestamp",
+                |g| g.next_rotation,
+            ),
+            (
+                "last_rotation_timestamp_seconds",
+                "Last successful rotation of the client's secret, as a Unix timestamp",
+                |g| g.last_rotation,
+            ),
+        ];
+        for (name, help, pick) in timestamps {
+            let mut family = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+            for client in &names {
+                if let Some(v) = pick(&clients[*client]) {
+                    family
+                        .encode_family(&[("client", client.as_str())])?
+                        .encode_gauge(&v)?;
+                }
+            }
+        }
+        let mut family = encoder.encode_descriptor(
+            "client_ready",
+            "1 when the client's last reconcile succeeded and its published secret is valid",
+            None,
+            MetricType::Gauge,
+        )?;
+        for client in &names {
+            family
+                .encode_family(&[("client", client.as_str())])?
+                .encode_gauge(&i64::from(clients[*client].ready))?;
+        }
+        let mut family = encoder.encode_descriptor(
+            "credentials",
+            "Password credentials on the client's application, by owner",
+            None,
+            MetricType::Gauge,
+        )?;
+        for client in &names {
+            let g = &clients[*client];
+            let ours = g.credentials.iter().filter(|c| c.1).count() as i64;
+            let others = g.credentials.len() as i64 - ours;
+            family
+                .encode_family(&[("client", client.as_str()), ("owner", "rotator")])?
+                .encode_gauge(&ours)?;
+            family
+                .encode_family(&[("client", client.as_str()), ("owner", "other")])?
+                .encode_gauge(&others)?;
+        }
+        let mut family = encoder.encode_descriptor(
+            "credential_expiry_timestamp_seconds",
+            "Expiry of every password credential on the client's application, as a Unix timestamp",
+            None,
+            MetricType::Gauge,
+        )?;
+        for client in &names {
+            for (key_id, ours, expiry) in &clients[*client].credentials {
+                let owner = if *ours { "rotator" } else { "other" };
+                family
+                    .encode_family(&[
+                        ("client", client.as_str()),
+                        ("key_id", key_id.as_str()),
+                        ("owner", owner),
+                    ])?
+                    .encode_gauge(expiry)?;
+            }
+        }
+        Ok(())
+    }
+}
+
 impl Metrics {
     pub fn new() -> Metrics {
         let mut registry = Registry::with_prefix("secret_rotator");
-        let secret_expiry = Family::<ClientLabel, FGauge>::default();
-        let next_rotation = Family::<ClientLabel, FGauge>::default();
-        let last_rotation = Family::<ClientLabel, FGauge>::default();
+        let clients = Arc::new(ClientStates::default());
         let rotations = Family::<ResultLabels, Counter>::default();
-        let client_ready = Family::<ClientLabel, Gauge>::default();
-        let credentials = Family::<OwnerLabels, Gauge>::default();
-        let credential_expiry = Family::<CredentialLabels, FGauge>::default();
         let orphans_removed = Family::<ClientLabel, Counter>::default();
         let requests = Family::<RequestLabels, Counter>::default();
         let request_duration = Family::<OperationLabels, Histogram>::new_with_constructor(
@@ -117,40 +185,11 @@ impl Metrics {
             })
             .set(1);
 
-        registry.register(
-            "secret_expiry_timestamp_seconds",
-            "Expiry of the secret published in Key Vault, as a Unix timestamp",
-            secret_expiry.clone(),
-        );
-        registry.register(
-            "next_rotation_timestamp_seconds",
-            "When the client's secret is next due for rotation, as a Unix timestamp",
-            next_rotation.clone(),
-        );
-        registry.register(
-            "last_rotation_timestamp_seconds",
-            "Last successful rotation of the client's secret, as a Unix timestamp",
-            last_rotation.clone(),
-        );
+        registry.register_collector(Box::new(clients.clone()));
         registry.register(
             "rotations",
             "Rotation attempts by result",
             rotations.clone(),
-        );
-        registry.register(
-            "client_ready",
-            "1 when the client's last reconcile succeeded and its published secret is valid",
-            client_ready.clone(),
-        );
-        registry.register(
-            "credentials",
-            "Password credentials on the client's application, by owner",
-            credentials.clone(),
-        );
-        registry.register(
-            "credential_expiry_timestamp_seconds",
-            "Expiry of every password credential on the client's application, as a Unix timestamp",
-            credential_expiry.clone(),
         );
         registry.register(
             "orphans_removed",
@@ -181,19 +220,13 @@ impl Metrics {
 
         Metrics {
             registry,
-            secret_expiry,
-            next_rotation,
-            last_rotation,
+            clients,
             rotations,
-            client_ready,
-            credentials,
-            credential_expiry,
             orphans_removed,
             requests,
             request_duration,
             propagation,
             ready,
-            exported_keys: Mutex::new(HashMap::new()),
         }
     }
 
@@ -253,111 +286,57 @@ impl Metrics {
         });
     }
 
-    pub fn set_client(&self, client: &str, g: &ClientGauges) {
-        let label = ClientLabel {
-            client: client.into(),
-        };
-        let set = |family: &Family<ClientLabel, FGauge>, v: Option<f64>| match v {
-            Some(v) => {
-                family.get_or_create(&label).set(v);
-            }
+    fn with_client(&self, client: &str, f: impl FnOnce(&mut ClientGauges)) {
+        let mut clients = self
+            .clients
+            .clients
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        match clients.get_mut(client) {
+            Some(g) => f(g),
             None => {
-                family.remove(&label);
+                let mut g = ClientGauges::default();
+                f(&mut g);
+                clients.insert(client.to_string(), g);
             }
-        };
-        set(&self.secret_expiry, g.secret_expiry);
-        set(&self.next_rotation, g.next_rotation);
-        if g.last_rotation.is_some() {
-            set(&self.last_rotation, g.last_rotation);
         }
-        self.client_ready
-            .get_or_create(&label)
-            .set(i64::from(g.ready));
-        let ours = g.credentials.iter().filter(|c| c.1).count() as i64;
-        let others = g.credentials.len() as i64 - ours;
-        self.credentials
-            .get_or_create(&OwnerLabels {
-                client: client.into(),
-                owner: "rotator".into(),
-            })
-            .set(ours);
-        self.credentials
-            .get_or_create(&OwnerLabels {
-                client: client.into(),
-                owner: "other".into(),
-            })
-            .set(others);
-        let mut now_keys = BTreeSet::new();
-        for (key_id, ours, expiry) in &g.credentials {
-            let owner = if *ours { "rotator" } else { "other" };
-            now_keys.insert((key_id.clone(), owner.to_string()));
-            self.credential_expiry
-                .get_or_create(&CredentialLabels {
-                    client: client.into(),
-                    key_id: key_id.clone(),
-                    owner: owner.into(),
-                })
-                .set(*expiry);
-        }
-        let mut exported = self.exported_keys.lock().unwrap_or_else(|p| p.into_inner());
-        let before = exported
-            .insert(client.to_string(), now_keys.clone())
-            .unwrap_or_default();
-        for (key_id, owner) in before.difference(&now_keys) {
-            self.credential_expiry.remove(&CredentialLabels {
-                client: client.into(),
-                key_id: key_id.clone(),
-                owner: owner.clone(),
-            });
-        }
+    }
+
+    /// Records what a reconcile learnt. The last rotation time is kept when the reconcile did
+    /// not know it.
+    pub fn set_client(&self, client: &str, g: &ClientGauges) {
+        self.with_client(client, |current| {
+            let last = g.last_rotation.or(current.last_rotation);
+            *current = g.clone();
+            current.last_rotation = last;
+            current.credentials.shrink_to_fit();
+        });
     }
 
     /// Marks a client not ready (its last reconcile failed).
     pub fn set_client_ready(&self, client: &str, ready: bool) {
-        self.client_ready
-            .get_or_create(&ClientLabel {
-                client: client.into(),
-            })
-            .set(i64::from(ready));
+        self.with_client(client, |g| g.ready = ready);
     }
 
     /// Sets only the next-rotation time (the scheduler knows it before any reconcile).
     pub fn set_next_rotation(&self, client: &str, at: f64) {
-        self.next_rotation
-            .get_or_create(&ClientLabel {
-                client: client.into(),
-            })
-            .set(at);
+        self.with_client(client, |g| g.next_rotation = Some(at));
     }
 
     /// Drops every series of a client that left the config.
     pub fn remove_client(&self, client: &str) {
-        let label = ClientLabel {
+        self.clients
+            .clients
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(client);
+        self.orphans_removed.remove(&ClientLabel {
             client: client.into(),
-        };
-        self.secret_expiry.remove(&label);
-        self.next_rotation.remove(&label);
-        self.last_rotation.remove(&label);
-        self.client_ready.remove(&label);
-        self.orphans_removed.remove(&label);
+        });
         for result in ["success", "failure"] {
             self.rotations.remove(&ResultLabels {
                 client: client.into(),
                 result: result.into(),
-            });
-        }
-        for owner in ["rotator", "other"] {
-            self.credentials.remove(&OwnerLabels {
-                client: client.into(),
-                owner: owner.into(),
-            });
-        }
-        let mut exported = self.exported_keys.lock().unwrap_or_else(|p| p.into_inner());
-        for (key_id, owner) in exported.remove(client).unwrap_or_default() {
-            self.credential_expiry.remove(&CredentialLabels {
-                client: client.into(),
-                key_id,
-                owner,
             });
         }
     }

@@ -58,7 +58,9 @@ pub fn backoff(failures: u32, now: OffsetDateTime, expires: Option<OffsetDateTim
 
 /// A start-up delay spreading the first reconciles over a few seconds.
 pub fn startup_jitter(clients: usize) -> Duration {
-    let spread = (clients as f64 * 0.05).clamp(1.0, 30.0);
+    // Writes are paced to Graph's quota anyway; the spread only keeps the first reads from
+    // arriving in one burst, and must not delay small fleets.
+    let spread = (clients as f64 * 0.0005).clamp(0.2, 5.0);
     Duration::from_secs_f64(rand::rng().random_range(0.0..spread))
 }
 

@@ -124,8 +124,69 @@ pub fn parse_application(body: &[u8]) -> Result<Application, serde_json::Error> 
     })
 }
 
+/// Paces Graph calls to what the tenant allows: writes never exceed the write quota in any
+/// window (a sliding window, as Graph counts it), and after a 429 every call waits out its
+/// `Retry-After`, since the quota it hit is shared by all of the daemon's calls.
+pub struct Pacer {
+    quota: usize,
+    window: std::time::Duration,
+    sent: std::sync::Mutex<std::collections::VecDeque<tokio::time::Instant>>,
+    paused_until: std::sync::Mutex<Option<tokio::time::Instant>>,
+}
+
+impl Pacer {
+    pub fn new(quota: u32, window: std::time::Duration) -> Pacer {
+        Pacer {
+            quota: quota as usize,
+            window,
+            sent: Default::default(),
+            paused_until: Default::default(),
+        }
+    }
+
+    /// Waits out a pause set by a 429.
+    async fn unpaused(&self) {
+        loop {
+            let until = *self.paused_until.lock().unwrap_or_else(|p| p.into_inner());
+            match until {
+                Some(t) if t > tokio::time::Instant::now() => tokio::time::sleep_until(t).await,
+                _ => return,
+            }
+        }
+    }
+
+    /// Waits for a write slot and takes it.
+    async fn write_slot(&self) {
+        loop {
+            self.unpaused().await;
+            let wait = {
+                let mut sent = self.sent.lock().unwrap_or_else(|p| p.into_inner());
+                let now = tokio::time::Instant::now();
+                while sent.front().is_some_and(|t| *t + self.window <= now) {
+                    sent.pop_front();
+                }
+                if sent.len() < self.quota {
+                    sent.push_back(now);
+                    return;
+                }
+                sent.front().map(|t| *t + self.window).unwrap_or(now)
+            };
+            tokio::time::sleep_until(wait).await;
+        }
+    }
+
+    fn pause(&self, retry_after: std::time::Duration) {
+        let until = tokio::time::Instant::now() + retry_after;
+        let mut p = self.paused_until.lock().unwrap_or_else(|p| p.into_inner());
+        if p.is_none_or(|t| t < until) {
+            *p = Some(until);
+        }
+    }
+}
+
 pub struct GraphClient {
     shared: Shared,
+    pacer: Pacer,
     last_write: std::sync::Mutex<std::collections::HashMap<String, tokio::time::Instant>>,
     credential: Arc<dyn TokenCredential>,
     base: String,
@@ -138,9 +199,11 @@ impl GraphClient {
         credential: Arc<dyn TokenCredential>,
         endpoint: &url::Url,
         scope: &str,
+        write_quota: (u32, std::time::Duration),
     ) -> GraphClient {
         GraphClient {
             shared,
+            pacer: Pacer::new(write_quota.0, write_quota.1),
             last_write: Default::default(),
             credential,
             base: format!("{}/v1.0", endpoint.as_str().trim_end_matches('/')),
@@ -161,6 +224,7 @@ impl GraphClient {
         request: reqwest::RequestBuilder,
         is_write: bool,
     ) -> Result<(u16, bytes::Bytes), Error> {
+        self.pacer.unpaused().await;
         let token = super::identity::token(self.credential.as_ref(), &self.scope).await?;
         let timer = Timer::start(&self.shared.metrics, SERVICE, operation);
         let sent = request
@@ -216,6 +280,10 @@ impl GraphClient {
             }
         };
         timer.done(&status.to_string());
+        if status == 429 {
+            self.pacer
+                .pause(retry_after.unwrap_or(std::time::Duration::from_secs(1)));
+        }
         if (200..300).contains(&status) {
             return Ok((status, body));
         }
@@ -292,6 +360,7 @@ impl GraphClient {
         end: OffsetDateTime,
     ) -> Result<NewPassword, Error> {
         self.pace(object_id).await;
+        self.pacer.write_slot().await;
         let url = format!("{}/applications/{object_id}/addPassword", self.base);
         let end_text = end
             .format(&Rfc3339)
@@ -329,6 +398,7 @@ impl GraphClient {
     /// `removePassword`; an unknown key id counts as removed.
     pub async fn remove_password(&self, object_id: &str, key_id: &str) -> Result<(), Error> {
         self.pace(object_id).await;
+        self.pacer.write_slot().await;
         let url = format!("{}/applications/{object_id}/removePassword", self.base);
         match self
             .send(

@@ -47,6 +47,7 @@ impl AzureClients {
                 credential.clone(),
                 &config.azure.graph_endpoint,
                 config.azure.cloud.graph_scope(),
+                config.azure.graph_write_quota,
             ),
             entra: EntraClient::new(
                 shared.clone(),
@@ -120,6 +121,8 @@ pub struct Report {
     pub removed: Vec<Removal>,
     /// Errors that did not stop the reconcile (a failed retirement).
     pub warnings: Vec<String>,
+    /// When a superseded credential's overlap ends: the client should be reconciled then.
+    pub retire_at: Option<OffsetDateTime>,
     pub gauges: ClientGauges,
 }
 
@@ -240,6 +243,7 @@ async fn reconcile_inner(
         rotated: None,
         removed: Vec::new(),
         warnings: Vec::new(),
+        retire_at: plan.next_retirement,
         gauges: ClientGauges::default(),
     };
 
@@ -305,6 +309,18 @@ async fn reconcile_inner(
                             .warnings
                             .push(format!("revoking the previous credential {previous}: {e}")),
                     }
+                }
+                // The credential it replaced (if this installation's) can go when overlap ends.
+                if !opts.revoke_previous
+                    && plan
+                        .published
+                        .as_ref()
+                        .is_some_and(|p| p.managed && p.key_id.is_some())
+                {
+                    let due = clock::now()
+                        + time::Duration::try_from(client.policy.overlap)
+                            .unwrap_or(time::Duration::ZERO);
+                    report.retire_at = Some(report.retire_at.map_or(due, |t| t.min(due)));
                 }
                 report.rotated = Some(rotated);
             }

@@ -230,6 +230,8 @@ pub struct Plan {
     pub published: Option<Published>,
     /// When the published secret enters `renew_before`.
     pub renew_at: Option<OffsetDateTime>,
+    /// When the next superseded credential's overlap ends (it can be retired then).
+    pub next_retirement: Option<OffsetDateTime>,
     /// Things worth saying that need no action.
     pub notes: Vec<String>,
 }
@@ -362,8 +364,11 @@ pub fn plan(observed: &Observed, policy: &PolicyView<'_>, now: OffsetDateTime) -
             continue;
         }
         let removal = if let Some(since) = superseded_since(history, &p.key_id) {
-            (now - since >= std_to_time(policy.overlap))
-                .then_some(RemovalReason::Superseded { since })
+            let due = since + std_to_time(policy.overlap);
+            if due > now {
+                plan.next_retirement = Some(plan.next_retirement.map_or(due, |t| t.min(due)));
+            }
+            (now >= due).then_some(RemovalReason::Superseded { since })
         } else if observed.abandoned.iter().any(|r| r == &rotation_id) {
             Some(RemovalReason::Abandoned { rotation_id })
         } else {
@@ -983,5 +988,24 @@ mod tests {
             plan(&o, &pol, NOW).removals.is_empty(),
             "only with adopt = true"
         );
+    }
+
+    #[test]
+    fn says_when_the_next_superseded_credential_can_be_retired() {
+        let o = observed(
+            vec![
+                own("k1", "r1", NOW - days(80), NOW + days(10)),
+                own("k2", "r2", NOW - days(3), NOW + days(87)),
+            ],
+            Some(vec![
+                version("v1", "k1", NOW - days(80), NOW + days(10)),
+                version("v2", "k2", NOW - days(3), NOW + days(87)),
+            ]),
+        );
+        assert_eq!(
+            plan(&o, &policy(), NOW).next_retirement,
+            Some(NOW + days(4))
+        );
+        assert_eq!(plan(&healthy(), &policy(), NOW).next_retirement, None);
     }
 }

@@ -206,17 +206,18 @@ async fn serves_health_metrics_and_client_status_and_protects_the_rotate_endpoin
     let clients = daemon.get("/v1/clients").await.unwrap().1;
     let state = env.dir.path().join("state");
     let mut haystacks = vec![
-        ("stderr", daemon.stderr().into_bytes()),
-        ("metrics", metrics.into_bytes()),
-        ("/v1/clients", clients.into_bytes()),
+        ("stderr".to_string(), daemon.stderr().into_bytes()),
+        ("metrics".to_string(), metrics.into_bytes()),
+        ("/v1/clients".to_string(), clients.into_bytes()),
     ];
     for entry in std::fs::read_dir(&state).unwrap() {
         let path = entry.unwrap().path();
         if path.is_file() {
-            haystacks.push(("state dir", std::fs::read(&path).unwrap()));
+            haystacks.push((path.display().to_string(), std::fs::read(&path).unwrap()));
         }
     }
-    assert_no_leaks(&env, &haystacks);
+    let leaks = crate::invariants::i4(&env, &haystacks);
+    assert!(leaks.is_empty(), "{leaks:?}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

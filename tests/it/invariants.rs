@@ -201,9 +201,9 @@ pub fn i3(env: &Env, before: &Foreign) -> Vec<String> {
     v
 }
 
-/// The forms a leaked value could take.
+/// The forms a leaked value could take (I4 also searches every 16-byte piece of each).
 pub fn leak_forms(value: &str) -> Vec<String> {
-    let mut forms = vec![
+    vec![
         value.to_string(),
         url::form_urlencoded::byte_serialize(value.as_bytes()).collect(),
         serde_json::to_string(value)
@@ -212,28 +212,36 @@ pub fn leak_forms(value: &str) -> Vec<String> {
             .to_string(),
         base64::engine::general_purpose::STANDARD.encode(value),
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(value),
-    ];
-    let chars: Vec<char> = value.chars().collect();
-    if chars.len() > 16 {
-        forms.extend(chars.windows(16).map(|w| w.iter().collect::<String>()));
-    }
-    forms
+    ]
 }
 
 /// I4: no secret value the emulator minted or holds, in any of its forms, in `haystacks`.
+/// One pass over each haystack: every 16-byte window is looked up in the set of 16-byte
+/// windows of every form of every value (a whole value shorter than that is searched as is).
 pub fn i4(env: &Env, haystacks: &[(String, Vec<u8>)]) -> Vec<String> {
-    let mut v = Vec::new();
+    const W: usize = 16;
+    let mut windows: std::collections::HashSet<Vec<u8>> = std::collections::HashSet::new();
+    let mut short: Vec<String> = Vec::new();
     for value in minted(env) {
-        let forms = leak_forms(&value);
-        for (name, hay) in haystacks {
-            let text = String::from_utf8_lossy(hay);
-            if forms.iter().any(|f| text.contains(f.as_str())) {
-                v.push(format!("I4: a secret value leaked into {name}"));
+        for form in leak_forms(&value) {
+            let b = form.as_bytes();
+            if b.len() < W {
+                short.push(form);
+            } else {
+                windows.extend(b.windows(W).map(<[u8]>::to_vec));
             }
         }
     }
-    v.sort();
-    v.dedup();
+    let mut v = Vec::new();
+    for (name, hay) in haystacks {
+        let leaked = hay.windows(W).any(|w| windows.contains(w))
+            || short
+                .iter()
+                .any(|s| String::from_utf8_lossy(hay).contains(s.as_str()));
+        if leaked {
+            v.push(format!("I4: a secret value leaked into {name}"));
+        }
+    }
     v
 }
 
