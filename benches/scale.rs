@@ -200,35 +200,17 @@ async fn run(n: usize, scale: f64, latency: u64) -> Row {
     .expect("emulator");
     let daemon_id = uuid::Uuid::new_v4().to_string();
     let mut apps = vec![SeedApplication {
-        id: None,
         app_id: Some(daemon_id.clone()),
-        display_name: "secret-rotator".into(),
-        sign_in_audience: "AzureADMyOrg".into(),
-        owners: vec![],
         graph_roles: vec!["Application.ReadWrite.OwnedBy".into()],
-        password_credentials: vec![SeedPassword {
-            display_name: None,
-            secret_text: Some(DAEMON_SECRET.into()),
-            start_date_time: None,
-            end_date_time: None,
-            propagating: false,
-        }],
-        federated_credentials: vec![],
-        managed_identity: false,
-        disabled: false,
+        password_credentials: vec![SeedPassword::new(None, Some(DAEMON_SECRET))],
+        ..SeedApplication::new("secret-rotator")
     }];
     for i in 0..n {
         apps.push(SeedApplication {
             id: Some(uuid::Uuid::new_v4().to_string()),
             app_id: Some(uuid::Uuid::new_v4().to_string()),
-            display_name: format!("c{i}"),
-            sign_in_audience: "AzureADMyOrg".into(),
             owners: vec![daemon_id.clone()],
-            graph_roles: vec![],
-            password_credentials: vec![],
-            federated_credentials: vec![],
-            managed_identity: false,
-            disabled: false,
+            ..SeedApplication::new(format!("c{i}"))
         });
     }
     let access = std::collections::BTreeMap::from([(daemon_id.clone(), VaultRole::Officer)]);

@@ -33,45 +33,22 @@ pub async fn run(listen: SocketAddr) -> anyhow::Result<()> {
 
     let daemon_app_id = uuid::Uuid::new_v4().to_string();
     let mut applications = vec![SeedApplication {
-        id: None,
         app_id: Some(daemon_app_id.clone()),
-        display_name: "secret-rotator (demo daemon identity)".into(),
-        sign_in_audience: "AzureADMyOrg".into(),
-        owners: vec![],
         graph_roles: vec!["Application.ReadWrite.OwnedBy".into()],
-        password_credentials: vec![SeedPassword {
-            display_name: Some("daemon".into()),
-            secret_text: Some(DAEMON_SECRET.into()),
-            start_date_time: None,
-            end_date_time: None,
-            propagating: false,
-        }],
-        federated_credentials: vec![],
-        managed_identity: false,
-        disabled: false,
+        password_credentials: vec![SeedPassword::new(Some("daemon"), Some(DAEMON_SECRET))],
+        ..SeedApplication::new("secret-rotator (demo daemon identity)")
     }];
     let mut app_ids = Vec::new();
     for (name, audience, _) in CLIENTS {
         let app_id = uuid::Uuid::new_v4().to_string();
         app_ids.push(app_id.clone());
         applications.push(SeedApplication {
-            id: None,
             app_id: Some(app_id),
-            display_name: (*name).into(),
             sign_in_audience: (*audience).into(),
             owners: vec![daemon_app_id.clone()],
-            graph_roles: vec![],
             // A secret someone made in the portal: the daemon must leave it alone.
-            password_credentials: vec![SeedPassword {
-                display_name: Some("created in the portal".into()),
-                secret_text: None,
-                start_date_time: None,
-                end_date_time: None,
-                propagating: false,
-            }],
-            federated_credentials: vec![],
-            managed_identity: false,
-            disabled: false,
+            password_credentials: vec![SeedPassword::new(Some("created in the portal"), None)],
+            ..SeedApplication::new(*name)
         });
     }
     let access = BTreeMap::from([(daemon_app_id.clone(), VaultRole::Officer)]);

@@ -18,8 +18,10 @@ pub fn init(format: LogFormat, level: &str) {
                 .parse()
                 .expect("static directive"),
         );
+    // Colours only for a person at a terminal, never into the journal or a log file.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Json => builder.json().flatten_event(true).try_init(),

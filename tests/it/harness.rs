@@ -73,45 +73,21 @@ impl Env {
         .expect("emulator starts");
         let daemon_app_id = uuid::Uuid::new_v4().to_string();
         let mut apps = vec![SeedApplication {
-            id: None,
             app_id: Some(daemon_app_id.clone()),
-            display_name: "rotator".into(),
-            sign_in_audience: "AzureADMyOrg".into(),
-            owners: vec![],
             graph_roles: vec!["Application.ReadWrite.OwnedBy".into()],
-            password_credentials: vec![SeedPassword {
-                display_name: None,
-                secret_text: Some(DAEMON_SECRET.into()),
-                start_date_time: None,
-                end_date_time: None,
-                propagating: false,
-            }],
-            federated_credentials: vec![],
-            managed_identity: false,
-            disabled: false,
+            password_credentials: vec![SeedPassword::new(None, Some(DAEMON_SECRET))],
+            ..SeedApplication::new("rotator")
         }];
         for (name, audience) in &setup.clients {
             apps.push(SeedApplication {
-                id: None,
-                app_id: None,
-                display_name: (*name).into(),
                 sign_in_audience: (*audience).into(),
                 owners: vec![daemon_app_id.clone()],
-                graph_roles: vec![],
                 password_credentials: if setup.foreign_password {
-                    vec![SeedPassword {
-                        display_name: Some("made in the portal".into()),
-                        secret_text: None,
-                        start_date_time: None,
-                        end_date_time: None,
-                        propagating: false,
-                    }]
+                    vec![SeedPassword::new(Some("made in the portal"), None)]
                 } else {
                     vec![]
                 },
-                federated_credentials: vec![],
-                managed_identity: false,
-                disabled: false,
+                ..SeedApplication::new(*name)
             });
         }
         let report = em

@@ -408,21 +408,6 @@ mod tests {
     use super::*;
     use crate::model::{SeedApplication, SeedVault};
 
-    fn app(name: &str) -> SeedApplication {
-        SeedApplication {
-            id: None,
-            app_id: None,
-            display_name: name.into(),
-            sign_in_audience: "AzureADMyOrg".into(),
-            owners: vec![],
-            graph_roles: vec![],
-            password_credentials: vec![],
-            federated_credentials: vec![],
-            managed_identity: false,
-            disabled: false,
-        }
-    }
-
     #[tokio::test]
     async fn state_and_ca_persist_across_a_restart_on_the_same_state_dir() {
         let dir = tempfile::tempdir().unwrap();
@@ -433,7 +418,7 @@ mod tests {
         };
         let seed = Seed {
             tenant_id: None,
-            applications: vec![app("kept")],
+            applications: vec![SeedApplication::new("kept")],
             vaults: vec![SeedVault {
                 name: "kept-kv".into(),
                 access: BTreeMap::new(),

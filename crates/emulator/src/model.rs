@@ -57,6 +57,37 @@ pub struct SeedApplication {
     pub disabled: bool,
 }
 
+impl SeedApplication {
+    /// An org-only application with no credentials, owners or roles; set what differs.
+    pub fn new(display_name: impl Into<String>) -> SeedApplication {
+        SeedApplication {
+            id: None,
+            app_id: None,
+            display_name: display_name.into(),
+            sign_in_audience: default_audience(),
+            owners: Vec::new(),
+            graph_roles: Vec::new(),
+            password_credentials: Vec::new(),
+            federated_credentials: Vec::new(),
+            managed_identity: false,
+            disabled: false,
+        }
+    }
+}
+
+impl SeedPassword {
+    /// A password with this secret (or a generated one), valid now for two years.
+    pub fn new(display_name: Option<&str>, secret_text: Option<&str>) -> SeedPassword {
+        SeedPassword {
+            display_name: display_name.map(str::to_string),
+            secret_text: secret_text.map(str::to_string),
+            start_date_time: None,
+            end_date_time: None,
+            propagating: false,
+        }
+    }
+}
+
 fn default_audience() -> String {
     "AzureADMyOrg".to_string()
 }

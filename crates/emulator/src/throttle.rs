@@ -24,6 +24,19 @@ pub enum Charge {
 }
 
 impl Windows {
+    /// The window for `key`, without the events that have left it.
+    fn pruned(&mut self, key: &str, window: Duration, now: Instant) -> &mut Window {
+        let w = self.windows.entry(key.to_string()).or_default();
+        while let Some(&(t, c)) = w.events.front() {
+            if now.duration_since(t) < window {
+                break;
+            }
+            w.events.pop_front();
+            w.used -= u64::from(c);
+        }
+        w
+    }
+
     /// Charges `cost` against `limit` per `window` for `key`. A refused request is not counted,
     /// as Azure does not count requests that fail with 429.
     pub fn charge(
@@ -34,15 +47,7 @@ impl Windows {
         cost: u32,
         now: Instant,
     ) -> Charge {
-        let w = self.windows.entry(key.to_string()).or_default();
-        while let Some(&(t, c)) = w.events.front() {
-            if now.duration_since(t) >= window {
-                w.events.pop_front();
-                w.used -= u64::from(c);
-            } else {
-                break;
-            }
-        }
+        let w = self.pruned(key, window, now);
         if w.used + u64::from(cost) > u64::from(limit) {
             // Room comes back when the oldest events leave the window.
             let mut freed = 0u64;
@@ -76,15 +81,7 @@ impl Windows {
         cost: u32,
         now: Instant,
     ) -> Option<Duration> {
-        let w = self.windows.entry(key.to_string()).or_default();
-        while let Some(&(t, c)) = w.events.front() {
-            if now.duration_since(t) >= window {
-                w.events.pop_front();
-                w.used -= u64::from(c);
-            } else {
-                break;
-            }
-        }
+        let w = self.pruned(key, window, now);
         if w.used + u64::from(cost) > u64::from(limit) {
             let oldest = w.events.front().map(|&(t, _)| t).unwrap_or(now);
             Some(
