@@ -273,3 +273,76 @@ impl TokenCredential for VaultScopeGuard {
         self.inner.get_token(&[self.allowed], options).await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug)]
+    struct Recording(std::sync::Mutex<Vec<String>>);
+
+    #[async_trait]
+    impl TokenCredential for Recording {
+        async fn get_token(
+            &self,
+            scopes: &[&str],
+            _: Option<TokenRequestOptions<'_>>,
+        ) -> azure_core::Result<AccessToken> {
+            self.0
+                .lock()
+                .unwrap()
+                .extend(scopes.iter().map(|s| s.to_string()));
+            Ok(AccessToken::new(
+                "t",
+                time::OffsetDateTime::now_utc() + time::Duration::hours(1),
+            ))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_vault_challenge_cannot_obtain_a_token_for_anything_but_key_vault() {
+        let inner = Arc::new(Recording(Default::default()));
+        let guard = VaultScopeGuard {
+            inner: inner.clone(),
+            allowed: "https://vault.azure.net/.default",
+        };
+        // What a real vault's challenge yields, with and without /.default or a trailing slash.
+        for ok in [
+            "https://vault.azure.net/.default",
+            "https://vault.azure.net",
+            "https://VAULT.azure.net/",
+        ] {
+            assert!(guard.get_token(&[ok], None).await.is_ok(), "{ok}");
+        }
+        // A hostile or mistyped vault naming another resource.
+        for bad in [
+            "https://graph.microsoft.com/.default",
+            "https://management.azure.com/.default",
+            "https://vault.azure.net.evil.example/.default",
+        ] {
+            let err = guard.get_token(&[bad], None).await.unwrap_err();
+            assert!(error_chain(&err).contains("refused"), "{bad}");
+        }
+        assert!(guard.get_token(&[], None).await.is_err());
+        // Only ever the configured scope went to the real credential.
+        assert!(
+            inner
+                .0
+                .lock()
+                .unwrap()
+                .iter()
+                .all(|s| s == "https://vault.azure.net/.default")
+        );
+    }
+
+    #[test]
+    fn transport_failures_are_found_anywhere_in_the_chain() {
+        let io = azure_core::Error::new(azure_core::error::ErrorKind::Io, "reset");
+        assert!(transport_failure(&io));
+        let other = azure_core::Error::with_message(
+            azure_core::error::ErrorKind::Credential,
+            "AADSTS7000215",
+        );
+        assert!(!transport_failure(&other));
+    }
+}
