@@ -69,6 +69,11 @@ pub async fn i1(env: &Env) -> Vec<String> {
                 "I1 {}: the published value is not credential {key}'s",
                 c.name
             )),
+            // Distinct from a lost secret: nothing renewed it in time (the daemon was down or
+            // failing for longer than renew_before).
+            Some(p) if p.end <= time::OffsetDateTime::now_utc() => {
+                v.push(format!("I1 {}: the published secret expired", c.name))
+            }
             Some(_) => {
                 if !signs_in(&info, &env.tenant, &c.app_id, &latest.value).await {
                     v.push(format!(
