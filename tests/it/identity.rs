@@ -97,8 +97,12 @@ async fn rotates_when_signed_in_with_a_managed_identity() {
     let info = env.em.info();
     let config = path_str(&env.config_path);
     let mut cmd = env.command(&["rotate", "--config", &config, "app-one"]);
+    // A proxy for plain HTTP that does not exist: managed identity endpoints must never use it.
     cmd.env("IDENTITY_ENDPOINT", &info.identity_endpoint)
-        .env("IDENTITY_HEADER", &info.identity_header);
+        .env("IDENTITY_HEADER", &info.identity_header)
+        .env("HTTP_PROXY", "http://127.0.0.1:9")
+        .env("http_proxy", "http://127.0.0.1:9")
+        .env_remove("NO_PROXY");
     let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
         .await
         .unwrap();
@@ -108,5 +112,79 @@ async fn rotates_when_signed_in_with_a_managed_identity() {
         env.journal()
             .iter()
             .any(|e| e.operation == "managed_identity_token" && e.status == 200)
+    );
+}
+
+/// A minimal HTTP CONNECT proxy on loopback; counts the tunnels it opened.
+async fn connect_proxy() -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let tunnels = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = tunnels.clone();
+    tokio::spawn(async move {
+        while let Ok((mut client, _)) = listener.accept().await {
+            let count = count.clone();
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") && head.len() < 8192 {
+                    if client.read_exact(&mut byte).await.is_err() {
+                        return;
+                    }
+                    head.push(byte[0]);
+                }
+                let text = String::from_utf8_lossy(&head).to_string();
+                let Some(target) = text
+                    .strip_prefix("CONNECT ")
+                    .and_then(|r| r.split_whitespace().next())
+                else {
+                    return;
+                };
+                let Ok(mut upstream) = tokio::net::TcpStream::connect(target).await else {
+                    return;
+                };
+                count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                if client
+                    .write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
+                    .await
+                    .is_ok()
+                {
+                    let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+                }
+            });
+        }
+    });
+    (format!("http://{addr}"), tunnels)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn azure_calls_go_through_https_proxy_unless_no_proxy_names_the_host() {
+    let env = Env::new(Setup::default()).await;
+    let (proxy, tunnels) = connect_proxy().await;
+    let config = path_str(&env.config_path);
+    let mut cmd = env.command(&["rotate", "--config", &config, "app-one"]);
+    cmd.env("HTTPS_PROXY", &proxy).env_remove("NO_PROXY");
+    let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        tunnels.load(std::sync::atomic::Ordering::SeqCst) >= 1,
+        "Azure calls went through the proxy"
+    );
+    env.assert_published_valid("app-one");
+
+    let before = tunnels.load(std::sync::atomic::Ordering::SeqCst);
+    let mut cmd = env.command(&["rotate", "--config", &config, "app-one", "--force"]);
+    cmd.env("HTTPS_PROXY", &proxy).env("NO_PROXY", "127.0.0.1");
+    let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        tunnels.load(std::sync::atomic::Ordering::SeqCst),
+        before,
+        "NO_PROXY bypasses the proxy"
     );
 }
