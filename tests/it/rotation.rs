@@ -273,3 +273,65 @@ async fn retires_the_adopted_credential_after_overlap_and_leaves_other_foreign_o
     env.assert_foreign_untouched("app-one");
     env.assert_published_valid("app-one");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn plan_says_what_it_would_do_and_changes_nothing_and_status_reports_the_last_result() {
+    let env = Env::new(Setup::default()).await;
+    let config = path_str(&env.config_path);
+    let out = env.cli(&["plan", "--config", &config]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let table = stdout(&out);
+    assert!(table.starts_with("CLIENT"), "{table}");
+    assert!(
+        table.contains("app-one")
+            && table.contains("rotate")
+            && table.contains("no secret is published"),
+        "{table}"
+    );
+    assert!(
+        env.writes().is_empty(),
+        "plan changes nothing: {:?}",
+        env.writes()
+    );
+
+    assert!(env.rotate("app-one", &[]).await.status.success());
+    let out = env
+        .cli(&["plan", "--config", &config, "--output", "json"])
+        .await;
+    let plan: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(plan[0]["client"], "app-one");
+    assert_eq!(plan[0]["action"], "none");
+    assert_eq!(
+        plan[0]["published_key_id"].as_str(),
+        env.versions("app-one")[0]
+            .tags
+            .get("key-id")
+            .map(String::as_str)
+    );
+
+    let out = env.cli(&["status", "--config", &config]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("app-one") && stdout(&out).contains("rotated"),
+        "{}",
+        stdout(&out)
+    );
+    let out = env
+        .cli(&["status", "--config", &config, "--output", "json"])
+        .await;
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(status[0]["name"], "app-one");
+    assert_eq!(
+        status[0]["published_key_id"].as_str(),
+        env.versions("app-one")[0]
+            .tags
+            .get("key-id")
+            .map(String::as_str)
+    );
+    assert!(
+        status[0]["expires_at"]
+            .as_str()
+            .is_some_and(|t| t.ends_with('Z'))
+    );
+    assert!(status[0]["next_rotation_at"].is_string());
+}
