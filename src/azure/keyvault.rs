@@ -66,9 +66,7 @@ impl VaultClients {
         }
         // The challenge's resource is checked for real vault hosts. Other hosts (the emulator,
         // private names) cannot match it, and the scope guard keeps their tokens to Key Vault's.
-        let real_vault = vault
-            .host_str()
-            .is_some_and(|h| h.to_ascii_lowercase().ends_with(self.cloud.vault_suffix()));
+        let real_vault = verifies_challenge(self.cloud, vault);
         let options = SecretClientOptions {
             client_options: self.options.clone(),
             verify_challenge_resource: Some(real_vault),
@@ -204,6 +202,15 @@ impl VaultClients {
     }
 }
 
+/// Whether the auth challenge's resource is checked for this vault: for the cloud's real vault
+/// hosts, yes; for any other host (the emulator, private names) it cannot match, and the scope
+/// guard keeps the token to Key Vault's scope instead.
+pub fn verifies_challenge(cloud: Cloud, vault: &url::Url) -> bool {
+    vault
+        .host_str()
+        .is_some_and(|h| h.to_ascii_lowercase().ends_with(cloud.vault_suffix()))
+}
+
 /// Classifies an SDK error by status and the service's (inner) error code. Only the code and
 /// message of the error body are read, never the rest of a raw response.
 fn kv_error(operation: &'static str, e: &azure_core::Error) -> Error {
@@ -275,4 +282,52 @@ pub fn error_body(body: &[u8]) -> (Option<String>, String) {
         }
     }
     (code, message)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_challenge_is_verified_for_real_vault_hosts_only() {
+        let url = |s: &str| url::Url::parse(s).unwrap();
+        assert!(verifies_challenge(
+            Cloud::Public,
+            &url("https://contoso-kv.vault.azure.net")
+        ));
+        assert!(verifies_challenge(
+            Cloud::Public,
+            &url("https://Contoso-KV.Vault.Azure.Net/")
+        ));
+        assert!(verifies_challenge(
+            Cloud::UsGov,
+            &url("https://kv.vault.usgovcloudapi.net")
+        ));
+        assert!(!verifies_challenge(
+            Cloud::Public,
+            &url("https://kv.vault.usgovcloudapi.net")
+        ));
+        assert!(!verifies_challenge(
+            Cloud::Public,
+            &url("https://127.0.0.1:8710")
+        ));
+        assert!(!verifies_challenge(
+            Cloud::Public,
+            &url("https://vault.azure.net.evil.example")
+        ));
+        assert!(!verifies_challenge(
+            Cloud::Public,
+            &url("https://kv.internal.contoso.com")
+        ));
+    }
+
+    #[test]
+    fn inner_error_codes_win_and_texts_are_bounded() {
+        let body = br#"{"error":{"code":"Conflict","message":"m","innererror":{"code":"ObjectIsDeletedButRecoverable"}}}"#;
+        assert_eq!(
+            error_body(body),
+            (Some("ObjectIsDeletedButRecoverable".into()), "m".into())
+        );
+        assert_eq!(error_body(b"not json"), (None, String::new()));
+    }
 }
