@@ -246,6 +246,7 @@ pub async fn emulator(
     listen: std::net::SocketAddr,
     state_dir: Option<PathBuf>,
     seed: Option<PathBuf>,
+    ca: Option<(PathBuf, PathBuf)>,
 ) -> anyhow::Result<()> {
     let state_dir = state_dir.unwrap_or_else(|| {
         std::env::temp_dir().join(format!("secret-rotator-emulator-{}", std::process::id()))
@@ -259,6 +260,15 @@ pub async fn emulator(
         ),
         None => None,
     };
+    // A given CA takes the place of the generated one: the emulator keeps its CA in the state dir.
+    if let Some((cert, key)) = ca {
+        crate::store::create_private_dir(&state_dir)?;
+        let read = |p: &PathBuf| {
+            std::fs::read_to_string(p).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))
+        };
+        std::fs::write(state_dir.join("ca.pem"), read(&cert)?)?;
+        std::fs::write(state_dir.join("ca-key.pem"), read(&key)?)?;
+    }
     let em = emulator::Emulator::start(emulator::Options {
         listen,
         state_dir,

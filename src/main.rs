@@ -73,6 +73,12 @@ enum Command {
         /// A JSON seed (tenant, applications, vaults, settings) to load at start.
         #[arg(long)]
         seed: Option<PathBuf>,
+        /// Serve with certificates issued by this CA (PEM) instead of a generated one.
+        #[arg(long, requires = "ca_key")]
+        ca_cert: Option<PathBuf>,
+        /// The private key (PEM) of --ca-cert.
+        #[arg(long, requires = "ca_cert")]
+        ca_key: Option<PathBuf>,
     },
     /// Run the emulator and the daemon together on a demo config.
     Demo {
@@ -149,9 +155,11 @@ fn main() -> ExitCode {
                 listen,
                 state_dir,
                 seed,
+                ca_cert,
+                ca_key,
             } => {
                 secret_rotator::telemetry::init(secret_rotator::config::LogFormat::Text, "warn");
-                cli::emulator(listen, state_dir, seed)
+                cli::emulator(listen, state_dir, seed, ca_cert.zip(ca_key))
                     .await
                     .map_err(|e| format!("{e:#}"))?;
                 Ok(true)

@@ -124,3 +124,58 @@ async fn the_official_rust_key_vault_crate_works_against_the_emulator() {
     let missing = client.get_secret("rust-sdk", None).await.unwrap_err();
     assert_eq!(missing.http_status().map(u16::from), Some(404));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_emulator_serves_with_a_ca_it_is_given() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "operator's test CA");
+    let ca = params.self_signed(&key).unwrap();
+    std::fs::write(dir.path().join("given-ca.pem"), ca.pem()).unwrap();
+    std::fs::write(dir.path().join("given-ca-key.pem"), key.serialize_pem()).unwrap();
+
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_secret-rotator"))
+        .args(["emulator", "--listen", "127.0.0.1:0", "--state-dir"])
+        .arg(dir.path().join("state"))
+        .arg("--ca-cert")
+        .arg(dir.path().join("given-ca.pem"))
+        .arg("--ca-key")
+        .arg(dir.path().join("given-ca-key.pem"))
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let info: serde_json::Value = serde_json::from_str(&line).expect("the start line");
+    assert_eq!(
+        std::fs::read_to_string(info["ca_file"].as_str().unwrap()).unwrap(),
+        ca.pem()
+    );
+    let http = reqwest::Client::builder()
+        .tls_certs_only([reqwest::Certificate::from_pem(ca.pem().as_bytes()).unwrap()])
+        .no_proxy()
+        .build()
+        .unwrap();
+    let r = http
+        .get(format!(
+            "{}/control/operations",
+            info["control_url"].as_str().unwrap()
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        200,
+        "served with a certificate the given CA issued"
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+}
