@@ -470,6 +470,16 @@ pub fn minted(env: &Env) -> Vec<String> {
 }
 
 impl Env {
+    /// An HTTPS client that trusts only the emulator's CA.
+    pub fn https(&self) -> reqwest::Client {
+        let ca = std::fs::read(self.em.info().ca_file).unwrap();
+        reqwest::Client::builder()
+            .tls_certs_only(reqwest::Certificate::from_pem_bundle(&ca).unwrap())
+            .no_proxy()
+            .build()
+            .unwrap()
+    }
+
     /// The object id of the application with `app_id`.
     pub fn app_object_id(&self, app_id: &str) -> String {
         let state = self.em.world().state();

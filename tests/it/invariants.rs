@@ -38,7 +38,6 @@ pub fn foreign_snapshot(env: &Env) -> Foreign {
 /// app whose secret is the version's value, and signs in.
 pub async fn i1(env: &Env) -> Vec<String> {
     let mut v = Vec::new();
-    let info = env.em.info();
     for c in &env.clients {
         let versions = env.versions(&c.name);
         let Some(latest) = versions.last() else {
@@ -75,7 +74,7 @@ pub async fn i1(env: &Env) -> Vec<String> {
                 v.push(format!("I1 {}: the published secret expired", c.name))
             }
             Some(_) => {
-                if !signs_in(&info, &env.tenant, &c.app_id, &latest.value).await {
+                if !signs_in(env, &c.app_id, &latest.value).await {
                     v.push(format!(
                         "I1 {}: the published secret does not sign in",
                         c.name
@@ -87,13 +86,8 @@ pub async fn i1(env: &Env) -> Vec<String> {
     v
 }
 
-async fn signs_in(info: &emulator::StartInfo, tenant: &str, app_id: &str, secret: &str) -> bool {
-    let ca = std::fs::read(&info.ca_file).unwrap();
-    let http = reqwest::Client::builder()
-        .tls_certs_only(reqwest::Certificate::from_pem_bundle(&ca).unwrap())
-        .no_proxy()
-        .build()
-        .unwrap();
+async fn signs_in(env: &Env, app_id: &str, secret: &str) -> bool {
+    let (http, info, tenant) = (env.https(), env.em.info(), &env.tenant);
     // Replication makes a young secret fail now and then; a published one must work within
     // the propagation window.
     for _ in 0..30 {
@@ -426,12 +420,7 @@ mod checks_fail_on_seeded_violations {
         let env = Env::new(Setup::default()).await;
         // Publish by hand, as a buggy daemon would: a new credential straight into the vault.
         let info = env.em.info();
-        let ca = std::fs::read(&info.ca_file).unwrap();
-        let http = reqwest::Client::builder()
-            .tls_certs_only(reqwest::Certificate::from_pem_bundle(&ca).unwrap())
-            .no_proxy()
-            .build()
-            .unwrap();
+        let http = env.https();
         let token: serde_json::Value = http
             .post(format!(
                 "{}/{}/oauth2/v2.0/token",

@@ -356,35 +356,24 @@ async fn row(op: Op) {
     .unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn fault_matrix_sign_in() {
-    row(Op::SignIn).await;
+macro_rules! rows {
+    ($($name:ident: $op:expr;)*) => {
+        $(
+            #[tokio::test(flavor = "multi_thread")]
+            async fn $name() {
+                row($op).await;
+            }
+        )*
+    };
 }
-#[tokio::test(flavor = "multi_thread")]
-async fn fault_matrix_verify() {
-    row(Op::Verify).await;
-}
-#[tokio::test(flavor = "multi_thread")]
-async fn fault_matrix_get_application() {
-    row(Op::GetApplication).await;
-}
-#[tokio::test(flavor = "multi_thread")]
-async fn fault_matrix_add_password() {
-    row(Op::AddPassword).await;
-}
-#[tokio::test(flavor = "multi_thread")]
-async fn fault_matrix_remove_password() {
-    row(Op::RemovePassword).await;
-}
-#[tokio::test(flavor = "multi_thread")]
-async fn fault_matrix_list_versions() {
-    row(Op::ListVersions).await;
-}
-#[tokio::test(flavor = "multi_thread")]
-async fn fault_matrix_set_secret() {
-    row(Op::SetSecret).await;
-}
-#[tokio::test(flavor = "multi_thread")]
-async fn fault_matrix_get_secret() {
-    row(Op::GetSecret).await;
+
+rows! {
+    fault_matrix_sign_in: Op::SignIn;
+    fault_matrix_verify: Op::Verify;
+    fault_matrix_get_application: Op::GetApplication;
+    fault_matrix_add_password: Op::AddPassword;
+    fault_matrix_remove_password: Op::RemovePassword;
+    fault_matrix_list_versions: Op::ListVersions;
+    fault_matrix_set_secret: Op::SetSecret;
+    fault_matrix_get_secret: Op::GetSecret;
 }

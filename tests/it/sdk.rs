@@ -17,12 +17,7 @@ use crate::harness::*;
 async fn the_official_rust_key_vault_crate_works_against_the_emulator() {
     let env = Env::new(Setup::default()).await;
     let info = env.em.info();
-    let ca = std::fs::read(&info.ca_file).unwrap();
-    let http = reqwest::Client::builder()
-        .tls_certs_only(reqwest::Certificate::from_pem_bundle(&ca).unwrap())
-        .no_proxy()
-        .build()
-        .unwrap();
+    let http = env.https();
     let mut custom = azure_core::cloud::CustomConfiguration::default();
     custom.authority_host = info.authority_host.clone();
     let options = ClientOptions {
