@@ -4,7 +4,7 @@
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
-use super::{Class, Error, Shared, Timer, parse_retry_after};
+use super::{Class, Error, Shared, Timer};
 
 const SERVICE: &str = "token";
 
@@ -78,14 +78,7 @@ impl EntraClient {
         };
         let status = response.status().as_u16();
         timer.done(&status.to_string());
-        self.shared
-            .skew
-            .observe(response.headers().get("date").and_then(|v| v.to_str().ok()));
-        let retry_after = response
-            .headers()
-            .get("retry-after")
-            .and_then(|v| v.to_str().ok())
-            .and_then(parse_retry_after);
+        let retry_after = self.shared.observe(response.headers());
         let body = response.bytes().await.unwrap_or_default();
         if status == 200 {
             // A 200 is only a success if it carries a token.

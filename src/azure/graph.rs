@@ -10,7 +10,7 @@ use serde_json::json;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use super::{Class, Error, Shared, Timer, class_of_status, parse_retry_after};
+use super::{Class, Error, Shared, Timer, class_of_status};
 use crate::config::AppRef;
 
 const SERVICE: &str = "graph";
@@ -251,14 +251,7 @@ impl GraphClient {
             }
         };
         let status = response.status().as_u16();
-        self.shared
-            .skew
-            .observe(response.headers().get("date").and_then(|v| v.to_str().ok()));
-        let retry_after = response
-            .headers()
-            .get("retry-after")
-            .and_then(|v| v.to_str().ok())
-            .and_then(parse_retry_after);
+        let retry_after = self.shared.observe(response.headers());
         let body = match response.bytes().await {
             Ok(b) => b,
             Err(e) => {

@@ -156,6 +156,16 @@ pub struct Shared {
     pub skew: Arc<Skew>,
 }
 
+impl Shared {
+    /// Reads what every Azure answer tells the daemon: its `Date` (for the clock-skew check) and
+    /// its `Retry-After`, if any.
+    pub fn observe(&self, headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+        let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+        self.skew.observe(text("date"));
+        text("retry-after").and_then(parse_retry_after)
+    }
+}
+
 /// The difference between Azure's clock (its `Date` headers) and ours.
 #[derive(Default)]
 pub struct Skew {

@@ -297,26 +297,10 @@ fn issue(world: &World, tenant: &str, headers: &HeaderMap, body: &[u8]) -> Outco
             };
         }
     };
-    let roles = if tokens::GRAPH_AUDIENCES
-        .iter()
-        .any(|a| a.eq_ignore_ascii_case(&resource))
-    {
-        app.graph_roles.clone()
-    } else {
-        Vec::new()
-    };
     let lifetime = state.settings.token_lifetime_secs;
-    let claims = tokens::claims_for(
-        &state.tenant_id,
-        &app.app_id,
-        &app.id,
-        &resource,
-        roles,
-        lifetime,
-    );
+    let (token, _) = grant(world, &state, app, &resource);
     let object_id = app.id.clone();
     drop(state);
-    let token = tokens::mint(&world.token_key, &claims);
     Outcome {
         client_id: Some(client_id),
         object_id: Some(object_id),
@@ -329,6 +313,32 @@ fn issue(world: &World, tenant: &str, headers: &HeaderMap, body: &[u8]) -> Outco
         }))
         .into_response(),
     }
+}
+
+/// An access token for `app` to `resource`: Graph tokens carry the app's Graph roles.
+fn grant(
+    world: &World,
+    state: &crate::model::State,
+    app: &Application,
+    resource: &str,
+) -> (String, tokens::Claims) {
+    let roles = if tokens::GRAPH_AUDIENCES
+        .iter()
+        .any(|a| a.eq_ignore_ascii_case(resource))
+    {
+        app.graph_roles.clone()
+    } else {
+        Vec::new()
+    };
+    let claims = tokens::claims_for(
+        &state.tenant_id,
+        &app.app_id,
+        &app.id,
+        resource,
+        roles,
+        state.settings.token_lifetime_secs,
+    );
+    (tokens::mint(&world.token_key, &claims), claims)
 }
 
 /// `scope` must name exactly one resource, as `<resource>/.default`.
@@ -729,24 +739,7 @@ fn mi_token(world: &World, q: &MiQuery) -> Result<MiGrant, (StatusCode, String)>
             ));
         }
     };
-    let roles = if tokens::GRAPH_AUDIENCES
-        .iter()
-        .any(|a| a.eq_ignore_ascii_case(&resource))
-    {
-        app.graph_roles.clone()
-    } else {
-        Vec::new()
-    };
-    let lifetime = state.settings.token_lifetime_secs;
-    let claims = tokens::claims_for(
-        &state.tenant_id,
-        &app.app_id,
-        &app.id,
-        &resource,
-        roles,
-        lifetime,
-    );
-    let token = tokens::mint(&world.token_key, &claims);
+    let (token, claims) = grant(world, &state, app, &resource);
     Ok((
         app.app_id.clone(),
         app.id.clone(),
