@@ -429,9 +429,13 @@ async fn the_admin_api_survives_hostile_requests() {
         .bearer_auth(&env.admin_token)
         .body(big)
         .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 413);
+        .await;
+    // The daemon answers 413 and stops reading; the client either reads that answer or, when
+    // it is still writing, finds the connection closed. Never may the request be accepted.
+    match r {
+        Ok(r) => assert_eq!(r.status(), 413),
+        Err(e) => assert!(e.is_request() && !e.is_timeout(), "{e}"),
+    }
     // Odd client names: encoded NULs, traversal, very long, non-UTF-8.
     for name in [
         "%00",
