@@ -424,7 +424,8 @@ async fn the_admin_api_survives_hostile_requests() {
 
     // An oversized body is refused, not buffered.
     let big = vec![b'x'; 4 * 1024 * 1024];
-    let r = http
+    // Its own client: the daemon closes this connection, which must not go back into a pool.
+    let r = reqwest::Client::new()
         .post(format!("{base}/v1/clients/app-one/rotate"))
         .bearer_auth(&env.admin_token)
         .body(big)
