@@ -185,7 +185,11 @@ pub async fn rotate(
                     r.key_id,
                     status::rfc3339(r.expires.unix_timestamp())
                 ),
-                None => println!("{client}: no rotation needed"),
+                None => match &report.plan.blocked {
+                    Some(b) => println!("{client}: not rotated: {b}"),
+                    None if force => println!("{client}: not rotated"),
+                    None => println!("{client}: no rotation needed"),
+                },
             }
             for r in &report.removed {
                 println!("{client}: removed credential {} ({})", r.key_id, r.reason);
@@ -193,10 +197,16 @@ pub async fn rotate(
             for w in &report.warnings {
                 println!("{client}: warning: {w}");
             }
-            if let Some(b) = &report.plan.blocked {
-                println!("{client}: {b}");
+            // A revocation asked for and not done leaves a leaked secret valid: a failure.
+            let revoked = !revoke_previous
+                || report
+                    .removed
+                    .iter()
+                    .any(|r| r.reason == rotation::plan::RemovalReason::Revoked);
+            if revoke_previous && !revoked {
+                println!("{client}: the previous credential was not revoked");
             }
-            Ok(report.gauges.ready)
+            Ok(report.gauges.ready && revoked)
         }
         Err(e) => anyhow::bail!("{client}: {e}"),
     }

@@ -46,7 +46,11 @@ pub enum Command {
 }
 
 pub enum RotateAnswer {
-    Started,
+    /// Queued with its options: it runs as soon as the client's lock is free. `preflight` says,
+    /// once the reconcile has observed and planned, whether it refused the request.
+    Started {
+        preflight: oneshot::Receiver<Result<(), String>>,
+    },
     InFlight,
     Unknown,
 }
@@ -222,8 +226,9 @@ pub async fn run(
                         Some(e) if e.in_flight => RotateAnswer::InFlight,
                         Some(e) => {
                             e.in_flight = true;
-                            start(&shared, &tasks, &semaphore, None, &reconcile_cancel, ctx, client, Options { force: true, revoke_previous });
-                            RotateAnswer::Started
+                            let (preflight, answer) = oneshot::channel();
+                            start(&shared, &tasks, &semaphore, None, &reconcile_cancel, ctx, client, Options { force: true, revoke_previous }, Some(preflight));
+                            RotateAnswer::Started { preflight: answer }
                         }
                     };
                     let _ = reply.send(answer);
@@ -231,7 +236,12 @@ pub async fn run(
                 Command::Done { client, result, skipped } => {
                     shared.in_flight.lock().unwrap_or_else(|p| p.into_inner()).remove(&client);
                     let ctx = shared.context();
-                    let Some(c) = ctx.config.client(&client) else { entries.remove(&client); continue };
+                    // A client removed by a reload while it was reconciling leaves no series.
+                    let Some(c) = ctx.config.client(&client) else {
+                        entries.remove(&client);
+                        shared.metrics.remove_client(&client);
+                        continue;
+                    };
                     let Some(e) = entries.get_mut(&client) else { continue };
                     e.in_flight = false;
                     let now = clock::now();
@@ -300,6 +310,7 @@ fn start(
     ctx: Context,
     client: String,
     opts: Options,
+    preflight: Option<rotation::Preflight>,
 ) {
     shared
         .in_flight
@@ -321,9 +332,28 @@ fn start(
             let _ = tx.send(Command::Done { client, result: Box::new(Err(Failure::Cancelled)), skipped: true }).await;
             return;
         };
-        // A `rotate` from the command line may hold the client: try again shortly.
-        let lock = match ctx.store.try_lock(&client) {
+        // A `rotate` from the command line may hold the client. A scheduled reconcile tries
+        // again shortly; a forced one waits for the lock with its options, so it is never lost.
+        let lock = if opts.force {
+            let wait = c.policy.verify_timeout + Duration::from_secs(180);
+            tokio::select! {
+                l = ctx.store.lock(&client, wait) => l,
+                _ = cancel.cancelled() => Ok(None),
+            }
+        } else {
+            ctx.store.try_lock(&client)
+        };
+        let lock = match lock {
             Ok(Some(l)) => l,
+            Ok(None) if opts.force => {
+                let why = "the client stayed locked by another process".to_string();
+                tracing::warn!(client = %client, "forced rotation not run: {why}");
+                if let Some(p) = preflight {
+                    let _ = p.send(Err(why));
+                }
+                let _ = tx.send(Command::Done { client, result: Box::new(Err(Failure::Cancelled)), skipped: true }).await;
+                return;
+            }
             Ok(None) => {
                 tracing::info!(client = %client, "another process holds this client; trying again shortly");
                 let _ = tx.send(Command::Done { client, result: Box::new(Err(Failure::Cancelled)), skipped: true }).await;
@@ -334,7 +364,7 @@ fn start(
                 return;
             }
         };
-        let result = rotation::reconcile(&ctx, &c, opts, &cancel).await;
+        let result = rotation::reconcile_with(&ctx, &c, opts, &cancel, preflight).await;
         drop(lock);
         // Free the slot before reporting, so that the loop can hand it on at once.
         drop(permit);
@@ -382,6 +412,7 @@ fn start_due(
             ctx.clone(),
             c.name.clone(),
             Options::default(),
+            None,
         );
     }
 }

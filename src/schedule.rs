@@ -18,6 +18,8 @@ use crate::config::Schedule;
 pub const BACKOFF_BASE: Duration = Duration::from_secs(5);
 /// The longest backoff, unless the secret's expiry asks for a shorter one.
 pub const BACKOFF_CAP: Duration = Duration::from_secs(3600);
+/// The longest backoff once the published secret has expired.
+pub const EXPIRED_BACKOFF_CAP: Duration = Duration::from_secs(900);
 
 /// The next run after `now`, with jitter of up to a tenth of the gap (at most 30 s), so that
 /// clients sharing a schedule do not all call Azure in the same second.
@@ -50,7 +52,10 @@ pub fn backoff(failures: u32, now: OffsetDateTime, expires: Option<OffsetDateTim
                 (left / 8.0).max(BACKOFF_BASE.as_secs_f64()),
             ));
         } else {
-            d = d.min(BACKOFF_BASE * 6);
+            // Expired already: the sooner the better, but a failure that keeps failing
+            // (a disabled service principal, Conditional Access) costs a credential added and
+            // removed per attempt, so the wait still grows, to a quarter of an hour.
+            d = d.min(EXPIRED_BACKOFF_CAP);
         }
     }
     d
@@ -118,6 +123,14 @@ mod tests {
         let now = datetime!(2026-01-01 00:00 UTC);
         let d = backoff(30, now, Some(now + time::Duration::hours(2)));
         assert_eq!(d, Duration::from_secs(900));
-        assert!(backoff(30, now, Some(now - time::Duration::hours(1))) <= Duration::from_secs(30));
+    }
+
+    #[test]
+    fn after_expiry_the_backoff_still_grows_to_a_quarter_of_an_hour() {
+        let now = datetime!(2026-01-01 00:00 UTC);
+        let expired = Some(now - time::Duration::hours(1));
+        assert_eq!(backoff(1, now, expired), Duration::from_secs(5));
+        assert_eq!(backoff(4, now, expired), Duration::from_secs(40));
+        assert_eq!(backoff(30, now, expired), EXPIRED_BACKOFF_CAP);
     }
 }

@@ -140,14 +140,40 @@ async fn rotate(
         return error(StatusCode::SERVICE_UNAVAILABLE, "the daemon is stopping");
     }
     match answer.await {
-        Ok(crate::daemon::RotateAnswer::Started) => {
-            (StatusCode::ACCEPTED, Json(json!({ "client": name, "status": "rotation started", "revoke_previous": q.revoke_previous }))).into_response()
+        Ok(crate::daemon::RotateAnswer::Started { preflight }) => {
+            let accepted = |status: &str| {
+                (StatusCode::ACCEPTED, Json(json!({ "client": name, "status": status, "revoke_previous": q.revoke_previous }))).into_response()
+            };
+            if !q.revoke_previous {
+                return accepted("rotation started");
+            }
+            // A revocation is refused when the previous credential is not provably this
+            // client's: wait for the reconcile to say so before claiming anything.
+            match tokio::time::timeout(PREFLIGHT_WAIT, preflight).await {
+                Ok(Ok(Ok(()))) => accepted("rotation started"),
+                Ok(Ok(Err(reason))) => error(StatusCode::CONFLICT, reason),
+                Ok(Err(_)) => error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "the rotation did not start; see /v1/clients",
+                ),
+                Err(_) => accepted(
+                    "queued: the client is busy; ownership of the previous credential is checked before anything is written",
+                ),
+            }
         }
-        Ok(crate::daemon::RotateAnswer::InFlight) => error(StatusCode::CONFLICT, format!("a reconcile of '{name}' is already in flight")),
-        Ok(crate::daemon::RotateAnswer::Unknown) => error(StatusCode::NOT_FOUND, format!("no client named '{name}'")),
+        Ok(crate::daemon::RotateAnswer::InFlight) => error(
+            StatusCode::CONFLICT,
+            format!("a reconcile of '{name}' is already in flight"),
+        ),
+        Ok(crate::daemon::RotateAnswer::Unknown) => {
+            error(StatusCode::NOT_FOUND, format!("no client named '{name}'"))
+        }
         Err(_) => error(StatusCode::SERVICE_UNAVAILABLE, "the daemon is stopping"),
     }
 }
+
+/// How long a revoking rotate request waits for the reconcile's ownership check.
+const PREFLIGHT_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Connections served at once; more wait in the listen backlog.
 const MAX_CONNECTIONS: usize = 256;

@@ -9,7 +9,9 @@ use proptest::prelude::*;
 use secret_rotator::azure::graph::{PasswordCredential, graph_error, parse_application};
 use secret_rotator::azure::keyvault::{VersionInfo, error_body};
 use secret_rotator::config::Config;
-use secret_rotator::rotation::plan::{Observed, PolicyView, Probe, plan, tags};
+use secret_rotator::rotation::plan::{
+    AbandonedAttempt, Blocked, Observed, PolicyView, Probe, RemovalReason, VaultSecret, plan, tags,
+};
 use time::OffsetDateTime;
 
 const VALID: &str = r#"[azure]
@@ -92,14 +94,30 @@ proptest! {
     }
 }
 
+/// Key ids as Entra writes them, for short names.
+fn key(name: &str) -> String {
+    let n = name
+        .bytes()
+        .fold(7u32, |a, b| a.wrapping_mul(31) + u32::from(b));
+    format!("{n:08x}-0000-4000-8000-000000000000")
+}
+
+/// This client's location tag in the tests, and rotation ids made for it or elsewhere.
+const LOC: &str = "0a1b2c3d";
+fn rid(n: u32, here: bool) -> String {
+    format!("{}-{n:032x}", if here { LOC } else { "ffffffff" })
+}
+
 fn credential() -> impl Strategy<Value = PasswordCredential> {
     (
         prop_oneof![Just("k1"), Just("k2"), Just("k3"), Just("k4"), Just("f1")],
         prop_oneof![
+            Just(Some(format!("secret-rotator:prod:dicom:{}", rid(1, true)))),
+            Just(Some(format!("secret-rotator:prod:dicom:{}", rid(2, true)))),
+            Just(Some(format!("secret-rotator:prod:dicom:{}", rid(3, false)))),
             Just(Some("secret-rotator:prod:dicom:r1".to_string())),
-            Just(Some("secret-rotator:prod:dicom:r2".to_string())),
-            Just(Some("secret-rotator:other:dicom:r1".to_string())),
-            Just(Some("secret-rotator:prod:other:r1".to_string())),
+            Just(Some(format!("secret-rotator:other:dicom:{}", rid(1, true)))),
+            Just(Some(format!("secret-rotator:prod:other:{}", rid(1, true)))),
             Just(Some("portal".to_string())),
             Just(None),
         ],
@@ -107,7 +125,7 @@ fn credential() -> impl Strategy<Value = PasswordCredential> {
         -400i64..400,
     )
         .prop_map(|(k, name, start, end)| PasswordCredential {
-            key_id: k.to_string(),
+            key_id: key(k),
             display_name: name,
             hint: Some("abc".into()),
             start: Some(now() + time::Duration::days(start)),
@@ -129,7 +147,7 @@ fn version() -> impl Strategy<Value = VersionInfo> {
             enabled,
             expires: Some(now() + time::Duration::days(exp)),
             tags: if managed {
-                tags("app", k, "r")
+                tags("app", &key(k), "r")
             } else {
                 Default::default()
             },
@@ -146,36 +164,59 @@ proptest! {
     #[test]
     fn the_planner_never_removes_the_published_credential_or_a_foreign_one(
         passwords in proptest::collection::vec(credential(), 0..6),
-        versions in proptest::option::of(proptest::collection::vec(version(), 0..5)),
+        versions in proptest::collection::vec(version(), 0..5),
+        latest_pick in any::<prop::sample::Index>(),
+        vault_kind in 0u8..3,
         cap in proptest::option::of(Just(2usize)),
         probe in proptest::option::of(prop_oneof![Just(Probe::SignsIn), Just(Probe::Rejected), Just(Probe::Inconclusive)]),
-        abandoned in proptest::collection::vec(prop_oneof![Just("r1".to_string()), Just("r2".to_string())], 0..2),
+        abandoned in proptest::collection::vec((1u32..4, any::<bool>(), any::<bool>()), 0..2),
         skew in -300i64..300,
         adopt in any::<bool>(),
         force in any::<bool>(),
+        revoke_previous in any::<bool>(),
     ) {
         // Graph key ids are unique within an application.
         let mut passwords = passwords;
         let mut seen = std::collections::HashSet::new();
         passwords.retain(|p| seen.insert(p.key_id.clone()));
         let mut versions = versions;
-        if let Some(v) = versions.as_mut() {
-            v.sort_by_key(|x| x.created);
-        }
-        let observed = Observed { passwords: passwords.clone(), password_cap: cap, versions: versions.clone(), published_probe: probe, abandoned, skew_seconds: skew, adopted: None };
-        let policy = PolicyView { instance: "prod", client: "dicom", renew_before: Duration::from_secs(30 * 86400), overlap: Duration::from_secs(7 * 86400), verify_timeout: Duration::from_secs(300), adopt, force };
+        versions.sort_by_key(|x| x.created);
+        let vault = match (vault_kind, versions.is_empty()) {
+            (0, false) => {
+                let latest = versions[latest_pick.index(versions.len())].clone();
+                VaultSecret::Present { history: versions.clone(), latest }
+            }
+            (1, _) => VaultSecret::SoftDeleted,
+            _ => VaultSecret::Absent,
+        };
+        let abandoned = abandoned.into_iter().map(|(n, here, reached)| AbandonedAttempt { rotation_id: rid(n, here), reached_publishing: reached }).collect();
+        let observed = Observed { passwords: passwords.clone(), password_cap: cap, vault: vault.clone(), location: LOC.into(), location_name: "secret".into(), published_probe: probe, abandoned, skew_seconds: skew, adopted: None, adopted_now: None };
+        let policy = PolicyView { instance: "prod", client: "dicom", renew_before: Duration::from_secs(30 * 86400), overlap: Duration::from_secs(7 * 86400), verify_timeout: Duration::from_secs(300), adopt, force, revoke_previous };
         let p = plan(&observed, &policy, now());
-        let published = versions.as_ref().and_then(|v| v.last()).filter(|v| v.tags.contains_key("managed-by")).and_then(|v| v.tags.get("key-id").cloned());
+        let published = match &vault {
+            VaultSecret::Present { latest, .. } => latest.tags.get("managed-by").and(latest.tags.get("key-id").cloned()),
+            _ => None,
+        };
+        let own = |k: &str| passwords.iter().filter(|c| c.key_id == k).all(|c| c.display_name.as_deref().is_some_and(|d| d.starts_with("secret-rotator:prod:dicom:")));
         for r in &p.removals {
             prop_assert!(Some(&r.key_id) != published.as_ref(), "removed the published credential {}", r.key_id);
-            let owners: Vec<_> = passwords.iter().filter(|c| c.key_id == r.key_id).collect();
-            prop_assert!(owners.iter().all(|c| c.display_name.as_deref().is_some_and(|d| d.starts_with("secret-rotator:prod:dicom:"))), "removed a credential it does not own: {}", r.key_id);
+            prop_assert!(own(&r.key_id), "removed a credential it does not own: {}", r.key_id);
+            if !matches!(vault, VaultSecret::Present { .. }) {
+                prop_assert!(matches!(r.reason, RemovalReason::Abandoned { .. }), "removed {} ({}) without a history to prove it unpublished", r.key_id, r.reason);
+            }
+            if let RemovalReason::Superseded { since } | RemovalReason::Migrated { since } = r.reason && skew.abs() > 120 {
+                prop_assert!(since + time::Duration::days(7) <= now() - time::Duration::seconds(skew.abs()), "a skewed clock removed {} early", r.key_id);
+            }
         }
-        if skew.abs() > 120 {
-            prop_assert!(p.removals.is_empty(), "a skewed clock blocks removals");
+        if let Some(k) = &p.revoke {
+            prop_assert!(own(k), "revoking a credential it does not own: {k}");
+            prop_assert!(Some(k) == published.as_ref());
         }
         if p.blocked.is_some() {
             prop_assert!(p.rotate.is_none());
+        }
+        if let Some(Blocked::WaitingForSlot { until }) = p.blocked {
+            prop_assert!(until > now(), "a wait that does not land in the future: {until}");
         }
     }
 }

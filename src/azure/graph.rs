@@ -283,7 +283,7 @@ impl GraphClient {
         let (code, message) = graph_error(&body);
         let mut class = class_of_status(status, code.as_deref(), retry_after);
         // A write answered 5xx may have been applied before the failure.
-        if is_write && matches!(status, 500 | 502 | 504) {
+        if is_write && matches!(status, 500 | 502 | 503 | 504) {
             class = Class::Unknown;
         }
         Err(Error {

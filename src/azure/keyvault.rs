@@ -18,13 +18,30 @@ use crate::config::{Cloud, Config};
 const SERVICE: &str = "keyvault";
 
 /// One version of a vault secret, without its value.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct VersionInfo {
     pub version: String,
     pub created: Option<OffsetDateTime>,
     pub enabled: bool,
     pub expires: Option<OffsetDateTime>,
     pub tags: BTreeMap<String, String>,
+}
+
+/// What `GET /secrets/{name}` says about the version consumers read.
+#[derive(Debug, Clone)]
+pub enum Latest {
+    Version(VersionInfo),
+    /// The latest version is disabled: Key Vault refuses to return it (403 `SecretDisabled`).
+    Disabled,
+    /// No such secret (404): never created, deleted, or purged.
+    Absent,
+}
+
+/// The version id at the end of a Key Vault secret id, lower-cased.
+fn version_of(id: Option<&str>) -> String {
+    id.and_then(|id| id.rsplit('/').next())
+        .unwrap_or_default()
+        .to_ascii_lowercase()
 }
 
 /// A version's value, for checking that the published secret still signs in.
@@ -93,11 +110,7 @@ impl VaultClients {
         loop {
             match pager.try_next().await {
                 Ok(Some(p)) => {
-                    let version =
-                        p.id.as_deref()
-                            .and_then(|id| id.rsplit('/').next())
-                            .unwrap_or_default()
-                            .to_ascii_lowercase();
+                    let version = version_of(p.id.as_deref());
                     let attrs = p.attributes.unwrap_or_default();
                     out.push(VersionInfo {
                         version,
@@ -119,6 +132,57 @@ impl VaultClients {
         }
         out.sort_by_key(|v| v.created);
         Ok(Some(out))
+    }
+
+    /// The version consumers read: `GET /secrets/{name}` without a version, as Key Vault
+    /// answers it (a sort of the listing by `created`, which has whole seconds, cannot tell two
+    /// versions of one second apart). The value in the answer is dropped (zeroized) at once.
+    pub async fn latest(&self, vault: &url::Url, name: &str) -> Result<Latest, Error> {
+        let client = self.client(vault)?;
+        let response = match client.get_secret(name, None).await {
+            Ok(r) => r,
+            Err(e) => {
+                let err = kv_error("get_secret", &e);
+                return match err.status {
+                    Some(404) => Ok(Latest::Absent),
+                    Some(403) if err.code_is("SecretDisabled") => Ok(Latest::Disabled),
+                    _ => Err(err),
+                };
+            }
+        };
+        let secret = response.into_model().map_err(|e| {
+            Error::new(
+                SERVICE,
+                "get_secret",
+                Class::Transient { retry_after: None },
+                format!("malformed answer: {}", error_chain(&e)),
+            )
+        })?;
+        drop(SecretString::from(secret.value.unwrap_or_default()));
+        let attrs = secret.attributes.unwrap_or_default();
+        Ok(Latest::Version(VersionInfo {
+            version: version_of(secret.id.as_deref()),
+            created: attrs.created,
+            enabled: attrs.enabled.unwrap_or(true),
+            expires: attrs.expires,
+            tags: secret.tags.unwrap_or_default().into_iter().collect(),
+        }))
+    }
+
+    /// Whether `name` is soft-deleted (in the vault's deleted secrets, recoverable or purgeable).
+    pub async fn is_deleted(&self, vault: &url::Url, name: &str) -> Result<bool, Error> {
+        let client = self.client(vault)?;
+        match client.get_deleted_secret(name, None).await {
+            Ok(_) => Ok(true),
+            Err(e) => {
+                let err = kv_error("get_deleted_secret", &e);
+                if err.status == Some(404) {
+                    Ok(false)
+                } else {
+                    Err(err)
+                }
+            }
+        }
     }
 
     /// The value of the latest version (or of `version`).
@@ -145,12 +209,7 @@ impl VaultClients {
                 format!("malformed answer: {}", error_chain(&e)),
             )
         })?;
-        let version = secret
-            .id
-            .as_deref()
-            .and_then(|id| id.rsplit('/').next())
-            .unwrap_or_default()
-            .to_ascii_lowercase();
+        let version = version_of(secret.id.as_deref());
         let value = SecretString::from(secret.value.unwrap_or_default());
         Ok(SecretValue { version, value })
     }
@@ -179,26 +238,28 @@ impl VaultClients {
         let content = parameters.try_into().map_err(|e: azure_core::Error| {
             Error::new(SERVICE, "set_secret", Class::Permanent, error_chain(&e))
         })?;
-        let response = client
-            .set_secret(name, content, None)
-            .await
-            .map_err(|e| kv_error("set_secret", &e))?;
+        let response = client.set_secret(name, content, None).await.map_err(|e| {
+            let mut err = kv_error("set_secret", &e);
+            // A write that got no answer, or a 5xx, may have been applied: every write adds a
+            // version, so the caller reads the history before writing again.
+            if err
+                .status
+                .is_none_or(|s| matches!(s, 500 | 502 | 503 | 504))
+            {
+                err.class = Class::Unknown;
+            }
+            err
+        })?;
         // The answer echoes the value: take only the id.
         let secret = response.into_model().map_err(|_| {
-            // Repeating the write is safe: it adds one more identical version.
             Error::new(
                 SERVICE,
                 "set_secret",
-                Class::Transient { retry_after: None },
+                Class::Unknown,
                 "the answer to set_secret could not be read",
             )
         })?;
-        Ok(secret
-            .id
-            .as_deref()
-            .and_then(|id| id.rsplit('/').next())
-            .unwrap_or_default()
-            .to_ascii_lowercase())
+        Ok(version_of(secret.id.as_deref()))
     }
 }
 

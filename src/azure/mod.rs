@@ -53,7 +53,8 @@ impl fmt::Display for Error {
             write!(f, " {c}")?;
         }
         if !self.message.is_empty() {
-            write!(f, ": {}", self.message)?;
+            // Azure's messages carry CR/LF; every error the daemon prints is one line.
+            write!(f, ": {}", clip(&self.message, 600))?;
         }
         Ok(())
     }

@@ -30,6 +30,19 @@ use plan::{Blocked, Plan, PolicyView, Removal, RemovalReason, marker_prefix};
 pub const VERIFY_SPACING: Duration = Duration::from_secs(5);
 /// How long writes keep retrying transient failures.
 const WRITE_BUDGET: Duration = Duration::from_secs(120);
+/// How long a publish keeps retrying failures that certainly did not take effect.
+const PUBLISH_BUDGET: Duration = Duration::from_secs(30);
+
+/// The steps of an attempt, as the store records them. Only an attempt that reached
+/// [`STEP_PUBLISHING`] can have sent its value to Key Vault.
+pub const STEP_ADDING: &str = "adding";
+pub const STEP_ADD_UNKNOWN: &str = "add-unknown";
+pub const STEP_VERIFYING: &str = "verifying";
+pub const STEP_PUBLISHING: &str = "publishing";
+
+/// Told the outcome of planning a forced reconcile before anything is written: `Err` carries
+/// why the request is refused (the admin API answers 409 with it).
+pub type Preflight = tokio::sync::oneshot::Sender<Result<(), String>>;
 
 /// The Azure clients of one config.
 pub struct AzureClients {
@@ -88,6 +101,8 @@ pub enum Failure {
     VerifyRejected(azure::Error),
     #[error("the answer to addPassword was lost: {0}")]
     AddLost(String),
+    #[error("{0}")]
+    PublishUnknown(String),
     #[error("stopped by shutdown")]
     Cancelled,
     #[error("state store: {0:#}")]
@@ -98,7 +113,10 @@ impl Failure {
     pub fn is_transient(&self) -> bool {
         match self {
             Failure::Azure(e) => e.is_transient() || e.class == Class::Unknown,
-            Failure::AddLost(_) | Failure::Cancelled | Failure::VerifyTimeout(_) => true,
+            Failure::AddLost(_)
+            | Failure::PublishUnknown(_)
+            | Failure::Cancelled
+            | Failure::VerifyTimeout(_) => true,
             Failure::Blocked(_) | Failure::VerifyRejected(_) | Failure::Store(_) => false,
         }
     }
@@ -135,6 +153,7 @@ fn policy_view<'a>(config: &'a Config, client: &'a Client, opts: Options) -> Pol
         verify_timeout: client.policy.verify_timeout,
         adopt: client.policy.adopt,
         force: opts.force,
+        revoke_previous: opts.revoke_previous,
     }
 }
 
@@ -145,7 +164,12 @@ pub async fn dry_run(
     opts: Options,
     cancel: &CancellationToken,
 ) -> Result<Plan, Failure> {
-    let (_, observed) = observe::observe(ctx, client, cancel).await?;
+    // Intents are abandoned attempts only when no process holds the client: a running daemon's
+    // attempt in flight is not.
+    let lock = ctx.store.try_lock(&client.name).map_err(Failure::Store)?;
+    let (_, observed) =
+        observe::observe(ctx, client, opts.revoke_previous, lock.is_some(), cancel).await?;
+    drop(lock);
     Ok(plan::plan(
         &observed,
         &policy_view(&ctx.config, client, opts),
@@ -160,7 +184,19 @@ pub async fn reconcile(
     opts: Options,
     cancel: &CancellationToken,
 ) -> Result<Report, Failure> {
-    let result = reconcile_inner(ctx, client, opts, cancel).await;
+    reconcile_with(ctx, client, opts, cancel, None).await
+}
+
+/// [`reconcile`], telling `preflight` whether the request is refused once it is planned.
+pub async fn reconcile_with(
+    ctx: &Context,
+    client: &Client,
+    opts: Options,
+    cancel: &CancellationToken,
+    preflight: Option<Preflight>,
+) -> Result<Report, Failure> {
+    let mut gauges = None;
+    let result = reconcile_inner(ctx, client, opts, cancel, preflight, &mut gauges).await;
     let now = clock::now();
     match &result {
         Ok(report) => {
@@ -217,10 +253,22 @@ pub async fn reconcile(
             row.last_error = Some(e.to_string());
             row.last_success_at = None;
             row.updated_at = now.unix_timestamp();
+            // What was observed is exported even when the reconcile failed or is blocked, so
+            // that the expiry alerts see a client that never rotated.
+            if let Some(g) = &gauges {
+                row.expires_at = g.secret_expiry.map(|e| e as i64);
+                row.next_rotation_at = g.next_rotation.map(|e| e as i64);
+            }
             if let Err(e) = ctx.store.upsert_client(&row) {
                 tracing::warn!(client = %client.name, error = %e, "could not record status");
             }
-            ctx.metrics.set_client_ready(&client.name, false);
+            match gauges {
+                Some(mut g) => {
+                    g.ready = false;
+                    ctx.metrics.set_client(&client.name, &g);
+                }
+                None => ctx.metrics.set_client_ready(&client.name, false),
+            }
         }
     }
     result
@@ -231,10 +279,27 @@ async fn reconcile_inner(
     client: &Client,
     opts: Options,
     cancel: &CancellationToken,
+    preflight: Option<Preflight>,
+    gauges: &mut Option<ClientGauges>,
 ) -> Result<Report, Failure> {
-    let (app, observed) = observe::observe(ctx, client, cancel).await?;
+    let observed = observe::observe(ctx, client, opts.revoke_previous, true, cancel).await;
+    let (app, observed) = match observed {
+        Ok(o) => o,
+        Err(e) => {
+            if let Some(p) = preflight {
+                let _ = p.send(Err(e.to_string()));
+            }
+            return Err(e);
+        }
+    };
     let now = clock::now();
     let plan = plan::plan(&observed, &policy_view(&ctx.config, client, opts), now);
+    if let Some(p) = preflight {
+        let _ = p.send(match &plan.blocked {
+            Some(b @ Blocked::RevokeRefused { .. }) => Err(b.to_string()),
+            _ => Ok(()),
+        });
+    }
     for note in &plan.notes {
         tracing::info!(client = %client.name, "{note}");
     }
@@ -271,47 +336,22 @@ async fn reconcile_inner(
     if let Some(blocked) = &plan.blocked {
         if blocked.is_failure() {
             report_gauges(ctx, client, &app, &mut report, now);
+            *gauges = Some(report.gauges.clone());
+            ctx.metrics.rotation(&client.name, false);
             return Err(Failure::Blocked(blocked.clone()));
         }
         tracing::info!(client = %client.name, "{blocked}");
     }
     if let Some(reason) = &plan.rotate {
         tracing::info!(client = %client.name, %reason, "rotating");
-        match rotate(ctx, client, &app, cancel).await {
+        match rotate(ctx, client, &app, &observed.location, cancel).await {
             Ok(rotated) => {
                 ctx.metrics.rotation(&client.name, true);
-                if opts.revoke_previous
-                    && let Some(previous) = plan.published.as_ref().and_then(|p| p.key_id.clone())
-                {
-                    tracing::warn!(client = %client.name, key_id = %previous, "revoking the previously published credential at once");
-                    match retry(WRITE_BUDGET, &CancellationToken::new(), || {
-                        ctx.azure.graph.remove_password(&app.object_id, &previous)
-                    })
-                    .await
-                    {
-                        Ok(()) => {
-                            let _ = ctx.store.record_history(
-                                &client.name,
-                                clock::now(),
-                                "revoked",
-                                None,
-                                Some(&previous),
-                                Some("revoke_previous"),
-                            );
-                            report.removed.push(Removal {
-                                key_id: previous,
-                                reason: RemovalReason::Superseded {
-                                    since: clock::now(),
-                                },
-                            });
-                        }
-                        Err(e) => report
-                            .warnings
-                            .push(format!("revoking the previous credential {previous}: {e}")),
-                    }
+                if let Some(previous) = &plan.revoke {
+                    revoke(ctx, client, &app, previous, &mut report).await;
                 }
                 // The credential it replaced (if this installation's) can go when overlap ends.
-                if !opts.revoke_previous
+                if plan.revoke.is_none()
                     && plan
                         .published
                         .as_ref()
@@ -326,12 +366,50 @@ async fn reconcile_inner(
             }
             Err(e) => {
                 ctx.metrics.rotation(&client.name, false);
+                report_gauges(ctx, client, &app, &mut report, clock::now());
+                *gauges = Some(report.gauges.clone());
                 return Err(e);
             }
         }
     }
     report_gauges(ctx, client, &app, &mut report, clock::now());
     Ok(report)
+}
+
+/// Removes the previously published credential at once, after the new secret was published.
+/// The planner has checked that it carries this client's marker (or is the identified adopted
+/// credential).
+async fn revoke(
+    ctx: &Context,
+    client: &Client,
+    app: &Application,
+    previous: &str,
+    report: &mut Report,
+) {
+    tracing::warn!(client = %client.name, key_id = %previous, "revoking the previously published credential at once");
+    match retry(WRITE_BUDGET, &CancellationToken::new(), || {
+        ctx.azure.graph.remove_password(&app.object_id, previous)
+    })
+    .await
+    {
+        Ok(()) => {
+            let _ = ctx.store.record_history(
+                &client.name,
+                clock::now(),
+                "revoked",
+                None,
+                Some(previous),
+                Some(&RemovalReason::Revoked.to_string()),
+            );
+            report.removed.push(Removal {
+                key_id: previous.to_string(),
+                reason: RemovalReason::Revoked,
+            });
+        }
+        Err(e) => report
+            .warnings
+            .push(format!("revoking the previous credential {previous}: {e}")),
+    }
 }
 
 /// Fills the gauges from what was observed and done.
@@ -409,15 +487,20 @@ async fn remove(
     removal: &Removal,
     cancel: &CancellationToken,
 ) -> Result<bool, azure::Error> {
-    if removal.is_orphan() {
-        // Proof, not one observation: list the vault history again just before removing.
+    if matches!(removal.reason, RemovalReason::Orphan { .. }) {
+        // Proof, not one observation: list the vault history again just before removing. Only
+        // a listing that succeeded and found the secret counts; a 404 proves nothing.
         let versions = retry(observe::READ_BUDGET, cancel, || {
             ctx.azure
                 .vaults
                 .versions(&client.key_vault_url, &client.secret_name)
         })
         .await?;
-        let named = versions.unwrap_or_default().iter().any(|v| {
+        let Some(versions) = versions else {
+            tracing::warn!(client = %client.name, key_id = %removal.key_id, "keeping a possible orphan: the vault secret could not be listed again (404)");
+            return Ok(false);
+        };
+        let named = versions.iter().any(|v| {
             v.tags
                 .get(plan::TAG_KEY_ID)
                 .is_some_and(|k| k.eq_ignore_ascii_case(&removal.key_id))
@@ -484,9 +567,10 @@ async fn rotate(
     ctx: &Context,
     client: &Client,
     app: &Application,
+    location: &str,
     cancel: &CancellationToken,
 ) -> Result<Rotated, Failure> {
-    let rotation_id = uuid::Uuid::new_v4().simple().to_string();
+    let rotation_id = plan::new_rotation_id(location);
     let marker = format!(
         "{}{rotation_id}",
         marker_prefix(&ctx.config.instance, &client.name)
@@ -501,7 +585,6 @@ async fn rotate(
 
     // addPassword: retried only while it certainly did not take effect (429, 409 concurrency,
     // refused connections). A lost answer is never repeated with this marker.
-    let added_at = Instant::now();
     let new = match retry(WRITE_BUDGET, cancel, || {
         ctx.azure.graph.add_password(&app.object_id, &marker, end)
     })
@@ -516,10 +599,16 @@ async fn rotate(
             return Err(e.into());
         }
     };
+    // Propagation and the verification deadline start at the answer, not before the retries
+    // and pacing that preceded it.
+    let added_at = Instant::now();
     tracing::info!(client = %client.name, rotation_id = %rotation_id, key_id = %new.key_id, "added credential");
-    let _ = ctx
-        .store
-        .intent_step(&rotation_id, "verifying", Some(&new.key_id), clock::now());
+    let _ = ctx.store.intent_step(
+        &rotation_id,
+        STEP_VERIFYING,
+        Some(&new.key_id),
+        clock::now(),
+    );
 
     if let Err(failure) = verify(ctx, client, &app.app_id, &new.secret, added_at, cancel).await {
         if matches!(failure, Failure::Cancelled) {
@@ -531,32 +620,28 @@ async fn rotate(
     }
     let _ = ctx
         .store
-        .intent_step(&rotation_id, "publishing", None, clock::now());
+        .intent_step(&rotation_id, STEP_PUBLISHING, None, clock::now());
 
-    // Publishing is allowed to finish during shutdown (it is bounded by the retry budget).
     let tags = plan::tags(&app.app_id, &new.key_id, &rotation_id);
-    let publish_cancel = CancellationToken::new();
-    let published = retry(Duration::from_secs(30), &publish_cancel, || {
-        ctx.azure.vaults.set(
-            &client.key_vault_url,
-            &client.secret_name,
-            &new.secret,
-            new.end,
-            tags.clone(),
-        )
-    })
-    .await;
-    let version = match published {
-        Ok(v) => v,
-        Err(e) => match published_anyway(ctx, client, &new.key_id, cancel).await {
-            // The write took effect though its answer never arrived: it is published.
-            Some(version) => version,
-            None => {
-                tracing::warn!(client = %client.name, error = %e, "publishing failed; removing the new credential");
-                discard(ctx, client, app, &new.key_id, &rotation_id).await;
-                return Err(e.into());
-            }
-        },
+    let version = match publish(ctx, client, &new, &tags, cancel).await {
+        Published::Done(version) => version,
+        Published::Refused(e) => {
+            // Key Vault answered and did not take the write (403, a soft-deleted name, a bad
+            // request): the value is nowhere else, so the credential goes.
+            tracing::warn!(client = %client.name, error = %e, "publishing failed; removing the new credential");
+            discard(ctx, client, app, &new.key_id, &rotation_id).await;
+            return Err(e.into());
+        }
+        Published::Unknown(why) => {
+            // The value may be in Key Vault. Nothing is removed without a read that proves it is
+            // not: the intent stays at the publishing step, and a later reconcile decides from
+            // the vault's history, after the orphan age.
+            tracing::warn!(client = %client.name, rotation_id = %rotation_id, key_id = %new.key_id, "the outcome of publishing is unknown; keeping the new credential until a read shows where it stands: {why}");
+            return Err(Failure::PublishUnknown(format!(
+                "the outcome of publishing credential {} is unknown ({why}); it is kept until a read of the vault shows whether it was published",
+                new.key_id
+            )));
+        }
     };
     drop(new.secret);
     let _ = ctx.store.end_intent(&rotation_id);
@@ -575,6 +660,63 @@ async fn rotate(
         version,
         expires: new.end,
     })
+}
+
+/// How a publish ended.
+enum Published {
+    Done(String),
+    /// Key Vault answered, and the write did not take effect.
+    Refused(azure::Error),
+    /// The write may have taken effect; no read proved either way.
+    Unknown(String),
+}
+
+/// Writes the new version. Failures that certainly did not take effect (429, a refused
+/// connection) are retried within [`PUBLISH_BUDGET`]; after a write whose outcome is unknown
+/// the history is read first, and the write is sent at most once more (each write adds a
+/// version, so blind repeats would pile up copies). Not interrupted by shutdown: the contract
+/// lets a Key Vault write in flight finish.
+async fn publish(
+    ctx: &Context,
+    client: &Client,
+    new: &crate::azure::graph::NewPassword,
+    tags: &std::collections::BTreeMap<String, String>,
+    cancel: &CancellationToken,
+) -> Published {
+    let no_cancel = CancellationToken::new();
+    let mut unknown_writes = 0;
+    loop {
+        let written = retry(PUBLISH_BUDGET, &no_cancel, || {
+            ctx.azure.vaults.set(
+                &client.key_vault_url,
+                &client.secret_name,
+                &new.secret,
+                new.end,
+                tags.clone(),
+            )
+        })
+        .await;
+        let e = match written {
+            Ok(version) => return Published::Done(version),
+            Err(e) if e.class == Class::Permanent => return Published::Refused(e),
+            Err(e) if e.class == Class::Unknown => e,
+            // Transient past the budget: the last attempt did not take effect, but an earlier
+            // one may have.
+            Err(e) if unknown_writes == 0 => return Published::Refused(e),
+            Err(e) => e,
+        };
+        unknown_writes += 1;
+        match published_anyway(ctx, client, &new.key_id, cancel).await {
+            Ok(Some(version)) => return Published::Done(version),
+            Ok(None) if unknown_writes < 2 => {
+                tracing::warn!(client = %client.name, key_id = %new.key_id, error = %e, "the answer to publishing was lost and no version names the credential yet; writing once more");
+            }
+            Ok(None) => return Published::Unknown(e.to_string()),
+            Err(read) => {
+                return Published::Unknown(format!("{e}; reading the history failed: {read}"));
+            }
+        }
+    }
 }
 
 /// Token requests with the new secret until `verify_successes` succeed in a row, at least
@@ -635,30 +777,31 @@ async fn verify(
     }
 }
 
-/// After a failed publish: whether a version naming `key_id` exists all the same (a write whose
-/// answer was lost). Removing a credential that consumers may already read would break I1.
+/// After a publish whose outcome is unknown: the version naming `key_id`, if a read of the
+/// history shows one. `Ok(None)` only from a listing that succeeded.
 async fn published_anyway(
     ctx: &Context,
     client: &Client,
     key_id: &str,
     cancel: &CancellationToken,
-) -> Option<String> {
+) -> Result<Option<String>, azure::Error> {
     let versions = retry(observe::READ_BUDGET, cancel, || {
         ctx.azure
             .vaults
             .versions(&client.key_vault_url, &client.secret_name)
     })
-    .await
-    .ok()??;
-    versions
-        .into_iter()
-        .rev()
-        .find(|v| {
-            v.tags
-                .get(plan::TAG_KEY_ID)
-                .is_some_and(|k| k.eq_ignore_ascii_case(key_id))
-        })
-        .map(|v| v.version)
+    .await?;
+    Ok(versions.and_then(|versions| {
+        versions
+            .into_iter()
+            .rev()
+            .find(|v| {
+                v.tags
+                    .get(plan::TAG_KEY_ID)
+                    .is_some_and(|k| k.eq_ignore_ascii_case(key_id))
+            })
+            .map(|v| v.version)
+    }))
 }
 
 /// Removes a credential this attempt created and will not publish.
@@ -700,7 +843,7 @@ async fn recover_lost_add(
     tracing::warn!(client = %client.name, rotation_id, error = %error, "answer to addPassword lost; looking for the credential it may have created");
     let _ = ctx
         .store
-        .intent_step(rotation_id, "add-unknown", None, clock::now());
+        .intent_step(rotation_id, STEP_ADD_UNKNOWN, None, clock::now());
     for attempt in 0..6 {
         if attempt > 0 {
             tokio::select! {

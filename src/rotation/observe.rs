@@ -7,11 +7,13 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use super::plan::{
-    Adopted, Observed, Probe, TAG_KEY_ID, TAG_MANAGED_BY, TAG_MANAGED_BY_VALUE, marker_prefix,
+    AbandonedAttempt, Adopted, Observed, Probe, TAG_KEY_ID, TAG_MANAGED_BY, TAG_MANAGED_BY_VALUE,
+    VaultSecret, location_tag, marker_prefix,
 };
-use super::{Context, Failure};
+use super::{Context, Failure, STEP_ADD_UNKNOWN, STEP_ADDING, STEP_VERIFYING};
 use crate::azure::entra::VerifyFailure;
 use crate::azure::graph::Application;
+use crate::azure::keyvault::Latest;
 use crate::azure::retry;
 use crate::config::Client;
 
@@ -21,27 +23,37 @@ pub const READ_BUDGET: Duration = Duration::from_secs(60);
 pub async fn observe(
     ctx: &Context,
     client: &Client,
+    revoke_previous: bool,
+    holds_lock: bool,
     cancel: &CancellationToken,
 ) -> Result<(Application, Observed), Failure> {
     let app = retry(READ_BUDGET, cancel, || {
         ctx.azure.graph.get_application(&client.app)
     })
     .await?;
-    let versions = retry(READ_BUDGET, cancel, || {
-        ctx.azure
-            .vaults
-            .versions(&client.key_vault_url, &client.secret_name)
-    })
-    .await?;
-    let abandoned = ctx
-        .store
-        .intents(&client.name)
-        .map_err(Failure::Store)?
-        .into_iter()
-        .map(|i| i.rotation_id)
-        .collect();
+    let vault = read_vault(ctx, client, cancel).await?;
+    // Without the client's lock, an intent may be an attempt in flight in another process.
+    let abandoned = if holds_lock {
+        ctx.store
+            .intents(&client.name)
+            .map_err(Failure::Store)?
+            .into_iter()
+            .map(|i| AbandonedAttempt {
+                reached_publishing: !matches!(
+                    i.step.as_str(),
+                    STEP_ADDING | STEP_ADD_UNKNOWN | STEP_VERIFYING
+                ),
+                rotation_id: i.rotation_id,
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
 
-    let latest = versions.as_ref().and_then(|v| v.last());
+    let (history, latest) = match &vault {
+        VaultSecret::Present { history, latest } => (history.as_slice(), Some(latest)),
+        _ => (&[][..], None),
+    };
     let missing_key = latest.and_then(|v| {
         let managed = v
             .tags
@@ -61,28 +73,105 @@ pub async fn observe(
         None => None,
     };
     let adopted = if client.policy.adopt {
-        adopted_credential(
-            ctx,
-            client,
-            &app,
-            versions.as_deref().unwrap_or(&[]),
-            cancel,
-        )
-        .await
+        adopted_credential(ctx, client, &app, history, cancel).await
     } else {
         None
+    };
+    let unmanaged_latest = latest.filter(|v| {
+        v.tags
+            .get(TAG_MANAGED_BY)
+            .is_none_or(|m| m != TAG_MANAGED_BY_VALUE)
+    });
+    let adopted_now = match unmanaged_latest {
+        Some(v) if revoke_previous && client.policy.adopt => {
+            identify(ctx, client, &app, &v.version, cancel).await
+        }
+        _ => None,
     };
     Ok((
         app.clone(),
         Observed {
             adopted,
+            adopted_now,
             password_cap: app.password_cap(),
             passwords: app.passwords,
-            versions,
+            location: location_tag(&client.key_vault_url, &client.secret_name),
+            location_name: format!(
+                "secret '{}' in vault {}",
+                client.secret_name, client.key_vault_url
+            ),
+            vault,
             published_probe,
             abandoned,
             skew_seconds: ctx.shared.skew.seconds(),
         },
+    ))
+}
+
+/// Reads the vault secret: its history and the version `GET` returns. A 404 on the listing is
+/// followed by a look at the deleted secrets, so that a soft-deleted name is told from one that
+/// never existed. Any read that fails fails the reconcile: it is not an observation.
+pub async fn read_vault(
+    ctx: &Context,
+    client: &Client,
+    cancel: &CancellationToken,
+) -> Result<VaultSecret, Failure> {
+    let (vault, name) = (&client.key_vault_url, client.secret_name.as_str());
+    let listing = retry(READ_BUDGET, cancel, || {
+        ctx.azure.vaults.versions(vault, name)
+    })
+    .await?;
+    let latest = retry(READ_BUDGET, cancel, || ctx.azure.vaults.latest(vault, name)).await?;
+    Ok(match (listing, latest) {
+        (Some(mut history), Latest::Version(v)) => {
+            // The listing may lag the latest write: what GET returns is part of the history.
+            if !history.iter().any(|h| h.version == v.version) {
+                history.push(v.clone());
+            }
+            VaultSecret::Present { history, latest: v }
+        }
+        (Some(history), Latest::Disabled) => {
+            // Key Vault will not return a disabled latest version; the newest disabled one in
+            // the listing is it.
+            let latest = history
+                .iter()
+                .filter(|v| !v.enabled)
+                .max_by_key(|v| v.created)
+                .cloned();
+            match latest {
+                Some(latest) => VaultSecret::Present { history, latest },
+                None => return Err(inconsistent(client)),
+            }
+        }
+        (None, Latest::Version(v)) => VaultSecret::Present {
+            history: vec![v.clone()],
+            latest: v,
+        },
+        (None, Latest::Absent) => {
+            if retry(READ_BUDGET, cancel, || {
+                ctx.azure.vaults.is_deleted(vault, name)
+            })
+            .await?
+            {
+                VaultSecret::SoftDeleted
+            } else {
+                VaultSecret::Absent
+            }
+        }
+        (Some(_), Latest::Absent) | (None, Latest::Disabled) => return Err(inconsistent(client)),
+    })
+}
+
+/// The listing and `GET` disagreed (a write or delete between the two reads): decide later.
+fn inconsistent(client: &Client) -> Failure {
+    Failure::Azure(crate::azure::Error::new(
+        "keyvault",
+        "get_secret",
+        crate::azure::Class::Transient { retry_after: None },
+        format!(
+            "secret '{}' changed while it was read; it is read again at the next reconcile",
+            client.secret_name
+        ),
     ))
 }
 
@@ -143,6 +232,23 @@ async fn adopted_credential(
     if crate::clock::now() - since < time::Duration::try_from(client.policy.overlap).ok()? {
         return None;
     }
+    let key_id = identify(ctx, client, app, &adopted_version.version, cancel).await?;
+    Some(Adopted {
+        key_id,
+        superseded_since: since,
+    })
+}
+
+/// The credential a vault version's value belongs to: the one credential not marked as this
+/// client's whose hint matches the value's first characters and that signs in with it.
+/// Anything less certain is `None` (and said in the log).
+async fn identify(
+    ctx: &Context,
+    client: &Client,
+    app: &Application,
+    version: &str,
+    cancel: &CancellationToken,
+) -> Option<String> {
     let prefix = marker_prefix(&ctx.config.instance, &client.name);
     let foreign: Vec<_> = app
         .passwords
@@ -157,11 +263,9 @@ async fn adopted_credential(
         return None;
     }
     let value = retry(READ_BUDGET, cancel, || {
-        ctx.azure.vaults.get(
-            &client.key_vault_url,
-            &client.secret_name,
-            Some(&adopted_version.version),
-        )
+        ctx.azure
+            .vaults
+            .get(&client.key_vault_url, &client.secret_name, Some(version))
     })
     .await
     .ok()?;
@@ -181,12 +285,9 @@ async fn adopted_credential(
             .verify(&app.app_id, &value.value, &client.policy.verify_scope)
             .await
         {
-            Ok(()) => Some(Adopted {
-                key_id: one.key_id.clone(),
-                superseded_since: since,
-            }),
+            Ok(()) => Some(one.key_id.clone()),
             Err(_) => {
-                tracing::info!(client = %client.name, key_id = %one.key_id, "the adopted value no longer signs in; not retiring anything for it");
+                tracing::info!(client = %client.name, key_id = %one.key_id, "the adopted value no longer signs in; it is not identified");
                 None
             }
         },

@@ -38,19 +38,51 @@ pub struct Observed {
     pub passwords: Vec<PasswordCredential>,
     /// The application's password cap (2 for apps open to personal accounts).
     pub password_cap: Option<usize>,
-    /// The vault secret's versions, oldest first; `None` when the secret does not exist.
-    pub versions: Option<Vec<VersionInfo>>,
+    /// The vault secret at the client's location, from reads that succeeded.
+    pub vault: VaultSecret,
+    /// The client's location tag (see [`location_tag`]).
+    pub location: String,
+    /// The location in words ("secret S in vault V"), for messages.
+    pub location_name: String,
     /// Signing in with the published value, done only when its key id is missing from the list.
     pub published_probe: Option<Probe>,
-    /// Rotation ids of this client's attempts that a dead process left behind (intents in the
-    /// store whose lock was free).
-    pub abandoned: Vec<String>,
+    /// This client's attempts that a dead process left behind (intents in the store whose lock
+    /// was free).
+    pub abandoned: Vec<AbandonedAttempt>,
     /// Local clock minus Azure's, in seconds.
     pub skew_seconds: i64,
     /// With `adopt`: the credential the adopted vault value belongs to, identified with
     /// certainty (its hint matches and it signs in with that value), once its successor has
     /// been published for longer than `overlap`.
     pub adopted: Option<Adopted>,
+    /// With `revoke_previous` on an unmanaged published secret: the credential its value belongs
+    /// to, identified now by hint and sign-in.
+    pub adopted_now: Option<String>,
+}
+
+/// The vault secret at the client's location, as reads that succeeded showed it. A read that
+/// failed is not an observation: the reconcile stops before deciding anything.
+#[derive(Debug, Clone, PartialEq)]
+pub enum VaultSecret {
+    /// It exists: every version (oldest first, by `created`) and the one `GET` returns, which
+    /// is what consumers read.
+    Present {
+        history: Vec<VersionInfo>,
+        latest: VersionInfo,
+    },
+    /// No secret by that name, and none soft-deleted.
+    Absent,
+    /// The name is soft-deleted: it can be neither read nor written until someone recovers or
+    /// purges it.
+    SoftDeleted,
+}
+
+/// An attempt of a process that is gone, from the store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AbandonedAttempt {
+    pub rotation_id: String,
+    /// Whether it may have sent its value to Key Vault.
+    pub reached_publishing: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -76,6 +108,7 @@ pub struct PolicyView<'a> {
     pub verify_timeout: Duration,
     pub adopt: bool,
     pub force: bool,
+    pub revoke_previous: bool,
 }
 
 /// Why a rotation happens.
@@ -132,6 +165,11 @@ pub enum RemovalReason {
     Orphan { rotation_id: String },
     /// The credential of an adopted vault secret, superseded for longer than `overlap`.
     Adopted { since: OffsetDateTime },
+    /// Made for another location (the client moved); a secret published here since has been
+    /// there for longer than `overlap`.
+    Migrated { since: OffsetDateTime },
+    /// The previously published credential, revoked at once on request (a leaked secret).
+    Revoked,
 }
 
 impl fmt::Display for RemovalReason {
@@ -153,6 +191,12 @@ impl fmt::Display for RemovalReason {
                 "the adopted secret's credential, superseded since {} (longer than overlap)",
                 rfc3339(*since)
             ),
+            RemovalReason::Migrated { since } => write!(
+                f,
+                "made for the client's previous vault or secret name; a secret published at the new location since {} has been there longer than overlap",
+                rfc3339(*since)
+            ),
+            RemovalReason::Revoked => write!(f, "revoked at once on request (revoke_previous)"),
         }
     }
 }
@@ -182,6 +226,12 @@ pub enum Blocked {
     ForeignCredentialInSlot { key_id: String },
     /// The two-password cap is reached; the other slot frees when its overlap ends.
     WaitingForSlot { until: OffsetDateTime },
+    /// The vault secret's name is soft-deleted: nothing can be published until it is recovered
+    /// or purged.
+    SecretSoftDeleted { secret: String },
+    /// `revoke_previous` was asked for, but the previous credential is not provably this
+    /// client's.
+    RevokeRefused { reason: String },
 }
 
 impl fmt::Display for Blocked {
@@ -200,6 +250,13 @@ impl fmt::Display for Blocked {
                 "the application allows 2 passwords; the other slot frees at {} when its overlap ends",
                 rfc3339(*until)
             ),
+            Blocked::SecretSoftDeleted { secret } => write!(
+                f,
+                "{secret} is soft-deleted: recover it (if consumers still need it) or purge it; nothing is removed or published until then"
+            ),
+            Blocked::RevokeRefused { reason } => {
+                write!(f, "refusing to revoke the previous credential: {reason}")
+            }
         }
     }
 }
@@ -226,6 +283,9 @@ pub struct Published {
 pub struct Plan {
     pub rotate: Option<RotateReason>,
     pub removals: Vec<Removal>,
+    /// With `revoke_previous`: the previously published credential, removed at once after the
+    /// new secret is published.
+    pub revoke: Option<String>,
     pub blocked: Option<Blocked>,
     pub published: Option<Published>,
     /// When the published secret enters `renew_before`.
@@ -255,10 +315,20 @@ fn key_of(v: &VersionInfo) -> Option<String> {
     if !is_managed(v) {
         return None;
     }
-    v.tags.get(TAG_KEY_ID).map(|k| k.to_ascii_lowercase())
+    v.tags
+        .get(TAG_KEY_ID)
+        .filter(|k| is_key_id(k))
+        .map(|k| k.to_ascii_lowercase())
 }
 
 /// Decides what a reconcile does.
+///
+/// Removal needs positive evidence. Every removal this function can express is backed by one
+/// of: a successful read of the vault secret's history at the client's location (superseded
+/// past `overlap`, or an orphan made for this location and never named there), or the store's
+/// record that an attempt never reached the publishing step. When the secret is absent or
+/// soft-deleted nothing is removed but the attempts that never published; a failed read never
+/// reaches the planner at all (the reconcile fails first).
 pub fn plan(observed: &Observed, policy: &PolicyView<'_>, now: OffsetDateTime) -> Plan {
     let mut plan = Plan::default();
     let prefix = marker_prefix(policy.instance, policy.client);
@@ -274,12 +344,28 @@ pub fn plan(observed: &Observed, policy: &PolicyView<'_>, now: OffsetDateTime) -
             .iter()
             .find(|p| p.key_id.eq_ignore_ascii_case(key))
     };
-    let history: &[VersionInfo] = observed.versions.as_deref().unwrap_or(&[]);
+    let (history, latest): (&[VersionInfo], Option<&VersionInfo>) = match &observed.vault {
+        VaultSecret::Present { history, latest } => (history, Some(latest)),
+        VaultSecret::Absent | VaultSecret::SoftDeleted => (&[], None),
+    };
+    // Times from Azure (`created`, `startDateTime`) are compared with the local clock. When the
+    // two disagree by more than MAX_SKEW_SECONDS, removals wait out the difference too, so that
+    // a credential is removed only when both clocks agree that its time has come.
+    let margin = if observed.skew_seconds.abs() > MAX_SKEW_SECONDS {
+        time::Duration::seconds(observed.skew_seconds.abs())
+    } else {
+        time::Duration::ZERO
+    };
+    let removal_now = now - margin;
 
     // The published version and what it says about the secret consumers hold.
-    let latest = history.last();
     let mut rotate: Option<RotateReason> = None;
     match latest {
+        None if observed.vault == VaultSecret::SoftDeleted => {
+            plan.blocked = Some(Blocked::SecretSoftDeleted {
+                secret: observed.location_name.clone(),
+            });
+        }
         None => rotate = Some(RotateReason::NoPublishedSecret),
         Some(v) if !is_managed(v) => {
             plan.published = Some(Published {
@@ -297,6 +383,12 @@ pub fn plan(observed: &Observed, policy: &PolicyView<'_>, now: OffsetDateTime) -
         }
         Some(v) => {
             let key_id = key_of(v);
+            if key_id.is_none() && v.tags.contains_key(TAG_KEY_ID) {
+                plan.notes.push(format!(
+                    "the published version {} has a key-id tag that is not a key id; it names no credential",
+                    v.version
+                ));
+            }
             let credential = key_id.as_deref().and_then(find);
             let expires = match (credential.and_then(|c| c.end), v.expires) {
                 (Some(a), Some(b)) => Some(a.min(b)),
@@ -350,9 +442,10 @@ pub fn plan(observed: &Observed, policy: &PolicyView<'_>, now: OffsetDateTime) -
         rotate = Some(RotateReason::Forced);
     }
 
-    // This installation's credentials that are not the published one.
+    // This installation's credentials for this client that are not the published one.
     let published_key = plan.published.as_ref().and_then(|p| p.key_id.clone());
-    let skewed = observed.skew_seconds.abs() > MAX_SKEW_SECONDS;
+    let present = matches!(observed.vault, VaultSecret::Present { .. });
+    let mut kept_elsewhere = 0usize;
     for p in &observed.passwords {
         let Some(rotation_id) = own_rotation_id(p) else {
             continue;
@@ -363,19 +456,63 @@ pub fn plan(observed: &Observed, policy: &PolicyView<'_>, now: OffsetDateTime) -
         {
             continue;
         }
-        let removal = if let Some(since) = superseded_since(history, &p.key_id) {
-            let due = since + std_to_time(policy.overlap);
-            if due > now {
-                plan.next_retirement = Some(plan.next_retirement.map_or(due, |t| t.min(due)));
-            }
-            (now >= due).then_some(RemovalReason::Superseded { since })
-        } else if observed.abandoned.iter().any(|r| r == &rotation_id) {
+        let named = history
+            .iter()
+            .any(|v| key_of(v).is_some_and(|k| k.eq_ignore_ascii_case(&p.key_id)));
+        let never_published = observed
+            .abandoned
+            .iter()
+            .any(|a| a.rotation_id == rotation_id && !a.reached_publishing);
+        let here = location_of(&rotation_id) == Some(observed.location.as_str());
+        let removal = if named {
+            // Superseded at this location: its successor's creation starts the overlap. A
+            // version written in the same second as the latest may sort after it; then the
+            // latest's own creation is the time.
+            let since = superseded_since(history, &p.key_id).or(latest.and_then(|l| l.created));
+            since.and_then(|since| {
+                let due = since + std_to_time(policy.overlap);
+                if due > removal_now {
+                    let at = due + margin;
+                    plan.next_retirement = Some(plan.next_retirement.map_or(at, |t| t.min(at)));
+                }
+                (removal_now >= due).then_some(RemovalReason::Superseded { since })
+            })
+        } else if never_published {
+            // The store recorded that this attempt never reached the publishing step: no
+            // vault can hold its value.
             Some(RemovalReason::Abandoned { rotation_id })
+        } else if here {
+            // Made for this location and named by no version of a history that was read: an
+            // orphan once old enough that no attempt can still be publishing it.
+            let old = p.start.is_some_and(|s| {
+                removal_now - s >= std_to_time(policy.verify_timeout + ORPHAN_MARGIN)
+            });
+            (present && old).then_some(RemovalReason::Orphan { rotation_id })
         } else {
-            let old = p
-                .start
-                .is_some_and(|s| now - s >= std_to_time(policy.verify_timeout + ORPHAN_MARGIN));
-            old.then_some(RemovalReason::Orphan { rotation_id })
+            // Made for another location (a moved client, or a marker from before locations were
+            // recorded): it may be what consumers of the old location read. It goes only after
+            // a secret published here after it has been there for `overlap`.
+            let since = p.start.and_then(|start| {
+                history
+                    .iter()
+                    .filter(|v| is_managed(v) && v.created.is_some_and(|c| c >= start))
+                    .filter_map(|v| v.created)
+                    .min()
+            });
+            match since {
+                Some(since) => {
+                    let due = since + std_to_time(policy.overlap);
+                    if due > removal_now {
+                        let at = due + margin;
+                        plan.next_retirement = Some(plan.next_retirement.map_or(at, |t| t.min(at)));
+                    }
+                    (removal_now >= due).then_some(RemovalReason::Migrated { since })
+                }
+                None => {
+                    kept_elsewhere += 1;
+                    None
+                }
+            }
         };
         if let Some(reason) = removal {
             plan.removals.push(Removal {
@@ -384,10 +521,15 @@ pub fn plan(observed: &Observed, policy: &PolicyView<'_>, now: OffsetDateTime) -
             });
         }
     }
+    if kept_elsewhere > 0 {
+        plan.notes.push(format!(
+            "keeping {kept_elsewhere} credential(s) made for another vault or secret name (the client moved): they are retired once a secret published here is older than overlap"
+        ));
+    }
     if policy.adopt
         && let Some(a) = &observed.adopted
         && published_key.as_deref() != Some(a.key_id.as_str())
-        && now - a.superseded_since >= std_to_time(policy.overlap)
+        && removal_now - a.superseded_since >= std_to_time(policy.overlap)
         && observed
             .passwords
             .iter()
@@ -400,13 +542,40 @@ pub fn plan(observed: &Observed, policy: &PolicyView<'_>, now: OffsetDateTime) -
             },
         });
     }
-    if skewed && !plan.removals.is_empty() {
+    if margin > time::Duration::ZERO {
         plan.notes.push(format!(
-            "the local clock is {} s off Azure's (more than {MAX_SKEW_SECONDS} s): not removing {} credential(s) until it is fixed",
-            observed.skew_seconds,
-            plan.removals.len()
+            "the local clock is {} s off Azure's (more than {MAX_SKEW_SECONDS} s): removals wait out the difference; fix the clock (NTP)",
+            observed.skew_seconds
         ));
-        plan.removals.clear();
+    }
+
+    // Revocation (a leaked secret): only a credential this installation and client own, or the
+    // adopted credential identified by its hint and a sign-in. Tags are hints written by
+    // whoever may write the vault; ownership comes from Entra.
+    if policy.revoke_previous && plan.blocked.is_none() {
+        let published = plan.published.as_ref();
+        let target = match published {
+            None => Err("no secret is published, so there is nothing to revoke".to_string()),
+            Some(p) if p.managed => match p.key_id.as_deref().and_then(find) {
+                Some(c) if own_rotation_id(c).is_some() => Ok(c.key_id.clone()),
+                Some(c) => Err(format!(
+                    "the published credential {} does not carry this installation's and client's marker ({prefix}…); remove it by hand if it leaked",
+                    c.key_id
+                )),
+                None => Err(
+                    "the published version names no credential that exists on the application"
+                        .to_string(),
+                ),
+            },
+            Some(_) => match &observed.adopted_now {
+                Some(key_id) => Ok(key_id.clone()),
+                None => Err("the published secret is not managed by secret-rotator and its credential could not be identified with certainty (hint and sign-in); remove it by hand if it leaked".to_string()),
+            },
+        };
+        match target {
+            Ok(key_id) => plan.revoke = Some(key_id),
+            Err(reason) => plan.blocked = Some(Blocked::RevokeRefused { reason }),
+        }
     }
 
     // The two-password cap: a new credential needs a free slot after the removals.
@@ -430,19 +599,23 @@ pub fn plan(observed: &Observed, policy: &PolicyView<'_>, now: OffsetDateTime) -
                     key_id: f.key_id.clone(),
                 },
                 None => {
-                    let frees_at =
-                        |p: &PasswordCredential| match superseded_since(history, &p.key_id) {
-                            Some(since) => Some(since + std_to_time(policy.overlap)),
-                            None => p
-                                .start
-                                .map(|s| s + std_to_time(policy.verify_timeout + ORPHAN_MARGIN)),
+                    let frees_at = |p: &PasswordCredential| {
+                        let at = match superseded_since(history, &p.key_id) {
+                            Some(since) => since + std_to_time(policy.overlap),
+                            None => {
+                                p.start.unwrap_or(now)
+                                    + std_to_time(policy.verify_timeout + ORPHAN_MARGIN)
+                            }
                         };
-                    let until = others
-                        .iter()
-                        .filter_map(|p| frees_at(p))
-                        .min()
-                        .unwrap_or(now);
-                    Blocked::WaitingForSlot { until }
+                        at + margin
+                    };
+                    let until = others.iter().map(|p| frees_at(p)).min().unwrap_or(now);
+                    // Every wait lands in the future: a slot that "should" be free already
+                    // (a removal that did not happen) is looked at again in a minute, not at
+                    // once in a loop.
+                    Blocked::WaitingForSlot {
+                        until: until.max(now + time::Duration::minutes(1)),
+                    }
                 }
             });
         }
@@ -451,6 +624,46 @@ pub fn plan(observed: &Observed, policy: &PolicyView<'_>, now: OffsetDateTime) -
         plan.rotate = rotate;
     }
     plan
+}
+
+/// A short tag of a client's location (vault host and secret name) that is carried in the
+/// rotation id, and so in the credential's marker: it tells, from Entra alone, which location a
+/// credential was made for, after a config change or with the store lost.
+pub fn location_tag(vault: &url::Url, secret_name: &str) -> String {
+    // FNV-1a: stable across builds and platforms; this is a label, not a security boundary.
+    let text = format!(
+        "{}/{}",
+        vault.host_str().unwrap_or_default().to_ascii_lowercase(),
+        secret_name.to_ascii_lowercase()
+    );
+    let text = match vault.port() {
+        Some(port) => format!("{port}@{text}"),
+        None => text,
+    };
+    let mut h: u32 = 0x811c_9dc5;
+    for b in text.bytes() {
+        h ^= u32::from(b);
+        h = h.wrapping_mul(0x0100_0193);
+    }
+    format!("{h:08x}")
+}
+
+/// A new rotation id: `<location tag>-<random>`.
+pub fn new_rotation_id(location: &str) -> String {
+    format!("{location}-{}", uuid::Uuid::new_v4().simple())
+}
+
+/// The location tag of a rotation id; `None` for ids made before locations were recorded.
+pub fn location_of(rotation_id: &str) -> Option<&str> {
+    let (tag, rest) = rotation_id.split_once('-')?;
+    let hex = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_hexdigit());
+    (hex(tag, 8) && hex(rest, 32)).then_some(tag)
+}
+
+/// Whether `text` is a key id as Entra writes them (a GUID). Anything else in a tag names no
+/// credential.
+pub fn is_key_id(text: &str) -> bool {
+    uuid::Uuid::try_parse(text).is_ok() && text.len() == 36
 }
 
 /// When `key_id` stopped being the published credential: the creation of the first version
@@ -489,7 +702,27 @@ mod tests {
             verify_timeout: Duration::from_secs(300),
             adopt: false,
             force: false,
+            revoke_previous: false,
         }
+    }
+
+    /// The location tag of the tests' client.
+    const LOC: &str = "0a1b2c3d";
+
+    /// A key id (a GUID) for a short test name.
+    fn g(name: &str) -> String {
+        let n = name
+            .bytes()
+            .fold(7u32, |a, b| a.wrapping_mul(31).wrapping_add(u32::from(b)));
+        format!("{n:08x}-0000-4000-8000-000000000000")
+    }
+
+    /// A rotation id made for the tests' location.
+    fn rid(name: &str) -> String {
+        let n = name
+            .bytes()
+            .fold(7u64, |a, b| a.wrapping_mul(31).wrapping_add(u64::from(b)));
+        format!("{LOC}-{n:032x}")
     }
 
     fn days(n: i64) -> time::Duration {
@@ -503,7 +736,7 @@ mod tests {
         end: OffsetDateTime,
     ) -> PasswordCredential {
         PasswordCredential {
-            key_id: key.into(),
+            key_id: g(key),
             display_name: name.map(str::to_string),
             hint: Some("abc".into()),
             start: Some(start),
@@ -511,10 +744,15 @@ mod tests {
         }
     }
 
-    fn own(key: &str, rid: &str, start: OffsetDateTime, end: OffsetDateTime) -> PasswordCredential {
+    fn own(
+        key: &str,
+        rid_name: &str,
+        start: OffsetDateTime,
+        end: OffsetDateTime,
+    ) -> PasswordCredential {
         cred(
             key,
-            Some(&format!("secret-rotator:prod:dicom:{rid}")),
+            Some(&format!("secret-rotator:prod:dicom:{}", rid(rid_name))),
             start,
             end,
         )
@@ -526,7 +764,7 @@ mod tests {
             created: Some(created),
             enabled: true,
             expires: Some(exp),
-            tags: tags("app", key, "r"),
+            tags: tags("app", &g(key), &rid("r")),
         }
     }
 
@@ -534,14 +772,24 @@ mod tests {
         passwords: Vec<PasswordCredential>,
         versions: Option<Vec<VersionInfo>>,
     ) -> Observed {
+        let vault = match versions {
+            Some(history) => {
+                let latest = history.last().cloned().expect("a version");
+                VaultSecret::Present { history, latest }
+            }
+            None => VaultSecret::Absent,
+        };
         Observed {
             passwords,
             password_cap: None,
-            versions,
+            vault,
+            location: LOC.into(),
+            location_name: "secret 's' in vault https://kv".into(),
             published_probe: None,
             abandoned: vec![],
             skew_seconds: 0,
             adopted: None,
+            adopted_now: None,
         }
     }
 
@@ -617,7 +865,10 @@ mod tests {
     #[test]
     fn rotates_when_the_published_version_is_disabled() {
         let mut o = healthy();
-        o.versions.as_mut().unwrap()[0].enabled = false;
+        if let VaultSecret::Present { history, latest } = &mut o.vault {
+            history[0].enabled = false;
+            latest.enabled = false;
+        }
         assert_eq!(
             plan(&o, &policy(), NOW).rotate,
             Some(RotateReason::PublishedVersionDisabled)
@@ -684,9 +935,7 @@ mod tests {
         o.published_probe = Some(Probe::Rejected);
         assert_eq!(
             plan(&o, &policy(), NOW).rotate,
-            Some(RotateReason::PublishedCredentialGone {
-                key_id: "k1".into()
-            })
+            Some(RotateReason::PublishedCredentialGone { key_id: g("k1") })
         );
     }
 
@@ -698,9 +947,7 @@ mod tests {
         );
         assert_eq!(
             plan(&o, &policy(), NOW).rotate,
-            Some(RotateReason::PublishedCredentialGone {
-                key_id: "k1".into()
-            })
+            Some(RotateReason::PublishedCredentialGone { key_id: g("k1") })
         );
     }
 
@@ -730,7 +977,7 @@ mod tests {
         assert_eq!(
             p.removals,
             vec![Removal {
-                key_id: "k1".into(),
+                key_id: g("k1"),
                 reason: RemovalReason::Superseded {
                     since: NOW - days(8)
                 }
@@ -803,9 +1050,9 @@ mod tests {
         assert_eq!(
             p.removals,
             vec![Removal {
-                key_id: "k9".into(),
+                key_id: g("k9"),
                 reason: RemovalReason::Orphan {
-                    rotation_id: "r9".into()
+                    rotation_id: rid("r9")
                 }
             }]
         );
@@ -832,37 +1079,264 @@ mod tests {
             NOW - time::Duration::seconds(10),
             NOW + days(90),
         ));
-        o.abandoned = vec!["r9".into()];
+        o.abandoned = vec![AbandonedAttempt {
+            rotation_id: rid("r9"),
+            reached_publishing: false,
+        }];
         let p = plan(&o, &policy(), NOW);
         assert_eq!(
             p.removals,
             vec![Removal {
-                key_id: "k9".into(),
+                key_id: g("k9"),
                 reason: RemovalReason::Abandoned {
-                    rotation_id: "r9".into()
+                    rotation_id: rid("r9")
                 }
             }]
         );
     }
 
     #[test]
-    fn a_clock_skewed_by_more_than_two_minutes_blocks_removals_but_not_rotation() {
+    fn a_clock_skewed_by_more_than_two_minutes_delays_removals_by_the_skew_but_not_rotation() {
+        // k1 was superseded overlap + 60 s ago: due by the local clock, not by one 180 s off.
+        let superseded = NOW - days(7) - time::Duration::seconds(60);
         let mut o = observed(
             vec![
                 own("k1", "r1", NOW - days(80), NOW + days(10)),
-                own("k2", "r2", NOW - days(8), NOW + days(82)),
-                own("k9", "r9", NOW - days(1), NOW + days(89)),
+                own("k2", "r2", superseded, NOW + days(20)),
             ],
             Some(vec![
                 version("v1", "k1", NOW - days(80), NOW + days(10)),
-                version("v2", "k2", NOW - days(8), NOW + days(20)),
+                version("v2", "k2", superseded, NOW + days(20)),
             ]),
         );
+        assert_eq!(plan(&o, &policy(), NOW).removals.len(), 1, "no skew");
         o.skew_seconds = 180;
         let p = plan(&o, &policy(), NOW);
         assert!(p.removals.is_empty());
-        assert!(p.rotate.is_some());
+        assert!(p.rotate.is_some(), "skew never stops rotation");
         assert!(p.notes.iter().any(|n| n.contains("180 s off")));
+        assert_eq!(
+            p.next_retirement,
+            Some(superseded + days(7) + time::Duration::seconds(180)),
+            "looked at again when both clocks agree"
+        );
+        o.skew_seconds = -180;
+        assert!(plan(&o, &policy(), NOW).removals.is_empty());
+        o.skew_seconds = 50;
+        assert_eq!(plan(&o, &policy(), NOW).removals.len(), 1, "small skew");
+    }
+
+    #[test]
+    fn a_wait_for_the_slot_always_lands_in_the_future() {
+        // A slot that "should" have freed already (the removal is blocked by a skewed clock,
+        // or the credential has no start date) must not make the daemon loop at once.
+        let mut no_start = own("k9", "r9", NOW, NOW + days(1));
+        no_start.start = None;
+        let mut o = observed(
+            vec![own("k1", "r1", NOW - days(70), NOW + days(20)), no_start],
+            Some(vec![version("v1", "k1", NOW - days(70), NOW + days(20))]),
+        );
+        o.password_cap = Some(2);
+        o.skew_seconds = 100_000;
+        let p = plan(&o, &policy(), NOW);
+        match p.blocked {
+            Some(Blocked::WaitingForSlot { until }) => assert!(until > NOW, "{until}"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_missing_vault_secret_is_no_evidence_against_an_own_credential() {
+        // The client moved to a location where the secret does not exist yet (or was
+        // deleted): the credential published elsewhere, and even an old credential made for
+        // this location, stay; a new secret is published first.
+        let mut elsewhere = own("k1", "r1", NOW - days(10), NOW + days(80));
+        elsewhere.display_name = Some(format!("secret-rotator:prod:dicom:ffffffff-{:032x}", 1));
+        let o = observed(
+            vec![elsewhere, own("k2", "r2", NOW - days(1), NOW + days(89))],
+            None,
+        );
+        let p = plan(&o, &policy(), NOW);
+        assert!(p.removals.is_empty(), "{:?}", p.removals);
+        assert_eq!(p.rotate, Some(RotateReason::NoPublishedSecret));
+    }
+
+    #[test]
+    fn an_attempt_that_never_reached_publishing_goes_even_when_the_secret_is_missing() {
+        let mut o = observed(
+            vec![own(
+                "k9",
+                "r9",
+                NOW - time::Duration::seconds(10),
+                NOW + days(1),
+            )],
+            None,
+        );
+        o.abandoned = vec![AbandonedAttempt {
+            rotation_id: rid("r9"),
+            reached_publishing: false,
+        }];
+        assert_eq!(plan(&o, &policy(), NOW).removals.len(), 1);
+    }
+
+    #[test]
+    fn a_soft_deleted_secret_blocks_the_client_and_removes_nothing() {
+        let mut o = observed(
+            vec![
+                own("k1", "r1", NOW - days(30), NOW + days(60)),
+                own("k2", "r2", NOW - days(20), NOW + days(70)),
+            ],
+            None,
+        );
+        o.vault = VaultSecret::SoftDeleted;
+        o.abandoned = vec![AbandonedAttempt {
+            rotation_id: rid("r2"),
+            reached_publishing: true,
+        }];
+        let p = plan(&o, &policy(), NOW);
+        assert!(p.removals.is_empty());
+        assert_eq!(p.rotate, None);
+        let b = p.blocked.expect("blocked");
+        assert!(b.is_failure());
+        assert!(b.to_string().contains("recover it"), "{b}");
+        assert!(b.to_string().contains("purge it"), "{b}");
+    }
+
+    #[test]
+    fn a_credential_made_for_another_location_goes_only_after_overlap_from_the_publish_here() {
+        let mut old = own("k1", "r1", NOW - days(30), NOW + days(60));
+        old.display_name = Some(format!("secret-rotator:prod:dicom:ffffffff-{:032x}", 1));
+        let fresh = observed(
+            vec![old.clone(), own("k2", "r2", NOW - days(2), NOW + days(88))],
+            Some(vec![version("v2", "k2", NOW - days(2), NOW + days(88))]),
+        );
+        let p = plan(&fresh, &policy(), NOW);
+        assert!(p.removals.is_empty(), "within overlap of the new publish");
+        assert_eq!(p.next_retirement, Some(NOW + days(5)));
+        let later = observed(
+            vec![old, own("k2", "r2", NOW - days(8), NOW + days(82))],
+            Some(vec![version("v2", "k2", NOW - days(8), NOW + days(82))]),
+        );
+        assert_eq!(
+            plan(&later, &policy(), NOW).removals,
+            vec![Removal {
+                key_id: g("k1"),
+                reason: RemovalReason::Migrated {
+                    since: NOW - days(8)
+                }
+            }]
+        );
+    }
+
+    #[test]
+    fn an_attempt_that_reached_publishing_waits_for_the_orphan_age() {
+        let mut o = healthy();
+        o.passwords.push(own(
+            "k9",
+            "r9",
+            NOW - time::Duration::seconds(30),
+            NOW + days(90),
+        ));
+        o.abandoned = vec![AbandonedAttempt {
+            rotation_id: rid("r9"),
+            reached_publishing: true,
+        }];
+        assert!(plan(&o, &policy(), NOW).removals.is_empty());
+        o.passwords[1].start = Some(NOW - time::Duration::minutes(7));
+        assert_eq!(
+            plan(&o, &policy(), NOW).removals,
+            vec![Removal {
+                key_id: g("k9"),
+                reason: RemovalReason::Orphan {
+                    rotation_id: rid("r9")
+                }
+            }]
+        );
+    }
+
+    #[test]
+    fn the_latest_version_is_what_get_returns_not_the_last_of_a_sort() {
+        // Two versions in one second: the listing sorts v2 last, but GET says v1 is what
+        // consumers read; k1 is the published credential and k2 is not.
+        let t = NOW - days(1);
+        let history = vec![
+            version("v1", "k1", t, NOW + days(89)),
+            version("v2", "k2", t, NOW + days(89)),
+        ];
+        let mut o = observed(
+            vec![
+                own("k1", "r1", t, NOW + days(89)),
+                own("k2", "r2", t, NOW + days(89)),
+            ],
+            Some(history.clone()),
+        );
+        o.vault = VaultSecret::Present {
+            latest: history[0].clone(),
+            history,
+        };
+        let p = plan(&o, &policy(), NOW);
+        assert_eq!(p.published.unwrap().key_id, Some(g("k1")));
+        assert!(p.removals.iter().all(|r| r.key_id != g("k1")));
+    }
+
+    #[test]
+    fn a_key_id_tag_that_is_not_a_guid_names_no_credential() {
+        let mut o = healthy();
+        if let VaultSecret::Present { history, latest } = &mut o.vault {
+            history[0]
+                .tags
+                .insert(TAG_KEY_ID.into(), "../../etc\u{1b}[31m".into());
+            latest.tags = history[0].tags.clone();
+        }
+        let p = plan(&o, &policy(), NOW);
+        assert_eq!(p.rotate, Some(RotateReason::PublishedWithoutKeyId));
+        assert!(p.notes.iter().any(|n| n.contains("not a key id")));
+    }
+
+    #[test]
+    fn revoke_removes_only_a_credential_with_this_clients_marker() {
+        let mut pol = policy();
+        pol.force = true;
+        pol.revoke_previous = true;
+        let p = plan(&healthy(), &pol, NOW);
+        assert_eq!(p.revoke, Some(g("k1")));
+        assert_eq!(p.rotate, Some(RotateReason::Forced));
+
+        // The published credential carries another installation's marker (daemon.instance was
+        // renamed), or a forged tag points at a foreign credential: refused, nothing written.
+        for name in ["secret-rotator:old-instance:dicom:r1", "made in the portal"] {
+            let mut o = healthy();
+            o.passwords[0].display_name = Some(name.into());
+            let p = plan(&o, &pol, NOW);
+            assert_eq!(p.revoke, None);
+            assert_eq!(p.rotate, None);
+            assert!(
+                matches!(&p.blocked, Some(Blocked::RevokeRefused { reason }) if reason.contains("marker")),
+                "{:?}",
+                p.blocked
+            );
+        }
+    }
+
+    #[test]
+    fn revoke_of_an_adopted_secret_needs_its_credential_identified() {
+        let mut unmanaged = version("v0", "x", NOW - days(100), NOW + days(100));
+        unmanaged.tags.clear();
+        let mut o = observed(
+            vec![cred("p1", Some("portal"), NOW - days(100), NOW + days(100))],
+            Some(vec![unmanaged]),
+        );
+        let mut pol = policy();
+        pol.adopt = true;
+        pol.force = true;
+        pol.revoke_previous = true;
+        let p = plan(&o, &pol, NOW);
+        assert!(matches!(p.blocked, Some(Blocked::RevokeRefused { .. })));
+        assert_eq!(p.rotate, None);
+        o.adopted_now = Some(g("p1"));
+        let p = plan(&o, &pol, NOW);
+        assert_eq!(p.revoke, Some(g("p1")));
+        assert_eq!(p.rotate, Some(RotateReason::Forced));
     }
 
     #[test]
@@ -879,9 +1353,7 @@ mod tests {
         assert_eq!(p.rotate, None);
         assert_eq!(
             p.blocked,
-            Some(Blocked::ForeignCredentialInSlot {
-                key_id: "f1".into()
-            })
+            Some(Blocked::ForeignCredentialInSlot { key_id: g("f1") })
         );
     }
 
@@ -937,9 +1409,9 @@ mod tests {
             version("v2", "k2", NOW - days(20), NOW),
             version("v3", "k2", NOW - days(10), NOW),
         ];
-        assert_eq!(superseded_since(&h, "k1"), Some(NOW - days(20)));
-        assert_eq!(superseded_since(&h, "k2"), None);
-        assert_eq!(superseded_since(&h, "k9"), None);
+        assert_eq!(superseded_since(&h, &g("k1")), Some(NOW - days(20)));
+        assert_eq!(superseded_since(&h, &g("k2")), None);
+        assert_eq!(superseded_since(&h, &g("k9")), None);
     }
 
     #[test]
@@ -957,7 +1429,7 @@ mod tests {
             ]),
         );
         o.adopted = Some(Adopted {
-            key_id: "p1".into(),
+            key_id: g("p1"),
             superseded_since: NOW - days(8),
         });
         let mut pol = policy();
@@ -965,14 +1437,14 @@ mod tests {
         assert_eq!(
             plan(&o, &pol, NOW).removals,
             vec![Removal {
-                key_id: "p1".into(),
+                key_id: g("p1"),
                 reason: RemovalReason::Adopted {
                     since: NOW - days(8)
                 }
             }]
         );
         o.adopted = Some(Adopted {
-            key_id: "p1".into(),
+            key_id: g("p1"),
             superseded_since: NOW - days(2),
         });
         assert!(
@@ -981,7 +1453,7 @@ mod tests {
         );
         pol.adopt = false;
         o.adopted = Some(Adopted {
-            key_id: "p1".into(),
+            key_id: g("p1"),
             superseded_since: NOW - days(8),
         });
         assert!(
