@@ -240,12 +240,10 @@ impl VaultClients {
         })?;
         let response = client.set_secret(name, content, None).await.map_err(|e| {
             let mut err = kv_error("set_secret", &e);
-            // A write that got no answer, or a 5xx, may have been applied: every write adds a
-            // version, so the caller reads the history before writing again.
-            if err
-                .status
-                .is_none_or(|s| matches!(s, 500 | 502 | 503 | 504))
-            {
+            // A write that got no answer, or a 500/502/504, may have been applied: every write
+            // adds a version, so the caller reads the history before writing again. A 503 is
+            // Key Vault refusing the request (busy or throttled): it was not applied.
+            if err.status.is_none_or(|s| matches!(s, 500 | 502 | 504)) {
                 err.class = Class::Unknown;
             }
             err

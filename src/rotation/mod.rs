@@ -456,11 +456,13 @@ fn report_gauges(
             )
         }
         None => {
-            let p = report.plan.published.as_ref().filter(|p| p.managed);
+            // An unmanaged published secret's expiry is exported too: consumers read it, and
+            // the expiry alerts must see it while the client is blocked.
+            let p = report.plan.published.as_ref();
             (
                 p.and_then(|p| p.expires),
                 report.plan.renew_at,
-                p.and_then(|p| p.created),
+                p.filter(|p| p.managed).and_then(|p| p.created),
             )
         }
     };

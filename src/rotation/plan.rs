@@ -505,6 +505,11 @@ pub fn plan(observed: &Observed, policy: &PolicyView<'_>, now: OffsetDateTime) -
                     if due > removal_now {
                         let at = due + margin;
                         plan.next_retirement = Some(plan.next_retirement.map_or(at, |t| t.min(at)));
+                        plan.notes.push(format!(
+                            "keeping credential {} made for another vault or secret name (the client moved) until {}, overlap after the first publish here",
+                            p.key_id,
+                            rfc3339(at)
+                        ));
                     }
                     (removal_now >= due).then_some(RemovalReason::Migrated { since })
                 }

@@ -89,7 +89,7 @@ async fn a_lost_add_password_answer_is_never_repeated_blindly() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_crash_between_add_password_and_publishing_leaves_an_orphan_the_next_run_removes() {
+async fn a_crash_between_add_password_and_publishing_leaves_an_orphan_removed_after_its_age() {
     let env = Env::new(Setup::default()).await;
     env.fault("keyvault.set_secret", 1, FaultKind::HoldBefore);
     let config = path_str(&env.config_path);
@@ -118,19 +118,36 @@ async fn a_crash_between_add_password_and_publishing_leaves_an_orphan_the_next_r
     );
     env.em.world().clear_journal();
 
+    // The attempt reached the publishing step: its write may still land (Key Vault reads lag
+    // writes), so it is not removed at once. A new secret is published meanwhile.
     let out = env.rotate("app-one", &[]).await;
     assert!(out.status.success(), "{}", stderr(&out));
-    let writes = env.writes();
+    assert!(
+        env.passwords("app-one").iter().any(|(k, _)| *k == orphan),
+        "kept until the orphan age: {:?}",
+        env.writes()
+    );
+    env.assert_published_valid("app-one");
+
+    // Past verify_timeout + 1 min, a fresh listing that does not name it is the proof.
+    env.age_credential("app-one", &orphan, time::Duration::minutes(2));
+    env.em.world().clear_journal();
+    let out = env.rotate("app-one", &[]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(
-        writes[0],
-        (
+        env.writes(),
+        vec![(
             "graph.remove_password".to_string(),
             204,
             Some(orphan.clone())
-        ),
-        "the abandoned attempt's credential goes first: {writes:?}"
+        )]
     );
-    assert!(!env.passwords("app-one").iter().any(|(k, _)| *k == orphan));
+    let listed = env
+        .journal()
+        .iter()
+        .filter(|e| e.operation == "keyvault.list_versions")
+        .count();
+    assert!(listed >= 2, "the history was listed again before removing");
     env.assert_published_valid("app-one");
     env.assert_foreign_untouched("app-one");
     env.em.world().release_all();
@@ -246,7 +263,7 @@ async fn a_tenant_lifetime_policy_rejection_is_a_clear_error_without_retries() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_soft_deleted_vault_secret_name_is_a_clear_error_and_the_new_credential_is_removed() {
+async fn a_soft_deleted_vault_secret_name_is_a_clear_error_before_anything_is_written() {
     let env = Env::new(Setup::default()).await;
     {
         let mut state = env.em.world().state_mut();
@@ -263,6 +280,32 @@ async fn a_soft_deleted_vault_secret_name_is_a_clear_error_and_the_new_credentia
             },
         );
     }
+    let out = env.rotate("app-one", &[]).await;
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("soft-deleted") && err.contains("recover it") && err.contains("purge it"),
+        "{err}"
+    );
+    assert!(
+        env.all_writes().is_empty(),
+        "no credential is made for a name that cannot be written: {:?}",
+        env.all_writes()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_name_soft_deleted_between_the_read_and_the_write_removes_the_new_credential() {
+    let env = Env::new(Setup::default()).await;
+    env.fault(
+        "keyvault.set_secret",
+        1,
+        FaultKind::Status {
+            status: 409,
+            code: Some("ObjectIsDeletedButRecoverable".into()),
+            retry_after: None,
+        },
+    );
     let out = env.rotate("app-one", &[]).await;
     assert!(!out.status.success());
     assert!(
@@ -286,6 +329,6 @@ async fn a_soft_deleted_vault_secret_name_is_a_clear_error_and_the_new_credentia
         .collect();
     assert!(
         own.is_empty(),
-        "the unpublished credential was removed: {own:?}"
+        "the unpublished credential was removed (Key Vault refused the write): {own:?}"
     );
 }

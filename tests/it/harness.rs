@@ -281,6 +281,29 @@ verify_successes = 1
             .expect("app")
     }
 
+    /// Makes a credential look `by` older, as Entra would show it after that time: for tests
+    /// of the age rules that should not sleep for minutes.
+    pub fn age_credential(&self, client: &str, key_id: &str, by: time::Duration) {
+        let app_id = self.client(client).app_id.clone();
+        let mut state = self.em.world().state_mut();
+        let app = state
+            .applications
+            .iter_mut()
+            .find(|a| a.app_id == app_id)
+            .expect("app");
+        let p = app
+            .passwords
+            .iter_mut()
+            .find(|p| p.key_id == key_id)
+            .expect("credential");
+        p.start -= by;
+        p.added -= by;
+        p.start_text = p
+            .start
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap();
+    }
+
     /// Live passwords (key id, display name).
     pub fn passwords(&self, name: &str) -> Vec<(String, Option<String>)> {
         self.app(name)

@@ -135,6 +135,15 @@ async fn kill_at(point: Point, signal: &str) {
     tokio::time::sleep(Duration::from_millis(300)).await;
     let stderr_before = daemon.stderr();
     drop(daemon);
+    if matches!(point, Point::BeforePublish) {
+        // An attempt that reached the publishing step is removed only after the orphan age
+        // (its write may still land): let that time pass.
+        for (key, name) in env.passwords("app-two") {
+            if name.is_some_and(|n| n.starts_with("secret-rotator:")) {
+                env.age_credential("app-two", &key, time::Duration::minutes(2));
+            }
+        }
+    }
 
     let mut daemon = env.spawn_daemon(&[]);
     let converged = async {

@@ -3,6 +3,7 @@
 mod config;
 mod daemon;
 mod deploy;
+mod evidence;
 mod faults;
 mod harness;
 mod identity;

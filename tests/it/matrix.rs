@@ -58,7 +58,9 @@ impl Op {
             Op::RemovePassword => "graph.remove_password",
             Op::ListVersions => "keyvault.list_versions",
             Op::SetSecret => "keyvault.set_secret",
-            Op::GetSecret => "keyvault.get_secret (probe of a published value)",
+            Op::GetSecret => {
+                "keyvault.get_secret (the latest version; a probe of the published value)"
+            }
         }
     }
     fn operation(self) -> &'static str {
@@ -79,11 +81,12 @@ impl Op {
             (Op::SignIn | Op::Verify, "403") => NotApplicable,
             (Op::SignIn, "401") => Fails("AADSTS7000215"),
             (Op::GetApplication | Op::AddPassword, "403") => Fails("Authorization_RequestDenied"),
-            (Op::ListVersions | Op::SetSecret, "403") => Fails("Forbidden"),
+            (Op::ListVersions | Op::SetSecret | Op::GetSecret, "403") => Fails("Forbidden"),
             (Op::RemovePassword, "403") => Warns,
             (
                 Op::AddPassword,
-                "500" | "timeout" | "reset after effect" | "malformed body" | "truncated body",
+                "500" | "503" | "timeout" | "reset after effect" | "malformed body"
+                | "truncated body",
             ) => NextRun,
             _ => Recovered,
         }
@@ -325,7 +328,7 @@ async fn row(op: Op) {
         };
         let expected = match expect {
             Expect::Recovered if op == Op::GetSecret => {
-                "the probe is retried or inconclusive; no second rotation".to_string()
+                "retried, or the probe is inconclusive; no second rotation".to_string()
             }
             Expect::Recovered => "retried; succeeds".to_string(),
             Expect::NextRun => "fails clearly; next run converges".to_string(),
