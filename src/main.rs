@@ -87,8 +87,24 @@ enum Command {
     },
 }
 
-fn load(path: &std::path::Path) -> Result<Config, String> {
-    Config::load(path).map_err(|e| e.to_string())
+/// Why a command failed: a bad configuration exits with 78 (EX_CONFIG, which the systemd unit
+/// does not restart on), anything else with 1.
+enum Fail {
+    Config(String),
+    Other(String),
+}
+
+impl From<String> for Fail {
+    fn from(message: String) -> Fail {
+        Fail::Other(message)
+    }
+}
+
+/// sysexits.h EX_CONFIG.
+const EX_CONFIG: u8 = 78;
+
+fn load(path: &std::path::Path) -> Result<Config, Fail> {
+    Config::load(path).map_err(|e| Fail::Config(e.to_string()))
 }
 
 fn main() -> ExitCode {
@@ -103,7 +119,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let result: Result<bool, String> = runtime.block_on(async move {
+    let result: Result<bool, Fail> = runtime.block_on(async move {
         match args.command {
             Command::Run { config } => {
                 let cfg = load(&config)?;
@@ -115,14 +131,14 @@ fn main() -> ExitCode {
                     tokio_util::sync::CancellationToken::new(),
                 )
                 .await
-                .map_err(|e| format!("{e:#}"))?;
+                .map_err(|e| Fail::Other(format!("{e:#}")))?;
                 Ok(true)
             }
             Command::Check { config, online } => {
                 let cfg = load(&config)?;
                 if online {
                     secret_rotator::telemetry::init(cfg.log_format, "warn");
-                    cli::check_online(cfg).await.map_err(|e| format!("{e:#}"))
+                    cli::check_online(cfg).await.map_err(|e| Fail::Other(format!("{e:#}")))
                 } else {
                     println!("{}: OK ({} clients)", config.display(), cfg.clients.len());
                     Ok(true)
@@ -133,7 +149,7 @@ fn main() -> ExitCode {
                 secret_rotator::telemetry::init(cfg.log_format, "warn");
                 cli::plan(cfg, output == Output::Json)
                     .await
-                    .map_err(|e| format!("{e:#}"))
+                    .map_err(|e| Fail::Other(format!("{e:#}")))
             }
             Command::Rotate {
                 config,
@@ -145,11 +161,11 @@ fn main() -> ExitCode {
                 secret_rotator::telemetry::init(cfg.log_format, &cfg.log_level);
                 cli::rotate(cfg, &client, force, revoke_previous)
                     .await
-                    .map_err(|e| format!("{e:#}"))
+                    .map_err(|e| Fail::Other(format!("{e:#}")))
             }
             Command::Status { config, output } => {
                 let cfg = load(&config)?;
-                cli::status(&cfg, output == Output::Json).map_err(|e| format!("{e:#}"))
+                cli::status(&cfg, output == Output::Json).map_err(|e| Fail::Other(format!("{e:#}")))
             }
             Command::Emulator {
                 listen,
@@ -161,23 +177,23 @@ fn main() -> ExitCode {
                 secret_rotator::telemetry::init(secret_rotator::config::LogFormat::Text, "warn");
                 cli::emulator(listen, state_dir, seed, ca_cert.zip(ca_key))
                     .await
-                    .map_err(|e| format!("{e:#}"))?;
+                    .map_err(|e| Fail::Other(format!("{e:#}")))?;
                 Ok(true)
             }
             Command::Demo { listen } => {
                 secret_rotator::telemetry::init(secret_rotator::config::LogFormat::Text, "info");
-                demo::run(listen).await.map_err(|e| format!("{e:#}"))?;
+                demo::run(listen).await.map_err(|e| Fail::Other(format!("{e:#}")))?;
                 Ok(true)
             }
         }
     });
-    match result {
-        Ok(true) => ExitCode::SUCCESS,
-        Ok(false) => ExitCode::FAILURE,
-        Err(message) => {
-            let line = message.split_whitespace().collect::<Vec<_>>().join(" ");
-            eprintln!("secret-rotator: {line}");
-            ExitCode::FAILURE
-        }
-    }
+    let (message, code) = match result {
+        Ok(true) => return ExitCode::SUCCESS,
+        Ok(false) => return ExitCode::FAILURE,
+        Err(Fail::Config(m)) => (m, ExitCode::from(EX_CONFIG)),
+        Err(Fail::Other(m)) => (m, ExitCode::FAILURE),
+    };
+    let line = message.split_whitespace().collect::<Vec<_>>().join(" ");
+    eprintln!("secret-rotator: {line}");
+    code
 }

@@ -283,6 +283,20 @@ mod tests {
     use super::*;
 
     #[test]
+    fn an_error_prints_as_one_line_whatever_azure_sent() {
+        let mut e = Error::new(
+            "keyvault",
+            "set_secret",
+            Class::Permanent,
+            "Caller is not authorized.\r\nInner: ForbiddenByRbac\r\n",
+        );
+        e.status = Some(403);
+        let text = e.to_string();
+        assert!(!text.contains('\r') && !text.contains('\n'), "{text:?}");
+        assert!(text.ends_with("Caller is not authorized. Inner: ForbiddenByRbac"));
+    }
+
+    #[test]
     fn clip_cuts_on_a_character_boundary_and_joins_lines() {
         assert_eq!(clip("ab\ncd", 10), "ab cd");
         assert_eq!(clip("ééé", 3), "é");

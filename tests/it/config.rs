@@ -1,4 +1,4 @@
-//! Config errors name the file, the line and the key, and the process exits non-zero.
+//! Config errors name the file, the line and the key, and the process exits with 78 (EX_CONFIG).
 
 use crate::harness::*;
 
@@ -6,7 +6,11 @@ async fn check_fails_with(env: &Env, text: &str, expected: &[&str]) {
     std::fs::write(&env.config_path, text).unwrap();
     let config = path_str(&env.config_path);
     let out = env.cli(&["check", "--config", &config]).await;
-    assert!(!out.status.success(), "accepted: {text}");
+    assert_eq!(
+        out.status.code(),
+        Some(78),
+        "a bad config exits with EX_CONFIG: {text}"
+    );
     let err = stderr(&out);
     assert_eq!(err.lines().count(), 1, "one line: {err}");
     for e in expected {
