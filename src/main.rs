@@ -138,7 +138,9 @@ fn main() -> ExitCode {
                 let cfg = load(&config)?;
                 if online {
                     secret_rotator::telemetry::init(cfg.log_format, "warn");
-                    cli::check_online(cfg).await.map_err(|e| Fail::Other(format!("{e:#}")))
+                    cli::check_online(cfg)
+                        .await
+                        .map_err(|e| Fail::Other(format!("{e:#}")))
                 } else {
                     println!("{}: OK ({} clients)", config.display(), cfg.clients.len());
                     Ok(true)
@@ -182,7 +184,9 @@ fn main() -> ExitCode {
             }
             Command::Demo { listen } => {
                 secret_rotator::telemetry::init(secret_rotator::config::LogFormat::Text, "info");
-                demo::run(listen).await.map_err(|e| Fail::Other(format!("{e:#}")))?;
+                demo::run(listen)
+                    .await
+                    .map_err(|e| Fail::Other(format!("{e:#}")))?;
                 Ok(true)
             }
         }

@@ -150,14 +150,9 @@ impl VaultClients {
                 };
             }
         };
-        let secret = response.into_model().map_err(|e| {
-            Error::new(
-                SERVICE,
-                "get_secret",
-                Class::Transient { retry_after: None },
-                format!("malformed answer: {}", error_chain(&e)),
-            )
-        })?;
+        let secret = response
+            .into_model()
+            .map_err(|e| malformed("get_secret", &e))?;
         drop(SecretString::from(secret.value.unwrap_or_default()));
         let attrs = secret.attributes.unwrap_or_default();
         Ok(Latest::Version(VersionInfo {
@@ -201,14 +196,9 @@ impl VaultClients {
             .get_secret(name, Some(options))
             .await
             .map_err(|e| kv_error("get_secret", &e))?;
-        let secret = response.into_model().map_err(|e| {
-            Error::new(
-                SERVICE,
-                "get_secret",
-                Class::Transient { retry_after: None },
-                format!("malformed answer: {}", error_chain(&e)),
-            )
-        })?;
+        let secret = response
+            .into_model()
+            .map_err(|e| malformed("get_secret", &e))?;
         let version = version_of(secret.id.as_deref());
         let value = SecretString::from(secret.value.unwrap_or_default());
         Ok(SecretValue { version, value })
@@ -268,6 +258,16 @@ pub fn verifies_challenge(cloud: Cloud, vault: &url::Url) -> bool {
     vault
         .host_str()
         .is_some_and(|h| h.to_ascii_lowercase().ends_with(cloud.vault_suffix()))
+}
+
+/// An answer that could not be read: read again.
+fn malformed(operation: &'static str, e: &azure_core::Error) -> Error {
+    Error::new(
+        SERVICE,
+        operation,
+        Class::Transient { retry_after: None },
+        format!("malformed answer: {}", error_chain(e)),
+    )
 }
 
 /// Classifies an SDK error by status and the service's (inner) error code. Only the code and

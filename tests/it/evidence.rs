@@ -153,11 +153,10 @@ async fn a_soft_deleted_secret_blocks_the_client_and_removes_nothing() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_publish_whose_outcome_is_unknown_is_never_followed_by_a_removal_without_a_read() {
     let env = Env::new(Setup::default()).await;
-    let text = std::fs::read_to_string(&env.config_path).unwrap().replace(
+    env.edit_config(
         "[azure.credential]",
         "request_timeout = \"2s\"\n\n[azure.credential]",
     );
-    std::fs::write(&env.config_path, text).unwrap();
     // The write takes effect and its answer never comes (the request times out); then the
     // history cannot be read.
     env.fault("keyvault.set_secret", 1, FaultKind::HoldAfter);
@@ -223,11 +222,7 @@ async fn revoke_refuses_what_this_installation_and_client_do_not_own() {
 
     // The installation was renamed: the published credential carries the old marker.
     let original = std::fs::read_to_string(&env.config_path).unwrap();
-    std::fs::write(
-        &env.config_path,
-        original.replace("instance = \"test\"", "instance = \"renamed\""),
-    )
-    .unwrap();
+    env.edit_config("instance = \"test\"", "instance = \"renamed\"");
     env.em.world().clear_journal();
     let out = env
         .rotate("app-one", &["--force", "--revoke-previous"])
@@ -267,31 +262,10 @@ async fn revoke_refuses_what_this_installation_and_client_do_not_own() {
     env.assert_foreign_untouched("app-one");
 
     // Through the admin API: 409 with the reason.
-    std::fs::write(
-        &env.config_path,
-        original.replace("schedule = \"*/2 * * * * *\"", "schedule = \"0 0 0 1 1 *\""),
-    )
-    .unwrap();
+    std::fs::write(&env.config_path, &original).unwrap();
+    env.edit_config("schedule = \"*/2 * * * * *\"", "schedule = \"0 0 0 1 1 *\"");
     let daemon = env.spawn_daemon(&[]);
-    let client = reqwest::Client::new();
-    let url = format!(
-        "http://{}/v1/clients/app-one/rotate?revoke_previous=true",
-        daemon.addr
-    );
-    let mut answer = None;
-    for _ in 0..100 {
-        if let Ok(r) = client.post(&url).bearer_auth(&env.admin_token).send().await {
-            answer = Some((r.status().as_u16(), r.text().await.unwrap_or_default()));
-            if answer
-                .as_ref()
-                .is_some_and(|a| a.0 != 409 || !a.1.contains("in flight"))
-            {
-                break;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    let (status, body) = answer.expect("an answer");
+    let (status, body) = env.admin_rotate(&daemon, "?revoke_previous=true").await;
     assert_eq!(status, 409, "{body}");
     assert!(body.contains("refusing to revoke"), "{body}");
     env.assert_foreign_untouched("app-one");
@@ -302,12 +276,7 @@ async fn a_forced_rotation_waits_for_a_busy_lock_instead_of_being_dropped() {
     let env = Env::new(Setup::default()).await;
     assert!(env.rotate("app-one", &[]).await.status.success());
     let k1 = published_key(&env, "app-one");
-    let original = std::fs::read_to_string(&env.config_path).unwrap();
-    std::fs::write(
-        &env.config_path,
-        original.replace("schedule = \"*/2 * * * * *\"", "schedule = \"0 0 0 1 1 *\""),
-    )
-    .unwrap();
+    env.edit_config("schedule = \"*/2 * * * * *\"", "schedule = \"0 0 0 1 1 *\"");
     // Another process (a `rotate` from the command line) holds the client.
     let lock_path = env.dir.path().join("state/locks/app-one.lock");
     let lock = std::fs::OpenOptions::new()
@@ -316,18 +285,7 @@ async fn a_forced_rotation_waits_for_a_busy_lock_instead_of_being_dropped() {
         .unwrap();
     lock.lock().unwrap();
     let daemon = env.spawn_daemon(&[]);
-    let client = reqwest::Client::new();
-    let url = format!("http://{}/v1/clients/app-one/rotate", daemon.addr);
-    let mut status = 0;
-    for _ in 0..100 {
-        if let Ok(r) = client.post(&url).bearer_auth(&env.admin_token).send().await {
-            status = r.status().as_u16();
-            if status != 409 {
-                break;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let (status, _) = env.admin_rotate(&daemon, "").await;
     assert_eq!(status, 202);
     tokio::time::sleep(Duration::from_secs(3)).await;
     let (_, clients) = daemon.get("/v1/clients").await.unwrap();
@@ -347,28 +305,7 @@ async fn a_client_blocked_from_its_first_reconcile_exports_what_was_observed() {
     let env = Env::new(Setup::default()).await;
     // A version written by hand, without tags: the client is blocked (adopt is off).
     let exp = time::OffsetDateTime::now_utc() + time::Duration::days(3);
-    {
-        let mut state = env.em.world().state_mut();
-        let vault = state.vaults.get_mut("kv-test").unwrap();
-        let now = time::OffsetDateTime::now_utc().unix_timestamp();
-        vault.secrets.insert(
-            "app-one-secret".into(),
-            emulator::model::VaultSecret {
-                name: "app-one-secret".into(),
-                versions: vec![emulator::model::SecretVersion {
-                    version: "0123456789abcdef0123456789abcdef".into(),
-                    value: "written-by-hand".into(),
-                    content_type: None,
-                    tags: BTreeMap::new(),
-                    enabled: true,
-                    nbf: None,
-                    exp: Some(exp.unix_timestamp()),
-                    created: now,
-                    updated: now,
-                }],
-            },
-        );
-    }
+    env.write_by_hand("app-one", "written-by-hand", Some(exp));
     let daemon = env.spawn_daemon(&[]);
     let mut metrics = String::new();
     let seen = eventually(Duration::from_secs(30), || {

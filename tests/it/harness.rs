@@ -304,6 +304,63 @@ verify_successes = 1
             .unwrap();
     }
 
+    /// Writes a vault version by hand, as a person would: no tags.
+    pub fn write_by_hand(&self, client: &str, value: &str, exp: Option<time::OffsetDateTime>) {
+        let name = format!("{client}-secret");
+        let mut state = self.em.world().state_mut();
+        let vault = state.vaults.get_mut("kv-test").unwrap();
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        vault
+            .secrets
+            .entry(name.clone())
+            .or_insert_with(|| emulator::model::VaultSecret {
+                name,
+                versions: vec![],
+            })
+            .versions
+            .push(emulator::model::SecretVersion {
+                version: uuid::Uuid::new_v4().simple().to_string(),
+                value: value.into(),
+                content_type: None,
+                tags: Default::default(),
+                enabled: true,
+                nbf: None,
+                exp: exp.map(|e| e.unix_timestamp()),
+                created: now,
+                updated: now,
+            });
+    }
+
+    /// Replaces `from` with `to` in the config file (which must contain it).
+    pub fn edit_config(&self, from: &str, to: &str) {
+        let text = std::fs::read_to_string(&self.config_path).unwrap();
+        assert!(text.contains(from), "the config has no {from:?}");
+        std::fs::write(&self.config_path, text.replace(from, to)).unwrap();
+    }
+
+    /// POSTs a forced rotation to the daemon's admin API until it answers something other
+    /// than "starting up" or "in flight"; returns the status and body.
+    pub async fn admin_rotate(&self, daemon: &Daemon, query: &str) -> (u16, String) {
+        let client = reqwest::Client::new();
+        let url = format!("http://{}/v1/clients/app-one/rotate{query}", daemon.addr);
+        let mut answer = (0, String::new());
+        for _ in 0..100 {
+            if let Ok(r) = client
+                .post(&url)
+                .bearer_auth(&self.admin_token)
+                .send()
+                .await
+            {
+                answer = (r.status().as_u16(), r.text().await.unwrap_or_default());
+                if answer.0 != 409 || !answer.1.contains("in flight") {
+                    break;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        answer
+    }
+
     /// Live passwords (key id, display name).
     pub fn passwords(&self, name: &str) -> Vec<(String, Option<String>)> {
         self.app(name)

@@ -152,28 +152,7 @@ async fn revoke_previous_removes_the_previously_published_credential_at_once() {
 #[tokio::test(flavor = "multi_thread")]
 async fn refuses_an_unmanaged_vault_secret_unless_adopt_is_set() {
     let env = Env::new(Setup::default()).await;
-    {
-        let mut state = env.em.world().state_mut();
-        let vault = state.vaults.get_mut("kv-test").unwrap();
-        let now = time::OffsetDateTime::now_utc().unix_timestamp();
-        vault.secrets.insert(
-            "app-one-secret".into(),
-            emulator::model::VaultSecret {
-                name: "app-one-secret".into(),
-                versions: vec![emulator::model::SecretVersion {
-                    version: "0".repeat(32),
-                    value: "pasted-by-hand".into(),
-                    content_type: None,
-                    tags: Default::default(),
-                    enabled: true,
-                    nbf: None,
-                    exp: None,
-                    created: now,
-                    updated: now,
-                }],
-            },
-        );
-    }
+    env.write_by_hand("app-one", "pasted-by-hand", None);
     let out = env.rotate("app-one", &[]).await;
     assert!(!out.status.success());
     assert!(stderr(&out).contains("adopt = true"), "{}", stderr(&out));
