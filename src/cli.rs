@@ -199,6 +199,7 @@ pub async fn rotate(
             }
             // A revocation asked for and not done leaves a leaked secret valid: a failure.
             let revoked = !revoke_previous
+                || report.plan.revoke.is_none()
                 || report
                     .removed
                     .iter()

@@ -438,6 +438,7 @@ pub fn plan(observed: &Observed, policy: &PolicyView<'_>, now: OffsetDateTime) -
             };
         }
     }
+    let published_gone = matches!(rotate, Some(RotateReason::PublishedCredentialGone { .. }));
     if policy.force && plan.blocked.is_none() {
         rotate = Some(RotateReason::Forced);
     }
@@ -445,6 +446,8 @@ pub fn plan(observed: &Observed, policy: &PolicyView<'_>, now: OffsetDateTime) -
     // This installation's credentials for this client that are not the published one.
     let published_key = plan.published.as_ref().and_then(|p| p.key_id.clone());
     let present = matches!(observed.vault, VaultSecret::Present { .. });
+    let hand_written_on_top = latest.is_some_and(|l| !is_managed(l)) && !policy.adopt;
+    let last_managed_key = history.iter().rev().find_map(key_of);
     let mut kept_elsewhere = 0usize;
     for p in &observed.passwords {
         let Some(rotation_id) = own_rotation_id(p) else {
@@ -464,7 +467,18 @@ pub fn plan(observed: &Observed, policy: &PolicyView<'_>, now: OffsetDateTime) -
             .iter()
             .any(|a| a.rotation_id == rotation_id && !a.reached_publishing);
         let here = location_of(&rotation_id) == Some(observed.location.as_str());
-        let removal = if named {
+        let removal = if named
+            && hand_written_on_top
+            && last_managed_key.as_deref() == Some(p.key_id.as_str())
+        {
+            // Someone wrote a version by hand on top of ours. Consumers may need to go back to
+            // our last secret: it stays until the client is managed again (or adopts).
+            plan.notes.push(format!(
+                "keeping credential {}: the latest version was written by someone else; publishing a managed version (or adopt = true) lets it retire",
+                p.key_id
+            ));
+            None
+        } else if named {
             // Superseded at this location: its successor's creation starts the overlap. A
             // version written in the same second as the latest may sort after it; then the
             // latest's own creation is the time.
@@ -560,25 +574,34 @@ pub fn plan(observed: &Observed, policy: &PolicyView<'_>, now: OffsetDateTime) -
     if policy.revoke_previous && plan.blocked.is_none() {
         let published = plan.published.as_ref();
         let target = match published {
-            None => Err("no secret is published, so there is nothing to revoke".to_string()),
-            Some(p) if p.managed => match p.key_id.as_deref().and_then(find) {
-                Some(c) if own_rotation_id(c).is_some() => Ok(c.key_id.clone()),
-                Some(c) => Err(format!(
+            None => Ok(None),
+            Some(p) if p.managed => match p.key_id.as_deref().map(|k| (k, find(k))) {
+                Some((_, Some(c))) if own_rotation_id(c).is_some() => Ok(Some(c.key_id.clone())),
+                Some((_, Some(c))) => Err(format!(
                     "the published credential {} does not carry this installation's and client's marker ({prefix}…); remove it by hand if it leaked",
                     c.key_id
                 )),
+                // Gone for certain (its value is refused, or it has been missing for long):
+                // nothing is left to revoke.
+                Some((_, None)) if published_gone => Ok(None),
+                Some((k, None)) => Err(format!(
+                    "the published credential {k} is not visible on the application yet (reads lag writes); try again in a few minutes"
+                )),
                 None => Err(
-                    "the published version names no credential that exists on the application"
+                    "the published version names no credential (its key-id tag is missing or not a key id); remove the leaked credential by hand"
                         .to_string(),
                 ),
             },
             Some(_) => match &observed.adopted_now {
-                Some(key_id) => Ok(key_id.clone()),
+                Some(key_id) => Ok(Some(key_id.clone())),
                 None => Err("the published secret is not managed by secret-rotator and its credential could not be identified with certainty (hint and sign-in); remove it by hand if it leaked".to_string()),
             },
         };
         match target {
-            Ok(key_id) => plan.revoke = Some(key_id),
+            Ok(Some(key_id)) => plan.revoke = Some(key_id),
+            Ok(None) => plan
+                .notes
+                .push("nothing to revoke: no published credential is left".to_string()),
             Err(reason) => plan.blocked = Some(Blocked::RevokeRefused { reason }),
         }
     }
@@ -1321,6 +1344,59 @@ mod tests {
                 p.blocked
             );
         }
+    }
+
+    #[test]
+    fn revoke_with_nothing_left_to_revoke_still_rotates() {
+        let mut pol = policy();
+        pol.force = true;
+        pol.revoke_previous = true;
+        let p = plan(&observed(vec![], None), &pol, NOW);
+        assert_eq!(p.rotate, Some(RotateReason::Forced));
+        assert_eq!((p.revoke, p.blocked), (None, None));
+        // The published credential is gone for certain: its value is refused.
+        let mut o = observed(
+            vec![],
+            Some(vec![version("v1", "k1", NOW - days(1), NOW + days(89))]),
+        );
+        o.published_probe = Some(Probe::Rejected);
+        let p = plan(&o, &pol, NOW);
+        assert!(p.rotate.is_some() && p.blocked.is_none() && p.revoke.is_none());
+        // Only missing from a read that may lag: refused, it may still sign in.
+        let o = observed(
+            vec![],
+            Some(vec![version(
+                "v1",
+                "k1",
+                NOW - time::Duration::seconds(20),
+                NOW + days(89),
+            )]),
+        );
+        assert!(matches!(
+            plan(&o, &pol, NOW).blocked,
+            Some(Blocked::RevokeRefused { .. })
+        ));
+    }
+
+    #[test]
+    fn a_version_written_by_hand_on_top_keeps_our_last_credential() {
+        let mut hand = version("v3", "x", NOW - days(10), NOW + days(100));
+        hand.tags.clear();
+        let o = observed(
+            vec![
+                own("k1", "r1", NOW - days(80), NOW + days(10)),
+                own("k2", "r2", NOW - days(60), NOW + days(30)),
+            ],
+            Some(vec![
+                version("v1", "k1", NOW - days(80), NOW + days(10)),
+                version("v2", "k2", NOW - days(60), NOW + days(30)),
+                hand,
+            ]),
+        );
+        let p = plan(&o, &policy(), NOW);
+        assert_eq!(p.blocked, Some(Blocked::UnmanagedSecret));
+        let removed: Vec<_> = p.removals.iter().map(|r| r.key_id.clone()).collect();
+        assert_eq!(removed, vec![g("k1")], "k2, our last, stays");
     }
 
     #[test]
