@@ -180,6 +180,8 @@ pub enum LogFormat {
 pub struct Server {
     pub listen: SocketAddr,
     pub admin_token: Option<SecretString>,
+    /// Host names (lower case) the HTTP API answers to besides IP addresses and `localhost`.
+    pub allowed_hosts: Vec<String>,
 }
 
 /// When a client is reconciled: a cron expression (seconds first) in a time zone.
@@ -332,6 +334,7 @@ struct RawLog {
 struct RawServer {
     listen: Option<S<String>>,
     admin_token_file: Option<S<String>>,
+    allowed_hosts: Option<Vec<S<String>>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -476,6 +479,18 @@ fn expand_env(raw: &str) -> String {
 
 fn is_guid(s: &str) -> bool {
     uuid::Uuid::parse_str(s).is_ok() && s.len() == 36
+}
+
+/// A DNS name as a Host header carries it: dot-separated labels of letters, digits and hyphens.
+fn is_host_name(s: &str) -> bool {
+    s.len() <= 253
+        && s.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
 }
 
 fn https_url(ctx: &Ctx<'_>, v: &S<String>, key: &str) -> Result<Url, ConfigError> {
@@ -934,6 +949,20 @@ impl Config {
             }
             None => None,
         };
+        let mut allowed_hosts = Vec::new();
+        for name in raw.server.allowed_hosts.iter().flatten() {
+            if !is_host_name(name.get_ref()) {
+                return Err(ctx.err(
+                    name,
+                    "server.allowed_hosts",
+                    format!(
+                        "'{}' is not a host name (give a DNS name without scheme, port or path; IP addresses and localhost are always allowed)",
+                        name.get_ref()
+                    ),
+                ));
+            }
+            allowed_hosts.push(name.get_ref().to_ascii_lowercase());
+        }
         let state_dir = match &raw.state.dir {
             Some(v) => ctx.path(v.get_ref()),
             None => PathBuf::from("/var/lib/secret-rotator"),
@@ -1119,6 +1148,7 @@ impl Config {
             server: Server {
                 listen,
                 admin_token,
+                allowed_hosts,
             },
             state_dir,
             clients,

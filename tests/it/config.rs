@@ -128,6 +128,16 @@ async fn config_errors_name_file_line_and_key() {
     )
     .await;
 
+    check_fails_with(
+        &env,
+        &good.replace(
+            "admin_token_file = \"admin-token\"",
+            "admin_token_file = \"admin-token\"\nallowed_hosts = [\"rotator.internal\", \"https://rotator.internal:9464\"]",
+        ),
+        &[":18:", "server.allowed_hosts", "'https://rotator.internal:9464' is not a host name"],
+    )
+    .await;
+
     let c = env.client("app-one");
     let dup_name = format!(
         "{good}\n[[clients]]\nname = \"app-one\"\napp_id = \"{}\"\nkey_vault_url = \"{}\"\nsecret_name = \"other\"\n",

@@ -6,6 +6,7 @@ mod deploy;
 mod evidence;
 mod faults;
 mod harness;
+mod http;
 mod identity;
 mod invariants;
 mod kills;
