@@ -29,6 +29,8 @@ use crate::daemon::{Command, Shared};
 
 /// The largest body the rotate endpoint tolerates; it takes none and never reads one.
 const MAX_BODY: u64 = 64 * 1024;
+/// The largest request head (request line and headers); a larger one gets 431.
+const MAX_HEADERS: usize = 16 * 1024;
 
 pub fn router(shared: Arc<Shared>) -> axum::Router {
     let config = shared.clone();
@@ -410,9 +412,12 @@ async fn connection(
         }
     });
     let mut builder = hyper::server::conn::http1::Builder::new();
+    // Requests here are a line and a few headers; hyper's default buffer (~400 KiB) times the
+    // connection limit would be most of the pod's memory limit.
     builder
         .timer(TokioTimer::new())
-        .header_read_timeout(limits.headers);
+        .header_read_timeout(limits.headers)
+        .max_buf_size(MAX_HEADERS);
     let conn = builder.serve_connection(TokioIo::new(stream), service);
     tokio::pin!(conn);
     let grace = tokio::select! {
@@ -692,6 +697,23 @@ mod tests {
         assert!(!is_closed(&mut silent, Duration::from_millis(200)).await);
         assert!(is_closed(&mut silent, Duration::from_millis(500)).await);
         assert!(is_closed(&mut kept_alive, Duration::from_millis(500)).await);
+        stop.cancel();
+    }
+
+    #[tokio::test]
+    async fn a_request_head_over_16_kib_is_refused() {
+        let (addr, stop) = start(SHORT).await;
+        let mut s = TcpStream::connect(&addr).await.unwrap();
+        let filler = "a".repeat(MAX_HEADERS);
+        s.write_all(
+            format!("GET /x HTTP/1.1\r\nHost: localhost\r\nX-Filler: {filler}\r\n\r\n").as_bytes(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            status_line(&mut s, Duration::from_secs(1)).await.as_deref(),
+            Some("HTTP/1.1 431 Request Header Fields Too Large")
+        );
         stop.cancel();
     }
 
