@@ -14,6 +14,12 @@ use crate::rotation::{self, Options};
 use crate::status;
 use crate::store::Store;
 
+/// Prints one line to the terminal with its control characters escaped: values in it come from
+/// Azure, vault tags and the store.
+fn say(line: &str) {
+    println!("{}", status::printable(line));
+}
+
 /// Signs in, then reads every client's application and vault secret, reporting what fails.
 pub async fn check_online(config: Config) -> anyhow::Result<bool> {
     let path = config.path.clone();
@@ -21,7 +27,7 @@ pub async fn check_online(config: Config) -> anyhow::Result<bool> {
     let ctx = build_context(config, store, Arc::new(Metrics::new()))?;
     let cancel = CancellationToken::new();
     if let Err(e) = ctx.azure.graph.sign_in().await {
-        println!(
+        say(&format!(
             "{}: cannot sign in as {}: {e}",
             path.display(),
             ctx.config
@@ -29,7 +35,7 @@ pub async fn check_online(config: Config) -> anyhow::Result<bool> {
                 .credential
                 .client_id()
                 .unwrap_or("the managed identity")
-        );
+        ));
         return Ok(false);
     }
     let mut ok = true;
@@ -62,11 +68,11 @@ pub async fn check_online(config: Config) -> anyhow::Result<bool> {
                 Ok(Some(v)) => format!("{} version(s) in the vault", v.len()),
                 _ => "no secret in the vault yet".into(),
             };
-            println!("{}: OK ({state})", c.name);
+            say(&format!("{}: OK ({state})", c.name));
         } else {
             ok = false;
             for p in problems {
-                println!("{}: {p}", c.name);
+                say(&format!("{}: {p}", c.name));
             }
         }
     }
@@ -179,23 +185,26 @@ pub async fn rotate(
     match result {
         Ok(report) => {
             match &report.rotated {
-                Some(r) => println!(
+                Some(r) => say(&format!(
                     "{client}: rotated: published version {} for credential {} (expires {})",
                     r.version,
                     r.key_id,
                     status::rfc3339(r.expires.unix_timestamp())
-                ),
+                )),
                 None => match &report.plan.blocked {
-                    Some(b) => println!("{client}: not rotated: {b}"),
-                    None if force => println!("{client}: not rotated"),
-                    None => println!("{client}: no rotation needed"),
+                    Some(b) => say(&format!("{client}: not rotated: {b}")),
+                    None if force => say(&format!("{client}: not rotated")),
+                    None => say(&format!("{client}: no rotation needed")),
                 },
             }
             for r in &report.removed {
-                println!("{client}: removed credential {} ({})", r.key_id, r.reason);
+                say(&format!(
+                    "{client}: removed credential {} ({})",
+                    r.key_id, r.reason
+                ));
             }
             for w in &report.warnings {
-                println!("{client}: warning: {w}");
+                say(&format!("{client}: warning: {w}"));
             }
             // A revocation asked for and not done leaves a leaked secret valid: a failure.
             let revoked = !revoke_previous
@@ -205,7 +214,7 @@ pub async fn rotate(
                     .iter()
                     .any(|r| r.reason == rotation::plan::RemovalReason::Revoked);
             if revoke_previous && !revoked {
-                println!("{client}: the previous credential was not revoked");
+                say(&format!("{client}: the previous credential was not revoked"));
             }
             Ok(report.gauges.ready && revoked)
         }
@@ -259,9 +268,17 @@ pub async fn emulator(
     seed: Option<PathBuf>,
     ca: Option<(PathBuf, PathBuf)>,
 ) -> anyhow::Result<()> {
-    let state_dir = state_dir.unwrap_or_else(|| {
-        std::env::temp_dir().join(format!("secret-rotator-emulator-{}", std::process::id()))
-    });
+    // Without --state-dir the state is the run's own: a fresh private directory, removed at exit.
+    let (state_dir, temporary) = match state_dir {
+        Some(d) => (d, None),
+        None => {
+            let t = tempfile::Builder::new()
+                .prefix("secret-rotator-emulator-")
+                .tempdir()
+                .map_err(|e| anyhow::anyhow!("creating a temporary state dir: {e}"))?;
+            (t.path().to_path_buf(), Some(t))
+        }
+    };
     let seed = match seed {
         Some(p) => Some(
             serde_json::from_slice(
@@ -273,12 +290,10 @@ pub async fn emulator(
     };
     // A given CA takes the place of the generated one: the emulator keeps its CA in the state dir.
     if let Some((cert, key)) = ca {
-        crate::store::create_private_dir(&state_dir)?;
         let read = |p: &PathBuf| {
             std::fs::read_to_string(p).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))
         };
-        std::fs::write(state_dir.join("ca.pem"), read(&cert)?)?;
-        std::fs::write(state_dir.join("ca-key.pem"), read(&key)?)?;
+        emulator::tls::install_ca(&state_dir, &read(&cert)?, &read(&key)?)?;
     }
     let em = emulator::Emulator::start(emulator::Options {
         listen,
@@ -289,6 +304,7 @@ pub async fn emulator(
     println!("{}", serde_json::to_string(&em.info())?);
     wait_for_stop().await;
     em.shutdown();
+    drop(temporary);
     Ok(())
 }
 

@@ -21,8 +21,13 @@ const CLIENTS: &[(&str, &str, &str)] = &[
 ];
 
 pub async fn run(listen: SocketAddr) -> anyhow::Result<()> {
-    let dir = std::env::temp_dir().join(format!("secret-rotator-demo-{}", std::process::id()));
-    crate::store::create_private_dir(&dir)?;
+    // A fresh directory of a name no one can guess, owner-only, removed when the demo ends
+    // (Ctrl-C included: the daemon returns on SIGINT and SIGTERM).
+    let temporary = tempfile::Builder::new()
+        .prefix("secret-rotator-demo-")
+        .tempdir()
+        .map_err(|e| anyhow::anyhow!("creating the demo's directory: {e}"))?;
+    let dir = temporary.path().to_path_buf();
     let emulator_dir = dir.join("emulator");
     let em = emulator::Emulator::start(emulator::Options {
         listen: SocketAddr::from(([127, 0, 0, 1], 0)),
@@ -70,10 +75,10 @@ pub async fn run(listen: SocketAddr) -> anyhow::Result<()> {
     let info = em.info();
 
     let secret_file = dir.join("daemon-client-secret");
-    write_private(&secret_file, DAEMON_SECRET)?;
+    write_private(&secret_file, DAEMON_SECRET.as_bytes())?;
     let token_file = dir.join("admin-token");
     let admin_token = format!("{:032x}", rand::random::<u128>());
-    write_private(&token_file, &admin_token)?;
+    write_private(&token_file, admin_token.as_bytes())?;
     let mut config = format!(
         r#"# Written by `secret-rotator demo`: the bundled emulator stands in for Azure.
 [azure]
@@ -121,7 +126,7 @@ verify_successes = 2
         ));
     }
     let config_path = dir.join("config.toml");
-    std::fs::write(&config_path, &config)?;
+    write_private(&config_path, config.as_bytes())?;
     let cfg = Config::load(&config_path).map_err(|e| anyhow::anyhow!("{e}"))?;
 
     println!(
@@ -149,18 +154,12 @@ verify_successes = 2
     let result =
         crate::daemon::run(&config_path, cfg, Some(listen), CancellationToken::new()).await;
     em.shutdown();
+    println!("secret-rotator demo: stopped; removing {}", dir.display());
+    drop(temporary);
     result
 }
 
-fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)?;
-    f.write_all(contents.as_bytes())?;
-    Ok(())
+fn write_private(path: &Path, contents: &[u8]) -> anyhow::Result<()> {
+    crate::files::write_new_private(path, contents)
+        .map_err(|e| anyhow::anyhow!("creating {}: {e}", path.display()))
 }

@@ -14,6 +14,7 @@
 pub mod control;
 pub mod entra;
 pub mod errors;
+pub mod files;
 pub mod graph;
 pub mod keyvault;
 pub mod model;
@@ -40,11 +41,13 @@ use crate::world::{World, lock};
 /// Where and how to run.
 #[derive(Debug, Clone)]
 pub struct Options {
-    /// Address of the first listener. With port 0 every listener takes a free port; otherwise
+    /// Address of the first listener, on loopback (127.0.0.0/8 or ::1): anything else is
+    /// refused, since the control API serves every secret without authentication. With port 0 every listener takes a free port; otherwise
     /// they take consecutive ports: authority, Graph, control, managed identity, then vaults
     /// from port + 10.
     pub listen: SocketAddr,
-    /// Holds `ca.pem`, the CA key and `state.json`; state persists there across restarts.
+    /// Holds `ca.pem`, the CA key and `state.json` (owner-only); state persists there across
+    /// restarts. Created 0700 when missing; refused when others may write it.
     pub state_dir: PathBuf,
     pub seed: Option<Seed>,
 }
@@ -112,8 +115,13 @@ struct Inner {
 
 impl Emulator {
     pub async fn start(options: Options) -> anyhow::Result<Emulator> {
-        std::fs::create_dir_all(&options.state_dir)
-            .with_context(|| format!("creating state dir {}", options.state_dir.display()))?;
+        if !options.listen.ip().is_loopback() {
+            bail!(
+                "listen address {} is not loopback: the emulator's control API serves every secret it holds without authentication, so it listens on 127.0.0.0/8 or ::1 only",
+                options.listen
+            );
+        }
+        files::private_dir(&options.state_dir)?;
         let pki = tls::Pki::load_or_generate(Some(&options.state_dir))?;
         let state_file = options.state_dir.join("state.json");
         let (state, restored) = match std::fs::read(&state_file) {
@@ -153,7 +161,7 @@ impl Emulator {
             urls.graph_endpoint = graph_endpoint.clone();
         }
         let ca_file = options.state_dir.join("ca.pem");
-        std::fs::write(&ca_file, &pki.ca_pem)?;
+        files::replace(&ca_file, pki.ca_pem.as_bytes(), 0o644)?;
         let tenant_id = world.state().tenant_id.clone();
         let info = StartInfo {
             authority_host,
@@ -385,10 +393,7 @@ async fn bind(ip: IpAddr, port: u16) -> anyhow::Result<TcpListener> {
 
 fn write_state(world: &World, path: &Path) -> anyhow::Result<()> {
     let bytes = serde_json::to_vec(&*world.state())?;
-    let tmp = path.with_extension("json.tmp");
-    std::fs::write(&tmp, bytes)?;
-    std::fs::rename(&tmp, path)?;
-    Ok(())
+    files::replace(path, &bytes, 0o600)
 }
 
 /// Writes the state once a second when it changed.
@@ -446,5 +451,45 @@ mod tests {
             "the CA is kept"
         );
         second.shutdown();
+    }
+
+    #[tokio::test]
+    async fn state_json_is_owner_only_and_the_listen_address_must_be_loopback() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let refused = Emulator::start(Options {
+            listen: SocketAddr::from(([0, 0, 0, 0], 0)),
+            state_dir: dir.path().join("open"),
+            seed: None,
+        })
+        .await
+        .err()
+        .expect("0.0.0.0 is refused")
+        .to_string();
+        assert!(refused.contains("not loopback"), "{refused}");
+
+        let em = Emulator::start(Options {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            state_dir: dir.path().join("em"),
+            seed: Some(Seed {
+                tenant_id: None,
+                applications: vec![SeedApplication::new("kept")],
+                vaults: vec![],
+                settings: None,
+            }),
+        })
+        .await
+        .unwrap();
+        em.shutdown();
+        let mode = |name: &str| {
+            std::fs::metadata(dir.path().join("em").join(name))
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o777
+        };
+        assert_eq!(mode("."), 0o700);
+        assert_eq!(mode("state.json"), 0o600);
+        assert_eq!(mode("ca-key.pem"), 0o600);
     }
 }

@@ -10,7 +10,10 @@ use axum::Router;
 use axum::body::Body;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
+use rcgen::{
+    BasicConstraints, CertificateParams, CidrSubnet, DnType, GeneralSubtree, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose, NameConstraints,
+};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
@@ -18,18 +21,26 @@ use tower::ServiceExt;
 
 use crate::world::DropConnection;
 
-/// Names the leaf certificate covers: loopback, and the real service host names so that a client
-/// can pin them to loopback and keep every production check on.
-const LEAF_NAMES: &[&str] = &[
-    "127.0.0.1",
-    "::1",
-    "localhost",
-    "*.vault.azure.net",
-    "*.vault.azure.cn",
-    "*.vault.usgovcloudapi.net",
-    "login.microsoftonline.com",
-    "graph.microsoft.com",
-];
+/// Names the leaf certificate covers: the loopback names the emulator listens on, and nothing
+/// else. A leaf for Azure's own host names would let anyone who trusts the CA (and can reach
+/// its key in a state dir) impersonate Azure.
+const LEAF_NAMES: &[&str] = &["127.0.0.1", "::1", "localhost"];
+
+/// What a generated CA may issue for, enforced by every client that checks name constraints
+/// (rustls, OpenSSL, Go, browsers): loopback only, whatever leaf its key signs.
+fn loopback_only() -> NameConstraints {
+    NameConstraints {
+        permitted_subtrees: vec![
+            GeneralSubtree::DnsName("localhost".into()),
+            GeneralSubtree::IpAddress(CidrSubnet::V4([127, 0, 0, 0], [255, 0, 0, 0])),
+            GeneralSubtree::IpAddress(CidrSubnet::V6(
+                std::net::Ipv6Addr::LOCALHOST.octets(),
+                [0xff; 16],
+            )),
+        ],
+        excluded_subtrees: Vec::new(),
+    }
+}
 
 pub struct Pki {
     pub ca_pem: String,
@@ -55,10 +66,10 @@ impl Pki {
                     .push(DnType::CommonName, "secret-rotator emulator CA");
                 params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
                 params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+                params.name_constraints = Some(loopback_only());
                 let cert = params.self_signed(&key)?;
                 if let Some(d) = dir {
-                    write_private(&d.join("ca-key.pem"), &key.serialize_pem())?;
-                    std::fs::write(d.join("ca.pem"), cert.pem())?;
+                    install_ca(d, &cert.pem(), &key.serialize_pem())?;
                 }
                 (cert.pem(), key)
             }
@@ -90,17 +101,12 @@ impl Pki {
 
 use rustls::pki_types::pem::PemObject;
 
-fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
-    use std::io::Write;
-    #[cfg(unix)]
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    options.mode(0o600);
-    let mut f = options.open(path)?;
-    f.write_all(contents.as_bytes())?;
-    Ok(())
+/// Puts a CA (PEM certificate and key) in a state dir, where [`Pki::load_or_generate`] finds it:
+/// the key owner-only, neither written through a symlink.
+pub fn install_ca(dir: &Path, cert_pem: &str, key_pem: &str) -> anyhow::Result<()> {
+    crate::files::private_dir(dir)?;
+    crate::files::replace(&dir.join("ca-key.pem"), key_pem.as_bytes(), 0o600)?;
+    crate::files::replace(&dir.join("ca.pem"), cert_pem.as_bytes(), 0o644)
 }
 
 #[derive(Debug)]
@@ -166,5 +172,87 @@ where
         .header_read_timeout(Duration::from_secs(10));
     if let Err(e) = builder.serve_connection(io, service).await {
         tracing::debug!(%peer, error = %e, "connection ended");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rustls::client::danger::ServerCertVerifier;
+    use rustls::pki_types::{ServerName, UnixTime};
+
+    /// Whether a client trusting only the emulator's CA accepts a leaf that CA's key signs for
+    /// `name`.
+    fn accepted(dir: &Path, name: &str) -> bool {
+        let ca_pem = std::fs::read_to_string(dir.join("ca.pem")).unwrap();
+        let key =
+            KeyPair::from_pem(&std::fs::read_to_string(dir.join("ca-key.pem")).unwrap()).unwrap();
+        let issuer = Issuer::from_ca_cert_pem(&ca_pem, &key).unwrap();
+        let leaf_key = KeyPair::generate().unwrap();
+        let leaf = CertificateParams::new(vec![name.to_string()])
+            .unwrap()
+            .signed_by(&leaf_key, &issuer)
+            .unwrap();
+        let mut roots = rustls::RootCertStore::empty();
+        roots
+            .add(CertificateDer::from_pem_slice(ca_pem.as_bytes()).unwrap())
+            .unwrap();
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let verifier =
+            rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider)
+                .build()
+                .unwrap();
+        verifier
+            .verify_server_cert(
+                leaf.der(),
+                &[],
+                &ServerName::try_from(name.to_string()).unwrap(),
+                &[],
+                UnixTime::now(),
+            )
+            .is_ok()
+    }
+
+    #[test]
+    fn the_generated_ca_can_vouch_for_loopback_names_only() {
+        let dir = tempfile::tempdir().unwrap();
+        Pki::load_or_generate(Some(dir.path())).unwrap();
+        assert!(accepted(dir.path(), "localhost"));
+        assert!(accepted(dir.path(), "127.0.0.1"));
+        assert!(accepted(dir.path(), "::1"));
+        for name in [
+            "contoso-kv.vault.azure.net",
+            "login.microsoftonline.com",
+            "graph.microsoft.com",
+            "example.com",
+            "10.0.0.1",
+        ] {
+            assert!(
+                !accepted(dir.path(), name),
+                "a leaf for {name} passes the CA's name constraints"
+            );
+        }
+    }
+
+    #[test]
+    fn the_ca_key_is_owner_only_and_not_written_through_a_link() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, "victim's").unwrap();
+        std::os::unix::fs::symlink(&victim, dir.path().join("ca-key.pem.tmp")).unwrap();
+        let given = tempfile::tempdir().unwrap();
+        Pki::load_or_generate(Some(given.path())).unwrap();
+        let read = |p: &str| std::fs::read_to_string(given.path().join(p)).unwrap();
+        install_ca(dir.path(), &read("ca.pem"), &read("ca-key.pem")).unwrap();
+        for d in [dir.path(), given.path()] {
+            let mode = std::fs::metadata(d.join("ca-key.pem"))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600, "{}", d.display());
+        }
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "victim's");
+        Pki::load_or_generate(Some(dir.path())).expect("the installed CA loads");
     }
 }
