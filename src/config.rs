@@ -263,6 +263,9 @@ pub struct Config {
     pub server: Server,
     pub state_dir: PathBuf,
     pub clients: Vec<Client>,
+    /// What is allowed but unwise (a secret file others may read): one line each, naming the
+    /// file, never its content. Logged once the log is set up.
+    pub warnings: Vec<String>,
 }
 
 impl Config {
@@ -355,6 +358,7 @@ struct RawPolicy {
     verify_timeout: Option<S<String>>,
     verify_successes: Option<S<i64>>,
     adopt: Option<S<bool>>,
+    allow_custom_vault_host: Option<S<bool>>,
 }
 
 #[derive(Deserialize)]
@@ -376,6 +380,7 @@ struct RawClient {
     verify_timeout: Option<S<String>>,
     verify_successes: Option<S<i64>>,
     adopt: Option<S<bool>>,
+    allow_custom_vault_host: Option<S<bool>>,
 }
 
 impl RawClient {
@@ -390,6 +395,7 @@ impl RawClient {
             verify_timeout: self.verify_timeout.clone(),
             verify_successes: self.verify_successes.clone(),
             adopt: self.adopt.clone(),
+            allow_custom_vault_host: self.allow_custom_vault_host.clone(),
         }
     }
 }
@@ -512,7 +518,12 @@ fn https_url(ctx: &Ctx<'_>, v: &S<String>, key: &str) -> Result<Url, ConfigError
     Ok(url)
 }
 
-fn read_secret_file(ctx: &Ctx<'_>, v: &S<String>, key: &str) -> Result<SecretString, ConfigError> {
+fn read_secret_file(
+    ctx: &Ctx<'_>,
+    v: &S<String>,
+    key: &str,
+    warnings: &mut Vec<String>,
+) -> Result<SecretString, ConfigError> {
     let path = ctx.path(v.get_ref());
     let text = std::fs::read_to_string(&path)
         .map_err(|e| ctx.err(v, key, format!("cannot read {}: {e}", path.display())))?;
@@ -520,7 +531,28 @@ fn read_secret_file(ctx: &Ctx<'_>, v: &S<String>, key: &str) -> Result<SecretStr
     if trimmed.is_empty() {
         return Err(ctx.err(v, key, format!("{} is empty", path.display())));
     }
+    if let Some(mode) = crate::files::readable_by_others(&path) {
+        warnings.push(format!(
+            "{}: {key}: the secret file {} is readable by group or others (mode {mode:04o}): chmod 600 it",
+            ctx.file.display(),
+            path.display()
+        ));
+    }
     Ok(SecretString::from(trimmed.to_string()))
+}
+
+/// Whether the daemon may send its Key Vault token to `url`'s host without being told to: the
+/// cloud's vault hosts, and loopback (the emulator).
+fn known_vault_host(url: &Url, cloud: Cloud) -> bool {
+    match url.host() {
+        Some(url::Host::Domain(d)) => {
+            let d = d.to_ascii_lowercase();
+            d.ends_with(cloud.vault_suffix()) || d == "localhost"
+        }
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    }
 }
 
 fn duration(ctx: &Ctx<'_>, v: &S<String>, key: &str) -> Result<Duration, ConfigError> {
@@ -687,6 +719,7 @@ impl Config {
     /// Parses and validates config text; `path` names it in errors and anchors relative paths.
     pub fn parse(path: &Path, source: &str) -> Result<Config, ConfigError> {
         let ctx = Ctx { file: path, source };
+        let mut warnings = Vec::new();
         let raw: RawConfig = toml::from_str(source).map_err(|e| ConfigError {
             file: path.to_path_buf(),
             line: e.span().map(|s| ctx.line_of(s.start)),
@@ -823,7 +856,12 @@ impl Config {
                 };
                 Credential::ClientSecret {
                     client_id: client_id(true)?.unwrap_or_default(),
-                    secret: read_secret_file(&ctx, file, "azure.credential.client_secret_file")?,
+                    secret: read_secret_file(
+                        &ctx,
+                        file,
+                        "azure.credential.client_secret_file",
+                        &mut warnings,
+                    )?,
                 }
             }
             "workload_identity" => {
@@ -936,7 +974,7 @@ impl Config {
         };
         let admin_token = match &raw.server.admin_token_file {
             Some(v) => {
-                let token = read_secret_file(&ctx, v, "server.admin_token_file")?;
+                let token = read_secret_file(&ctx, v, "server.admin_token_file", &mut warnings)?;
                 use secrecy::ExposeSecret;
                 if token.expose_secret().len() < 16 {
                     return Err(ctx.err(
@@ -967,6 +1005,16 @@ impl Config {
             Some(v) => ctx.path(v.get_ref()),
             None => PathBuf::from("/var/lib/secret-rotator"),
         };
+        // A missing state dir is created owner-only; an existing one must already be. Anyone
+        // else who may write there could replace the store or plant links for its files.
+        if std::fs::symlink_metadata(&state_dir).is_ok()
+            && let Some(why) = crate::files::unsafe_dir(&state_dir)
+        {
+            return Err(match &raw.state.dir {
+                Some(v) => ctx.err(v, "state.dir", why),
+                None => ctx.err_nowhere("state.dir", why),
+            });
+        }
 
         // [defaults] must be valid on its own, even when every client overrides it.
         let empty = RawPolicy::default();
@@ -1061,6 +1109,23 @@ impl Config {
                     "must be the vault's base URL, without a path",
                 ));
             }
+            let allow_custom_host = c
+                .allow_custom_vault_host
+                .as_ref()
+                .or(raw.defaults.allow_custom_vault_host.as_ref())
+                .is_some_and(|v| *v.get_ref());
+            if !allow_custom_host && !known_vault_host(&key_vault_url, cloud) {
+                return Err(ctx.err(
+                    &c.key_vault_url,
+                    &format!("{prefix}.key_vault_url"),
+                    format!(
+                        "{} is not a Key Vault host of the {} cloud (*{}), and the daemon's Key Vault token is good for every vault it may use: check the URL for a typo, or set allow_custom_vault_host = true on this client if the host is yours",
+                        key_vault_url.host_str().unwrap_or_default(),
+                        cloud.name(),
+                        cloud.vault_suffix()
+                    ),
+                ));
+            }
             let secret_name = c.secret_name.get_ref().clone();
             if !valid_secret_name(&secret_name) {
                 return Err(ctx.err(
@@ -1129,6 +1194,12 @@ impl Config {
             });
         }
 
+        // A reload logs at once; the first load is logged by `main` once the log is set up.
+        if tracing::dispatcher::has_been_set() {
+            for w in &warnings {
+                tracing::warn!("{w}");
+            }
+        }
         Ok(Config {
             path: path.to_path_buf(),
             azure: Azure {
@@ -1152,6 +1223,157 @@ impl Config {
             },
             state_dir,
             clients,
+            warnings,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use secrecy::ExposeSecret;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn text(state: &Path, vault: &str, client_extra: &str, defaults: &str) -> String {
+        format!(
+            r#"[azure]
+tenant_id = "00000000-0000-0000-0000-000000000000"
+
+[azure.credential]
+kind = "managed_identity"
+
+[state]
+dir = "{}"
+
+[defaults]
+{defaults}
+
+[[clients]]
+name = "c"
+app_id = "22222222-2222-2222-2222-222222222222"
+key_vault_url = "{vault}"
+secret_name = "c-secret"
+{client_extra}
+"#,
+            state.display()
+        )
+    }
+
+    #[test]
+    fn a_state_dir_others_may_write_is_refused_naming_file_line_and_key() {
+        let tmp = tempfile::tempdir().unwrap();
+        let state = tmp.path().join("state");
+        let file = tmp.path().join("config.toml");
+        let t = text(&state, "https://kv.vault.azure.net", "", "");
+        Config::parse(&file, &t).expect("a missing state dir is fine: it is created");
+        std::fs::create_dir(&state).unwrap();
+        std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o700)).unwrap();
+        Config::parse(&file, &t).expect("an owner-only state dir is fine");
+        std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let e = Config::parse(&file, &t).unwrap_err();
+        assert_eq!((e.line, e.key.as_str()), (Some(8), "state.dir"));
+        assert!(
+            e.to_string()
+                .starts_with(&format!("{}:8: state.dir: ", file.display()))
+        );
+        assert!(
+            e.message
+                .contains("writable by group or others (mode 0777)"),
+            "{e}"
+        );
+        std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o770)).unwrap();
+        assert!(
+            Config::parse(&file, &t).is_err(),
+            "group-writable is refused too"
+        );
+    }
+
+    #[test]
+    fn a_vault_outside_the_clouds_suffix_needs_allow_custom_vault_host() {
+        let tmp = tempfile::tempdir().unwrap();
+        let state = tmp.path().join("state");
+        let file = tmp.path().join("config.toml");
+        for typo in [
+            "https://contoso-kv.vault.azure.net.example.com",
+            "https://contoso-kv.vault.azure.cn",
+            "https://kv.internal.contoso.com",
+            "https://10.0.0.5:8443",
+        ] {
+            let e = Config::parse(&file, &text(&state, typo, "", "")).unwrap_err();
+            assert_eq!(e.key, "clients[0] (c).key_vault_url", "{typo}");
+            assert_eq!(e.line, Some(16), "{typo}");
+            assert!(
+                e.message
+                    .contains("not a Key Vault host of the public cloud (*.vault.azure.net)"),
+                "{e}"
+            );
+            assert!(e.message.contains("allow_custom_vault_host = true"), "{e}");
+            Config::parse(
+                &file,
+                &text(&state, typo, "allow_custom_vault_host = true", ""),
+            )
+            .expect("allowed on the client");
+            Config::parse(
+                &file,
+                &text(&state, typo, "", "allow_custom_vault_host = true"),
+            )
+            .expect("allowed in [defaults]");
+            assert!(
+                Config::parse(
+                    &file,
+                    &text(
+                        &state,
+                        typo,
+                        "allow_custom_vault_host = false",
+                        "allow_custom_vault_host = true"
+                    ),
+                )
+                .is_err(),
+                "the client's own false wins over [defaults]"
+            );
+        }
+        for fine in [
+            "https://Contoso-KV.vault.azure.net/",
+            "https://127.0.0.1:8710",
+            "https://127.0.0.2:8710",
+            "https://[::1]:8710",
+            "https://localhost:8710",
+        ] {
+            Config::parse(&file, &text(&state, fine, "", "")).expect(fine);
+        }
+    }
+
+    #[test]
+    fn a_secret_file_others_may_read_is_named_in_a_warning_without_its_content() {
+        let tmp = tempfile::tempdir().unwrap();
+        let secret = tmp.path().join("daemon-secret");
+        std::fs::write(&secret, "the-secret-value-0123456789").unwrap();
+        std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let file = tmp.path().join("config.toml");
+        let t = text(
+            &tmp.path().join("state"),
+            "https://kv.vault.azure.net",
+            "",
+            "",
+        )
+        .replace(
+            "kind = \"managed_identity\"",
+            "kind = \"client_secret\"\nclient_id = \"11111111-1111-1111-1111-111111111111\"\nclient_secret_file = \"daemon-secret\"",
+        );
+        let c = Config::parse(&file, &t).unwrap();
+        assert_eq!(c.warnings.len(), 1, "{:?}", c.warnings);
+        let w = &c.warnings[0];
+        assert!(w.contains("azure.credential.client_secret_file"), "{w}");
+        assert!(w.contains(&secret.display().to_string()), "{w}");
+        assert!(w.contains("mode 0644"), "{w}");
+        assert!(!w.contains("the-secret-value"), "{w}");
+        match &c.azure.credential {
+            Credential::ClientSecret { secret, .. } => {
+                assert_eq!(secret.expose_secret(), "the-secret-value-0123456789")
+            }
+            other => panic!("{other:?}"),
+        }
+        std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert!(Config::parse(&file, &t).unwrap().warnings.is_empty());
     }
 }

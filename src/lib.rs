@@ -6,6 +6,7 @@
 //! - [`rotation`]: one client's reconcile: [`rotation::observe`], the pure decision
 //!   [`rotation::plan`], and execution;
 //! - [`azure`]: the only code that speaks HTTP to Entra, Graph and Key Vault;
+//! - [`files`]: owner-only state, no symlinks followed, secret-file modes;
 //! - [`store`]: intents, backoff and history in SQLite (not authoritative);
 //! - [`metrics`], [`server`], [`status`]: what the daemon reports;
 //! - [`daemon`], [`cli`], [`demo`]: the commands;
@@ -17,6 +18,7 @@ pub mod clock;
 pub mod config;
 pub mod daemon;
 pub mod demo;
+pub mod files;
 pub mod metrics;
 pub mod rotation;
 pub mod schedule;

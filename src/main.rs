@@ -107,6 +107,13 @@ fn load(path: &std::path::Path) -> Result<Config, Fail> {
     Config::load(path).map_err(|e| Fail::Config(e.to_string()))
 }
 
+/// Logs what the config allows but advises against; call once the log is set up.
+fn log_warnings(cfg: &Config) {
+    for w in &cfg.warnings {
+        tracing::warn!("{w}");
+    }
+}
+
 fn main() -> ExitCode {
     let args = Args::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -124,6 +131,7 @@ fn main() -> ExitCode {
             Command::Run { config } => {
                 let cfg = load(&config)?;
                 secret_rotator::telemetry::init(cfg.log_format, &cfg.log_level);
+                log_warnings(&cfg);
                 secret_rotator::daemon::run(
                     &config,
                     cfg,
@@ -136,8 +144,9 @@ fn main() -> ExitCode {
             }
             Command::Check { config, online } => {
                 let cfg = load(&config)?;
+                secret_rotator::telemetry::init(cfg.log_format, "warn");
+                log_warnings(&cfg);
                 if online {
-                    secret_rotator::telemetry::init(cfg.log_format, "warn");
                     cli::check_online(cfg)
                         .await
                         .map_err(|e| Fail::Other(format!("{e:#}")))
@@ -149,6 +158,7 @@ fn main() -> ExitCode {
             Command::Plan { config, output } => {
                 let cfg = load(&config)?;
                 secret_rotator::telemetry::init(cfg.log_format, "warn");
+                log_warnings(&cfg);
                 cli::plan(cfg, output == Output::Json)
                     .await
                     .map_err(|e| Fail::Other(format!("{e:#}")))
@@ -161,12 +171,15 @@ fn main() -> ExitCode {
             } => {
                 let cfg = load(&config)?;
                 secret_rotator::telemetry::init(cfg.log_format, &cfg.log_level);
+                log_warnings(&cfg);
                 cli::rotate(cfg, &client, force, revoke_previous)
                     .await
                     .map_err(|e| Fail::Other(format!("{e:#}")))
             }
             Command::Status { config, output } => {
                 let cfg = load(&config)?;
+                secret_rotator::telemetry::init(cfg.log_format, "warn");
+                log_warnings(&cfg);
                 cli::status(&cfg, output == Output::Json).map_err(|e| Fail::Other(format!("{e:#}")))
             }
             Command::Emulator {

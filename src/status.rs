@@ -1,5 +1,7 @@
 //! The per-client status that `status`, `/v1/clients` and `plan` report.
 
+use std::borrow::Cow;
+
 use serde::Serialize;
 use time::OffsetDateTime;
 
@@ -67,10 +69,36 @@ pub fn collect(
         .collect()
 }
 
-/// A plain table: one row per client, columns padded.
+/// `s` as it may reach a terminal: control characters (and the invisible ones that reorder
+/// text) shown as escapes such as `\u{1b}`, so that a value from Azure, a vault tag or the store
+/// cannot move the cursor, retitle the window or hide what follows.
+pub fn printable(s: &str) -> Cow<'_, str> {
+    let unsafe_char = |c: char| {
+        c.is_control()
+            || matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+    };
+    if !s.chars().any(unsafe_char) {
+        return Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        if unsafe_char(c) {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// A plain table: one row per client, columns padded. Every cell is made [`printable`].
 pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let rows: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| r.iter().map(|c| printable(c).into_owned()).collect())
+        .collect();
     let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
-    for r in rows {
+    for r in &rows {
         for (i, cell) in r.iter().enumerate() {
             if i < widths.len() {
                 widths[i] = widths[i].max(cell.chars().count());
@@ -91,7 +119,24 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
     };
     line(header.iter().map(|s| s.to_string()).collect(), &mut out);
     for r in rows {
-        line(r.clone(), &mut out);
+        line(r, &mut out);
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn control_characters_reach_the_terminal_as_escapes() {
+        assert_eq!(printable("plain value"), "plain value");
+        assert_eq!(
+            printable("a\u{1b}]0;owned\u{7}b\nc\u{9b}d\u{202e}e"),
+            "a\\u{1b}]0;owned\\u{7}b\\nc\\u{9b}d\\u{202e}e"
+        );
+        let t = table(&["A", "B"], &[vec!["x\u{1b}[2J".into(), "y".into()]]);
+        assert!(!t.contains('\u{1b}'), "{t}");
+        assert!(t.contains("x\\u{1b}[2J  y"), "{t}");
+    }
 }

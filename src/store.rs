@@ -5,7 +5,7 @@
 //! Vault (versions and their tags) are, so losing it loses no secret and no correctness. It
 //! never holds a secret value.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
@@ -102,38 +102,21 @@ pub struct HistoryRow {
     pub message: Option<String>,
 }
 
-/// Creates a directory readable by its owner only.
-pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
-    if dir.exists() {
-        return Ok(());
-    }
-    let mut b = std::fs::DirBuilder::new();
-    b.recursive(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::DirBuilderExt;
-        b.mode(0o700);
-    }
-    b.create(dir)
-}
-
 impl Store {
     /// Opens (creating owner-only when missing) and migrates the store in `dir`.
     pub fn open(dir: &Path) -> anyhow::Result<Store> {
-        create_private_dir(dir).with_context(|| format!("creating state dir {}", dir.display()))?;
-        create_private_dir(&dir.join("locks"))
-            .with_context(|| format!("creating {}/locks", dir.display()))?;
+        crate::files::private_dir(dir).context("state dir")?;
+        crate::files::private_dir(&dir.join("locks")).context("state dir")?;
         let path = dir.join("state.db");
-        if !path.exists() {
-            let mut o = OpenOptions::new();
-            o.write(true).create(true).truncate(false);
-            #[cfg(unix)]
-            {
-                use std::os::unix::fs::OpenOptionsExt;
-                o.mode(0o600);
+        // SQLite opens by name: the name must be a file of ours, not a link planted for it.
+        match std::fs::symlink_metadata(&path) {
+            Ok(m) if m.file_type().is_file() => {}
+            Ok(_) => bail!("{} is not a regular file", path.display()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                crate::files::write_new_private(&path, b"")
+                    .with_context(|| format!("creating {}", path.display()))?;
             }
-            o.open(&path)
-                .with_context(|| format!("creating {}", path.display()))?;
+            Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
         }
         let conn =
             Connection::open(&path).with_context(|| format!("opening {}", path.display()))?;
@@ -154,11 +137,7 @@ impl Store {
     /// Takes the client's lock without waiting; `None` when another process or task holds it.
     pub fn try_lock(&self, client: &str) -> anyhow::Result<Option<ClientLock>> {
         let path = self.dir.join("locks").join(format!("{client}.lock"));
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
+        let file = crate::files::open_lock(&path)
             .with_context(|| format!("opening {}", path.display()))?;
         match file.try_lock() {
             Ok(()) => Ok(Some(ClientLock { _file: file })),
