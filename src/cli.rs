@@ -274,6 +274,7 @@ pub async fn emulator(
         None => {
             let t = tempfile::Builder::new()
                 .prefix("secret-rotator-emulator-")
+                .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
                 .tempdir()
                 .map_err(|e| anyhow::anyhow!("creating a temporary state dir: {e}"))?;
             (t.path().to_path_buf(), Some(t))

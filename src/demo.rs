@@ -25,6 +25,7 @@ pub async fn run(listen: SocketAddr) -> anyhow::Result<()> {
     // (Ctrl-C included: the daemon returns on SIGINT and SIGTERM).
     let temporary = tempfile::Builder::new()
         .prefix("secret-rotator-demo-")
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
         .tempdir()
         .map_err(|e| anyhow::anyhow!("creating the demo's directory: {e}"))?;
     let dir = temporary.path().to_path_buf();

@@ -211,6 +211,8 @@ fn main() -> ExitCode {
         Err(Fail::Other(m)) => (m, ExitCode::FAILURE),
     };
     let line = message.split_whitespace().collect::<Vec<_>>().join(" ");
-    eprintln!("secret-rotator: {line}");
+    // Errors carry text from Azure, vault tags and files: no control character gets to the
+    // terminal as such.
+    eprintln!("secret-rotator: {}", secret_rotator::status::printable(&line));
     code
 }

@@ -200,3 +200,88 @@ async fn a_missing_config_file_is_named() {
         stderr(&out)
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_state_dir_others_may_write_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let env = Env::new(Setup::default()).await;
+    let good = base(&env);
+    let state = env.dir.path().join("state");
+    std::fs::create_dir(&state).unwrap();
+    std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o777)).unwrap();
+    check_fails_with(
+        &env,
+        &good,
+        &[
+            ":20: state.dir",
+            "writable by group or others (mode 0777)",
+            "chmod 700",
+        ],
+    )
+    .await;
+    // The daemon refuses it too, before writing anything there.
+    let config = path_str(&env.config_path);
+    let out = env.cli(&["status", "--config", &config]).await;
+    assert!(!out.status.success());
+    assert!(std::fs::read_dir(&state).unwrap().next().is_none());
+
+    std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let out = env.cli(&["check", "--config", &config]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_vault_host_outside_the_cloud_needs_allow_custom_vault_host() {
+    let env = Env::new(Setup::default()).await;
+    let good = base(&env);
+    let typo = good.replace(
+        &format!("key_vault_url = \"{}\"", env.vault_url),
+        "key_vault_url = \"https://contoso-kv.vault.azure.net.evil.example\"",
+    );
+    check_fails_with(
+        &env,
+        &typo,
+        &[
+            ":34: clients[0] (app-one).key_vault_url",
+            "contoso-kv.vault.azure.net.evil.example is not a Key Vault host of the public cloud (*.vault.azure.net)",
+            "allow_custom_vault_host = true",
+        ],
+    )
+    .await;
+    let config = path_str(&env.config_path);
+    std::fs::write(
+        &env.config_path,
+        format!("{typo}allow_custom_vault_host = true\n"),
+    )
+    .unwrap();
+    let out = env.cli(&["check", "--config", &config]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    // The emulator's loopback vault needs no permission, and signs in over HTTPS as before.
+    std::fs::write(&env.config_path, &good).unwrap();
+    let out = env.cli(&["check", "--config", &config, "--online"]).await;
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_secret_file_others_may_read_is_named_in_one_warning() {
+    use std::os::unix::fs::PermissionsExt;
+    let env = Env::new(Setup::default()).await;
+    let secret = env.dir.path().join("daemon-secret");
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let config = path_str(&env.config_path);
+    let out = env.cli(&["check", "--config", &config]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let err = stderr(&out);
+    let warnings: Vec<&str> = err.lines().filter(|l| l.contains("WARN")).collect();
+    assert_eq!(warnings.len(), 1, "{err}");
+    assert!(
+        warnings[0].contains(&secret.display().to_string()) && warnings[0].contains("mode 0644"),
+        "{err}"
+    );
+    assert!(!err.contains(DAEMON_SECRET), "{err}");
+
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let out = env.cli(&["check", "--config", &config]).await;
+    assert!(!stderr(&out).contains("WARN"), "{}", stderr(&out));
+}

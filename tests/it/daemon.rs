@@ -264,11 +264,46 @@ async fn the_demo_rotates_several_clients_within_a_minute() {
         "3 clients rotated within a minute: {}",
         demo.stderr()
     );
+
+    // Its files: in a directory of a name no one could guess, owner-only, gone after Ctrl-C.
+    use std::os::unix::fs::PermissionsExt;
+    let demo_dirs = || {
+        std::fs::read_dir(env.dir.path())
+            .unwrap()
+            .map(|e| e.unwrap())
+            .filter(|e| {
+                e.file_name()
+                    .to_string_lossy()
+                    .starts_with("secret-rotator-demo-")
+            })
+            .map(|e| e.path())
+            .collect::<Vec<_>>()
+    };
+    let dirs = demo_dirs();
+    assert_eq!(dirs.len(), 1, "{dirs:?}");
+    let dir = &dirs[0];
+    assert_ne!(
+        dir.file_name().unwrap().to_string_lossy(),
+        format!("secret-rotator-demo-{}", demo.child.id()),
+        "the name is not predictable"
+    );
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(dir), 0o700);
+    for f in [
+        "daemon-client-secret",
+        "admin-token",
+        "config.toml",
+        "emulator/state.json",
+        "emulator/ca-key.pem",
+    ] {
+        assert_eq!(mode(&dir.join(f)), 0o600, "{f}");
+    }
     demo.signal("INT");
     assert!(
         demo.wait_exit(Duration::from_secs(10)).is_some(),
         "the demo stops on Ctrl-C"
     );
+    assert!(demo_dirs().is_empty(), "the demo removed {dir:?}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -110,9 +110,16 @@ impl Env {
                 object_id: a.id.clone(),
             })
             .collect();
-        std::fs::write(dir.path().join("daemon-secret"), DAEMON_SECRET).unwrap();
         let admin_token = "test-admin-token-0123456789".to_string();
-        std::fs::write(dir.path().join("admin-token"), &admin_token).unwrap();
+        for (name, secret) in [
+            ("daemon-secret", DAEMON_SECRET),
+            ("admin-token", &admin_token),
+        ] {
+            use std::os::unix::fs::PermissionsExt;
+            let path = dir.path().join(name);
+            std::fs::write(&path, secret).unwrap();
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        }
         let env = Env {
             tenant: report.tenant_id.clone(),
             vault_url: report.vaults["kv-test"].clone(),

@@ -14,3 +14,4 @@ mod longrun;
 mod matrix;
 mod rotation;
 mod sdk;
+mod security;
