@@ -81,6 +81,8 @@ impl Pki {
         params
             .distinguished_name
             .push(DnType::CommonName, "secret-rotator emulator");
+        // Strict verifiers (OpenSSL's X509_STRICT, Python 3.13's default) want it.
+        params.use_authority_key_identifier_extension = true;
         let leaf = params.signed_by(&leaf_key, &issuer)?;
         let ca_der = CertificateDer::from_pem_slice(ca_pem.as_bytes())
             .map_err(|e| anyhow::anyhow!("CA PEM: {e}"))?;
