@@ -214,7 +214,9 @@ pub async fn rotate(
                     .iter()
                     .any(|r| r.reason == rotation::plan::RemovalReason::Revoked);
             if revoke_previous && !revoked {
-                say(&format!("{client}: the previous credential was not revoked"));
+                say(&format!(
+                    "{client}: the previous credential was not revoked"
+                ));
             }
             Ok(report.gauges.ready && revoked)
         }
