@@ -213,6 +213,9 @@ fn main() -> ExitCode {
     let line = message.split_whitespace().collect::<Vec<_>>().join(" ");
     // Errors carry text from Azure, vault tags and files: no control character gets to the
     // terminal as such.
-    eprintln!("secret-rotator: {}", secret_rotator::status::printable(&line));
+    eprintln!(
+        "secret-rotator: {}",
+        secret_rotator::status::printable(&line)
+    );
     code
 }
