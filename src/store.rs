@@ -398,7 +398,7 @@ mod tests {
     #[test]
     fn backoff_and_intents_survive_reopening() {
         let tmp = tempfile::tempdir().unwrap();
-        let now = OffsetDateTime::now_utc();
+        let now = crate::clock::now();
         {
             let s = Store::open(tmp.path()).unwrap();
             s.begin_intent("r1", "c", now).unwrap();
@@ -424,7 +424,7 @@ mod tests {
     fn history_is_bounded_per_client() {
         let tmp = tempfile::tempdir().unwrap();
         let s = Store::open(tmp.path()).unwrap();
-        let now = OffsetDateTime::now_utc();
+        let now = crate::clock::now();
         for _ in 0..(HISTORY_PER_CLIENT + 20) {
             s.record_history("c", now, "success", None, None, None)
                 .unwrap();

@@ -294,7 +294,7 @@ mod tests {
                 .extend(scopes.iter().map(|s| s.to_string()));
             Ok(AccessToken::new(
                 "t",
-                time::OffsetDateTime::now_utc() + time::Duration::hours(1),
+                crate::clock::now() + time::Duration::hours(1),
             ))
         }
     }
