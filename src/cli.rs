@@ -1,5 +1,6 @@
 //! The one-shot commands: `check --online`, `plan`, `rotate`, `status`, `emulator`.
 
+#[cfg(feature = "emulator")]
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -264,6 +265,7 @@ pub fn status(config: &Config, json_output: bool) -> anyhow::Result<bool> {
     Ok(true)
 }
 
+#[cfg(feature = "emulator")]
 pub async fn emulator(
     listen: std::net::SocketAddr,
     state_dir: Option<PathBuf>,
@@ -311,6 +313,7 @@ pub async fn emulator(
     Ok(())
 }
 
+#[cfg(feature = "emulator")]
 pub async fn wait_for_stop() {
     let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
         Ok(s) => s,

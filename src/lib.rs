@@ -17,6 +17,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod daemon;
+#[cfg(feature = "emulator")]
 pub mod demo;
 pub mod files;
 pub mod metrics;

@@ -5,7 +5,9 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use secret_rotator::config::Config;
-use secret_rotator::{cli, demo};
+use secret_rotator::cli;
+#[cfg(feature = "emulator")]
+use secret_rotator::demo;
 
 #[derive(Parser)]
 #[command(
@@ -65,6 +67,7 @@ enum Command {
         output: Output,
     },
     /// Run the bundled Azure emulator.
+    #[cfg(feature = "emulator")]
     Emulator {
         #[arg(long, default_value = "127.0.0.1:8700")]
         listen: std::net::SocketAddr,
@@ -81,6 +84,7 @@ enum Command {
         ca_key: Option<PathBuf>,
     },
     /// Run the emulator and the daemon together on a demo config.
+    #[cfg(feature = "emulator")]
     Demo {
         #[arg(long, default_value = "127.0.0.1:9464")]
         listen: std::net::SocketAddr,
@@ -182,6 +186,7 @@ fn main() -> ExitCode {
                 log_warnings(&cfg);
                 cli::status(&cfg, output == Output::Json).map_err(|e| Fail::Other(format!("{e:#}")))
             }
+            #[cfg(feature = "emulator")]
             Command::Emulator {
                 listen,
                 state_dir,
@@ -195,6 +200,7 @@ fn main() -> ExitCode {
                     .map_err(|e| Fail::Other(format!("{e:#}")))?;
                 Ok(true)
             }
+            #[cfg(feature = "emulator")]
             Command::Demo { listen } => {
                 secret_rotator::telemetry::init(secret_rotator::config::LogFormat::Text, "info");
                 demo::run(listen)
