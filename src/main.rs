@@ -4,8 +4,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use secret_rotator::config::Config;
 use secret_rotator::cli;
+use secret_rotator::config::Config;
 #[cfg(feature = "emulator")]
 use secret_rotator::demo;
 
