@@ -12,6 +12,7 @@
 //! - [`daemon`], [`cli`], [`demo`]: the commands;
 //! - [`clock`]: the only reader of the wall clock.
 
+pub mod admin;
 pub mod azure;
 pub mod cli;
 pub mod clock;

@@ -25,7 +25,7 @@ use subtle::ConstantTimeEq;
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
-use crate::daemon::{Command, Shared};
+use crate::admin::{self, RotateAnswer, Shared};
 
 /// The largest body the rotate endpoint tolerates; it takes none and never reads one.
 const MAX_BODY: u64 = 64 * 1024;
@@ -252,8 +252,8 @@ async fn rotate(
         );
     };
     let (reply, answer) = oneshot::channel();
-    if s.commands
-        .send(Command::Rotate {
+    if s.requests
+        .send(admin::Request::Rotate {
             client: name.clone(),
             revoke_previous: q.revoke_previous,
             reply,
@@ -264,7 +264,7 @@ async fn rotate(
         return error(StatusCode::SERVICE_UNAVAILABLE, "the daemon is stopping");
     }
     match answer.await {
-        Ok(crate::daemon::RotateAnswer::Started { preflight }) => {
+        Ok(RotateAnswer::Started { preflight }) => {
             let accepted = |status: &str| {
                 (StatusCode::ACCEPTED, Json(json!({ "client": name, "status": status, "revoke_previous": q.revoke_previous }))).into_response()
             };
@@ -285,11 +285,11 @@ async fn rotate(
                 ),
             }
         }
-        Ok(crate::daemon::RotateAnswer::InFlight) => error(
+        Ok(RotateAnswer::InFlight) => error(
             StatusCode::CONFLICT,
             format!("a reconcile of '{name}' is already in flight"),
         ),
-        Ok(crate::daemon::RotateAnswer::Unknown) => {
+        Ok(RotateAnswer::Unknown) => {
             error(StatusCode::NOT_FOUND, format!("no client named '{name}'"))
         }
         Err(_) => error(StatusCode::SERVICE_UNAVAILABLE, "the daemon is stopping"),

@@ -1,0 +1,346 @@
+//! The schedule: when each client is due, which reconciles are in flight, and the limit on how
+//! many run at once. The loop in [`super::run`] drives it with ticks, admin requests, finished
+//! reconciles and reloads; it starts reconciles as tasks and learns their results from `Done`.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use time::OffsetDateTime;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::admin::{RotateAnswer, Shared};
+use crate::config::Client;
+use crate::rotation::{self, Context, Failure, Options, Report};
+use crate::schedule;
+use crate::store::Backoff;
+
+/// How long shutdown waits for reconciles in flight.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(8);
+
+/// A reconcile that finished (or did not start: `skipped`).
+pub struct Done {
+    pub client: String,
+    pub result: Box<Result<Report, Failure>>,
+    pub skipped: bool,
+}
+
+struct Entry {
+    next_due: OffsetDateTime,
+    in_flight: bool,
+}
+
+pub struct Scheduler {
+    entries: HashMap<String, Entry>,
+    /// Where the last scan for due clients stopped, so that every client gets its turn.
+    cursor: usize,
+    semaphore: Arc<Semaphore>,
+    tasks: TaskTracker,
+    cancel: CancellationToken,
+    done: mpsc::Sender<Done>,
+    last_tick: OffsetDateTime,
+}
+
+impl Scheduler {
+    /// Every client of `ctx` due after a short start-up spread, or when its persisted backoff
+    /// ends.
+    pub fn new(ctx: &Context, now: OffsetDateTime) -> (Scheduler, mpsc::Receiver<Done>) {
+        let mut entries = HashMap::new();
+        for c in &ctx.config.clients {
+            ctx.metrics.register_client(&c.name);
+            let backoff = ctx.store.backoff(&c.name).unwrap_or_default();
+            let start = now
+                + time::Duration::try_from(schedule::startup_jitter(ctx.config.clients.len()))
+                    .unwrap_or_default();
+            let due = start
+                .max(OffsetDateTime::from_unix_timestamp(backoff.next_attempt_at).unwrap_or(now));
+            entries.insert(
+                c.name.clone(),
+                Entry {
+                    next_due: due,
+                    in_flight: false,
+                },
+            );
+        }
+        let (done, results) = mpsc::channel(1024);
+        let scheduler = Scheduler {
+            entries,
+            cursor: 0,
+            semaphore: Arc::new(Semaphore::new(ctx.config.max_concurrent)),
+            tasks: TaskTracker::new(),
+            cancel: CancellationToken::new(),
+            done,
+            last_tick: now,
+        };
+        (scheduler, results)
+    }
+
+    /// A tick of the loop: notices a wall clock that went back, and starts what is due.
+    pub fn tick(&mut self, shared: &Arc<Shared>, now: OffsetDateTime) {
+        let ctx = shared.context();
+        if now < self.last_tick - time::Duration::seconds(2) {
+            tracing::warn!("the wall clock went back; recomputing due times");
+            for c in &ctx.config.clients {
+                if let Some(e) = self.entries.get_mut(&c.name) {
+                    e.next_due = e.next_due.min(schedule::next_run(&c.policy.schedule, now));
+                }
+            }
+        }
+        self.last_tick = now;
+        self.start_due(shared, &ctx, now);
+    }
+
+    /// A forced rotation from the admin API.
+    pub fn rotate(
+        &mut self,
+        shared: &Arc<Shared>,
+        client: String,
+        revoke_previous: bool,
+    ) -> RotateAnswer {
+        match self.entries.get_mut(&client) {
+            None => RotateAnswer::Unknown,
+            Some(e) if e.in_flight => RotateAnswer::InFlight,
+            Some(e) => {
+                e.in_flight = true;
+                let (preflight, answer) = oneshot::channel();
+                let opts = Options {
+                    force: true,
+                    revoke_previous,
+                };
+                self.start(
+                    shared,
+                    None,
+                    shared.context(),
+                    client,
+                    opts,
+                    Some(preflight),
+                );
+                RotateAnswer::Started { preflight: answer }
+            }
+        }
+    }
+
+    /// A reconcile finished: when the client is next due, then whatever else is due.
+    pub fn done(&mut self, shared: &Arc<Shared>, done: Done, now: OffsetDateTime) {
+        shared.set_in_flight(&done.client, false);
+        let ctx = shared.context();
+        // A client removed by a reload while it was reconciling leaves no series.
+        let Some(c) = ctx.config.client(&done.client) else {
+            self.entries.remove(&done.client);
+            shared.metrics.remove_client(&done.client);
+            return;
+        };
+        if let Some(e) = self.entries.get_mut(&done.client) {
+            e.in_flight = false;
+            e.next_due = if done.skipped {
+                now + time::Duration::seconds(5)
+            } else {
+                settle(&ctx, c, &done.result, now)
+            };
+        }
+        self.start_due(shared, &ctx, now);
+    }
+
+    /// After a reload: clients that left go (once their reconcile ends), new ones are due now.
+    pub fn reloaded(&mut self, ctx: &Context, added: Vec<String>, now: OffsetDateTime) {
+        self.entries
+            .retain(|name, e| e.in_flight || ctx.config.client(name).is_some());
+        for name in added {
+            self.entries.entry(name).or_insert(Entry {
+                next_due: now,
+                in_flight: false,
+            });
+        }
+    }
+
+    /// Cancels the reconciles in flight at their next safe point and waits for them, up to
+    /// [`SHUTDOWN_GRACE`].
+    pub async fn shutdown(self) {
+        self.cancel.cancel();
+        self.tasks.close();
+        if tokio::time::timeout(SHUTDOWN_GRACE, self.tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                "reconciles still running at the shutdown deadline; their attempts are cleaned up on the next start"
+            );
+        }
+    }
+
+    /// Starts the clients that are due, as long as reconcile permits are free, going round the
+    /// clients from where the last scan stopped.
+    fn start_due(&mut self, shared: &Arc<Shared>, ctx: &Context, now: OffsetDateTime) {
+        let clients = &ctx.config.clients;
+        if clients.is_empty() {
+            return;
+        }
+        for step in 0..clients.len() {
+            let i = (self.cursor + step) % clients.len();
+            let c = &clients[i];
+            let Some(e) = self.entries.get_mut(&c.name) else {
+                continue;
+            };
+            if e.in_flight || now < e.next_due {
+                continue;
+            }
+            let Ok(permit) = self.semaphore.clone().try_acquire_owned() else {
+                self.cursor = i;
+                return;
+            };
+            e.in_flight = true;
+            self.start(
+                shared,
+                Some(permit),
+                ctx.clone(),
+                c.name.clone(),
+                Options::default(),
+                None,
+            );
+        }
+    }
+
+    /// Starts a reconcile of `client`. Scheduled reconciles come with a permit already taken,
+    /// so that no task exists for a client that cannot run yet (a waiting reconcile future is
+    /// large, and ten thousand of them would be most of the daemon's memory); forced ones wait
+    /// for one.
+    fn start(
+        &self,
+        shared: &Arc<Shared>,
+        permit: Option<OwnedSemaphorePermit>,
+        ctx: Context,
+        client: String,
+        opts: Options,
+        preflight: Option<rotation::Preflight>,
+    ) {
+        shared.set_in_flight(&client, true);
+        let semaphore = self.semaphore.clone();
+        let cancel = self.cancel.clone();
+        let tx = self.done.clone();
+        self.tasks.spawn(async move {
+            let finish = |result: Result<Report, Failure>, skipped: bool| Done {
+                client: client.clone(),
+                result: Box::new(result),
+                skipped,
+            };
+            let permit = match permit {
+                Some(p) => p,
+                None => match semaphore.acquire_owned().await {
+                    Ok(p) => p,
+                    Err(_) => return,
+                },
+            };
+            let Some(c) = ctx.config.client(&client).cloned() else {
+                let _ = tx.send(finish(Err(Failure::Cancelled), true)).await;
+                return;
+            };
+            // A `rotate` from the command line may hold the client. A scheduled reconcile tries
+            // again shortly; a forced one waits for the lock with its options, so it is never
+            // lost.
+            let lock = if opts.force {
+                let wait = c.policy.verify_timeout + Duration::from_secs(180);
+                tokio::select! {
+                    l = ctx.store.lock(&client, wait) => l,
+                    _ = cancel.cancelled() => Ok(None),
+                }
+            } else {
+                ctx.store.try_lock(&client)
+            };
+            let lock = match lock {
+                Ok(Some(l)) => l,
+                Ok(None) => {
+                    if opts.force {
+                        let why = "the client stayed locked by another process".to_string();
+                        tracing::warn!(client = %client, "forced rotation not run: {why}");
+                        if let Some(p) = preflight {
+                            let _ = p.send(Err(why));
+                        }
+                    } else {
+                        tracing::info!(client = %client, "another process holds this client; trying again shortly");
+                    }
+                    let _ = tx.send(finish(Err(Failure::Cancelled), true)).await;
+                    return;
+                }
+                Err(e) => {
+                    let _ = tx
+                        .send(finish(Err(Failure::Store(e)), false))
+                        .await;
+                    return;
+                }
+            };
+            let result = rotation::reconcile_with(&ctx, &c, opts, &cancel, preflight).await;
+            drop(lock);
+            // Free the slot before reporting, so that the loop can hand it on at once.
+            drop(permit);
+            let _ = tx.send(finish(result, false)).await;
+        });
+    }
+}
+
+/// Logs a reconcile's result, persists backoff, and returns the next due time.
+fn settle(
+    ctx: &Context,
+    c: &Client,
+    result: &Result<Report, Failure>,
+    now: OffsetDateTime,
+) -> OffsetDateTime {
+    let next = schedule::next_run(&c.policy.schedule, now);
+    match result {
+        Ok(report) => {
+            if report.rotated.is_some()
+                || !report.removed.is_empty()
+                || report.plan.rotate.is_some()
+            {
+                tracing::info!(client = %c.name, rotated = report.rotated.is_some(), removed = report.removed.len(), "reconciled");
+            } else {
+                tracing::debug!(client = %c.name, "reconciled; nothing to do");
+            }
+            let _ = ctx.store.clear_backoff(&c.name);
+            // Retire as soon as an overlap ends rather than at the next scheduled reconcile.
+            let next = match report.retire_at {
+                Some(at) => next.min(at + time::Duration::seconds(1)),
+                None => next,
+            };
+            match &report.plan.blocked {
+                Some(rotation::plan::Blocked::WaitingForSlot { until }) => {
+                    next.min(*until + time::Duration::seconds(1))
+                }
+                _ => next,
+            }
+        }
+        Err(Failure::Cancelled) => next,
+        Err(e) => {
+            let previous = ctx.store.backoff(&c.name).unwrap_or_default();
+            let failures = previous.failures + 1;
+            let expires = ctx
+                .store
+                .client_row(&c.name)
+                .ok()
+                .flatten()
+                .and_then(|r| r.expires_at)
+                .and_then(|t| OffsetDateTime::from_unix_timestamp(t).ok());
+            let wait = schedule::backoff(failures, now, expires);
+            let until = now + time::Duration::try_from(wait).unwrap_or_default();
+            let kind = if e.is_transient() {
+                "transient"
+            } else {
+                "permanent"
+            };
+            tracing::error!(client = %c.name, failures, retry_in_s = wait.as_secs(), kind, "reconcile failed: {e}");
+            let _ = ctx.store.set_backoff(
+                &c.name,
+                &Backoff {
+                    failures,
+                    next_attempt_at: until.unix_timestamp(),
+                    last_error: Some(e.to_string()),
+                },
+            );
+            let _ =
+                ctx.store
+                    .record_history(&c.name, now, "failed", None, None, Some(&e.to_string()));
+            until
+        }
+    }
+}
