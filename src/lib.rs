@@ -1,7 +1,9 @@
 //! secret-rotator: rotates Entra ID client secrets and publishes them to Azure Key Vault.
 //!
+//! The protocol, its invariants and the external interface are in docs/design/.
+//!
 //! Layout, in the order a rotation flows:
-//! - [`config`]: the TOML contract, validated into typed policy;
+//! - [`config`]: the TOML configuration (docs/design/contract.md), validated into typed policy;
 //! - [`schedule`]: when each client is reconciled (cron, jitter, backoff);
 //! - [`rotation`]: one client's reconcile: [`rotation::observe`], the pure decision
 //!   [`rotation::plan`], and execution;

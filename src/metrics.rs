@@ -1,4 +1,4 @@
-//! The Prometheus metrics of the contract, and their exposition.
+//! The Prometheus metrics of docs/design/contract.md, and their exposition.
 //!
 //! Per-client gauges are rewritten after every reconcile from what it observed, and a client's
 //! series are removed when the client leaves the config, so a scrape always shows current state.

@@ -1,8 +1,9 @@
 //! One client's reconcile: [`observe`], decide ([`plan`]), execute (this module).
 //!
-//! Execution follows DESIGN.md's protocol: record the intent, `addPassword` with the marker,
-//! verify with real token requests, publish a new Key Vault version, mark the intent done; then
-//! retire and sweep. Each step is safe to repeat and to crash in. The new secret's value lives
+//! Execution follows docs/design/protocol.md: the planned removals first (retiring and sweeping
+//! frees the slot a new credential may need), then record the intent, `addPassword` with the
+//! marker, verify with real token requests, publish a new Key Vault version, mark the intent
+//! done. Each step is safe to repeat and to crash in. The new secret's value lives
 //! only in memory, in a zeroizing [`SecretString`], between `addPassword` and publishing.
 
 pub mod observe;
@@ -676,8 +677,8 @@ enum Published {
 /// Writes the new version. Failures that certainly did not take effect (429, a refused
 /// connection) are retried within [`PUBLISH_BUDGET`]; after a write whose outcome is unknown
 /// the history is read first, and the write is sent at most once more (each write adds a
-/// version, so blind repeats would pile up copies). Not interrupted by shutdown: the contract
-/// lets a Key Vault write in flight finish.
+/// version, so blind repeats would pile up copies). Not interrupted by shutdown: a Key Vault
+/// write in flight may finish (docs/design/contract.md, Process).
 async fn publish(
     ctx: &Context,
     client: &Client,

@@ -1,6 +1,6 @@
-//! The invariants of DESIGN.md as checks over the emulator's state and journal and the
-//! daemon's outputs. Each returns the violations it found (empty when it holds); every check
-//! has a test below that seeds a violation and sees it reported.
+//! The invariants of docs/design/invariants.md as checks over the emulator's state and journal
+//! and the daemon's outputs. Each returns the violations it found (empty when it holds); every
+//! check has a test below that seeds a violation and sees it reported.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
