@@ -156,7 +156,7 @@ impl Scheduler {
     }
 
     /// Cancels the reconciles in flight at their next safe point and waits for them, up to
-    /// [`SHUTDOWN_GRACE`].
+    /// `SHUTDOWN_GRACE`.
     pub async fn shutdown(self) {
         self.cancel.cancel();
         self.tasks.close();
