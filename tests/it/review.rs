@@ -1,0 +1,258 @@
+//! An outside review of "removal needs positive evidence": sequences of world events (a purged
+//! secret, a lost publish answer, a 404 listing, a value rolled back by hand, a revocation asked
+//! twice) run against the real binary. Each test states what a consumer would lose if the
+//! protocol gave way.
+
+use std::time::Duration;
+
+use emulator::world::FaultKind;
+
+use crate::harness::*;
+
+/// Makes every version of a client's vault secret look `by` older.
+fn age_versions(env: &Env, client: &str, by: time::Duration) {
+    let mut state = env.em.world().state_mut();
+    let secret = state
+        .vaults
+        .get_mut("kv-test")
+        .unwrap()
+        .secrets
+        .get_mut(&format!("{client}-secret"))
+        .expect("secret");
+    for v in &mut secret.versions {
+        v.created -= by.whole_seconds();
+        v.updated -= by.whole_seconds();
+    }
+}
+
+fn removals(env: &Env) -> Vec<String> {
+    env.writes()
+        .into_iter()
+        .filter(|w| w.0 == "graph.remove_password")
+        .filter_map(|w| w.2)
+        .collect()
+}
+
+fn live(env: &Env, client: &str, key_id: &str) -> bool {
+    env.passwords(client).iter().any(|(k, _)| k == key_id)
+}
+
+fn published_key(env: &Env, client: &str) -> String {
+    env.versions(client).last().expect("a version").tags["key-id"].clone()
+}
+
+/// A person deletes and purges the vault secret. The daemon publishes anew at the same name;
+/// the credential that was the latest a moment ago is then named by no version of the new
+/// history, and the orphan rule takes that absence as proof that no consumer holds it, though
+/// a consumer that read it before the delete still does (the reason a soft-deleted secret blocks
+/// removals). It should go `overlap` after the new publish, as any superseded credential.
+#[tokio::test(flavor = "multi_thread")]
+async fn review_a_purged_secret_does_not_turn_its_last_credential_into_an_orphan() {
+    let env = Env::new(Setup::default()).await;
+    assert!(env.rotate("app-one", &[]).await.status.success());
+    let k1 = published_key(&env, "app-one");
+    env.age_credential("app-one", &k1, time::Duration::hours(2));
+    {
+        // Deleted, then purged: the name is free and the history is gone.
+        let mut state = env.em.world().state_mut();
+        let vault = state.vaults.get_mut("kv-test").unwrap();
+        vault.secrets.remove("app-one-secret").unwrap();
+    }
+    let out = env.rotate("app-one", &[]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let k2 = published_key(&env, "app-one");
+    assert_ne!(k1, k2);
+    assert!(
+        live(&env, "app-one", &k1),
+        "kept while the secret was absent"
+    );
+
+    // A minute later, an ordinary reconcile.
+    env.em.world().clear_journal();
+    let out = env.rotate("app-one", &[]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        live(&env, "app-one", &k1),
+        "the credential published until the purge was removed at once, not overlap after its successor: {}",
+        stderr(&out)
+    );
+    env.assert_published_valid("app-one");
+    env.assert_foreign_untouched("app-one");
+}
+
+/// The first publish takes effect and its answer is lost; the read of the history that should
+/// tell whether it landed gets a 404 (a lagging replica, a fault). A 404 is no evidence, yet
+/// `published_anyway` takes it for "no version names the credential" and writes again; the
+/// second write is refused (403), and the refusal path removes the new credential, which the
+/// vault's latest version names.
+#[tokio::test(flavor = "multi_thread")]
+async fn review_a_404_history_after_a_lost_publish_is_not_proof_the_publish_failed() {
+    let env = Env::new(Setup::default()).await;
+    assert!(env.rotate("app-one", &[]).await.status.success());
+    env.fault("keyvault.set_secret", 1, FaultKind::DropAfter);
+    // The reconcile's own listing gets the first 404 (GET still shows the latest, so it goes
+    // ahead); the read after the lost answer gets the second.
+    env.fault("keyvault.list_versions", 2, Env::status(404));
+    env.fault("keyvault.set_secret", 1, Env::status(403));
+    env.em.world().clear_journal();
+    let out = env.rotate("app-one", &["--force"]).await;
+    let key = published_key(&env, "app-one");
+    assert!(
+        live(&env, "app-one", &key),
+        "the credential Key Vault's latest version names was removed: {:?}\n{}",
+        env.writes(),
+        stderr(&out)
+    );
+    env.assert_published_valid("app-one");
+}
+
+/// A 404 on the listing while `GET` still returns the latest version (a lagging or faulty
+/// listing): the history seems to hold only the latest, so the superseded credential (within
+/// overlap) looks like an orphan. The re-listing before an orphan removal must save it.
+#[tokio::test(flavor = "multi_thread")]
+async fn review_a_404_listing_is_no_evidence_against_a_superseded_credential() {
+    let env = Env::new(Setup::default()).await;
+    assert!(env.rotate("app-one", &[]).await.status.success());
+    let k1 = published_key(&env, "app-one");
+    assert!(env.rotate("app-one", &["--force"]).await.status.success());
+    // Old enough for the orphan age, still within overlap of its successor.
+    env.age_credential("app-one", &k1, time::Duration::hours(2));
+    for count in [1, 2, 10] {
+        env.em.world().clear_faults();
+        env.fault("keyvault.list_versions", count, Env::status(404));
+        let out = env.rotate("app-one", &[]).await;
+        assert!(
+            live(&env, "app-one", &k1),
+            "a 404 listing ({count}) removed a credential within overlap: {}",
+            stderr(&out)
+        );
+    }
+    env.em.world().clear_faults();
+    env.assert_published_valid("app-one");
+    env.assert_foreign_untouched("app-one");
+}
+
+/// A person rolls the secret back by hand: they write the previous value again as a new,
+/// untagged version (a portal "set"), with `adopt` off. The client is blocked, and the
+/// credential of the last managed version is kept; but the credential whose value consumers now
+/// read (the older one) is retired as superseded, since only tags are compared.
+#[tokio::test(flavor = "multi_thread")]
+async fn review_a_value_rolled_back_by_hand_keeps_its_credential() {
+    let env = Env::new(Setup::default()).await;
+    assert!(env.rotate("app-one", &[]).await.status.success());
+    let k1 = published_key(&env, "app-one");
+    let v1 = env.versions("app-one")[0].value.clone();
+    assert!(env.rotate("app-one", &["--force"]).await.status.success());
+    let k2 = published_key(&env, "app-one");
+    // The rollback happens after overlap.
+    env.age_credential("app-one", &k1, time::Duration::hours(2));
+    env.age_credential("app-one", &k2, time::Duration::hours(1));
+    age_versions(&env, "app-one", time::Duration::hours(1));
+    env.write_by_hand("app-one", &v1, None);
+
+    env.em.world().clear_journal();
+    let out = env.rotate("app-one", &[]).await;
+    assert!(!out.status.success(), "blocked: the latest is unmanaged");
+    assert!(
+        live(&env, "app-one", &k2),
+        "the last managed credential is kept"
+    );
+    assert!(
+        live(&env, "app-one", &k1),
+        "the credential whose value the latest version holds was removed: {:?}\n{}",
+        env.writes(),
+        stderr(&out)
+    );
+    env.assert_foreign_untouched("app-one");
+}
+
+/// Revocation asked twice (a double click, a retried request) by two `rotate` commands at once:
+/// the second waits for the lock, then takes the first one's brand-new credential for "the
+/// previous" and revokes it at once, though consumers started reading it seconds ago. It should
+/// revoke what was previous when it was asked, or nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn review_a_revocation_asked_twice_revokes_only_the_leaked_credential() {
+    let env = Env::new(Setup::default()).await;
+    assert!(env.rotate("app-one", &[]).await.status.success());
+    let leaked = published_key(&env, "app-one");
+    env.em.world().clear_journal();
+    let (a, b) = tokio::join!(
+        env.rotate("app-one", &["--force", "--revoke-previous"]),
+        env.rotate("app-one", &["--force", "--revoke-previous"]),
+    );
+    let removed = removals(&env);
+    assert!(
+        removed.contains(&leaked),
+        "the leaked credential is revoked"
+    );
+    let minted: Vec<String> = env
+        .writes()
+        .into_iter()
+        .filter(|w| w.0 == "graph.add_password" && w.1 < 300)
+        .filter_map(|w| w.2)
+        .collect();
+    let revoked_fresh: Vec<&String> = minted.iter().filter(|k| removed.contains(k)).collect();
+    assert!(
+        revoked_fresh.is_empty(),
+        "a credential published seconds before was revoked at once: {revoked_fresh:?}\n--- first\n{}\n--- second\n{}",
+        stderr(&a),
+        stderr(&b)
+    );
+    env.assert_published_valid("app-one");
+    env.assert_foreign_untouched("app-one");
+}
+
+/// The daemon keeps running while the world shifts under it: the client moves to another
+/// secret name (SIGHUP), a person disables the new latest version, and the old location's
+/// credential must outlive the overlap that the new location's first publish starts; the daemon
+/// must not spin on the disabled version.
+#[tokio::test(flavor = "multi_thread")]
+async fn review_a_move_then_a_disabled_latest_keeps_the_old_location_credential() {
+    let env = Env::new(Setup::default()).await;
+    assert!(env.rotate("app-one", &[]).await.status.success());
+    let k1 = published_key(&env, "app-one");
+    env.age_credential("app-one", &k1, time::Duration::hours(2));
+    env.edit_config(
+        "secret_name = \"app-one-secret\"",
+        "secret_name = \"app-one-moved\"",
+    );
+    let mut daemon = env.spawn_daemon(&[]);
+    let moved = |env: &Env| {
+        let state = env.em.world().state();
+        state.vaults["kv-test"]
+            .secrets
+            .get("app-one-moved")
+            .map(|s| s.versions.clone())
+            .unwrap_or_default()
+    };
+    assert!(eventually(Duration::from_secs(30), || !moved(&env).is_empty()).await);
+    {
+        let mut state = env.em.world().state_mut();
+        let s = state
+            .vaults
+            .get_mut("kv-test")
+            .unwrap()
+            .secrets
+            .get_mut("app-one-moved")
+            .unwrap();
+        s.versions.last_mut().unwrap().enabled = false;
+    }
+    assert!(eventually(Duration::from_secs(30), || moved(&env).len() >= 2).await);
+    env.em.world().clear_journal();
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let adds = env
+        .writes()
+        .iter()
+        .filter(|w| w.0 == "graph.add_password")
+        .count();
+    assert!(adds <= 1, "rotations kept coming: {:?}", env.writes());
+    assert!(
+        live(&env, "app-one", &k1),
+        "the old location's credential went within overlap"
+    );
+    daemon.signal("TERM");
+    daemon.wait_exit(Duration::from_secs(20));
+    let err = daemon.stderr();
+    assert!(!err.contains("panicked"), "{err}");
+    env.assert_foreign_untouched("app-one");
+}
