@@ -256,3 +256,52 @@ async fn review_a_move_then_a_disabled_latest_keeps_the_old_location_credential(
     assert!(!err.contains("panicked"), "{err}");
     env.assert_foreign_untouched("app-one");
 }
+
+/// A 403 `SecretDisabled` on `GET` while the listing shows the latest version enabled: a
+/// person disabled it between the two reads (or a replica lags an enable). An older version
+/// was disabled before (the usual answer to a leak). The planner takes the newest *disabled*
+/// version of the listing for the latest, the old one, and then retires the credential of the
+/// real latest as "superseded" since that old version's creation, at once: a 403 became
+/// evidence against the published credential.
+#[tokio::test(flavor = "multi_thread")]
+async fn review_a_disabled_answer_to_get_never_retires_the_latest_credential() {
+    let env = Env::new(Setup::default()).await;
+    assert!(env.rotate("app-one", &[]).await.status.success());
+    let k1 = published_key(&env, "app-one");
+    assert!(env.rotate("app-one", &["--force"]).await.status.success());
+    let k2 = published_key(&env, "app-one");
+    env.age_credential("app-one", &k1, time::Duration::hours(2));
+    env.age_credential("app-one", &k2, time::Duration::hours(2));
+    age_versions(&env, "app-one", time::Duration::hours(1));
+    {
+        // The older version was disabled by hand, long ago.
+        let mut state = env.em.world().state_mut();
+        let s = state
+            .vaults
+            .get_mut("kv-test")
+            .unwrap()
+            .secrets
+            .get_mut("app-one-secret")
+            .unwrap();
+        s.versions[0].enabled = false;
+    }
+    env.fault(
+        "keyvault.get_secret",
+        1,
+        FaultKind::Status {
+            status: 403,
+            code: Some("SecretDisabled".into()),
+            retry_after: None,
+        },
+    );
+    env.em.world().clear_journal();
+    let out = env.rotate("app-one", &[]).await;
+    assert!(
+        live(&env, "app-one", &k2),
+        "the credential of the enabled latest version was removed on a 403: {:?}\n{}",
+        env.writes(),
+        stderr(&out)
+    );
+    env.assert_published_valid("app-one");
+    env.assert_foreign_untouched("app-one");
+}
