@@ -305,3 +305,44 @@ async fn review_a_disabled_answer_to_get_never_retires_the_latest_credential() {
     env.assert_published_valid("app-one");
     env.assert_foreign_untouched("app-one");
 }
+
+/// A client moved (a typo, a copy-paste) onto a secret another client of the same installation
+/// publishes. The planner counts any managed version there as "published here since", so the
+/// moved client's old credential, which consumers of its old secret still read, goes at once;
+/// and the other client's version (its `client-id` tag names another app) is taken for a
+/// published credential gone from this app, so its secret is overwritten with this app's.
+#[tokio::test(flavor = "multi_thread")]
+async fn review_a_client_moved_onto_another_clients_secret_changes_nothing_of_theirs() {
+    let env = Env::new(Setup {
+        clients: vec![("app-one", "AzureADMyOrg"), ("app-two", "AzureADMyOrg")],
+        ..Setup::default()
+    })
+    .await;
+    assert!(env.rotate("app-one", &[]).await.status.success());
+    assert!(env.rotate("app-two", &[]).await.status.success());
+    let k_one = published_key(&env, "app-one");
+    let k_two = published_key(&env, "app-two");
+    env.age_credential("app-one", &k_one, time::Duration::hours(2));
+    env.age_credential("app-two", &k_two, time::Duration::hours(2));
+    age_versions(&env, "app-two", time::Duration::hours(1));
+
+    // app-two goes to another installation (its block leaves this config), and app-one is
+    // pointed at app-two's secret by mistake.
+    let text = std::fs::read_to_string(&env.config_path).unwrap();
+    let two = text.find("\n[[clients]]\nname = \"app-two\"").unwrap();
+    let moved = text[..two].replace(
+        "secret_name = \"app-one-secret\"",
+        "secret_name = \"app-two-secret\"",
+    );
+    std::fs::write(&env.config_path, moved).unwrap();
+    env.em.world().clear_journal();
+    let out = env.rotate("app-one", &[]).await;
+    let err = stderr(&out);
+    let one_removed = !live(&env, "app-one", &k_one);
+    let two_overwritten = published_key(&env, "app-two") != k_two;
+    assert!(
+        !one_removed && !two_overwritten,
+        "app-one's old credential removed at once: {one_removed}; app-two's secret overwritten with app-one's: {two_overwritten}\n{:?}\n{err}",
+        env.writes()
+    );
+}
