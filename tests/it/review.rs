@@ -346,3 +346,38 @@ async fn review_a_client_moved_onto_another_clients_secret_changes_nothing_of_th
         env.writes()
     );
 }
+
+/// A leaked secret on an application with the two-password cap, its other slot held by the
+/// predecessor within overlap. A revoking rotation cannot get a slot; the admin API must not
+/// answer "rotation started" while nothing is rotated or revoked, and the command must fail.
+#[tokio::test(flavor = "multi_thread")]
+async fn review_a_revocation_that_cannot_get_a_slot_says_so() {
+    let env = Env::new(Setup {
+        clients: vec![("app-one", "AzureADandPersonalMicrosoftAccount")],
+        foreign_password: false,
+        ..Setup::default()
+    })
+    .await;
+    assert!(env.rotate("app-one", &[]).await.status.success());
+    assert!(env.rotate("app-one", &["--force"]).await.status.success());
+    let leaked = published_key(&env, "app-one");
+    env.em.world().clear_journal();
+    let out = env
+        .rotate("app-one", &["--force", "--revoke-previous"])
+        .await;
+    let cli_ok = out.status.success();
+    let cli_err = stderr(&out);
+
+    let daemon = env.spawn_daemon(&[]);
+    let (status, body) = env.admin_rotate(&daemon, "?revoke_previous=true").await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let still_live = live(&env, "app-one", &leaked);
+    assert!(
+        !cli_ok,
+        "the command asked to revoke exited 0 without revoking\n{cli_err}"
+    );
+    assert!(
+        !(status == 202 && still_live),
+        "the admin API answered {status} {body} and the leaked credential is still live\n{cli_err}"
+    );
+}
