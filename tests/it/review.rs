@@ -381,3 +381,49 @@ async fn review_a_revocation_that_cannot_get_a_slot_says_so() {
         "the admin API answered {status} {body} and the leaked credential is still live\n{cli_err}"
     );
 }
+
+/// An application with the two-password cap moves (new secret name) within overlap of a
+/// rotation: both slots hold credentials made for the old location. They retire only
+/// `overlap` after a publish at the new location, and nothing can be published there without a
+/// slot: the client waits forever ("the other slot frees at <a minute from now>", again and
+/// again), and the new location never gets a secret, even long after the old predecessor's
+/// overlap ended.
+#[tokio::test(flavor = "multi_thread")]
+async fn review_a_capped_app_moved_within_overlap_gets_a_secret_at_its_new_location() {
+    let env = Env::new(Setup {
+        clients: vec![("app-one", "AzureADandPersonalMicrosoftAccount")],
+        foreign_password: false,
+        ..Setup::default()
+    })
+    .await;
+    assert!(env.rotate("app-one", &[]).await.status.success());
+    let k1 = published_key(&env, "app-one");
+    assert!(env.rotate("app-one", &["--force"]).await.status.success());
+    let k2 = published_key(&env, "app-one");
+    // The move happens long after: k1's overlap at the old location has ended.
+    env.age_credential("app-one", &k1, time::Duration::hours(3));
+    env.age_credential("app-one", &k2, time::Duration::hours(2));
+    age_versions(&env, "app-one", time::Duration::hours(2));
+    env.edit_config(
+        "secret_name = \"app-one-secret\"",
+        "secret_name = \"app-one-moved\"",
+    );
+    let mut outs = Vec::new();
+    for _ in 0..2 {
+        let out = env.rotate("app-one", &[]).await;
+        outs.push(format!("exit {:?}\n{}", out.status.code(), stderr(&out)));
+    }
+    let published = {
+        let state = env.em.world().state();
+        state.vaults["kv-test"]
+            .secrets
+            .get("app-one-moved")
+            .is_some_and(|s| !s.versions.is_empty())
+    };
+    assert!(
+        published,
+        "nothing was ever published at the new location:\n{}",
+        outs.join("\n---\n")
+    );
+    assert!(live(&env, "app-one", &k2), "the old location's latest stays within overlap");
+}
