@@ -427,3 +427,30 @@ async fn review_a_capped_app_moved_within_overlap_gets_a_secret_at_its_new_locat
     );
     assert!(live(&env, "app-one", &k2), "the old location's latest stays within overlap");
 }
+
+/// A person deletes and purges the secret by mistake, then creates it again by hand with the
+/// value consumers had (the published one). The new history names nothing, and the credential
+/// whose value the only version holds is removed as an orphan "never published".
+#[tokio::test(flavor = "multi_thread")]
+async fn review_a_secret_recreated_by_hand_after_a_purge_keeps_its_credential() {
+    let env = Env::new(Setup::default()).await;
+    assert!(env.rotate("app-one", &[]).await.status.success());
+    let k1 = published_key(&env, "app-one");
+    let value = env.versions("app-one")[0].value.clone();
+    env.age_credential("app-one", &k1, time::Duration::hours(2));
+    {
+        let mut state = env.em.world().state_mut();
+        let vault = state.vaults.get_mut("kv-test").unwrap();
+        vault.secrets.remove("app-one-secret").unwrap();
+    }
+    env.write_by_hand("app-one", &value, None);
+    env.em.world().clear_journal();
+    let out = env.rotate("app-one", &[]).await;
+    assert!(!out.status.success(), "blocked: the latest is unmanaged");
+    assert!(
+        live(&env, "app-one", &k1),
+        "the credential whose value the only version holds was removed: {:?}\n{}",
+        env.writes(),
+        stderr(&out)
+    );
+}
