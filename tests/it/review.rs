@@ -454,3 +454,42 @@ async fn review_a_secret_recreated_by_hand_after_a_purge_keeps_its_credential() 
         stderr(&out)
     );
 }
+
+/// Killed while its Key Vault write is answered (the write took effect), then the state store
+/// is deleted before the next run: nothing remembers the attempt, and the new credential is
+/// past the orphan age. The vault's history names it, so it is the published one and stays.
+#[tokio::test(flavor = "multi_thread")]
+async fn review_a_kill_after_publishing_and_a_lost_store_keep_the_published_credential() {
+    let env = Env::new(Setup::default()).await;
+    assert!(env.rotate("app-one", &[]).await.status.success());
+    let k1 = published_key(&env, "app-one");
+    env.fault("keyvault.set_secret", 1, FaultKind::HoldAfter);
+    let mut child = env
+        .command(&["rotate", "--config", &path_str(&env.config_path), "app-one", "--force"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    assert!(
+        eventually(Duration::from_secs(30), || !env
+            .em
+            .world()
+            .held_calls()
+            .is_empty())
+        .await
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+    env.em.world().release_all();
+    std::fs::remove_dir_all(env.dir.path().join("state")).unwrap();
+    let k2 = published_key(&env, "app-one");
+    assert_ne!(k1, k2, "the held write took effect");
+    env.age_credential("app-one", &k2, time::Duration::hours(2));
+    env.em.world().clear_journal();
+    let out = env.rotate("app-one", &[]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(live(&env, "app-one", &k2), "{:?}", env.writes());
+    assert!(live(&env, "app-one", &k1), "within overlap");
+    assert!(removals(&env).is_empty(), "{:?}", env.writes());
+    env.assert_published_valid("app-one");
+}
