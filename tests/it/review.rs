@@ -493,3 +493,62 @@ async fn review_a_kill_after_publishing_and_a_lost_store_keep_the_published_cred
     assert!(removals(&env).is_empty(), "{:?}", env.writes());
     env.assert_published_valid("app-one");
 }
+
+/// Two hosts (two state directories, so two locks) run `rotate` for one client: an operator's
+/// workstation and the daemon's pod. The first attempt is slow to publish (a verification that
+/// took most of `verify_timeout`, then Key Vault throttling and a lost answer: an attempt can
+/// stay in flight minutes past `verify_timeout + 1 min`), and the second run takes its
+/// credential for an orphan and removes it; then the first write lands.
+#[tokio::test(flavor = "multi_thread")]
+async fn review_a_slow_publish_on_another_host_is_not_taken_for_an_orphan() {
+    let env = Env::new(Setup::default()).await;
+    assert!(env.rotate("app-one", &[]).await.status.success());
+    let other = env.dir.path().join("other-host.toml");
+    std::fs::write(
+        &other,
+        std::fs::read_to_string(&env.config_path)
+            .unwrap()
+            .replace("dir = \"state\"", "dir = \"state-other-host\""),
+    )
+    .unwrap();
+    env.fault("keyvault.set_secret", 1, FaultKind::HoldBefore);
+    let first = {
+        let mut cmd = env.command(&[
+            "rotate",
+            "--config",
+            &path_str(&env.config_path),
+            "app-one",
+            "--force",
+        ]);
+        tokio::task::spawn_blocking(move || cmd.output().unwrap())
+    };
+    assert!(
+        eventually(Duration::from_secs(30), || !env
+            .em
+            .world()
+            .held_calls()
+            .is_empty())
+        .await
+    );
+    // The attempt has been in flight for a while (time passes for Entra's dates only).
+    let minted = env
+        .writes()
+        .into_iter()
+        .filter(|w| w.0 == "graph.add_password" && w.1 < 300)
+        .filter_map(|w| w.2)
+        .last()
+        .unwrap();
+    env.age_credential("app-one", &minted, time::Duration::seconds(100));
+    let second = env
+        .cli(&["rotate", "--config", &path_str(&other), "app-one"])
+        .await;
+    env.em.world().release_all();
+    let first = first.await.unwrap();
+    let latest = published_key(&env, "app-one");
+    assert!(
+        live(&env, "app-one", &latest),
+        "the latest version names a removed credential\n--- first host\n{}\n--- other host\n{}",
+        stderr(&first),
+        stderr(&second)
+    );
+}
