@@ -552,3 +552,38 @@ async fn review_a_slow_publish_on_another_host_is_not_taken_for_an_orphan() {
         stderr(&second)
     );
 }
+
+/// A leaked secret is revoked just after it was published: the application's list lags and
+/// does not show it yet, and the one sign-in that should tell answers AADSTS7000215 (a replica
+/// that has not caught up; elsewhere the daemon treats this code as "not replicated yet"). The
+/// probe takes that as "refused", so the leaked credential is "gone for certain", and the
+/// rotation goes ahead with nothing revoked, while the credential still signs in.
+#[tokio::test(flavor = "multi_thread")]
+async fn review_a_revocation_is_not_skipped_on_a_lagging_replica() {
+    let env = Env::new(Setup::default()).await;
+    assert!(env.rotate("app-one", &[]).await.status.success());
+    let leaked = published_key(&env, "app-one");
+    env.em.world().state_mut().settings.read_lag_ms = 120_000;
+    env.em.world().add_fault(emulator::world::FaultRule {
+        operation: "token".into(),
+        target: Some(env.client("app-one").object_id.clone()),
+        count: 1,
+        kind: Env::status(401),
+    });
+    env.em.world().clear_journal();
+    let out = env
+        .rotate("app-one", &["--force", "--revoke-previous"])
+        .await;
+    env.em.world().state_mut().settings.read_lag_ms = 0;
+    let err = stderr(&out);
+    assert!(
+        !live(&env, "app-one", &leaked) || !out.status.success(),
+        "the leaked credential is live and the command succeeded: {:?}\n{err}",
+        env.writes()
+    );
+    assert!(
+        !live(&env, "app-one", &leaked),
+        "the leaked credential was not revoked: {:?}\n{err}",
+        env.writes()
+    );
+}
