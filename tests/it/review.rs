@@ -587,3 +587,35 @@ async fn review_a_revocation_is_not_skipped_on_a_lagging_replica() {
         env.writes()
     );
 }
+
+/// A tag-managing tool (Terraform's `tags = {...}` on the secret, a clean-up script) replaces
+/// the tags of the latest version in place: the version and its value are unchanged, only the
+/// tags are gone. Its credential is then named by nothing and removed as an orphan, though its
+/// value is exactly what consumers read.
+#[tokio::test(flavor = "multi_thread")]
+async fn review_tags_wiped_from_the_latest_version_keep_its_credential() {
+    let env = Env::new(Setup::default()).await;
+    assert!(env.rotate("app-one", &[]).await.status.success());
+    let k1 = published_key(&env, "app-one");
+    env.age_credential("app-one", &k1, time::Duration::hours(2));
+    {
+        let mut state = env.em.world().state_mut();
+        let s = state
+            .vaults
+            .get_mut("kv-test")
+            .unwrap()
+            .secrets
+            .get_mut("app-one-secret")
+            .unwrap();
+        s.versions.last_mut().unwrap().tags =
+            std::collections::BTreeMap::from([("team".to_string(), "payments".to_string())]);
+    }
+    env.em.world().clear_journal();
+    let out = env.rotate("app-one", &[]).await;
+    assert!(
+        live(&env, "app-one", &k1),
+        "the credential whose value is the latest version was removed: {:?}\n{}",
+        env.writes(),
+        stderr(&out)
+    );
+}
