@@ -425,7 +425,10 @@ async fn review_a_capped_app_moved_within_overlap_gets_a_secret_at_its_new_locat
         "nothing was ever published at the new location:\n{}",
         outs.join("\n---\n")
     );
-    assert!(live(&env, "app-one", &k2), "the old location's latest stays within overlap");
+    assert!(
+        live(&env, "app-one", &k2),
+        "the old location's latest stays within overlap"
+    );
 }
 
 /// A person deletes and purges the secret by mistake, then creates it again by hand with the
@@ -465,7 +468,13 @@ async fn review_a_kill_after_publishing_and_a_lost_store_keep_the_published_cred
     let k1 = published_key(&env, "app-one");
     env.fault("keyvault.set_secret", 1, FaultKind::HoldAfter);
     let mut child = env
-        .command(&["rotate", "--config", &path_str(&env.config_path), "app-one", "--force"])
+        .command(&[
+            "rotate",
+            "--config",
+            &path_str(&env.config_path),
+            "app-one",
+            "--force",
+        ])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
@@ -536,7 +545,7 @@ async fn review_a_slow_publish_on_another_host_is_not_taken_for_an_orphan() {
         .into_iter()
         .filter(|w| w.0 == "graph.add_password" && w.1 < 300)
         .filter_map(|w| w.2)
-        .last()
+        .next_back()
         .unwrap();
     env.age_credential("app-one", &minted, time::Duration::seconds(100));
     let second = env
