@@ -511,6 +511,16 @@ async fn review_a_kill_after_publishing_and_a_lost_store_keep_the_published_cred
     assert!(live(&env, "app-one", &k1), "within overlap");
     assert!(removals(&env).is_empty(), "{:?}", env.writes());
     env.assert_published_valid("app-one");
+    for v in env.versions("app-one") {
+        assert!(
+            !stderr(&out).contains(&v.value),
+            "a secret value was printed"
+        );
+        assert!(
+            !stdout(&out).contains(&v.value),
+            "a secret value was printed"
+        );
+    }
 }
 
 /// Two hosts (two state directories, so two locks) run `rotate` for one client: an operator's
@@ -640,4 +650,48 @@ async fn review_tags_wiped_from_the_latest_version_keep_its_credential() {
         env.writes(),
         stderr(&out)
     );
+}
+
+/// Soft-deleted by a person (the client is blocked, nothing removed), then recovered: the
+/// history comes back as it was, and the credentials consumers may hold are all still there;
+/// the superseded one retires only after its own overlap.
+#[tokio::test(flavor = "multi_thread")]
+async fn review_a_soft_deleted_then_recovered_secret_loses_nothing() {
+    let env = Env::new(Setup::default()).await;
+    assert!(env.rotate("app-one", &[]).await.status.success());
+    let k1 = published_key(&env, "app-one");
+    assert!(env.rotate("app-one", &["--force"]).await.status.success());
+    let k2 = published_key(&env, "app-one");
+    env.age_credential("app-one", &k1, time::Duration::hours(2));
+    env.age_credential("app-one", &k2, time::Duration::hours(2));
+    let deleted = {
+        let mut state = env.em.world().state_mut();
+        let vault = state.vaults.get_mut("kv-test").unwrap();
+        let secret = vault.secrets.remove("app-one-secret").unwrap();
+        vault.deleted.insert(
+            "app-one-secret".into(),
+            emulator::model::DeletedSecret {
+                secret,
+                deleted_date: 1_800_000_000,
+                scheduled_purge_date: 1_900_000_000,
+            },
+        );
+        state.vaults["kv-test"].deleted["app-one-secret"]
+            .secret
+            .clone()
+    };
+    assert!(!env.rotate("app-one", &[]).await.status.success());
+    {
+        let mut state = env.em.world().state_mut();
+        let vault = state.vaults.get_mut("kv-test").unwrap();
+        vault.deleted.remove("app-one-secret");
+        vault.secrets.insert("app-one-secret".into(), deleted);
+    }
+    env.em.world().clear_journal();
+    let out = env.rotate("app-one", &[]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(removals(&env).is_empty(), "{:?}", env.writes());
+    assert!(live(&env, "app-one", &k1) && live(&env, "app-one", &k2));
+    env.assert_published_valid("app-one");
+    env.assert_foreign_untouched("app-one");
 }
