@@ -156,6 +156,13 @@ pub async fn rotate(
         anyhow::bail!("{}: no client named '{client}'", config.path.display());
     };
     let store = Arc::new(Store::open(&config.state_dir)?);
+    let ctx = build_context(config, store.clone(), Arc::new(Metrics::new()))?;
+    // What a revocation revokes is what was published when it was asked, before any wait.
+    let revoke_target = if revoke_previous {
+        rotation::published_key_id(&ctx, &c).await
+    } else {
+        None
+    };
     // A running daemon may be reconciling this client: wait for its lock rather than race it.
     let wait = c.policy.verify_timeout + Duration::from_secs(180);
     let Some(lock) = store.lock(client, wait).await? else {
@@ -164,7 +171,6 @@ pub async fn rotate(
             crate::clock::format_duration(wait)
         );
     };
-    let ctx = build_context(config, store, Arc::new(Metrics::new()))?;
     let cancel = CancellationToken::new();
     let interrupt = cancel.clone();
     tokio::spawn(async move {
@@ -178,6 +184,7 @@ pub async fn rotate(
         Options {
             force,
             revoke_previous,
+            revoke_target,
         },
         &cancel,
     )

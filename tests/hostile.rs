@@ -151,6 +151,7 @@ fn version() -> impl Strategy<Value = VersionInfo> {
             } else {
                 Default::default()
             },
+            value_hint: None,
         })
 }
 
@@ -190,8 +191,8 @@ proptest! {
             _ => VaultSecret::Absent,
         };
         let abandoned = abandoned.into_iter().map(|(n, here, reached)| AbandonedAttempt { rotation_id: rid(n, here), reached_publishing: reached }).collect();
-        let observed = Observed { passwords: passwords.clone(), password_cap: cap, vault: vault.clone(), location: LOC.into(), location_name: "secret".into(), published_probe: probe, abandoned, skew_seconds: skew, adopted: None, adopted_now: None };
-        let policy = PolicyView { instance: "prod", client: "dicom", renew_before: Duration::from_secs(30 * 86400), overlap: Duration::from_secs(7 * 86400), verify_timeout: Duration::from_secs(300), adopt, force, revoke_previous };
+        let observed = Observed { passwords: passwords.clone(), password_cap: cap, vault: vault.clone(), location: LOC.into(), app_id: "app".into(), location_name: "secret".into(), published_probe: probe, abandoned, skew_seconds: skew, adopted: None, adopted_now: None };
+        let policy = PolicyView { instance: "prod", client: "dicom", renew_before: Duration::from_secs(30 * 86400), overlap: Duration::from_secs(7 * 86400), verify_timeout: Duration::from_secs(300), adopt, force, revoke_previous, revoke_target: None };
         let p = plan(&observed, &policy, now());
         let published = match &vault {
             VaultSecret::Present { latest, .. } => latest.tags.get("managed-by").and(latest.tags.get("key-id").cloned()),

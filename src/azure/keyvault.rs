@@ -25,6 +25,9 @@ pub struct VersionInfo {
     pub enabled: bool,
     pub expires: Option<OffsetDateTime>,
     pub tags: BTreeMap<String, String>,
+    /// The first three characters of the value, as Entra's credential `hint` shows them: only
+    /// from a read of the value (the latest version), never from a listing.
+    pub value_hint: Option<String>,
 }
 
 /// What `GET /secrets/{name}` says about the version consumers read.
@@ -118,6 +121,7 @@ impl VaultClients {
                         enabled: attrs.enabled.unwrap_or(true),
                         expires: attrs.expires,
                         tags: p.tags.unwrap_or_default().into_iter().collect(),
+                        value_hint: None,
                     });
                 }
                 Ok(None) => break,
@@ -153,7 +157,11 @@ impl VaultClients {
         let secret = response
             .into_model()
             .map_err(|e| malformed("get_secret", &e))?;
-        drop(SecretString::from(secret.value.unwrap_or_default()));
+        let value = SecretString::from(secret.value.unwrap_or_default());
+        // Entra shows every credential's first three characters as its `hint`: with it, the
+        // planner can tell the credential whose value consumers read even when no tag names it.
+        let value_hint = Some(value.expose_secret().chars().take(3).collect());
+        drop(value);
         let attrs = secret.attributes.unwrap_or_default();
         Ok(Latest::Version(VersionInfo {
             version: version_of(secret.id.as_deref()),
@@ -161,6 +169,7 @@ impl VaultClients {
             enabled: attrs.enabled.unwrap_or(true),
             expires: attrs.expires,
             tags: secret.tags.unwrap_or_default().into_iter().collect(),
+            value_hint,
         }))
     }
 

@@ -108,6 +108,7 @@ impl Scheduler {
                 let opts = Options {
                     force: true,
                     revoke_previous,
+                    revoke_target: None,
                 };
                 self.start(
                     shared,
@@ -236,6 +237,12 @@ impl Scheduler {
                 let _ = tx.send(finish(Err(Failure::Cancelled), true)).await;
                 return;
             };
+            // What a revocation revokes is what was published when it was asked, before any
+            // wait for the lock.
+            let mut opts = opts;
+            if opts.revoke_previous {
+                opts.revoke_target = rotation::published_key_id(&ctx, &c).await;
+            }
             // A `rotate` from the command line may hold the client. A scheduled reconcile tries
             // again shortly; a forced one waits for the lock with its options, so it is never
             // lost.

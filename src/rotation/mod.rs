@@ -83,10 +83,32 @@ pub struct Context {
     pub shared: Shared,
 }
 
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct Options {
     pub force: bool,
     pub revoke_previous: bool,
+    /// With `revoke_previous`: the key id published when the request was made (read before
+    /// waiting for the client's lock). A revocation revokes that credential, never a secret
+    /// published after it by a duplicate request that ran first.
+    pub revoke_target: Option<String>,
+}
+
+/// The key id the vault secret's latest version names now, for [`Options::revoke_target`].
+/// `None` when it cannot be read or names none: the planner then takes what it observes.
+pub async fn published_key_id(ctx: &Context, client: &Client) -> Option<String> {
+    match ctx
+        .azure
+        .vaults
+        .latest(&client.key_vault_url, &client.secret_name)
+        .await
+    {
+        Ok(azure::keyvault::Latest::Version(v)) => v
+            .tags
+            .get(plan::TAG_KEY_ID)
+            .filter(|k| plan::is_key_id(k))
+            .map(|k| k.to_ascii_lowercase()),
+        _ => None,
+    }
 }
 
 /// Why a reconcile failed.
@@ -145,7 +167,7 @@ pub struct Report {
     pub gauges: ClientGauges,
 }
 
-fn policy_view<'a>(config: &'a Config, client: &'a Client, opts: Options) -> PolicyView<'a> {
+fn policy_view<'a>(config: &'a Config, client: &'a Client, opts: &'a Options) -> PolicyView<'a> {
     PolicyView {
         instance: &config.instance,
         client: &client.name,
@@ -155,6 +177,7 @@ fn policy_view<'a>(config: &'a Config, client: &'a Client, opts: Options) -> Pol
         adopt: client.policy.adopt,
         force: opts.force,
         revoke_previous: opts.revoke_previous,
+        revoke_target: opts.revoke_target.as_deref(),
     }
 }
 
@@ -173,7 +196,7 @@ pub async fn dry_run(
     drop(lock);
     Ok(plan::plan(
         &observed,
-        &policy_view(&ctx.config, client, opts),
+        &policy_view(&ctx.config, client, &opts),
         clock::now(),
     ))
 }
@@ -294,7 +317,7 @@ async fn reconcile_inner(
         }
     };
     let now = clock::now();
-    let plan = plan::plan(&observed, &policy_view(&ctx.config, client, opts), now);
+    let plan = plan::plan(&observed, &policy_view(&ctx.config, client, &opts), now);
     if let Some(p) = preflight {
         let _ = p.send(match &plan.blocked {
             Some(b @ Blocked::RevokeRefused { .. }) => Err(b.to_string()),
@@ -701,7 +724,14 @@ async fn publish(
         .await;
         let e = match written {
             Ok(version) => return Published::Done(version),
-            Err(e) if e.class == Class::Permanent => return Published::Refused(e),
+            // A refusal proves only that this write did not land; after an earlier write whose
+            // outcome is unknown, the value may be in Key Vault all the same.
+            Err(e) if e.class == Class::Permanent && unknown_writes == 0 => {
+                return Published::Refused(e);
+            }
+            Err(e) if e.class == Class::Permanent => {
+                return Published::Unknown(format!("{e}, after a write whose answer was lost"));
+            }
             Err(e) if e.class == Class::Unknown => e,
             // Transient past the budget: the last attempt did not take effect, but an earlier
             // one may have.

@@ -96,6 +96,7 @@ pub async fn observe(
             password_cap: app.password_cap(),
             passwords: app.passwords,
             location: location_tag(&client.key_vault_url, &client.secret_name),
+            app_id: app.app_id.clone(),
             location_name: format!(
                 "secret '{}' in vault {}",
                 client.secret_name, client.key_vault_url
@@ -131,16 +132,17 @@ pub async fn read_vault(
             VaultSecret::Present { history, latest: v }
         }
         (Some(history), Latest::Disabled) => {
-            // Key Vault will not return a disabled latest version; the newest disabled one in
-            // the listing is it.
-            let latest = history
-                .iter()
-                .filter(|v| !v.enabled)
-                .max_by_key(|v| v.created)
-                .cloned();
-            match latest {
-                Some(latest) => VaultSecret::Present { history, latest },
-                None => return Err(inconsistent(client)),
+            // Key Vault will not return a disabled latest version: the newest in the listing is
+            // it, and it must be disabled there too. Anything else (a version disabled or
+            // written between the two reads) is decided at the next reconcile.
+            let newest = history.iter().map(|v| v.created).max().flatten();
+            let mut candidates = history.iter().filter(|v| v.created == newest);
+            match (candidates.next(), candidates.next()) {
+                (Some(latest), None) if !latest.enabled => {
+                    let latest = latest.clone();
+                    VaultSecret::Present { history, latest }
+                }
+                _ => return Err(inconsistent(client)),
             }
         }
         (None, Latest::Version(v)) => VaultSecret::Present {

@@ -24,8 +24,10 @@ pub const TAG_ROTATION_ID: &str = "rotation-id";
 pub const READ_LAG_GRACE: Duration = Duration::from_secs(300);
 /// A clock further than this from Azure's blocks retiring and sweeping (never rotating).
 pub const MAX_SKEW_SECONDS: i64 = 120;
-/// An orphan is older than `verify_timeout` plus this.
-pub const ORPHAN_MARGIN: Duration = Duration::from_secs(60);
+/// An orphan is older than `verify_timeout` plus this: longer than any attempt can still be
+/// publishing after its verification (a 30 s publish budget, a 60 s history read, a second
+/// write, and slack), so that another process's slow attempt is never taken for one.
+pub const ORPHAN_MARGIN: Duration = Duration::from_secs(300);
 
 /// The displayName marker of this installation's credentials for one client.
 pub fn marker_prefix(instance: &str, client: &str) -> String {
@@ -42,6 +44,8 @@ pub struct Observed {
     pub vault: VaultSecret,
     /// The client's location tag (see [`location_tag`]).
     pub location: String,
+    /// The application (client) id, as the `client-id` tag names it.
+    pub app_id: String,
     /// The location in words ("secret S in vault V"), for messages.
     pub location_name: String,
     /// Signing in with the published value, done only when its key id is missing from the list.
@@ -109,6 +113,8 @@ pub struct PolicyView<'a> {
     pub adopt: bool,
     pub force: bool,
     pub revoke_previous: bool,
+    /// The key id published when a revocation was asked (see `Options::revoke_target`).
+    pub revoke_target: Option<&'a str>,
 }
 
 /// Why a rotation happens.
@@ -232,6 +238,9 @@ pub enum Blocked {
     /// `revoke_previous` was asked for, but the previous credential is not provably this
     /// client's.
     RevokeRefused { reason: String },
+    /// The vault secret's latest version was published for another application: two clients
+    /// (in different configs) point at one secret.
+    SecretOfAnotherApp { secret: String, client_id: String },
 }
 
 impl fmt::Display for Blocked {
@@ -257,6 +266,10 @@ impl fmt::Display for Blocked {
             Blocked::RevokeRefused { reason } => {
                 write!(f, "refusing to revoke the previous credential: {reason}")
             }
+            Blocked::SecretOfAnotherApp { secret, client_id } => write!(
+                f,
+                "{secret} is published for another application (client-id {client_id}); point this client at its own secret"
+            ),
         }
     }
 }
@@ -344,10 +357,24 @@ pub fn plan(observed: &Observed, policy: &PolicyView<'_>, now: OffsetDateTime) -
             .iter()
             .find(|p| p.key_id.eq_ignore_ascii_case(key))
     };
-    let (history, latest): (&[VersionInfo], Option<&VersionInfo>) = match &observed.vault {
+    let (all_versions, latest): (&[VersionInfo], Option<&VersionInfo>) = match &observed.vault {
         VaultSecret::Present { history, latest } => (history, Some(latest)),
         VaultSecret::Absent | VaultSecret::SoftDeleted => (&[], None),
     };
+    // Versions the daemon wrote for another application (a client pointed at a secret that is
+    // not its own) say nothing about this client's credentials.
+    let of_another_app = |v: &VersionInfo| {
+        is_managed(v)
+            && v.tags
+                .get(TAG_CLIENT_ID)
+                .is_some_and(|c| !c.eq_ignore_ascii_case(&observed.app_id))
+    };
+    let history_own: Vec<VersionInfo> = all_versions
+        .iter()
+        .filter(|v| !of_another_app(v))
+        .cloned()
+        .collect();
+    let history: &[VersionInfo] = &history_own;
     // Times from Azure (`created`, `startDateTime`) are compared with the local clock. When the
     // two disagree by more than MAX_SKEW_SECONDS, removals wait out the difference too, so that
     // a credential is removed only when both clocks agree that its time has come.
@@ -367,6 +394,12 @@ pub fn plan(observed: &Observed, policy: &PolicyView<'_>, now: OffsetDateTime) -
             });
         }
         None => rotate = Some(RotateReason::NoPublishedSecret),
+        Some(v) if of_another_app(v) => {
+            plan.blocked = Some(Blocked::SecretOfAnotherApp {
+                secret: observed.location_name.clone(),
+                client_id: v.tags.get(TAG_CLIENT_ID).cloned().unwrap_or_default(),
+            });
+        }
         Some(v) if !is_managed(v) => {
             plan.published = Some(Published {
                 version: v.version.clone(),
@@ -438,7 +471,12 @@ pub fn plan(observed: &Observed, policy: &PolicyView<'_>, now: OffsetDateTime) -
             };
         }
     }
-    let published_gone = matches!(rotate, Some(RotateReason::PublishedCredentialGone { .. }));
+    // Gone for certain, as a revocation needs it: missing from the list for longer than reads
+    // lag. A refused probe is not enough (a lagging replica refuses a live credential too).
+    let published_gone = matches!(rotate, Some(RotateReason::PublishedCredentialGone { .. }))
+        && latest
+            .and_then(|v| v.created)
+            .is_some_and(|c| now - c >= std_to_time(READ_LAG_GRACE));
     if policy.force && plan.blocked.is_none() {
         rotate = Some(RotateReason::Forced);
     }
@@ -446,6 +484,12 @@ pub fn plan(observed: &Observed, policy: &PolicyView<'_>, now: OffsetDateTime) -
     // This installation's credentials for this client that are not the published one.
     let published_key = plan.published.as_ref().and_then(|p| p.key_id.clone());
     let present = matches!(observed.vault, VaultSecret::Present { .. });
+    // Tags are written by whoever may write the vault and can be wiped, and a value can be
+    // written back by hand: the credential whose hint matches the value consumers read may be
+    // what they use, so it is never removed.
+    let latest_hint = latest.and_then(|l| l.value_hint.as_deref());
+    let reads_this =
+        |p: &PasswordCredential| latest_hint.is_some_and(|h| p.hint.as_deref() == Some(h));
     let hand_written_on_top = latest.is_some_and(|l| !is_managed(l)) && !policy.adopt;
     let last_managed_key = history.iter().rev().find_map(key_of);
     let mut kept_elsewhere = 0usize;
@@ -482,7 +526,18 @@ pub fn plan(observed: &Observed, policy: &PolicyView<'_>, now: OffsetDateTime) -
             // Superseded at this location: its successor's creation starts the overlap. A
             // version written in the same second as the latest may sort after it; then the
             // latest's own creation is the time.
-            let since = superseded_since(history, &p.key_id).or(latest.and_then(|l| l.created));
+            let named_at = history
+                .iter()
+                .filter(|v| key_of(v).is_some_and(|k| k.eq_ignore_ascii_case(&p.key_id)))
+                .filter_map(|v| v.created)
+                .max();
+            let since = superseded_since(history, &p.key_id).or_else(|| {
+                // Only a latest version at least as new as the last one naming the credential
+                // supersedes it.
+                latest
+                    .and_then(|l| l.created)
+                    .filter(|c| named_at.is_some_and(|n| *c >= n))
+            });
             since.and_then(|since| {
                 let due = since + std_to_time(policy.overlap);
                 if due > removal_now {
@@ -495,13 +550,24 @@ pub fn plan(observed: &Observed, policy: &PolicyView<'_>, now: OffsetDateTime) -
             // The store recorded that this attempt never reached the publishing step: no
             // vault can hold its value.
             Some(RemovalReason::Abandoned { rotation_id })
-        } else if here {
-            // Made for this location and named by no version of a history that was read: an
-            // orphan once old enough that no attempt can still be publishing it.
+        } else if here
+            && history
+                .iter()
+                .filter_map(|v| v.created)
+                .min()
+                .is_some_and(|first| p.start.is_some_and(|s| s >= first))
+        {
+            // Made for this location after the history began, and named by no version of it
+            // (read successfully): an orphan once old enough that no attempt can still be
+            // publishing it. One made before the history began may have been published in a
+            // secret that was purged since: it waits like a moved client's (below).
             let old = p.start.is_some_and(|s| {
                 removal_now - s >= std_to_time(policy.verify_timeout + ORPHAN_MARGIN)
             });
             (present && old).then_some(RemovalReason::Orphan { rotation_id })
+        } else if here && !present {
+            // No history to prove anything: kept (the attempts that never published are above).
+            None
         } else {
             // Made for another location (a moved client, or a marker from before locations were
             // recorded): it may be what consumers of the old location read. It goes only after
@@ -534,6 +600,13 @@ pub fn plan(observed: &Observed, policy: &PolicyView<'_>, now: OffsetDateTime) -
             }
         };
         if let Some(reason) = removal {
+            if reads_this(p) {
+                plan.notes.push(format!(
+                    "keeping credential {}: its hint matches the value consumers read, whatever the tags say",
+                    p.key_id
+                ));
+                continue;
+            }
             plan.removals.push(Removal {
                 key_id: p.key_id.clone(),
                 reason,
@@ -548,6 +621,10 @@ pub fn plan(observed: &Observed, policy: &PolicyView<'_>, now: OffsetDateTime) -
     if policy.adopt
         && let Some(a) = &observed.adopted
         && published_key.as_deref() != Some(a.key_id.as_str())
+        && !observed
+            .passwords
+            .iter()
+            .any(|p| p.key_id.eq_ignore_ascii_case(&a.key_id) && reads_this(p))
         && removal_now - a.superseded_since >= std_to_time(policy.overlap)
         && observed
             .passwords
@@ -571,7 +648,46 @@ pub fn plan(observed: &Observed, policy: &PolicyView<'_>, now: OffsetDateTime) -
     // Revocation (a leaked secret): only a credential this installation and client own, or the
     // adopted credential identified by its hint and a sign-in. Tags are hints written by
     // whoever may write the vault; ownership comes from Entra.
-    if policy.revoke_previous && plan.blocked.is_none() {
+    // A revocation revokes what was published when it was asked. If a rotation has published
+    // since (a duplicate request that ran first, or the schedule), the fresh secret is neither
+    // revoked nor replaced again; the credential published at the time of the request goes, if
+    // it is still there and this client's.
+    let then = policy
+        .revoke_target
+        .filter(|_| policy.revoke_previous)
+        .map(str::to_ascii_lowercase);
+    let rotated_since = then.as_deref().is_some_and(|k| {
+        plan.published
+            .as_ref()
+            .is_some_and(|p| p.managed && p.key_id.as_deref() != Some(k))
+    });
+    if rotated_since {
+        rotate = None;
+        match then.as_deref().and_then(find) {
+            Some(c)
+                if own_rotation_id(c).is_some()
+                    && published_key.as_deref() != Some(c.key_id.as_str()) =>
+            {
+                plan.removals.retain(|r| r.key_id != c.key_id);
+                plan.removals.push(Removal {
+                    key_id: c.key_id.clone(),
+                    reason: RemovalReason::Revoked,
+                });
+            }
+            Some(c) if own_rotation_id(c).is_none() => {
+                plan.blocked = Some(Blocked::RevokeRefused {
+                    reason: format!(
+                        "the credential {} published when the revocation was asked does not carry this installation's and client's marker; remove it by hand if it leaked",
+                        c.key_id
+                    ),
+                });
+            }
+            _ => plan.notes.push(
+                "a rotation published a new secret after this revocation was asked, and the credential published before it is gone: nothing left to revoke"
+                    .to_string(),
+            ),
+        }
+    } else if policy.revoke_previous && plan.blocked.is_none() {
         let published = plan.published.as_ref();
         let target = match published {
             None => Ok(None),
@@ -731,6 +847,7 @@ mod tests {
             adopt: false,
             force: false,
             revoke_previous: false,
+            revoke_target: None,
         }
     }
 
@@ -793,6 +910,7 @@ mod tests {
             enabled: true,
             expires: Some(exp),
             tags: tags("app", &g(key), &rid("r")),
+            value_hint: None,
         }
     }
 
@@ -812,6 +930,7 @@ mod tests {
             password_cap: None,
             vault,
             location: LOC.into(),
+            app_id: "app".into(),
             location_name: "secret 's' in vault https://kv".into(),
             published_probe: None,
             abandoned: vec![],
@@ -1066,12 +1185,12 @@ mod tests {
     }
 
     #[test]
-    fn removes_an_orphan_older_than_verify_timeout_plus_a_minute() {
+    fn removes_an_orphan_older_than_verify_timeout_plus_the_orphan_margin() {
         let mut o = healthy();
         o.passwords.push(own(
             "k9",
             "r9",
-            NOW - time::Duration::minutes(7),
+            NOW - time::Duration::minutes(11),
             NOW + days(90),
         ));
         let p = plan(&o, &policy(), NOW);
@@ -1270,7 +1389,7 @@ mod tests {
             reached_publishing: true,
         }];
         assert!(plan(&o, &policy(), NOW).removals.is_empty());
-        o.passwords[1].start = Some(NOW - time::Duration::minutes(7));
+        o.passwords[1].start = Some(NOW - time::Duration::minutes(11));
         assert_eq!(
             plan(&o, &policy(), NOW).removals,
             vec![Removal {
@@ -1397,6 +1516,80 @@ mod tests {
         assert_eq!(p.blocked, Some(Blocked::UnmanagedSecret));
         let removed: Vec<_> = p.removals.iter().map(|r| r.key_id.clone()).collect();
         assert_eq!(removed, vec![g("k1")], "k2, our last, stays");
+    }
+
+    #[test]
+    fn the_credential_whose_hint_matches_the_value_consumers_read_is_never_removed() {
+        // Tags wiped by a tool, or the value written back by hand: no tag names k1, but the
+        // latest version's value starts like k1's secret.
+        let mut latest = version("v3", "x", NOW - days(1), NOW + days(10));
+        latest.tags.clear();
+        latest.value_hint = Some("k1h".into());
+        let mut k1 = own("k1", "r1", NOW - days(80), NOW + days(10));
+        k1.hint = Some("k1h".into());
+        let mut o = observed(
+            vec![k1, own("k2", "r2", NOW - days(60), NOW + days(30))],
+            Some(vec![
+                version("v1", "k1", NOW - days(80), NOW + days(10)),
+                version("v2", "k2", NOW - days(60), NOW + days(30)),
+                latest,
+            ]),
+        );
+        let mut pol = policy();
+        pol.adopt = true;
+        let p = plan(&o, &pol, NOW);
+        assert!(
+            p.removals.iter().all(|r| r.key_id != g("k1")),
+            "{:?}",
+            p.removals
+        );
+        assert!(p.notes.iter().any(|n| n.contains("hint matches")));
+        o.passwords[0].hint = Some("zzz".into());
+        assert!(
+            plan(&o, &pol, NOW)
+                .removals
+                .iter()
+                .any(|r| r.key_id == g("k1"))
+        );
+    }
+
+    #[test]
+    fn a_revocation_revokes_what_was_published_when_it_was_asked() {
+        // k1 leaked; a duplicate request rotated to k2 after this one was asked.
+        let o = observed(
+            vec![
+                own("k1", "r1", NOW - days(10), NOW + days(80)),
+                own("k2", "r2", NOW - time::Duration::seconds(5), NOW + days(90)),
+            ],
+            Some(vec![
+                version("v1", "k1", NOW - days(10), NOW + days(80)),
+                version("v2", "k2", NOW - time::Duration::seconds(5), NOW + days(90)),
+            ]),
+        );
+        let mut pol = policy();
+        pol.force = true;
+        pol.revoke_previous = true;
+        let target = g("k1");
+        pol.revoke_target = Some(&target);
+        let p = plan(&o, &pol, NOW);
+        assert_eq!(p.rotate, None, "the fresh secret is not replaced again");
+        assert_eq!(p.revoke, None, "nor revoked");
+        assert_eq!(
+            p.removals,
+            vec![Removal {
+                key_id: g("k1"),
+                reason: RemovalReason::Revoked
+            }],
+            "the leaked one goes if it is still there"
+        );
+        // Asked after k2 was published: k2 is the one to revoke, with a new secret first.
+        let target = g("k2");
+        pol.revoke_target = Some(&target);
+        let p = plan(&o, &pol, NOW);
+        assert_eq!(
+            (p.rotate, p.revoke),
+            (Some(RotateReason::Forced), Some(g("k2")))
+        );
     }
 
     #[test]

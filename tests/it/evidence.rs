@@ -11,22 +11,6 @@ use emulator::world::FaultKind;
 
 use crate::harness::*;
 
-/// Makes every version of a client's vault secret look `by` older.
-fn age_versions(env: &Env, client: &str, by: time::Duration) {
-    let mut state = env.em.world().state_mut();
-    let secret = state
-        .vaults
-        .get_mut("kv-test")
-        .unwrap()
-        .secrets
-        .get_mut(&format!("{client}-secret"))
-        .expect("secret");
-    for v in &mut secret.versions {
-        v.created -= by.whole_seconds();
-        v.updated -= by.whole_seconds();
-    }
-}
-
 fn removals(env: &Env) -> Vec<String> {
     env.writes()
         .into_iter()
@@ -122,7 +106,7 @@ async fn a_soft_deleted_secret_blocks_the_client_and_removes_nothing() {
     for k in &keys {
         env.age_credential("app-one", k, time::Duration::hours(2));
     }
-    age_versions(&env, "app-one", time::Duration::hours(1));
+    env.age_versions("app-one", time::Duration::hours(1));
     {
         let mut state = env.em.world().state_mut();
         let vault = state.vaults.get_mut("kv-test").unwrap();

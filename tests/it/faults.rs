@@ -129,8 +129,10 @@ async fn a_crash_between_add_password_and_publishing_leaves_an_orphan_removed_af
     );
     env.assert_published_valid("app-one");
 
-    // Past verify_timeout + 1 min, a fresh listing that does not name it is the proof.
-    env.age_credential("app-one", &orphan, time::Duration::minutes(2));
+    // Past the orphan age (verify_timeout + 5 min), in a history that began before it, a fresh
+    // listing that does not name it is the proof.
+    env.age_versions("app-one", time::Duration::minutes(30));
+    env.age_credential("app-one", &orphan, time::Duration::minutes(11));
     env.em.world().clear_journal();
     let out = env.rotate("app-one", &[]).await;
     assert!(out.status.success(), "{}", stderr(&out));

@@ -368,6 +368,22 @@ verify_successes = 1
         answer
     }
 
+    /// Makes every version of a client's vault secret look `by` older.
+    pub fn age_versions(&self, client: &str, by: time::Duration) {
+        let mut state = self.em.world().state_mut();
+        let secret = state
+            .vaults
+            .get_mut("kv-test")
+            .unwrap()
+            .secrets
+            .get_mut(&format!("{client}-secret"))
+            .expect("secret");
+        for v in &mut secret.versions {
+            v.created -= by.whole_seconds();
+            v.updated -= by.whole_seconds();
+        }
+    }
+
     /// Live passwords (key id, display name).
     pub fn passwords(&self, name: &str) -> Vec<(String, Option<String>)> {
         self.app(name)

@@ -137,10 +137,11 @@ async fn kill_at(point: Point, signal: &str) {
     drop(daemon);
     if matches!(point, Point::BeforePublish) {
         // An attempt that reached the publishing step is removed only after the orphan age
-        // (its write may still land): let that time pass.
+        // (its write may still land), and one made before the secret's history began only
+        // overlap after the first publish: let that time pass.
         for (key, name) in env.passwords("app-two") {
             if name.is_some_and(|n| n.starts_with("secret-rotator:")) {
-                env.age_credential("app-two", &key, time::Duration::minutes(2));
+                env.age_credential("app-two", &key, time::Duration::minutes(11));
             }
         }
     }
