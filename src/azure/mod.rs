@@ -153,6 +153,11 @@ pub fn parse_retry_after(value: &str) -> Option<Duration> {
 #[derive(Clone)]
 pub struct Shared {
     pub http: reqwest::Client,
+    /// For the exchanges that carry a new secret (`addPassword`, verification, Key Vault set
+    /// and get): it keeps no idle connection, so each one is closed after its exchange and its
+    /// TLS and HTTP/2 buffers, which keep the last bytes they carried, are freed (and thereby
+    /// zeroed, see `main.rs`) instead of waiting in the pool.
+    pub secret_http: reqwest::Client,
     pub metrics: Arc<Metrics>,
     pub skew: Arc<Skew>,
 }
@@ -198,6 +203,24 @@ pub fn http_client(
     timeout: Duration,
     proxy: bool,
 ) -> anyhow::Result<reqwest::Client> {
+    Ok(http_builder(ca_pem, timeout, proxy)?.build()?)
+}
+
+/// [`http_client`] without idle connections: see [`Shared::secret_http`].
+pub fn secret_http_client(
+    ca_pem: Option<&[u8]>,
+    timeout: Duration,
+) -> anyhow::Result<reqwest::Client> {
+    Ok(http_builder(ca_pem, timeout, true)?
+        .pool_max_idle_per_host(0)
+        .build()?)
+}
+
+fn http_builder(
+    ca_pem: Option<&[u8]>,
+    timeout: Duration,
+    proxy: bool,
+) -> anyhow::Result<reqwest::ClientBuilder> {
     let mut b = reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(10).min(timeout))
         .timeout(timeout)
@@ -209,7 +232,47 @@ pub fn http_client(
     if !proxy {
         b = b.no_proxy();
     }
-    Ok(b.build()?)
+    Ok(b)
+}
+
+/// A request body that holds a secret: handed to the HTTP client without a copy, and wiped
+/// when the last handle to it (the client's included) is dropped.
+pub(crate) fn secret_body(bytes: zeroize::Zeroizing<Vec<u8>>) -> bytes::Bytes {
+    bytes::Bytes::from_owner(bytes)
+}
+
+/// Serializes `value` (which holds a secret) as JSON into one zeroizing buffer of its final
+/// size: a buffer that grew would leave copies of its earlier contents in freed memory.
+pub(crate) fn secret_json<T: serde::Serialize>(
+    value: &T,
+) -> serde_json::Result<zeroize::Zeroizing<Vec<u8>>> {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    serde_json::to_writer(&mut count, value)?;
+    let mut out = zeroize::Zeroizing::new(Vec::with_capacity(count.0));
+    serde_json::to_writer(&mut *out, value)?;
+    Ok(out)
+}
+
+/// Overwrites an answer that held a secret. Only possible when this is the last handle to its
+/// memory; returns whether it was.
+pub(crate) fn wipe(body: bytes::Bytes) -> bool {
+    match body.try_into_mut() {
+        Ok(mut b) => {
+            zeroize::Zeroize::zeroize(&mut b[..]);
+            true
+        }
+        Err(_) => false,
+    }
 }
 
 /// Times a call and counts it under `service` / `operation` with its status.
