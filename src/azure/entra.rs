@@ -159,3 +159,24 @@ impl EntraClient {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_token_form_is_what_a_form_serializer_writes_in_a_buffer_of_its_final_size() {
+        let pairs = [
+            ("client_id", "0d6c3f6e-1111-2222-3333-444455556666"),
+            ("client_secret", "aB3~Q~x.y_z-+/=&% \u{e9}"),
+            ("grant_type", "client_credentials"),
+            ("scope", "https://graph.microsoft.com/.default"),
+        ];
+        let body = token_form(&pairs);
+        let expected = url::form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(pairs)
+            .finish();
+        assert_eq!(String::from_utf8_lossy(&body), expected);
+        assert_eq!(body.capacity(), body.len());
+    }
+}

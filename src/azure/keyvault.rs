@@ -423,6 +423,32 @@ mod tests {
     }
 
     #[test]
+    fn the_set_body_is_what_the_sdk_would_send() {
+        let attributes = SecretAttributes {
+            enabled: Some(true),
+            expires: Some(time::macros::datetime!(2030-01-02 03:04:05 UTC)),
+            ..Default::default()
+        };
+        let tags = BTreeMap::from([("key-id".to_string(), "k".to_string())]);
+        let ours = serde_json::to_value(SetBody {
+            attributes: &attributes,
+            tags: &tags,
+            value: "s3cret~",
+        })
+        .unwrap();
+        let sdk = serde_json::to_value(
+            azure_security_keyvault_secrets::models::SetSecretParameters {
+                value: Some("s3cret~".into()),
+                tags: Some(tags.clone().into_iter().collect()),
+                secret_attributes: Some(attributes.clone()),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(ours, sdk);
+    }
+
+    #[test]
     fn inner_error_codes_win_and_texts_are_bounded() {
         let body = br#"{"error":{"code":"Conflict","message":"m","innererror":{"code":"ObjectIsDeletedButRecoverable"}}}"#;
         assert_eq!(

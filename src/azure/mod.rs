@@ -379,6 +379,15 @@ mod tests {
     }
 
     #[test]
+    fn a_json_body_holding_a_secret_is_written_into_a_buffer_of_its_final_size() {
+        let value = serde_json::json!({"value": "abcQ~\"x\u{e9}", "tags": {"a": "b"}});
+        let body = secret_json(&value).unwrap();
+        assert_eq!(*body, serde_json::to_vec(&value).unwrap());
+        // A buffer that grew would have left its earlier contents behind, unwiped.
+        assert_eq!(body.capacity(), body.len());
+    }
+
+    #[test]
     fn concurrency_conflicts_are_transient_but_other_conflicts_are_not() {
         assert!(matches!(
             class_of_status(409, Some("Directory_ConcurrencyViolation"), None),
