@@ -154,9 +154,10 @@ pub fn parse_retry_after(value: &str) -> Option<Duration> {
 pub struct Shared {
     pub http: reqwest::Client,
     /// For the exchanges that carry a new secret (`addPassword`, verification, Key Vault set
-    /// and get): it keeps no idle connection, so each one is closed after its exchange and its
-    /// TLS and HTTP/2 buffers, which keep the last bytes they carried, are freed (and thereby
-    /// zeroed, see `main.rs`) instead of waiting in the pool.
+    /// and get): its connections leave the pool [`SECRET_CONNECTION_IDLE`] after they went
+    /// idle (an HTTP/2 one, after it was opened), so that their TLS and HTTP/2 buffers, which
+    /// keep the last bytes they carried, are freed (and thereby zeroed, see `main.rs`) within
+    /// seconds instead of the usual 90.
     pub secret_http: reqwest::Client,
     pub metrics: Arc<Metrics>,
     pub skew: Arc<Skew>,
@@ -206,13 +207,18 @@ pub fn http_client(
     Ok(http_builder(ca_pem, timeout, proxy)?.build()?)
 }
 
-/// [`http_client`] without idle connections: see [`Shared::secret_http`].
+/// How long a connection of [`Shared::secret_http`] stays in the pool. Short enough that a
+/// secret leaves the connection buffers soon after its rotation, long enough that a busy
+/// daemon opens about one connection per host and second rather than one per request.
+pub const SECRET_CONNECTION_IDLE: Duration = Duration::from_secs(1);
+
+/// [`http_client`] for [`Shared::secret_http`].
 pub fn secret_http_client(
     ca_pem: Option<&[u8]>,
     timeout: Duration,
 ) -> anyhow::Result<reqwest::Client> {
     Ok(http_builder(ca_pem, timeout, true)?
-        .pool_max_idle_per_host(0)
+        .pool_idle_timeout(SECRET_CONNECTION_IDLE)
         .build()?)
 }
 
@@ -264,14 +270,10 @@ pub(crate) fn secret_json<T: serde::Serialize>(
 }
 
 /// Overwrites an answer that held a secret. Only possible when this is the last handle to its
-/// memory; returns whether it was.
-pub(crate) fn wipe(body: bytes::Bytes) -> bool {
-    match body.try_into_mut() {
-        Ok(mut b) => {
-            zeroize::Zeroize::zeroize(&mut b[..]);
-            true
-        }
-        Err(_) => false,
+/// memory; otherwise the allocator zeroes it when the last handle (the HTTP layer's) frees it.
+pub(crate) fn wipe(body: bytes::Bytes) {
+    if let Ok(mut b) = body.try_into_mut() {
+        zeroize::Zeroize::zeroize(&mut b[..]);
     }
 }
 

@@ -5,9 +5,8 @@ use std::os::unix::fs::FileExt;
 use std::time::Duration;
 
 use crate::harness::*;
-use crate::invariants::leak_forms;
 
-/// A readable mapping of a process, as `/proc/PID/maps` lists it.
+/// A mapping of a process, as `/proc/PID/maps` lists it.
 struct Region {
     start: u64,
     end: u64,
@@ -30,7 +29,8 @@ fn regions(pid: u32) -> Vec<Region> {
                 path,
             })
         })
-        // The kernel's own pages cannot hold what the daemon allocated.
+        // Only writable mappings can hold what the daemon received or built (code and read-only
+        // data cannot), and the kernel's [vvar]/[vsyscall] pages are not the daemon's.
         .filter(|r| r.perms.starts_with("rw") && !r.path.starts_with("[v"))
         .collect()
 }
@@ -44,13 +44,19 @@ struct Needle {
     whole: bool,
 }
 
-/// The forms a value travels in (JSON escapes none of the characters Azure uses), whole, and
-/// 16-byte pieces of them every 8 bytes: any fragment of 23 bytes or more holds one of those.
+/// The forms a value travels in (as it is, in JSON, form-encoded), whole, and 16-byte pieces of
+/// them every 8 bytes: any fragment of 23 bytes or more holds one of those.
 fn needles(values: &[String]) -> Vec<Needle> {
     let mut out: Vec<Needle> = Vec::new();
     for (n, value) in values.iter().enumerate() {
-        let forms = leak_forms(value);
-        for form in forms.into_iter().take(2) {
+        let json = serde_json::to_string(value).unwrap();
+        let mut forms = vec![
+            value.clone(),
+            json.trim_matches('"').to_string(),
+            url::form_urlencoded::byte_serialize(value.as_bytes()).collect(),
+        ];
+        forms.dedup();
+        for form in forms {
             let b = form.into_bytes();
             let mut starts: Vec<usize> = (0..b.len().saturating_sub(16)).step_by(8).collect();
             starts.push(b.len().saturating_sub(16));
@@ -71,9 +77,9 @@ fn needles(values: &[String]) -> Vec<Needle> {
     out
 }
 
-/// Every place a needle occurs in the memory of `pid`, as `(needle, where)`, where naming the
-/// mapping and the printable bytes just before the hit (what the buffer was); and how many
-/// bytes were read.
+/// Every place a needle occurs in the writable memory of `pid`, as the needle and a description
+/// (the mapping, and the printable bytes just before the hit, which tell what the buffer was);
+/// and how many bytes were read.
 fn scan(pid: u32, needles: &[Needle]) -> (Vec<(usize, String)>, usize) {
     let mem = std::fs::File::open(format!("/proc/{pid}/mem")).expect("open /proc/PID/mem");
     let finders: Vec<_> = needles
@@ -158,7 +164,6 @@ async fn no_completed_rotation_leaves_its_secret_in_the_daemons_memory() {
         false
     };
     assert!(idle.await, "the rotations finished");
-    tokio::time::sleep(Duration::from_secs(2)).await;
 
     // Every value the tenant minted, except the daemon's own credential, which it must keep.
     let mut values: Vec<String> = minted(&env)
@@ -169,7 +174,17 @@ async fn no_completed_rotation_leaves_its_secret_in_the_daemons_memory() {
     values.dedup();
     assert!(values.len() >= 6, "{values:?}");
     let needles = needles(&values);
-    let (hits, read) = scan(daemon.child.id(), &needles);
+    // The connections that carried the last secrets close a second or two after they went
+    // idle (docs/decisions.md, "Secrets in memory"); give them some seconds more on a busy
+    // machine.
+    let start = std::time::Instant::now();
+    let (hits, read) = loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let (hits, read) = scan(daemon.child.id(), &needles);
+        if hits.is_empty() || start.elapsed() > Duration::from_secs(15) {
+            break (hits, read);
+        }
+    };
     assert!(
         read > 1 << 20,
         "the scan read the daemon's memory ({read} bytes)"
