@@ -236,9 +236,8 @@ impl VaultClients {
             tags: &tags,
             value: value.expose_secret(),
         };
-        let content = super::secret_json(&parameters).map_err(|e| {
-            Error::new(SERVICE, "set_secret", Class::Permanent, malformed_json(&e))
-        })?;
+        let content = super::secret_json(&parameters)
+            .map_err(|e| Error::new(SERVICE, "set_secret", Class::Permanent, malformed_json(&e)))?;
         let response = client
             .set_secret(name, super::secret_body(content).into(), None)
             .await
