@@ -124,6 +124,15 @@ async fn no_completed_rotation_leaves_its_secret_in_the_daemons_memory() {
         ..Setup::default()
     })
     .await;
+    // Every reconcile reads the published version, value included (docs/decisions.md, "Secrets
+    // in memory"): the schedule is made rare, so that nothing but the first reconcile at start
+    // and the forced rotations runs, and the daemon is idle when it is scanned.
+    let text = std::fs::read_to_string(&env.config_path).unwrap().replace(
+        r#"schedule = "*/2 * * * * *""#,
+        r#"schedule = "0 0 0 1 1 *""#,
+    );
+    assert!(text.contains(r#"schedule = "0 0 0 1 1 *""#), "{text}");
+    std::fs::write(&env.config_path, text).unwrap();
     // Reading another process's memory needs it to be dumpable: this opt-out exists for this
     // test only (the test after this one shows the default).
     let daemon = env.spawn_daemon(&[("SECRET_ROTATOR_TEST_DUMPABLE", "1")]);
