@@ -525,7 +525,9 @@ fn read_secret_file(
     warnings: &mut Vec<String>,
 ) -> Result<SecretString, ConfigError> {
     let path = ctx.path(v.get_ref());
+    // The file's text holds the secret too: wiped once the secret is taken out of it.
     let text = std::fs::read_to_string(&path)
+        .map(zeroize::Zeroizing::new)
         .map_err(|e| ctx.err(v, key, format!("cannot read {}: {e}", path.display())))?;
     let trimmed = text.trim();
     if trimmed.is_empty() {

@@ -91,6 +91,12 @@ enum Command {
     },
 }
 
+/// Every allocation is zeroed when freed: the HTTP, TLS and JSON layers copy secrets into
+/// buffers of their own, and freed memory would otherwise keep those copies until reused.
+#[global_allocator]
+static ALLOCATOR: zeroizing_alloc::ZeroAlloc<std::alloc::System> =
+    zeroizing_alloc::ZeroAlloc(std::alloc::System);
+
 /// Why a command failed: a bad configuration exits with 78 (EX_CONFIG, which the systemd unit
 /// does not restart on), anything else with 1.
 enum Fail {
@@ -118,7 +124,30 @@ fn log_warnings(cfg: &Config) {
     }
 }
 
+/// Set to `1`, leaves the process dumpable. For the test that reads the daemon's memory to
+/// check what it keeps, and for nothing else: see docs/decisions.md, "Secrets in memory".
+const TEST_DUMPABLE: &str = "SECRET_ROTATOR_TEST_DUMPABLE";
+
+/// Makes the process non-dumpable: no core dump (a watchdog SIGABRT would otherwise write one
+/// with the daemon's credential and any secret in flight), and no other process of the same
+/// user may attach to it or read `/proc/PID/mem`. Every command holds a credential or reads
+/// secret files, so every command does this first.
+fn forbid_dumps() -> Result<(), String> {
+    if std::env::var_os(TEST_DUMPABLE).is_some_and(|v| v == "1") {
+        eprintln!(
+            "secret-rotator: {TEST_DUMPABLE}=1: this process stays dumpable (for tests only)"
+        );
+        return Ok(());
+    }
+    rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable)
+        .map_err(|e| format!("cannot turn core dumps off (PR_SET_DUMPABLE): {e}"))
+}
+
 fn main() -> ExitCode {
+    if let Err(message) = forbid_dumps() {
+        eprintln!("secret-rotator: {message}");
+        return ExitCode::FAILURE;
+    }
     let args = Args::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -3,6 +3,7 @@
 
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
+use zeroize::Zeroizing;
 
 use super::{Class, Error, Shared, Timer};
 
@@ -25,6 +26,38 @@ struct TokenError {
     error: Option<String>,
     #[serde(default)]
     error_codes: Vec<u64>,
+}
+
+#[derive(Deserialize)]
+struct TokenAnswer<'a> {
+    #[serde(borrow)]
+    access_token: Option<std::borrow::Cow<'a, str>>,
+}
+
+/// An `application/x-www-form-urlencoded` body built in one allocation of its final size, so
+/// that no copy of the secret is left behind by a growing buffer, and wiped when dropped.
+fn token_form(pairs: &[(&str, &str)]) -> Zeroizing<Vec<u8>> {
+    fn encoded(s: &str) -> url::form_urlencoded::ByteSerialize<'_> {
+        url::form_urlencoded::byte_serialize(s.as_bytes())
+    }
+    let len: usize = pairs
+        .iter()
+        .map(|(k, v)| {
+            encoded(k).map(str::len).sum::<usize>() + 1 + encoded(v).map(str::len).sum::<usize>()
+        })
+        .sum::<usize>()
+        + pairs.len().saturating_sub(1);
+    let mut body = Zeroizing::new(Vec::with_capacity(len));
+    for (i, (k, v)) in pairs.iter().enumerate() {
+        if i > 0 {
+            body.push(b'&');
+        }
+        encoded(k).for_each(|p| body.extend_from_slice(p.as_bytes()));
+        body.push(b'=');
+        encoded(v).for_each(|p| body.extend_from_slice(p.as_bytes()));
+    }
+    debug_assert_eq!(body.len(), len);
+    body
 }
 
 pub struct EntraClient {
@@ -51,17 +84,21 @@ impl EntraClient {
         scope: &str,
     ) -> Result<(), VerifyFailure> {
         let timer = Timer::start(&self.shared.metrics, SERVICE, "verify");
-        let form = [
+        let body = token_form(&[
             ("client_id", client_id),
             ("client_secret", secret.expose_secret()),
             ("grant_type", "client_credentials"),
             ("scope", scope),
-        ];
+        ]);
         let response = match self
             .shared
-            .http
+            .secret_http
             .post(&self.token_url)
-            .form(&form)
+            .header(
+                reqwest::header::CONTENT_TYPE,
+                "application/x-www-form-urlencoded",
+            )
+            .body(super::secret_body(body))
             .send()
             .await
         {
@@ -81,21 +118,20 @@ impl EntraClient {
         let retry_after = self.shared.observe(response.headers());
         let body = response.bytes().await.unwrap_or_default();
         if status == 200 {
-            // A 200 is only a success if it carries a token.
-            return match serde_json::from_slice::<serde_json::Value>(&body) {
-                Ok(v)
-                    if v.get("access_token")
-                        .and_then(|t| t.as_str())
-                        .is_some_and(|t| !t.is_empty()) =>
-                {
-                    Ok(())
-                }
-                _ => Err(VerifyFailure::Transient(Error::new(
+            // A 200 is only a success if it carries a token. The token is a credential too:
+            // it is only looked at, never copied, and its body is overwritten.
+            let has_token = serde_json::from_slice::<TokenAnswer>(&body)
+                .is_ok_and(|t| t.access_token.is_some_and(|t| !t.is_empty()));
+            super::wipe(body);
+            return if has_token {
+                Ok(())
+            } else {
+                Err(VerifyFailure::Transient(Error::new(
                     SERVICE,
                     "verify",
                     Class::Transient { retry_after: None },
                     "token answer without an access_token",
-                ))),
+                )))
             };
         }
         let parsed: Option<TokenError> = serde_json::from_slice(&body).ok();
@@ -121,5 +157,26 @@ impl EntraClient {
             }
             _ => Err(VerifyFailure::Rejected(err(Class::Permanent))),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_token_form_is_what_a_form_serializer_writes_in_a_buffer_of_its_final_size() {
+        let pairs = [
+            ("client_id", "0d6c3f6e-1111-2222-3333-444455556666"),
+            ("client_secret", "aB3~Q~x.y_z-+/=&% \u{e9}"),
+            ("grant_type", "client_credentials"),
+            ("scope", "https://graph.microsoft.com/.default"),
+        ];
+        let body = token_form(&pairs);
+        let expected = url::form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(pairs)
+            .finish();
+        assert_eq!(String::from_utf8_lossy(&body), expected);
+        assert_eq!(body.capacity(), body.len());
     }
 }

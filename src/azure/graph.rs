@@ -81,7 +81,8 @@ struct RawPassword {
     hint: Option<String>,
     start_date_time: Option<String>,
     end_date_time: Option<String>,
-    secret_text: Option<String>,
+    /// Only `addPassword` answers carry it; straight into a zeroizing type.
+    secret_text: Option<SecretString>,
 }
 
 #[derive(Deserialize)]
@@ -361,10 +362,17 @@ impl GraphClient {
         let body =
             json!({"passwordCredential": {"displayName": display_name, "endDateTime": end_text}});
         let (_, body) = self
-            .send("add_password", self.shared.http.post(url).json(&body), true)
+            .send(
+                "add_password",
+                self.shared.secret_http.post(url).json(&body),
+                true,
+            )
             .await?;
-        // The value is in this body: parse it without ever putting the body into an error.
-        let raw: RawPassword = serde_json::from_slice(&body).map_err(|_| {
+        // The value is in this body: parse it without ever putting the body into an error,
+        // and overwrite it once parsed.
+        let parsed = serde_json::from_slice::<RawPassword>(&body);
+        super::wipe(body);
+        let raw = parsed.map_err(|_| {
             Error::new(
                 SERVICE,
                 "add_password",
@@ -382,7 +390,7 @@ impl GraphClient {
         };
         Ok(NewPassword {
             key_id: key_id.to_ascii_lowercase(),
-            secret: SecretString::from(secret),
+            secret,
             start: parse_time(raw.start_date_time.as_deref()),
             end: parse_time(raw.end_date_time.as_deref()).unwrap_or(end),
         })

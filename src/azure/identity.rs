@@ -28,6 +28,16 @@ pub struct MeteredTransport {
     shared: SharedRef,
 }
 
+impl MeteredTransport {
+    /// Requests whose body or answer holds a secret value go over [`Shared::secret_http`].
+    fn client_for(&self, operation: &str) -> &reqwest::Client {
+        match operation {
+            "set_secret" | "get_secret" => &self.shared.0.secret_http,
+            _ => &self.http,
+        }
+    }
+}
+
 struct SharedRef(Shared);
 
 impl std::fmt::Debug for SharedRef {
@@ -65,7 +75,7 @@ impl HttpClient for MeteredTransport {
     async fn execute_request(&self, request: &Request) -> azure_core::Result<AsyncRawResponse> {
         let (service, operation) = classify(request);
         let start = Instant::now();
-        let result = self.http.execute_request(request).await;
+        let result = self.client_for(operation).execute_request(request).await;
         let status = match &result {
             Ok(r) => {
                 let date = azure_core::http::headers::HeaderName::from_static("date");

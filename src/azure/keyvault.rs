@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex};
 
 use azure_core::credentials::TokenCredential;
 use azure_core::error::ErrorKind;
-use azure_security_keyvault_secrets::models::{SecretAttributes, SetSecretParameters};
+use azure_security_keyvault_secrets::models::SecretAttributes;
 use azure_security_keyvault_secrets::{SecretClient, SecretClientOptions};
 use futures::TryStreamExt;
 use secrecy::{ExposeSecret, SecretString};
@@ -205,11 +205,21 @@ impl VaultClients {
             .get_secret(name, Some(options))
             .await
             .map_err(|e| kv_error("get_secret", &e))?;
-        let secret = response
-            .into_model()
-            .map_err(|e| malformed("get_secret", &e))?;
+        // Parsed from the raw answer straight into a zeroizing type, and the answer overwritten:
+        // the SDK's model would leave the value behind in a plain String.
+        let body = bytes::Bytes::from(response.into_body());
+        let parsed = serde_json::from_slice::<SecretAnswer>(&body);
+        super::wipe(body);
+        let secret = parsed.map_err(|e| {
+            Error::new(
+                SERVICE,
+                "get_secret",
+                Class::Transient { retry_after: None },
+                malformed_json(&e),
+            )
+        })?;
         let version = version_of(secret.id.as_deref());
-        let value = SecretString::from(secret.value.unwrap_or_default());
+        let value = secret.value.unwrap_or_else(|| SecretString::from(""));
         Ok(SecretValue { version, value })
     }
 
@@ -228,27 +238,33 @@ impl VaultClients {
             expires: Some(expires),
             ..Default::default()
         };
-        let parameters = SetSecretParameters {
-            value: Some(value.expose_secret().to_string()),
-            tags: Some(tags.into_iter().collect()),
-            secret_attributes: Some(attributes),
-            ..Default::default()
+        // The SDK's `SetSecretParameters`, but serialized here: into one zeroizing buffer of
+        // its final size, borrowing the value, so that no plain copy of it is left behind.
+        let parameters = SetBody {
+            attributes: &attributes,
+            tags: &tags,
+            value: value.expose_secret(),
         };
-        let content = parameters.try_into().map_err(|e: azure_core::Error| {
-            Error::new(SERVICE, "set_secret", Class::Permanent, error_chain(&e))
-        })?;
-        let response = client.set_secret(name, content, None).await.map_err(|e| {
-            let mut err = kv_error("set_secret", &e);
-            // A write that got no answer, or a 500/502/504, may have been applied: every write
-            // adds a version, so the caller reads the history before writing again. A 503 is
-            // Key Vault refusing the request (busy or throttled): it was not applied.
-            if err.status.is_none_or(|s| matches!(s, 500 | 502 | 504)) {
-                err.class = Class::Unknown;
-            }
-            err
-        })?;
-        // The answer echoes the value: take only the id.
-        let secret = response.into_model().map_err(|_| {
+        let content = super::secret_json(&parameters)
+            .map_err(|e| Error::new(SERVICE, "set_secret", Class::Permanent, malformed_json(&e)))?;
+        let response = client
+            .set_secret(name, super::secret_body(content).into(), None)
+            .await
+            .map_err(|e| {
+                let mut err = kv_error("set_secret", &e);
+                // A write that got no answer, or a 500/502/504, may have been applied: every
+                // write adds a version, so the caller reads the history before writing again. A
+                // 503 is Key Vault refusing the request (busy or throttled): it was not applied.
+                if err.status.is_none_or(|s| matches!(s, 500 | 502 | 504)) {
+                    err.class = Class::Unknown;
+                }
+                err
+            })?;
+        // The answer echoes the value: take only the id, and overwrite the answer.
+        let body = bytes::Bytes::from(response.into_body());
+        let parsed = serde_json::from_slice::<SecretAnswer>(&body);
+        super::wipe(body);
+        let secret = parsed.map_err(|_| {
             Error::new(
                 SERVICE,
                 "set_secret",
@@ -258,6 +274,31 @@ impl VaultClients {
         })?;
         Ok(version_of(secret.id.as_deref()))
     }
+}
+
+/// The body of a set request (the SDK's `SetSecretParameters`, with the value borrowed).
+#[derive(serde::Serialize)]
+struct SetBody<'a> {
+    attributes: &'a SecretAttributes,
+    tags: &'a BTreeMap<String, String>,
+    value: &'a str,
+}
+
+/// What the daemon reads of a secret bundle; the value straight into a zeroizing type.
+#[derive(serde::Deserialize)]
+struct SecretAnswer {
+    id: Option<String>,
+    value: Option<SecretString>,
+}
+
+/// Where a JSON document was malformed, without quoting any of it (it may hold a secret).
+fn malformed_json(e: &serde_json::Error) -> String {
+    format!(
+        "malformed JSON ({:?} at line {} column {})",
+        e.classify(),
+        e.line(),
+        e.column()
+    )
 }
 
 /// Whether the auth challenge's resource is checked for this vault: for the cloud's real vault
@@ -387,6 +428,32 @@ mod tests {
             Cloud::Public,
             &url("https://kv.internal.contoso.com")
         ));
+    }
+
+    #[test]
+    fn the_set_body_is_what_the_sdk_would_send() {
+        let attributes = SecretAttributes {
+            enabled: Some(true),
+            expires: Some(time::macros::datetime!(2030-01-02 03:04:05 UTC)),
+            ..Default::default()
+        };
+        let tags = BTreeMap::from([("key-id".to_string(), "k".to_string())]);
+        let ours = serde_json::to_value(SetBody {
+            attributes: &attributes,
+            tags: &tags,
+            value: "s3cret~",
+        })
+        .unwrap();
+        let sdk = serde_json::to_value(
+            azure_security_keyvault_secrets::models::SetSecretParameters {
+                value: Some("s3cret~".into()),
+                tags: Some(tags.clone().into_iter().collect()),
+                secret_attributes: Some(attributes.clone()),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(ours, sdk);
     }
 
     #[test]

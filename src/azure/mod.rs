@@ -153,6 +153,12 @@ pub fn parse_retry_after(value: &str) -> Option<Duration> {
 #[derive(Clone)]
 pub struct Shared {
     pub http: reqwest::Client,
+    /// For the exchanges that carry a new secret (`addPassword`, verification, Key Vault set
+    /// and get): its connections leave the pool [`SECRET_CONNECTION_IDLE`] after they went
+    /// idle (an HTTP/2 one, after it was opened), so that their TLS and HTTP/2 buffers, which
+    /// keep the last bytes they carried, are freed (and thereby zeroed, see `main.rs`) within
+    /// seconds instead of the usual 90.
+    pub secret_http: reqwest::Client,
     pub metrics: Arc<Metrics>,
     pub skew: Arc<Skew>,
 }
@@ -198,6 +204,29 @@ pub fn http_client(
     timeout: Duration,
     proxy: bool,
 ) -> anyhow::Result<reqwest::Client> {
+    Ok(http_builder(ca_pem, timeout, proxy)?.build()?)
+}
+
+/// How long a connection of [`Shared::secret_http`] stays in the pool. Short enough that a
+/// secret leaves the connection buffers soon after its rotation, long enough that a busy
+/// daemon opens about one connection per host and second rather than one per request.
+pub const SECRET_CONNECTION_IDLE: Duration = Duration::from_secs(1);
+
+/// [`http_client`] for [`Shared::secret_http`].
+pub fn secret_http_client(
+    ca_pem: Option<&[u8]>,
+    timeout: Duration,
+) -> anyhow::Result<reqwest::Client> {
+    Ok(http_builder(ca_pem, timeout, true)?
+        .pool_idle_timeout(SECRET_CONNECTION_IDLE)
+        .build()?)
+}
+
+fn http_builder(
+    ca_pem: Option<&[u8]>,
+    timeout: Duration,
+    proxy: bool,
+) -> anyhow::Result<reqwest::ClientBuilder> {
     let mut b = reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(10).min(timeout))
         .timeout(timeout)
@@ -209,7 +238,43 @@ pub fn http_client(
     if !proxy {
         b = b.no_proxy();
     }
-    Ok(b.build()?)
+    Ok(b)
+}
+
+/// A request body that holds a secret: handed to the HTTP client without a copy, and wiped
+/// when the last handle to it (the client's included) is dropped.
+pub(crate) fn secret_body(bytes: zeroize::Zeroizing<Vec<u8>>) -> bytes::Bytes {
+    bytes::Bytes::from_owner(bytes)
+}
+
+/// Serializes `value` (which holds a secret) as JSON into one zeroizing buffer of its final
+/// size: a buffer that grew would leave copies of its earlier contents in freed memory.
+pub(crate) fn secret_json<T: serde::Serialize>(
+    value: &T,
+) -> serde_json::Result<zeroize::Zeroizing<Vec<u8>>> {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    serde_json::to_writer(&mut count, value)?;
+    let mut out = zeroize::Zeroizing::new(Vec::with_capacity(count.0));
+    serde_json::to_writer(&mut *out, value)?;
+    Ok(out)
+}
+
+/// Overwrites an answer that held a secret. Only possible when this is the last handle to its
+/// memory; otherwise the allocator zeroes it when the last handle (the HTTP layer's) frees it.
+pub(crate) fn wipe(body: bytes::Bytes) {
+    if let Ok(mut b) = body.try_into_mut() {
+        zeroize::Zeroize::zeroize(&mut b[..]);
+    }
 }
 
 /// Times a call and counts it under `service` / `operation` with its status.
@@ -313,6 +378,15 @@ mod tests {
         assert!(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT").is_some());
         assert_eq!(parse_retry_after("soon"), None);
         assert_eq!(parse_retry_after("-1"), None);
+    }
+
+    #[test]
+    fn a_json_body_holding_a_secret_is_written_into_a_buffer_of_its_final_size() {
+        let value = serde_json::json!({"value": "abcQ~\"x\u{e9}", "tags": {"a": "b"}});
+        let body = secret_json(&value).unwrap();
+        assert_eq!(*body, serde_json::to_vec(&value).unwrap());
+        // A buffer that grew would have left its earlier contents behind, unwiped.
+        assert_eq!(body.capacity(), body.len());
     }
 
     #[test]

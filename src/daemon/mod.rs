@@ -37,6 +37,10 @@ pub fn build_context(
     )?;
     let shared = azure::Shared {
         http,
+        secret_http: azure::secret_http_client(
+            config.azure.ca_pem.as_deref(),
+            config.azure.request_timeout,
+        )?,
         metrics: metrics.clone(),
         skew: Arc::new(Skew::default()),
     };

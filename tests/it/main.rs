@@ -16,6 +16,7 @@ mod invariants;
 mod kills;
 mod longrun;
 mod matrix;
+mod memory;
 mod review;
 mod rotation;
 mod sdk;
