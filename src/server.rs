@@ -268,11 +268,10 @@ async fn rotate(
             let accepted = |status: &str| {
                 (StatusCode::ACCEPTED, Json(json!({ "client": name, "status": status, "revoke_previous": q.revoke_previous }))).into_response()
             };
-            if !q.revoke_previous {
-                return accepted("rotation started");
-            }
-            // A revocation is refused when the previous credential is not provably this
-            // client's: wait for the reconcile to say so before claiming anything.
+            // The reconcile says, once it has observed and planned, whether the rotation (and
+            // revocation) will happen: a revocation of a credential that is not provably this
+            // client's is refused, and a client that is blocked (a foreign or busy password
+            // slot, a soft-deleted secret) rotates nothing. Nothing is claimed before that.
             match tokio::time::timeout(PREFLIGHT_WAIT, preflight).await {
                 Ok(Ok(Ok(()))) => accepted("rotation started"),
                 Ok(Ok(Err(reason))) => error(StatusCode::CONFLICT, reason),
@@ -281,7 +280,7 @@ async fn rotate(
                     "the rotation did not start; see /v1/clients",
                 ),
                 Err(_) => accepted(
-                    "queued: the client is busy; ownership of the previous credential is checked before anything is written",
+                    "queued: the client is busy; whether it rotates (and revokes) is decided before anything is written",
                 ),
             }
         }

@@ -319,9 +319,20 @@ async fn reconcile_inner(
     let now = clock::now();
     let plan = plan::plan(&observed, &policy_view(&ctx.config, client, &opts), now);
     if let Some(p) = preflight {
-        let _ = p.send(match &plan.blocked {
-            Some(b @ Blocked::RevokeRefused { .. }) => Err(b.to_string()),
-            _ => Ok(()),
+        // What the admin API may claim: a rotation will run, or a revocation will be done.
+        let revoking = plan
+            .removals
+            .iter()
+            .any(|r| r.reason == RemovalReason::Revoked);
+        let _ = p.send(match (&plan.blocked, &plan.rotate) {
+            (Some(b), _) => Err(b.to_string()),
+            (None, Some(_)) => Ok(()),
+            (None, None) if revoking => Ok(()),
+            (None, None) => Err(plan
+                .notes
+                .first()
+                .cloned()
+                .unwrap_or_else(|| "nothing to rotate".to_string())),
         });
     }
     for note in &plan.notes {

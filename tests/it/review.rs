@@ -352,7 +352,6 @@ async fn review_a_client_moved_onto_another_clients_secret_changes_nothing_of_th
 /// predecessor within overlap. A revoking rotation cannot get a slot; the admin API must not
 /// answer "rotation started" while nothing is rotated or revoked, and the command must fail.
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "review finding, fails until fixed: the admin API answers 202 to a revocation that waits for a slot"]
 async fn review_a_revocation_that_cannot_get_a_slot_says_so() {
     let env = Env::new(Setup {
         clients: vec![("app-one", "AzureADandPersonalMicrosoftAccount")],
