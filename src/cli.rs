@@ -215,12 +215,11 @@ pub async fn rotate(
                 say(&format!("{client}: warning: {w}"));
             }
             // A revocation asked for and not done leaves a leaked secret valid: a failure.
-            let revoked = !revoke_previous
-                || report.plan.revoke.is_none()
-                || report
-                    .removed
-                    .iter()
-                    .any(|r| r.reason == rotation::plan::RemovalReason::Revoked);
+            let is_revocation =
+                |r: &rotation::plan::Removal| r.reason == rotation::plan::RemovalReason::Revoked;
+            let wanted =
+                report.plan.revoke.is_some() || report.plan.removals.iter().any(is_revocation);
+            let revoked = !revoke_previous || !wanted || report.removed.iter().any(is_revocation);
             if revoke_previous && !revoked {
                 say(&format!(
                     "{client}: the previous credential was not revoked"
