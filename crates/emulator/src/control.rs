@@ -28,6 +28,14 @@ pub fn router(emulator: Emulator) -> axum::Router {
         .route("/control/settings", get(settings).put(put_settings))
         .route("/control/minted", get(minted))
         .route("/control/operations", get(operations))
+        .route(
+            "/control/portal/applications/{app}/passwords",
+            post(portal_add_password),
+        )
+        .route(
+            "/control/portal/applications/{app}/passwords/{key_id}",
+            axum::routing::delete(portal_remove_password),
+        )
         .with_state(emulator)
 }
 
@@ -188,5 +196,33 @@ async fn put_settings(State(em): State<Emulator>, body: axum::body::Bytes) -> Re
             StatusCode::NO_CONTENT.into_response()
         }
         Err(e) => bad_request(format!("invalid settings: {e}")),
+    }
+}
+
+/// A person in the portal adds a password (`{"display_name": ...}`) to an application
+/// (object id or app id).
+async fn portal_add_password(
+    State(em): State<Emulator>,
+    Path(app): Path<String>,
+    body: axum::body::Bytes,
+) -> Response {
+    let requested: crate::graph::PortalPassword = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => return bad_request(format!("invalid password: {e}")),
+    };
+    match crate::graph::portal_add_password(em.world(), &app, requested) {
+        Ok(v) => (StatusCode::CREATED, Json(v)).into_response(),
+        Err(r) => r,
+    }
+}
+
+/// A person in the portal deletes a password, whoever made it.
+async fn portal_remove_password(
+    State(em): State<Emulator>,
+    Path((app, key_id)): Path<(String, String)>,
+) -> Response {
+    match crate::graph::portal_remove_password(em.world(), &app, &key_id) {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(r) => r,
     }
 }

@@ -28,6 +28,10 @@ pub fn router(world: Arc<World>) -> axum::Router {
             axum::routing::get(openid_configuration),
         )
         .route("/{tenant}/oauth2/v2.0/token", axum::routing::post(token))
+        .layer(axum::middleware::map_response_with_state(
+            world.clone(),
+            crate::world::azure_date,
+        ))
         .with_state(world)
 }
 
@@ -421,6 +425,8 @@ fn check_secret(
     if !propagated(password, now, settings) {
         return Err(invalid());
     }
+    // Entra checks a secret's dates against its own (possibly skewed) clock.
+    let now = now + time::Duration::milliseconds(settings.clock_offset_ms);
     if now >= password.end {
         return Err(errors::entra(
             401,
@@ -589,6 +595,10 @@ pub fn managed_identity_router(world: Arc<World>) -> axum::Router {
             "/metadata/identity/oauth2/token",
             axum::routing::get(imds_token),
         )
+        .layer(axum::middleware::map_response_with_state(
+            world.clone(),
+            crate::world::azure_date,
+        ))
         .with_state(world)
 }
 

@@ -38,6 +38,10 @@ const READ_ROLES: &[&str] = &[
 pub fn router(world: Arc<World>) -> axum::Router {
     axum::Router::new()
         .route("/v1.0/{*rest}", axum::routing::any(dispatch))
+        .layer(axum::middleware::map_response_with_state(
+            world.clone(),
+            crate::world::azure_date,
+        ))
         .with_state(world)
 }
 
@@ -568,7 +572,11 @@ fn add_password(
     if concurrency_violation(app, &settings, now) {
         return conflict();
     }
-    let (start, start_text) = requested.start.unwrap_or_else(|| (now, graph_time(now)));
+    // A server-made startDateTime is Azure's clock, which may be off the caller's.
+    let (start, start_text) = requested.start.unwrap_or_else(|| {
+        let azure_now = settings.azure_now();
+        (azure_now, graph_time(azure_now))
+    });
     let (end, end_text) = requested.end.unwrap_or_else(|| {
         let end = start
             .replace_year(start.year() + 2)
@@ -855,4 +863,134 @@ mod tests {
         assert!(parse_route("users").is_err());
         assert!(parse_route("applications/abc/delete").is_err());
     }
+}
+
+/// The caller the journal names for a change a person made in the portal.
+pub const PORTAL: &str = "portal";
+
+/// What a person adds in the portal: a display name of their choosing.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PortalPassword {
+    pub display_name: Option<String>,
+}
+
+/// A person adds a password in the portal: Graph's rules (the two-password cap) apply, the
+/// daemon's identity and its permissions do not. Journalled as `graph.add_password` by
+/// `portal`.
+pub fn portal_add_password(
+    world: &World,
+    app: &str,
+    requested: PortalPassword,
+) -> Result<Value, Response> {
+    let mut state = world.state_mut();
+    let settings = state.settings.clone();
+    let i = state
+        .app_by_object_id(app)
+        .or_else(|| state.app_by_app_id(app))
+        .ok_or_else(|| not_found(&Address::ObjectId(app.to_string())))?;
+    let app = &mut state.applications[i];
+    let path = format!("/v1.0/applications/{}/addPassword", app.id);
+    let live = app.passwords.iter().filter(|p| p.removed.is_none()).count();
+    if PERSONAL_AUDIENCES.contains(&app.sign_in_audience.as_str()) && live >= 2 {
+        world.record_outside(
+            "graph.add_password",
+            "POST",
+            path,
+            PORTAL,
+            Some(app.id.clone()),
+            None,
+            400,
+            false,
+        );
+        let message = format!(
+            "Not allowed to add {} passwords. You can only add a maximum of 2 passwords.",
+            live + 1
+        );
+        return Err(errors::graph(400, "TooManyAppPasswords", &message));
+    }
+    let now = OffsetDateTime::now_utc();
+    let start = settings.azure_now();
+    let end = start
+        .replace_year(start.year() + 2)
+        .unwrap_or(start + time::Duration::days(730));
+    let secret = mint_secret();
+    let password = Password {
+        key_id: uuid::Uuid::new_v4().to_string(),
+        display_name: requested.display_name,
+        hint: secret[..3].to_string(),
+        secret_text: secret,
+        start_text: graph_time(start),
+        end_text: graph_time(end),
+        start,
+        end,
+        added: now,
+        removed: None,
+    };
+    let answer = json!({
+        "key_id": password.key_id,
+        "display_name": password.display_name,
+        "hint": password.hint,
+    });
+    world.record_outside(
+        "graph.add_password",
+        "POST",
+        path,
+        PORTAL,
+        Some(app.id.clone()),
+        Some(password.key_id.clone()),
+        200,
+        true,
+    );
+    app.last_write = Some(now);
+    app.passwords.push(password);
+    prune_removed(app, &settings, now);
+    Ok(answer)
+}
+
+/// A person deletes a password in the portal, whoever made it. Journalled as
+/// `graph.remove_password` by `portal`.
+pub fn portal_remove_password(world: &World, app: &str, key_id: &str) -> Result<(), Response> {
+    let mut state = world.state_mut();
+    let i = state
+        .app_by_object_id(app)
+        .or_else(|| state.app_by_app_id(app))
+        .ok_or_else(|| not_found(&Address::ObjectId(app.to_string())))?;
+    let app = &mut state.applications[i];
+    let path = format!("/v1.0/applications/{}/removePassword", app.id);
+    let now = OffsetDateTime::now_utc();
+    let Some(p) = app
+        .passwords
+        .iter_mut()
+        .find(|p| p.removed.is_none() && p.key_id.eq_ignore_ascii_case(key_id))
+    else {
+        world.record_outside(
+            "graph.remove_password",
+            "POST",
+            path,
+            PORTAL,
+            Some(app.id.clone()),
+            Some(key_id.to_string()),
+            404,
+            false,
+        );
+        return Err(errors::graph(
+            404,
+            "Request_ResourceNotFound",
+            &format!("No password credential found with keyId {key_id}."),
+        ));
+    };
+    p.removed = Some(now);
+    app.last_write = Some(now);
+    world.record_outside(
+        "graph.remove_password",
+        "POST",
+        path,
+        PORTAL,
+        Some(app.id.clone()),
+        Some(key_id.to_string()),
+        204,
+        true,
+    );
+    Ok(())
 }

@@ -35,6 +35,10 @@ struct VaultState {
 pub fn router(world: Arc<World>, vault: String) -> axum::Router {
     axum::Router::new()
         .route("/{*rest}", axum::routing::any(dispatch))
+        .layer(axum::middleware::map_response_with_state(
+            world.clone(),
+            crate::world::azure_date,
+        ))
         .with_state(VaultState { world, vault })
 }
 
@@ -261,9 +265,19 @@ fn handle(
         .get(&vs.vault)
         .cloned()
         .unwrap_or_default();
+    let (azure_now, listed_before_ms) = {
+        let settings = &world.state().settings;
+        let true_ms = (OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64;
+        (
+            settings.azure_now().unix_timestamp(),
+            true_ms - settings.kv_list_lag_ms as i64,
+        )
+    };
     let ctx = Ctx {
         base: &base,
         api_version: &api_version,
+        azure_now,
+        listed_before_ms,
     };
     let mut state = if writes {
         world.state_mut()
@@ -375,6 +389,10 @@ fn throttle(world: &World, vault: &str, create: bool) -> Result<(), Response> {
 struct Ctx<'a> {
     base: &'a str,
     api_version: &'a str,
+    /// Azure's clock (Unix seconds), as the service stamps it.
+    azure_now: i64,
+    /// Listings hide versions written after this (true time, Unix milliseconds).
+    listed_before_ms: i64,
 }
 
 fn valid_name(name: &str) -> bool {
@@ -548,7 +566,7 @@ fn set_secret(
     if value.len() > MAX_VALUE_BYTES {
         return bad("The secret value exceeds the maximum allowed size of 25 KB.");
     }
-    let now = OffsetDateTime::now_utc().unix_timestamp();
+    let now = ctx.azure_now;
     let mut version = SecretVersion {
         version: format!("{:032x}", rand::random::<u128>()),
         value: value.to_string(),
@@ -559,6 +577,7 @@ fn set_secret(
         exp: None,
         created: now,
         updated: now,
+        written_ms: (OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64,
     };
     match obj.get("contentType") {
         None | Some(Value::Null) => {}
@@ -662,7 +681,7 @@ fn update_secret(
         }
         Some(_) => return bad("contentType must be a string of at most 255 characters."),
     }
-    updated.updated = OffsetDateTime::now_utc().unix_timestamp();
+    updated.updated = ctx.azure_now;
     let answer = bundle(&secret.name, &updated, ctx, false, None);
     secret.versions[i] = updated;
     call.effective = true;
@@ -674,7 +693,7 @@ fn delete_secret(vault: &mut Vault, call: &mut Call, ctx: &Ctx<'_>, name: &str) 
         call.effective = false;
         return not_found(name);
     };
-    let now = OffsetDateTime::now_utc().unix_timestamp();
+    let now = ctx.azure_now;
     let deleted = DeletedSecret {
         secret,
         deleted_date: now,
@@ -742,9 +761,20 @@ fn list_versions(
     let Some(secret) = vault.secrets.get(&name.to_ascii_lowercase()) else {
         return not_found(name);
     };
-    let items = secret
+    let mut listed: Vec<&SecretVersion> = secret
         .versions
         .iter()
+        .filter(|v| v.written_ms <= ctx.listed_before_ms)
+        .collect();
+    // A lagging replica that has not seen the secret's first version does not know the secret.
+    if listed.is_empty() {
+        return not_found(name);
+    }
+    // Key Vault promises no order; listing by version id (random) keeps clients from relying
+    // on creation order.
+    listed.sort_by(|a, b| a.version.cmp(&b.version));
+    let items = listed
+        .into_iter()
         .map(|v| {
             item(
                 format!("{}/secrets/{}/{}", ctx.base, secret.name, v.version),
@@ -771,7 +801,8 @@ fn list_secrets(vault: &Vault, ctx: &Ctx<'_>, params: &BTreeMap<String, String>)
         .values()
         .filter_map(|s| {
             s.versions
-                .last()
+                .iter()
+                .rfind(|v| v.written_ms <= ctx.listed_before_ms)
                 .map(|v| item(format!("{}/secrets/{}", ctx.base, s.name), v))
         })
         .collect();

@@ -158,7 +158,23 @@ pub struct Settings {
     pub token_lifetime_secs: u64,
     /// Latency added to every call.
     pub latency_ms: u64,
+    /// Azure's clock minus the true time: every `Date` header and every time the services
+    /// stamp (a password's server-made `startDateTime`, Key Vault's `created`, `updated` and
+    /// `deletedDate`) and the dates Entra checks a secret against are shifted by it, so the
+    /// client sees an Azure whose clock runs ahead (positive) or behind (negative).
+    pub clock_offset_ms: i64,
+    /// Key Vault listings (`GET /secrets`, `GET /secrets/{name}/versions`) show the vault as
+    /// it was this long ago: a version written more recently is missing from them. Reads of
+    /// one secret (`GET /secrets/{name}[/{version}]`) do not lag.
+    pub kv_list_lag_ms: u64,
     pub throttling: Throttling,
+}
+
+impl Settings {
+    /// The time as Azure's (possibly skewed) clock tells it.
+    pub fn azure_now(&self) -> OffsetDateTime {
+        OffsetDateTime::now_utc() + time::Duration::milliseconds(self.clock_offset_ms)
+    }
 }
 
 impl Default for Settings {
@@ -171,6 +187,8 @@ impl Default for Settings {
             max_password_lifetime_secs: None,
             token_lifetime_secs: 3_599,
             latency_ms: 0,
+            clock_offset_ms: 0,
+            kv_list_lag_ms: 0,
             throttling: Throttling::default(),
         }
     }
@@ -293,6 +311,10 @@ pub struct SecretVersion {
     pub exp: Option<i64>,
     pub created: i64,
     pub updated: i64,
+    /// When the version was written, true time in Unix milliseconds (drives listing lag; 0
+    /// for a version written long ago).
+    #[serde(default)]
+    pub written_ms: i64,
 }
 
 impl std::fmt::Debug for SecretVersion {

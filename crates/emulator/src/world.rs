@@ -317,6 +317,35 @@ impl World {
         notify.notified().await;
     }
 
+    /// Journals a change made outside the services' APIs (a person in the portal), with
+    /// `caller` naming who made it.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn record_outside(
+        &self,
+        operation: &str,
+        method: &str,
+        path: String,
+        caller: &str,
+        target: Option<String>,
+        key_id: Option<String>,
+        status: u16,
+        effective: bool,
+    ) {
+        self.record(Entry {
+            seq: 0,
+            at: OffsetDateTime::now_utc(),
+            operation: operation.to_string(),
+            method: method.to_string(),
+            path,
+            caller: Some(caller.to_string()),
+            target,
+            key_id,
+            status,
+            effective,
+            fault: None,
+        });
+    }
+
     fn record(&self, mut entry: Entry) {
         entry.seq = self.seq.fetch_add(1, Ordering::Relaxed) + 1;
         let mut journal = lock(&self.journal);
@@ -401,6 +430,28 @@ async fn truncate(response: Response) -> Response {
     let cut = bytes.slice(0..bytes.len() / 2);
     parts.headers.remove(axum::http::header::CONTENT_LENGTH);
     Response::from_parts(parts, Body::from(cut))
+}
+
+/// Stamps every answer of the Azure services with Azure's `Date` (shifted by
+/// `clock_offset_ms`); hyper would otherwise stamp the true time.
+pub(crate) async fn azure_date(
+    axum::extract::State(world): axum::extract::State<Arc<World>>,
+    mut response: Response,
+) -> Response {
+    let now = world.state().settings.azure_now();
+    if let Ok(v) = HeaderValue::from_str(&http_date(now)) {
+        response.headers_mut().insert(axum::http::header::DATE, v);
+    }
+    response
+}
+
+/// RFC 9110's IMF-fixdate: `Sun, 06 Nov 1994 08:49:37 GMT`.
+pub fn http_date(t: OffsetDateTime) -> String {
+    let t = t.to_offset(time::UtcOffset::UTC);
+    let format = time::macros::format_description!(
+        "[weekday repr:short], [day] [month repr:short] [year] [hour]:[minute]:[second] GMT"
+    );
+    t.format(&format).unwrap_or_default()
 }
 
 /// Locks a mutex, recovering from poisoning: a handler that panicked must not take the whole
