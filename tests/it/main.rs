@@ -21,3 +21,5 @@ mod review;
 mod rotation;
 mod sdk;
 mod security;
+mod world;
+mod world_regressions;
