@@ -27,3 +27,177 @@ async fn a_sighup_while_starting_does_not_end_the_daemon() {
         "it serves after the reload"
     );
 }
+
+/// A credential this installation published for `client` an hour ago (older than every
+/// orphan age), as the vault and the app hold it after an earlier rotation: its key id.
+fn published_an_hour_ago(env: &Env, client: &str) -> String {
+    let app_id = env.client(client).app_id.clone();
+    let now = time::OffsetDateTime::now_utc();
+    let key = uuid::Uuid::new_v4().to_string();
+    let rotation = uuid::Uuid::new_v4().simple().to_string();
+    let secret = format!("earlier-rotation-Q~{}", uuid::Uuid::new_v4().simple());
+    let (start, end) = (
+        now - time::Duration::hours(1),
+        now + time::Duration::hours(1),
+    );
+    let mut state = env.em.world().state_mut();
+    let app = state
+        .applications
+        .iter_mut()
+        .find(|a| a.app_id == app_id)
+        .unwrap();
+    app.passwords.push(emulator::model::Password {
+        key_id: key.clone(),
+        display_name: Some(format!("secret-rotator:test:{client}:{rotation}")),
+        secret_text: secret.clone(),
+        hint: secret[..3].to_string(),
+        start_text: emulator::graph::graph_time(start),
+        end_text: emulator::graph::graph_time(end),
+        start,
+        end,
+        added: start,
+        removed: None,
+    });
+    let name = format!("{client}-secret");
+    state.vaults.get_mut("kv-test").unwrap().secrets.insert(
+        name.clone(),
+        emulator::model::VaultSecret {
+            name,
+            versions: vec![emulator::model::SecretVersion {
+                version: format!("{:032x}", 7),
+                value: secret,
+                content_type: None,
+                tags: [
+                    ("managed-by", "secret-rotator"),
+                    ("client-id", app_id.as_str()),
+                    ("key-id", key.as_str()),
+                    ("rotation-id", rotation.as_str()),
+                ]
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+                enabled: true,
+                nbf: None,
+                exp: Some(end.unix_timestamp()),
+                created: start.unix_timestamp(),
+                updated: start.unix_timestamp(),
+                written_ms: 0,
+            }],
+        },
+    );
+    key
+}
+
+fn removals(env: &Env) -> Vec<String> {
+    env.journal()
+        .into_iter()
+        .filter(|e| e.operation == "graph.remove_password" && e.effective)
+        .filter_map(|e| e.key_id)
+        .collect()
+}
+
+fn edit_config(env: &Env, from: &str, to: &str) {
+    let text = std::fs::read_to_string(&env.config_path).unwrap();
+    assert!(text.contains(from), "the config has {from}");
+    std::fs::write(&env.config_path, text.replace(from, to)).unwrap();
+}
+
+/// Found with seed 1 (`move_secret: c4 from c4-secret to c4-secret-m3`): the first reconcile
+/// after the move removed the credential published at the old name as "orphan ... never
+/// published", five seconds before anything was published at the new name:
+///
+/// ```text
+/// 85.4s graph.remove_password  key dbc90491  (published at kv-test/c4-secret)
+/// 90.4s keyvault.set_secret    kv-test/c4-secret-m3  key 8bc78153
+/// ```
+#[tokio::test(flavor = "multi_thread")]
+async fn a_new_secret_name_keeps_the_old_credential_until_overlap_after_the_first_publish() {
+    let env = Env::new(Setup::default()).await;
+    let old = published_an_hour_ago(&env, "app-one");
+    edit_config(
+        &env,
+        "secret_name = \"app-one-secret\"",
+        "secret_name = \"app-one-moved\"",
+    );
+    let out = env.rotate("app-one", &[]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        !removals(&env).contains(&old),
+        "the credential consumers of the old name still read was removed: {:?}",
+        env.writes()
+    );
+    assert!(env.passwords("app-one").iter().any(|p| p.0 == old));
+    assert_eq!(
+        env.versions("app-one-moved").len(),
+        0,
+        "(helper reads kv-test/<name>-secret)"
+    );
+}
+
+/// The same move to another vault where the daemon is an officer.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_new_vault_keeps_the_old_credential_until_overlap_after_the_first_publish() {
+    let env = Env::new(Setup::default()).await;
+    let report = env
+        .em
+        .seed(emulator::model::Seed {
+            vaults: vec![emulator::model::SeedVault {
+                name: "kv-two".into(),
+                access: [(
+                    env.daemon_app_id.clone(),
+                    emulator::model::VaultRole::Officer,
+                )]
+                .into(),
+            }],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let old = published_an_hour_ago(&env, "app-one");
+    edit_config(
+        &env,
+        &format!("key_vault_url = \"{}\"", env.vault_url),
+        &format!("key_vault_url = \"{}\"", report.vaults["kv-two"]),
+    );
+    let out = env.rotate("app-one", &[]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        !removals(&env).contains(&old),
+        "the credential consumers of the old vault still read was removed: {:?}",
+        env.writes()
+    );
+}
+
+/// A soft-deleted vault secret is no evidence: the client is blocked and nothing is removed.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_soft_deleted_secret_blocks_the_client_and_removes_nothing() {
+    let env = Env::new(Setup::default()).await;
+    let old = published_an_hour_ago(&env, "app-one");
+    {
+        let mut state = env.em.world().state_mut();
+        let vault = state.vaults.get_mut("kv-test").unwrap();
+        let secret = vault.secrets.remove("app-one-secret").unwrap();
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        vault.deleted.insert(
+            "app-one-secret".into(),
+            emulator::model::DeletedSecret {
+                secret,
+                deleted_date: now,
+                scheduled_purge_date: now + 90 * 86_400,
+            },
+        );
+    }
+    let out = env.rotate("app-one", &[]).await;
+    assert!(!out.status.success(), "a blocked client is not healthy");
+    let err = stderr(&out);
+    assert!(
+        err.contains("recover") && err.contains("purge"),
+        "the error says what to do: {err}"
+    );
+    assert!(
+        removals(&env).is_empty(),
+        "nothing is removed while the secret is soft-deleted: {:?}",
+        env.writes()
+    );
+    assert!(env.passwords("app-one").iter().any(|p| p.0 == old));
+}

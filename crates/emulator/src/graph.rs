@@ -613,6 +613,9 @@ fn add_password(
         );
     }
     let secret = mint_secret();
+    // Dates arrive and are shown in Azure's frame; they are kept in the true one, so that a
+    // clock offset changed later does not move them.
+    let offset = time::Duration::milliseconds(settings.clock_offset_ms);
     let password = Password {
         key_id: uuid::Uuid::new_v4().to_string(),
         display_name: requested.display_name,
@@ -620,8 +623,8 @@ fn add_password(
         secret_text: secret,
         start_text,
         end_text,
-        start,
-        end,
+        start: start - offset,
+        end: end - offset,
         added: now,
         removed: None,
     };
@@ -915,6 +918,7 @@ pub fn portal_add_password(
         .replace_year(start.year() + 2)
         .unwrap_or(start + time::Duration::days(730));
     let secret = mint_secret();
+    let offset = time::Duration::milliseconds(settings.clock_offset_ms);
     let password = Password {
         key_id: uuid::Uuid::new_v4().to_string(),
         display_name: requested.display_name,
@@ -922,8 +926,8 @@ pub fn portal_add_password(
         secret_text: secret,
         start_text: graph_time(start),
         end_text: graph_time(end),
-        start,
-        end,
+        start: start - offset,
+        end: end - offset,
         added: now,
         removed: None,
     };

@@ -160,8 +160,10 @@ pub struct Settings {
     pub latency_ms: u64,
     /// Azure's clock minus the true time: every `Date` header and every time the services
     /// stamp (a password's server-made `startDateTime`, Key Vault's `created`, `updated` and
-    /// `deletedDate`) and the dates Entra checks a secret against are shifted by it, so the
-    /// client sees an Azure whose clock runs ahead (positive) or behind (negative).
+    /// `deletedDate`) are shifted by it, so the client sees an Azure whose clock runs ahead
+    /// (positive) or behind (negative). Password dates a client sends are read in Azure's
+    /// frame (an `endDateTime` computed on a clock that is behind Azure's ends sooner); Azure
+    /// stays consistent with itself when the offset changes (a jump of the client's clock).
     pub clock_offset_ms: i64,
     /// Key Vault listings (`GET /secrets`, `GET /secrets/{name}/versions`) show the vault as
     /// it was this long ago: a version written more recently is missing from them. Reads of

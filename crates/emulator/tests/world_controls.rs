@@ -191,41 +191,72 @@ async fn azure_clock_ahead_shifts_the_date_header_and_every_stamp() {
         .iter()
         .find(|p| p.key_id == key)
         .unwrap();
+    let shown = OffsetDateTime::parse(
+        &p.start_text,
+        &time::format_description::well_known::Rfc3339,
+    )
+    .unwrap();
     assert!(
-        (p.start - now - time::Duration::hours(1)).abs() < time::Duration::seconds(5),
+        (shown - now - time::Duration::hours(1)).abs() < time::Duration::seconds(5),
         "a server-made startDateTime is Azure's clock"
     );
 }
 
 #[tokio::test]
-async fn entra_checks_a_secret_start_against_its_own_clock() {
+async fn a_secret_stamped_on_a_skewed_clock_signs_in_before_and_after_the_clock_is_set_right() {
     let world = World::new(Settings {
         propagation_min_ms: 0,
         propagation_max_ms: 0,
+        clock_offset_ms: -600_000,
         ..Settings::default()
     })
     .await;
-    let officer = world.report.applications[0].app_id.clone();
-    assert_eq!(
-        world
-            .token(&officer, SECRET, "https://vault.azure.net/.default")
-            .await
-            .status(),
-        200
+    let capped = world.report.applications[1].app_id.clone();
+    let seeded = world.report.applications[1].passwords[0].key_id.clone();
+    world
+        .control(
+            reqwest::Method::DELETE,
+            &format!("/control/portal/applications/{capped}/passwords/{seeded}"),
+            None,
+        )
+        .await;
+    let added = world
+        .control(
+            reqwest::Method::POST,
+            &format!("/control/portal/applications/{capped}/passwords"),
+            Some(json!({"display_name": "by hand"})),
+        )
+        .await;
+    let key: String = added.json::<Value>().await.unwrap()["key_id"]
+        .as_str()
+        .unwrap()
+        .into();
+    let (secret, start_text) = {
+        let state = world.em.world().state();
+        let p = state.applications[1]
+            .passwords
+            .iter()
+            .find(|p| p.key_id == key)
+            .unwrap()
+            .clone();
+        (p.secret_text.clone(), p.start_text.clone())
+    };
+    let shown =
+        OffsetDateTime::parse(&start_text, &time::format_description::well_known::Rfc3339).unwrap();
+    assert!(
+        (OffsetDateTime::now_utc() - shown - time::Duration::minutes(10)).abs()
+            < time::Duration::seconds(5),
+        "Graph shows Azure's (ten minutes behind) startDateTime"
     );
-    // Azure's clock ten minutes behind: a secret that started a minute ago (true time) has
-    // not started yet as Entra sees it.
+    let scope = "https://graph.microsoft.com/.default";
+    assert_eq!(world.token(&capped, &secret, scope).await.status(), 200);
     let mut s = world.em.world().state().settings.clone();
-    s.clock_offset_ms = -600_000;
+    s.clock_offset_ms = 0;
     world.em.world().state_mut().settings = s;
-    world.em.world().state_mut().applications[0].passwords[0].start =
-        OffsetDateTime::now_utc() - time::Duration::minutes(1);
     assert_eq!(
-        world
-            .token(&officer, SECRET, "https://vault.azure.net/.default")
-            .await
-            .status(),
-        401
+        world.token(&capped, &secret, scope).await.status(),
+        200,
+        "Azure stays consistent with itself when the offset changes"
     );
 }
 
