@@ -70,6 +70,9 @@ struct LocState {
     /// or purged).
     protected: BTreeMap<String, Option<OffsetDateTime>>,
     deleted: bool,
+    /// Purged since the last version was written: the next version replaces the purged
+    /// one, whose credential is unpublished from then on (no overlap: nobody could read it).
+    purged: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -969,12 +972,14 @@ impl WorldRun {
                         );
                     }
                     let st = self.locs.entry(l).or_default();
+                    let until = if st.purged { e.at } else { e.at + overlap };
+                    st.purged = false;
                     if let Some(Some(prev)) = &st.latest
                         && Some(prev) != e.key_id.as_ref()
                         && let Some(p) = st.protected.get_mut(prev)
                         && p.is_none()
                     {
-                        *p = Some(e.at + overlap);
+                        *p = Some(until);
                     }
                     st.latest = Some(e.key_id.clone());
                     if let Some(k) = &e.key_id {
@@ -984,6 +989,13 @@ impl WorldRun {
                 "keyvault.delete_secret" => {
                     if let Some(l) = loc() {
                         self.locs.entry(l).or_default().deleted = true;
+                    }
+                }
+                "keyvault.purge_deleted_secret" => {
+                    if let Some(l) = loc() {
+                        let st = self.locs.entry(l).or_default();
+                        st.deleted = false;
+                        st.purged = true;
                     }
                 }
                 "keyvault.recover_deleted_secret" => {
@@ -1012,7 +1024,16 @@ impl WorldRun {
         let t = e.at;
         let app_name = self.env.clients[app].name.clone();
         // Only its own: the marker of an installation and client configured for this app.
-        let name = self.names.get(&key).cloned().flatten().unwrap_or_default();
+        let Some(name) = self.names.get(&key).cloned() else {
+            // Added and removed between two looks at the tenant: its name is unknown, so
+            // ownership cannot be judged (the positive-evidence check below still runs).
+            *self
+                .counts
+                .entry("removals_of_unseen_credentials")
+                .or_default() += 1;
+            return self.check_evidence(&key, app, t);
+        };
+        let name = name.unwrap_or_default();
         let configs: Vec<_> = self
             .configs_around(app, t)
             .into_iter()
@@ -1032,6 +1053,13 @@ impl WorldRun {
             );
             return;
         }
+        self.check_evidence(&key, app, t);
+    }
+
+    /// A removal of `key` (of `app`, at `t`) had positive evidence.
+    fn check_evidence(&mut self, key: &str, app: usize, t: OffsetDateTime) {
+        let app_name = self.env.clients[app].name.clone();
+        let key = key.to_string();
         let revoked = self
             .revokes
             .iter()

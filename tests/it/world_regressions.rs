@@ -202,3 +202,82 @@ async fn a_soft_deleted_secret_blocks_the_client_and_removes_nothing() {
     );
     assert!(env.passwords("app-one").iter().any(|p| p.0 == old));
 }
+
+/// Puts a version written by hand (no tags) into the client's secret, dated like the latest
+/// one and listed after it (its version id sorts last), but written before it: what
+/// consumers read (`GET` without a version) is still the daemon's version.
+fn hand_written_in_the_same_second_before_the_latest(env: &Env, client: &str) {
+    let mut state = env.em.world().state_mut();
+    let secret = state
+        .vaults
+        .get_mut("kv-test")
+        .unwrap()
+        .secrets
+        .get_mut(&format!("{client}-secret"))
+        .unwrap();
+    let mut latest = secret.versions.pop().unwrap();
+    let mut by_hand = latest.clone();
+    by_hand.version = "f".repeat(32);
+    by_hand.value = "pasted-by-hand".into();
+    by_hand.tags.clear();
+    by_hand.exp = None;
+    latest.version = "0".repeat(32);
+    secret.versions.push(by_hand);
+    secret.versions.push(latest);
+}
+
+/// Found with seed 3: a person wrote a version by hand in the same second as the daemon's
+/// publish, just before it. Key Vault's `created` is whole seconds, so the two tied; the
+/// listing order made the hand-written one "latest", the daemon's own credential (which
+/// `GET /secrets/c3-secret` still returned) was "superseded", and it was removed:
+///
+/// ```text
+///  3.6s keyvault.set_secret    kv-test/c3-secret  (by hand, no key-id)
+///  3.8s keyvault.set_secret    kv-test/c3-secret  key 1227ddc5   <- what consumers read
+/// 40.7s graph.remove_password  key 1227ddc5       "superseded since 09:06:27Z (longer than overlap)"
+/// 43.0s keyvault.set_secret    kv-test/c3-secret  key 29d98058   (adopting)
+/// ```
+#[tokio::test(flavor = "multi_thread")]
+async fn the_latest_version_is_what_consumers_read_not_the_first_of_a_same_second_tie() {
+    let env = Env::new(Setup::default()).await;
+    let published = published_an_hour_ago(&env, "app-one");
+    hand_written_in_the_same_second_before_the_latest(&env, "app-one");
+    let out = env.rotate("app-one", &[]).await;
+    assert!(
+        !removals(&env).contains(&published),
+        "the credential consumers read was removed: {:?}",
+        env.writes()
+    );
+    assert!(
+        out.status.success(),
+        "the client is healthy: what consumers read is its own valid version: {}",
+        stderr(&out)
+    );
+    env.assert_published_valid("app-one");
+}
+
+/// Found with seed 3: Key Vault listings lagged 1.3 s right after a first publish; the listing
+/// answered 404 and the daemon rotated again ("no secret is published in Key Vault"), and
+/// that second publish landed on top of a version a person had just written by hand. A
+/// listing that does not show what `GET /secrets/{name}` returns is no evidence that nothing
+/// is published.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_lagging_listing_does_not_make_a_published_secret_look_missing() {
+    let env = Env::new(Setup::default()).await;
+    let out = env.rotate("app-one", &[]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(env.versions("app-one").len(), 1);
+    {
+        let mut state = env.em.world().state_mut();
+        state.settings.kv_list_lag_ms = 30_000;
+    }
+    let out = env.rotate("app-one", &[]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        env.versions("app-one").len(),
+        1,
+        "published once: {:?}",
+        env.writes()
+    );
+    env.assert_published_valid("app-one");
+}
