@@ -226,7 +226,10 @@ verify_successes = 1
             "listen = \"127.0.0.1:0\"",
             &format!("listen = \"127.0.0.1:{port}\""),
         );
-        std::fs::write(&self.config_path, text).unwrap();
+        // Whole or not at all: a CLI started by a test may be reading it.
+        let tmp = self.config_path.with_extension("toml.new");
+        std::fs::write(&tmp, text).unwrap();
+        std::fs::rename(&tmp, &self.config_path).unwrap();
         let log = self.dir.path().join(format!("daemon-{port}.log"));
         let mut cmd = self.command(&["run", "--config", self.config_path.to_str().unwrap()]);
         for (k, v) in extra_env {

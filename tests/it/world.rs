@@ -287,8 +287,12 @@ impl WorldRun {
         text
     }
 
+    /// Replaces the config at once (write, then rename), as careful config management does:
+    /// a daemon starting or a CLI reading it never sees half a file.
     pub fn write_config(&self) {
-        std::fs::write(&self.env.config_path, self.config_text()).unwrap();
+        let tmp = self.env.config_path.with_extension("toml.new");
+        std::fs::write(&tmp, self.config_text()).unwrap();
+        std::fs::rename(&tmp, &self.env.config_path).unwrap();
     }
 
     fn record_config(&mut self) {
@@ -315,8 +319,8 @@ impl WorldRun {
         self.port = None;
         self.write_config();
         let d = self.env.spawn_daemon(&[]);
+        // spawn_daemon wrote the port into the config; later writes keep it.
         self.port = d.addr.rsplit(':').next().and_then(|p| p.parse().ok());
-        self.write_config();
         // A SIGHUP before the daemon installed its handler ends it (see
         // world_regressions::a_sighup_while_starting_does_not_end_the_daemon): the run waits
         // for its HTTP server, so that this does not hide everything else.
