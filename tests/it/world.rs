@@ -16,7 +16,8 @@
 //!   where it was published (live, soft-deleted or purged-and-not-yet-replaced), nor superseded
 //!   there for less than `overlap` (unless a revocation of that client was asked for), nor the
 //!   credential of a location the client moved away from less than `overlap` after its first
-//!   publish at the new location;
+//!   publish at the new location; and while the client's secret is soft-deleted nothing of
+//!   the client is removed at all;
 //! - **only its own**: every credential the daemon removed carried the marker of the
 //!   installation and client configured for that app within the last minute;
 //! - **repair**: after a person deletes the published credential or disables the latest
@@ -1070,6 +1071,21 @@ impl WorldRun {
             .any(|(r, a)| *a == app && *r <= t && t - *r < time::Duration::seconds(120));
         let slack = self.skew_slack(t);
         let mut problems = Vec::new();
+        // While the client's secret is soft-deleted no read can show anything unpublished:
+        // nothing of the client may be removed (the config of five seconds before counts
+        // too, for a reload that had not reached the daemon yet).
+        let mut blocked: Vec<Location> = [t, t - time::Duration::seconds(5)]
+            .into_iter()
+            .filter_map(|at| self.location_at(app, at))
+            .filter(|l| self.locs.get(l).is_some_and(|s| s.deleted))
+            .collect();
+        blocked.dedup();
+        for l in blocked {
+            problems.push(format!(
+                "{}/{}, where its client publishes, is soft-deleted",
+                l.0, l.1
+            ));
+        }
         for (l, st) in &self.locs {
             let Some(until) = st.protected.get(&key) else {
                 continue;
@@ -1109,6 +1125,15 @@ impl WorldRun {
                 ),
             );
         }
+    }
+
+    /// Where `app`'s client published according to the config in force at `at`.
+    fn location_at(&self, app: usize, at: OffsetDateTime) -> Option<Location> {
+        self.history
+            .iter()
+            .filter(|h| h.1 == app && h.0 <= at)
+            .next_back()
+            .and_then(|h| h.2.clone())
     }
 
     /// The largest offset of Azure's clock in force within the three minutes before `t`.
