@@ -20,6 +20,8 @@
 //!   the client is removed at all;
 //! - **only its own**: every credential the daemon removed carried the marker of the
 //!   installation and client configured for that app within the last minute;
+//! - **a 202 means it**: a forced rotation the admin API accepted for a healthy client starts
+//!   (an `addPassword`) within 45 s, unless the daemon was stopped meanwhile;
 //! - **repair**: after a person deletes the published credential or disables the latest
 //!   version, I1 holds again within the repair window (unless another event blocks the client);
 //! - **convergence**: once the events stop and every blocked client is unblocked, I1 holds for
@@ -117,6 +119,8 @@ pub struct WorldRun {
     pub violations: Vec<String>,
     /// (client app, event, deadline) awaiting repair.
     repairs: Vec<(usize, String, Instant)>,
+    /// (client app, asked at, deadline): forced rotations the admin API accepted (202).
+    forced: Vec<(usize, OffsetDateTime, Instant)>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     person_app_id: String,
     person_token: Option<String>,
@@ -212,6 +216,7 @@ impl WorldRun {
             scanned: 0,
             violations: Vec::new(),
             repairs: Vec::new(),
+            forced: Vec::new(),
             tasks: Vec::new(),
             person_app_id: person,
             person_token: None,
@@ -713,6 +718,8 @@ impl WorldRun {
                     c.name,
                     if revoke { "?revoke_previous=true" } else { "" }
                 );
+                let healthy = self.i1_quick(&c).is_ok() && !self.slot_taken(&c);
+                let asked = OffsetDateTime::now_utc();
                 let status = reqwest::Client::new()
                     .post(url)
                     .bearer_auth(&self.env.admin_token)
@@ -720,6 +727,10 @@ impl WorldRun {
                     .await
                     .map(|r| r.status().as_u16())
                     .unwrap_or(0);
+                if status == 202 && healthy {
+                    self.forced
+                        .push((c.app, asked, Instant::now() + Duration::from_secs(45)));
+                }
                 self.event(
                     if revoke {
                         "admin_revoke"
@@ -822,6 +833,12 @@ impl WorldRun {
 
     fn cancel_repairs(&mut self, app: usize) {
         self.repairs.retain(|r| r.0 != app);
+        self.forced.retain(|f| f.0 != app);
+    }
+
+    /// A stopped daemon forgets the forced rotations it accepted.
+    pub fn daemon_stopped(&mut self) {
+        self.forced.clear();
     }
 
     /// I1 without the sign-in (which takes a token request): the latest version of the
@@ -856,6 +873,7 @@ impl WorldRun {
     pub fn check(&mut self) {
         self.snapshot_names();
         self.scan_journal();
+        self.check_forced();
         let now = Instant::now();
         let repairs = std::mem::take(&mut self.repairs);
         for (app, what, deadline) in repairs {
@@ -908,6 +926,40 @@ impl WorldRun {
                     .as_deref()
                     .is_some_and(|d| d.starts_with(&marker))
             })
+    }
+
+    /// Every forced rotation the admin API accepted started (an `addPassword` for its app)
+    /// within 45 s: a 202 never claims what will not happen.
+    fn check_forced(&mut self) {
+        if self.forced.is_empty() {
+            return;
+        }
+        let journal = self.env.journal();
+        let now = Instant::now();
+        for (app, asked, deadline) in std::mem::take(&mut self.forced) {
+            let object_id = self.env.clients[app].object_id.clone();
+            let started = journal.iter().any(|e| {
+                e.operation == "graph.add_password"
+                    && e.caller.as_deref() == Some(&self.env.daemon_app_id)
+                    && e.target.as_deref() == Some(object_id.as_str())
+                    && e.at > asked
+            });
+            if started {
+                continue;
+            }
+            if now > deadline {
+                let name = self.env.clients[app].name.clone();
+                self.violation(
+                    OffsetDateTime::now_utc(),
+                    format!(
+                        "the admin API accepted (202) a forced rotation of {name} at {}, and none started within 45 s",
+                        self.rel(asked)
+                    ),
+                );
+            } else {
+                self.forced.push((app, asked, deadline));
+            }
+        }
     }
 
     fn snapshot_names(&mut self) {
@@ -1313,6 +1365,7 @@ pub async fn run(seconds: u64, seed: u64) -> Vec<String> {
             let pause = w.rng.random_range(300..1_500);
             tokio::time::sleep(Duration::from_millis(pause)).await;
         }
+        w.daemon_stopped();
         if w.rng.random_bool(0.6) {
             daemon.signal("KILL");
             kills += 1;
