@@ -601,6 +601,12 @@ fn set_secret(
         name: name.to_string(),
         versions: Vec::new(),
     });
+    // Azure stays consistent with itself when the clock offset changes (a step of the
+    // client's clock): a new version is never dated before the one it follows.
+    if let Some(last) = secret.versions.last() {
+        version.created = version.created.max(last.created);
+        version.updated = version.created;
+    }
     let previous = secret.versions.last().map(|v| v.version.clone());
     let answer = bundle(&secret.name, &version, ctx, true, previous.as_deref());
     call.effective = true;

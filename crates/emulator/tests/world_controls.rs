@@ -261,6 +261,44 @@ async fn a_secret_stamped_on_a_skewed_clock_signs_in_before_and_after_the_clock_
 }
 
 #[tokio::test]
+async fn a_version_is_never_dated_before_the_one_it_follows_when_the_offset_changes() {
+    let world = World::new(Settings {
+        clock_offset_ms: 600_000,
+        ..Settings::default()
+    })
+    .await;
+    let created = |v: Value| v["attributes"]["created"].as_i64().unwrap();
+    let first = world
+        .vault(
+            reqwest::Method::PUT,
+            "/secrets/steps",
+            Some(json!({"value": "a"})),
+        )
+        .await
+        .json::<Value>()
+        .await
+        .unwrap();
+    let mut s = world.em.world().state().settings.clone();
+    s.clock_offset_ms = 0;
+    world.em.world().state_mut().settings = s;
+    let second = world
+        .vault(
+            reqwest::Method::PUT,
+            "/secrets/steps",
+            Some(json!({"value": "b"})),
+        )
+        .await
+        .json::<Value>()
+        .await
+        .unwrap();
+    assert_eq!(
+        created(second),
+        created(first),
+        "ten minutes back, clamped to its predecessor"
+    );
+}
+
+#[tokio::test]
 async fn key_vault_listings_lag_and_list_versions_in_no_creation_order() {
     let world = World::new(Settings::default()).await;
     let mut written = Vec::new();
