@@ -12,7 +12,7 @@
 //! the world changes") says what the daemon must do on each event; the checks here follow it:
 //!
 //! - **no removal without positive evidence**: from the emulator's journal, every credential
-//!   the daemon removed was, at that moment, neither named by the latest version of a secret
+//!   the daemon removed was, at that moment, neither named by the last managed version of a secret
 //!   where it was published (live, soft-deleted or purged-and-not-yet-replaced), nor superseded
 //!   there for less than `overlap` (unless a revocation of that client was asked for), nor the
 //!   credential of a location the client moved away from less than `overlap` after its first
@@ -73,6 +73,9 @@ struct LocState {
     /// or purged).
     protected: BTreeMap<String, Option<OffsetDateTime>>,
     deleted: bool,
+    /// The key id of the last version with one (a version written by hand on top does not
+    /// retire it: consumers may need to go back to it).
+    last_managed: Option<String>,
     /// Purged since the last version was written: the next version replaces the purged
     /// one, whose credential is unpublished from then on (no overlap: nobody could read it).
     purged: bool,
@@ -1031,15 +1034,17 @@ impl WorldRun {
                     let st = self.locs.entry(l).or_default();
                     let until = if st.purged { e.at } else { e.at + overlap };
                     st.purged = false;
-                    if let Some(Some(prev)) = &st.latest
-                        && Some(prev) != e.key_id.as_ref()
-                        && let Some(p) = st.protected.get_mut(prev)
-                        && p.is_none()
-                    {
-                        *p = Some(until);
-                    }
                     st.latest = Some(e.key_id.clone());
+                    // A version without a key id (by hand) retires nothing.
                     if let Some(k) = &e.key_id {
+                        if let Some(prev) = st.last_managed.take()
+                            && &prev != k
+                            && let Some(p) = st.protected.get_mut(&prev)
+                            && p.is_none()
+                        {
+                            *p = Some(until);
+                        }
+                        st.last_managed = Some(k.clone());
                         st.protected.insert(k.clone(), None);
                     }
                 }
@@ -1142,7 +1147,6 @@ impl WorldRun {
             let Some(until) = st.protected.get(&key) else {
                 continue;
             };
-            let latest_here = st.latest.as_ref().is_some_and(|k| k.as_ref() == Some(&key));
             if let Some(u) = until {
                 // Key Vault's `created` is whole seconds, on Azure's clock.
                 if t + time::Duration::seconds(1) + slack < *u && !revoked {
@@ -1153,16 +1157,13 @@ impl WorldRun {
                 }
                 continue;
             }
-            if !latest_here {
-                continue;
-            }
-            // The latest at a location this app's client left: retired once the client
+            // The last managed version at a location this app's client left: retired once the client
             // published at its new location and overlap passed.
             if self.retired(app, l, t) {
                 continue;
             }
             problems.push(format!(
-                "it is what the latest version of {}/{} names{}",
+                "it is what the last managed version of {}/{} names{}",
                 l.0,
                 l.1,
                 if st.deleted { " (soft-deleted)" } else { "" }
