@@ -281,3 +281,39 @@ async fn a_lagging_listing_does_not_make_a_published_secret_look_missing() {
     );
     env.assert_published_valid("app-one");
 }
+
+/// The world run's rule for a version written by hand on top of the daemon's (docs/decisions.md):
+/// the client is blocked and the credential of its last managed version stays, however long
+/// ago the hand-written one superseded it: consumers may need to go back to it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_version_written_by_hand_on_top_keeps_the_last_managed_credential() {
+    let env = Env::new(Setup::default()).await;
+    let published = published_an_hour_ago(&env, "app-one");
+    {
+        let mut state = env.em.world().state_mut();
+        let secret = state
+            .vaults
+            .get_mut("kv-test")
+            .unwrap()
+            .secrets
+            .get_mut("app-one-secret")
+            .unwrap();
+        let mut by_hand = secret.versions[0].clone();
+        by_hand.version = "e".repeat(32);
+        by_hand.value = "pasted-by-hand".into();
+        by_hand.tags.clear();
+        by_hand.exp = None;
+        // Longer ago than overlap (20 minutes here).
+        by_hand.created = time::OffsetDateTime::now_utc().unix_timestamp() - 40 * 60;
+        by_hand.updated = by_hand.created;
+        secret.versions.push(by_hand);
+    }
+    let out = env.rotate("app-one", &[]).await;
+    assert!(!out.status.success(), "the client is blocked");
+    assert!(stderr(&out).contains("adopt = true"), "{}", stderr(&out));
+    assert!(
+        !removals(&env).contains(&published),
+        "the last managed credential was removed: {:?}",
+        env.writes()
+    );
+}
