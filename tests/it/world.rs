@@ -28,6 +28,7 @@
 //!   every configured client, I5 holds, and no secret leaked (I4).
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use emulator::model::{SeedApplication, SeedPassword, SeedVault, VaultRole};
@@ -92,6 +93,22 @@ enum Resolution {
     PortalRemove { app: usize, key: String },
 }
 
+/// A `rotate` from the command line, and the config it acts on.
+struct CliRun {
+    app: usize,
+    revoke: bool,
+    start: OffsetDateTime,
+    end: Arc<Mutex<Option<OffsetDateTime>>>,
+    instance: String,
+    name: String,
+}
+
+impl CliRun {
+    fn running_at(&self, t: OffsetDateTime) -> bool {
+        self.start <= t && self.end.lock().unwrap().is_none_or(|e| e >= t)
+    }
+}
+
 pub struct WorldRun {
     pub env: Env,
     rng: StdRng,
@@ -106,8 +123,9 @@ pub struct WorldRun {
     pub counts: BTreeMap<&'static str, u64>,
     /// Per app: (since, location, instance, client name) of every config the test wrote.
     history: Vec<(OffsetDateTime, usize, Option<Location>, String, String)>,
-    /// Per app: when a revocation was asked for.
+    /// Per app: when a revocation was asked for (admin API).
     revokes: Vec<(OffsetDateTime, usize)>,
+    clis: Vec<CliRun>,
     /// (since, offset in ms) of Azure's clock.
     skews: Vec<(OffsetDateTime, i64)>,
     /// Credentials the daemon removed, and when.
@@ -210,6 +228,7 @@ impl WorldRun {
             counts: BTreeMap::new(),
             history: Vec::new(),
             revokes: Vec::new(),
+            clis: Vec::new(),
             skews: Vec::new(),
             removed_by_daemon: BTreeMap::new(),
             scheduled: Vec::new(),
@@ -694,7 +713,6 @@ impl WorldRun {
                 let mut args = vec!["--force"];
                 if revoke {
                     args.push("--revoke-previous");
-                    self.revokes.push((OffsetDateTime::now_utc(), c.app));
                 }
                 self.event(
                     if revoke { "cli_revoke" } else { "cli_rotate" },
@@ -705,8 +723,21 @@ impl WorldRun {
                     .arg(&self.env.config_path)
                     .arg(&c.name)
                     .args(&args);
+                // The CLI acts on the config it read, for as long as it runs (it may wait
+                // minutes for the client's lock): its owner and its revocation count until
+                // it ends.
+                let end = Arc::new(Mutex::new(None));
+                self.clis.push(CliRun {
+                    app: c.app,
+                    revoke,
+                    start: OffsetDateTime::now_utc(),
+                    end: end.clone(),
+                    instance: self.instance.clone(),
+                    name: c.name.clone(),
+                });
                 self.tasks.push(tokio::task::spawn_blocking(move || {
                     let _ = cmd.output();
+                    *end.lock().unwrap() = Some(OffsetDateTime::now_utc());
                 }));
             }
             14 => {
@@ -1103,7 +1134,12 @@ impl WorldRun {
             .collect();
         let own = configs
             .iter()
-            .any(|(_, inst, client)| name.starts_with(&format!("secret-rotator:{inst}:{client}:")));
+            .any(|(_, inst, client)| name.starts_with(&format!("secret-rotator:{inst}:{client}:")))
+            || self.clis.iter().any(|c| {
+                c.app == app
+                    && c.running_at(t)
+                    && name.starts_with(&format!("secret-rotator:{}:{}:", c.instance, c.name))
+            });
         if !own {
             let configured: Vec<String> =
                 configs.iter().map(|c| format!("{}:{}", c.1, c.2)).collect();
@@ -1125,7 +1161,11 @@ impl WorldRun {
         let revoked = self
             .revokes
             .iter()
-            .any(|(r, a)| *a == app && *r <= t && t - *r < time::Duration::seconds(120));
+            .any(|(r, a)| *a == app && *r <= t && t - *r < time::Duration::seconds(120))
+            || self
+                .clis
+                .iter()
+                .any(|c| c.app == app && c.revoke && c.running_at(t));
         let slack = self.skew_slack(t);
         let mut problems = Vec::new();
         // While the client's secret is soft-deleted no read can show anything unpublished:
