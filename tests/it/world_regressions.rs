@@ -317,3 +317,45 @@ async fn a_version_written_by_hand_on_top_keeps_the_last_managed_credential() {
         env.writes()
     );
 }
+
+/// Found with seed 10: a person wrote the published value again by hand (no tags), the
+/// operator set `adopt = true`; the daemon removed the credential that value belongs to as
+/// "superseded" in the same reconcile, before its adopting publish, so consumers reading the
+/// hand-written version held a dead secret until the next version came:
+///
+/// ```text
+/// 11.7s keyvault.set_secret    kv-test/c2-secret  (by hand: a copy of the published value)
+/// 19.2s adopt = true for c2 (SIGHUP)
+/// 26.6s graph.remove_password  key c4792964   "superseded since 09:26:33Z (longer than overlap)"
+/// 32.0s keyvault.set_secret    kv-test/c2-secret  key b8521441   (adopting)
+/// ```
+#[tokio::test(flavor = "multi_thread")]
+async fn adopting_a_copy_of_the_published_value_keeps_its_credential_until_overlap() {
+    let env = Env::new(Setup::default()).await;
+    let published = published_an_hour_ago(&env, "app-one");
+    {
+        let mut state = env.em.world().state_mut();
+        let secret = state
+            .vaults
+            .get_mut("kv-test")
+            .unwrap()
+            .secrets
+            .get_mut("app-one-secret")
+            .unwrap();
+        let mut copy = secret.versions[0].clone();
+        copy.version = "d".repeat(32);
+        copy.tags.clear();
+        copy.created = time::OffsetDateTime::now_utc().unix_timestamp() - 40 * 60;
+        copy.updated = copy.created;
+        secret.versions.push(copy);
+    }
+    env.write_config("adopt = true", "");
+    let out = env.rotate("app-one", &[]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        !removals(&env).contains(&published),
+        "the credential the consumers' (hand-written) value belongs to was removed: {:?}",
+        env.writes()
+    );
+    env.assert_published_valid("app-one");
+}
