@@ -289,7 +289,6 @@ async fn run(n: usize, scale: f64, latency: u64) -> Row {
                     exp: Some(end.unix_timestamp()),
                     created,
                     updated: created,
-                    written_ms: 0,
                 },
             ));
         }

@@ -221,7 +221,6 @@ async fn retires_the_adopted_credential_after_overlap_and_leaves_other_foreign_o
                     exp: None,
                     created: now - 60,
                     updated: now - 60,
-                    written_ms: 0,
                 }],
             },
         );

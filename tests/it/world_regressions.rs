@@ -81,7 +81,6 @@ fn published_an_hour_ago(env: &Env, client: &str) -> String {
                 exp: Some(end.unix_timestamp()),
                 created: start.unix_timestamp(),
                 updated: start.unix_timestamp(),
-                written_ms: 0,
             }],
         },
     );

@@ -577,7 +577,6 @@ fn set_secret(
         exp: None,
         created: now,
         updated: now,
-        written_ms: (OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64,
     };
     match obj.get("contentType") {
         None | Some(Value::Null) => {}
@@ -597,6 +596,10 @@ fn set_secret(
     {
         return r;
     }
+    vault.written_ms.insert(
+        version.version.clone(),
+        (OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64,
+    );
     let secret = vault.secrets.entry(key).or_insert_with(|| VaultSecret {
         name: name.to_string(),
         versions: Vec::new(),
@@ -754,6 +757,14 @@ fn page(items: Vec<Value>, skip: usize, max: usize, next_base: &str, ctx: &Ctx<'
     Json(body).into_response()
 }
 
+/// Whether a lagging listing shows this version yet.
+fn listed(vault: &Vault, v: &SecretVersion, ctx: &Ctx<'_>) -> bool {
+    vault
+        .written_ms
+        .get(&v.version)
+        .is_none_or(|w| *w <= ctx.listed_before_ms)
+}
+
 fn list_versions(
     vault: &Vault,
     ctx: &Ctx<'_>,
@@ -770,7 +781,7 @@ fn list_versions(
     let mut listed: Vec<&SecretVersion> = secret
         .versions
         .iter()
-        .filter(|v| v.written_ms <= ctx.listed_before_ms)
+        .filter(|v| listed(vault, v, ctx))
         .collect();
     // A lagging replica that has not seen the secret's first version does not know the secret.
     if listed.is_empty() {
@@ -808,7 +819,7 @@ fn list_secrets(vault: &Vault, ctx: &Ctx<'_>, params: &BTreeMap<String, String>)
         .filter_map(|s| {
             s.versions
                 .iter()
-                .rfind(|v| v.written_ms <= ctx.listed_before_ms)
+                .rfind(|v| listed(vault, v, ctx))
                 .map(|v| item(format!("{}/secrets/{}", ctx.base, s.name), v))
         })
         .collect();

@@ -374,6 +374,7 @@ impl Emulator {
                     access: BTreeMap::new(),
                     secrets: BTreeMap::new(),
                     deleted: BTreeMap::new(),
+                    written_ms: BTreeMap::new(),
                 });
                 vault.access.extend(v.access.clone());
             }

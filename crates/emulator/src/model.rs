@@ -292,6 +292,10 @@ pub struct Vault {
     pub secrets: BTreeMap<String, VaultSecret>,
     /// Soft-deleted secrets, by lower-cased name.
     pub deleted: BTreeMap<String, DeletedSecret>,
+    /// Version id → when it was written, true time in Unix milliseconds: listings lag behind
+    /// it (`kv_list_lag_ms`). A version missing here was written long ago.
+    #[serde(default)]
+    pub written_ms: BTreeMap<String, i64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -313,10 +317,6 @@ pub struct SecretVersion {
     pub exp: Option<i64>,
     pub created: i64,
     pub updated: i64,
-    /// When the version was written, true time in Unix milliseconds (drives listing lag; 0
-    /// for a version written long ago).
-    #[serde(default)]
-    pub written_ms: i64,
 }
 
 impl std::fmt::Debug for SecretVersion {
