@@ -1224,8 +1224,7 @@ impl WorldRun {
     fn location_at(&self, app: usize, at: OffsetDateTime) -> Option<Location> {
         self.history
             .iter()
-            .filter(|h| h.1 == app && h.0 <= at)
-            .next_back()
+            .rfind(|h| h.1 == app && h.0 <= at)
             .and_then(|h| h.2.clone())
     }
 
