@@ -77,6 +77,11 @@ struct LocState {
     /// The key id of the last version with one (a version written by hand on top does not
     /// retire it: consumers may need to go back to it).
     last_managed: Option<String>,
+    /// The key id of the credential whose value the latest version holds (a managed version's
+    /// `key-id`, or the credential a person's copy was taken from).
+    value_of: Option<String>,
+    /// When a version written by hand first went on top of `last_managed`.
+    by_hand_since: Option<OffsetDateTime>,
     /// Purged since the last version was written: the next version replaces the purged
     /// one, whose credential is unpublished from then on (no overlap: nobody could read it).
     purged: bool,
@@ -126,6 +131,8 @@ pub struct WorldRun {
     /// Per app: when a revocation was asked for (admin API).
     revokes: Vec<(OffsetDateTime, usize)>,
     clis: Vec<CliRun>,
+    /// The person's writes by hand, in order: (location, whose value it copies, if any).
+    by_hand: Vec<(Location, Option<String>)>,
     /// (since, offset in ms) of Azure's clock.
     skews: Vec<(OffsetDateTime, i64)>,
     /// Credentials the daemon removed, and when.
@@ -229,6 +236,7 @@ impl WorldRun {
             history: Vec::new(),
             revokes: Vec::new(),
             clis: Vec::new(),
+            by_hand: Vec::new(),
             skews: Vec::new(),
             removed_by_daemon: BTreeMap::new(),
             scheduled: Vec::new(),
@@ -647,10 +655,17 @@ impl WorldRun {
             }
             9 => {
                 let copy = self.rng.random_bool(0.5);
-                let value = match (copy, self.latest(&c)) {
+                let latest = self.latest(&c);
+                let copied_key = latest
+                    .as_ref()
+                    .filter(|_| copy)
+                    .and_then(|l| l.tags.get("key-id").cloned());
+                let value = match (copy, latest) {
                     (true, Some(l)) => l.value,
                     _ => format!("pasted-by-hand-{}", self.rng.random::<u32>()),
                 };
+                // The journal has no values: the scan learns from here whose value it is.
+                self.by_hand.push((loc.clone(), copied_key));
                 let (status, _) = self
                     .vault_call(
                         reqwest::Method::PUT,
@@ -1062,10 +1077,24 @@ impl WorldRun {
                             ),
                         );
                     }
+                    let copied = if e.caller.as_deref() == Some(&self.person_app_id) {
+                        self.by_hand
+                            .iter()
+                            .position(|(at, _)| at == &l)
+                            .and_then(|i| self.by_hand.remove(i).1)
+                    } else {
+                        None
+                    };
                     let st = self.locs.entry(l).or_default();
                     let until = if st.purged { e.at } else { e.at + overlap };
                     st.purged = false;
                     st.latest = Some(e.key_id.clone());
+                    st.value_of = e.key_id.clone().or(copied);
+                    if e.key_id.is_some() {
+                        st.by_hand_since = None;
+                    } else if st.by_hand_since.is_none() {
+                        st.by_hand_since = Some(e.at);
+                    }
                     // A version without a key id (by hand) retires nothing.
                     if let Some(k) = &e.key_id {
                         if let Some(prev) = st.last_managed.take()
@@ -1167,6 +1196,7 @@ impl WorldRun {
                 .iter()
                 .any(|c| c.app == app && c.revoke && c.running_at(t));
         let slack = self.skew_slack(t);
+        let overlap = time::Duration::try_from(OVERLAP).unwrap();
         let mut problems = Vec::new();
         // While the client's secret is soft-deleted no read can show anything unpublished:
         // nothing of the client may be removed (the config of five seconds before counts
@@ -1197,6 +1227,29 @@ impl WorldRun {
                 }
                 continue;
             }
+            // What consumers read there: never removable while it is.
+            if st.value_of.as_deref() == Some(key.as_str()) && !self.retired(app, l, t) {
+                problems.push(format!(
+                    "consumers of {}/{} read its value{}",
+                    l.0,
+                    l.1,
+                    if st.latest.as_ref().is_some_and(|k| k.is_none()) {
+                        " (a copy written by hand)"
+                    } else {
+                        ""
+                    }
+                ));
+                continue;
+            }
+            // A version written by hand on top retires the last managed one only once the
+            // operator adopts it (adopt = true), `overlap` after it was written.
+            if let Some(h) = st.by_hand_since
+                && st.last_managed.as_deref() == Some(key.as_str())
+                && self.adopting(app, l, t)
+                && t + time::Duration::seconds(1) + slack >= h + overlap
+            {
+                continue;
+            }
             // The last managed version at a location this app's client left: retired once the client
             // published at its new location and overlap passed.
             if self.retired(app, l, t) {
@@ -1218,6 +1271,15 @@ impl WorldRun {
                 ),
             );
         }
+    }
+
+    /// Whether `app`'s client had `adopt = true` at location `l` at some time within
+    /// [t - CONFIG_GRACE, t] (the test's config history does not keep `adopt`; the current
+    /// config is the best it knows, and `adopt` is only ever set for the client's location).
+    fn adopting(&self, app: usize, l: &Location, _t: OffsetDateTime) -> bool {
+        self.clients
+            .iter()
+            .any(|c| c.app == app && c.adopt && &Self::loc(c) == l)
     }
 
     /// Where `app`'s client published according to the config in force at `at`.
@@ -1266,6 +1328,7 @@ impl WorldRun {
             return false;
         };
         let overlap = time::Duration::try_from(OVERLAP).unwrap();
+        let slack = self.skew_slack(t);
         let elsewhere: BTreeSet<Location> = mine
             .iter()
             .filter(|h| h.0 >= left)
@@ -1277,7 +1340,8 @@ impl WorldRun {
                 && e.effective
                 && e.caller.as_deref() == Some(&self.env.daemon_app_id)
                 && e.at > left
-                && e.at + overlap <= t
+                // `created` is whole seconds on Azure's clock (as in check_evidence).
+                && e.at + overlap <= t + time::Duration::seconds(1) + slack
                 && e.target
                     .as_deref()
                     .and_then(|x| x.split_once('/'))
