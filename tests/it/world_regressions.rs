@@ -358,3 +358,49 @@ async fn adopting_a_copy_of_the_published_value_keeps_its_credential_until_overl
     );
     env.assert_published_valid("app-one");
 }
+
+/// Found with seed 7: a two-password app moved to a new secret name while it held two
+/// credentials of its own: the one published at the old name and its predecessor, already
+/// superseded there. Both were kept as "made for another vault or secret name" until a secret
+/// published at the new name was older than overlap, but nothing could be published there
+/// without a free slot: the client waited for "the other slot" (always a minute away) until
+/// the run ended, and consumers of the new name never got a secret.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_two_password_app_that_moves_frees_the_slot_its_superseded_credential_holds() {
+    let env = Env::new(Setup {
+        clients: vec![("app-one", "AzureADandPersonalMicrosoftAccount")],
+        foreign_password: false,
+        ..Setup::default()
+    })
+    .await;
+    edit_config(&env, "overlap = \"20m\"", "overlap = \"3s\"");
+    let out = env.rotate("app-one", &[]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let first = env.versions("app-one")[0].tags["key-id"].clone();
+    let out = env.rotate("app-one", &["--force"]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let published = env.versions("app-one")[1].tags["key-id"].clone();
+    assert_eq!(env.passwords("app-one").len(), 2, "both slots taken");
+    // The predecessor's overlap at the old name ends.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    edit_config(
+        &env,
+        "secret_name = \"app-one-secret\"",
+        "secret_name = \"app-one-moved\"",
+    );
+    let out = env.rotate("app-one", &[]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        env.em.world().state().vaults["kv-test"]
+            .secrets
+            .contains_key("app-one-moved"),
+        "the new name got a secret: {:?}",
+        env.writes()
+    );
+    let live: Vec<String> = env.passwords("app-one").into_iter().map(|p| p.0).collect();
+    assert!(
+        live.contains(&published),
+        "the old name's published credential stays until overlap after the new publish"
+    );
+    assert!(!live.contains(&first), "the superseded one made room");
+}
