@@ -1,5 +1,7 @@
 //! What the world-event run (`tests/it/world.rs`) found, each as a small deterministic test
-//! named after the behaviour it requires. The run's seed that found it is in the comment.
+//! named after the behaviour it requires. The run's seed that found it is in the comment. The
+//! tests marked `ignore` reproduce defects still open and fail until they are fixed
+//! (`cargo test --test it world_regressions -- --include-ignored`).
 
 use std::time::Duration;
 
@@ -8,6 +10,7 @@ use crate::harness::*;
 /// Found with seed 1: the run sent SIGHUP (a config reload) right after starting the daemon;
 /// the daemon ended at once, without a line, and every client went unreconciled.
 #[tokio::test(flavor = "multi_thread")]
+#[ignore = "world-run finding, fails until fixed: a SIGHUP before the handler is installed ends the daemon"]
 async fn a_sighup_while_starting_does_not_end_the_daemon() {
     let env = Env::new(Setup::default()).await;
     let mut daemon = env.spawn_daemon(&[]);
@@ -329,6 +332,7 @@ async fn a_version_written_by_hand_on_top_keeps_the_last_managed_credential() {
 /// 32.0s keyvault.set_secret    kv-test/c2-secret  key b8521441   (adopting)
 /// ```
 #[tokio::test(flavor = "multi_thread")]
+#[ignore = "world-run finding, fails until fixed: adopting a hand-written copy removes the credential consumers read"]
 async fn adopting_a_copy_of_the_published_value_keeps_its_credential_until_overlap() {
     let env = Env::new(Setup::default()).await;
     let published = published_an_hour_ago(&env, "app-one");
@@ -366,6 +370,7 @@ async fn adopting_a_copy_of_the_published_value_keeps_its_credential_until_overl
 /// without a free slot: the client waited for "the other slot" (always a minute away) until
 /// the run ended, and consumers of the new name never got a secret.
 #[tokio::test(flavor = "multi_thread")]
+#[ignore = "world-run finding, fails until fixed: a capped app that moves waits for a slot forever"]
 async fn a_two_password_app_that_moves_frees_the_slot_its_superseded_credential_holds() {
     let env = Env::new(Setup {
         clients: vec![("app-one", "AzureADandPersonalMicrosoftAccount")],
