@@ -2,6 +2,10 @@
 //! listing lag and order, and a person in the portal. Each is checked over HTTPS, as a client
 //! sees it.
 
+// The emulator is Azure, not the daemon: it reads the wall clock (clippy.toml forbids that
+// only to the daemon's own code).
+#![allow(clippy::disallowed_methods)]
+
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
