@@ -18,7 +18,8 @@
 //!   there for less than `overlap` (unless a revocation of that client was asked for), nor the
 //!   credential of a location the client moved away from less than `overlap` after its first
 //!   publish at the new location; and while the client's secret is soft-deleted nothing of
-//!   the client is removed at all;
+//!   the client is removed at all, but the credential of an attempt abandoned before any
+//!   write tried to publish it;
 //! - **only its own**: every credential the daemon removed carried the marker of the
 //!   installation and client configured for that app within the last minute;
 //! - **a 202 means it**: a forced rotation the admin API accepted for a healthy client starts
@@ -134,6 +135,8 @@ pub struct WorldRun {
     /// Per app: when a revocation was asked for (admin API).
     revokes: Vec<(OffsetDateTime, usize)>,
     clis: Vec<CliRun>,
+    /// Credentials a `set_secret` was sent for (whatever the answer): they reached publishing.
+    publish_attempted: BTreeSet<String>,
     /// The person's writes by hand, in order: (location, whose value it copies, if any).
     by_hand: Vec<(Location, Option<String>)>,
     /// (since, offset in ms) of Azure's clock.
@@ -240,6 +243,7 @@ impl WorldRun {
             revokes: Vec::new(),
             clis: Vec::new(),
             by_hand: Vec::new(),
+            publish_attempted: BTreeSet::new(),
             skews: Vec::new(),
             removed_by_daemon: BTreeMap::new(),
             scheduled: Vec::new(),
@@ -1057,6 +1061,11 @@ impl WorldRun {
         self.scanned = journal.len();
         let overlap = time::Duration::try_from(OVERLAP).unwrap();
         for e in new {
+            if e.operation == "keyvault.set_secret"
+                && let Some(k) = &e.key_id
+            {
+                self.publish_attempted.insert(k.clone());
+            }
             if !e.effective {
                 continue;
             }
@@ -1210,6 +1219,11 @@ impl WorldRun {
             .filter(|l| self.locs.get(l).is_some_and(|s| s.deleted))
             .collect();
         blocked.dedup();
+        // Except a credential no write ever tried to publish (an attempt abandoned before
+        // publishing): its value is nowhere, the journal is the evidence.
+        if !self.publish_attempted.contains(&key) {
+            blocked.clear();
+        }
         for l in blocked {
             problems.push(format!(
                 "{}/{}, where its client publishes, is soft-deleted",

@@ -547,6 +547,11 @@ fn set_secret(
         return bad(&format!("The request URI contains an invalid name: {name}"));
     }
     let key = name.to_ascii_lowercase();
+    // The journal names the credential a write was for, even when it is refused: whether a
+    // credential ever reached publishing is part of what a test checks.
+    call.key_id = serde_json::from_slice::<Value>(body)
+        .ok()
+        .and_then(|v| v["tags"]["key-id"].as_str().map(str::to_string));
     if vault.deleted.contains_key(&key) {
         return errors::keyvault(
             409,
