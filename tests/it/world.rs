@@ -706,7 +706,7 @@ impl WorldRun {
             }
             10 => {
                 // Below the daemon's 120 s skew guard and below the orphan age of this
-                // config (verify_timeout + 1 min = 70 s), or well above the guard.
+                // config (verify_timeout + the orphan margin), or well above the guard.
                 let secs: i64 = if self.rng.random_bool(0.5) {
                     self.rng.random_range(10..60)
                 } else {
