@@ -152,8 +152,14 @@ verify_successes = 2
     println!(
         "Secrets live for 4 minutes and are renewed 2 minutes before expiry; the first rotations happen now. Ctrl-C stops."
     );
-    let result =
-        crate::daemon::run(&config_path, cfg, Some(listen), CancellationToken::new()).await;
+    let result = crate::daemon::run(
+        &config_path,
+        cfg,
+        Some(listen),
+        None,
+        CancellationToken::new(),
+    )
+    .await;
     em.shutdown();
     println!("secret-rotator demo: stopped; removing {}", dir.display());
     drop(temporary);

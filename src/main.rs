@@ -159,6 +159,15 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // SIGHUP's default action ends the process: a reload asked for while the daemon starts (a
+    // config-management tool, a reload storm) would kill it. The handler goes in before the
+    // config is read, and the loop answers what it caught then with a reload.
+    let early_hangup = matches!(args.command, Command::Run { .. })
+        .then(|| {
+            let _guard = runtime.enter();
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok()
+        })
+        .flatten();
     let result: Result<bool, Fail> = runtime.block_on(async move {
         match args.command {
             Command::Run { config } => {
@@ -169,6 +178,7 @@ fn main() -> ExitCode {
                     &config,
                     cfg,
                     None,
+                    early_hangup,
                     tokio_util::sync::CancellationToken::new(),
                 )
                 .await

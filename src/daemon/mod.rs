@@ -54,13 +54,20 @@ pub fn build_context(
     })
 }
 
-/// Runs the daemon until SIGTERM or SIGINT (or `stop`).
+/// Runs the daemon until SIGTERM or SIGINT (or `stop`). `hangup`, when given, is a SIGHUP
+/// handler installed before the config was read: a reload asked for during start-up is done
+/// once the loop runs.
 pub async fn run(
     config_path: &Path,
     config: Config,
     listen_override: Option<std::net::SocketAddr>,
+    hangup: Option<tokio::signal::unix::Signal>,
     stop: CancellationToken,
 ) -> anyhow::Result<()> {
+    let mut hangup = match hangup {
+        Some(h) => h,
+        None => tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?,
+    };
     let metrics = Arc::new(Metrics::new());
     let store = Arc::new(Store::open(&config.state_dir)?);
     let listen = listen_override.unwrap_or(config.server.listen);
@@ -85,7 +92,6 @@ pub async fn run(
 
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
 
