@@ -11,27 +11,11 @@ use emulator::world::FaultKind;
 
 use crate::harness::*;
 
-fn removals(env: &Env) -> Vec<String> {
-    env.writes()
-        .into_iter()
-        .filter(|w| w.0 == "graph.remove_password")
-        .filter_map(|w| w.2)
-        .collect()
-}
-
-fn live(env: &Env, client: &str, key_id: &str) -> bool {
-    env.passwords(client).iter().any(|(k, _)| k == key_id)
-}
-
-fn published_key(env: &Env, client: &str) -> String {
-    env.versions(client).last().expect("a version").tags["key-id"].clone()
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn a_moved_client_keeps_the_credential_published_at_its_old_location() {
     let env = Env::new(Setup::default()).await;
     assert!(env.rotate("app-one", &[]).await.status.success());
-    let k1 = published_key(&env, "app-one");
+    let k1 = env.published_key("app-one");
     // Long past the orphan age: only the marker's location keeps it now.
     env.age_credential("app-one", &k1, time::Duration::hours(2));
 
@@ -60,11 +44,11 @@ async fn a_moved_client_keeps_the_credential_published_at_its_old_location() {
     assert!(!out.status.success(), "the publish is refused (403)");
     assert!(stderr(&out).contains("403"), "{}", stderr(&out));
     assert!(
-        !removals(&env).contains(&k1),
+        !env.removals().contains(&k1),
         "the credential consumers of the old location read was removed: {:?}",
         env.writes()
     );
-    assert!(live(&env, "app-one", &k1));
+    assert!(env.live("app-one", &k1));
 
     // Moved to another secret name in a vault it may write: published there first, the old
     // credential stays within overlap.
@@ -79,8 +63,8 @@ async fn a_moved_client_keeps_the_credential_published_at_its_old_location() {
     env.em.world().clear_journal();
     let out = env.rotate("app-one", &[]).await;
     assert!(out.status.success(), "{}", stderr(&out));
-    assert!(live(&env, "app-one", &k1), "kept within overlap");
-    assert!(removals(&env).is_empty(), "{:?}", env.writes());
+    assert!(env.live("app-one", &k1), "kept within overlap");
+    assert!(env.removals().is_empty(), "{:?}", env.writes());
     let plan = env
         .cli(&["plan", "--config", &path_str(&env.config_path)])
         .await;
@@ -130,7 +114,7 @@ async fn a_soft_deleted_secret_blocks_the_client_and_removes_nothing() {
     );
     assert!(env.writes().is_empty(), "{:?}", env.writes());
     for k in &keys {
-        assert!(live(&env, "app-one", k), "{k} was removed");
+        assert!(env.live("app-one", k), "{k} was removed");
     }
 }
 
@@ -161,13 +145,13 @@ async fn a_publish_whose_outcome_is_unknown_is_never_followed_by_a_removal_witho
     env.em.world().release_all();
     assert!(!out.status.success());
     assert!(stderr(&out).contains("unknown"), "{}", stderr(&out));
-    let key = published_key(&env, "app-one");
+    let key = env.published_key("app-one");
     assert!(
-        live(&env, "app-one", &key),
+        env.live("app-one", &key),
         "the credential Key Vault's latest version names was removed: {:?}",
         env.writes()
     );
-    assert!(removals(&env).is_empty(), "{:?}", env.writes());
+    assert!(env.removals().is_empty(), "{:?}", env.writes());
     assert_eq!(
         env.versions("app-one").len(),
         1,
@@ -202,7 +186,7 @@ async fn a_lost_publish_answer_is_written_at_most_once_more() {
 async fn revoke_refuses_what_this_installation_and_client_do_not_own() {
     let env = Env::new(Setup::default()).await;
     assert!(env.rotate("app-one", &[]).await.status.success());
-    let k1 = published_key(&env, "app-one");
+    let k1 = env.published_key("app-one");
 
     // The installation was renamed: the published credential carries the old marker.
     let original = std::fs::read_to_string(&env.config_path).unwrap();
@@ -214,7 +198,7 @@ async fn revoke_refuses_what_this_installation_and_client_do_not_own() {
     assert!(!out.status.success(), "{}", stdout(&out));
     assert!(stderr(&out).contains("marker"), "{}", stderr(&out));
     assert!(env.writes().is_empty(), "refused before writing anything");
-    assert!(live(&env, "app-one", &k1));
+    assert!(env.live("app-one", &k1));
     std::fs::write(&env.config_path, &original).unwrap();
 
     // A forged tag: whoever may write the vault points key-id at a credential made in the
@@ -259,7 +243,7 @@ async fn revoke_refuses_what_this_installation_and_client_do_not_own() {
 async fn a_forced_rotation_waits_for_a_busy_lock_instead_of_being_dropped() {
     let env = Env::new(Setup::default()).await;
     assert!(env.rotate("app-one", &[]).await.status.success());
-    let k1 = published_key(&env, "app-one");
+    let k1 = env.published_key("app-one");
     env.edit_config("schedule = \"*/2 * * * * *\"", "schedule = \"0 0 0 1 1 *\"");
     // Another process (a `rotate` from the command line) holds the client.
     let lock_path = env.dir.path().join("state/locks/app-one.lock");
@@ -276,7 +260,7 @@ async fn a_forced_rotation_waits_for_a_busy_lock_instead_of_being_dropped() {
     assert!(clients.contains("\"in_flight\":true"), "{clients}");
     drop(lock);
     assert!(
-        eventually(Duration::from_secs(30), || published_key(&env, "app-one")
+        eventually(Duration::from_secs(30), || env.published_key("app-one")
             != k1)
         .await,
         "the forced rotation ran once the lock was free: {}",

@@ -387,6 +387,25 @@ verify_successes = 1
         }
     }
 
+    /// Key ids of the credentials removed, per the journal.
+    pub fn removals(&self) -> Vec<String> {
+        self.writes()
+            .into_iter()
+            .filter(|w| w.0 == "graph.remove_password")
+            .filter_map(|w| w.2)
+            .collect()
+    }
+
+    /// Whether `key_id` is a live password of `client`'s application.
+    pub fn live(&self, client: &str, key_id: &str) -> bool {
+        self.passwords(client).iter().any(|(k, _)| k == key_id)
+    }
+
+    /// The key id the latest version of `client`'s secret names.
+    pub fn published_key(&self, client: &str) -> String {
+        self.versions(client).last().expect("a version").tags["key-id"].clone()
+    }
+
     /// Live passwords (key id, display name).
     pub fn passwords(&self, name: &str) -> Vec<(String, Option<String>)> {
         self.app(name)

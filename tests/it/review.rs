@@ -10,38 +10,6 @@ use emulator::world::FaultKind;
 
 use crate::harness::*;
 
-/// Makes every version of a client's vault secret look `by` older.
-fn age_versions(env: &Env, client: &str, by: time::Duration) {
-    let mut state = env.em.world().state_mut();
-    let secret = state
-        .vaults
-        .get_mut("kv-test")
-        .unwrap()
-        .secrets
-        .get_mut(&format!("{client}-secret"))
-        .expect("secret");
-    for v in &mut secret.versions {
-        v.created -= by.whole_seconds();
-        v.updated -= by.whole_seconds();
-    }
-}
-
-fn removals(env: &Env) -> Vec<String> {
-    env.writes()
-        .into_iter()
-        .filter(|w| w.0 == "graph.remove_password")
-        .filter_map(|w| w.2)
-        .collect()
-}
-
-fn live(env: &Env, client: &str, key_id: &str) -> bool {
-    env.passwords(client).iter().any(|(k, _)| k == key_id)
-}
-
-fn published_key(env: &Env, client: &str) -> String {
-    env.versions(client).last().expect("a version").tags["key-id"].clone()
-}
-
 /// A person deletes and purges the vault secret. The daemon publishes anew at the same name;
 /// the credential that was the latest a moment ago is then named by no version of the new
 /// history, and the orphan rule takes that absence as proof that no consumer holds it, though
@@ -51,7 +19,7 @@ fn published_key(env: &Env, client: &str) -> String {
 async fn review_a_purged_secret_does_not_turn_its_last_credential_into_an_orphan() {
     let env = Env::new(Setup::default()).await;
     assert!(env.rotate("app-one", &[]).await.status.success());
-    let k1 = published_key(&env, "app-one");
+    let k1 = env.published_key("app-one");
     env.age_credential("app-one", &k1, time::Duration::hours(2));
     {
         // Deleted, then purged: the name is free and the history is gone.
@@ -61,19 +29,16 @@ async fn review_a_purged_secret_does_not_turn_its_last_credential_into_an_orphan
     }
     let out = env.rotate("app-one", &[]).await;
     assert!(out.status.success(), "{}", stderr(&out));
-    let k2 = published_key(&env, "app-one");
+    let k2 = env.published_key("app-one");
     assert_ne!(k1, k2);
-    assert!(
-        live(&env, "app-one", &k1),
-        "kept while the secret was absent"
-    );
+    assert!(env.live("app-one", &k1), "kept while the secret was absent");
 
     // A minute later, an ordinary reconcile.
     env.em.world().clear_journal();
     let out = env.rotate("app-one", &[]).await;
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(
-        live(&env, "app-one", &k1),
+        env.live("app-one", &k1),
         "the credential published until the purge was removed at once, not overlap after its successor: {}",
         stderr(&out)
     );
@@ -97,9 +62,9 @@ async fn review_a_404_history_after_a_lost_publish_is_not_proof_the_publish_fail
     env.fault("keyvault.set_secret", 1, Env::status(403));
     env.em.world().clear_journal();
     let out = env.rotate("app-one", &["--force"]).await;
-    let key = published_key(&env, "app-one");
+    let key = env.published_key("app-one");
     assert!(
-        live(&env, "app-one", &key),
+        env.live("app-one", &key),
         "the credential Key Vault's latest version names was removed: {:?}\n{}",
         env.writes(),
         stderr(&out)
@@ -114,7 +79,7 @@ async fn review_a_404_history_after_a_lost_publish_is_not_proof_the_publish_fail
 async fn review_a_404_listing_is_no_evidence_against_a_superseded_credential() {
     let env = Env::new(Setup::default()).await;
     assert!(env.rotate("app-one", &[]).await.status.success());
-    let k1 = published_key(&env, "app-one");
+    let k1 = env.published_key("app-one");
     assert!(env.rotate("app-one", &["--force"]).await.status.success());
     // Old enough for the orphan age, still within overlap of its successor.
     env.age_credential("app-one", &k1, time::Duration::hours(2));
@@ -123,7 +88,7 @@ async fn review_a_404_listing_is_no_evidence_against_a_superseded_credential() {
         env.fault("keyvault.list_versions", count, Env::status(404));
         let out = env.rotate("app-one", &[]).await;
         assert!(
-            live(&env, "app-one", &k1),
+            env.live("app-one", &k1),
             "a 404 listing ({count}) removed a credential within overlap: {}",
             stderr(&out)
         );
@@ -141,25 +106,25 @@ async fn review_a_404_listing_is_no_evidence_against_a_superseded_credential() {
 async fn review_a_value_rolled_back_by_hand_keeps_its_credential() {
     let env = Env::new(Setup::default()).await;
     assert!(env.rotate("app-one", &[]).await.status.success());
-    let k1 = published_key(&env, "app-one");
+    let k1 = env.published_key("app-one");
     let v1 = env.versions("app-one")[0].value.clone();
     assert!(env.rotate("app-one", &["--force"]).await.status.success());
-    let k2 = published_key(&env, "app-one");
+    let k2 = env.published_key("app-one");
     // The rollback happens after overlap.
     env.age_credential("app-one", &k1, time::Duration::hours(2));
     env.age_credential("app-one", &k2, time::Duration::hours(1));
-    age_versions(&env, "app-one", time::Duration::hours(1));
+    env.age_versions("app-one", time::Duration::hours(1));
     env.write_by_hand("app-one", &v1, None);
 
     env.em.world().clear_journal();
     let out = env.rotate("app-one", &[]).await;
     assert!(!out.status.success(), "blocked: the latest is unmanaged");
     assert!(
-        live(&env, "app-one", &k2),
+        env.live("app-one", &k2),
         "the last managed credential is kept"
     );
     assert!(
-        live(&env, "app-one", &k1),
+        env.live("app-one", &k1),
         "the credential whose value the latest version holds was removed: {:?}\n{}",
         env.writes(),
         stderr(&out)
@@ -175,13 +140,13 @@ async fn review_a_value_rolled_back_by_hand_keeps_its_credential() {
 async fn review_a_revocation_asked_twice_revokes_only_the_leaked_credential() {
     let env = Env::new(Setup::default()).await;
     assert!(env.rotate("app-one", &[]).await.status.success());
-    let leaked = published_key(&env, "app-one");
+    let leaked = env.published_key("app-one");
     env.em.world().clear_journal();
     let (a, b) = tokio::join!(
         env.rotate("app-one", &["--force", "--revoke-previous"]),
         env.rotate("app-one", &["--force", "--revoke-previous"]),
     );
-    let removed = removals(&env);
+    let removed = env.removals();
     assert!(
         removed.contains(&leaked),
         "the leaked credential is revoked"
@@ -211,7 +176,7 @@ async fn review_a_revocation_asked_twice_revokes_only_the_leaked_credential() {
 async fn review_a_move_then_a_disabled_latest_keeps_the_old_location_credential() {
     let env = Env::new(Setup::default()).await;
     assert!(env.rotate("app-one", &[]).await.status.success());
-    let k1 = published_key(&env, "app-one");
+    let k1 = env.published_key("app-one");
     env.age_credential("app-one", &k1, time::Duration::hours(2));
     env.edit_config(
         "secret_name = \"app-one-secret\"",
@@ -248,7 +213,7 @@ async fn review_a_move_then_a_disabled_latest_keeps_the_old_location_credential(
         .count();
     assert!(adds <= 1, "rotations kept coming: {:?}", env.writes());
     assert!(
-        live(&env, "app-one", &k1),
+        env.live("app-one", &k1),
         "the old location's credential went within overlap"
     );
     daemon.signal("TERM");
@@ -268,12 +233,12 @@ async fn review_a_move_then_a_disabled_latest_keeps_the_old_location_credential(
 async fn review_a_disabled_answer_to_get_never_retires_the_latest_credential() {
     let env = Env::new(Setup::default()).await;
     assert!(env.rotate("app-one", &[]).await.status.success());
-    let k1 = published_key(&env, "app-one");
+    let k1 = env.published_key("app-one");
     assert!(env.rotate("app-one", &["--force"]).await.status.success());
-    let k2 = published_key(&env, "app-one");
+    let k2 = env.published_key("app-one");
     env.age_credential("app-one", &k1, time::Duration::hours(2));
     env.age_credential("app-one", &k2, time::Duration::hours(2));
-    age_versions(&env, "app-one", time::Duration::hours(1));
+    env.age_versions("app-one", time::Duration::hours(1));
     {
         // The older version was disabled by hand, long ago.
         let mut state = env.em.world().state_mut();
@@ -298,7 +263,7 @@ async fn review_a_disabled_answer_to_get_never_retires_the_latest_credential() {
     env.em.world().clear_journal();
     let out = env.rotate("app-one", &[]).await;
     assert!(
-        live(&env, "app-one", &k2),
+        env.live("app-one", &k2),
         "the credential of the enabled latest version was removed on a 403: {:?}\n{}",
         env.writes(),
         stderr(&out)
@@ -321,11 +286,11 @@ async fn review_a_client_moved_onto_another_clients_secret_changes_nothing_of_th
     .await;
     assert!(env.rotate("app-one", &[]).await.status.success());
     assert!(env.rotate("app-two", &[]).await.status.success());
-    let k_one = published_key(&env, "app-one");
-    let k_two = published_key(&env, "app-two");
+    let k_one = env.published_key("app-one");
+    let k_two = env.published_key("app-two");
     env.age_credential("app-one", &k_one, time::Duration::hours(2));
     env.age_credential("app-two", &k_two, time::Duration::hours(2));
-    age_versions(&env, "app-two", time::Duration::hours(1));
+    env.age_versions("app-two", time::Duration::hours(1));
 
     // app-two goes to another installation (its block leaves this config), and app-one is
     // pointed at app-two's secret by mistake.
@@ -339,8 +304,8 @@ async fn review_a_client_moved_onto_another_clients_secret_changes_nothing_of_th
     env.em.world().clear_journal();
     let out = env.rotate("app-one", &[]).await;
     let err = stderr(&out);
-    let one_removed = !live(&env, "app-one", &k_one);
-    let two_overwritten = published_key(&env, "app-two") != k_two;
+    let one_removed = !env.live("app-one", &k_one);
+    let two_overwritten = env.published_key("app-two") != k_two;
     assert!(
         !one_removed && !two_overwritten,
         "app-one's old credential removed at once: {one_removed}; app-two's secret overwritten with app-one's: {two_overwritten}\n{:?}\n{err}",
@@ -361,7 +326,7 @@ async fn review_a_revocation_that_cannot_get_a_slot_says_so() {
     .await;
     assert!(env.rotate("app-one", &[]).await.status.success());
     assert!(env.rotate("app-one", &["--force"]).await.status.success());
-    let leaked = published_key(&env, "app-one");
+    let leaked = env.published_key("app-one");
     env.em.world().clear_journal();
     let out = env
         .rotate("app-one", &["--force", "--revoke-previous"])
@@ -372,7 +337,7 @@ async fn review_a_revocation_that_cannot_get_a_slot_says_so() {
     let daemon = env.spawn_daemon(&[]);
     let (status, body) = env.admin_rotate(&daemon, "?revoke_previous=true").await;
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let still_live = live(&env, "app-one", &leaked);
+    let still_live = env.live("app-one", &leaked);
     assert!(
         !cli_ok,
         "the command asked to revoke exited 0 without revoking\n{cli_err}"
@@ -399,13 +364,13 @@ async fn review_a_capped_app_moved_within_overlap_gets_a_secret_at_its_new_locat
     })
     .await;
     assert!(env.rotate("app-one", &[]).await.status.success());
-    let k1 = published_key(&env, "app-one");
+    let k1 = env.published_key("app-one");
     assert!(env.rotate("app-one", &["--force"]).await.status.success());
-    let k2 = published_key(&env, "app-one");
+    let k2 = env.published_key("app-one");
     // The move happens long after: k1's overlap at the old location has ended.
     env.age_credential("app-one", &k1, time::Duration::hours(3));
     env.age_credential("app-one", &k2, time::Duration::hours(2));
-    age_versions(&env, "app-one", time::Duration::hours(2));
+    env.age_versions("app-one", time::Duration::hours(2));
     env.edit_config(
         "secret_name = \"app-one-secret\"",
         "secret_name = \"app-one-moved\"",
@@ -428,7 +393,7 @@ async fn review_a_capped_app_moved_within_overlap_gets_a_secret_at_its_new_locat
         outs.join("\n---\n")
     );
     assert!(
-        live(&env, "app-one", &k2),
+        env.live("app-one", &k2),
         "the old location's latest stays within overlap"
     );
 }
@@ -440,7 +405,7 @@ async fn review_a_capped_app_moved_within_overlap_gets_a_secret_at_its_new_locat
 async fn review_a_secret_recreated_by_hand_after_a_purge_keeps_its_credential() {
     let env = Env::new(Setup::default()).await;
     assert!(env.rotate("app-one", &[]).await.status.success());
-    let k1 = published_key(&env, "app-one");
+    let k1 = env.published_key("app-one");
     let value = env.versions("app-one")[0].value.clone();
     env.age_credential("app-one", &k1, time::Duration::hours(2));
     {
@@ -453,7 +418,7 @@ async fn review_a_secret_recreated_by_hand_after_a_purge_keeps_its_credential() 
     let out = env.rotate("app-one", &[]).await;
     assert!(!out.status.success(), "blocked: the latest is unmanaged");
     assert!(
-        live(&env, "app-one", &k1),
+        env.live("app-one", &k1),
         "the credential whose value the only version holds was removed: {:?}\n{}",
         env.writes(),
         stderr(&out)
@@ -467,7 +432,7 @@ async fn review_a_secret_recreated_by_hand_after_a_purge_keeps_its_credential() 
 async fn review_a_kill_after_publishing_and_a_lost_store_keep_the_published_credential() {
     let env = Env::new(Setup::default()).await;
     assert!(env.rotate("app-one", &[]).await.status.success());
-    let k1 = published_key(&env, "app-one");
+    let k1 = env.published_key("app-one");
     env.fault("keyvault.set_secret", 1, FaultKind::HoldAfter);
     let mut child = env
         .command(&[
@@ -493,15 +458,15 @@ async fn review_a_kill_after_publishing_and_a_lost_store_keep_the_published_cred
     child.wait().unwrap();
     env.em.world().release_all();
     std::fs::remove_dir_all(env.dir.path().join("state")).unwrap();
-    let k2 = published_key(&env, "app-one");
+    let k2 = env.published_key("app-one");
     assert_ne!(k1, k2, "the held write took effect");
     env.age_credential("app-one", &k2, time::Duration::hours(2));
     env.em.world().clear_journal();
     let out = env.rotate("app-one", &[]).await;
     assert!(out.status.success(), "{}", stderr(&out));
-    assert!(live(&env, "app-one", &k2), "{:?}", env.writes());
-    assert!(live(&env, "app-one", &k1), "within overlap");
-    assert!(removals(&env).is_empty(), "{:?}", env.writes());
+    assert!(env.live("app-one", &k2), "{:?}", env.writes());
+    assert!(env.live("app-one", &k1), "within overlap");
+    assert!(env.removals().is_empty(), "{:?}", env.writes());
     env.assert_published_valid("app-one");
     for v in env.versions("app-one") {
         assert!(
@@ -565,9 +530,9 @@ async fn review_a_slow_publish_on_another_host_is_not_taken_for_an_orphan() {
         .await;
     env.em.world().release_all();
     let first = first.await.unwrap();
-    let latest = published_key(&env, "app-one");
+    let latest = env.published_key("app-one");
     assert!(
-        live(&env, "app-one", &latest),
+        env.live("app-one", &latest),
         "the latest version names a removed credential\n--- first host\n{}\n--- other host\n{}",
         stderr(&first),
         stderr(&second)
@@ -584,7 +549,7 @@ async fn review_a_slow_publish_on_another_host_is_not_taken_for_an_orphan() {
 async fn review_a_revocation_is_not_skipped_on_a_lagging_replica() {
     let env = Env::new(Setup::default()).await;
     assert!(env.rotate("app-one", &[]).await.status.success());
-    let leaked = published_key(&env, "app-one");
+    let leaked = env.published_key("app-one");
     env.em.world().state_mut().settings.read_lag_ms = 120_000;
     env.em.world().add_fault(emulator::world::FaultRule {
         operation: "token".into(),
@@ -599,13 +564,13 @@ async fn review_a_revocation_is_not_skipped_on_a_lagging_replica() {
     env.em.world().state_mut().settings.read_lag_ms = 0;
     let err = stderr(&out);
     assert!(
-        !live(&env, "app-one", &leaked) || !out.status.success(),
+        !env.live("app-one", &leaked) || !out.status.success(),
         "the leaked credential is live and the command succeeded: {:?}\n{err}",
         env.writes()
     );
     // It cannot check the marker of a credential the lagging read does not show: a clear
     // refusal that says to try again is the honest answer; a silent success is not.
-    if live(&env, "app-one", &leaked) {
+    if env.live("app-one", &leaked) {
         assert!(err.contains("try again"), "{err}");
     }
 }
@@ -618,7 +583,7 @@ async fn review_a_revocation_is_not_skipped_on_a_lagging_replica() {
 async fn review_tags_wiped_from_the_latest_version_keep_its_credential() {
     let env = Env::new(Setup::default()).await;
     assert!(env.rotate("app-one", &[]).await.status.success());
-    let k1 = published_key(&env, "app-one");
+    let k1 = env.published_key("app-one");
     env.age_credential("app-one", &k1, time::Duration::hours(2));
     {
         let mut state = env.em.world().state_mut();
@@ -635,7 +600,7 @@ async fn review_tags_wiped_from_the_latest_version_keep_its_credential() {
     env.em.world().clear_journal();
     let out = env.rotate("app-one", &[]).await;
     assert!(
-        live(&env, "app-one", &k1),
+        env.live("app-one", &k1),
         "the credential whose value is the latest version was removed: {:?}\n{}",
         env.writes(),
         stderr(&out)
@@ -649,9 +614,9 @@ async fn review_tags_wiped_from_the_latest_version_keep_its_credential() {
 async fn review_a_soft_deleted_then_recovered_secret_loses_nothing() {
     let env = Env::new(Setup::default()).await;
     assert!(env.rotate("app-one", &[]).await.status.success());
-    let k1 = published_key(&env, "app-one");
+    let k1 = env.published_key("app-one");
     assert!(env.rotate("app-one", &["--force"]).await.status.success());
-    let k2 = published_key(&env, "app-one");
+    let k2 = env.published_key("app-one");
     env.age_credential("app-one", &k1, time::Duration::hours(2));
     env.age_credential("app-one", &k2, time::Duration::hours(2));
     let deleted = {
@@ -680,8 +645,8 @@ async fn review_a_soft_deleted_then_recovered_secret_loses_nothing() {
     env.em.world().clear_journal();
     let out = env.rotate("app-one", &[]).await;
     assert!(out.status.success(), "{}", stderr(&out));
-    assert!(removals(&env).is_empty(), "{:?}", env.writes());
-    assert!(live(&env, "app-one", &k1) && live(&env, "app-one", &k2));
+    assert!(env.removals().is_empty(), "{:?}", env.writes());
+    assert!(env.live("app-one", &k1) && env.live("app-one", &k2));
     env.assert_published_valid("app-one");
     env.assert_foreign_untouched("app-one");
 }

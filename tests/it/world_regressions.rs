@@ -114,12 +114,6 @@ fn removals(env: &Env) -> Vec<String> {
         .collect()
 }
 
-fn edit_config(env: &Env, from: &str, to: &str) {
-    let text = std::fs::read_to_string(&env.config_path).unwrap();
-    assert!(text.contains(from), "the config has {from}");
-    std::fs::write(&env.config_path, text.replace(from, to)).unwrap();
-}
-
 /// Found with seed 1 (`move_secret: c4 from c4-secret to c4-secret-m3`): the first reconcile
 /// after the move removed the credential published at the old name as "orphan ... never
 /// published", five seconds before anything was published at the new name:
@@ -132,8 +126,7 @@ fn edit_config(env: &Env, from: &str, to: &str) {
 async fn a_new_secret_name_keeps_the_old_credential_until_overlap_after_the_first_publish() {
     let env = Env::new(Setup::default()).await;
     let old = published_an_hour_ago(&env, "app-one");
-    edit_config(
-        &env,
+    env.edit_config(
         "secret_name = \"app-one-secret\"",
         "secret_name = \"app-one-moved\"",
     );
@@ -173,8 +166,7 @@ async fn a_new_vault_keeps_the_old_credential_until_overlap_after_the_first_publ
         .await
         .unwrap();
     let old = published_an_hour_ago(&env, "app-one");
-    edit_config(
-        &env,
+    env.edit_config(
         &format!("key_vault_url = \"{}\"", env.vault_url),
         &format!("key_vault_url = \"{}\"", report.vaults["kv-two"]),
     );
@@ -395,7 +387,7 @@ async fn a_two_password_app_that_moves_frees_the_slot_its_superseded_credential_
         ..Setup::default()
     })
     .await;
-    edit_config(&env, "overlap = \"20m\"", "overlap = \"3s\"");
+    env.edit_config("overlap = \"20m\"", "overlap = \"3s\"");
     let out = env.rotate("app-one", &[]).await;
     assert!(out.status.success(), "{}", stderr(&out));
     let first = env.versions("app-one")[0].tags["key-id"].clone();
@@ -405,8 +397,7 @@ async fn a_two_password_app_that_moves_frees_the_slot_its_superseded_credential_
     assert_eq!(env.passwords("app-one").len(), 2, "both slots taken");
     // The predecessor's overlap at the old name ends.
     tokio::time::sleep(Duration::from_secs(5)).await;
-    edit_config(
-        &env,
+    env.edit_config(
         "secret_name = \"app-one-secret\"",
         "secret_name = \"app-one-moved\"",
     );
