@@ -22,7 +22,7 @@ pub const TAG_ROTATION_ID: &str = "rotation-id";
 
 /// A published key id missing from a (lagging) credential list is taken as gone only after this.
 pub const READ_LAG_GRACE: Duration = Duration::from_secs(300);
-/// A clock further than this from Azure's blocks retiring and sweeping (never rotating).
+/// A clock further than this from Azure's is reported (fix it: NTP). Removals wait out any skew.
 pub const MAX_SKEW_SECONDS: i64 = 120;
 /// An orphan is older than `verify_timeout` plus this: longer than any attempt can still be
 /// publishing after its verification (a 30 s publish budget, a 60 s history read, a second
@@ -375,14 +375,11 @@ pub fn plan(observed: &Observed, policy: &PolicyView<'_>, now: OffsetDateTime) -
         .cloned()
         .collect();
     let history: &[VersionInfo] = &history_own;
-    // Times from Azure (`created`, `startDateTime`) are compared with the local clock. When the
-    // two disagree by more than MAX_SKEW_SECONDS, removals wait out the difference too, so that
-    // a credential is removed only when both clocks agree that its time has come.
-    let margin = if observed.skew_seconds.abs() > MAX_SKEW_SECONDS {
-        time::Duration::seconds(observed.skew_seconds.abs())
-    } else {
-        time::Duration::ZERO
-    };
+    // Times from Azure (`created`, `startDateTime`) are compared with the local clock: removals
+    // wait out the difference between the two, so that a credential is removed only when both
+    // clocks agree that its time has come. A skew of seconds matters as much as one of minutes
+    // when `overlap` is short.
+    let margin = time::Duration::seconds(observed.skew_seconds.abs());
     let removal_now = now - margin;
 
     // The published version and what it says about the secret consumers hold.
@@ -638,7 +635,7 @@ pub fn plan(observed: &Observed, policy: &PolicyView<'_>, now: OffsetDateTime) -
             },
         });
     }
-    if margin > time::Duration::ZERO {
+    if observed.skew_seconds.abs() > MAX_SKEW_SECONDS {
         plan.notes.push(format!(
             "the local clock is {} s off Azure's (more than {MAX_SKEW_SECONDS} s): removals wait out the difference; fix the clock (NTP)",
             observed.skew_seconds
@@ -1270,7 +1267,16 @@ mod tests {
         o.skew_seconds = -180;
         assert!(plan(&o, &policy(), NOW).removals.is_empty());
         o.skew_seconds = 50;
-        assert_eq!(plan(&o, &policy(), NOW).removals.len(), 1, "small skew");
+        assert_eq!(
+            plan(&o, &policy(), NOW).removals.len(),
+            1,
+            "due by both clocks"
+        );
+        o.skew_seconds = -61;
+        assert!(
+            plan(&o, &policy(), NOW).removals.is_empty(),
+            "a skew under two minutes is waited out too"
+        );
     }
 
     #[test]
