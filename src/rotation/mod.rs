@@ -524,26 +524,40 @@ async fn remove(
     removal: &Removal,
     cancel: &CancellationToken,
 ) -> Result<bool, azure::Error> {
-    if matches!(removal.reason, RemovalReason::Orphan { .. }) {
-        // Proof, not one observation: list the vault history again just before removing. Only
-        // a listing that succeeded and found the secret counts; a 404 proves nothing.
-        let versions = retry(observe::READ_BUDGET, cancel, || {
-            ctx.azure
-                .vaults
-                .versions(&client.key_vault_url, &client.secret_name)
-        })
-        .await?;
-        let Some(versions) = versions else {
-            tracing::warn!(client = %client.name, key_id = %removal.key_id, "keeping a possible orphan: the vault secret could not be listed again (404)");
-            return Ok(false);
+    // Proof, not one observation: the vault is read again just before removing, because the
+    // world may have changed since the reconcile observed it (a soft-delete, a version written
+    // by hand, a lagging listing that caught up). Only a read that succeeded and found the
+    // secret counts; a 404, a soft-deleted name or a failed read keeps the credential. An
+    // attempt that never reached publishing needs no vault: none can hold its value.
+    let never_published = matches!(removal.reason, RemovalReason::Abandoned { .. });
+    if !never_published {
+        let (history, latest) = match observe::read_vault(ctx, client, cancel).await {
+            Ok(plan::VaultSecret::Present { history, latest }) => (history, latest),
+            Ok(_) => {
+                tracing::warn!(client = %client.name, key_id = %removal.key_id, "keeping the credential: the vault secret is missing or soft-deleted now");
+                return Ok(false);
+            }
+            Err(e) => {
+                tracing::warn!(client = %client.name, key_id = %removal.key_id, error = %e, "keeping the credential: the vault could not be read again");
+                return Ok(false);
+            }
         };
-        let named = versions.iter().any(|v| {
+        let names = |v: &crate::azure::keyvault::VersionInfo| {
             v.tags
                 .get(plan::TAG_KEY_ID)
                 .is_some_and(|k| k.eq_ignore_ascii_case(&removal.key_id))
-        });
-        if named {
-            tracing::info!(client = %client.name, key_id = %removal.key_id, "not an orphan after all: a vault version names it");
+        };
+        let hint = app
+            .passwords
+            .iter()
+            .find(|p| p.key_id.eq_ignore_ascii_case(&removal.key_id))
+            .and_then(|p| p.hint.as_deref());
+        let read_by_consumers =
+            names(&latest) || (hint.is_some() && latest.value_hint.as_deref() == hint);
+        let orphan_named = matches!(removal.reason, RemovalReason::Orphan { .. })
+            && history.iter().any(names);
+        if read_by_consumers || orphan_named {
+            tracing::info!(client = %client.name, key_id = %removal.key_id, "keeping the credential: a fresh read shows it published");
             return Ok(false);
         }
     }

@@ -361,3 +361,61 @@ fn futures_lite_get(daemon: &Daemon, path: &str) -> String {
     .join()
     .unwrap()
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_secret_soft_deleted_between_observing_and_removing_stops_the_removals() {
+    let env = Env::new(Setup::default()).await;
+    for extra in [&[][..], &["--force"], &["--force"]] {
+        assert!(env.rotate("app-one", extra).await.status.success());
+    }
+    let keys: Vec<String> = env
+        .versions("app-one")
+        .iter()
+        .map(|v| v.tags["key-id"].clone())
+        .collect();
+    // The two older credentials are superseded for longer than overlap.
+    env.age_versions("app-one", time::Duration::hours(1));
+    // The first removal takes effect and its answer is held; meanwhile the secret is deleted.
+    env.em.world().add_fault(emulator::world::FaultRule {
+        operation: "graph.remove_password".into(),
+        target: Some(env.client("app-one").object_id.clone()),
+        count: 1,
+        kind: FaultKind::HoldAfter,
+    });
+    let rotate = {
+        let mut cmd = env.command(&["rotate", "--config", &path_str(&env.config_path), "app-one"]);
+        tokio::task::spawn_blocking(move || cmd.output().unwrap())
+    };
+    assert!(
+        eventually(Duration::from_secs(30), || !env
+            .em
+            .world()
+            .held_calls()
+            .is_empty())
+        .await
+    );
+    {
+        let mut state = env.em.world().state_mut();
+        let vault = state.vaults.get_mut("kv-test").unwrap();
+        let secret = vault.secrets.remove("app-one-secret").unwrap();
+        vault.deleted.insert(
+            "app-one-secret".into(),
+            emulator::model::DeletedSecret {
+                secret,
+                deleted_date: 1_800_000_000,
+                scheduled_purge_date: 1_900_000_000,
+            },
+        );
+    }
+    env.em.world().release_all();
+    let _ = rotate.await.unwrap();
+    let removed = env.removals();
+    assert_eq!(
+        removed.len(),
+        1,
+        "only the removal decided before the soft-delete: {:?}",
+        env.writes()
+    );
+    assert!(keys[..2].iter().any(|k| env.live("app-one", k)));
+    assert!(env.live("app-one", &keys[2]));
+}
