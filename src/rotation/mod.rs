@@ -554,8 +554,8 @@ async fn remove(
             .and_then(|p| p.hint.as_deref());
         let read_by_consumers =
             names(&latest) || (hint.is_some() && latest.value_hint.as_deref() == hint);
-        let orphan_named = matches!(removal.reason, RemovalReason::Orphan { .. })
-            && history.iter().any(names);
+        let orphan_named =
+            matches!(removal.reason, RemovalReason::Orphan { .. }) && history.iter().any(names);
         if read_by_consumers || orphan_named {
             tracing::info!(client = %client.name, key_id = %removal.key_id, "keeping the credential: a fresh read shows it published");
             return Ok(false);
