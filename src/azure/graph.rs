@@ -396,10 +396,23 @@ impl GraphClient {
         })
     }
 
-    /// `removePassword`; an unknown key id counts as removed.
-    pub async fn remove_password(&self, object_id: &str, key_id: &str) -> Result<(), Error> {
+    /// Waits for the next write slot of `object_id` (the gap between writes to one object, and
+    /// the write quota) and claims it, so that a [`GraphClient::remove_password_now`] right
+    /// after goes out at once: a removal then follows its last read of the vault with no wait in
+    /// between.
+    pub async fn claim_write(&self, object_id: &str) {
         self.pace(object_id).await;
         self.pacer.write_slot().await;
+    }
+
+    /// `removePassword`; an unknown key id counts as removed.
+    pub async fn remove_password(&self, object_id: &str, key_id: &str) -> Result<(), Error> {
+        self.claim_write(object_id).await;
+        self.remove_password_now(object_id, key_id).await
+    }
+
+    /// `removePassword` in a write slot the caller claimed with [`GraphClient::claim_write`].
+    pub async fn remove_password_now(&self, object_id: &str, key_id: &str) -> Result<(), Error> {
         let url = format!("{}/applications/{object_id}/removePassword", self.base);
         match self
             .send(

@@ -530,6 +530,9 @@ async fn remove(
     // secret counts; a 404, a soft-deleted name or a failed read keeps the credential. An
     // attempt that never reached publishing needs no vault: none can hold its value.
     let never_published = matches!(removal.reason, RemovalReason::Abandoned { .. });
+    // The write slot first (it may mean waiting a second for the previous write to this app),
+    // then the read, then the removal at once: nothing that changes the world waits between.
+    ctx.azure.graph.claim_write(&app.object_id).await;
     if !never_published {
         let (history, latest) = match observe::read_vault(ctx, client, cancel).await {
             Ok(plan::VaultSecret::Present { history, latest }) => (history, latest),
@@ -561,10 +564,19 @@ async fn remove(
             return Ok(false);
         }
     }
+    let claimed = std::sync::atomic::AtomicBool::new(true);
     retry(WRITE_BUDGET, cancel, || {
-        ctx.azure
-            .graph
-            .remove_password(&app.object_id, &removal.key_id)
+        let in_claimed_slot = claimed.swap(false, std::sync::atomic::Ordering::Relaxed);
+        async move {
+            let graph = &ctx.azure.graph;
+            if in_claimed_slot {
+                graph
+                    .remove_password_now(&app.object_id, &removal.key_id)
+                    .await
+            } else {
+                graph.remove_password(&app.object_id, &removal.key_id).await
+            }
+        }
     })
     .await?;
     tracing::info!(client = %client.name, key_id = %removal.key_id, reason = %removal.reason, "removed credential");
