@@ -91,19 +91,7 @@ async fn a_soft_deleted_secret_blocks_the_client_and_removes_nothing() {
         env.age_credential("app-one", k, time::Duration::hours(2));
     }
     env.age_versions("app-one", time::Duration::hours(1));
-    {
-        let mut state = env.em.world().state_mut();
-        let vault = state.vaults.get_mut("kv-test").unwrap();
-        let secret = vault.secrets.remove("app-one-secret").unwrap();
-        vault.deleted.insert(
-            "app-one-secret".into(),
-            emulator::model::DeletedSecret {
-                secret,
-                deleted_date: 1_800_000_000,
-                scheduled_purge_date: 1_900_000_000,
-            },
-        );
-    }
+    env.soft_delete("app-one");
     env.em.world().clear_journal();
     let out = env.rotate("app-one", &[]).await;
     assert!(!out.status.success());
@@ -394,19 +382,7 @@ async fn a_secret_soft_deleted_between_observing_and_removing_stops_the_removals
             .is_empty())
         .await
     );
-    {
-        let mut state = env.em.world().state_mut();
-        let vault = state.vaults.get_mut("kv-test").unwrap();
-        let secret = vault.secrets.remove("app-one-secret").unwrap();
-        vault.deleted.insert(
-            "app-one-secret".into(),
-            emulator::model::DeletedSecret {
-                secret,
-                deleted_date: 1_800_000_000,
-                scheduled_purge_date: 1_900_000_000,
-            },
-        );
-    }
+    env.soft_delete("app-one");
     env.em.world().release_all();
     let _ = rotate.await.unwrap();
     let removed = env.removals();

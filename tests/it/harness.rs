@@ -406,6 +406,25 @@ verify_successes = 1
         self.versions(client).last().expect("a version").tags["key-id"].clone()
     }
 
+    /// Soft-deletes `client`'s vault secret, as a person would: it moves to the vault's deleted
+    /// secrets (recoverable or purgeable). Returns it as it was.
+    pub fn soft_delete(&self, client: &str) -> emulator::model::VaultSecret {
+        let name = format!("{client}-secret");
+        let mut state = self.em.world().state_mut();
+        let vault = state.vaults.get_mut("kv-test").unwrap();
+        let secret = vault.secrets.remove(&name).expect("secret");
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        vault.deleted.insert(
+            name,
+            emulator::model::DeletedSecret {
+                secret: secret.clone(),
+                deleted_date: now,
+                scheduled_purge_date: now + 90 * 86_400,
+            },
+        );
+        secret
+    }
+
     /// Live passwords (key id, display name).
     pub fn passwords(&self, name: &str) -> Vec<(String, Option<String>)> {
         self.app(name)

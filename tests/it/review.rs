@@ -619,22 +619,7 @@ async fn review_a_soft_deleted_then_recovered_secret_loses_nothing() {
     let k2 = env.published_key("app-one");
     env.age_credential("app-one", &k1, time::Duration::hours(2));
     env.age_credential("app-one", &k2, time::Duration::hours(2));
-    let deleted = {
-        let mut state = env.em.world().state_mut();
-        let vault = state.vaults.get_mut("kv-test").unwrap();
-        let secret = vault.secrets.remove("app-one-secret").unwrap();
-        vault.deleted.insert(
-            "app-one-secret".into(),
-            emulator::model::DeletedSecret {
-                secret,
-                deleted_date: 1_800_000_000,
-                scheduled_purge_date: 1_900_000_000,
-            },
-        );
-        state.vaults["kv-test"].deleted["app-one-secret"]
-            .secret
-            .clone()
-    };
+    let deleted = env.soft_delete("app-one");
     assert!(!env.rotate("app-one", &[]).await.status.success());
     {
         let mut state = env.em.world().state_mut();

@@ -184,20 +184,7 @@ async fn a_new_vault_keeps_the_old_credential_until_overlap_after_the_first_publ
 async fn a_soft_deleted_secret_blocks_the_client_and_removes_nothing() {
     let env = Env::new(Setup::default()).await;
     let old = published_an_hour_ago(&env, "app-one");
-    {
-        let mut state = env.em.world().state_mut();
-        let vault = state.vaults.get_mut("kv-test").unwrap();
-        let secret = vault.secrets.remove("app-one-secret").unwrap();
-        let now = time::OffsetDateTime::now_utc().unix_timestamp();
-        vault.deleted.insert(
-            "app-one-secret".into(),
-            emulator::model::DeletedSecret {
-                secret,
-                deleted_date: now,
-                scheduled_purge_date: now + 90 * 86_400,
-            },
-        );
-    }
+    env.soft_delete("app-one");
     let out = env.rotate("app-one", &[]).await;
     assert!(!out.status.success(), "a blocked client is not healthy");
     let err = stderr(&out);
