@@ -1,0 +1,307 @@
+//! `[[clients]]`: the applications the daemon rotates, where each publishes, and its policy.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+
+use chrono_tz::Tz;
+use serde::Deserialize;
+use url::Url;
+
+use super::azure::{Cloud, Credential};
+use super::policy::{Located, Policy, RawPolicy, Schedule, policy};
+use super::values::{Ctx, https_url, is_guid};
+use super::{ConfigError, S};
+
+/// How a client names its application.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AppRef {
+    AppId(String),
+    ObjectId(String),
+}
+
+impl fmt::Display for AppRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AppRef::AppId(id) => write!(f, "app_id {id}"),
+            AppRef::ObjectId(id) => write!(f, "app_object_id {id}"),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Client {
+    pub name: String,
+    pub app: AppRef,
+    pub key_vault_url: Url,
+    pub secret_name: String,
+    pub policy: Policy,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawClient {
+    name: S<String>,
+    app_id: Option<S<String>>,
+    app_object_id: Option<S<String>>,
+    key_vault_url: S<String>,
+    secret_name: S<String>,
+    // The policy keys, which may override [defaults]. Listed out because serde cannot combine
+    // `flatten` with `deny_unknown_fields`.
+    schedule: Option<S<String>>,
+    timezone: Option<S<String>>,
+    secret_lifetime: Option<S<String>>,
+    renew_before: Option<S<String>>,
+    overlap: Option<S<String>>,
+    verify_scope: Option<S<String>>,
+    verify_timeout: Option<S<String>>,
+    verify_successes: Option<S<i64>>,
+    adopt: Option<S<bool>>,
+    allow_custom_vault_host: Option<S<bool>>,
+}
+
+impl RawClient {
+    fn policy(&self) -> RawPolicy {
+        RawPolicy {
+            schedule: self.schedule.clone(),
+            timezone: self.timezone.clone(),
+            secret_lifetime: self.secret_lifetime.clone(),
+            renew_before: self.renew_before.clone(),
+            overlap: self.overlap.clone(),
+            verify_scope: self.verify_scope.clone(),
+            verify_timeout: self.verify_timeout.clone(),
+            verify_successes: self.verify_successes.clone(),
+            adopt: self.adopt.clone(),
+            allow_custom_vault_host: self.allow_custom_vault_host.clone(),
+        }
+    }
+}
+
+/// Whether the daemon may send its Key Vault token to `url`'s host without being told to: the
+/// cloud's vault hosts, and loopback (the emulator).
+fn known_vault_host(url: &Url, cloud: Cloud) -> bool {
+    match url.host() {
+        Some(url::Host::Domain(d)) => {
+            let d = d.to_ascii_lowercase();
+            d.ends_with(cloud.vault_suffix()) || d == "localhost"
+        }
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    }
+}
+
+fn valid_client_name(s: &str) -> bool {
+    (1..=64).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+}
+
+fn valid_secret_name(s: &str) -> bool {
+    (1..=127).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+}
+
+/// The clients read so far and what must stay unique across them: names, applications and the
+/// vault secrets they write. Clients with one schedule share its parsed form.
+pub(super) struct ClientSet<'a> {
+    defaults: &'a RawPolicy,
+    own_client_id: Option<String>,
+    cloud: Cloud,
+    clients: Vec<Client>,
+    names: HashMap<String, usize>,
+    apps: HashMap<String, usize>,
+    targets: HashMap<(String, String), usize>,
+    schedules: HashMap<(String, Tz), Arc<Schedule>>,
+}
+
+impl<'a> ClientSet<'a> {
+    pub(super) fn new(defaults: &'a RawPolicy, credential: &Credential, cloud: Cloud) -> Self {
+        ClientSet {
+            defaults,
+            own_client_id: credential.client_id().map(str::to_string),
+            cloud,
+            clients: Vec::new(),
+            names: HashMap::new(),
+            apps: HashMap::new(),
+            targets: HashMap::new(),
+            schedules: HashMap::new(),
+        }
+    }
+
+    pub(super) fn into_clients(self) -> Vec<Client> {
+        self.clients
+    }
+
+    /// Validates one client against the ones before it.
+    pub(super) fn add(&mut self, ctx: &Ctx<'_>, rc: &S<RawClient>) -> Result<(), ConfigError> {
+        let i = self.clients.len();
+        let c = rc.get_ref();
+        let prefix = format!("clients[{i}]");
+        let name = c.name.get_ref().clone();
+        if !valid_client_name(&name) {
+            return Err(ctx.err(
+                &c.name,
+                &format!("{prefix}.name"),
+                format!("'{name}' must be 1-64 characters of A-Z, a-z, 0-9, _, . and -"),
+            ));
+        }
+        let prefix = format!("clients[{i}] ({name})");
+        if let Some(first) = self.names.insert(name.to_ascii_lowercase(), i) {
+            return Err(ctx.err(
+                &c.name,
+                &format!("{prefix}.name"),
+                format!("duplicates clients[{first}]"),
+            ));
+        }
+        let app = match (&c.app_id, &c.app_object_id) {
+            (Some(v), None) if is_guid(v.get_ref()) => {
+                AppRef::AppId(v.get_ref().to_ascii_lowercase())
+            }
+            (None, Some(v)) if is_guid(v.get_ref()) => {
+                AppRef::ObjectId(v.get_ref().to_ascii_lowercase())
+            }
+            (Some(v), None) => {
+                return Err(ctx.err(
+                    v,
+                    &format!("{prefix}.app_id"),
+                    format!("'{}' is not a GUID", v.get_ref()),
+                ));
+            }
+            (None, Some(v)) => {
+                return Err(ctx.err(
+                    v,
+                    &format!("{prefix}.app_object_id"),
+                    format!("'{}' is not a GUID", v.get_ref()),
+                ));
+            }
+            (Some(v), Some(_)) => {
+                return Err(ctx.err(
+                    v,
+                    &format!("{prefix}.app_id"),
+                    "set app_id or app_object_id, not both",
+                ));
+            }
+            (None, None) => {
+                return Err(ctx.err(
+                    rc,
+                    &format!("{prefix}.app_id"),
+                    "one of app_id or app_object_id is required",
+                ));
+            }
+        };
+        let (app_key, app_span) = match (&app, &c.app_id, &c.app_object_id) {
+            (AppRef::AppId(id), Some(v), _) | (AppRef::ObjectId(id), _, Some(v)) => {
+                (id.clone(), v.span())
+            }
+            _ => (String::new(), rc.span()),
+        };
+        if let Some(first) = self.apps.insert(app_key.clone(), i) {
+            return Err(ctx.err_at::<()>(
+                app_span,
+                &format!("{prefix}.app_id"),
+                format!("clients[{first}] already manages this application"),
+            ));
+        }
+        if let AppRef::AppId(id) = &app
+            && self.own_client_id.as_deref() == Some(id.as_str())
+        {
+            return Err(ctx.err_at::<()>(app_span, &format!("{prefix}.app_id"), "is the daemon's own identity (azure.credential.client_id); it cannot rotate itself"));
+        }
+        let key_vault_url = https_url(ctx, &c.key_vault_url, &format!("{prefix}.key_vault_url"))?;
+        if !matches!(key_vault_url.path(), "" | "/") {
+            return Err(ctx.err(
+                &c.key_vault_url,
+                &format!("{prefix}.key_vault_url"),
+                "must be the vault's base URL, without a path",
+            ));
+        }
+        let allow_custom_host = c
+            .allow_custom_vault_host
+            .as_ref()
+            .or(self.defaults.allow_custom_vault_host.as_ref())
+            .is_some_and(|v| *v.get_ref());
+        if !allow_custom_host && !known_vault_host(&key_vault_url, self.cloud) {
+            return Err(ctx.err(
+            &c.key_vault_url,
+            &format!("{prefix}.key_vault_url"),
+            format!(
+                "{} is not a Key Vault host of the {} cloud (*{}), and the daemon's Key Vault token is good for every vault it may use: check the URL for a typo, or set allow_custom_vault_host = true on this client if the host is yours",
+                key_vault_url.host_str().unwrap_or_default(),
+                self.cloud.name(),
+                self.cloud.vault_suffix()
+            ),
+        ));
+        }
+        let secret_name = c.secret_name.get_ref().clone();
+        if !valid_secret_name(&secret_name) {
+            return Err(ctx.err(
+                &c.secret_name,
+                &format!("{prefix}.secret_name"),
+                format!("'{secret_name}' must be 1-127 characters of 0-9, a-z, A-Z and -"),
+            ));
+        }
+        let vault_key = key_vault_url
+            .as_str()
+            .trim_end_matches('/')
+            .to_ascii_lowercase();
+        if let Some(first) = self
+            .targets
+            .insert((vault_key, secret_name.to_ascii_lowercase()), i)
+        {
+            return Err(ctx.err(
+                &c.secret_name,
+                &format!("{prefix}.secret_name"),
+                format!("clients[{first}] already writes this secret in this vault"),
+            ));
+        }
+        let (mut policy, spans) = policy(ctx, &c.policy(), self.defaults, &prefix, self.cloud)?;
+        let key = (policy.schedule.expression.clone(), policy.schedule.timezone);
+        policy.schedule = self
+            .schedules
+            .entry(key)
+            .or_insert_with(|| policy.schedule.clone())
+            .clone();
+        let at = |s: &Located, fallback: &str| match s {
+            Some((span, key)) => (Some(ctx.line_of(span.start)), key.clone()),
+            None => (
+                Some(ctx.line_of(rc.span().start)),
+                format!("{prefix}.{fallback}"),
+            ),
+        };
+        if policy.renew_before >= policy.secret_lifetime {
+            let (line, key) = at(&spans.renew_at, "renew_before");
+            return Err(ConfigError {
+                file: ctx.file.to_path_buf(),
+                line,
+                key,
+                message: format!(
+                    "renew_before ({}) must be shorter than secret_lifetime ({})",
+                    crate::clock::format_duration(policy.renew_before),
+                    crate::clock::format_duration(policy.secret_lifetime)
+                ),
+            });
+        }
+        if policy.overlap >= policy.secret_lifetime - policy.renew_before {
+            let (line, key) = at(&spans.overlap_at, "overlap");
+            return Err(ConfigError {
+                file: ctx.file.to_path_buf(),
+                line,
+                key,
+                message: format!(
+                    "overlap ({}) must be shorter than secret_lifetime - renew_before ({})",
+                    crate::clock::format_duration(policy.overlap),
+                    crate::clock::format_duration(policy.secret_lifetime - policy.renew_before)
+                ),
+            });
+        }
+        let _ = spans.lifetime_at;
+        self.clients.push(Client {
+            name,
+            app,
+            key_vault_url,
+            secret_name,
+            policy,
+        });
+        Ok(())
+    }
+}

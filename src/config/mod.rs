@@ -1,0 +1,158 @@
+//! The TOML configuration: parsed into raw types (unknown keys refused), then validated into the
+//! typed [`Config`] the rest of the daemon uses. Every error names the file, the line and the key.
+//! Each section has its file: its raw form, its typed form and its validation.
+//!
+//! Secrets are never written in the config: it names files, and [`Config::load`] reads them.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use toml::Spanned;
+
+mod azure;
+mod clients;
+mod daemon;
+mod policy;
+mod server;
+mod values;
+
+pub use azure::{Azure, Cloud, Credential};
+pub use clients::{AppRef, Client};
+pub use daemon::LogFormat;
+pub use policy::{Policy, Schedule};
+pub use server::Server;
+
+/// A config error: where, which key, what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub file: PathBuf,
+    pub line: Option<usize>,
+    pub key: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file.display())?;
+        if let Some(line) = self.line {
+            write!(f, ":{line}")?;
+        }
+        if !self.key.is_empty() {
+            write!(f, ": {}", self.key)?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+#[derive(Debug)]
+pub struct Config {
+    pub path: PathBuf,
+    pub azure: Azure,
+    pub instance: String,
+    /// Reconciles running at once, across all clients.
+    pub max_concurrent: usize,
+    pub log_format: LogFormat,
+    pub log_level: String,
+    pub server: Server,
+    pub state_dir: PathBuf,
+    pub clients: Vec<Client>,
+    /// What is allowed but unwise (a secret file others may read): one line each, naming the
+    /// file, never its content. Logged once the log is set up.
+    pub warnings: Vec<String>,
+}
+
+impl Config {
+    pub fn client(&self, name: &str) -> Option<&Client> {
+        self.clients.iter().find(|c| c.name == name)
+    }
+}
+
+type S<T> = Spanned<T>;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    azure: azure::RawAzure,
+    #[serde(default)]
+    daemon: daemon::RawDaemon,
+    #[serde(default)]
+    log: daemon::RawLog,
+    #[serde(default)]
+    server: server::RawServer,
+    #[serde(default)]
+    state: daemon::RawState,
+    #[serde(default)]
+    defaults: policy::RawPolicy,
+    #[serde(default)]
+    clients: Vec<S<clients::RawClient>>,
+}
+
+impl Config {
+    /// Reads, parses and validates a config file, and reads the secret files it names.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let source = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: path.to_path_buf(),
+            line: None,
+            key: String::new(),
+            message: format!("cannot read: {e}"),
+        })?;
+        Config::parse(path, &source)
+    }
+
+    /// Parses and validates config text; `path` names it in errors and anchors relative paths.
+    pub fn parse(path: &Path, source: &str) -> Result<Config, ConfigError> {
+        let ctx = values::Ctx { file: path, source };
+        let mut warnings = Vec::new();
+        let raw: RawConfig = toml::from_str(source).map_err(|e| ConfigError {
+            file: path.to_path_buf(),
+            line: e.span().map(|s| ctx.line_of(s.start)),
+            key: String::new(),
+            message: e.message().trim().to_string(),
+        })?;
+
+        let azure = azure::parse(&ctx, &raw.azure, &mut warnings)?;
+        let daemon = daemon::daemon(&ctx, &raw.daemon)?;
+        let (log_format, log_level) = daemon::log(&ctx, &raw.log)?;
+        let server = server::parse(&ctx, &raw.server, &mut warnings)?;
+        let state_dir = daemon::state(&ctx, &raw.state)?;
+
+        // [defaults] must be valid on its own, even when every client overrides it.
+        policy::policy(
+            &ctx,
+            &policy::RawPolicy::default(),
+            &raw.defaults,
+            "defaults",
+            azure.cloud,
+        )?;
+        let mut clients = clients::ClientSet::new(&raw.defaults, &azure.credential, azure.cloud);
+        for rc in &raw.clients {
+            clients.add(&ctx, rc)?;
+        }
+        let clients = clients.into_clients();
+
+        // A reload logs at once; the first load is logged by `main` once the log is set up.
+        if tracing::dispatcher::has_been_set() {
+            for w in &warnings {
+                tracing::warn!("{w}");
+            }
+        }
+        Ok(Config {
+            path: path.to_path_buf(),
+            azure,
+            instance: daemon.instance,
+            max_concurrent: daemon.max_concurrent,
+            log_format,
+            log_level,
+            server,
+            state_dir,
+            clients,
+            warnings,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,281 @@
+//! Config errors: each names the file, the line and the key.
+
+use super::*;
+use secrecy::ExposeSecret;
+use std::os::unix::fs::PermissionsExt;
+
+fn text(state: &Path, vault: &str, client_extra: &str, defaults: &str) -> String {
+    format!(
+        r#"[azure]
+tenant_id = "00000000-0000-0000-0000-000000000000"
+
+[azure.credential]
+kind = "managed_identity"
+
+[state]
+dir = "{}"
+
+[defaults]
+{defaults}
+
+[[clients]]
+name = "c"
+app_id = "22222222-2222-2222-2222-222222222222"
+key_vault_url = "{vault}"
+secret_name = "c-secret"
+{client_extra}
+"#,
+        state.display()
+    )
+}
+
+#[test]
+fn a_state_dir_others_may_write_is_refused_naming_file_line_and_key() {
+    let tmp = tempfile::tempdir().unwrap();
+    let state = tmp.path().join("state");
+    let file = tmp.path().join("config.toml");
+    let t = text(&state, "https://kv.vault.azure.net", "", "");
+    Config::parse(&file, &t).expect("a missing state dir is fine: it is created");
+    std::fs::create_dir(&state).unwrap();
+    std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o700)).unwrap();
+    Config::parse(&file, &t).expect("an owner-only state dir is fine");
+    std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let e = Config::parse(&file, &t).unwrap_err();
+    assert_eq!((e.line, e.key.as_str()), (Some(8), "state.dir"));
+    assert!(
+        e.to_string()
+            .starts_with(&format!("{}:8: state.dir: ", file.display()))
+    );
+    assert!(
+        e.message
+            .contains("writable by group or others (mode 0777)"),
+        "{e}"
+    );
+    std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o770)).unwrap();
+    assert!(
+        Config::parse(&file, &t).is_err(),
+        "group-writable is refused too"
+    );
+}
+
+#[test]
+fn a_vault_outside_the_clouds_suffix_needs_allow_custom_vault_host() {
+    let tmp = tempfile::tempdir().unwrap();
+    let state = tmp.path().join("state");
+    let file = tmp.path().join("config.toml");
+    for typo in [
+        "https://contoso-kv.vault.azure.net.example.com",
+        "https://contoso-kv.vault.azure.cn",
+        "https://kv.internal.contoso.com",
+        "https://10.0.0.5:8443",
+    ] {
+        let e = Config::parse(&file, &text(&state, typo, "", "")).unwrap_err();
+        assert_eq!(e.key, "clients[0] (c).key_vault_url", "{typo}");
+        assert_eq!(e.line, Some(16), "{typo}");
+        assert!(
+            e.message
+                .contains("not a Key Vault host of the public cloud (*.vault.azure.net)"),
+            "{e}"
+        );
+        assert!(e.message.contains("allow_custom_vault_host = true"), "{e}");
+        Config::parse(
+            &file,
+            &text(&state, typo, "allow_custom_vault_host = true", ""),
+        )
+        .expect("allowed on the client");
+        Config::parse(
+            &file,
+            &text(&state, typo, "", "allow_custom_vault_host = true"),
+        )
+        .expect("allowed in [defaults]");
+        assert!(
+            Config::parse(
+                &file,
+                &text(
+                    &state,
+                    typo,
+                    "allow_custom_vault_host = false",
+                    "allow_custom_vault_host = true"
+                ),
+            )
+            .is_err(),
+            "the client's own false wins over [defaults]"
+        );
+    }
+    for fine in [
+        "https://Contoso-KV.vault.azure.net/",
+        "https://127.0.0.1:8710",
+        "https://127.0.0.2:8710",
+        "https://[::1]:8710",
+        "https://localhost:8710",
+    ] {
+        Config::parse(&file, &text(&state, fine, "", "")).expect(fine);
+    }
+}
+
+#[test]
+fn a_secret_file_others_may_read_is_named_in_a_warning_without_its_content() {
+    let tmp = tempfile::tempdir().unwrap();
+    let secret = tmp.path().join("daemon-secret");
+    std::fs::write(&secret, "the-secret-value-0123456789").unwrap();
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let file = tmp.path().join("config.toml");
+    let t = text(
+        &tmp.path().join("state"),
+        "https://kv.vault.azure.net",
+        "",
+        "",
+    )
+    .replace(
+        "kind = \"managed_identity\"",
+        "kind = \"client_secret\"\nclient_id = \"11111111-1111-1111-1111-111111111111\"\nclient_secret_file = \"daemon-secret\"",
+    );
+    let c = Config::parse(&file, &t).unwrap();
+    assert_eq!(c.warnings.len(), 1, "{:?}", c.warnings);
+    let w = &c.warnings[0];
+    assert!(w.contains("azure.credential.client_secret_file"), "{w}");
+    assert!(w.contains(&secret.display().to_string()), "{w}");
+    assert!(w.contains("mode 0644"), "{w}");
+    assert!(!w.contains("the-secret-value"), "{w}");
+    match &c.azure.credential {
+        Credential::ClientSecret { secret, .. } => {
+            assert_eq!(secret.expose_secret(), "the-secret-value-0123456789")
+        }
+        other => panic!("{other:?}"),
+    }
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+    assert!(Config::parse(&file, &t).unwrap().warnings.is_empty());
+}
+
+/// One bad value per section: the error names the key and the line it is on, and says what is
+/// wrong in words an operator can act on.
+#[test]
+fn each_sections_errors_name_the_key_and_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let state = tmp.path().join("state");
+    let file = tmp.path().join("config.toml");
+    let base = text(&state, "https://kv.vault.azure.net", "", "");
+    let cases: &[(&str, &str, &str, &str)] = &[
+        // (replace, with, key, message fragment)
+        (
+            "tenant_id = \"00000000-0000-0000-0000-000000000000\"",
+            "tenant_id = \"not a tenant\"",
+            "azure.tenant_id",
+            "is not a tenant id",
+        ),
+        (
+            "kind = \"managed_identity\"",
+            "kind = \"password\"",
+            "azure.credential.kind",
+            "is not one of client_secret, workload_identity, managed_identity",
+        ),
+        (
+            "kind = \"managed_identity\"",
+            "kind = \"managed_identity\"\nclient_secret_file = \"s\"",
+            "azure.credential.client_secret_file",
+            "does not apply to kind = \"managed_identity\"",
+        ),
+        (
+            "[state]",
+            "[daemon]\nmax_concurrent = 0\n[state]",
+            "daemon.max_concurrent",
+            "0 is out of range: 1 to 4096",
+        ),
+        (
+            "[state]",
+            "[log]\nformat = \"xml\"\n[state]",
+            "log.format",
+            "'xml' is not one of text, json",
+        ),
+        (
+            "[state]",
+            "[server]\nlisten = \"localhost\"\n[state]",
+            "server.listen",
+            "'localhost' is not an address:port",
+        ),
+        (
+            "[defaults]",
+            "[defaults]\noverlap = \"soon\"",
+            "defaults.overlap",
+            "soon",
+        ),
+        (
+            "secret_name = \"c-secret\"",
+            "secret_name = \"c_secret\"",
+            "clients[0] (c).secret_name",
+            "must be 1-127 characters",
+        ),
+        (
+            "secret_name = \"c-secret\"",
+            "secret_name = \"c-secret\"\nrenew_before = \"100d\"",
+            "clients[0] (c).renew_before",
+            "must be shorter than secret_lifetime",
+        ),
+    ];
+    for (from, to, key, fragment) in cases {
+        assert!(base.contains(from), "{from}");
+        let t = base.replacen(from, to, 1);
+        let e = Config::parse(&file, &t).expect_err(to);
+        assert_eq!(e.key, *key, "{e}");
+        let bad_line = t
+            .lines()
+            .position(|l| {
+                let k = key.rsplit('.').next().unwrap();
+                l.starts_with(&format!("{k} ")) && to.contains(l)
+            })
+            .map(|i| i + 1);
+        assert_eq!(e.line, bad_line, "{e}");
+        assert!(e.message.contains(fragment), "{e}");
+        assert!(
+            e.to_string()
+                .starts_with(&format!("{}:{}: {key}: ", file.display(), e.line.unwrap())),
+            "{e}"
+        );
+    }
+}
+
+/// A second client that names the first one's application or vault secret is refused on the
+/// second one's line, naming the first.
+#[test]
+fn clients_that_collide_are_refused_naming_the_first() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("config.toml");
+    let base = text(
+        &tmp.path().join("state"),
+        "https://kv.vault.azure.net",
+        "",
+        "",
+    );
+    let second = |app: &str, secret: &str| {
+        format!(
+            "{base}\n[[clients]]\nname = \"d\"\napp_id = \"{app}\"\nkey_vault_url = \"https://KV.vault.azure.net/\"\nsecret_name = \"{secret}\"\n"
+        )
+    };
+    let e = Config::parse(
+        &file,
+        &second("22222222-2222-2222-2222-222222222222", "d-secret"),
+    )
+    .unwrap_err();
+    assert_eq!(e.key, "clients[1] (d).app_id");
+    assert!(
+        e.message
+            .contains("clients[0] already manages this application"),
+        "{e}"
+    );
+    let e = Config::parse(
+        &file,
+        &second("33333333-3333-3333-3333-333333333333", "C-SECRET"),
+    )
+    .unwrap_err();
+    assert_eq!(e.key, "clients[1] (d).secret_name");
+    assert!(
+        e.message
+            .contains("clients[0] already writes this secret in this vault"),
+        "{e}"
+    );
+    Config::parse(
+        &file,
+        &second("33333333-3333-3333-3333-333333333333", "d-secret"),
+    )
+    .expect("distinct app and secret");
+}
