@@ -16,10 +16,8 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use emulator::model::{
-    Password, SecretVersion, Seed, SeedApplication, SeedPassword, SeedVault, Settings, Throttling,
-    VaultRole, VaultSecret,
-};
+use emulator::kit::{ConfigSpec, KitClient, TenantKit};
+use emulator::model::{Password, SecretVersion, Settings, Throttling, VaultSecret};
 use emulator::{Emulator, Options};
 
 const VAULTS: usize = 10;
@@ -202,43 +200,25 @@ async fn run(n: usize, scale: f64, latency: u64) -> Row {
     })
     .await
     .expect("emulator");
-    let daemon_id = uuid::Uuid::new_v4().to_string();
-    let mut apps = vec![SeedApplication {
-        app_id: Some(daemon_id.clone()),
-        graph_roles: vec!["Application.ReadWrite.OwnedBy".into()],
-        password_credentials: vec![SeedPassword::new(None, Some(DAEMON_SECRET))],
-        ..SeedApplication::new("secret-rotator")
-    }];
-    for i in 0..n {
-        apps.push(SeedApplication {
-            id: Some(uuid::Uuid::new_v4().to_string()),
-            app_id: Some(uuid::Uuid::new_v4().to_string()),
-            owners: vec![daemon_id.clone()],
-            ..SeedApplication::new(format!("c{i}"))
-        });
-    }
-    let access = std::collections::BTreeMap::from([(daemon_id.clone(), VaultRole::Officer)]);
-    let vaults = (0..VAULTS)
-        .map(|v| SeedVault {
-            name: format!("bench-kv-{v}"),
-            access: access.clone(),
-        })
-        .collect();
-    let report = em
-        .seed(Seed {
-            tenant_id: None,
-            applications: apps,
-            vaults,
-            settings: None,
-        })
+    let tenant = (0..n)
+        .fold(
+            (0..VAULTS).fold(TenantKit::new("secret-rotator", DAEMON_SECRET), |kit, v| {
+                kit.vault(format!("bench-kv-{v}"))
+            }),
+            |kit, i| {
+                kit.client(KitClient::new(
+                    format!("c{i}"),
+                    format!("bench-kv-{}", i % VAULTS),
+                ))
+            },
+        )
+        .seed(&em)
         .await
         .expect("seed");
-    let info = em.info();
 
     // Every client starts with a published secret of this installation that is due: expiring
     // in 10 days with renew_before = 30 days. Its credential is retired inside the run.
     let now = time::OffsetDateTime::now_utc();
-    let mut names = Vec::with_capacity(n);
     {
         let mut state = em.world().state_mut();
         let mut pending = Vec::with_capacity(n);
@@ -271,11 +251,6 @@ async fn run(n: usize, scale: f64, latency: u64) -> Row {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
             let created = start.unix_timestamp();
-            names.push((
-                format!("c{i}"),
-                app.app_id.clone(),
-                format!("bench-kv-{}", i % VAULTS),
-            ));
             pending.push((
                 format!("bench-kv-{}", i % VAULTS),
                 format!("c{i}"),
@@ -321,50 +296,21 @@ async fn run(n: usize, scale: f64, latency: u64) -> Row {
         .local_addr()
         .expect("addr")
         .port();
-    let mut config = format!(
-        r#"[azure]
-tenant_id = "{tenant}"
-authority_host = "{authority}"
-graph_endpoint = "{graph}"
-ca_file = "{ca}"
-# The documented write quota, its window scaled as the emulator's is.
-graph_write_quota = "3000/{window}ms"
-
-[azure.credential]
-kind = "client_secret"
-client_id = "{daemon_id}"
-client_secret_file = "daemon-secret"
-
-[daemon]
-instance = "bench"
-max_concurrent = 512
-
-[log]
-level = "warn"
-
-[server]
-listen = "127.0.0.1:{port}"
-
-[state]
-dir = "state"
-
-[defaults]
-schedule = "0 * * * * *"
-secret_lifetime = "90d"
-renew_before = "30d"
-overlap = "5s"
-verify_timeout = "2m"
-verify_successes = 1
-"#,
-        tenant = report.tenant_id,
-        authority = info.authority_host,
-        graph = info.graph_endpoint,
-        ca = info.ca_file,
-        window = (GRAPH_WRITE_WINDOW * scale * 1000.0) as u64,
-    );
-    for (name, app_id, vault) in &names {
-        config.push_str(&format!("\n[[clients]]\nname = \"{name}\"\napp_id = \"{app_id}\"\nkey_vault_url = \"{}\"\nsecret_name = \"{name}\"\n", info.vaults[vault]));
-    }
+    let window = (GRAPH_WRITE_WINDOW * scale * 1000.0) as u64;
+    let config = tenant.config(&ConfigSpec {
+        header: "",
+        secret_file: "daemon-secret",
+        // The documented write quota, its window scaled as the emulator's is.
+        azure: &format!("graph_write_quota = \"3000/{window}ms\""),
+        instance: "bench",
+        daemon: "max_concurrent = 512",
+        log: "level = \"warn\"",
+        listen: &format!("127.0.0.1:{port}"),
+        admin_token_file: None,
+        state_dir: "state",
+        defaults: "schedule = \"0 * * * * *\"\nsecret_lifetime = \"90d\"\nrenew_before = \"30d\"\noverlap = \"5s\"\nverify_timeout = \"2m\"\nverify_successes = 1",
+        secret_name: "{name}",
+    });
     let config_path = dir.path().join("config.toml");
     std::fs::write(&config_path, config).expect("config");
     em.world().clear_journal();

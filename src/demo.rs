@@ -2,11 +2,10 @@
 //! enough to watch several rotations within a minute or two. Propagation delay and read lag
 //! keep their realistic defaults, so what the demo shows is what a tenant does.
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::Path;
 
-use emulator::model::{Seed, SeedApplication, SeedPassword, SeedVault, VaultRole};
+use emulator::kit::{ConfigSpec, KitClient, TenantKit};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
@@ -37,95 +36,49 @@ pub async fn run(listen: SocketAddr) -> anyhow::Result<()> {
     })
     .await?;
 
-    let daemon_app_id = uuid::Uuid::new_v4().to_string();
-    let mut applications = vec![SeedApplication {
-        app_id: Some(daemon_app_id.clone()),
-        graph_roles: vec!["Application.ReadWrite.OwnedBy".into()],
-        password_credentials: vec![SeedPassword::new(Some("daemon"), Some(DAEMON_SECRET))],
-        ..SeedApplication::new("secret-rotator (demo daemon identity)")
-    }];
-    let mut app_ids = Vec::new();
-    for (name, audience, _) in CLIENTS {
-        let app_id = uuid::Uuid::new_v4().to_string();
-        app_ids.push(app_id.clone());
-        applications.push(SeedApplication {
-            app_id: Some(app_id),
-            sign_in_audience: (*audience).into(),
-            owners: vec![daemon_app_id.clone()],
-            // A secret someone made in the portal: the daemon must leave it alone.
-            password_credentials: vec![SeedPassword::new(Some("created in the portal"), None)],
-            ..SeedApplication::new(*name)
-        });
-    }
-    let access = BTreeMap::from([(daemon_app_id.clone(), VaultRole::Officer)]);
-    let vaults = ["demo-kv-1", "demo-kv-2"]
+    let tenant = CLIENTS
         .iter()
-        .map(|n| SeedVault {
-            name: (*n).into(),
-            access: access.clone(),
-        })
-        .collect();
-    let report = em
-        .seed(Seed {
-            tenant_id: None,
-            applications,
-            vaults,
-            settings: None,
-        })
+        .fold(
+            TenantKit::new("secret-rotator (demo daemon identity)", DAEMON_SECRET)
+                .vault("demo-kv-1")
+                .vault("demo-kv-2"),
+            |kit, (name, audience, vault)| {
+                kit.client(KitClient {
+                    audience: (*audience).into(),
+                    // A secret someone made in the portal: the daemon must leave it alone.
+                    portal_password: Some("created in the portal".into()),
+                    ..KitClient::new(*name, *vault)
+                })
+            },
+        )
+        .seed(&em)
         .await?;
-    let info = em.info();
+    let info = &tenant.info;
 
     let secret_file = dir.join("daemon-client-secret");
     write_private(&secret_file, DAEMON_SECRET.as_bytes())?;
     let token_file = dir.join("admin-token");
     let admin_token = format!("{:032x}", rand::random::<u128>());
     write_private(&token_file, admin_token.as_bytes())?;
-    let mut config = format!(
-        r#"# Written by `secret-rotator demo`: the bundled emulator stands in for Azure.
-[azure]
-tenant_id = "{tenant}"
-authority_host = "{authority}"
-graph_endpoint = "{graph}"
-ca_file = "{ca}"
-
-[azure.credential]
-kind = "client_secret"
-client_id = "{daemon}"
-client_secret_file = "{secret}"
-
-[daemon]
-instance = "demo"
-
-[server]
-listen = "{listen}"
-admin_token_file = "{token}"
-
-[state]
-dir = "{state}"
-
-[defaults]
-schedule = "*/10 * * * * *"
-secret_lifetime = "4m"
-renew_before = "2m"
-overlap = "1m"
-verify_timeout = "2m"
-verify_successes = 2
-"#,
-        tenant = report.tenant_id,
-        authority = info.authority_host,
-        graph = info.graph_endpoint,
-        ca = info.ca_file,
-        daemon = daemon_app_id,
-        secret = secret_file.display(),
-        token = token_file.display(),
-        state = dir.join("state").display(),
+    let (secret_file_text, token_file_text, state_text, listen_text) = (
+        secret_file.display().to_string(),
+        token_file.display().to_string(),
+        dir.join("state").display().to_string(),
+        listen.to_string(),
     );
-    for ((name, _, vault), app_id) in CLIENTS.iter().zip(&app_ids) {
-        config.push_str(&format!(
-            "\n[[clients]]\nname = \"{name}\"\napp_id = \"{app_id}\"\nkey_vault_url = \"{url}\"\nsecret_name = \"{name}-secret\"\n",
-            url = report.vaults[*vault]
-        ));
-    }
+    let config = tenant.config(&ConfigSpec {
+        header: "# Written by `secret-rotator demo`: the bundled emulator stands in for Azure.\n",
+        secret_file: &secret_file_text,
+        azure: "",
+        instance: "demo",
+        daemon: "",
+        log: "",
+        listen: &listen_text,
+        admin_token_file: Some(&token_file_text),
+        state_dir: &state_text,
+        defaults: "schedule = \"*/10 * * * * *\"\nsecret_lifetime = \"4m\"\nrenew_before = \"2m\"\noverlap = \"1m\"\nverify_timeout = \"2m\"\nverify_successes = 2",
+        secret_name: "{name}-secret",
+    });
     let config_path = dir.join("config.toml");
     write_private(&config_path, config.as_bytes())?;
     let cfg = Config::load(&config_path).map_err(|e| anyhow::anyhow!("{e}"))?;

@@ -1,15 +1,13 @@
 //! Test harness: an in-process emulator seeded with the daemon's identity, client applications
 //! and a vault, a config file pointing at it, and the real `secret-rotator` binary.
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use emulator::model::{
-    Application, SecretVersion, Seed, SeedApplication, SeedPassword, SeedVault, Settings, VaultRole,
-};
+use emulator::kit::{ConfigSpec, KitClient, Tenant, TenantKit};
+use emulator::model::{Application, SecretVersion, Settings};
 use emulator::world::{Entry, FaultKind, FaultRule};
 use emulator::{Emulator, Options};
 
@@ -30,6 +28,8 @@ pub struct Env {
     pub vault_url: String,
     pub config_path: PathBuf,
     pub admin_token: String,
+    /// What was seeded, and the config it makes.
+    pub seeded: Tenant,
 }
 
 /// What a test needs seeded.
@@ -71,43 +71,30 @@ impl Env {
         })
         .await
         .expect("emulator starts");
-        let daemon_app_id = uuid::Uuid::new_v4().to_string();
-        let mut apps = vec![SeedApplication {
-            app_id: Some(daemon_app_id.clone()),
-            graph_roles: vec!["Application.ReadWrite.OwnedBy".into()],
-            password_credentials: vec![SeedPassword::new(None, Some(DAEMON_SECRET))],
-            ..SeedApplication::new("rotator")
-        }];
-        for (name, audience) in &setup.clients {
-            apps.push(SeedApplication {
-                sign_in_audience: (*audience).into(),
-                owners: vec![daemon_app_id.clone()],
-                password_credentials: if setup.foreign_password {
-                    vec![SeedPassword::new(Some("made in the portal"), None)]
-                } else {
-                    vec![]
-                },
-                ..SeedApplication::new(*name)
-            });
-        }
-        let report = em
-            .seed(Seed {
-                tenant_id: None,
-                applications: apps,
-                vaults: vec![SeedVault {
-                    name: "kv-test".into(),
-                    access: BTreeMap::from([(daemon_app_id.clone(), VaultRole::Officer)]),
-                }],
-                settings: Some(setup.settings),
-            })
-            .await
-            .expect("seed");
-        let clients = report.applications[1..]
+        let kit = setup
+            .clients
             .iter()
-            .map(|a| ClientApp {
-                name: a.display_name.clone(),
-                app_id: a.app_id.clone(),
-                object_id: a.id.clone(),
+            .fold(
+                TenantKit::new("rotator", DAEMON_SECRET).vault("kv-test"),
+                |kit, (name, audience)| {
+                    kit.client(KitClient {
+                        audience: (*audience).into(),
+                        portal_password: setup
+                            .foreign_password
+                            .then(|| "made in the portal".into()),
+                        ..KitClient::new(*name, "kv-test")
+                    })
+                },
+            )
+            .settings(setup.settings);
+        let tenant = kit.seed(&em).await.expect("seed");
+        let clients = tenant
+            .clients
+            .iter()
+            .map(|c| ClientApp {
+                name: c.name.clone(),
+                app_id: c.app_id.clone(),
+                object_id: c.object_id.clone(),
             })
             .collect();
         let admin_token = "test-admin-token-0123456789".to_string();
@@ -121,14 +108,15 @@ impl Env {
             std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
         }
         let env = Env {
-            tenant: report.tenant_id.clone(),
-            vault_url: report.vaults["kv-test"].clone(),
+            vault_url: tenant.vaults["kv-test"].clone(),
             config_path: dir.path().join("config.toml"),
             em,
             dir,
-            daemon_app_id,
+            tenant: tenant.tenant_id.clone(),
+            daemon_app_id: tenant.daemon_app_id.clone(),
             clients,
             admin_token,
+            seeded: tenant,
         };
         env.write_config("", "");
         env
@@ -143,50 +131,22 @@ impl Env {
 
     /// Writes the config: `defaults` lines go under `[defaults]`, `extra` at the end.
     pub fn write_config(&self, defaults: &str, extra: &str) {
-        let info = self.em.info();
-        let mut text = format!(
-            r#"[azure]
-tenant_id = "{tenant}"
-authority_host = "{authority}"
-graph_endpoint = "{graph}"
-ca_file = "{ca}"
-
-[azure.credential]
-kind = "client_secret"
-client_id = "{daemon}"
-client_secret_file = "daemon-secret"
-
-[daemon]
-instance = "test"
-
-[server]
-listen = "127.0.0.1:0"
-admin_token_file = "admin-token"
-
-[state]
-dir = "state"
-
-[defaults]
-schedule = "*/2 * * * * *"
-secret_lifetime = "1h"
-renew_before = "10m"
-overlap = "20m"
-verify_timeout = "30s"
-verify_successes = 1
-{defaults}
-"#,
-            tenant = self.tenant,
-            authority = info.authority_host,
-            graph = info.graph_endpoint,
-            ca = info.ca_file,
-            daemon = self.daemon_app_id,
+        let defaults = format!(
+            "schedule = \"*/2 * * * * *\"\nsecret_lifetime = \"1h\"\nrenew_before = \"10m\"\noverlap = \"20m\"\nverify_timeout = \"30s\"\nverify_successes = 1\n{defaults}"
         );
-        for c in &self.clients {
-            text.push_str(&format!(
-                "\n[[clients]]\nname = \"{}\"\napp_id = \"{}\"\nkey_vault_url = \"{}\"\nsecret_name = \"{}-secret\"\n",
-                c.name, c.app_id, self.vault_url, c.name
-            ));
-        }
+        let mut text = self.seeded.config(&ConfigSpec {
+            header: "",
+            secret_file: "daemon-secret",
+            azure: "",
+            instance: "test",
+            daemon: "",
+            log: "",
+            listen: "127.0.0.1:0",
+            admin_token_file: Some("admin-token"),
+            state_dir: "state",
+            defaults: &defaults,
+            secret_name: "{name}-secret",
+        });
         text.push_str(extra);
         std::fs::write(&self.config_path, text).unwrap();
     }

@@ -20,6 +20,7 @@ pub mod errors;
 pub mod files;
 pub mod graph;
 pub mod keyvault;
+pub mod kit;
 pub mod model;
 pub mod throttle;
 pub mod tls;
