@@ -1,98 +1,16 @@
-//! Hostile input: property tests that feed the parsers arbitrary and mutated input, and the
-//! planner arbitrary observed state. Always a clear error, never a panic; and whatever it
-//! observes, the planner never removes the published credential or one it does not own.
+//! The planner against arbitrary observed state: whatever it observes, it never removes the
+//! published credential or one it does not own. (The parsers' property tests are next to the
+//! parsers: `src/config/tests.rs`, `src/azure/parse_properties.rs`.)
 
-use std::path::Path;
 use std::time::Duration;
 
 use proptest::prelude::*;
-use secret_rotator::azure::graph::{PasswordCredential, graph_error, parse_application};
-use secret_rotator::azure::keyvault::{VersionInfo, error_body};
-use secret_rotator::config::Config;
+use secret_rotator::azure::graph::PasswordCredential;
+use secret_rotator::azure::keyvault::VersionInfo;
 use secret_rotator::rotation::plan::{
     AbandonedAttempt, Blocked, Observed, PolicyView, Probe, RemovalReason, VaultSecret, plan, tags,
 };
 use time::OffsetDateTime;
-
-const VALID: &str = r#"[azure]
-tenant_id = "00000000-0000-0000-0000-000000000000"
-[azure.credential]
-kind = "managed_identity"
-[defaults]
-schedule = "0 */15 * * * *"
-secret_lifetime = "90d"
-renew_before = "30d"
-overlap = "7d"
-[[clients]]
-name = "a"
-app_id = "22222222-2222-2222-2222-222222222222"
-key_vault_url = "https://kv.vault.azure.net"
-secret_name = "a-secret"
-"#;
-
-fn parse(text: &str) -> Result<Config, String> {
-    Config::parse(Path::new("/etc/secret-rotator/config.toml"), text).map_err(|e| e.to_string())
-}
-
-#[test]
-fn the_valid_base_config_parses() {
-    parse(VALID).unwrap();
-}
-
-proptest! {
-    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
-
-    #[test]
-    fn config_parser_never_panics_on_arbitrary_text(text in "\\PC{0,400}") {
-        if let Err(e) = parse(&text) {
-            prop_assert!(e.starts_with("/etc/secret-rotator/config.toml"), "{e}");
-            prop_assert!(!e.contains('\n'), "one line: {e}");
-        }
-    }
-
-    #[test]
-    fn config_parser_names_the_file_for_every_mutation_of_a_valid_config(
-        line in 0usize..14, replacement in "[ -~]{0,40}", duplicate in any::<bool>()
-    ) {
-        let mut lines: Vec<String> = VALID.lines().map(str::to_string).collect();
-        if duplicate {
-            let l = lines[line].clone();
-            lines.insert(line, l);
-        } else {
-            lines[line] = replacement;
-        }
-        if let Err(e) = parse(&lines.join("\n")) {
-            prop_assert!(e.starts_with("/etc/secret-rotator/config.toml"), "{e}");
-            prop_assert!(!e.contains('\n'), "one line: {e}");
-        }
-    }
-
-    #[test]
-    fn graph_and_key_vault_parsers_never_panic(body in proptest::collection::vec(any::<u8>(), 0..600)) {
-        let _ = parse_application(&body);
-        let _ = graph_error(&body);
-        let _ = error_body(&body);
-    }
-
-    #[test]
-    fn graph_and_key_vault_parsers_never_panic_on_json_shaped_input(
-        code in "\\PC{0,600}", message in "\\PC{0,900}", depth in 0usize..200
-    ) {
-        let mut inner = serde_json::json!({"code": code, "message": message});
-        for _ in 0..depth {
-            inner = serde_json::json!({"code": "x", "innererror": inner});
-        }
-        let body = serde_json::to_vec(&serde_json::json!({"error": inner})).unwrap();
-        // Bounded, one-line texts, whatever the service sends (or unreadable, past JSON's
-        // nesting limit).
-        for (c, m) in [graph_error(&body), error_body(&body)] {
-            prop_assert!(m.len() <= 400 && !m.contains('\n'));
-            prop_assert!(c.is_none_or(|c| c.len() <= 100));
-        }
-        let app = serde_json::json!({"id": code, "appId": message, "passwordCredentials": [{"keyId": code, "endDateTime": message}]});
-        let _ = parse_application(&serde_json::to_vec(&app).unwrap());
-    }
-}
 
 /// Key ids as Entra writes them, for short names.
 fn key(name: &str) -> String {

@@ -10,6 +10,8 @@ pub mod entra;
 pub mod graph;
 pub mod identity;
 pub mod keyvault;
+#[cfg(test)]
+mod parse_properties;
 
 use std::fmt;
 use std::sync::Arc;

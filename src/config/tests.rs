@@ -1,6 +1,7 @@
 //! Config errors: each names the file, the line and the key.
 
 use super::*;
+use proptest::prelude::*;
 use secrecy::ExposeSecret;
 use std::os::unix::fs::PermissionsExt;
 
@@ -278,4 +279,61 @@ fn clients_that_collide_are_refused_naming_the_first() {
         &second("33333333-3333-3333-3333-333333333333", "d-secret"),
     )
     .expect("distinct app and secret");
+}
+
+// Arbitrary and mutated text: always a one-line error naming the file, never a panic.
+
+const VALID: &str = r#"[azure]
+tenant_id = "00000000-0000-0000-0000-000000000000"
+[azure.credential]
+kind = "managed_identity"
+[defaults]
+schedule = "0 */15 * * * *"
+secret_lifetime = "90d"
+renew_before = "30d"
+overlap = "7d"
+[[clients]]
+name = "a"
+app_id = "22222222-2222-2222-2222-222222222222"
+key_vault_url = "https://kv.vault.azure.net"
+secret_name = "a-secret"
+"#;
+
+fn parse_text(text: &str) -> Result<Config, String> {
+    Config::parse(Path::new("/etc/secret-rotator/config.toml"), text).map_err(|e| e.to_string())
+}
+
+#[test]
+fn the_valid_base_config_parses() {
+    parse_text(VALID).unwrap();
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+    #[test]
+    fn config_parser_never_panics_on_arbitrary_text(text in "\\PC{0,400}") {
+        if let Err(e) = parse_text(&text) {
+            prop_assert!(e.starts_with("/etc/secret-rotator/config.toml"), "{e}");
+            prop_assert!(!e.contains('\n'), "one line: {e}");
+        }
+    }
+
+    #[test]
+    fn config_parser_names_the_file_for_every_mutation_of_a_valid_config(
+        line in 0usize..14, replacement in "[ -~]{0,40}", duplicate in any::<bool>()
+    ) {
+        let mut lines: Vec<String> = VALID.lines().map(str::to_string).collect();
+        if duplicate {
+            let l = lines[line].clone();
+            lines.insert(line, l);
+        } else {
+            lines[line] = replacement;
+        }
+        if let Err(e) = parse_text(&lines.join("\n")) {
+            prop_assert!(e.starts_with("/etc/secret-rotator/config.toml"), "{e}");
+            prop_assert!(!e.contains('\n'), "one line: {e}");
+        }
+    }
+
 }
