@@ -16,7 +16,8 @@ use serde::Serialize;
 use time::OffsetDateTime;
 
 /// Forward migrations; entry `i` takes the schema from version `i` to `i + 1`.
-const MIGRATIONS: &[&str] = &["CREATE TABLE intents (
+const MIGRATIONS: &[&str] = &[
+    "CREATE TABLE intents (
         rotation_id TEXT PRIMARY KEY,
         client TEXT NOT NULL,
         step TEXT NOT NULL,
@@ -52,7 +53,19 @@ const MIGRATIONS: &[&str] = &["CREATE TABLE intents (
         last_error TEXT,
         last_success_at INTEGER,
         updated_at INTEGER NOT NULL
-    );"];
+    );",
+    // Version 2: where each client's credentials were made for, by location tag. A credential's
+    // marker carries only the tag (a hash); this is the address behind it, so that a location
+    // the client has left can still be read for evidence.
+    "CREATE TABLE locations (
+        client TEXT NOT NULL,
+        tag TEXT NOT NULL,
+        key_vault_url TEXT NOT NULL,
+        secret_name TEXT NOT NULL,
+        seen_at INTEGER NOT NULL,
+        PRIMARY KEY (client, tag)
+    );",
+];
 
 /// History rows kept per client.
 const HISTORY_PER_CLIENT: i64 = 200;
@@ -91,6 +104,15 @@ pub struct ClientRow {
     pub last_error: Option<String>,
     pub last_success_at: Option<i64>,
     pub updated_at: i64,
+}
+
+/// A location a client has been at: the address behind a location tag.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocationRow {
+    pub tag: String,
+    pub key_vault_url: String,
+    pub secret_name: String,
+    pub seen_at: i64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -293,6 +315,61 @@ impl Store {
         Ok(())
     }
 
+    /// Records that `client` is at this location now (its credentials are made for it).
+    pub fn record_location(
+        &self,
+        client: &str,
+        tag: &str,
+        key_vault_url: &str,
+        secret_name: &str,
+        now: OffsetDateTime,
+    ) -> anyhow::Result<()> {
+        self.conn().execute(
+            "INSERT INTO locations (client, tag, key_vault_url, secret_name, seen_at) VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT(client, tag) DO UPDATE SET key_vault_url = ?3, secret_name = ?4, seen_at = ?5",
+            params![client, tag, key_vault_url, secret_name, now.unix_timestamp()],
+        )?;
+        Ok(())
+    }
+
+    /// Every location recorded for `client`.
+    pub fn locations(&self, client: &str) -> anyhow::Result<Vec<LocationRow>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT tag, key_vault_url, secret_name, seen_at FROM locations WHERE client = ?1 ORDER BY seen_at",
+        )?;
+        let rows = stmt.query_map(params![client], |r| {
+            Ok(LocationRow {
+                tag: r.get(0)?,
+                key_vault_url: r.get(1)?,
+                secret_name: r.get(2)?,
+                seen_at: r.get(3)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Forgets the locations of `client` whose tag is not in `keep` (no credential is made for
+    /// them any more).
+    pub fn forget_locations(&self, client: &str, keep: &[&str]) -> anyhow::Result<()> {
+        let conn = self.conn();
+        for row in self.locations_of(&conn, client)? {
+            if !keep.contains(&row.as_str()) {
+                conn.execute(
+                    "DELETE FROM locations WHERE client = ?1 AND tag = ?2",
+                    params![client, row],
+                )?;
+            }
+        }
+        Ok(())
+    }
+
+    fn locations_of(&self, conn: &Connection, client: &str) -> anyhow::Result<Vec<String>> {
+        let mut stmt = conn.prepare("SELECT tag FROM locations WHERE client = ?1")?;
+        let rows = stmt.query_map(params![client], |r| r.get(0))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
     pub fn client_row(&self, client: &str) -> anyhow::Result<Option<ClientRow>> {
         Ok(self
             .conn()
@@ -418,6 +495,85 @@ mod tests {
         assert_eq!(intents.len(), 1);
         assert_eq!(intents[0].key_id.as_deref(), Some("k1"));
         assert_eq!(s.backoff("c").unwrap().failures, 3);
+    }
+
+    #[test]
+    fn a_state_file_of_schema_1_is_migrated_and_keeps_its_rows() {
+        let tmp = tempfile::tempdir().unwrap();
+        // A state file as the previous release left it: schema 1, an intent and a status row.
+        crate::files::private_dir(tmp.path()).unwrap();
+        crate::files::private_dir(&tmp.path().join("locks")).unwrap();
+        {
+            let conn = Connection::open(tmp.path().join("state.db")).unwrap();
+            conn.execute_batch(MIGRATIONS[0]).unwrap();
+            conn.pragma_update(None, "user_version", 1).unwrap();
+            conn.execute(
+                "INSERT INTO intents (rotation_id, client, step, key_id, started_at, updated_at, pid) VALUES ('r1', 'c', 'verifying', 'k1', 5, 5, 1)",
+                [],
+            )
+            .unwrap();
+            conn.execute(
+                "INSERT INTO clients (client, published_key_id, updated_at) VALUES ('c', 'k0', 5)",
+                [],
+            )
+            .unwrap();
+        }
+        let s = Store::open(tmp.path()).unwrap();
+        let conn = Connection::open(tmp.path().join("state.db")).unwrap();
+        let version: i64 = conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, MIGRATIONS.len() as i64);
+        assert_eq!(s.intents("c").unwrap()[0].step, "verifying");
+        assert_eq!(
+            s.client_row("c")
+                .unwrap()
+                .unwrap()
+                .published_key_id
+                .as_deref(),
+            Some("k0")
+        );
+        assert!(
+            s.locations("c").unwrap().is_empty(),
+            "no location known yet"
+        );
+        let now = crate::clock::now();
+        s.record_location("c", "0a1b2c3d", "https://kv-a.vault.azure.net/", "s", now)
+            .unwrap();
+        assert_eq!(s.locations("c").unwrap()[0].secret_name, "s");
+    }
+
+    #[test]
+    fn locations_are_kept_per_client_and_forgotten_when_no_credential_needs_them() {
+        let tmp = tempfile::tempdir().unwrap();
+        let now = crate::clock::now();
+        {
+            let s = Store::open(tmp.path()).unwrap();
+            s.record_location("c", "aaaaaaaa", "https://kv-a.vault.azure.net/", "s", now)
+                .unwrap();
+            s.record_location("c", "bbbbbbbb", "https://kv-b.vault.azure.net/", "s", now)
+                .unwrap();
+            s.record_location("d", "aaaaaaaa", "https://kv-a.vault.azure.net/", "s", now)
+                .unwrap();
+            // Recording again updates the row rather than adding one.
+            s.record_location("c", "bbbbbbbb", "https://kv-b.vault.azure.net/", "s", now)
+                .unwrap();
+        }
+        let s = Store::open(tmp.path()).unwrap();
+        assert_eq!(s.locations("c").unwrap().len(), 2);
+        s.forget_locations("c", &["bbbbbbbb"]).unwrap();
+        let left: Vec<String> = s
+            .locations("c")
+            .unwrap()
+            .into_iter()
+            .map(|l| l.tag)
+            .collect();
+        assert_eq!(left, ["bbbbbbbb"]);
+        assert_eq!(
+            s.locations("d").unwrap().len(),
+            1,
+            "another client's are its own"
+        );
     }
 
     #[test]

@@ -8,7 +8,8 @@ use proptest::prelude::*;
 use secret_rotator::azure::graph::PasswordCredential;
 use secret_rotator::azure::keyvault::VersionInfo;
 use secret_rotator::rotation::plan::{
-    AbandonedAttempt, Blocked, Observed, PolicyView, Probe, RemovalReason, VaultSecret, plan, tags,
+    AbandonedAttempt, Blocked, FormerLocation, Observed, PolicyView, Probe, RemovalReason,
+    VaultSecret, plan, tags,
 };
 use time::OffsetDateTime;
 
@@ -90,6 +91,9 @@ proptest! {
         probe in proptest::option::of(prop_oneof![Just(Probe::SignsIn), Just(Probe::Rejected), Just(Probe::Inconclusive)]),
         abandoned in proptest::collection::vec((1u32..4, any::<bool>(), any::<bool>()), 0..2),
         skew in -300i64..300,
+        former_versions in proptest::collection::vec(version(), 0..4),
+        former_pick in any::<prop::sample::Index>(),
+        former_kind in 0u8..4,
         adopt in any::<bool>(),
         force in any::<bool>(),
         revoke_previous in any::<bool>(),
@@ -108,8 +112,19 @@ proptest! {
             (1, _) => VaultSecret::SoftDeleted,
             _ => VaultSecret::Absent,
         };
+        // A location the client has left (the tag of `rid(_, false)`), as a read showed it, or
+        // none (the store does not know it, or the read failed).
+        let mut former_versions = former_versions;
+        former_versions.sort_by_key(|x| x.created);
+        let former_secret = match (former_kind, former_versions.is_empty()) {
+            (0, false) => Some(VaultSecret::Present { latest: former_versions[former_pick.index(former_versions.len())].clone(), history: former_versions.clone() }),
+            (1, _) => Some(VaultSecret::SoftDeleted),
+            (2, _) => Some(VaultSecret::Absent),
+            _ => None,
+        };
+        let former: Vec<FormerLocation> = former_secret.iter().map(|secret| FormerLocation { tag: "ffffffff".into(), name: "old".into(), vault_url: "https://kv.vault.azure.net/".parse().unwrap(), secret_name: "old".into(), secret: secret.clone() }).collect();
         let abandoned = abandoned.into_iter().map(|(n, here, reached)| AbandonedAttempt { rotation_id: rid(n, here), reached_publishing: reached }).collect();
-        let observed = Observed { passwords: passwords.clone(), password_cap: cap, vault: vault.clone(), location: LOC.into(), app_id: "app".into(), location_name: "secret".into(), published_probe: probe, abandoned, skew_seconds: skew, adopted: None, adopted_now: None };
+        let observed = Observed { passwords: passwords.clone(), password_cap: cap, vault: vault.clone(), location: LOC.into(), app_id: "app".into(), location_name: "secret".into(), published_probe: probe, abandoned, skew_seconds: skew, adopted: None, adopted_now: None, former: former.clone() };
         let policy = PolicyView { instance: "prod", client: "dicom", renew_before: Duration::from_secs(30 * 86400), overlap: Duration::from_secs(7 * 86400), verify_timeout: Duration::from_secs(300), adopt, force, revoke_previous, revoke_target: None };
         let p = plan(&observed, &policy, now());
         let published = match &vault {
@@ -120,10 +135,18 @@ proptest! {
         for r in &p.removals {
             prop_assert!(Some(&r.key_id) != published.as_ref(), "removed the published credential {}", r.key_id);
             prop_assert!(own(&r.key_id), "removed a credential it does not own: {}", r.key_id);
-            if !matches!(vault, VaultSecret::Present { .. }) {
+            if r.former_tag().is_some() {
+                // Evidence from a location the client left: a read of it that found the secret,
+                // never what consumers there read, never while the client's own is soft-deleted.
+                let Some(VaultSecret::Present { latest, .. }) = &former_secret else {
+                    return Err(TestCaseError::fail(format!("removed {} ({}) without a read of its former location", r.key_id, r.reason)));
+                };
+                prop_assert!(latest.tags.get("key-id") != Some(&r.key_id), "removed {}, what the former location serves", r.key_id);
+                prop_assert!(vault != VaultSecret::SoftDeleted, "removed {} while the client's secret is soft-deleted", r.key_id);
+            } else if !matches!(vault, VaultSecret::Present { .. }) {
                 prop_assert!(matches!(r.reason, RemovalReason::Abandoned { .. }), "removed {} ({}) without a history to prove it unpublished", r.key_id, r.reason);
             }
-            if let RemovalReason::Superseded { since } | RemovalReason::Migrated { since } = r.reason && skew.abs() > 120 {
+            if let RemovalReason::Superseded { since } | RemovalReason::Migrated { since } | RemovalReason::SupersededAtFormer { since, .. } = r.reason && skew.abs() > 120 {
                 prop_assert!(since + time::Duration::days(7) <= now() - time::Duration::seconds(skew.abs()), "a skewed clock removed {} early", r.key_id);
             }
         }

@@ -79,7 +79,7 @@ impl RawClient {
 
 /// Whether the daemon may send its Key Vault token to `url`'s host without being told to: the
 /// cloud's vault hosts, and loopback (the emulator).
-fn known_vault_host(url: &Url, cloud: Cloud) -> bool {
+pub fn known_vault_host(url: &Url, cloud: Cloud) -> bool {
     match url.host() {
         Some(url::Host::Domain(d)) => {
             let d = d.to_ascii_lowercase();

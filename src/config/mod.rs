@@ -18,7 +18,7 @@ mod server;
 mod values;
 
 pub use azure::{Azure, Cloud, Credential};
-pub use clients::{AppRef, Client};
+pub use clients::{AppRef, Client, known_vault_host};
 pub use daemon::LogFormat;
 pub use policy::{Policy, Schedule};
 pub use server::Server;

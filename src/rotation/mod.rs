@@ -317,6 +317,7 @@ async fn reconcile_inner(
         }
     };
     let now = clock::now();
+    remember_location(ctx, client, &observed);
     let plan = plan::plan(&observed, &policy_view(&ctx.config, client, &opts), now);
     if let Some(p) = preflight {
         // What the admin API may claim: a rotation will run, or a revocation will be done.
@@ -349,7 +350,7 @@ async fn reconcile_inner(
 
     // Removals first: with a two-password cap they free the slot the new credential needs.
     for removal in &plan.removals {
-        match remove(ctx, client, &app, removal, cancel).await {
+        match remove(ctx, client, &app, removal, &observed.former, cancel).await {
             Ok(true) => report.removed.push(removal.clone()),
             Ok(false) => {}
             Err(e) => {
@@ -522,6 +523,7 @@ async fn remove(
     client: &Client,
     app: &Application,
     removal: &Removal,
+    former: &[plan::FormerLocation],
     cancel: &CancellationToken,
 ) -> Result<bool, azure::Error> {
     // Proof, not one observation: the vault is read again just before removing, because the
@@ -534,17 +536,6 @@ async fn remove(
     // then the read, then the removal at once: nothing that changes the world waits between.
     ctx.azure.graph.claim_write(&app.object_id).await;
     if !never_published {
-        let (history, latest) = match observe::read_vault(ctx, client, cancel).await {
-            Ok(plan::VaultSecret::Present { history, latest }) => (history, latest),
-            Ok(_) => {
-                tracing::warn!(client = %client.name, key_id = %removal.key_id, "keeping the credential: the vault secret is missing or soft-deleted now");
-                return Ok(false);
-            }
-            Err(e) => {
-                tracing::warn!(client = %client.name, key_id = %removal.key_id, error = %e, "keeping the credential: the vault could not be read again");
-                return Ok(false);
-            }
-        };
         let names = |v: &crate::azure::keyvault::VersionInfo| {
             v.tags
                 .get(plan::TAG_KEY_ID)
@@ -555,13 +546,78 @@ async fn remove(
             .iter()
             .find(|p| p.key_id.eq_ignore_ascii_case(&removal.key_id))
             .and_then(|p| p.hint.as_deref());
-        let read_by_consumers =
-            names(&latest) || (hint.is_some() && latest.value_hint.as_deref() == hint);
-        let orphan_named =
-            matches!(removal.reason, RemovalReason::Orphan { .. }) && history.iter().any(names);
-        if read_by_consumers || orphan_named {
-            tracing::info!(client = %client.name, key_id = %removal.key_id, "keeping the credential: a fresh read shows it published");
-            return Ok(false);
+        let read_by_consumers = |latest: &crate::azure::keyvault::VersionInfo| {
+            names(latest) || (hint.is_some() && latest.value_hint.as_deref() == hint)
+        };
+        let here = observe::read_vault(ctx, client, cancel).await;
+        match removal.former_tag() {
+            None => {
+                let (history, latest) = match here {
+                    Ok(plan::VaultSecret::Present { history, latest }) => (history, latest),
+                    Ok(_) => {
+                        tracing::warn!(client = %client.name, key_id = %removal.key_id, "keeping the credential: the vault secret is missing or soft-deleted now");
+                        return Ok(false);
+                    }
+                    Err(e) => {
+                        tracing::warn!(client = %client.name, key_id = %removal.key_id, error = %e, "keeping the credential: the vault could not be read again");
+                        return Ok(false);
+                    }
+                };
+                let orphan_named = matches!(removal.reason, RemovalReason::Orphan { .. })
+                    && history.iter().any(names);
+                if read_by_consumers(&latest) || orphan_named {
+                    tracing::info!(client = %client.name, key_id = %removal.key_id, "keeping the credential: a fresh read shows it published");
+                    return Ok(false);
+                }
+            }
+            Some(tag) => {
+                // The evidence is at the location the client has left: that is read again and
+                // must still show the credential unread there. The client's own location must
+                // not be soft-deleted (nothing is removed then) nor read it.
+                match here {
+                    Ok(plan::VaultSecret::Present { latest, .. }) if read_by_consumers(&latest) => {
+                        tracing::info!(client = %client.name, key_id = %removal.key_id, "keeping the credential: a fresh read shows it published");
+                        return Ok(false);
+                    }
+                    Ok(plan::VaultSecret::Present { .. } | plan::VaultSecret::Absent) => {}
+                    Ok(plan::VaultSecret::SoftDeleted) => {
+                        tracing::warn!(client = %client.name, key_id = %removal.key_id, "keeping the credential: the client's vault secret is soft-deleted now");
+                        return Ok(false);
+                    }
+                    Err(e) => {
+                        tracing::warn!(client = %client.name, key_id = %removal.key_id, error = %e, "keeping the credential: the vault could not be read again");
+                        return Ok(false);
+                    }
+                }
+                let Some(there) = former.iter().find(|f| f.tag == tag) else {
+                    return Ok(false);
+                };
+                let (history, latest) = match observe::read_vault_at(
+                    ctx,
+                    &there.vault_url,
+                    &there.secret_name,
+                    observe::READ_BUDGET,
+                    cancel,
+                )
+                .await
+                {
+                    Ok(plan::VaultSecret::Present { history, latest }) => (history, latest),
+                    Ok(_) => {
+                        tracing::warn!(client = %client.name, key_id = %removal.key_id, location = %there.name, "keeping the credential: the previous location's secret is missing or soft-deleted now");
+                        return Ok(false);
+                    }
+                    Err(e) => {
+                        tracing::warn!(client = %client.name, key_id = %removal.key_id, location = %there.name, error = %e, "keeping the credential: the previous location could not be read again");
+                        return Ok(false);
+                    }
+                };
+                let orphan_named = matches!(removal.reason, RemovalReason::OrphanAtFormer { .. })
+                    && history.iter().any(names);
+                if read_by_consumers(&latest) || orphan_named {
+                    tracing::info!(client = %client.name, key_id = %removal.key_id, location = %there.name, "keeping the credential: a fresh read shows it published at the previous location");
+                    return Ok(false);
+                }
+            }
         }
     }
     let claimed = std::sync::atomic::AtomicBool::new(true);
@@ -583,8 +639,9 @@ async fn remove(
     if removal.is_orphan() {
         ctx.metrics.orphan_removed(&client.name);
     }
-    if let RemovalReason::Abandoned { rotation_id } | RemovalReason::Orphan { rotation_id } =
-        &removal.reason
+    if let RemovalReason::Abandoned { rotation_id }
+    | RemovalReason::Orphan { rotation_id }
+    | RemovalReason::OrphanAtFormer { rotation_id, .. } = &removal.reason
     {
         let _ = ctx.store.end_intent(rotation_id);
     }
@@ -597,6 +654,33 @@ async fn remove(
         Some(&removal.reason.to_string()),
     );
     Ok(true)
+}
+
+/// Records the client's location in the store, so that once the client moves, a read of it can
+/// prove its credentials superseded there; and forgets the locations no own credential was
+/// made for any more.
+fn remember_location(ctx: &Context, client: &Client, observed: &plan::Observed) {
+    let prefix = marker_prefix(&ctx.config.instance, &client.name);
+    let mut keep: Vec<&str> = observed
+        .passwords
+        .iter()
+        .filter_map(|p| p.display_name.as_deref()?.strip_prefix(prefix.as_str()))
+        .filter_map(plan::location_of)
+        .collect();
+    keep.push(&observed.location);
+    let recorded = ctx
+        .store
+        .record_location(
+            &client.name,
+            &observed.location,
+            client.key_vault_url.as_str(),
+            &client.secret_name,
+            clock::now(),
+        )
+        .and_then(|()| ctx.store.forget_locations(&client.name, &keep));
+    if let Err(e) = recorded {
+        tracing::warn!(client = %client.name, error = %e, "could not record the client's location");
+    }
 }
 
 /// Drops intents whose attempt left no visible credential long after it could have.

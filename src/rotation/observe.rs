@@ -7,8 +7,8 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use super::plan::{
-    AbandonedAttempt, Adopted, Observed, Probe, TAG_KEY_ID, TAG_MANAGED_BY, TAG_MANAGED_BY_VALUE,
-    VaultSecret, location_tag, marker_prefix,
+    AbandonedAttempt, Adopted, FormerLocation, Observed, Probe, TAG_KEY_ID, TAG_MANAGED_BY,
+    TAG_MANAGED_BY_VALUE, VaultSecret, location_of, location_tag, marker_prefix,
 };
 use super::{Context, Failure, STEP_ADD_UNKNOWN, STEP_ADDING, STEP_VERIFYING};
 use crate::azure::entra::VerifyFailure;
@@ -19,6 +19,10 @@ use crate::config::Client;
 
 /// How long reads keep retrying transient failures within one reconcile.
 pub const READ_BUDGET: Duration = Duration::from_secs(60);
+/// How long the reads of a location the client has left keep retrying. It is only evidence
+/// that may free a credential sooner; a reconcile of the client's own location does not wait
+/// long for it.
+const FORMER_READ_BUDGET: Duration = Duration::from_secs(10);
 
 pub async fn observe(
     ctx: &Context,
@@ -32,6 +36,8 @@ pub async fn observe(
     })
     .await?;
     let vault = read_vault(ctx, client, cancel).await?;
+    let location = location_tag(&client.key_vault_url, &client.secret_name);
+    let former = read_former(ctx, client, &app, &location, cancel).await;
     // Without the client's lock, an intent may be an attempt in flight in another process.
     let abandoned = if holds_lock {
         ctx.store
@@ -95,7 +101,8 @@ pub async fn observe(
             adopted_now,
             password_cap: app.password_cap(),
             passwords: app.passwords,
-            location: location_tag(&client.key_vault_url, &client.secret_name),
+            location,
+            former,
             app_id: app.app_id.clone(),
             location_name: format!(
                 "secret '{}' in vault {}",
@@ -109,6 +116,68 @@ pub async fn observe(
     ))
 }
 
+/// Reads the locations the client has left that own credentials were made for: their location
+/// tag (from the marker) gives the address the store recorded for it. The store is a hint, so
+/// an address counts only when its own tag is the one the credential carries, and only a host
+/// the daemon may send its Key Vault token to is read. A location that cannot be read is left
+/// out and logged: a failed read is no evidence.
+async fn read_former(
+    ctx: &Context,
+    client: &Client,
+    app: &Application,
+    location: &str,
+    cancel: &CancellationToken,
+) -> Vec<FormerLocation> {
+    let prefix = marker_prefix(&ctx.config.instance, &client.name);
+    let mut tags: Vec<&str> = app
+        .passwords
+        .iter()
+        .filter_map(|p| p.display_name.as_deref()?.strip_prefix(prefix.as_str()))
+        .filter_map(location_of)
+        .filter(|t| *t != location)
+        .collect();
+    tags.sort_unstable();
+    tags.dedup();
+    if tags.is_empty() {
+        return Vec::new();
+    }
+    let rows = match ctx.store.locations(&client.name) {
+        Ok(rows) => rows,
+        Err(e) => {
+            tracing::warn!(client = %client.name, error = %e, "could not read the locations the client has left from the store");
+            return Vec::new();
+        }
+    };
+    let mut former = Vec::new();
+    for row in rows.into_iter().filter(|r| tags.contains(&r.tag.as_str())) {
+        let Ok(vault) = url::Url::parse(&row.key_vault_url) else {
+            continue;
+        };
+        if location_tag(&vault, &row.secret_name) != row.tag {
+            continue;
+        }
+        let configured = ctx.config.clients.iter().any(|c| c.key_vault_url == vault);
+        if !configured && !crate::config::known_vault_host(&vault, ctx.config.azure.cloud) {
+            tracing::info!(client = %client.name, vault = %vault, "not reading the client's previous vault: its host is not a Key Vault host of the cloud and no client names it");
+            continue;
+        }
+        let name = format!("secret '{}' in vault {vault}", row.secret_name);
+        match read_vault_at(ctx, &vault, &row.secret_name, FORMER_READ_BUDGET, cancel).await {
+            Ok(secret) => former.push(FormerLocation {
+                tag: row.tag,
+                name,
+                vault_url: vault,
+                secret_name: row.secret_name,
+                secret,
+            }),
+            Err(e) => {
+                tracing::warn!(client = %client.name, location = %name, error = %e, "could not read the client's previous location; its credentials wait for the migration rule");
+            }
+        }
+    }
+    former
+}
+
 /// Reads the vault secret: its history and the version `GET` returns. A 404 on the listing is
 /// followed by a look at the deleted secrets, so that a soft-deleted name is told from one that
 /// never existed. Any read that fails fails the reconcile: it is not an observation.
@@ -117,12 +186,26 @@ pub async fn read_vault(
     client: &Client,
     cancel: &CancellationToken,
 ) -> Result<VaultSecret, Failure> {
-    let (vault, name) = (&client.key_vault_url, client.secret_name.as_str());
-    let listing = retry(READ_BUDGET, cancel, || {
-        ctx.azure.vaults.versions(vault, name)
-    })
-    .await?;
-    let latest = retry(READ_BUDGET, cancel, || ctx.azure.vaults.latest(vault, name)).await?;
+    read_vault_at(
+        ctx,
+        &client.key_vault_url,
+        &client.secret_name,
+        READ_BUDGET,
+        cancel,
+    )
+    .await
+}
+
+/// [`read_vault`] of any location, each read retried within `budget`.
+pub async fn read_vault_at(
+    ctx: &Context,
+    vault: &url::Url,
+    name: &str,
+    budget: Duration,
+    cancel: &CancellationToken,
+) -> Result<VaultSecret, Failure> {
+    let listing = retry(budget, cancel, || ctx.azure.vaults.versions(vault, name)).await?;
+    let latest = retry(budget, cancel, || ctx.azure.vaults.latest(vault, name)).await?;
     Ok(match (listing, latest) {
         (Some(mut history), Latest::Version(v)) => {
             // The listing may lag the latest write: what GET returns is part of the history.
@@ -142,7 +225,7 @@ pub async fn read_vault(
                     let latest = latest.clone();
                     VaultSecret::Present { history, latest }
                 }
-                _ => return Err(inconsistent(client)),
+                _ => return Err(inconsistent(name)),
             }
         }
         (None, Latest::Version(v)) => VaultSecret::Present {
@@ -150,29 +233,24 @@ pub async fn read_vault(
             latest: v,
         },
         (None, Latest::Absent) => {
-            if retry(READ_BUDGET, cancel, || {
-                ctx.azure.vaults.is_deleted(vault, name)
-            })
-            .await?
-            {
+            if retry(budget, cancel, || ctx.azure.vaults.is_deleted(vault, name)).await? {
                 VaultSecret::SoftDeleted
             } else {
                 VaultSecret::Absent
             }
         }
-        (Some(_), Latest::Absent) | (None, Latest::Disabled) => return Err(inconsistent(client)),
+        (Some(_), Latest::Absent) | (None, Latest::Disabled) => return Err(inconsistent(name)),
     })
 }
 
 /// The listing and `GET` disagreed (a write or delete between the two reads): decide later.
-fn inconsistent(client: &Client) -> Failure {
+fn inconsistent(secret_name: &str) -> Failure {
     Failure::Azure(crate::azure::Error::new(
         "keyvault",
         "get_secret",
         crate::azure::Class::Transient { retry_after: None },
         format!(
-            "secret '{}' changed while it was read; it is read again at the next reconcile",
-            client.secret_name
+            "secret '{secret_name}' changed while it was read; it is read again at the next reconcile"
         ),
     ))
 }

@@ -62,6 +62,23 @@ pub struct Observed {
     /// With `revoke_previous` on an unmanaged published secret: the credential its value belongs
     /// to, identified now by hint and sign-in.
     pub adopted_now: Option<String>,
+    /// Locations the client has left (a changed `key_vault_url` or `secret_name`) that own
+    /// credentials were made for, each as a read that succeeded showed it. A location that
+    /// could not be read, or whose address the store does not know, is not here: no evidence.
+    pub former: Vec<FormerLocation>,
+}
+
+/// A location the client has left, read because own credentials were made for it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FormerLocation {
+    /// Its location tag, as the credentials' rotation ids carry it.
+    pub tag: String,
+    /// In words ("secret S in vault V"), for messages.
+    pub name: String,
+    /// Its address, for the executor's read just before a removal.
+    pub vault_url: url::Url,
+    pub secret_name: String,
+    pub secret: VaultSecret,
 }
 
 /// The vault secret at the client's location, as reads that succeeded showed it. A read that
@@ -174,6 +191,20 @@ pub enum RemovalReason {
     /// Made for another location (the client moved); a secret published here since has been
     /// there for longer than `overlap`.
     Migrated { since: OffsetDateTime },
+    /// Made for a location the client has left, and superseded there for longer than
+    /// `overlap`: a read of that location (`tag`, `name` in words) shows it.
+    SupersededAtFormer {
+        since: OffsetDateTime,
+        tag: String,
+        name: String,
+    },
+    /// Made for a location the client has left after that secret's history began, named by
+    /// no version of it, and older than the orphan age.
+    OrphanAtFormer {
+        rotation_id: String,
+        tag: String,
+        name: String,
+    },
     /// The previously published credential, revoked at once on request (a leaked secret).
     Revoked,
 }
@@ -202,6 +233,17 @@ impl fmt::Display for RemovalReason {
                 "made for the client's previous vault or secret name; a secret published at the new location since {} has been there longer than overlap",
                 rfc3339(*since)
             ),
+            RemovalReason::SupersededAtFormer { since, name, .. } => write!(
+                f,
+                "made for the client's previous location, {name}, and superseded there since {} (longer than overlap)",
+                rfc3339(*since)
+            ),
+            RemovalReason::OrphanAtFormer {
+                rotation_id, name, ..
+            } => write!(
+                f,
+                "orphan of attempt {rotation_id}: never published at the client's previous location, {name}"
+            ),
             RemovalReason::Revoked => write!(f, "revoked at once on request (revoke_previous)"),
         }
     }
@@ -217,8 +259,19 @@ impl Removal {
     pub fn is_orphan(&self) -> bool {
         matches!(
             self.reason,
-            RemovalReason::Orphan { .. } | RemovalReason::Abandoned { .. }
+            RemovalReason::Orphan { .. }
+                | RemovalReason::OrphanAtFormer { .. }
+                | RemovalReason::Abandoned { .. }
         )
+    }
+
+    /// The location the client has left whose read is this removal's evidence (its tag).
+    pub fn former_tag(&self) -> Option<&str> {
+        match &self.reason {
+            RemovalReason::SupersededAtFormer { tag, .. }
+            | RemovalReason::OrphanAtFormer { tag, .. } => Some(tag),
+            _ => None,
+        }
     }
 }
 
@@ -490,6 +543,9 @@ pub fn plan(observed: &Observed, policy: &PolicyView<'_>, now: OffsetDateTime) -
     let hand_written_on_top = latest.is_some_and(|l| !is_managed(l)) && !policy.adopt;
     let last_managed_key = history.iter().rev().find_map(key_of);
     let mut kept_elsewhere = 0usize;
+    // When a credential held for a location the client has left frees its slot (its overlap
+    // there ends), for the wait for a slot below.
+    let mut frees_at_former: BTreeMap<String, OffsetDateTime> = BTreeMap::new();
     for p in &observed.passwords {
         let Some(rotation_id) = own_rotation_id(p) else {
             continue;
@@ -567,8 +623,22 @@ pub fn plan(observed: &Observed, policy: &PolicyView<'_>, now: OffsetDateTime) -
             None
         } else {
             // Made for another location (a moved client, or a marker from before locations were
-            // recorded): it may be what consumers of the old location read. It goes only after
-            // a secret published here after it has been there for `overlap`.
+            // recorded): it may be what consumers of the old location read. It goes after a
+            // secret published here after it has been there for `overlap`; or sooner, when a
+            // read of the location it was made for proves it superseded there past `overlap`
+            // (or never published there), by the rules that hold at the client's location.
+            // Not while the client's own secret is soft-deleted: nothing is removed then.
+            let former = location_of(&rotation_id)
+                .filter(|tag| !here && *tag != observed.location)
+                .filter(|_| observed.vault != VaultSecret::SoftDeleted)
+                .and_then(|tag| observed.former.iter().find(|f| f.tag == tag));
+            let there = former
+                .map(|f| at_former(p, &rotation_id, f, &observed.app_id, policy, removal_now));
+            if let Some(AtFormer::Until(due)) = &there {
+                let at = *due + margin;
+                plan.next_retirement = Some(plan.next_retirement.map_or(at, |t| t.min(at)));
+                frees_at_former.insert(p.key_id.clone(), at);
+            }
             let since = p.start.and_then(|start| {
                 history
                     .iter()
@@ -576,7 +646,7 @@ pub fn plan(observed: &Observed, policy: &PolicyView<'_>, now: OffsetDateTime) -
                     .filter_map(|v| v.created)
                     .min()
             });
-            match since {
+            let migrated = match since {
                 Some(since) => {
                     let due = since + std_to_time(policy.overlap);
                     if due > removal_now {
@@ -591,9 +661,15 @@ pub fn plan(observed: &Observed, policy: &PolicyView<'_>, now: OffsetDateTime) -
                     (removal_now >= due).then_some(RemovalReason::Migrated { since })
                 }
                 None => {
-                    kept_elsewhere += 1;
+                    if !matches!(there, Some(AtFormer::Remove(_))) {
+                        kept_elsewhere += 1;
+                    }
                     None
                 }
+            };
+            match there {
+                Some(AtFormer::Remove(reason)) => Some(reason),
+                _ => migrated,
             }
         };
         if let Some(reason) = removal {
@@ -741,16 +817,29 @@ pub fn plan(observed: &Observed, policy: &PolicyView<'_>, now: OffsetDateTime) -
                 },
                 None => {
                     let frees_at = |p: &PasswordCredential| {
+                        if let Some(at) = frees_at_former.get(&p.key_id) {
+                            return Some(*at);
+                        }
+                        let made_here = own_rotation_id(p)
+                            .is_some_and(|r| location_of(&r) == Some(observed.location.as_str()));
                         let at = match superseded_since(history, &p.key_id) {
                             Some(since) => since + std_to_time(policy.overlap),
-                            None => {
+                            // An orphan of this location frees its slot at the orphan age. One
+                            // made elsewhere, with no read there to time it, frees no slot
+                            // at a time anyone knows.
+                            None if made_here => {
                                 p.start.unwrap_or(now)
                                     + std_to_time(policy.verify_timeout + ORPHAN_MARGIN)
                             }
+                            None => return None,
                         };
-                        at + margin
+                        Some(at + margin)
                     };
-                    let until = others.iter().map(|p| frees_at(p)).min().unwrap_or(now);
+                    let until = others
+                        .iter()
+                        .filter_map(|p| frees_at(p))
+                        .min()
+                        .unwrap_or(now);
                     // Every wait lands in the future: a slot that "should" be free already
                     // (a removal that did not happen) is looked at again in a minute, not at
                     // once in a loop.
@@ -765,6 +854,96 @@ pub fn plan(observed: &Observed, policy: &PolicyView<'_>, now: OffsetDateTime) -
         plan.rotate = rotate;
     }
     plan
+}
+
+/// What a read of the location a credential was made for, which the client has left, says.
+enum AtFormer {
+    /// Proven unread there: superseded past `overlap`, or never published.
+    Remove(RemovalReason),
+    /// Superseded there; its overlap there ends at this time (before any clock margin).
+    Until(OffsetDateTime),
+    /// No evidence there (what consumers there read, the last managed version under one
+    /// written by hand, or a history that cannot tell).
+    Keep,
+}
+
+/// Judges an own credential made for `former` by the rules of the client's own location: named
+/// by a version that is no longer the latest, `overlap` after its successor; never named after
+/// the history began, past the orphan age. What consumers there read (the latest version names
+/// it, or its hint matches the latest value) stays, to be retired by the migration rule.
+fn at_former(
+    p: &PasswordCredential,
+    rotation_id: &str,
+    former: &FormerLocation,
+    app_id: &str,
+    policy: &PolicyView<'_>,
+    removal_now: OffsetDateTime,
+) -> AtFormer {
+    let VaultSecret::Present { history, latest } = &former.secret else {
+        return AtFormer::Keep;
+    };
+    let ours = |v: &VersionInfo| {
+        !(is_managed(v)
+            && v.tags
+                .get(TAG_CLIENT_ID)
+                .is_some_and(|c| !c.eq_ignore_ascii_case(app_id)))
+    };
+    let history: Vec<&VersionInfo> = history.iter().filter(|v| ours(v)).collect();
+    let names = |v: &VersionInfo| key_of(v).is_some_and(|k| k.eq_ignore_ascii_case(&p.key_id));
+    let read_there = names(latest)
+        || latest
+            .value_hint
+            .as_deref()
+            .is_some_and(|h| p.hint.as_deref() == Some(h));
+    if read_there {
+        return AtFormer::Keep;
+    }
+    let named_at = history
+        .iter()
+        .filter(|v| names(v))
+        .filter_map(|v| v.created)
+        .max();
+    if history.iter().any(|v| names(v)) {
+        // A version written by hand on top of ours: consumers there may go back to our last.
+        let last_managed = history.iter().rev().find_map(|v| key_of(v));
+        if !is_managed(latest) && last_managed.is_some_and(|k| k.eq_ignore_ascii_case(&p.key_id)) {
+            return AtFormer::Keep;
+        }
+        let owned: Vec<VersionInfo> = history.iter().map(|v| (*v).clone()).collect();
+        let since = superseded_since(&owned, &p.key_id)
+            .or_else(|| latest.created.filter(|c| named_at.is_some_and(|n| *c >= n)));
+        let Some(since) = since else {
+            return AtFormer::Keep;
+        };
+        let due = since + std_to_time(policy.overlap);
+        if removal_now >= due {
+            AtFormer::Remove(RemovalReason::SupersededAtFormer {
+                since,
+                tag: former.tag.clone(),
+                name: former.name.clone(),
+            })
+        } else {
+            AtFormer::Until(due)
+        }
+    } else {
+        let after_first = history
+            .iter()
+            .filter_map(|v| v.created)
+            .min()
+            .is_some_and(|first| p.start.is_some_and(|s| s >= first));
+        let old = p
+            .start
+            .is_some_and(|s| removal_now - s >= std_to_time(policy.verify_timeout + ORPHAN_MARGIN));
+        if after_first && old {
+            AtFormer::Remove(RemovalReason::OrphanAtFormer {
+                rotation_id: rotation_id.to_string(),
+                tag: former.tag.clone(),
+                name: former.name.clone(),
+            })
+        } else {
+            AtFormer::Keep
+        }
+    }
 }
 
 /// A short tag of a client's location (vault host and secret name) that is carried in the
@@ -934,6 +1113,7 @@ mod tests {
             skew_seconds: 0,
             adopted: None,
             adopted_now: None,
+            former: vec![],
         }
     }
 
@@ -1379,6 +1559,165 @@ mod tests {
                 }
             }]
         );
+    }
+
+    /// The location tag of a location the tests' client has left.
+    const FORMER: &str = "ffffffff";
+
+    /// An own credential made for [`FORMER`].
+    fn own_at_former(
+        key: &str,
+        n: u32,
+        start: OffsetDateTime,
+        end: OffsetDateTime,
+    ) -> PasswordCredential {
+        let mut c = own(key, "unused", start, end);
+        c.display_name = Some(format!("secret-rotator:prod:dicom:{FORMER}-{n:032x}"));
+        c
+    }
+
+    fn former(secret: VaultSecret) -> FormerLocation {
+        FormerLocation {
+            tag: FORMER.into(),
+            name: "secret 'old' in vault https://kv".into(),
+            vault_url: url::Url::parse("https://kv.vault.azure.net/").unwrap(),
+            secret_name: "old".into(),
+            secret,
+        }
+    }
+
+    /// A two-password app moved to a new secret name, nothing published there yet: k1 and k2
+    /// were made for the old name, where k2 is the latest and k1 was superseded 20 days ago.
+    fn capped_and_moved(with_former: bool) -> Observed {
+        let history = vec![
+            version("v1", "k1", NOW - days(30), NOW + days(60)),
+            version("v2", "k2", NOW - days(20), NOW + days(70)),
+        ];
+        let mut o = observed(
+            vec![
+                own_at_former("k1", 1, NOW - days(30), NOW + days(60)),
+                own_at_former("k2", 2, NOW - days(20), NOW + days(70)),
+            ],
+            None,
+        );
+        o.password_cap = Some(2);
+        if with_former {
+            o.former = vec![former(VaultSecret::Present {
+                latest: history[1].clone(),
+                history,
+            })];
+        }
+        o
+    }
+
+    #[test]
+    fn a_moved_capped_app_frees_the_slot_of_a_credential_superseded_past_overlap_where_it_was() {
+        // Without a read of the old location (the store lost its address) nothing proves
+        // either credential unread: the client waits, and nothing is removed.
+        let p = plan(&capped_and_moved(false), &policy(), NOW);
+        assert!(p.removals.is_empty());
+        assert!(matches!(p.blocked, Some(Blocked::WaitingForSlot { .. })));
+        // With it: k1 is superseded there for longer than overlap and frees the slot; k2, what
+        // consumers of the old location read, stays until overlap after a publish here.
+        let p = plan(&capped_and_moved(true), &policy(), NOW);
+        assert_eq!(
+            p.removals,
+            vec![Removal {
+                key_id: g("k1"),
+                reason: RemovalReason::SupersededAtFormer {
+                    since: NOW - days(20),
+                    tag: FORMER.into(),
+                    name: "secret 'old' in vault https://kv".into(),
+                }
+            }]
+        );
+        assert_eq!(p.rotate, Some(RotateReason::NoPublishedSecret));
+        assert_eq!(p.blocked, None);
+    }
+
+    #[test]
+    fn a_credential_superseded_at_a_former_location_within_overlap_frees_its_slot_when_it_ends() {
+        let mut o = capped_and_moved(true);
+        let VaultSecret::Present { history, .. } = &mut o.former[0].secret else {
+            unreachable!()
+        };
+        history[1].created = Some(NOW - days(2));
+        let p = plan(&o, &policy(), NOW);
+        assert!(p.removals.is_empty());
+        assert_eq!(p.next_retirement, Some(NOW + days(5)));
+        assert_eq!(
+            p.blocked,
+            Some(Blocked::WaitingForSlot {
+                until: NOW + days(5)
+            })
+        );
+    }
+
+    #[test]
+    fn a_former_location_proves_nothing_unless_read_and_present_and_not_what_it_serves() {
+        let no_removal = |o: &Observed, why: &str| {
+            assert!(plan(o, &policy(), NOW).removals.is_empty(), "{why}");
+        };
+        for secret in [VaultSecret::Absent, VaultSecret::SoftDeleted] {
+            let mut o = capped_and_moved(true);
+            o.former[0].secret = secret.clone();
+            no_removal(&o, &format!("old location {secret:?}"));
+        }
+        // The client's own secret soft-deleted: nothing is removed at all.
+        let mut o = capped_and_moved(true);
+        o.vault = VaultSecret::SoftDeleted;
+        no_removal(&o, "own secret soft-deleted");
+        // Someone wrote k1's value back at the old location: its consumers read it.
+        let mut o = capped_and_moved(true);
+        o.passwords[0].hint = Some("k1v".into());
+        let VaultSecret::Present { latest, .. } = &mut o.former[0].secret else {
+            unreachable!()
+        };
+        latest.value_hint = Some("k1v".into());
+        no_removal(&o, "k1's value is what the old location serves");
+        // Another location's read is no evidence for a credential made elsewhere.
+        let mut o = capped_and_moved(true);
+        o.former[0].tag = "eeeeeeee".into();
+        no_removal(&o, "read of a location k1 was not made for");
+        // A version written by hand on top of k2 there: k2 stays, k1 may go.
+        let mut o = capped_and_moved(true);
+        let VaultSecret::Present { history, latest } = &mut o.former[0].secret else {
+            unreachable!()
+        };
+        let mut by_hand = version("v3", "k2", NOW - days(1), NOW + days(80));
+        by_hand.tags.clear();
+        history.push(by_hand.clone());
+        *latest = by_hand;
+        let p = plan(&o, &policy(), NOW);
+        let removed: Vec<&str> = p.removals.iter().map(|r| r.key_id.as_str()).collect();
+        assert_eq!(removed, [g("k1").as_str()]);
+    }
+
+    #[test]
+    fn an_orphan_made_for_a_former_location_goes_after_the_orphan_age() {
+        let mut o = capped_and_moved(true);
+        o.passwords.push(own_at_former(
+            "k3",
+            3,
+            NOW - time::Duration::minutes(3),
+            NOW + days(90),
+        ));
+        assert!(
+            !plan(&o, &policy(), NOW)
+                .removals
+                .iter()
+                .any(|r| r.key_id == g("k3")),
+            "an attempt may still be publishing it"
+        );
+        o.passwords[2].start = Some(NOW - time::Duration::minutes(11));
+        assert!(plan(&o, &policy(), NOW).removals.contains(&Removal {
+            key_id: g("k3"),
+            reason: RemovalReason::OrphanAtFormer {
+                rotation_id: format!("{FORMER}-{:032x}", 3),
+                tag: FORMER.into(),
+                name: "secret 'old' in vault https://kv".into(),
+            }
+        }));
     }
 
     #[test]

@@ -17,6 +17,7 @@ mod kills;
 mod longrun;
 mod matrix;
 mod memory;
+mod moves;
 mod review;
 mod rotation;
 mod sdk;
