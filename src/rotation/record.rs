@@ -1,0 +1,192 @@
+//! What a reconcile leaves in the store and the metrics: the client's status row, its gauges,
+//! and the location it is at.
+
+use time::OffsetDateTime;
+
+use super::{Context, Failure, Report, plan};
+use crate::azure::graph::Application;
+use crate::clock;
+use crate::config::Client;
+use crate::metrics::ClientGauges;
+use crate::store::ClientRow;
+use plan::marker_prefix;
+
+/// Fills the gauges from what was observed and done.
+pub(super) fn report_gauges(
+    ctx: &Context,
+    client: &Client,
+    app: &Application,
+    report: &mut Report,
+    now: OffsetDateTime,
+) {
+    let prefix = marker_prefix(&ctx.config.instance, &client.name);
+    let mut credentials: Vec<(String, bool, f64)> = app
+        .passwords
+        .iter()
+        .filter(|p| {
+            !report
+                .removed
+                .iter()
+                .any(|r| r.key_id.eq_ignore_ascii_case(&p.key_id))
+        })
+        .map(|p| {
+            let ours = p
+                .display_name
+                .as_deref()
+                .is_some_and(|d| d.starts_with(&prefix));
+            (
+                p.key_id.clone(),
+                ours,
+                p.end.map(clock::unix_seconds).unwrap_or(0.0),
+            )
+        })
+        .collect();
+    let (expires, renew_at, last) = match &report.rotated {
+        Some(r) => {
+            credentials.push((r.key_id.clone(), true, clock::unix_seconds(r.expires)));
+            (
+                Some(r.expires),
+                Some(
+                    r.expires
+                        - time::Duration::try_from(client.policy.renew_before)
+                            .unwrap_or(time::Duration::ZERO),
+                ),
+                Some(now),
+            )
+        }
+        None => {
+            // An unmanaged published secret's expiry is exported too: consumers read it, and
+            // the expiry alerts must see it while the client is blocked.
+            let p = report.plan.published.as_ref();
+            (
+                p.and_then(|p| p.expires),
+                report.plan.renew_at,
+                p.filter(|p| p.managed).and_then(|p| p.created),
+            )
+        }
+    };
+    let next = renew_at.map(|at| at.max(now)).and_then(|at| {
+        client
+            .policy
+            .schedule
+            .next_after(at - time::Duration::seconds(1))
+    });
+    report.gauges = ClientGauges {
+        secret_expiry: expires.map(clock::unix_seconds),
+        next_rotation: next.map(clock::unix_seconds),
+        last_rotation: last.map(clock::unix_seconds),
+        ready: expires.is_some_and(|e| e > now),
+        credentials,
+    };
+}
+
+/// Records the client's location in the store, so that once the client moves, a read of it can
+/// prove its credentials superseded there; and forgets the locations no own credential was
+/// made for any more.
+pub(super) fn remember_location(ctx: &Context, client: &Client, observed: &plan::Observed) {
+    let prefix = marker_prefix(&ctx.config.instance, &client.name);
+    let mut keep: Vec<&str> = observed
+        .passwords
+        .iter()
+        .filter_map(|p| p.display_name.as_deref()?.strip_prefix(prefix.as_str()))
+        .filter_map(plan::location_of)
+        .collect();
+    keep.push(&observed.location);
+    let recorded = ctx
+        .store
+        .record_location(
+            &client.name,
+            &observed.location,
+            client.key_vault_url.as_str(),
+            &client.secret_name,
+            clock::now(),
+        )
+        .and_then(|()| ctx.store.forget_locations(&client.name, &keep));
+    if let Err(e) = recorded {
+        tracing::warn!(client = %client.name, error = %e, "could not record the client's location");
+    }
+}
+
+/// Records how a reconcile ended: the client's row in the store and its gauges, for success and
+/// failure alike.
+pub(super) fn status(
+    ctx: &Context,
+    client: &Client,
+    result: &Result<Report, Failure>,
+    gauges: Option<ClientGauges>,
+) {
+    let now = clock::now();
+    match &result {
+        Ok(report) => {
+            let row =
+                ClientRow {
+                    client: client.name.clone(),
+                    published_key_id: report.rotated.as_ref().map(|r| r.key_id.clone()).or_else(
+                        || {
+                            report
+                                .plan
+                                .published
+                                .as_ref()
+                                .and_then(|p| p.key_id.clone())
+                        },
+                    ),
+                    published_version: report
+                        .rotated
+                        .as_ref()
+                        .map(|r| r.version.clone())
+                        .or_else(|| report.plan.published.as_ref().map(|p| p.version.clone())),
+                    expires_at: report.gauges.secret_expiry.map(|e| e as i64),
+                    next_rotation_at: report.gauges.next_rotation.map(|e| e as i64),
+                    last_result: Some(
+                        if report.rotated.is_some() {
+                            "rotated"
+                        } else {
+                            "ok"
+                        }
+                        .to_string(),
+                    ),
+                    last_error: report
+                        .plan
+                        .blocked
+                        .as_ref()
+                        .map(|b| b.to_string())
+                        .or_else(|| report.warnings.first().cloned()),
+                    last_success_at: report.rotated.as_ref().map(|_| now.unix_timestamp()),
+                    updated_at: now.unix_timestamp(),
+                };
+            if let Err(e) = ctx.store.upsert_client(&row) {
+                tracing::warn!(client = %client.name, error = %e, "could not record status");
+            }
+            ctx.metrics.set_client(&client.name, &report.gauges);
+        }
+        Err(e) => {
+            let mut row = ctx
+                .store
+                .client_row(&client.name)
+                .ok()
+                .flatten()
+                .unwrap_or_default();
+            row.client = client.name.clone();
+            row.last_result = Some("failed".into());
+            row.last_error = Some(e.to_string());
+            row.last_success_at = None;
+            row.updated_at = now.unix_timestamp();
+            // What was observed is exported even when the reconcile failed or is blocked, so
+            // that the expiry alerts see a client that never rotated.
+            if let Some(g) = &gauges {
+                row.expires_at = g.secret_expiry.map(|e| e as i64);
+                row.next_rotation_at = g.next_rotation.map(|e| e as i64);
+            }
+            if let Err(e) = ctx.store.upsert_client(&row) {
+                tracing::warn!(client = %client.name, error = %e, "could not record status");
+            }
+            match gauges {
+                Some(mut g) => {
+                    g.ready = false;
+                    ctx.metrics.set_client(&client.name, &g);
+                }
+                None => ctx.metrics.set_client_ready(&client.name, false),
+            }
+        }
+    }
+}
