@@ -19,7 +19,7 @@
 //!   credential of a location the client moved away from less than `overlap` after its first
 //!   publish at the new location; and while the client's secret is soft-deleted nothing of
 //!   the client is removed at all, but the credential of an attempt abandoned before any
-//!   write tried to publish it;
+//!   write tried to publish it, or whose write Key Vault refused (a 4xx answer);
 //! - **only its own**: every credential the daemon removed carried the marker of the
 //!   installation and client configured for that app within the last minute;
 //! - **a 202 means it**: a forced rotation the admin API accepted for a healthy client starts
@@ -1061,8 +1061,12 @@ impl WorldRun {
         self.scanned = journal.len();
         let overlap = time::Duration::try_from(OVERLAP).unwrap();
         for e in new {
+            // A write Key Vault refused (4xx: a soft-deleted name's 409, a 403, a 429) put the
+            // value nowhere, and its answer says so: the daemon may take that credential back.
+            // Any other answer, or none, leaves the value possibly published.
             if e.operation == "keyvault.set_secret"
                 && let Some(k) = &e.key_id
+                && (e.effective || !(400..500).contains(&e.status))
             {
                 self.publish_attempted.insert(k.clone());
             }
@@ -1219,8 +1223,9 @@ impl WorldRun {
             .filter(|l| self.locs.get(l).is_some_and(|s| s.deleted))
             .collect();
         blocked.dedup();
-        // Except a credential no write ever tried to publish (an attempt abandoned before
-        // publishing): its value is nowhere, the journal is the evidence.
+        // Except a credential no write ever published or may have published (an attempt
+        // abandoned before publishing, or one whose write Key Vault refused): its value is
+        // nowhere, the journal is the evidence.
         if !self.publish_attempted.contains(&key) {
             blocked.clear();
         }
