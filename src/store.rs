@@ -304,6 +304,16 @@ impl Store {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
+    /// When the rotations that published since `since` (unix seconds) happened, across every
+    /// client: what the rotation budget has used.
+    pub fn rotations_since(&self, since: i64) -> anyhow::Result<Vec<i64>> {
+        let conn = self.conn();
+        let mut stmt =
+            conn.prepare("SELECT at FROM history WHERE result = 'rotated' AND at > ?1")?;
+        let rows = stmt.query_map(params![since], |r| r.get(0))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
     pub fn upsert_client(&self, row: &ClientRow) -> anyhow::Result<()> {
         self.conn().execute(
             "INSERT INTO clients (client, published_key_id, published_version, expires_at, next_rotation_at, last_result, last_error, last_success_at, updated_at)

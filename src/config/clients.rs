@@ -58,6 +58,8 @@ pub(super) struct RawClient {
     verify_successes: Option<S<i64>>,
     adopt: Option<S<bool>>,
     allow_custom_vault_host: Option<S<bool>>,
+    windows: Option<Vec<S<String>>>,
+    freeze: Option<Vec<S<String>>>,
 }
 
 impl RawClient {
@@ -73,6 +75,8 @@ impl RawClient {
             verify_successes: self.verify_successes.clone(),
             adopt: self.adopt.clone(),
             allow_custom_vault_host: self.allow_custom_vault_host.clone(),
+            windows: self.windows.clone(),
+            freeze: self.freeze.clone(),
         }
     }
 }

@@ -18,6 +18,7 @@ pub enum LogFormat {
 pub(super) struct RawDaemon {
     instance: Option<S<String>>,
     max_concurrent: Option<S<i64>>,
+    max_rotations_per_hour: Option<S<i64>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -36,6 +37,7 @@ pub(super) struct RawState {
 pub(super) struct Daemon {
     pub(super) instance: String,
     pub(super) max_concurrent: usize,
+    pub(super) max_rotations_per_hour: u32,
 }
 
 /// Validates `[daemon]`.
@@ -69,9 +71,21 @@ pub(super) fn daemon(ctx: &Ctx<'_>, raw: &RawDaemon) -> Result<Daemon, ConfigErr
         }
         None => 32,
     };
+    let max_rotations_per_hour = match &raw.max_rotations_per_hour {
+        Some(v) if (0..=100_000).contains(v.get_ref()) => *v.get_ref() as u32,
+        Some(v) => {
+            return Err(ctx.err(
+                v,
+                "daemon.max_rotations_per_hour",
+                format!("{} is out of range: 0 (no budget) to 100000", v.get_ref()),
+            ));
+        }
+        None => 0,
+    };
     Ok(Daemon {
         instance,
         max_concurrent,
+        max_rotations_per_hour,
     })
 }
 

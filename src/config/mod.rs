@@ -11,6 +11,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 mod azure;
+mod change;
 mod clients;
 mod daemon;
 mod policy;
@@ -54,6 +55,8 @@ pub struct Config {
     pub instance: String,
     /// Reconciles running at once, across all clients.
     pub max_concurrent: usize,
+    /// Rotations the installation publishes in any hour; 0: no budget.
+    pub max_rotations_per_hour: u32,
     pub log_format: LogFormat,
     pub log_level: String,
     pub server: Server,
@@ -144,6 +147,7 @@ impl Config {
             azure,
             instance: daemon.instance,
             max_concurrent: daemon.max_concurrent,
+            max_rotations_per_hour: daemon.max_rotations_per_hour,
             log_format,
             log_level,
             server,

@@ -54,6 +54,8 @@ pub struct Policy {
     pub verify_timeout: Duration,
     pub verify_successes: u32,
     pub adopt: bool,
+    /// When scheduled renewals may run (`windows`, `freeze`, in `timezone`).
+    pub change: crate::rotation::window::ChangePolicy,
 }
 
 #[derive(Deserialize, Default, Clone)]
@@ -69,6 +71,8 @@ pub(super) struct RawPolicy {
     pub(super) verify_successes: Option<S<i64>>,
     pub(super) adopt: Option<S<bool>>,
     pub(super) allow_custom_vault_host: Option<S<bool>>,
+    pub(super) windows: Option<Vec<S<String>>>,
+    pub(super) freeze: Option<Vec<S<String>>>,
 }
 
 const DEFAULT_SCHEDULE: &str = "0 */15 * * * *";
@@ -170,6 +174,13 @@ pub(super) fn policy(
         .or(defaults.adopt.as_ref())
         .map(|v| *v.get_ref())
         .unwrap_or(false);
+    let change = super::change::change(
+        ctx,
+        (&own.windows, &own.freeze),
+        (&defaults.windows, &defaults.freeze),
+        prefix,
+        timezone,
+    )?;
     Ok((
         Policy {
             schedule: std::sync::Arc::new(Schedule {
@@ -184,6 +195,7 @@ pub(super) fn policy(
             verify_timeout,
             verify_successes,
             adopt,
+            change,
         },
         PolicySpans {
             lifetime_at,

@@ -207,6 +207,30 @@ fn each_sections_errors_name_the_key_and_line() {
             "must be 1-127 characters",
         ),
         (
+            "[state]",
+            "[daemon]\nmax_rotations_per_hour = -1\n[state]",
+            "daemon.max_rotations_per_hour",
+            "-1 is out of range: 0 (no budget) to 100000",
+        ),
+        (
+            "[defaults]",
+            "[defaults]\nwindows = [\"Mon-Fry 08:00-18:00\"]",
+            "defaults.windows",
+            "'Fry' is not a day",
+        ),
+        (
+            "secret_name = \"c-secret\"",
+            "secret_name = \"c-secret\"\nfreeze = [\"2027-01-03..2026-12-20\"]",
+            "clients[0] (c).freeze",
+            "the freeze ends before it starts",
+        ),
+        (
+            "secret_name = \"c-secret\"",
+            "secret_name = \"c-secret\"\nwindows = [\"Mon 8-18\"]",
+            "clients[0] (c).windows",
+            "'8-18' is not a time span",
+        ),
+        (
             "secret_name = \"c-secret\"",
             "secret_name = \"c-secret\"\nrenew_before = \"100d\"",
             "clients[0] (c).renew_before",

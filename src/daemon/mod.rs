@@ -20,6 +20,7 @@ use crate::azure::{self, Skew};
 use crate::clock;
 use crate::config::Config;
 use crate::metrics::Metrics;
+use crate::rotation::budget::Budget;
 use crate::rotation::{AzureClients, Context};
 use crate::store::Store;
 pub use scheduler::Scheduler;
@@ -45,7 +46,12 @@ pub fn build_context(
         skew: Arc::new(Skew::default()),
     };
     let azure = AzureClients::new(&config, &shared)?;
+    let past = store
+        .rotations_since(clock::now().unix_timestamp() - 3600)
+        .unwrap_or_default();
+    let budget = Arc::new(Budget::new(config.max_rotations_per_hour, past));
     Ok(Context {
+        budget,
         config: Arc::new(config),
         azure: Arc::new(azure),
         store,
@@ -150,7 +156,10 @@ fn reload(path: &Path, shared: &Arc<Shared>) -> anyhow::Result<Vec<String>> {
             path.display()
         );
     }
-    let ctx = build_context(config, old.store.clone(), shared.metrics.clone())?;
+    let mut ctx = build_context(config, old.store.clone(), shared.metrics.clone())?;
+    // What the hour has used, and the slots in flight, carry over; only the limit may change.
+    old.budget.set_max(ctx.config.max_rotations_per_hour);
+    ctx.budget = old.budget.clone();
     let added: Vec<String> = ctx
         .config
         .clients

@@ -310,11 +310,11 @@ fn settle(
                 Some(at) => next.min(at + time::Duration::seconds(1)),
                 None => next,
             };
-            match &report.plan.blocked {
-                Some(rotation::plan::Blocked::WaitingForSlot { until }) => {
-                    next.min(*until + time::Duration::seconds(1))
-                }
-                _ => next,
+            // A wait (for a password slot, a change window, the rotation budget) is looked at
+            // again when it ends.
+            match report.plan.blocked.as_ref().and_then(|b| b.wait_until()) {
+                Some(until) => next.min(until + time::Duration::seconds(1)),
+                None => next,
             }
         }
         Err(Failure::Cancelled) => next,

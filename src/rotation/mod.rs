@@ -6,12 +6,14 @@
 //! Vault version, mark the intent done), with what failed attempts leave behind cleaned up
 //! (`recover`), and the outcome recorded (`record`). Each step is safe to repeat and to crash in.
 
+pub mod budget;
 pub mod observe;
 pub mod plan;
 mod record;
 mod recover;
 mod remove;
 mod rotate;
+pub mod window;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -88,6 +90,8 @@ pub struct Context {
     pub store: Arc<Store>,
     pub metrics: Arc<Metrics>,
     pub shared: Shared,
+    /// `daemon.max_rotations_per_hour`, shared by every reconcile (and kept across reloads).
+    pub budget: Arc<budget::Budget>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -201,11 +205,23 @@ pub async fn dry_run(
     let (_, observed) =
         observe::observe(ctx, client, opts.revoke_previous, lock.is_some(), cancel).await?;
     drop(lock);
-    Ok(plan::plan(
-        &observed,
-        &policy_view(&ctx.config, client, &opts),
-        clock::now(),
-    ))
+    let now = clock::now();
+    let mut plan = plan::plan(&observed, &policy_view(&ctx.config, client, &opts), now);
+    gate(client, &opts, &mut plan, now);
+    if budget::applies(&plan, client.policy.renew_before, opts.force, now)
+        && let Some(wait) = ctx.budget.peek(now)
+    {
+        plan.rotate = None;
+        plan.blocked = Some(wait);
+    }
+    Ok(plan)
+}
+
+/// The change windows: a scheduled renewal outside them waits (forced rotations never do).
+fn gate(client: &Client, opts: &Options, plan: &mut Plan, now: OffsetDateTime) {
+    if !opts.force {
+        window::apply(plan, &client.policy.change, client.policy.renew_before, now);
+    }
 }
 
 /// Reconciles one client. The caller holds the client's lock.
@@ -252,7 +268,15 @@ async fn reconcile_inner(
     };
     let now = clock::now();
     remember_location(ctx, client, &observed);
-    let plan = plan::plan(&observed, &policy_view(&ctx.config, client, &opts), now);
+    let mut plan = plan::plan(&observed, &policy_view(&ctx.config, client, &opts), now);
+    gate(client, &opts, &mut plan, now);
+    let slot = budget::claim(
+        &ctx.budget,
+        &mut plan,
+        client.policy.renew_before,
+        opts.force,
+        now,
+    );
     if let Some(p) = preflight {
         // What the admin API may claim: a rotation will run, or a revocation will be done.
         let revoking = plan
@@ -313,10 +337,18 @@ async fn reconcile_inner(
         tracing::info!(client = %client.name, "{blocked}");
     }
     if let Some(reason) = &plan.rotate {
-        tracing::info!(client = %client.name, %reason, "rotating");
+        if opts.force {
+            tracing::info!(client = %client.name, %reason, "rotating (forced: change windows and the rotation budget do not apply)");
+        } else {
+            tracing::info!(client = %client.name, %reason, "rotating");
+        }
         match rotate(ctx, client, &app, &observed.location, cancel).await {
             Ok(rotated) => {
                 ctx.metrics.rotation(&client.name, true);
+                match slot {
+                    Some(s) => s.commit(),
+                    None => ctx.budget.record(clock::now()),
+                }
                 if let Some(previous) = &plan.revoke {
                     revoke(ctx, client, &app, previous, &mut report).await;
                 }

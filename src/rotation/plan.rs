@@ -294,6 +294,20 @@ pub enum Blocked {
     /// The vault secret's latest version was published for another application: two clients
     /// (in different configs) point at one secret.
     SecretOfAnotherApp { secret: String, client_id: String },
+    /// A renewal outside the client's change windows (or in a freeze) waits until `until`: the
+    /// next opening, or the expiry deadline if that comes first (`window.rs`).
+    WaitingForWindow {
+        until: OffsetDateTime,
+        opens_at: Option<OffsetDateTime>,
+        deadline: Option<OffsetDateTime>,
+        policy: String,
+    },
+    /// `daemon.max_rotations_per_hour` is used up; a slot frees at `until`.
+    WaitingForBudget {
+        until: OffsetDateTime,
+        used: u32,
+        max: u32,
+    },
 }
 
 impl fmt::Display for Blocked {
@@ -323,6 +337,31 @@ impl fmt::Display for Blocked {
                 f,
                 "{secret} is published for another application (client-id {client_id}); point this client at its own secret"
             ),
+            Blocked::WaitingForWindow {
+                until,
+                opens_at,
+                deadline,
+                policy,
+            } => {
+                write!(f, "waiting for window until {} ({policy})", rfc3339(*until))?;
+                match (opens_at, deadline) {
+                    (Some(o), Some(d)) if d < o => write!(
+                        f,
+                        "; it rotates then regardless: the published secret will be within renew_before/2 of its expiry"
+                    ),
+                    (None, Some(_)) => write!(
+                        f,
+                        "; no window opens before the published secret is within renew_before/2 of its expiry, and it rotates then"
+                    ),
+                    (None, None) => write!(f, "; no window opens within two years"),
+                    _ => Ok(()),
+                }
+            }
+            Blocked::WaitingForBudget { until, used, max } => write!(
+                f,
+                "waiting for the rotation budget until {} ({used} of {max} rotations in the last hour, daemon.max_rotations_per_hour)",
+                rfc3339(*until)
+            ),
         }
     }
 }
@@ -330,7 +369,22 @@ impl fmt::Display for Blocked {
 impl Blocked {
     /// A wait is not a failure: the published secret is still valid.
     pub fn is_failure(&self) -> bool {
-        !matches!(self, Blocked::WaitingForSlot { .. })
+        !matches!(
+            self,
+            Blocked::WaitingForSlot { .. }
+                | Blocked::WaitingForWindow { .. }
+                | Blocked::WaitingForBudget { .. }
+        )
+    }
+
+    /// When a wait ends and the client should be reconciled again.
+    pub fn wait_until(&self) -> Option<OffsetDateTime> {
+        match self {
+            Blocked::WaitingForSlot { until }
+            | Blocked::WaitingForWindow { until, .. }
+            | Blocked::WaitingForBudget { until, .. } => Some(*until),
+            _ => None,
+        }
     }
 }
 

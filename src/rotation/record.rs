@@ -9,7 +9,7 @@ use crate::clock;
 use crate::config::Client;
 use crate::metrics::ClientGauges;
 use crate::store::ClientRow;
-use plan::marker_prefix;
+use plan::{Blocked, marker_prefix};
 
 /// Fills the gauges from what was observed and done.
 pub(super) fn report_gauges(
@@ -65,6 +65,14 @@ pub(super) fn report_gauges(
             )
         }
     };
+    // A renewal waiting for a change window or the budget is next tried when the wait ends.
+    let waiting = match &report.plan.blocked {
+        Some(b @ (Blocked::WaitingForWindow { .. } | Blocked::WaitingForBudget { .. })) => {
+            b.wait_until()
+        }
+        _ => None,
+    };
+    let renew_at = waiting.or(renew_at);
     let next = renew_at.map(|at| at.max(now)).and_then(|at| {
         client
             .policy
