@@ -142,6 +142,9 @@ pub async fn plan(config: Config, json_output: bool) -> anyhow::Result<bool> {
         println!("{}", serde_json::to_string_pretty(&items)?);
     } else {
         print!("{}", status::table(&["CLIENT", "ACTION", "WHY"], &rows));
+        if let Some(line) = status::budget(&ctx.budget, crate::clock::now()).line() {
+            say(&line);
+        }
     }
     Ok(ok)
 }
@@ -234,6 +237,13 @@ pub async fn rotate(
 pub fn status(config: &Config, json_output: bool) -> anyhow::Result<bool> {
     let store = Store::open(&config.state_dir)?;
     let rows = status::collect(config, &store, &|_| false);
+    let now = crate::clock::now();
+    let budget = crate::rotation::budget::Budget::new(
+        config.max_rotations_per_hour,
+        store
+            .rotations_since(now.unix_timestamp() - 3600)
+            .unwrap_or_default(),
+    );
     if json_output {
         println!("{}", serde_json::to_string_pretty(&rows)?);
     } else {
@@ -267,6 +277,9 @@ pub fn status(config: &Config, json_output: bool) -> anyhow::Result<bool> {
                 &table
             )
         );
+        if let Some(line) = status::budget(&budget, now).line() {
+            say(&line);
+        }
     }
     Ok(true)
 }

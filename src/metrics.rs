@@ -44,6 +44,17 @@ struct OperationLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SinkResultLabels {
+    sink: String,
+    result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SinkLabel {
+    sink: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct VersionLabel {
     version: String,
 }
@@ -68,6 +79,11 @@ pub struct Metrics {
     request_duration: Family<OperationLabels, Histogram>,
     propagation: Histogram,
     ready: Gauge,
+    budget_max: Gauge,
+    budget_used: Gauge,
+    event_deliveries: Family<SinkResultLabels, Counter>,
+    event_sink_failing: Family<SinkLabel, Gauge>,
+    events_pending: Family<SinkLabel, Gauge>,
 }
 
 fn request_histogram() -> Histogram {
@@ -218,7 +234,43 @@ impl Metrics {
             ready.clone(),
         );
 
+        let budget_max = Gauge::default();
+        let budget_used = Gauge::default();
+        registry.register(
+            "rotation_budget_max",
+            "daemon.max_rotations_per_hour (0: no budget)",
+            budget_max.clone(),
+        );
+        registry.register(
+            "rotation_budget_used",
+            "Rotations published (or in flight) in the last hour, counted against the budget",
+            budget_used.clone(),
+        );
+        let event_deliveries = Family::<SinkResultLabels, Counter>::default();
+        registry.register(
+            "event_deliveries",
+            "Event deliveries by sink and result (success, failure)",
+            event_deliveries.clone(),
+        );
+        let event_sink_failing = Family::<SinkLabel, Gauge>::default();
+        registry.register(
+            "event_sink_failing",
+            "1 while a sink's oldest undelivered event has failed for longer than its retry cap",
+            event_sink_failing.clone(),
+        );
+        let events_pending = Family::<SinkLabel, Gauge>::default();
+        registry.register(
+            "events_pending",
+            "Events in the outbox not yet delivered to the sink",
+            events_pending.clone(),
+        );
+
         Metrics {
+            budget_max,
+            budget_used,
+            event_deliveries,
+            event_sink_failing,
+            events_pending,
             registry,
             clients,
             rotations,
@@ -266,6 +318,49 @@ impl Metrics {
 
     pub fn set_ready(&self, ready: bool) {
         self.ready.set(i64::from(ready));
+    }
+
+    pub fn set_budget(&self, max: u32, used: u32) {
+        self.budget_max.set(i64::from(max));
+        self.budget_used.set(i64::from(used));
+    }
+
+    pub fn event_delivery(&self, sink: &str, success: bool) {
+        let result = if success { "success" } else { "failure" };
+        self.event_deliveries
+            .get_or_create(&SinkResultLabels {
+                sink: sink.into(),
+                result: result.into(),
+            })
+            .inc();
+    }
+
+    /// A sink's state after a delivery round: events waiting, and whether it is failing.
+    pub fn set_sink(&self, sink: &str, pending: i64, failing: bool) {
+        let label = SinkLabel { sink: sink.into() };
+        self.events_pending.get_or_create(&label).set(pending);
+        self.event_sink_failing
+            .get_or_create(&label)
+            .set(i64::from(failing));
+        for result in ["success", "failure"] {
+            let _ = self.event_deliveries.get_or_create(&SinkResultLabels {
+                sink: sink.into(),
+                result: result.into(),
+            });
+        }
+    }
+
+    /// A sink that left the config leaves no series.
+    pub fn remove_sink(&self, sink: &str) {
+        let label = SinkLabel { sink: sink.into() };
+        self.events_pending.remove(&label);
+        self.event_sink_failing.remove(&label);
+        for result in ["success", "failure"] {
+            self.event_deliveries.remove(&SinkResultLabels {
+                sink: sink.into(),
+                result: result.into(),
+            });
+        }
     }
 
     pub fn propagation(&self, seconds: f64) {

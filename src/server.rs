@@ -39,6 +39,7 @@ pub fn router(shared: Arc<Shared>) -> axum::Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/v1/clients", get(clients))
+        .route("/v1/budget", get(budget))
         .route("/v1/clients/{name}/rotate", post(rotate))
         .with_state(shared);
     // Read per request, so that a reload applies.
@@ -193,6 +194,11 @@ async fn readyz(State(s): State<Arc<Shared>>) -> Response {
 
 async fn clients(State(s): State<Arc<Shared>>) -> Response {
     Json(s.status()).into_response()
+}
+
+/// `daemon.max_rotations_per_hour` and what the last hour used of it.
+async fn budget(State(s): State<Arc<Shared>>) -> Response {
+    Json(crate::status::budget(&s.context().budget, crate::clock::now())).into_response()
 }
 
 #[derive(Deserialize)]

@@ -25,6 +25,47 @@ pub struct ClientStatus {
     pub in_flight: bool,
 }
 
+/// The installation's rotation budget as `/v1/budget`, `status` and `plan` show it.
+#[derive(Debug, Clone, Serialize)]
+pub struct BudgetStatus {
+    /// `daemon.max_rotations_per_hour`; 0: no budget.
+    pub max_per_hour: u32,
+    /// Rotations published (or in flight) in the last hour.
+    pub used_last_hour: u32,
+    /// When the next slot frees, while none is free.
+    pub next_slot_at: Option<String>,
+}
+
+impl BudgetStatus {
+    /// One line for the end of a table; `None` without a budget.
+    pub fn line(&self) -> Option<String> {
+        (self.max_per_hour > 0).then(|| {
+            let mut s = format!(
+                "rotation budget: {} of {} used in the last hour (daemon.max_rotations_per_hour)",
+                self.used_last_hour, self.max_per_hour
+            );
+            if let Some(at) = &self.next_slot_at {
+                s.push_str(&format!("; next slot at {at}"));
+            }
+            s
+        })
+    }
+}
+
+pub fn budget(b: &crate::rotation::budget::Budget, now: OffsetDateTime) -> BudgetStatus {
+    let next = match b.peek(now) {
+        Some(crate::rotation::plan::Blocked::WaitingForBudget { until, .. }) => {
+            Some(rfc3339(until.unix_timestamp()))
+        }
+        _ => None,
+    };
+    BudgetStatus {
+        max_per_hour: b.max(),
+        used_last_hour: b.used(now),
+        next_slot_at: next,
+    }
+}
+
 pub fn rfc3339(unix: i64) -> String {
     OffsetDateTime::from_unix_timestamp(unix)
         .ok()

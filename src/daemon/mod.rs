@@ -106,6 +106,8 @@ pub async fn run(
             _ = tick.tick() => {
                 let now = clock::now();
                 shared.beat(now.unix_timestamp());
+                let ctx = shared.context();
+                shared.metrics.set_budget(ctx.budget.max(), ctx.budget.used(now));
                 notify(&[sd_notify::NotifyState::Watchdog]);
                 scheduler.tick(&shared, now);
             }
