@@ -198,7 +198,11 @@ async fn clients(State(s): State<Arc<Shared>>) -> Response {
 
 /// `daemon.max_rotations_per_hour` and what the last hour used of it.
 async fn budget(State(s): State<Arc<Shared>>) -> Response {
-    Json(crate::status::budget(&s.context().budget, crate::clock::now())).into_response()
+    Json(crate::status::budget(
+        &s.context().budget,
+        crate::clock::now(),
+    ))
+    .into_response()
 }
 
 #[derive(Deserialize)]

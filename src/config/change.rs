@@ -15,8 +15,7 @@ pub(super) fn change(
     prefix: &str,
     timezone: Tz,
 ) -> Result<ChangePolicy, ConfigError> {
-    let pick = |a: &Option<Vec<S<String>>>, b: &Option<Vec<S<String>>>, name: &str| match (a, b)
-    {
+    let pick = |a: &Option<Vec<S<String>>>, b: &Option<Vec<S<String>>>, name: &str| match (a, b) {
         (Some(v), _) => (v.clone(), format!("{prefix}.{name}")),
         (None, Some(v)) => (v.clone(), format!("defaults.{name}")),
         (None, None) => (Vec::new(), String::new()),

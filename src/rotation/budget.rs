@@ -186,7 +186,13 @@ mod tests {
         let mut slots = Vec::new();
         for i in 0..5 {
             let mut p = due();
-            let slot = claim(&b, &mut p, Duration::ZERO, false, t0 + time::Duration::minutes(i));
+            let slot = claim(
+                &b,
+                &mut p,
+                Duration::ZERO,
+                false,
+                t0 + time::Duration::minutes(i),
+            );
             assert!(p.rotate.is_some());
             slots.push(slot.unwrap());
         }
@@ -212,7 +218,16 @@ mod tests {
         assert!(p.blocked.is_none());
         // An hour after the first, a slot is free again.
         let mut p = due();
-        assert!(claim(&b, &mut p, Duration::ZERO, false, t0 + time::Duration::minutes(61)).is_some());
+        assert!(
+            claim(
+                &b,
+                &mut p,
+                Duration::ZERO,
+                false,
+                t0 + time::Duration::minutes(61)
+            )
+            .is_some()
+        );
     }
 
     #[test]
@@ -228,7 +243,10 @@ mod tests {
     #[test]
     fn rotations_before_a_restart_count_and_zero_means_no_budget() {
         let now = datetime!(2026-12-01 10:00 UTC);
-        let b = Arc::new(Budget::new(2, vec![now.unix_timestamp() - 10, now.unix_timestamp() - 7200]));
+        let b = Arc::new(Budget::new(
+            2,
+            vec![now.unix_timestamp() - 10, now.unix_timestamp() - 7200],
+        ));
         assert_eq!(b.used(now), 1);
         let _one = b.take(now).unwrap();
         assert!(b.take(now).is_err());

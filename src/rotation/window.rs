@@ -96,7 +96,9 @@ impl Window {
         let start = parse_time(a).filter(|s| *s < 1440).ok_or_else(bad_span)?;
         let end = parse_time(b).ok_or_else(bad_span)?;
         if start == end {
-            return Err(format!("'{text}': the window is empty (starts when it ends)"));
+            return Err(format!(
+                "'{text}': the window is empty (starts when it ends)"
+            ));
         }
         let mut days = [days_text.is_none(); 7];
         if let Some(d) = days_text {
@@ -251,7 +253,10 @@ impl ChangePolicy {
                     candidates.extend(self.instant(day, w.start));
                 }
             }
-            if self.freeze.iter().any(|f| f.last + chrono::Duration::days(1) == day)
+            if self
+                .freeze
+                .iter()
+                .any(|f| f.last + chrono::Duration::days(1) == day)
                 || (self.windows.is_empty() && offset >= 0)
             {
                 candidates.extend(self.instant(day, 0));
@@ -544,7 +549,9 @@ mod tests {
         // Expiring in 16 days: the deadline comes in one day, before Monday: wait until then.
         let expires = now + time::Duration::days(16);
         let d = expires - time::Duration::days(15);
-        assert!(matches!(gate(&p, renew_before, Some(expires), now), Gate::Wait { until, .. } if until == d));
+        assert!(
+            matches!(gate(&p, renew_before, Some(expires), now), Gate::Wait { until, .. } if until == d)
+        );
         // Expiring in 14 days: within renew_before/2 already: rotate now.
         let expires = now + time::Duration::days(14);
         assert_eq!(
@@ -555,7 +562,12 @@ mod tests {
         );
         // Inside a window nothing waits.
         assert_eq!(
-            gate(&p, renew_before, Some(expires), datetime!(2026-12-07 09:00 UTC)),
+            gate(
+                &p,
+                renew_before,
+                Some(expires),
+                datetime!(2026-12-07 09:00 UTC)
+            ),
             Gate::Open
         );
     }

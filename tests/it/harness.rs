@@ -131,6 +131,11 @@ impl Env {
 
     /// Writes the config: `defaults` lines go under `[defaults]`, `extra` at the end.
     pub fn write_config(&self, defaults: &str, extra: &str) {
+        self.write_config_with(defaults, "", extra);
+    }
+
+    /// [`Env::write_config`] with more `[daemon]` lines.
+    pub fn write_config_with(&self, defaults: &str, daemon: &str, extra: &str) {
         let defaults = format!(
             "schedule = \"*/2 * * * * *\"\nsecret_lifetime = \"1h\"\nrenew_before = \"10m\"\noverlap = \"20m\"\nverify_timeout = \"30s\"\nverify_successes = 1\n{defaults}"
         );
@@ -139,7 +144,7 @@ impl Env {
             secret_file: "daemon-secret",
             azure: "",
             instance: "test",
-            daemon: "",
+            daemon,
             log: "",
             listen: "127.0.0.1:0",
             admin_token_file: Some("admin-token"),

@@ -22,5 +22,6 @@ mod review;
 mod rotation;
 mod sdk;
 mod security;
+mod windows;
 mod world;
 mod world_regressions;
