@@ -22,6 +22,7 @@ pub mod config;
 pub mod daemon;
 #[cfg(feature = "emulator")]
 pub mod demo;
+pub mod events;
 pub mod files;
 pub mod metrics;
 pub mod rotation;

@@ -249,7 +249,7 @@ impl Metrics {
         let event_deliveries = Family::<SinkResultLabels, Counter>::default();
         registry.register(
             "event_deliveries",
-            "Event deliveries by sink and result (success, failure)",
+            "Event delivery attempts by sink and result (success, failure, dropped)",
             event_deliveries.clone(),
         );
         let event_sink_failing = Family::<SinkLabel, Gauge>::default();
@@ -331,6 +331,16 @@ impl Metrics {
             .get_or_create(&SinkResultLabels {
                 sink: sink.into(),
                 result: result.into(),
+            })
+            .inc();
+    }
+
+    /// An undelivered event dropped for its age.
+    pub fn event_dropped(&self, sink: &str) {
+        self.event_deliveries
+            .get_or_create(&SinkResultLabels {
+                sink: sink.into(),
+                result: "dropped".into(),
             })
             .inc();
     }

@@ -65,6 +65,27 @@ const MIGRATIONS: &[&str] = &[
         seen_at INTEGER NOT NULL,
         PRIMARY KEY (client, tag)
     );",
+    // Version 3: the events outbox (src/events): each event once, and one delivery row per sink that wants
+    // it, removed when delivered. The history index serves the rotation budget's count.
+    "CREATE TABLE events (
+        id TEXT PRIMARY KEY,
+        type TEXT NOT NULL,
+        client TEXT NOT NULL,
+        body TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        dedup TEXT UNIQUE
+    );
+    CREATE TABLE deliveries (
+        event_id TEXT NOT NULL,
+        sink TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at INTEGER NOT NULL,
+        last_error TEXT,
+        PRIMARY KEY (event_id, sink)
+    );
+    CREATE INDEX deliveries_sink ON deliveries(sink, seq);
+    CREATE INDEX history_result_at ON history(result, at);",
 ];
 
 /// History rows kept per client.
@@ -152,7 +173,7 @@ impl Store {
         })
     }
 
-    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
+    pub(crate) fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
     }
 

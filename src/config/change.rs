@@ -7,11 +7,14 @@ use super::values::Ctx;
 use super::{ConfigError, S};
 use crate::rotation::window::{ChangePolicy, Freeze, Window};
 
+/// `windows` and `freeze` as one table (a client or `[defaults]`) has them.
+type Lists<'a> = (&'a Option<Vec<S<String>>>, &'a Option<Vec<S<String>>>);
+
 /// The client's own list over `[defaults]`' (a client's `windows = []` lifts the defaults').
 pub(super) fn change(
     ctx: &Ctx<'_>,
-    own: (&Option<Vec<S<String>>>, &Option<Vec<S<String>>>),
-    defaults: (&Option<Vec<S<String>>>, &Option<Vec<S<String>>>),
+    own: Lists<'_>,
+    defaults: Lists<'_>,
     prefix: &str,
     timezone: Tz,
 ) -> Result<ChangePolicy, ConfigError> {

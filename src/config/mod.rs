@@ -14,6 +14,7 @@ mod azure;
 mod change;
 mod clients;
 mod daemon;
+mod events;
 mod policy;
 mod server;
 mod values;
@@ -21,6 +22,7 @@ mod values;
 pub use azure::{Azure, Cloud, Credential};
 pub use clients::{AppRef, Client, known_vault_host};
 pub use daemon::LogFormat;
+pub use events::{Sink, SinkKind};
 pub use policy::{Policy, Schedule};
 pub use server::Server;
 
@@ -62,6 +64,8 @@ pub struct Config {
     pub server: Server,
     pub state_dir: PathBuf,
     pub clients: Vec<Client>,
+    /// `[[events]]`: where events go.
+    pub events: Vec<Sink>,
     /// What is allowed but unwise (a secret file others may read): one line each, naming the
     /// file, never its content. Logged once the log is set up.
     pub warnings: Vec<String>,
@@ -91,6 +95,8 @@ struct RawConfig {
     defaults: policy::RawPolicy,
     #[serde(default)]
     clients: Vec<S<clients::RawClient>>,
+    #[serde(default)]
+    events: Vec<S<events::RawSink>>,
 }
 
 impl Config {
@@ -135,6 +141,8 @@ impl Config {
             clients.add(&ctx, rc)?;
         }
         let clients = clients.into_clients();
+        let names: Vec<String> = clients.iter().map(|c| c.name.clone()).collect();
+        let events = events::parse(&ctx, &raw.events, &names, &mut warnings)?;
 
         // A reload logs at once; the first load is logged by `main` once the log is set up.
         if tracing::dispatcher::has_been_set() {
@@ -153,6 +161,7 @@ impl Config {
             server,
             state_dir,
             clients,
+            events,
             warnings,
         })
     }

@@ -89,6 +89,8 @@ pub async fn run(
     let http = tokio::spawn(crate::server::serve(listener, app, stop.clone()));
 
     spawn_sign_in(shared.clone(), ctx.clone(), stop.clone());
+    // Events go out in the background: a sink that is down never holds up a rotation.
+    let events = tokio::spawn(crate::events::deliver::run(shared.clone(), stop.clone()));
 
     let (mut scheduler, mut done) = Scheduler::new(&ctx, clock::now());
     notify(&[
@@ -140,6 +142,7 @@ pub async fn run(
     notify(&[sd_notify::NotifyState::Stopping]);
     stop.cancel();
     scheduler.shutdown().await;
+    let _ = tokio::time::timeout(Duration::from_secs(1), events).await;
     let _ = tokio::time::timeout(Duration::from_secs(1), http).await;
     Ok(())
 }

@@ -141,7 +141,7 @@ pub fn applies(plan: &Plan, renew_before: Duration, force: bool, now: OffsetDate
         return false;
     }
     let expires = plan.published.as_ref().and_then(|p| p.expires);
-    !window::deadline(expires, renew_before).is_some_and(|d| now >= d)
+    window::deadline(expires, renew_before).is_none_or(|d| now < d)
 }
 
 /// Claims the budget for a plan that rotates: `Ok(slot)` to go ahead (commit it once

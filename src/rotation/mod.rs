@@ -244,6 +244,10 @@ pub async fn reconcile_with(
 ) -> Result<Report, Failure> {
     let mut gauges = None;
     let result = reconcile_inner(ctx, client, opts, cancel, preflight, &mut gauges).await;
+    // Before the status row is rewritten: a failure that says what the last one said is not
+    // announced again.
+    let previous = ctx.store.client_row(&client.name).ok().flatten();
+    crate::events::after_reconcile(ctx, client, &result, previous.as_ref(), clock::now());
     record::status(ctx, client, &result, gauges);
     result
 }
