@@ -234,6 +234,35 @@ pub async fn rotate(
     }
 }
 
+/// `send-test-event`: one test event to each sink (or the one named), now.
+pub async fn send_test_event(config: &Config, only: Option<&str>) -> anyhow::Result<bool> {
+    let sinks: Vec<_> = config
+        .events
+        .iter()
+        .filter(|s| only.is_none_or(|n| s.name == n))
+        .collect();
+    if sinks.is_empty() {
+        match only {
+            Some(n) => anyhow::bail!("{}: no event sink named '{n}'", config.path.display()),
+            None => anyhow::bail!(
+                "{}: no [[events]] sink is configured",
+                config.path.display()
+            ),
+        }
+    }
+    let mut ok = true;
+    for sink in sinks {
+        match crate::events::deliver::send_test(config, sink).await {
+            Ok(id) => say(&format!("{}: delivered test event {id}", sink.name)),
+            Err(e) => {
+                ok = false;
+                say(&format!("{}: {e}", sink.name));
+            }
+        }
+    }
+    Ok(ok)
+}
+
 pub fn status(config: &Config, json_output: bool) -> anyhow::Result<bool> {
     let store = Store::open(&config.state_dir)?;
     let rows = status::collect(config, &store, &|_| false);
@@ -279,6 +308,25 @@ pub fn status(config: &Config, json_output: bool) -> anyhow::Result<bool> {
         );
         if let Some(line) = status::budget(&budget, now).line() {
             say(&line);
+        }
+        for sink in &config.events {
+            let st = store.sink_state(
+                &sink.name,
+                sink.kind.name(),
+                crate::events::deliver::FAILING_AFTER,
+            );
+            if st.pending > 0 {
+                say(&format!(
+                    "event sink {}: {} event(s) undelivered{}{}",
+                    st.sink,
+                    st.pending,
+                    if st.failing { ", FAILING" } else { "" },
+                    st.last_error
+                        .as_deref()
+                        .map(|e| format!(": {e}"))
+                        .unwrap_or_default()
+                ));
+            }
         }
     }
     Ok(true)

@@ -66,6 +66,15 @@ enum Command {
         #[arg(long, value_enum, default_value_t = Output::Table)]
         output: Output,
     },
+    /// Send one test event (`com.secret-rotator.test`) to every event sink, or to the one named,
+    /// now and without the outbox, to check a consumer's endpoint and signature verification.
+    SendTestEvent {
+        #[arg(long, default_value = "/etc/secret-rotator/config.toml")]
+        config: PathBuf,
+        /// Only this sink (its `name`).
+        #[arg(long)]
+        sink: Option<String>,
+    },
     /// Run the bundled Azure emulator.
     #[cfg(feature = "emulator")]
     Emulator {
@@ -216,6 +225,14 @@ fn main() -> ExitCode {
                 secret_rotator::telemetry::init(cfg.log_format, &cfg.log_level);
                 log_warnings(&cfg);
                 cli::rotate(cfg, &client, force, revoke_previous)
+                    .await
+                    .map_err(|e| Fail::Other(format!("{e:#}")))
+            }
+            Command::SendTestEvent { config, sink } => {
+                let cfg = load(&config)?;
+                secret_rotator::telemetry::init(cfg.log_format, "warn");
+                log_warnings(&cfg);
+                cli::send_test_event(&cfg, sink.as_deref())
                     .await
                     .map_err(|e| Fail::Other(format!("{e:#}")))
             }

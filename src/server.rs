@@ -40,6 +40,7 @@ pub fn router(shared: Arc<Shared>) -> axum::Router {
         .route("/readyz", get(readyz))
         .route("/v1/clients", get(clients))
         .route("/v1/budget", get(budget))
+        .route("/v1/events", get(events))
         .route("/v1/clients/{name}/rotate", post(rotate))
         .with_state(shared);
     // Read per request, so that a reload applies.
@@ -194,6 +195,24 @@ async fn readyz(State(s): State<Arc<Shared>>) -> Response {
 
 async fn clients(State(s): State<Arc<Shared>>) -> Response {
     Json(s.status()).into_response()
+}
+
+/// Every event sink: undelivered events, whether it is failing, its last error.
+async fn events(State(s): State<Arc<Shared>>) -> Response {
+    let ctx = s.context();
+    let sinks: Vec<crate::events::SinkState> = ctx
+        .config
+        .events
+        .iter()
+        .map(|sink| {
+            ctx.store.sink_state(
+                &sink.name,
+                sink.kind.name(),
+                crate::events::deliver::FAILING_AFTER,
+            )
+        })
+        .collect();
+    Json(sinks).into_response()
 }
 
 /// `daemon.max_rotations_per_hour` and what the last hour used of it.

@@ -153,6 +153,31 @@ async fn round(ctx: &Context, sink: &Sink, failing: &std::sync::Mutex<HashMap<St
     }
 }
 
+/// Sends a test event to `sink` now, outside the outbox; returns its id.
+pub async fn send_test(config: &crate::config::Config, sink: &Sink) -> Result<String, String> {
+    let id = uuid::Uuid::new_v4().to_string();
+    let now = clock::now();
+    let body = serde_json::json!({
+        "specversion": "1.0",
+        "id": id,
+        "source": format!("/secret-rotator/{}", config.instance),
+        "type": super::cloudevents_type("test"),
+        "time": crate::rotation::window::rfc3339(now),
+        "datacontenttype": "application/json",
+        "data": {"message": "a test event from secret-rotator send-test-event"},
+    })
+    .to_string();
+    let http = match &sink.kind {
+        SinkKind::Webhook { .. } => Some(
+            crate::azure::http_client(config.azure.ca_pem.as_deref(), sink.timeout, true)
+                .map_err(|e| format!("{e:#}"))?,
+        ),
+        SinkKind::Exec { .. } => None,
+    };
+    send(http.as_ref(), sink, &id, body.as_bytes()).await?;
+    Ok(id)
+}
+
 /// One attempt at one event.
 async fn send(
     http: Option<&reqwest::Client>,
