@@ -361,3 +361,155 @@ proptest! {
     }
 
 }
+
+/// `[[events]]`: each bad sink is refused on the line of the value at fault, naming the key.
+#[test]
+fn each_event_sink_error_names_the_key_and_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("config.toml");
+    let key = tmp.path().join("key");
+    std::fs::write(&key, "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").unwrap();
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let short = tmp.path().join("short");
+    std::fs::write(&short, "whsec_c2hvcnQ=").unwrap();
+    std::fs::set_permissions(&short, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let base = text(&tmp.path().join("state"), "https://kv.vault.azure.net", "", "");
+    let hook = |lines: &str| {
+        format!(
+            "{base}\n[[events]]\nkind = \"webhook\"\nurl = \"https://consumer.example/hook\"\nsigning_key_file = \"{}\"\n{lines}",
+            key.display()
+        )
+    };
+    let good = Config::parse(
+        &file,
+        &hook("types = [\"published\", \"retired\"]\nclients = [\"c\"]\ntimeout = \"5s\""),
+    )
+    .unwrap();
+    assert_eq!(good.events.len(), 1);
+    assert_eq!(good.events[0].name, "webhook-1");
+    assert!(good.events[0].wants("published", "c") && !good.events[0].wants("failed", "c"));
+    // (text, key, fragment, the text of the line at fault)
+    let cases: Vec<(String, &str, &str, &str)> = vec![
+        (
+            format!("{base}\n[[events]]\nkind = \"email\"\n"),
+            "events[0].kind",
+            "'email' is not one of webhook, exec",
+            "kind = \"email\"",
+        ),
+        (
+            format!("{base}\n[[events]]\nkind = \"webhook\"\n"),
+            "events[0].url",
+            "a webhook needs url",
+            "kind = \"webhook\"",
+        ),
+        (
+            hook("").replace("https://consumer.example/hook", "http://consumer.example/hook"),
+            "events[0].url",
+            "must use https (plain http only to a loopback address)",
+            "url = \"http://consumer.example/hook\"",
+        ),
+        (
+            hook("").replace("https://consumer.example/hook", "https://u:p@consumer.example/hook"),
+            "events[0].url",
+            "must not carry credentials",
+            "url = \"https://u:p@consumer.example/hook\"",
+        ),
+        (
+            format!(
+                "{base}\n[[events]]\nkind = \"webhook\"\nurl = \"https://consumer.example/hook\"\n"
+            ),
+            "events[0].signing_key_file",
+            "a webhook needs signing_key_file",
+            "kind = \"webhook\"",
+        ),
+        (
+            hook("").replace(&key.display().to_string(), &short.display().to_string()),
+            "events[0].signing_key_file",
+            "5-byte key",
+            "",
+        ),
+        (
+            hook("argv = [\"true\"]"),
+            "events[0].argv",
+            "does not apply to kind = \"webhook\"",
+            "argv = [\"true\"]",
+        ),
+        (
+            format!("{base}\n[[events]]\nkind = \"exec\"\nargv = []\n"),
+            "events[0].argv",
+            "must name a program",
+            "argv = []",
+        ),
+        (
+            format!("{base}\n[[events]]\nkind = \"exec\"\nargv = [\"x\"]\nurl = \"https://a.example\"\n"),
+            "events[0].url",
+            "does not apply to kind = \"exec\"",
+            "url = \"https://a.example\"",
+        ),
+        (
+            hook("types = [\"published\", \"rotated\"]"),
+            "events[0].types",
+            "'rotated' is not one of published, retired, failed, blocked, expiring, drift",
+            "types = [\"published\", \"rotated\"]",
+        ),
+        (
+            hook("clients = [\"nobody\"]"),
+            "events[0].clients",
+            "'nobody' is not a configured client",
+            "clients = [\"nobody\"]",
+        ),
+        (
+            hook("timeout = \"soon\""),
+            "events[0].timeout",
+            "soon",
+            "timeout = \"soon\"",
+        ),
+        (
+            hook("name = \"a b\""),
+            "events[0].name",
+            "must be 1-64 characters",
+            "name = \"a b\"",
+        ),
+        (
+            format!(
+                "{}\n[[events]]\nname = \"webhook-1\"\nkind = \"exec\"\nargv = [\"x\"]\n",
+                hook("")
+            ),
+            "events[1].name",
+            "another sink is named 'webhook-1'",
+            "name = \"webhook-1\"",
+        ),
+    ];
+    for (t, k, fragment, line) in cases {
+        let e = Config::parse(&file, &t).expect_err(&t);
+        assert_eq!(e.key, k, "{e}");
+        assert!(e.message.contains(fragment), "{e}");
+        let want = if line.is_empty() {
+            t.lines().position(|l| l.starts_with("signing_key_file"))
+        } else {
+            t.lines().position(|l| l == line)
+        }
+        .map(|i| i + 1);
+        assert_eq!(e.line, want, "{e}");
+        assert!(!e.to_string().contains("c2hvcnQ"), "the key is never echoed: {e}");
+    }
+}
+
+/// `windows` and `freeze` on a client override `[defaults]`, in the client's time zone.
+#[test]
+fn a_clients_windows_override_the_defaults_in_its_time_zone() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = text(
+        &tmp.path().join("state"),
+        "https://kv.vault.azure.net",
+        "timezone = \"Europe/Berlin\"\nwindows = [\"Sat 10:00-12:00\"]",
+        "windows = [\"Mon-Fri 08:00-18:00\"]\nfreeze = [\"2026-12-20..2027-01-03\"]\n[daemon]\nmax_rotations_per_hour = 5",
+    );
+    let c = Config::parse(&tmp.path().join("config.toml"), &t).unwrap();
+    assert_eq!(c.max_rotations_per_hour, 5);
+    let change = &c.clients[0].policy.change;
+    assert_eq!(change.timezone, chrono_tz::Tz::Europe__Berlin);
+    assert_eq!(change.windows.len(), 1);
+    assert_eq!(change.windows[0].to_string(), "Sat 10:00-12:00");
+    assert_eq!(change.freeze.len(), 1, "freeze comes from [defaults]");
+}
