@@ -373,7 +373,12 @@ fn each_event_sink_error_names_the_key_and_line() {
     let short = tmp.path().join("short");
     std::fs::write(&short, "whsec_c2hvcnQ=").unwrap();
     std::fs::set_permissions(&short, std::fs::Permissions::from_mode(0o600)).unwrap();
-    let base = text(&tmp.path().join("state"), "https://kv.vault.azure.net", "", "");
+    let base = text(
+        &tmp.path().join("state"),
+        "https://kv.vault.azure.net",
+        "",
+        "",
+    );
     let hook = |lines: &str| {
         format!(
             "{base}\n[[events]]\nkind = \"webhook\"\nurl = \"https://consumer.example/hook\"\nsigning_key_file = \"{}\"\n{lines}",
@@ -403,13 +408,19 @@ fn each_event_sink_error_names_the_key_and_line() {
             "kind = \"webhook\"",
         ),
         (
-            hook("").replace("https://consumer.example/hook", "http://consumer.example/hook"),
+            hook("").replace(
+                "https://consumer.example/hook",
+                "http://consumer.example/hook",
+            ),
             "events[0].url",
             "must use https (plain http only to a loopback address)",
             "url = \"http://consumer.example/hook\"",
         ),
         (
-            hook("").replace("https://consumer.example/hook", "https://u:p@consumer.example/hook"),
+            hook("").replace(
+                "https://consumer.example/hook",
+                "https://u:p@consumer.example/hook",
+            ),
             "events[0].url",
             "must not carry credentials",
             "url = \"https://u:p@consumer.example/hook\"",
@@ -441,7 +452,9 @@ fn each_event_sink_error_names_the_key_and_line() {
             "argv = []",
         ),
         (
-            format!("{base}\n[[events]]\nkind = \"exec\"\nargv = [\"x\"]\nurl = \"https://a.example\"\n"),
+            format!(
+                "{base}\n[[events]]\nkind = \"exec\"\nargv = [\"x\"]\nurl = \"https://a.example\"\n"
+            ),
             "events[0].url",
             "does not apply to kind = \"exec\"",
             "url = \"https://a.example\"",
@@ -491,7 +504,10 @@ fn each_event_sink_error_names_the_key_and_line() {
         }
         .map(|i| i + 1);
         assert_eq!(e.line, want, "{e}");
-        assert!(!e.to_string().contains("c2hvcnQ"), "the key is never echoed: {e}");
+        assert!(
+            !e.to_string().contains("c2hvcnQ"),
+            "the key is never echoed: {e}"
+        );
     }
 }
 

@@ -34,6 +34,8 @@ async fn every_metric_the_dashboard_and_the_alerts_use_is_exported() {
     assert!(used.len() >= 10, "found the metric names: {used:?}");
 
     let env = Env::new(Setup::default()).await;
+    // One event sink, so that its series exist.
+    env.write_config("", "\n[[events]]\nkind = \"exec\"\nargv = [\"true\"]\n");
     let daemon = env.spawn_daemon(&[]);
     assert!(
         eventually(Duration::from_secs(30), || !env
