@@ -267,6 +267,12 @@ timeout = "5s"
         "{retired:?}"
     );
     assert_eq!(retired[0].1["data"]["key_id"], first_key.as_str());
+    // The other sink's own round delivers the same retirement, perhaps a moment later.
+    assert!(
+        eventually(Duration::from_secs(10), || received(&rx, "/hook").len() >= 3).await,
+        "{}",
+        daemon.stderr()
+    );
     let kinds: Vec<String> = received(&rx, "/hook")
         .iter()
         .map(|(_, e, _)| e["type"].as_str().unwrap().to_string())
