@@ -1,4 +1,4 @@
-//! Standard Webhooks signatures (https://www.standardwebhooks.com/, "Verifying webhook
+//! Standard Webhooks signatures (<https://www.standardwebhooks.com/>, "Verifying webhook
 //! authenticity"): `webhook-signature: v1,<base64 of HMAC-SHA256(key, "<id>.<timestamp>.<body>")>`,
 //! with the key given as base64, optionally prefixed `whsec_`.
 

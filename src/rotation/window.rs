@@ -236,7 +236,7 @@ impl ChangePolicy {
     }
 
     /// The first instant at or after `now` at which a scheduled rotation may run; `None` when
-    /// none comes within [`HORIZON_DAYS`].
+    /// none comes within about two years.
     pub fn next_open(&self, now: OffsetDateTime) -> Option<OffsetDateTime> {
         if self.is_open(now) {
             return Some(now);
