@@ -269,7 +269,9 @@ timeout = "5s"
     assert_eq!(retired[0].1["data"]["key_id"], first_key.as_str());
     // The other sink's own round delivers the same retirement, perhaps a moment later.
     assert!(
-        eventually(Duration::from_secs(10), || received(&rx, "/hook").len() >= 3).await,
+        eventually(Duration::from_secs(10), || received(&rx, "/hook").len()
+            >= 3)
+        .await,
         "{}",
         daemon.stderr()
     );
