@@ -173,33 +173,6 @@ pub fn after_reconcile(
                     now,
                 );
             }
-            // Within renew_before/2 of expiry and not renewed: the consumers' secret is about
-            // to stop working unless someone acts. Once per published version.
-            if report.rotated.is_none()
-                && let Some(p) = &report.plan.published
-                && let Some(expires) = p.expires
-                && window::deadline(Some(expires), client.policy.renew_before)
-                    .is_some_and(|d| now >= d)
-            {
-                emit(
-                    ctx,
-                    Event {
-                        kind: "expiring",
-                        client: client.name.clone(),
-                        data: with(
-                            base.clone(),
-                            json!({
-                                "version": p.version,
-                                "key_id": p.key_id,
-                                "expires_at": rfc3339(expires),
-                                "why": report.plan.blocked.as_ref().map(|b| b.to_string()),
-                            }),
-                        ),
-                        dedup: Some(format!("expiring:{}:{}", client.name, p.version)),
-                    },
-                    now,
-                );
-            }
         }
         Err(Failure::Cancelled) => {}
         Err(e) => {
@@ -230,6 +203,58 @@ pub fn after_reconcile(
             );
         }
     }
+}
+
+/// After the client's status row is recorded: when the published secret (managed or not) is
+/// within `renew_before / 2` of its expiry and this reconcile did not replace it (it waits,
+/// is blocked, or failed), consumers hear it once per published version.
+pub fn expiring(
+    ctx: &Context,
+    client: &Client,
+    result: &Result<Report, Failure>,
+    now: OffsetDateTime,
+) {
+    if ctx.config.events.is_empty()
+        || matches!(result, Ok(r) if r.rotated.is_some())
+        || matches!(result, Err(Failure::Cancelled))
+    {
+        return;
+    }
+    let Some(row) = ctx.store.client_row(&client.name).ok().flatten() else {
+        return;
+    };
+    let Some(expires) = row
+        .expires_at
+        .and_then(|t| OffsetDateTime::from_unix_timestamp(t).ok())
+    else {
+        return;
+    };
+    if window::deadline(Some(expires), client.policy.renew_before).is_none_or(|d| now < d) {
+        return;
+    }
+    let version = row.published_version.clone().unwrap_or_default();
+    emit(
+        ctx,
+        Event {
+            kind: "expiring",
+            client: client.name.clone(),
+            data: with(
+                location(client),
+                json!({
+                    "version": row.published_version,
+                    "key_id": row.published_key_id,
+                    "expires_at": rfc3339(expires),
+                    "why": row.last_error,
+                }),
+            ),
+            dedup: Some(format!(
+                "expiring:{}:{version}:{}",
+                client.name,
+                expires.unix_timestamp()
+            )),
+        },
+        now,
+    );
 }
 
 #[cfg(test)]

@@ -249,6 +249,7 @@ pub async fn reconcile_with(
     let previous = ctx.store.client_row(&client.name).ok().flatten();
     crate::events::after_reconcile(ctx, client, &result, previous.as_ref(), clock::now());
     record::status(ctx, client, &result, gauges);
+    crate::events::expiring(ctx, client, &result, clock::now());
     result
 }
 

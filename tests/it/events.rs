@@ -288,3 +288,65 @@ timeout = "5s"
         ]
     );
 }
+
+/// A client that cannot rotate (a vault secret written by hand, `adopt` off) while its secret
+/// nears expiry: the exec sink hears `blocked` once (not at every reconcile) and `expiring` once.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_blocked_client_near_expiry_is_announced_once_as_blocked_and_once_as_expiring() {
+    let env = Env::new(Setup {
+        foreign_password: false,
+        ..Setup::default()
+    })
+    .await;
+    // renew_before is 10m: an expiry 4 minutes away is within renew_before/2.
+    env.write_by_hand(
+        "app-one",
+        "a value someone wrote by hand",
+        Some(time::OffsetDateTime::now_utc() + time::Duration::minutes(4)),
+    );
+    let out = env.dir.path().join("exec.jsonl");
+    env.write_config(
+        "",
+        &format!(
+            "\n[[events]]\nkind = \"exec\"\nargv = [\"sh\", \"-c\", \"cat >> \\\"$0\\\"; echo >> \\\"$0\\\"\", \"{}\"]\n",
+            path_str(&out)
+        ),
+    );
+    let daemon = env.spawn_daemon(&[]);
+    let events = || -> Vec<serde_json::Value> {
+        std::fs::read_to_string(&out)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| !l.is_empty())
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    assert!(
+        eventually(Duration::from_secs(20), || events().len() >= 2).await,
+        "{}",
+        daemon.stderr()
+    );
+    // Several more reconciles (every 2 s) announce nothing new.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let got = events();
+    let kinds: Vec<&str> = got.iter().map(|e| e["type"].as_str().unwrap()).collect();
+    assert_eq!(
+        kinds,
+        ["com.secret-rotator.blocked", "com.secret-rotator.expiring"],
+        "{got:?}"
+    );
+    assert!(
+        got[0]["data"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("not managed by secret-rotator"),
+        "{got:?}"
+    );
+    assert!(got[1]["data"]["expires_at"].is_string(), "{got:?}");
+    assert!(
+        !std::fs::read_to_string(&out)
+            .unwrap()
+            .contains("a value someone wrote by hand")
+    );
+    assert!(env.versions("app-one").len() == 1, "nothing was written");
+}
