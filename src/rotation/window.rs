@@ -625,4 +625,40 @@ mod tests {
             plan.notes
         );
     }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 512, ..Default::default() })]
+
+        /// Whatever the text, parsing answers: a window or freeze, or one line saying why not.
+        #[test]
+        fn windows_and_freezes_parse_or_say_why_in_one_line(text in "\\PC{0,40}") {
+            for r in [Window::parse(&text).map(|_| ()), Freeze::parse(&text).map(|_| ())] {
+                if let Err(e) = r {
+                    proptest::prop_assert!(!e.contains('\n') || text.contains('\n'), "{e}");
+                }
+            }
+        }
+
+        /// From any instant, the next opening is open, and nothing before it is (sampled).
+        #[test]
+        fn the_next_opening_is_the_first_open_instant(
+            minutes in 0i64..(3 * 366 * 24 * 60),
+            start in 0u32..24,
+            len in 1u32..24,
+        ) {
+            let p = policy(
+                "Europe/Berlin",
+                &[&format!("Mon,Thu {start:02}:00-{:02}:00", (start + len) % 24)],
+                &["2027-12-20..2028-01-03"],
+            );
+            let now = datetime!(2026-01-01 00:00 UTC) + time::Duration::minutes(minutes);
+            let next = p.next_open(now).unwrap();
+            proptest::prop_assert!(next >= now && p.is_open(next));
+            let mut t = now;
+            while t < next {
+                proptest::prop_assert!(!p.is_open(t), "open at {t} before {next}");
+                t += time::Duration::minutes(7);
+            }
+        }
+    }
 }
