@@ -158,7 +158,8 @@ pub fn after_reconcile(
                     now,
                 );
             }
-            for removal in &report.removed {
+            // Credentials that were once published; an orphan's never reached a consumer.
+            for removal in report.removed.iter().filter(|r| !r.is_orphan()) {
                 emit(
                     ctx,
                     Event {
