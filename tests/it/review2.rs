@@ -502,3 +502,52 @@ async fn review2_a_lagging_old_listing_and_a_rollback_with_tags_remove_nothing()
     assert!(env.removals().is_empty(), "{:?}", env.writes());
     assert!(env.live("app-one", &k2));
 }
+
+/// SIGKILL between the removal's fresh read of the old location and its `removePassword` (held
+/// at the emulator, then let through as Azure would finish a request in flight): the next run
+/// finds the slot free, publishes at the new location, and takes nothing else.
+#[tokio::test(flavor = "multi_thread")]
+async fn review2_a_kill_between_the_old_location_read_and_the_removal_takes_nothing_else() {
+    let env = Env::new(capped()).await;
+    rotate_ok(&env, &[]).await;
+    let k1 = env.published_key("app-one");
+    rotate_ok(&env, &["--force"]).await;
+    let k2 = env.published_key("app-one");
+    time_passes(&env, "app-one", time::Duration::days(1));
+    env.edit_config(OLD, MOVED);
+    env.em.world().clear_journal();
+    env.em.world().add_fault(FaultRule {
+        operation: "graph.remove_password".into(),
+        target: Some(env.client("app-one").object_id.clone()),
+        count: 1,
+        kind: FaultKind::HoldBefore,
+    });
+    let config = path_str(&env.config_path);
+    let mut child = env
+        .command(&["rotate", "--config", &config, "app-one"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    assert!(
+        eventually(Duration::from_secs(30), || !env
+            .em
+            .world()
+            .held_calls()
+            .is_empty())
+        .await
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // Whether the held removal lands or dies with its connection, the next run converges.
+    env.em.world().release_all();
+    let err = rotate_ok(&env, &[]).await;
+    assert!(latest_key(&env, "app-one-moved").is_some(), "{err}");
+    assert!(!env.live("app-one", &k1), "{err}");
+    assert!(
+        env.removals().iter().all(|k| *k == k1),
+        "{:?}",
+        env.writes()
+    );
+    assert!(env.live("app-one", &k2));
+}
