@@ -20,6 +20,7 @@ mod matrix;
 mod memory;
 mod moves;
 mod review;
+mod review2;
 mod rotation;
 mod sdk;
 mod security;
