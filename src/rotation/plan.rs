@@ -595,7 +595,19 @@ pub fn plan(observed: &Observed, policy: &PolicyView<'_>, now: OffsetDateTime) -
     let reads_this =
         |p: &PasswordCredential| latest_hint.is_some_and(|h| p.hint.as_deref() == Some(h));
     let hand_written_on_top = latest.is_some_and(|l| !is_managed(l)) && !policy.adopt;
-    let last_managed_key = history.iter().rev().find_map(key_of);
+    // The credentials of the newest managed versions: all of them when several share the
+    // newest second, since which of those was written last cannot be told.
+    let last_managed_at = history
+        .iter()
+        .rev()
+        .find(|v| key_of(v).is_some())
+        .and_then(|v| v.created);
+    let last_managed_keys: Vec<String> = history
+        .iter()
+        .rev()
+        .filter(|v| v.created == last_managed_at)
+        .filter_map(key_of)
+        .collect();
     let mut kept_elsewhere = 0usize;
     // When a credential held for a location the client has left frees its slot (its overlap
     // there ends), for the wait for a slot below.
@@ -620,7 +632,9 @@ pub fn plan(observed: &Observed, policy: &PolicyView<'_>, now: OffsetDateTime) -
         let here = location_of(&rotation_id) == Some(observed.location.as_str());
         let removal = if named
             && hand_written_on_top
-            && last_managed_key.as_deref() == Some(p.key_id.as_str())
+            && last_managed_keys
+                .iter()
+                .any(|k| k.eq_ignore_ascii_case(&p.key_id))
         {
             // Someone wrote a version by hand on top of ours. Consumers may need to go back to
             // our last secret: it stays until the client is managed again (or adopts).
@@ -1046,7 +1060,13 @@ pub fn superseded_since(history: &[VersionInfo], key_id: &str) -> Option<OffsetD
     let last = history
         .iter()
         .rposition(|v| key_of(v).is_some_and(|k| k.eq_ignore_ascii_case(key_id)))?;
-    history.get(last + 1).and_then(|next| next.created)
+    // Key Vault's `created` is whole seconds: a version of the same second may have been
+    // written before it as well as after, so only a strictly newer one proves it superseded.
+    let named_at = history[last].created?;
+    history[last + 1..]
+        .iter()
+        .filter_map(|v| v.created)
+        .find(|c| *c > named_at)
 }
 
 /// Tags of a new published version.
@@ -1915,6 +1935,37 @@ mod tests {
         assert_eq!(p.blocked, Some(Blocked::UnmanagedSecret));
         let removed: Vec<_> = p.removals.iter().map(|r| r.key_id.clone()).collect();
         assert_eq!(removed, vec![g("k1")], "k2, our last, stays");
+    }
+
+    #[test]
+    fn versions_of_one_second_prove_nothing_about_each_others_order() {
+        // Key Vault's `created` is whole seconds. v1 and v2 share one: either may be newer, so
+        // neither supersedes the other, and under a version written by hand on top both of
+        // their credentials are "our last".
+        let t = NOW - days(10);
+        let mut hand = version("v3", "x", NOW - days(1), NOW + days(100));
+        hand.tags.clear();
+        for order in [["k1", "k2"], ["k2", "k1"]] {
+            let history = vec![
+                version("v1", order[0], t, NOW + days(80)),
+                version("v2", order[1], t, NOW + days(80)),
+                hand.clone(),
+            ];
+            assert_eq!(superseded_since(&history[..2], &g(order[0])), None);
+            assert_eq!(
+                superseded_since(&history, &g(order[0])),
+                Some(NOW - days(1))
+            );
+            let o = observed(
+                vec![
+                    own("k1", "r1", t - days(1), NOW + days(80)),
+                    own("k2", "r2", t - days(1), NOW + days(80)),
+                ],
+                Some(history),
+            );
+            let p = plan(&o, &policy(), NOW);
+            assert!(p.removals.is_empty(), "{order:?}: {:?}", p.removals);
+        }
     }
 
     #[test]

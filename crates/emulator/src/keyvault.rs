@@ -610,9 +610,12 @@ fn set_secret(
         versions: Vec::new(),
     });
     // Azure stays consistent with itself when the clock offset changes (a step of the
-    // client's clock): a new version is never dated before the one it follows.
-    if let Some(last) = secret.versions.last() {
-        version.created = version.created.max(last.created);
+    // client's clock): a new version is never dated before the one it follows, nor in its
+    // second unless it truly was written in that second.
+    if let Some(last) = secret.versions.last()
+        && version.created < last.created
+    {
+        version.created = last.created + 1;
         version.updated = version.created;
     }
     let previous = secret.versions.last().map(|v| v.version.clone());

@@ -297,8 +297,8 @@ async fn a_version_is_never_dated_before_the_one_it_follows_when_the_offset_chan
         .unwrap();
     assert_eq!(
         created(second),
-        created(first),
-        "ten minutes back, clamped to its predecessor"
+        created(first) + 1,
+        "ten minutes back, dated the second after its predecessor: never before it, and no tie it did not have"
     );
 }
 
