@@ -10,6 +10,12 @@ pub fn now() -> OffsetDateTime {
     OffsetDateTime::now_utc()
 }
 
+/// The monotonic clock, for measuring how long ago something happened (a lease renewal): it
+/// never jumps with the wall clock, so a step of the system time cannot stretch a lease.
+pub fn monotonic() -> std::time::Instant {
+    std::time::Instant::now()
+}
+
 /// Seconds since the Unix epoch, as a float, for metrics.
 pub fn unix_seconds(t: OffsetDateTime) -> f64 {
     t.unix_timestamp_nanos() as f64 / 1e9

@@ -8,6 +8,7 @@
 //! - [`rotation`]: one client's reconcile: [`rotation::observe`], the pure decision
 //!   [`rotation::plan`], and execution;
 //! - [`azure`]: the only code that speaks HTTP to Entra, Graph and Key Vault;
+//! - [`ha`]: one leader among replicas (a Blob Storage lease) and the fence on its writes;
 //! - [`files`]: owner-only state, no symlinks followed, secret-file modes;
 //! - [`store`]: intents, backoff and history in SQLite (not authoritative);
 //! - [`metrics`], [`server`], [`status`]: what the daemon reports;
@@ -24,6 +25,7 @@ pub mod daemon;
 pub mod demo;
 pub mod events;
 pub mod files;
+pub mod ha;
 pub mod metrics;
 pub mod rotation;
 pub mod schedule;

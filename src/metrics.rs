@@ -73,6 +73,7 @@ pub struct ClientGauges {
 pub struct Metrics {
     registry: Registry,
     clients: Arc<ClientStates>,
+    ha: Arc<HaStates>,
     rotations: Family<ResultLabels, Counter>,
     orphans_removed: Family<ClientLabel, Counter>,
     requests: Family<RequestLabels, Counter>,
@@ -181,6 +182,57 @@ impl Collector for ClientStates {
     }
 }
 
+/// High availability's series, written only once a replica takes part in an election (a
+/// daemon without HA exports none of them).
+#[derive(Debug, Default)]
+struct HaStates {
+    state: Mutex<Option<HaState>>,
+}
+
+#[derive(Debug, Default)]
+struct HaState {
+    replica: String,
+    leader: bool,
+    transitions: u64,
+    renewal_failures: u64,
+}
+
+impl Collector for HaStates {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        use prometheus_client::encoding::NoLabelSet;
+        let state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(s) = state.as_ref() else {
+            return Ok(());
+        };
+        encoder
+            .encode_descriptor(
+                "leader",
+                "1 while this replica holds the leader lease",
+                None,
+                MetricType::Gauge,
+            )?
+            .encode_family(&[("replica", s.replica.as_str())])?
+            .encode_gauge(&i64::from(s.leader))?;
+        for (name, help, value) in [
+            (
+                "leader_transitions",
+                "Times this replica became or stopped being the leader",
+                s.transitions,
+            ),
+            (
+                "lease_renewal_failures",
+                "Renewals of the leader lease that failed",
+                s.renewal_failures,
+            ),
+        ] {
+            encoder
+                .encode_descriptor(name, help, None, MetricType::Counter)?
+                .encode_counter::<NoLabelSet, _, u64>(&value, None)?;
+        }
+        Ok(())
+    }
+}
+
 impl Metrics {
     pub fn new() -> Metrics {
         let mut registry = Registry::with_prefix("secret_rotator");
@@ -202,6 +254,8 @@ impl Metrics {
             .set(1);
 
         registry.register_collector(Box::new(clients.clone()));
+        let ha = Arc::new(HaStates::default());
+        registry.register_collector(Box::new(ha.clone()));
         registry.register(
             "rotations",
             "Rotation attempts by result",
@@ -273,6 +327,7 @@ impl Metrics {
             events_pending,
             registry,
             clients,
+            ha,
             rotations,
             orphans_removed,
             requests,
@@ -314,6 +369,28 @@ impl Metrics {
                 client: client.into(),
             })
             .inc();
+    }
+
+    fn with_ha(&self, f: impl FnOnce(&mut HaState)) {
+        let mut state = self.ha.state.lock().unwrap_or_else(|p| p.into_inner());
+        f(state.get_or_insert_with(HaState::default));
+    }
+
+    /// This replica takes part in an election: its HA series appear.
+    pub fn ha_replica(&self, replica: &str) {
+        self.with_ha(|s| s.replica = replica.to_string());
+    }
+
+    /// This replica became (`true`) or stopped being the leader.
+    pub fn ha_transition(&self, leader: bool) {
+        self.with_ha(|s| {
+            s.leader = leader;
+            s.transitions += 1;
+        });
+    }
+
+    pub fn ha_renewal_failed(&self) {
+        self.with_ha(|s| s.renewal_failures += 1);
     }
 
     pub fn set_ready(&self, ready: bool) {

@@ -227,10 +227,18 @@ impl GraphClient {
     ) -> Result<(u16, bytes::Bytes), Error> {
         self.pacer.unpaused().await;
         let token = super::identity::token(self.credential.as_ref(), &self.scope).await?;
+        // The last moment before the write leaves: a replica that may have lost its lease
+        // does not send it (crate::ha).
+        let _write = if is_write {
+            Some(self.shared.fence.begin_write(SERVICE, operation)?)
+        } else {
+            None
+        };
         let timer = Timer::start(&self.shared.metrics, SERVICE, operation);
         let sent = request
             .bearer_auth(token)
             .header("x-ms-throttle-priority", "low")
+            .header("user-agent", self.shared.user_agent())
             .send()
             .await;
         let response = match sent {

@@ -74,8 +74,27 @@ fn classify(request: &Request) -> (&'static str, &'static str) {
 impl HttpClient for MeteredTransport {
     async fn execute_request(&self, request: &Request) -> azure_core::Result<AsyncRawResponse> {
         let (service, operation) = classify(request);
+        // Key Vault's one write; the fence is checked as it leaves (crate::ha).
+        let _write = if operation == "set_secret" {
+            Some(
+                self.shared
+                    .0
+                    .fence
+                    .begin_write(service, operation)
+                    .map_err(|e| {
+                        azure_core::Error::with_message(
+                            azure_core::error::ErrorKind::Connection,
+                            e.to_string(),
+                        )
+                    })?,
+            )
+        } else {
+            None
+        };
+        let mut request = request.clone();
+        request.insert_header("user-agent", self.shared.0.user_agent());
         let start = Instant::now();
-        let result = self.client_for(operation).execute_request(request).await;
+        let result = self.client_for(operation).execute_request(&request).await;
         let status = match &result {
             Ok(r) => {
                 let date = azure_core::http::headers::HeaderName::from_static("date");

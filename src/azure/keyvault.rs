@@ -255,7 +255,9 @@ impl VaultClients {
                 // A write that got no answer, or a 500/502/504, may have been applied: every
                 // write adds a version, so the caller reads the history before writing again. A
                 // 503 is Key Vault refusing the request (busy or throttled): it was not applied.
-                if err.status.is_none_or(|s| matches!(s, 500 | 502 | 504)) {
+                if err.status.is_none_or(|s| matches!(s, 500 | 502 | 504))
+                    && !err.message.contains(crate::ha::NOT_LEADER)
+                {
                     err.class = Class::Unknown;
                 }
                 err

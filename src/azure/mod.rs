@@ -6,6 +6,7 @@
 //! classified as transient, permanent, or of unknown outcome. Pacing belongs to [`retry`]: the
 //! SDK's own retries are off.
 
+pub mod blob;
 pub mod entra;
 pub mod graph;
 pub mod identity;
@@ -163,9 +164,18 @@ pub struct Shared {
     pub secret_http: reqwest::Client,
     pub metrics: Arc<Metrics>,
     pub skew: Arc<Skew>,
+    /// High availability's fence: every write to Graph and Key Vault passes it
+    /// ([`crate::ha`]); without HA it is always open.
+    pub fence: Arc<crate::ha::Fence>,
 }
 
 impl Shared {
+    /// The `User-Agent` of every request: with HA it names the replica, so that Azure's logs
+    /// (and the emulator's journal) say which replica wrote.
+    pub fn user_agent(&self) -> String {
+        user_agent(self.fence.replica())
+    }
+
     /// Reads what every Azure answer tells the daemon: its `Date` (for the clock-skew check) and
     /// its `Retry-After`, if any.
     pub fn observe(&self, headers: &reqwest::header::HeaderMap) -> Option<Duration> {
@@ -196,6 +206,15 @@ impl Skew {
     /// Local clock minus Azure's, in seconds (positive: ours is ahead).
     pub fn seconds(&self) -> i64 {
         self.seconds.load(Ordering::Relaxed)
+    }
+}
+
+/// `secret-rotator/<version>`, with ` replica/<name>` under HA.
+pub fn user_agent(replica: Option<&str>) -> String {
+    let base = concat!("secret-rotator/", env!("CARGO_PKG_VERSION"));
+    match replica {
+        Some(r) => format!("{base} replica/{r}"),
+        None => base.to_string(),
     }
 }
 

@@ -31,6 +31,16 @@ pub fn build_context(
     store: Arc<Store>,
     metrics: Arc<Metrics>,
 ) -> anyhow::Result<Context> {
+    build_context_fenced(config, store, metrics, Arc::new(crate::ha::Fence::open()))
+}
+
+/// [`build_context`] whose writes pass `fence` (high availability).
+pub fn build_context_fenced(
+    config: Config,
+    store: Arc<Store>,
+    metrics: Arc<Metrics>,
+    fence: Arc<crate::ha::Fence>,
+) -> anyhow::Result<Context> {
     let http = azure::http_client(
         config.azure.ca_pem.as_deref(),
         config.azure.request_timeout,
@@ -44,6 +54,7 @@ pub fn build_context(
         )?,
         metrics: metrics.clone(),
         skew: Arc::new(Skew::default()),
+        fence,
     };
     let azure = AzureClients::new(&config, &shared)?;
     let past = store

@@ -1,0 +1,481 @@
+//! High availability: one leader among replicas, elected by an Azure Blob Storage lease, and
+//! the fence that keeps a replica that may have lost the lease from writing to Azure.
+//!
+//! Graph and Key Vault cannot check a lease, so leadership is fenced in time: a write may start
+//! only while the last successful renewal was *sent* less than [`write_window`] ago. The lease
+//! then still runs for at least `request_timeout + MARGIN` on the service's side, longer than
+//! any write may take, so no other replica can hold the lease while a write of this one is in
+//! flight. `docs/ha.md` has the whole argument.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{Notify, watch};
+use tokio_util::sync::CancellationToken;
+
+use crate::azure::blob::{Acquired, LeaseClient};
+use crate::azure::{Class, Error};
+use crate::clock;
+use crate::metrics::Metrics;
+
+/// What the fence keeps back besides `request_timeout`: scheduling delays between the fence
+/// check and the request leaving, and the two clocks' rates (a lease is timed by the storage
+/// service's clock, the window by ours).
+pub const MARGIN: Duration = Duration::from_secs(3);
+
+/// How often a follower tries to take the lease: a released lease (a leader stopping) is taken
+/// within this, whatever `renew_every` is.
+pub const FOLLOWER_POLL: Duration = Duration::from_secs(2);
+
+/// Why a write was not sent. The Key Vault transport can only pass it on as text, by which the
+/// Key Vault client tells it from a write whose answer was lost: this one never left.
+pub const NOT_LEADER: &str =
+    "not written: this replica is not the leader (its lease may have expired)";
+
+/// The validated `[ha]` section with `kind = "blob_lease"`.
+pub struct Settings {
+    pub account_url: url::Url,
+    pub container: String,
+    pub blob: String,
+    pub lease_duration: Duration,
+    pub renew_every: Duration,
+    pub replica: String,
+    /// From `connection_string_file`: the account name and its key. `None`: the daemon's
+    /// own credential.
+    pub shared_key: Option<(String, secrecy::SecretBox<Vec<u8>>)>,
+}
+
+impl std::fmt::Debug for Settings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Settings")
+            .field("account_url", &self.account_url.as_str())
+            .field("container", &self.container)
+            .field("blob", &self.blob)
+            .field("lease_duration", &self.lease_duration)
+            .field("renew_every", &self.renew_every)
+            .field("replica", &self.replica)
+            .field("shared_key", &self.shared_key.as_ref().map(|(a, _)| a))
+            .finish()
+    }
+}
+
+impl Clone for Settings {
+    fn clone(&self) -> Self {
+        use secrecy::ExposeSecret;
+        Settings {
+            account_url: self.account_url.clone(),
+            container: self.container.clone(),
+            blob: self.blob.clone(),
+            lease_duration: self.lease_duration,
+            renew_every: self.renew_every,
+            replica: self.replica.clone(),
+            shared_key: self.shared_key.as_ref().map(|(a, k)| {
+                (
+                    a.clone(),
+                    secrecy::SecretBox::new(Box::new(k.expose_secret().clone())),
+                )
+            }),
+        }
+    }
+}
+
+/// How long after a renewal was sent a write may still start: the lease outlives the write's
+/// whole `request_timeout`, with [`MARGIN`] to spare. Zero when the lease is too short for
+/// that (the config refuses such settings).
+pub fn write_window(lease_duration: Duration, request_timeout: Duration) -> Duration {
+    lease_duration
+        .saturating_sub(request_timeout)
+        .saturating_sub(MARGIN)
+}
+
+/// Whether a write may start `since_renewal` after the last successful renewal was sent.
+pub fn may_start_write(
+    since_renewal: Duration,
+    lease_duration: Duration,
+    request_timeout: Duration,
+) -> bool {
+    since_renewal < write_window(lease_duration, request_timeout)
+}
+
+/// The gate every write to Graph and Key Vault passes (`azure::graph`, the Key Vault
+/// transport). Without HA it is always open.
+pub struct Fence {
+    /// `None`: no HA, every write may start.
+    lease: Option<(Duration, Duration)>,
+    replica: Option<String>,
+    state: Mutex<FenceState>,
+    writes: AtomicUsize,
+    idle: Notify,
+}
+
+#[derive(Default)]
+struct FenceState {
+    renewed_at: Option<Instant>,
+}
+
+impl std::fmt::Debug for Fence {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Fence")
+            .field("replica", &self.replica)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Fence {
+    /// No HA: every write may start.
+    pub fn open() -> Fence {
+        Fence {
+            lease: None,
+            replica: None,
+            state: Mutex::default(),
+            writes: AtomicUsize::new(0),
+            idle: Notify::new(),
+        }
+    }
+
+    /// Closed until the first renewal.
+    pub fn leased(lease_duration: Duration, request_timeout: Duration, replica: &str) -> Fence {
+        Fence {
+            lease: Some((lease_duration, request_timeout)),
+            replica: Some(replica.to_string()),
+            ..Fence::open()
+        }
+    }
+
+    pub fn replica(&self) -> Option<&str> {
+        self.replica.as_deref()
+    }
+
+    /// Whether this replica may start a write now.
+    pub fn is_open(&self) -> bool {
+        let Some((lease, timeout)) = self.lease else {
+            return true;
+        };
+        let renewed_at = self
+            .state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .renewed_at;
+        renewed_at.is_some_and(|at| {
+            may_start_write(clock::monotonic().duration_since(at), lease, timeout)
+        })
+    }
+
+    /// A renewal (or the acquire) sent at `sent_at` succeeded.
+    pub fn renewed(&self, sent_at: Instant) {
+        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        s.renewed_at = Some(s.renewed_at.map_or(sent_at, |t| t.max(sent_at)));
+    }
+
+    /// Leadership is over (lost, or stopping): no write starts from now on.
+    pub fn close(&self) {
+        self.state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .renewed_at = None;
+    }
+
+    /// Admits one write, or refuses it (transient: it is not the client's failure, and the
+    /// reconcile is cancelled as the daemon steps down). The guard counts the write as in
+    /// flight until it is dropped.
+    pub fn begin_write(
+        self: &Arc<Self>,
+        service: &'static str,
+        operation: &'static str,
+    ) -> Result<WriteGuard, Error> {
+        self.writes.fetch_add(1, Ordering::SeqCst);
+        let guard = WriteGuard {
+            fence: self.clone(),
+        };
+        if self.is_open() {
+            Ok(guard)
+        } else {
+            Err(Error::new(
+                service,
+                operation,
+                Class::Transient { retry_after: None },
+                NOT_LEADER,
+            ))
+        }
+    }
+
+    /// Waits until no write is in flight, up to `limit`; false when some still are.
+    pub async fn writes_done(&self, limit: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let idle = self.idle.notified();
+            if self.writes.load(Ordering::SeqCst) == 0 {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, idle).await.is_err() {
+                return self.writes.load(Ordering::SeqCst) == 0;
+            }
+        }
+    }
+}
+
+/// A write in flight; see [`Fence::begin_write`].
+pub struct WriteGuard {
+    fence: Arc<Fence>,
+}
+
+impl Drop for WriteGuard {
+    fn drop(&mut self) {
+        if self.fence.writes.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.fence.idle.notify_waiters();
+        }
+    }
+}
+
+/// This replica's role, as the HTTP side shows it.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Role {
+    pub leader: bool,
+    /// Who leads, when known (this replica's name when it leads).
+    pub leader_name: Option<String>,
+}
+
+/// The running election: its task, and how to stop it.
+pub struct Election {
+    pub role: watch::Receiver<Role>,
+    task: tokio::task::JoinHandle<()>,
+    release: CancellationToken,
+}
+
+impl Election {
+    /// Starts electing: `fence` opens while this replica holds the lease.
+    pub fn start(
+        settings: &Settings,
+        client: LeaseClient,
+        fence: Arc<Fence>,
+        metrics: Arc<Metrics>,
+    ) -> Election {
+        let (tx, role) = watch::channel(Role::default());
+        let release = CancellationToken::new();
+        metrics.ha_replica(&settings.replica);
+        let task = tokio::spawn(elect(
+            Elector {
+                client,
+                fence,
+                metrics,
+                lease_duration: settings.lease_duration,
+                renew_every: settings.renew_every,
+                replica: settings.replica.clone(),
+                lease_id: uuid::Uuid::new_v4().to_string(),
+                role: tx,
+            },
+            release.clone(),
+        ));
+        Election {
+            role,
+            task,
+            release,
+        }
+    }
+
+    /// Stops electing; a leader releases its lease once its writes in flight are done, so a
+    /// standby takes over at once. The caller closed the fence first.
+    pub async fn stop(self, limit: Duration) {
+        self.release.cancel();
+        if tokio::time::timeout(limit, self.task).await.is_err() {
+            tracing::warn!(
+                "the lease was not released in time; a standby takes over when it expires"
+            );
+        }
+    }
+}
+
+struct Elector {
+    client: LeaseClient,
+    fence: Arc<Fence>,
+    metrics: Arc<Metrics>,
+    lease_duration: Duration,
+    renew_every: Duration,
+    replica: String,
+    lease_id: String,
+    role: watch::Sender<Role>,
+}
+
+impl Elector {
+    fn set_role(&self, leader: bool, leader_name: Option<String>) {
+        let was = self.role.borrow().leader;
+        if was != leader {
+            self.metrics.ha_transition(leader);
+            if leader {
+                tracing::info!(replica = %self.replica, "this replica leads now");
+            } else {
+                tracing::warn!(replica = %self.replica, "this replica stepped down");
+            }
+        }
+        self.role.send_replace(Role {
+            leader,
+            leader_name,
+        });
+    }
+
+    fn step_down(&self, leader_name: Option<String>) {
+        self.fence.close();
+        self.set_role(false, leader_name);
+    }
+
+    /// One try to become the leader; the blob and container are made on the way if missing.
+    async fn try_acquire(&self) {
+        let sent = clock::monotonic();
+        let mut result = self
+            .client
+            .acquire(&self.lease_id, self.lease_duration)
+            .await;
+        if matches!(&result, Err(e) if e.status == Some(404)) {
+            if let Err(e) = self.client.ensure().await {
+                tracing::warn!(error = %e, "cannot create the lease blob");
+                return;
+            }
+            result = self
+                .client
+                .acquire(&self.lease_id, self.lease_duration)
+                .await;
+        }
+        match result {
+            Ok(Acquired::Yes) => {
+                self.fence.renewed(sent);
+                self.set_role(true, Some(self.replica.clone()));
+                if let Err(e) = self.client.name_leader(&self.lease_id, &self.replica).await {
+                    tracing::warn!(error = %e, "cannot name this replica in the lease blob's metadata");
+                }
+            }
+            Ok(Acquired::Held) => {
+                let name = self.client.holder().await.ok().and_then(|h| h.replica);
+                self.set_role(false, name);
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot reach the lease");
+                self.set_role(false, None);
+            }
+        }
+    }
+
+    /// One renewal; on a refusal the lease is lost at once, on any other failure the fence
+    /// closes by itself when the window passes.
+    async fn renew(&self) -> bool {
+        let sent = clock::monotonic();
+        match self.client.renew(&self.lease_id).await {
+            Ok(()) => {
+                self.fence.renewed(sent);
+                true
+            }
+            Err(e) => {
+                self.metrics.ha_renewal_failed();
+                if e.class == Class::Permanent {
+                    tracing::warn!(error = %e, "the lease was lost");
+                    self.step_down(None);
+                } else {
+                    tracing::warn!(error = %e, "cannot renew the lease");
+                    if !self.fence.is_open() {
+                        self.step_down(None);
+                    }
+                }
+                false
+            }
+        }
+    }
+}
+
+async fn elect(e: Elector, release: CancellationToken) {
+    if let Err(err) = e.client.ensure().await {
+        tracing::warn!(error = %err, "cannot create the lease blob yet");
+    }
+    // A follower tries at once; a leader renews on time, and after a failed renewal again a
+    // second later, for as long as the window lasts.
+    let mut next = clock::monotonic();
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(next.saturating_duration_since(clock::monotonic())) => {}
+            _ = release.cancelled() => break,
+        }
+        let sent = clock::monotonic();
+        if e.role.borrow().leader {
+            if e.renew().await {
+                next = sent + e.renew_every;
+            } else {
+                next = clock::monotonic() + Duration::from_secs(1);
+            }
+        } else {
+            e.try_acquire().await;
+            next = if e.role.borrow().leader {
+                sent + e.renew_every
+            } else {
+                clock::monotonic() + FOLLOWER_POLL.min(e.renew_every)
+            };
+        }
+    }
+    // Stopping: the daemon closed the fence and waited for the writes in flight.
+    if e.role.borrow().leader {
+        match e.client.release(&e.lease_id).await {
+            Ok(()) => tracing::info!("lease released"),
+            Err(err) => {
+                tracing::warn!(error = %err, "cannot release the lease; it expires by itself")
+            }
+        }
+        e.step_down(None);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const S: fn(u64) -> Duration = Duration::from_secs;
+
+    #[test]
+    fn a_write_may_start_only_while_the_lease_outlives_it_by_the_margin() {
+        // 60 s lease, 30 s request timeout: writes for 27 s after a renewal was sent.
+        assert_eq!(write_window(S(60), S(30)), S(27));
+        assert!(may_start_write(S(26), S(60), S(30)));
+        assert!(!may_start_write(S(27), S(60), S(30)));
+        // The tests' settings: 15 s lease, 5 s timeout.
+        assert_eq!(write_window(S(15), S(5)), S(7));
+    }
+
+    #[test]
+    fn a_lease_shorter_than_a_write_never_lets_one_start() {
+        assert_eq!(write_window(S(15), S(30)), Duration::ZERO);
+        assert!(!may_start_write(Duration::ZERO, S(15), S(30)));
+    }
+
+    #[test]
+    fn the_fence_opens_on_a_renewal_and_closes_when_the_window_passes_or_on_step_down() {
+        let fence = Arc::new(Fence::leased(S(15), S(5), "a"));
+        assert!(!fence.is_open(), "closed until the lease is held");
+        assert!(fence.begin_write("graph", "add_password").is_err());
+        fence.renewed(clock::monotonic());
+        assert!(fence.is_open());
+        let guard = fence.begin_write("graph", "add_password").unwrap();
+        fence.close();
+        assert!(!fence.is_open());
+        assert!(fence.begin_write("graph", "add_password").is_err());
+        drop(guard);
+        // A renewal sent 8 s ago is past the 7 s window.
+        fence.renewed(clock::monotonic() - S(8));
+        assert!(!fence.is_open());
+        // Without HA the fence never closes.
+        assert!(Fence::open().is_open());
+    }
+
+    #[tokio::test]
+    async fn stopping_waits_for_the_writes_in_flight() {
+        let fence = Arc::new(Fence::leased(S(15), S(5), "a"));
+        fence.renewed(clock::monotonic());
+        let guard = fence.begin_write("keyvault", "set_secret").unwrap();
+        assert!(!fence.writes_done(Duration::from_millis(50)).await);
+        let f = fence.clone();
+        let waiter = tokio::spawn(async move { f.writes_done(S(5)).await });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        drop(guard);
+        assert!(waiter.await.unwrap());
+        // A refused write is not in flight either.
+        fence.close();
+        let _ = fence.begin_write("graph", "remove_password");
+        assert!(fence.writes_done(Duration::from_millis(10)).await);
+    }
+}
