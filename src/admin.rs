@@ -39,6 +39,10 @@ pub enum RotateAnswer {
     },
     InFlight,
     Unknown,
+    /// This replica is an HA follower: the leader (named when known) rotates.
+    NotLeader {
+        leader: Option<String>,
+    },
 }
 
 /// The daemon's state as the HTTP endpoints see it.
@@ -50,6 +54,8 @@ pub struct Shared {
     signed_in: AtomicBool,
     sign_in_error: Mutex<Option<String>>,
     in_flight: Mutex<HashSet<String>>,
+    /// With HA, this replica's role.
+    role: RwLock<Option<crate::ha::Role>>,
 }
 
 impl Shared {
@@ -62,7 +68,18 @@ impl Shared {
             signed_in: AtomicBool::new(false),
             sign_in_error: Mutex::new(None),
             in_flight: Mutex::new(HashSet::new()),
+            role: RwLock::new(None),
         }
+    }
+
+    /// With HA, this replica's role as the election last said.
+    pub fn set_role(&self, role: crate::ha::Role) {
+        *self.role.write().unwrap_or_else(|p| p.into_inner()) = Some(role);
+    }
+
+    /// `None` without HA.
+    pub fn role(&self) -> Option<crate::ha::Role> {
+        self.role.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     pub fn context(&self) -> Context {

@@ -158,6 +158,13 @@ pub async fn rotate(
     let Some(c) = config.client(client).cloned() else {
         anyhow::bail!("{}: no client named '{client}'", config.path.display());
     };
+    // Only the replica holding the lease writes; this command holds none (docs/ha.md).
+    if config.ha.is_some() {
+        anyhow::bail!(
+            "{}: with [ha] only the leader writes: ask it with POST /v1/clients/{client}/rotate (a follower answers 503 naming the leader)",
+            config.path.display()
+        );
+    }
     let store = Arc::new(Store::open(&config.state_dir)?);
     let ctx = build_context(config, store.clone(), Arc::new(Metrics::new()))?;
     // What a revocation revokes is what was published when it was asked, before any wait.

@@ -274,9 +274,14 @@ impl Election {
         }
     }
 
-    /// Stops electing; a leader releases its lease once its writes in flight are done, so a
-    /// standby takes over at once. The caller closed the fence first.
-    pub async fn stop(self, limit: Duration) {
+    /// Stops electing; a leader releases its lease when `release` (its writes in flight are
+    /// done), so a standby takes over at once. The caller closed the fence first.
+    pub async fn stop(self, release: bool, limit: Duration) {
+        if !release {
+            self.task.abort();
+            tracing::warn!("a write is still in flight: the lease is kept until it runs out");
+            return;
+        }
         self.release.cancel();
         if tokio::time::timeout(limit, self.task).await.is_err() {
             tracing::warn!(

@@ -194,7 +194,20 @@ async fn readyz(State(s): State<Arc<Shared>>) -> Response {
 }
 
 async fn clients(State(s): State<Arc<Shared>>) -> Response {
-    Json(s.status()).into_response()
+    let mut response = Json(s.status()).into_response();
+    // With HA the body stays the clients' array; the headers say who this is and who leads.
+    if let Some(role) = s.role() {
+        let headers = response.headers_mut();
+        let value = if role.leader { "leader" } else { "follower" };
+        headers.insert("x-secret-rotator-role", HeaderValue::from_static(value));
+        if let Some(v) = role
+            .leader_name
+            .and_then(|n| HeaderValue::from_str(&n).ok())
+        {
+            headers.insert("x-secret-rotator-leader", v);
+        }
+    }
+    response
 }
 
 /// Every event sink: undelivered events, whether it is failing, its last error.
@@ -319,6 +332,17 @@ async fn rotate(
         ),
         Ok(RotateAnswer::Unknown) => {
             error(StatusCode::NOT_FOUND, format!("no client named '{name}'"))
+        }
+        Ok(RotateAnswer::NotLeader { leader }) => {
+            let who = leader.as_deref().unwrap_or("not known yet");
+            let mut r = error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("this replica is not the leader; the leader is {who}: ask it"),
+            );
+            if let Some(v) = leader.and_then(|n| HeaderValue::from_str(&n).ok()) {
+                r.headers_mut().insert("x-secret-rotator-leader", v);
+            }
+            r
         }
         Err(_) => error(StatusCode::SERVICE_UNAVAILABLE, "the daemon is stopping"),
     }

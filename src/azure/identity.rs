@@ -268,17 +268,18 @@ pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     super::clip(&parts.join(": "), 600)
 }
 
-/// Passes only the cloud's Key Vault scope through. The SDK takes the scope from the vault's
-/// auth challenge; a mistyped or hostile vault host must not be able to get a token for Graph
-/// (or anything else) out of the daemon.
+/// Passes only one scope through: the cloud's Key Vault scope for the Key Vault clients (the
+/// SDK takes the scope from the vault's auth challenge, and a mistyped or hostile vault host
+/// must not be able to get a token for Graph, or anything else, out of the daemon), and the
+/// storage scope for the lease client (`azure::blob`).
 #[derive(Debug)]
-pub struct VaultScopeGuard {
+pub struct ScopeGuard {
     pub inner: Arc<dyn TokenCredential>,
     pub allowed: &'static str,
 }
 
 #[async_trait]
-impl TokenCredential for VaultScopeGuard {
+impl TokenCredential for ScopeGuard {
     async fn get_token(
         &self,
         scopes: &[&str],
@@ -294,7 +295,7 @@ impl TokenCredential for VaultScopeGuard {
             return Err(azure_core::Error::with_message(
                 azure_core::error::ErrorKind::Credential,
                 format!(
-                    "refused to request a token for {scopes:?}: a Key Vault may only ask for {}",
+                    "refused to request a token for {scopes:?}: only {} may be asked for here",
                     self.allowed
                 ),
             ));
@@ -331,7 +332,7 @@ mod tests {
     #[tokio::test]
     async fn a_vault_challenge_cannot_obtain_a_token_for_anything_but_key_vault() {
         let inner = Arc::new(Recording(Default::default()));
-        let guard = VaultScopeGuard {
+        let guard = ScopeGuard {
             inner: inner.clone(),
             allowed: "https://vault.azure.net/.default",
         };
@@ -361,6 +362,36 @@ mod tests {
                 .unwrap()
                 .iter()
                 .all(|s| s == "https://vault.azure.net/.default")
+        );
+    }
+
+    #[tokio::test]
+    async fn the_lease_client_cannot_obtain_a_token_for_anything_but_storage() {
+        let inner = Arc::new(Recording(Default::default()));
+        let guard = ScopeGuard {
+            inner: inner.clone(),
+            allowed: crate::azure::blob::STORAGE_SCOPE,
+        };
+        assert!(
+            guard
+                .get_token(&["https://storage.azure.com/.default"], None)
+                .await
+                .is_ok()
+        );
+        for bad in [
+            "https://graph.microsoft.com/.default",
+            "https://vault.azure.net/.default",
+            "https://storage.azure.com.evil.example/.default",
+        ] {
+            assert!(guard.get_token(&[bad], None).await.is_err(), "{bad}");
+        }
+        assert!(
+            inner
+                .0
+                .lock()
+                .unwrap()
+                .iter()
+                .all(|s| s == "https://storage.azure.com/.default")
         );
     }
 

@@ -11,7 +11,7 @@ use futures::TryStreamExt;
 use secrecy::{ExposeSecret, SecretString};
 use time::OffsetDateTime;
 
-use super::identity::{VaultScopeGuard, client_options, error_chain};
+use super::identity::{ScopeGuard, client_options, error_chain};
 use super::{Class, Error, Shared, class_of_status, parse_retry_after};
 use crate::config::{Cloud, Config};
 
@@ -66,7 +66,7 @@ impl VaultClients {
         shared: &Shared,
         credential: Arc<dyn TokenCredential>,
     ) -> VaultClients {
-        let guard: Arc<dyn TokenCredential> = Arc::new(VaultScopeGuard {
+        let guard: Arc<dyn TokenCredential> = Arc::new(ScopeGuard {
             inner: credential,
             allowed: config.azure.cloud.vault_scope(),
         });

@@ -15,6 +15,7 @@ mod change;
 mod clients;
 mod daemon;
 mod events;
+mod ha;
 mod policy;
 mod server;
 mod values;
@@ -66,6 +67,8 @@ pub struct Config {
     pub clients: Vec<Client>,
     /// `[[events]]`: where events go.
     pub events: Vec<Sink>,
+    /// `[ha]` with `kind = "blob_lease"`; `None`: a single replica.
+    pub ha: Option<crate::ha::Settings>,
     /// What is allowed but unwise (a secret file others may read): one line each, naming the
     /// file, never its content. Logged once the log is set up.
     pub warnings: Vec<String>,
@@ -91,6 +94,8 @@ struct RawConfig {
     server: server::RawServer,
     #[serde(default)]
     state: daemon::RawState,
+    #[serde(default)]
+    ha: ha::RawHa,
     #[serde(default)]
     defaults: policy::RawPolicy,
     #[serde(default)]
@@ -127,6 +132,13 @@ impl Config {
         let (log_format, log_level) = daemon::log(&ctx, &raw.log)?;
         let server = server::parse(&ctx, &raw.server, &mut warnings)?;
         let state_dir = daemon::state(&ctx, &raw.state)?;
+        let ha = ha::parse(
+            &ctx,
+            &raw.ha,
+            &daemon.instance,
+            azure.request_timeout,
+            &mut warnings,
+        )?;
 
         // [defaults] must be valid on its own, even when every client overrides it.
         policy::policy(
@@ -162,6 +174,7 @@ impl Config {
             state_dir,
             clients,
             events,
+            ha,
             warnings,
         })
     }

@@ -88,7 +88,13 @@ pub async fn run(
     let metrics = Arc::new(Metrics::new());
     let store = Arc::new(Store::open(&config.state_dir)?);
     let listen = listen_override.unwrap_or(config.server.listen);
-    let ctx = build_context(config, store, metrics)?;
+    let fence = Arc::new(match &config.ha {
+        Some(h) => {
+            crate::ha::Fence::leased(h.lease_duration, config.azure.request_timeout, &h.replica)
+        }
+        None => crate::ha::Fence::open(),
+    });
+    let ctx = build_context_fenced(config, store, metrics, fence.clone())?;
     let (requests, mut admin) = mpsc::channel::<Request>(64);
     let shared = Arc::new(Shared::new(ctx.clone(), requests));
 
@@ -102,6 +108,11 @@ pub async fn run(
     spawn_sign_in(shared.clone(), ctx.clone(), stop.clone());
     // Events go out in the background: a sink that is down never holds up a rotation.
     let events = tokio::spawn(crate::events::deliver::run(shared.clone(), stop.clone()));
+    let election = match &ctx.config.ha {
+        Some(h) => Some(start_election(&ctx, h, fence.clone())?),
+        None => None,
+    };
+    let mut role = election.as_ref().map(|e| e.role.clone());
 
     let (mut scheduler, mut done) = Scheduler::new(&ctx, clock::now());
     notify(&[
@@ -122,13 +133,30 @@ pub async fn run(
                 let ctx = shared.context();
                 shared.metrics.set_budget(ctx.budget.max(), ctx.budget.used(now));
                 notify(&[sd_notify::NotifyState::Watchdog]);
+                // The fence is the authority on leadership: it closes by itself when the
+                // lease could have run out.
+                let leading = fence.is_open();
+                if leading != scheduler.leading() {
+                    scheduler.set_leading(leading);
+                }
                 scheduler.tick(&shared, now);
             }
             Some(request) = admin.recv() => match request {
                 Request::Rotate { client, revoke_previous, reply } => {
-                    let _ = reply.send(scheduler.rotate(&shared, client, revoke_previous));
+                    let answer = if fence.is_open() {
+                        scheduler.rotate(&shared, client, revoke_previous)
+                    } else {
+                        let leader = shared.role().and_then(|r| r.leader_name);
+                        crate::admin::RotateAnswer::NotLeader { leader }
+                    };
+                    let _ = reply.send(answer);
                 }
             },
+            Ok(()) = changed(&mut role) => {
+                if let Some(r) = &role {
+                    shared.set_role(r.borrow().clone());
+                }
+            }
             Some(finished) = done.recv() => scheduler.done(&shared, finished, clock::now()),
             _ = hangup.recv() => {
                 notify(&[sd_notify::NotifyState::Reloading]);
@@ -152,10 +180,65 @@ pub async fn run(
     tracing::info!("stopping");
     notify(&[sd_notify::NotifyState::Stopping]);
     stop.cancel();
+    if let Some(election) = election {
+        // No write starts from now on; once those in flight are done the lease is released,
+        // so that a standby takes over at once. A write still in flight keeps it: the lease
+        // then runs out by itself, after the write could have landed.
+        fence.close();
+        scheduler.set_leading(false);
+        let limit = shared.context().config.azure.request_timeout;
+        let release = fence.writes_done(limit.min(Duration::from_secs(5))).await;
+        election.stop(release, Duration::from_secs(3)).await;
+    }
     scheduler.shutdown().await;
     let _ = tokio::time::timeout(Duration::from_secs(1), events).await;
     let _ = tokio::time::timeout(Duration::from_secs(1), http).await;
     Ok(())
+}
+
+/// Resolves when the election's role changes; never without HA.
+async fn changed(
+    role: &mut Option<tokio::sync::watch::Receiver<crate::ha::Role>>,
+) -> Result<(), ()> {
+    match role {
+        Some(r) => r.changed().await.map_err(|_| ()),
+        None => std::future::pending().await,
+    }
+}
+
+/// Starts electing a leader on the lease blob, authorized by the connection string's key or
+/// the daemon's own credential (storage scope only).
+fn start_election(
+    ctx: &Context,
+    settings: &crate::ha::Settings,
+    fence: Arc<crate::ha::Fence>,
+) -> anyhow::Result<crate::ha::Election> {
+    use azure::blob::{Auth, LeaseClient, STORAGE_SCOPE};
+    use secrecy::ExposeSecret;
+    let auth = match &settings.shared_key {
+        Some((account, key)) => Auth::SharedKey {
+            account: account.clone(),
+            key: secrecy::SecretBox::new(Box::new(key.expose_secret().clone())),
+        },
+        None => Auth::Token(Arc::new(azure::identity::ScopeGuard {
+            inner: azure::identity::credential(&ctx.config, &ctx.shared)?,
+            allowed: STORAGE_SCOPE,
+        })),
+    };
+    let client = LeaseClient::new(
+        ctx.shared.clone(),
+        auth,
+        &settings.account_url,
+        &settings.container,
+        &settings.blob,
+        &settings.replica,
+    );
+    Ok(crate::ha::Election::start(
+        settings,
+        client,
+        fence,
+        ctx.metrics.clone(),
+    ))
 }
 
 fn notify(states: &[sd_notify::NotifyState<'_>]) {
@@ -172,7 +255,23 @@ fn reload(path: &Path, shared: &Arc<Shared>) -> anyhow::Result<Vec<String>> {
             path.display()
         );
     }
-    let mut ctx = build_context(config, old.store.clone(), shared.metrics.clone())?;
+    // The fence's window was computed from these: changing them under a running election
+    // would change what it promises.
+    let ha_of = |c: &Config| (format!("{:?}", c.ha), c.azure.request_timeout);
+    if old.config.ha.is_some() && ha_of(&config) != ha_of(&old.config)
+        || old.config.ha.is_none() && config.ha.is_some()
+    {
+        anyhow::bail!(
+            "{}: [ha] and azure.request_timeout cannot change on reload under HA (restart instead)",
+            path.display()
+        );
+    }
+    let mut ctx = build_context_fenced(
+        config,
+        old.store.clone(),
+        shared.metrics.clone(),
+        old.shared.fence.clone(),
+    )?;
     // What the hour has used, and the slots in flight, carry over; only the limit may change.
     old.budget.set_max(ctx.config.max_rotations_per_hour);
     ctx.budget = old.budget.clone();

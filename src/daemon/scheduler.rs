@@ -41,6 +41,8 @@ pub struct Scheduler {
     cancel: CancellationToken,
     done: mpsc::Sender<Done>,
     last_tick: OffsetDateTime,
+    /// Whether this replica may start reconciles (always, without HA).
+    leading: bool,
 }
 
 impl Scheduler {
@@ -73,6 +75,7 @@ impl Scheduler {
             cancel: CancellationToken::new(),
             done,
             last_tick: now,
+            leading: true,
         };
         (scheduler, results)
     }
@@ -156,6 +159,21 @@ impl Scheduler {
         }
     }
 
+    pub fn leading(&self) -> bool {
+        self.leading
+    }
+
+    /// HA: this replica leads (it starts what is due from the next tick on) or no longer
+    /// does: the reconciles in flight are cancelled at their next safe point (their writes are
+    /// fenced already), and nothing new starts.
+    pub fn set_leading(&mut self, leading: bool) {
+        if self.leading && !leading {
+            self.cancel.cancel();
+            self.cancel = CancellationToken::new();
+        }
+        self.leading = leading;
+    }
+
     /// Cancels the reconciles in flight at their next safe point and waits for them, up to
     /// `SHUTDOWN_GRACE`.
     pub async fn shutdown(self) {
@@ -175,7 +193,7 @@ impl Scheduler {
     /// clients from where the last scan stopped.
     fn start_due(&mut self, shared: &Arc<Shared>, ctx: &Context, now: OffsetDateTime) {
         let clients = &ctx.config.clients;
-        if clients.is_empty() {
+        if clients.is_empty() || !self.leading {
             return;
         }
         for step in 0..clients.len() {
