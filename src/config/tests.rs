@@ -359,7 +359,147 @@ proptest! {
             prop_assert!(!e.contains('\n'), "one line: {e}");
         }
     }
+}
 
+/// `[ha]`: each bad value names its key and line; the defaults and a good section parse.
+#[test]
+fn ha_errors_name_the_key_and_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let state = tmp.path().join("state");
+    let file = tmp.path().join("config.toml");
+    let conn = tmp.path().join("conn");
+    std::fs::write(
+        &conn,
+        "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey=a2V5;",
+    )
+    .unwrap();
+    std::fs::set_permissions(&conn, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let bad_conn = tmp.path().join("bad-conn");
+    std::fs::write(&bad_conn, "AccountName=x").unwrap();
+    std::fs::set_permissions(&bad_conn, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let base = text(&state, "https://kv.vault.azure.net", "", "");
+    let ha = |body: &str| base.replacen("[state]", &format!("[ha]\n{body}\n[state]"), 1);
+
+    let ok = Config::parse(
+        &file,
+        &ha("kind = \"blob_lease\"\naccount_url = \"https://acct.blob.core.windows.net\"\nreplica = \"vm-1\""),
+    )
+    .unwrap();
+    let h = ok.ha.expect("ha");
+    assert_eq!(
+        (
+            h.container.as_str(),
+            h.blob.as_str(),
+            h.lease_duration.as_secs(),
+            h.renew_every.as_secs()
+        ),
+        ("secret-rotator", "default.leader", 60, 20)
+    );
+    assert!(h.shared_key.is_none());
+    let azurite = Config::parse(
+        &file,
+        &ha(&format!(
+            "kind = \"blob_lease\"\naccount_url = \"http://127.0.0.1:10000/devstoreaccount1\"\nconnection_string_file = \"{}\"",
+            conn.display()
+        )),
+    )
+    .unwrap();
+    assert_eq!(
+        azurite.ha.unwrap().shared_key.unwrap().0,
+        "devstoreaccount1"
+    );
+    assert!(
+        Config::parse(&file, &ha("kind = \"none\""))
+            .unwrap()
+            .ha
+            .is_none()
+    );
+
+    let lease =
+        "kind = \"blob_lease\"\naccount_url = \"https://a.blob.core.windows.net\"\nreplica = \"r\"";
+    let cases: Vec<(String, &str, &str)> = vec![
+        (
+            "kind = \"raft\"".into(),
+            "ha.kind",
+            "is not one of none, blob_lease",
+        ),
+        (
+            "container = \"x\"".into(),
+            "ha.container",
+            "does not apply to kind = \"none\"",
+        ),
+        (
+            "kind = \"blob_lease\"\naccount_url = \"http://a.blob.core.windows.net\"".into(),
+            "ha.account_url",
+            "must use https",
+        ),
+        (
+            "kind = \"blob_lease\"\naccount_url = \"http://127.0.0.1:10000/devstoreaccount1\""
+                .into(),
+            "ha.account_url",
+            "plain http only with ha.connection_string_file",
+        ),
+        (
+            format!("{lease}\ncontainer = \"Bad_Name\""),
+            "ha.container",
+            "is not a container name",
+        ),
+        (
+            format!("{lease}\nblob = \"a/b\""),
+            "ha.blob",
+            "must be 1-256 characters",
+        ),
+        (
+            format!("{lease}\nlease_duration = \"90s\""),
+            "ha.lease_duration",
+            "from 15s to 60s",
+        ),
+        (
+            format!("{lease}\nlease_duration = \"30s\"\nrenew_every = \"5s\""),
+            "ha.lease_duration",
+            "must be longer than azure.request_timeout (30s) + 3s",
+        ),
+        (
+            format!("{lease}\nrenew_every = \"30s\""),
+            "ha.renew_every",
+            "must be shorter than half of ha.lease_duration",
+        ),
+        (
+            format!("{lease}\nrenew_every = \"28s\"\nlease_duration = \"60s\""),
+            "ha.renew_every",
+            "or the leader stops writing between renewals",
+        ),
+        (
+            format!("{lease}\nreplica = \"a b\"").replacen("replica = \"r\"\n", "", 1),
+            "ha.replica",
+            "must be 1-63 characters",
+        ),
+        (
+            format!(
+                "{lease}\nconnection_string_file = \"{}\"",
+                bad_conn.display()
+            ),
+            "ha.connection_string_file",
+            "has no AccountKey",
+        ),
+    ];
+    for (body, key, fragment) in &cases {
+        let t = ha(body);
+        let e = Config::parse(&file, &t).expect_err(body);
+        assert_eq!(e.key, *key, "{e}");
+        let k = key.rsplit('.').next().unwrap();
+        let lines: Vec<&str> = t.lines().collect();
+        let line = lines
+            .iter()
+            .rposition(|l| l.starts_with(&format!("{k} ")))
+            .map(|i| i + 1);
+        assert_eq!(e.line, line, "{e}");
+        assert!(e.message.contains(fragment), "{e}");
+        assert!(!e.to_string().contains("a2V5"), "never the key: {e}");
+    }
+    // Required with blob_lease, named though it is nowhere in the file.
+    let e = Config::parse(&file, &ha("kind = \"blob_lease\"")).unwrap_err();
+    assert_eq!((e.key.as_str(), e.line), ("ha.account_url", None));
 }
 
 /// `[[events]]`: each bad sink is refused on the line of the value at fault, naming the key.

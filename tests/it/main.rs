@@ -10,6 +10,7 @@ mod deploy;
 mod events;
 mod evidence;
 mod faults;
+mod ha;
 mod harness;
 mod http;
 mod identity;

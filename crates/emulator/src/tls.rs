@@ -156,8 +156,15 @@ where
 {
     let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
         let router = router.clone();
+        // The journal names each call's User-Agent (a daemon replica puts its name there).
+        let agent = req
+            .headers()
+            .get(hyper::header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| v.chars().take(200).collect::<String>());
         async move {
-            let response = match router.oneshot(req.map(Body::new)).await {
+            let call = router.oneshot(req.map(Body::new));
+            let response = match crate::world::USER_AGENT.scope(agent, call).await {
                 Ok(r) => r,
                 Err(e) => match e {},
             };

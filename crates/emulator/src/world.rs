@@ -63,6 +63,18 @@ pub struct Entry {
     pub effective: bool,
     /// The injected fault that shaped this answer, if any.
     pub fault: Option<String>,
+    /// The caller's `User-Agent`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_agent: Option<String>,
+}
+
+tokio::task_local! {
+    /// The `User-Agent` of the request being served, for its journal entry.
+    pub(crate) static USER_AGENT: Option<String>;
+}
+
+fn user_agent() -> Option<String> {
+    USER_AGENT.try_with(|a| a.clone()).ok().flatten()
 }
 
 /// A fault rule: the next `count` calls of `operation` (optionally only for `target`) get it.
@@ -343,6 +355,7 @@ impl World {
             status,
             effective,
             fault: None,
+            user_agent: None,
         });
     }
 
@@ -417,6 +430,7 @@ impl Call {
             status,
             effective: self.effective,
             fault: self.fault.take(),
+            user_agent: user_agent(),
         });
         response
     }

@@ -1,0 +1,683 @@
+//! High availability: two or three replicas of the real binary elect a leader on a blob lease
+//! in Azurite (Microsoft's storage emulator, installed by `tests/run` and found through
+//! `SECRET_ROTATOR_AZURITE`), against the bundled emulator. Every replica names itself in its
+//! `User-Agent`, so the emulator's journal says which replica made each write.
+//!
+//! Leases here last 15 s (Azure's shortest), renewed every 3 s, with a 5 s request timeout: a
+//! leader may start writes for 7 s after a renewal was sent.
+
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use emulator::world::{FaultKind, FaultRule};
+use time::OffsetDateTime;
+
+use crate::harness::*;
+use crate::invariants;
+
+const LEASE: Duration = Duration::from_secs(15);
+const RENEW_EVERY: Duration = Duration::from_secs(3);
+/// `lease - request_timeout - margin`: how long after its last renewal a leader may write.
+const WINDOW: Duration = Duration::from_secs(7);
+/// Azurite's well-known development account (public, in Microsoft's documentation).
+const DEV_ACCOUNT: &str = "devstoreaccount1";
+const DEV_KEY: &str =
+    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
+
+/// Azurite's blob service on a free port, in memory; stopped on drop.
+struct Azurite {
+    child: Child,
+    url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Azurite {
+    /// `None` (with a loud message) only when `SECRET_ROTATOR_AZURITE` is unset: `tests/run`
+    /// always sets it.
+    async fn start() -> Option<Azurite> {
+        let Ok(bin) = std::env::var("SECRET_ROTATOR_AZURITE") else {
+            eprintln!(
+                "\n*** SKIPPED: SECRET_ROTATOR_AZURITE is not set, so the HA tests cannot start Azurite. \
+                 tests/run installs it (npm) and sets it; by hand: npm install --prefix .azurite azurite \
+                 && export SECRET_ROTATOR_AZURITE=$PWD/.azurite/node_modules/.bin/azurite-blob ***\n"
+            );
+            return None;
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let child = Command::new(&bin)
+            .args([
+                "--inMemoryPersistence",
+                "--disableTelemetry",
+                "--silent",
+                "--blobHost",
+                "127.0.0.1",
+                "--blobPort",
+                &port.to_string(),
+            ])
+            .current_dir(dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("SECRET_ROTATOR_AZURITE={bin} does not start: {e}"));
+        let up = eventually(Duration::from_secs(30), || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        })
+        .await;
+        assert!(up, "Azurite listens on {port}");
+        Some(Azurite {
+            child,
+            url: format!("http://127.0.0.1:{port}/{DEV_ACCOUNT}"),
+            _dir: dir,
+        })
+    }
+
+    fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args([&format!("-{sig}"), &self.child.id().to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok);
+    }
+
+    /// A lease client of its own, as an operator's tool would be.
+    fn lease_client(&self, blob: &str) -> secret_rotator::azure::blob::LeaseClient {
+        use secret_rotator::azure::{self, blob};
+        let http = azure::http_client(None, Duration::from_secs(5), false).unwrap();
+        let shared = azure::Shared {
+            http: http.clone(),
+            secret_http: http,
+            metrics: Arc::new(secret_rotator::metrics::Metrics::new()),
+            skew: Arc::default(),
+            fence: Arc::new(secret_rotator::ha::Fence::open()),
+        };
+        let (account, key) = blob::parse_connection_string(&connection_string()).unwrap();
+        blob::LeaseClient::new(
+            shared,
+            blob::Auth::SharedKey { account, key },
+            &url::Url::parse(&self.url).unwrap(),
+            "secret-rotator",
+            blob,
+            "operator",
+        )
+    }
+}
+
+impl Drop for Azurite {
+    fn drop(&mut self) {
+        let _ = self.signal_quiet("CONT");
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Azurite {
+    fn signal_quiet(&self, sig: &str) -> std::io::Result<std::process::ExitStatus> {
+        Command::new("kill")
+            .args([&format!("-{sig}"), &self.child.id().to_string()])
+            .status()
+    }
+}
+
+fn connection_string() -> String {
+    format!("DefaultEndpointsProtocol=http;AccountName={DEV_ACCOUNT};AccountKey={DEV_KEY};")
+}
+
+/// A tenant with `clients`, a schedule of every second, and the HA section for Azurite; each
+/// replica gets its config file, state dir and port.
+struct Cluster {
+    env: Env,
+    azurite: Azurite,
+}
+
+struct Replica {
+    name: String,
+    daemon: Daemon,
+}
+
+impl Cluster {
+    async fn new(clients: &[&'static str], defaults: &str) -> Option<Cluster> {
+        let azurite = Azurite::start().await?;
+        let env = Env::new(Setup {
+            clients: clients.iter().map(|c| (*c, "AzureADMyOrg")).collect(),
+            ..Setup::default()
+        })
+        .await;
+        // `defaults` lines replace the harness's lines of the same keys.
+        let mut text = std::fs::read_to_string(&env.config_path).unwrap().replacen(
+            "schedule = \"*/2 * * * * *\"",
+            "schedule = \"* * * * * *\"",
+            1,
+        );
+        for line in defaults.lines() {
+            let key = line.split(" = ").next().unwrap();
+            let old = text
+                .lines()
+                .find(|l| l.starts_with(&format!("{key} = ")))
+                .unwrap_or_else(|| panic!("the harness sets {key}"))
+                .to_string();
+            text = text.replacen(&old, line, 1);
+        }
+        std::fs::write(&env.config_path, text).unwrap();
+        let conn = env.dir.path().join("storage-connection");
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::write(&conn, connection_string()).unwrap();
+            std::fs::set_permissions(&conn, std::fs::Permissions::from_mode(0o600)).unwrap();
+        }
+        Some(Cluster { env, azurite })
+    }
+
+    fn spawn(&self, name: &str) -> Replica {
+        let port = free_port();
+        let text = std::fs::read_to_string(&self.env.config_path)
+            .unwrap()
+            .replacen(
+                "[azure.credential]",
+                "request_timeout = \"5s\"\n\n[azure.credential]",
+                1,
+            )
+            .replacen("dir = \"state\"", &format!("dir = \"state-{name}\""), 1)
+            .replacen(
+                "listen = \"127.0.0.1:0\"",
+                &format!("listen = \"127.0.0.1:{port}\""),
+                1,
+            )
+            + &format!(
+                "\n[ha]\nkind = \"blob_lease\"\naccount_url = \"{}\"\nlease_duration = \"{}s\"\nrenew_every = \"{}s\"\nreplica = \"{name}\"\nconnection_string_file = \"storage-connection\"\n",
+                self.azurite.url,
+                LEASE.as_secs(),
+                RENEW_EVERY.as_secs()
+            );
+        let config = self.env.dir.path().join(format!("config-{name}.toml"));
+        std::fs::write(&config, text).unwrap();
+        let log = self.env.dir.path().join(format!("replica-{name}.log"));
+        let child = self
+            .env
+            .command(&["run", "--config", config.to_str().unwrap()])
+            .stdout(Stdio::from(std::fs::File::create(&log).unwrap()))
+            .stderr(Stdio::from(
+                std::fs::File::create(log.with_extension("err")).unwrap(),
+            ))
+            .spawn()
+            .expect("spawn replica");
+        Replica {
+            name: name.to_string(),
+            daemon: Daemon {
+                child,
+                addr: format!("127.0.0.1:{port}"),
+                log,
+            },
+        }
+    }
+
+    /// Every write call to Graph and Key Vault: when, which, on what, and the replica its
+    /// `User-Agent` names.
+    fn writes(&self) -> Vec<Write> {
+        self.env
+            .journal()
+            .into_iter()
+            .filter(|e| {
+                matches!(
+                    e.operation.as_str(),
+                    "graph.add_password" | "graph.remove_password" | "keyvault.set_secret"
+                )
+            })
+            .map(|e| Write {
+                at: e.at,
+                operation: e.operation,
+                target: e.target.unwrap_or_default(),
+                replica: e
+                    .user_agent
+                    .as_deref()
+                    .and_then(|a| a.split(" replica/").nth(1))
+                    .map(str::to_string),
+            })
+            .collect()
+    }
+
+    async fn converged(&self, foreign: &invariants::Foreign, overlap: Duration) -> Vec<String> {
+        let deadline = Instant::now() + Duration::from_secs(45);
+        loop {
+            let v = invariants::all(
+                &self.env,
+                foreign,
+                overlap,
+                Duration::from_secs(5),
+                Duration::from_secs(30),
+            )
+            .await;
+            if v.is_empty() || Instant::now() > deadline {
+                return v;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+}
+
+// `operation` is there for the failure messages (Debug).
+#[allow(dead_code)]
+#[derive(Debug, Clone)]
+struct Write {
+    at: OffsetDateTime,
+    operation: String,
+    target: String,
+    replica: Option<String>,
+}
+
+/// What `/v1/clients` says of a replica's role: `(role, leader)`; `None` when it does not
+/// answer.
+async fn role(r: &Replica) -> Option<(String, Option<String>)> {
+    let answer = reqwest::Client::new()
+        .get(format!("http://{}/v1/clients", r.daemon.addr))
+        .timeout(Duration::from_secs(2))
+        .send()
+        .await
+        .ok()?;
+    let header = |n: &str| {
+        answer
+            .headers()
+            .get(n)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
+    Some((
+        header("x-secret-rotator-role")?,
+        header("x-secret-rotator-leader"),
+    ))
+}
+
+/// The replicas that say they lead, polled until exactly one does (up to `limit`).
+async fn one_leader<'a>(replicas: &[&'a Replica], limit: Duration) -> Option<&'a Replica> {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        let mut leaders = Vec::new();
+        for r in replicas {
+            if role(r).await.is_some_and(|(role, _)| role == "leader") {
+                leaders.push(*r);
+            }
+        }
+        if leaders.len() == 1 {
+            return Some(leaders[0]);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    None
+}
+
+fn logs(replicas: &[&Replica]) -> String {
+    replicas
+        .iter()
+        .map(|r| format!("--- {} ---\n{}", r.name, r.daemon.stderr()))
+        .collect()
+}
+
+/// Secrets that are always due (20 s lifetime, renewed 16 s before expiry): the leader writes
+/// every few seconds, which is what fencing is about.
+const CONSTANT_ROTATION: &str =
+    "secret_lifetime = \"20s\"\nrenew_before = \"16s\"\noverlap = \"2s\"";
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_replicas_elect_one_leader_and_the_follower_writes_nothing() {
+    let Some(cluster) = Cluster::new(&["app-one", "app-two"], "").await else {
+        return;
+    };
+    let a = cluster.spawn("replica-a");
+    let b = cluster.spawn("replica-b");
+    let leader = one_leader(&[&a, &b], Duration::from_secs(20))
+        .await
+        .unwrap_or_else(|| panic!("one leader\n{}", logs(&[&a, &b])));
+    let follower = if leader.name == a.name { &b } else { &a };
+    let published = eventually(Duration::from_secs(30), || {
+        ["app-one", "app-two"]
+            .iter()
+            .all(|c| !cluster.env.versions(c).is_empty())
+    })
+    .await;
+    assert!(published, "the leader rotated both\n{}", logs(&[&a, &b]));
+    // The follower says who leads, and sends an admin rotation there.
+    let (role_name, leader_name) = role(follower).await.unwrap();
+    assert_eq!(
+        (role_name.as_str(), leader_name.as_deref()),
+        ("follower", Some(leader.name.as_str()))
+    );
+    let (status, body) = cluster.env.admin_rotate(&follower.daemon, "").await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains(&leader.name), "{body}");
+    let (status, body) = cluster.env.admin_rotate(&leader.daemon, "").await;
+    assert_eq!(status, 202, "{body}");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let writes = cluster.writes();
+    assert!(!writes.is_empty());
+    for w in &writes {
+        assert_eq!(
+            w.replica.as_deref(),
+            Some(leader.name.as_str()),
+            "every write is the leader's: {w:?}"
+        );
+    }
+    let m = metrics(leader).await;
+    assert!(
+        m.contains(&format!(
+            "secret_rotator_leader{{replica=\"{}\"}} 1",
+            leader.name
+        )),
+        "{m}"
+    );
+    assert!(
+        m.contains("secret_rotator_leader_transitions_total 1"),
+        "{m}"
+    );
+    let m = metrics(follower).await;
+    assert!(
+        m.contains(&format!(
+            "secret_rotator_leader{{replica=\"{}\"}} 0",
+            follower.name
+        )),
+        "{m}"
+    );
+    assert!(
+        m.contains("secret_rotator_lease_renewal_failures_total 0"),
+        "{m}"
+    );
+    cluster.env.assert_published_valid("app-one");
+    cluster.env.assert_foreign_untouched("app-one");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_of_the_leader_hands_over_within_five_seconds() {
+    let Some(cluster) = Cluster::new(&["app-one"], "").await else {
+        return;
+    };
+    let a = cluster.spawn("replica-a");
+    let b = cluster.spawn("replica-b");
+    let leader = one_leader(&[&a, &b], Duration::from_secs(20))
+        .await
+        .expect("one leader");
+    let (mut leaving, standby) = if leader.name == a.name {
+        (a, b)
+    } else {
+        (b, a)
+    };
+    let sent = Instant::now();
+    leaving.daemon.signal("TERM");
+    let took_over = one_leader(&[&standby], Duration::from_secs(10))
+        .await
+        .is_some();
+    let handover = sent.elapsed();
+    assert!(took_over, "{}", logs(&[&leaving, &standby]));
+    assert!(
+        handover <= Duration::from_secs(5),
+        "handover took {handover:?}\n{}",
+        logs(&[&leaving, &standby])
+    );
+    leaving
+        .daemon
+        .wait_exit(Duration::from_secs(12))
+        .expect("the old leader exits");
+    assert!(leaving.daemon.stderr().contains("lease released"));
+}
+
+/// SIGKILL of the leader in the middle of a rotation (verifying its new secret): the standby
+/// leads within `lease_duration + renew_every`; the dead leader's attempt is in its own store
+/// only, so the new leader leaves that credential alone until the orphan age makes it an
+/// orphan; then everything converges, and no client ever had writes of the two interleaved.
+#[tokio::test(flavor = "multi_thread")]
+async fn sigkill_of_the_leader_mid_rotation_hands_over_and_the_orphan_age_rule_cleans_up() {
+    let Some(cluster) = Cluster::new(&["app-one", "app-two"], "overlap = \"3s\"").await else {
+        return;
+    };
+    let env = &cluster.env;
+    let foreign = invariants::foreign_snapshot(env);
+    let victim = env.client("app-two").object_id.clone();
+    let a = cluster.spawn("replica-a");
+    let b = cluster.spawn("replica-b");
+    let leader = one_leader(&[&a, &b], Duration::from_secs(20))
+        .await
+        .expect("one leader");
+    // A published secret first, so that the attempt cut off is a later one.
+    let published = eventually(Duration::from_secs(30), || {
+        !env.versions("app-two").is_empty() && !env.versions("app-one").is_empty()
+    })
+    .await;
+    assert!(published, "{}", logs(&[&a, &b]));
+    env.em.world().add_fault(FaultRule {
+        operation: "token".into(),
+        target: Some(victim.clone()),
+        count: 1,
+        kind: FaultKind::HoldBefore,
+    });
+    let (status, body) = admin_rotate(env, &leader.daemon, "app-two").await;
+    assert_eq!(status, 202, "{body}");
+    let held = eventually(Duration::from_secs(30), || {
+        !env.em.world().held_calls().is_empty()
+    })
+    .await;
+    assert!(held, "the leader reached verification\n{}", logs(&[&a, &b]));
+    let leader_name = leader.name.clone();
+    let (mut dead, standby) = if leader_name == a.name {
+        (a, b)
+    } else {
+        (b, a)
+    };
+    let before: Vec<String> = env
+        .versions("app-two")
+        .iter()
+        .filter_map(|v| v.tags.get("key-id").cloned())
+        .collect();
+    let orphan: Vec<String> = env
+        .passwords("app-two")
+        .into_iter()
+        .filter(|(k, n)| {
+            n.as_deref()
+                .is_some_and(|n| n.starts_with("secret-rotator:"))
+                && !before.contains(k)
+        })
+        .map(|(k, _)| k)
+        .collect();
+    assert_eq!(orphan.len(), 1, "the attempt in flight made one credential");
+    let killed = Instant::now();
+    let killed_at = OffsetDateTime::now_utc();
+    dead.daemon.signal("KILL");
+    dead.daemon
+        .wait_exit(Duration::from_secs(5))
+        .expect("killed");
+    env.em.world().release_all();
+
+    let took_over = one_leader(&[&standby], LEASE + RENEW_EVERY + Duration::from_secs(2))
+        .await
+        .is_some();
+    let gap = killed.elapsed();
+    assert!(took_over, "{}", logs(&[&dead, &standby]));
+    assert!(
+        gap <= LEASE + RENEW_EVERY,
+        "the standby led {gap:?} after the kill"
+    );
+    // The new leader reconciles app-two every second; the young credential of the dead
+    // replica's attempt is not provably abandoned (its intent is in the other store).
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert!(
+        env.live("app-two", &orphan[0]),
+        "another replica's attempt is left until the orphan age"
+    );
+    // Past the orphan age (verify_timeout + 5 min), it is one.
+    env.age_credential("app-two", &orphan[0], time::Duration::minutes(11));
+    let violations = cluster.converged(&foreign, Duration::from_secs(3)).await;
+    assert!(
+        violations.is_empty(),
+        "{violations:?}\n{}",
+        logs(&[&dead, &standby])
+    );
+    assert!(!env.live("app-two", &orphan[0]), "the orphan was removed");
+    // Per client, the writes are the dead leader's and then the new one's, never mixed, and
+    // the new leader's came only after the kill.
+    let writes = cluster.writes();
+    for target in writes
+        .iter()
+        .map(|w| w.target.clone())
+        .collect::<std::collections::BTreeSet<_>>()
+    {
+        let order: Vec<&Write> = writes.iter().filter(|w| w.target == target).collect();
+        let switches = order
+            .windows(2)
+            .filter(|p| p[0].replica != p[1].replica)
+            .count();
+        assert!(switches <= 1, "{target}: {order:?}");
+    }
+    for w in writes
+        .iter()
+        .filter(|w| w.replica.as_deref() == Some(&standby.name))
+    {
+        assert!(
+            w.at >= killed_at,
+            "the standby wrote before the kill: {w:?}"
+        );
+    }
+}
+
+/// Azurite paused (the lease store unreachable, requests hanging): the leader stops writing
+/// once its window after the last renewal passes, well before the lease could have expired;
+/// nobody writes while the store is gone; after it returns there is again exactly one leader,
+/// and it writes.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_leader_stops_writing_before_its_lease_could_expire_when_the_store_is_gone() {
+    let Some(cluster) = Cluster::new(&["app-one", "app-two"], CONSTANT_ROTATION).await else {
+        return;
+    };
+    let a = cluster.spawn("replica-a");
+    let b = cluster.spawn("replica-b");
+    one_leader(&[&a, &b], Duration::from_secs(20))
+        .await
+        .expect("one leader");
+    let writing = eventually(Duration::from_secs(20), || cluster.writes().len() >= 3).await;
+    assert!(writing, "the leader writes\n{}", logs(&[&a, &b]));
+    let stopped = OffsetDateTime::now_utc();
+    cluster.azurite.signal("STOP");
+    // Longer than the lease: had the leader kept writing, it would have outlived it.
+    tokio::time::sleep(LEASE + Duration::from_secs(3)).await;
+    let late: Vec<Write> = cluster
+        .writes()
+        .into_iter()
+        .filter(|w| w.at > stopped + WINDOW + Duration::from_secs(1))
+        .collect();
+    assert!(
+        late.is_empty(),
+        "writes after the window closed: {late:?}\n{}",
+        logs(&[&a, &b])
+    );
+    for r in [&a, &b] {
+        assert_eq!(
+            role(r).await.map(|(role, _)| role).as_deref(),
+            Some("follower"),
+            "{} stepped down",
+            r.name
+        );
+    }
+    let resumed = OffsetDateTime::now_utc();
+    cluster.azurite.signal("CONT");
+    let leader = one_leader(&[&a, &b], Duration::from_secs(25))
+        .await
+        .unwrap_or_else(|| panic!("one leader again\n{}", logs(&[&a, &b])));
+    let again = eventually(Duration::from_secs(20), || {
+        cluster.writes().iter().any(|w| w.at > resumed)
+    })
+    .await;
+    assert!(again, "the new leader writes");
+    for w in cluster.writes().iter().filter(|w| w.at > resumed) {
+        assert_eq!(w.replica.as_deref(), Some(leader.name.as_str()), "{w:?}");
+    }
+    let failures = metrics(&a).await + &metrics(&b).await;
+    assert!(
+        failures.lines().any(
+            |l| l.starts_with("secret_rotator_lease_renewal_failures_total ") && !l.ends_with(" 0")
+        ),
+        "the failed renewals are counted: {failures}"
+    );
+}
+
+/// The lease broken from outside (an operator's `break`), and taken by someone else at once:
+/// the old leader stops writing within `renew_every` (its next renewal is refused), nobody
+/// writes while the other holder has it, and once it is released a replica leads again.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_lease_broken_from_outside_stops_the_old_leader_within_renew_every() {
+    let Some(cluster) = Cluster::new(&["app-one", "app-two"], CONSTANT_ROTATION).await else {
+        return;
+    };
+    let a = cluster.spawn("replica-a");
+    let b = cluster.spawn("replica-b");
+    let old = one_leader(&[&a, &b], Duration::from_secs(20))
+        .await
+        .expect("one leader");
+    let writing = eventually(Duration::from_secs(20), || cluster.writes().len() >= 3).await;
+    assert!(writing, "the leader writes");
+    let operator = cluster.azurite.lease_client("test.leader");
+    let lease_id = uuid::Uuid::new_v4().to_string();
+    let broken = OffsetDateTime::now_utc();
+    operator.break_lease().await.expect("break the lease");
+    assert_eq!(
+        operator
+            .acquire(&lease_id, Duration::from_secs(60))
+            .await
+            .unwrap(),
+        secret_rotator::azure::blob::Acquired::Yes
+    );
+    tokio::time::sleep(RENEW_EVERY + Duration::from_secs(4)).await;
+    let late: Vec<Write> = cluster
+        .writes()
+        .into_iter()
+        .filter(|w| w.at > broken + RENEW_EVERY + Duration::from_secs(1))
+        .collect();
+    assert!(late.is_empty(), "{late:?}\n{}", logs(&[&a, &b]));
+    assert_eq!(
+        role(old).await.map(|(r, _)| r).as_deref(),
+        Some("follower"),
+        "the old leader stepped down"
+    );
+    let m = metrics(old).await;
+    assert!(
+        m.contains("secret_rotator_lease_renewal_failures_total 1"),
+        "the refused renewal is counted: {m}"
+    );
+    operator.release(&lease_id).await.expect("release");
+    let released = OffsetDateTime::now_utc();
+    let leader = one_leader(&[&a, &b], Duration::from_secs(10))
+        .await
+        .unwrap_or_else(|| panic!("a leader after the release\n{}", logs(&[&a, &b])));
+    let again = eventually(Duration::from_secs(15), || {
+        cluster.writes().iter().any(|w| w.at > released)
+    })
+    .await;
+    assert!(again, "{} writes", leader.name);
+}
+
+/// A forced rotation of `client` through the admin API, tried again while one is in flight.
+async fn admin_rotate(env: &Env, daemon: &Daemon, client: &str) -> (u16, String) {
+    let url = format!("http://{}/v1/clients/{client}/rotate", daemon.addr);
+    let mut answer = (0, String::new());
+    for _ in 0..100 {
+        if let Ok(r) = reqwest::Client::new()
+            .post(&url)
+            .bearer_auth(&env.admin_token)
+            .send()
+            .await
+        {
+            answer = (r.status().as_u16(), r.text().await.unwrap_or_default());
+            if answer.0 != 409 || !answer.1.contains("in flight") {
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    answer
+}
+
+async fn metrics(r: &Replica) -> String {
+    reqwest::get(format!("http://{}/metrics", r.daemon.addr))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
