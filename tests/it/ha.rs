@@ -382,6 +382,19 @@ async fn two_replicas_elect_one_leader_and_the_follower_writes_nothing() {
         m.contains("secret_rotator_lease_renewal_failures_total 0"),
         "{m}"
     );
+    // Every HA series the dashboard and the alerts use is exported by a replica.
+    let ha_used: Vec<String> = crate::deploy::used_metrics()
+        .into_iter()
+        .filter(|n| crate::deploy::ha_metric(n))
+        .collect();
+    assert!(ha_used.len() >= 3, "{ha_used:?}");
+    for name in ha_used {
+        assert!(
+            m.lines()
+                .any(|l| l.starts_with(&format!("{name} ")) || l.starts_with(&format!("{name}{{"))),
+            "{name} is used by the dashboard or the alerts but not exported"
+        );
+    }
     cluster.env.assert_published_valid("app-one");
     cluster.env.assert_foreign_untouched("app-one");
 }
