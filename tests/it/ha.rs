@@ -36,6 +36,10 @@ impl Azurite {
     /// `None` (with a loud message) only when `SECRET_ROTATOR_AZURITE` is unset: `tests/run`
     /// always sets it.
     async fn start() -> Option<Azurite> {
+        Azurite::start_with(&[]).await
+    }
+
+    async fn start_with(extra: &[&str]) -> Option<Azurite> {
         let Ok(bin) = std::env::var("SECRET_ROTATOR_AZURITE") else {
             eprintln!(
                 "\n*** SKIPPED: SECRET_ROTATOR_AZURITE is not set, so the HA tests cannot start Azurite. \
@@ -56,6 +60,7 @@ impl Azurite {
                 "--blobPort",
                 &port.to_string(),
             ])
+            .args(extra)
             .current_dir(dir.path())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -66,9 +71,14 @@ impl Azurite {
         })
         .await;
         assert!(up, "Azurite listens on {port}");
+        let scheme = if extra.contains(&"--cert") {
+            "https"
+        } else {
+            "http"
+        };
         Some(Azurite {
             child,
-            url: format!("http://127.0.0.1:{port}/{DEV_ACCOUNT}"),
+            url: format!("{scheme}://127.0.0.1:{port}/{DEV_ACCOUNT}"),
             _dir: dir,
         })
     }
@@ -693,4 +703,85 @@ async fn metrics(r: &Replica) -> String {
         .text()
         .await
         .unwrap()
+}
+
+/// Without a connection string the lease is taken with the daemon's own credential: Azurite
+/// over HTTPS (a certificate of the emulator's CA) with `--oauth basic` accepts the storage
+/// token the emulator's Entra issued for `https://storage.azure.com/.default`, the path a real
+/// account takes with Entra auth.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_lease_is_taken_with_the_daemons_own_token_for_the_storage_scope() {
+    if std::env::var("SECRET_ROTATOR_AZURITE").is_err() {
+        let _ = Azurite::start().await; // says why it is skipped
+        return;
+    }
+    let env = Env::new(Setup::default()).await;
+    // Azurite's certificate, issued by the emulator's CA, which the daemon trusts (ca_file).
+    let info = env.em.info();
+    let ca_pem = std::fs::read_to_string(&info.ca_file).unwrap();
+    let ca_key_path = std::path::Path::new(&info.ca_file).with_file_name("ca-key.pem");
+    let ca_key = rcgen::KeyPair::from_pem(&std::fs::read_to_string(ca_key_path).unwrap()).unwrap();
+    let issuer = rcgen::Issuer::from_ca_cert_pem(&ca_pem, &ca_key).unwrap();
+    let leaf_key = rcgen::KeyPair::generate().unwrap();
+    let leaf = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()])
+        .unwrap()
+        .signed_by(&leaf_key, &issuer)
+        .unwrap();
+    let cert = env.dir.path().join("azurite-cert.pem");
+    let key = env.dir.path().join("azurite-key.pem");
+    std::fs::write(&cert, leaf.pem()).unwrap();
+    std::fs::write(&key, leaf_key.serialize_pem()).unwrap();
+    let azurite = Azurite::start_with(&[
+        "--oauth",
+        "basic",
+        "--cert",
+        cert.to_str().unwrap(),
+        "--key",
+        key.to_str().unwrap(),
+    ])
+    .await
+    .expect("Azurite");
+    env.write_config(
+        "",
+        &format!(
+            "\n[ha]\nkind = \"blob_lease\"\naccount_url = \"{}\"\nreplica = \"replica-a\"\n",
+            azurite.url
+        ),
+    );
+    env.edit_config(
+        "[azure.credential]",
+        "request_timeout = \"20s\"\n\n[azure.credential]",
+    );
+    let daemon = env.spawn_daemon(&[]);
+    let replica = Replica {
+        name: "replica-a".into(),
+        daemon,
+    };
+    let led = one_leader(&[&replica], Duration::from_secs(20))
+        .await
+        .is_some();
+    assert!(led, "{}", replica.daemon.stderr());
+    let m = metrics(&replica).await;
+    assert!(
+        m.contains(
+            "secret_rotator_azure_requests_total{service=\"storage\",operation=\"acquire_lease\",status=\"201\"} 1"
+        ),
+        "{m}"
+    );
+    // Azurite refuses a request without one: the daemon's token (no other authorization is
+    // configured) is what let the lease through.
+    let anonymous = reqwest::Client::builder()
+        .tls_certs_only(reqwest::Certificate::from_pem_bundle(ca_pem.as_bytes()).unwrap())
+        .build()
+        .unwrap()
+        .put(format!(
+            "{}/secret-rotator/test.leader?comp=lease",
+            azurite.url
+        ))
+        .header("x-ms-version", secret_rotator::azure::blob::API_VERSION)
+        .header("x-ms-lease-action", "break")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status().as_u16(), 403);
 }
