@@ -60,26 +60,6 @@ impl std::fmt::Debug for Settings {
     }
 }
 
-impl Clone for Settings {
-    fn clone(&self) -> Self {
-        use secrecy::ExposeSecret;
-        Settings {
-            account_url: self.account_url.clone(),
-            container: self.container.clone(),
-            blob: self.blob.clone(),
-            lease_duration: self.lease_duration,
-            renew_every: self.renew_every,
-            replica: self.replica.clone(),
-            shared_key: self.shared_key.as_ref().map(|(a, k)| {
-                (
-                    a.clone(),
-                    secrecy::SecretBox::new(Box::new(k.expose_secret().clone())),
-                )
-            }),
-        }
-    }
-}
-
 /// How long after a renewal was sent a write may still start: the lease outlives the write's
 /// whole `request_timeout`, with [`MARGIN`] to spare. Zero when the lease is too short for
 /// that (the config refuses such settings).

@@ -505,6 +505,17 @@ impl Metrics {
         self.with_client(client, |g| g.next_rotation = Some(at));
     }
 
+    /// Drops every client's gauges (not the counters): an HA replica that stops leading no
+    /// longer observes the clients, and its last figures would go stale (an expiry that the
+    /// new leader has long rotated away would fire the expiry alerts).
+    pub fn forget_client_gauges(&self) {
+        self.clients
+            .clients
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+    }
+
     /// Drops every series of a client that left the config.
     pub fn remove_client(&self, client: &str) {
         self.clients

@@ -141,7 +141,9 @@ impl LeaseClient {
 
     /// Creates the container and the (empty) blob unless they exist.
     pub async fn ensure(&self) -> Result<(), Error> {
-        match self
+        // A role given on the container itself does not allow creating it: go on to the blob,
+        // and report the container's error only if the blob says the container is missing.
+        let container = match self
             .call(
                 "create_container",
                 reqwest::Method::PUT,
@@ -151,10 +153,10 @@ impl LeaseClient {
             )
             .await
         {
-            Ok(_) => {}
-            Err(e) if e.status == Some(409) => {}
-            Err(e) => return Err(e),
-        }
+            Ok(_) => Ok(()),
+            Err(e) if e.status == Some(409) => Ok(()),
+            Err(e) => Err(e),
+        };
         match self
             .call(
                 "put_blob",
@@ -168,6 +170,7 @@ impl LeaseClient {
             Ok(_) => Ok(()),
             // It exists (and may be leased): that is all this wanted.
             Err(e) if matches!(e.status, Some(409) | Some(412)) => Ok(()),
+            Err(e) if e.status == Some(404) => container.and(Err(e)),
             Err(e) => Err(e),
         }
     }

@@ -138,6 +138,9 @@ pub async fn run(
                 let leading = fence.is_open();
                 if leading != scheduler.leading() {
                     scheduler.set_leading(leading);
+                    if !leading {
+                        shared.metrics.forget_client_gauges();
+                    }
                 }
                 scheduler.tick(&shared, now);
             }

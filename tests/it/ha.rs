@@ -669,6 +669,12 @@ async fn a_lease_broken_from_outside_stops_the_old_leader_within_renew_every() {
         m.contains("secret_rotator_lease_renewal_failures_total 1"),
         "the refused renewal is counted: {m}"
     );
+    // Its per-client figures went with its leadership: they would go stale (and an old
+    // expiry would fire the alerts) while another replica rotates.
+    assert!(
+        !m.contains("secret_rotator_secret_expiry_timestamp_seconds{"),
+        "a follower exports no client gauges: {m}"
+    );
     operator.release(&lease_id).await.expect("release");
     let released = OffsetDateTime::now_utc();
     let leader = one_leader(&[&a, &b], Duration::from_secs(10))
@@ -840,7 +846,9 @@ async fn ha_random_kill_run() {
         }
         samples.push((start.elapsed().as_secs_f64(), leaders.len()));
         if Instant::now() >= next_kill {
-            let alive: Vec<usize> = (0..slots.len()).filter(|i| replicas[*i].is_some()).collect();
+            let alive: Vec<usize> = (0..slots.len())
+                .filter(|i| replicas[*i].is_some())
+                .collect();
             let victim = match leaders.first() {
                 Some(l) if rng.random_bool(0.7) => *l,
                 _ => alive[rng.random_range(0..alive.len())],
@@ -906,7 +914,10 @@ async fn ha_random_kill_run() {
     let mut gaps = Vec::new();
     let mut since: Option<f64> = None;
     // From the first election on: the start-up is not a handover.
-    let first = samples.iter().position(|(_, n)| *n > 0).unwrap_or(samples.len());
+    let first = samples
+        .iter()
+        .position(|(_, n)| *n > 0)
+        .unwrap_or(samples.len());
     for (t, n) in &samples[first..] {
         match (n, since) {
             (0, None) => since = Some(*t),
@@ -957,7 +968,10 @@ async fn ha_random_kill_run() {
     );
     assert_eq!(two_leaders, 0, "{figures}");
     assert!(interleaved.is_empty(), "{interleaved:?}\n{figures}");
-    assert!(violations_at_end.is_empty(), "{violations_at_end:?}\n{figures}");
+    assert!(
+        violations_at_end.is_empty(),
+        "{violations_at_end:?}\n{figures}"
+    );
     assert!(
         max <= (LEASE + RENEW_EVERY + Duration::from_secs(3)).as_secs_f64(),
         "{figures}"
