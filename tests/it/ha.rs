@@ -353,8 +353,17 @@ async fn two_replicas_elect_one_leader_and_the_follower_writes_nothing() {
     })
     .await;
     assert!(published, "the leader rotated both\n{}", logs(&[&a, &b]));
-    // The follower says who leads, and sends an admin rotation there.
-    let (role_name, leader_name) = role(follower).await.unwrap();
+    // The follower says who leads (once it has read the blob's metadata after the leader
+    // wrote it: its next poll), and sends an admin rotation there.
+    let mut said = role(follower).await.unwrap();
+    for _ in 0..50 {
+        if said.1.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        said = role(follower).await.unwrap();
+    }
+    let (role_name, leader_name) = said;
     assert_eq!(
         (role_name.as_str(), leader_name.as_deref()),
         ("follower", Some(leader.name.as_str()))
