@@ -183,17 +183,22 @@ pub async fn run(
     tracing::info!("stopping");
     notify(&[sd_notify::NotifyState::Stopping]);
     stop.cancel();
-    if let Some(election) = election {
-        // No write starts from now on; once those in flight are done the lease is released,
-        // so that a standby takes over at once. A write still in flight keeps it: the lease
-        // then runs out by itself, after the write could have landed.
-        fence.close();
-        scheduler.set_leading(false);
-        let limit = shared.context().config.azure.request_timeout;
-        let release = fence.writes_done(limit.min(Duration::from_secs(5))).await;
-        election.stop(release, Duration::from_secs(3)).await;
+    match election {
+        Some(election) => {
+            // No write starts from now on; once those in flight are done the lease is
+            // released, so that a standby takes over at once. A write still in flight keeps
+            // it: the lease then runs out by itself, after the write could have landed. The
+            // reconciles wind down meanwhile, so the whole stop stays within its 10 s.
+            fence.close();
+            scheduler.set_leading(false);
+            let release = async {
+                let done = fence.writes_done(Duration::from_secs(5)).await;
+                election.stop(done, Duration::from_secs(3)).await;
+            };
+            tokio::join!(release, scheduler.shutdown());
+        }
+        None => scheduler.shutdown().await,
     }
-    scheduler.shutdown().await;
     let _ = tokio::time::timeout(Duration::from_secs(1), events).await;
     let _ = tokio::time::timeout(Duration::from_secs(1), http).await;
     Ok(())

@@ -986,3 +986,25 @@ async fn ha_random_kill_run() {
         "{figures}"
     );
 }
+
+/// `rotate` from the command line holds no lease: under `[ha]` it refuses before anything is
+/// read or written, and says where to go instead.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_command_line_rotate_refuses_under_ha() {
+    let env = Env::new(Setup::default()).await;
+    env.write_config(
+        "",
+        "\n[ha]\nkind = \"blob_lease\"\naccount_url = \"https://acct.blob.core.windows.net\"\nreplica = \"vm-1\"\n",
+    );
+    let out = env.rotate("app-one", &["--force"]).await;
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.contains(
+            "with [ha] only the leader writes: ask it with POST /v1/clients/app-one/rotate"
+        ),
+        "{err}"
+    );
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(env.writes().is_empty(), "nothing written");
+}
