@@ -52,7 +52,8 @@ impl std::fmt::Debug for Auth {
 /// (`AccountName=...;AccountKey=...;...`). Errors never quote the text.
 pub fn parse_connection_string(text: &str) -> Result<(String, SecretBox<Vec<u8>>), String> {
     let mut account = None;
-    let mut key = None;
+    // The key's text and its decoded bytes are wiped when dropped, even on an error.
+    let mut key: Option<&str> = None;
     for part in text.trim().split(';') {
         let Some((name, value)) = part.split_once('=') else {
             continue;
@@ -60,7 +61,7 @@ pub fn parse_connection_string(text: &str) -> Result<(String, SecretBox<Vec<u8>>
         match name.trim() {
             "AccountName" => account = Some(value.trim().to_string()),
             // A base64 value may end in '=': split_once kept them in `value`.
-            "AccountKey" => key = Some(value.trim().to_string()),
+            "AccountKey" => key = Some(value.trim()),
             _ => {}
         }
     }
@@ -70,12 +71,14 @@ pub fn parse_connection_string(text: &str) -> Result<(String, SecretBox<Vec<u8>>
     let key = key
         .filter(|k| !k.is_empty())
         .ok_or("the connection string has no AccountKey")?;
-    let decoded = base64::engine::general_purpose::STANDARD
-        .decode(key.as_bytes())
+    let mut decoded = zeroize::Zeroizing::new(Vec::with_capacity(key.len()));
+    base64::engine::general_purpose::STANDARD
+        .decode_vec(key.as_bytes(), &mut decoded)
         .map_err(|_| "the connection string's AccountKey is not base64".to_string())?;
-    let key = zeroize::Zeroizing::new(key);
-    drop(key);
-    Ok((account, SecretBox::new(Box::new(decoded))))
+    Ok((
+        account,
+        SecretBox::new(Box::new(std::mem::take(&mut *decoded))),
+    ))
 }
 
 /// What an acquire found.
