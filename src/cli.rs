@@ -195,6 +195,8 @@ pub async fn rotate(
             force,
             revoke_previous,
             revoke_target,
+            // A reconcile by hand also looks for drift: someone asking is the moment to know.
+            drift_check: true,
         },
         &cancel,
     )

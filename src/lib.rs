@@ -7,6 +7,7 @@
 //! - [`schedule`]: when each client is reconciled (cron, jitter, backoff);
 //! - [`rotation`]: one client's reconcile: [`rotation::observe`], the pure decision
 //!   [`rotation::plan`], and execution;
+//! - [`drift`]: whether the published secret changed under the daemon, and what repair does;
 //! - [`azure`]: the only code that speaks HTTP to Entra, Graph and Key Vault;
 //! - [`ha`]: one leader among replicas (a Blob Storage lease) and the fence on its writes;
 //! - [`files`]: owner-only state, no symlinks followed, secret-file modes;
@@ -23,6 +24,7 @@ pub mod config;
 pub mod daemon;
 #[cfg(feature = "emulator")]
 pub mod demo;
+pub mod drift;
 pub mod events;
 pub mod files;
 pub mod ha;

@@ -97,6 +97,8 @@ fn request_histogram() -> Histogram {
 #[derive(Debug, Default)]
 struct ClientStates {
     clients: Mutex<HashMap<String, ClientGauges>>,
+    /// The drift each client shows now (`src/drift.rs`); only clients with some.
+    drift: Mutex<HashMap<String, Vec<crate::drift::DriftKind>>>,
 }
 
 impl Collector for ClientStates {
@@ -176,6 +178,25 @@ impl Collector for ClientStates {
                         ("owner", owner),
                     ])?
                     .encode_gauge(expiry)?;
+            }
+        }
+        drop(clients);
+        // Only the drift found is exported (1): a series per kind and client at zero would
+        // multiply the scrape for nothing an alert needs.
+        let drift = self.drift.lock().unwrap_or_else(|p| p.into_inner());
+        let mut family = encoder.encode_descriptor(
+            "drift",
+            "1 while a drift check finds this kind of drift on the client's published secret",
+            None,
+            MetricType::Gauge,
+        )?;
+        let mut names: Vec<&String> = drift.keys().collect();
+        names.sort();
+        for client in names {
+            for kind in &drift[client] {
+                family
+                    .encode_family(&[("client", client.as_str()), ("kind", kind.as_str())])?
+                    .encode_gauge(&1i64)?;
             }
         }
         Ok(())
@@ -514,10 +535,36 @@ impl Metrics {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clear();
+        self.clients
+            .drift
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+    }
+
+    /// The drift last reported for a client.
+    pub fn drift(&self, client: &str) -> Vec<crate::drift::DriftKind> {
+        self.clients
+            .drift
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(client)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    pub fn set_drift(&self, client: &str, kinds: &[crate::drift::DriftKind]) {
+        let mut drift = self.clients.drift.lock().unwrap_or_else(|p| p.into_inner());
+        if kinds.is_empty() {
+            drift.remove(client);
+        } else {
+            drift.insert(client.to_string(), kinds.to_vec());
+        }
     }
 
     /// Drops every series of a client that left the config.
     pub fn remove_client(&self, client: &str) {
+        self.set_drift(client, &[]);
         self.clients
             .clients
             .lock()
@@ -634,6 +681,23 @@ mod tests {
             "{}",
             m.encode_text()
         );
+    }
+
+    #[test]
+    fn drift_is_exported_while_found_and_goes_with_its_client() {
+        use crate::drift::DriftKind;
+        let m = Metrics::new();
+        m.set_drift("c", &[DriftKind::CredentialGone, DriftKind::AppDisabled]);
+        let text = m.encode_text();
+        assert!(
+            text.contains("secret_rotator_drift{client=\"c\",kind=\"credential_gone\"} 1"),
+            "{text}"
+        );
+        assert!(text.contains("kind=\"app_disabled\""), "{text}");
+        m.set_drift("c", &[DriftKind::AppDisabled]);
+        assert!(!m.encode_text().contains("credential_gone"));
+        m.remove_client("c");
+        assert!(!m.encode_text().contains("secret_rotator_drift{"));
     }
 
     #[test]

@@ -56,6 +56,9 @@ pub struct Policy {
     pub adopt: bool,
     /// When scheduled renewals may run (`windows`, `freeze`, in `timezone`).
     pub change: crate::rotation::window::ChangePolicy,
+    /// How often the published secret is checked for drift; zero turns the check off.
+    pub drift_interval: Duration,
+    pub repair: crate::drift::Repair,
 }
 
 #[derive(Deserialize, Default, Clone)]
@@ -196,6 +199,8 @@ pub(super) fn policy(
             verify_successes,
             adopt,
             change,
+            drift_interval: Duration::from_secs(3600),
+            repair: crate::drift::Repair::Rotate,
         },
         PolicySpans {
             lifetime_at,

@@ -30,6 +30,8 @@ pub struct Done {
 struct Entry {
     next_due: OffsetDateTime,
     in_flight: bool,
+    /// When the next reconcile should also check for drift (`drift_interval`).
+    drift_due: OffsetDateTime,
 }
 
 pub struct Scheduler {
@@ -63,6 +65,7 @@ impl Scheduler {
                 Entry {
                     next_due: due,
                     in_flight: false,
+                    drift_due: due,
                 },
             );
         }
@@ -111,7 +114,7 @@ impl Scheduler {
                 let opts = Options {
                     force: true,
                     revoke_previous,
-                    revoke_target: None,
+                    ..Options::default()
                 };
                 self.start(
                     shared,
@@ -138,10 +141,23 @@ impl Scheduler {
         };
         if let Some(e) = self.entries.get_mut(&done.client) {
             e.in_flight = false;
+            if let Ok(report) = done.result.as_ref()
+                && report.drift_checked
+            {
+                e.drift_due = now
+                    + time::Duration::try_from(c.policy.drift_interval)
+                        .unwrap_or(time::Duration::MAX);
+            }
             e.next_due = if done.skipped {
                 now + time::Duration::seconds(5)
             } else {
-                settle(&ctx, c, &done.result, now)
+                let next = settle(&ctx, c, &done.result, now);
+                // A schedule rarer than drift_interval still gets its drift checks.
+                if c.policy.drift_interval.is_zero() {
+                    next
+                } else {
+                    next.min(e.drift_due.max(now + time::Duration::seconds(1)))
+                }
             };
         }
         self.start_due(shared, &ctx, now);
@@ -155,6 +171,7 @@ impl Scheduler {
             self.entries.entry(name).or_insert(Entry {
                 next_due: now,
                 in_flight: false,
+                drift_due: now,
             });
         }
     }
@@ -210,12 +227,16 @@ impl Scheduler {
                 return;
             };
             e.in_flight = true;
+            let opts = Options {
+                drift_check: now >= e.drift_due,
+                ..Options::default()
+            };
             self.start(
                 shared,
                 Some(permit),
                 ctx.clone(),
                 c.name.clone(),
-                Options::default(),
+                opts,
                 None,
             );
         }

@@ -102,6 +102,9 @@ pub struct Options {
     /// waiting for the client's lock). A revocation revokes that credential, never a secret
     /// published after it by a duplicate request that ran first.
     pub revoke_target: Option<String>,
+    /// Sign in once with the published value to check for drift (`src/drift.rs`): the
+    /// scheduler asks for it every `drift_interval`.
+    pub drift_check: bool,
 }
 
 /// The key id the vault secret's latest version names now, for [`Options::revoke_target`].
@@ -176,6 +179,20 @@ pub struct Report {
     /// When a superseded credential's overlap ends: the client should be reconciled then.
     pub retire_at: Option<OffsetDateTime>,
     pub gauges: ClientGauges,
+    /// The drift this reconcile found (and carried from the last check), and whether it made
+    /// the drift check's sign-in.
+    pub drift: Vec<crate::drift::DriftKind>,
+    pub drift_checked: bool,
+}
+
+/// What a reconcile learnt about drift, for [`record_drift`].
+struct DriftSeen {
+    found: Vec<crate::drift::DriftKind>,
+    /// A sign-in with the published value answered: what only it finds was looked at.
+    signed_in: bool,
+    /// A drift check was made (whatever it could sign in with).
+    checked: bool,
+    repairing: Vec<crate::drift::DriftKind>,
 }
 
 fn policy_view<'a>(config: &'a Config, client: &'a Client, opts: &'a Options) -> PolicyView<'a> {
@@ -207,6 +224,15 @@ pub async fn dry_run(
     drop(lock);
     let now = clock::now();
     let mut plan = plan::plan(&observed, &policy_view(&ctx.config, client, &opts), now);
+    // What a reconcile would make of the drift it sees without signing in.
+    let found = crate::drift::assess(&observed, None, now);
+    crate::drift::steer(
+        &mut plan,
+        &found,
+        client.policy.repair,
+        opts.force,
+        &client.name,
+    );
     gate(client, &opts, &mut plan, now);
     if budget::applies(&plan, client.policy.renew_before, opts.force, now)
         && let Some(wait) = ctx.budget.peek(now)
@@ -243,7 +269,25 @@ pub async fn reconcile_with(
     preflight: Option<Preflight>,
 ) -> Result<Report, Failure> {
     let mut gauges = None;
-    let result = reconcile_inner(ctx, client, opts, cancel, preflight, &mut gauges).await;
+    let mut drift = None;
+    let mut result = reconcile_inner(
+        ctx,
+        client,
+        opts,
+        cancel,
+        preflight,
+        &mut gauges,
+        &mut drift,
+    )
+    .await;
+    if let Some(seen) = drift {
+        let published = result.as_ref().ok().and_then(|r| r.rotated.as_ref());
+        let kinds = record_drift(ctx, client, &seen, published, clock::now());
+        if let Ok(report) = &mut result {
+            report.drift = kinds;
+            report.drift_checked = seen.checked;
+        }
+    }
     // Before the status row is rewritten: a failure that says what the last one said is not
     // announced again.
     let previous = ctx.store.client_row(&client.name).ok().flatten();
@@ -260,6 +304,7 @@ async fn reconcile_inner(
     cancel: &CancellationToken,
     preflight: Option<Preflight>,
     gauges: &mut Option<ClientGauges>,
+    drift: &mut Option<DriftSeen>,
 ) -> Result<Report, Failure> {
     let observed = observe::observe(ctx, client, opts.revoke_previous, true, cancel).await;
     let (app, observed) = match observed {
@@ -271,9 +316,30 @@ async fn reconcile_inner(
             return Err(e);
         }
     };
+    let sign_in = if opts.drift_check && !client.policy.drift_interval.is_zero() {
+        crate::drift::sign_in(ctx, client, &app.app_id, &observed.vault, cancel).await
+    } else {
+        None
+    };
     let now = clock::now();
     remember_location(ctx, client, &observed);
     let mut plan = plan::plan(&observed, &policy_view(&ctx.config, client, &opts), now);
+    // Drift steers before the change windows and the budget: a repair is no renewal (windows
+    // never hold it), but it counts against the budget like any rotation.
+    let found = crate::drift::assess(&observed, sign_in, now);
+    let repairing = crate::drift::steer(
+        &mut plan,
+        &found,
+        client.policy.repair,
+        opts.force,
+        &client.name,
+    );
+    *drift = Some(DriftSeen {
+        found,
+        signed_in: sign_in.is_some_and(|s| s != crate::drift::SignIn::Inconclusive),
+        checked: opts.drift_check && !client.policy.drift_interval.is_zero(),
+        repairing,
+    });
     gate(client, &opts, &mut plan, now);
     let slot = budget::claim(
         &ctx.budget,
@@ -309,6 +375,8 @@ async fn reconcile_inner(
         warnings: Vec::new(),
         retire_at: plan.next_retirement,
         gauges: ClientGauges::default(),
+        drift: Vec::new(),
+        drift_checked: false,
     };
 
     // Removals first: with a two-password cap they free the slot the new credential needs.
@@ -381,4 +449,58 @@ async fn reconcile_inner(
     }
     report_gauges(ctx, client, &app, &mut report, clock::now());
     Ok(report)
+}
+
+/// Reports what a reconcile learnt about drift: the `drift` gauge, a log line and a history
+/// row when the kinds change, and a history row for a repair that published. Returns the kinds
+/// reported.
+fn record_drift(
+    ctx: &Context,
+    client: &Client,
+    seen: &DriftSeen,
+    published: Option<&Rotated>,
+    now: OffsetDateTime,
+) -> Vec<crate::drift::DriftKind> {
+    use crate::drift::{Action, action, reported};
+    let previous = ctx.metrics.drift(&client.name);
+    let kinds = reported(&seen.found, &previous, seen.signed_in, published.is_some());
+    let describe = |k: &crate::drift::DriftKind| {
+        let act = match action(*k, client.policy.repair) {
+            Action::Rotate => "rotate",
+            Action::Alert => "alert",
+        };
+        format!("{k}: {act}")
+    };
+    let new: Vec<String> = seen
+        .found
+        .iter()
+        .filter(|k| !previous.contains(k))
+        .map(describe)
+        .collect();
+    if !new.is_empty() {
+        let message = new.join("; ");
+        tracing::warn!(client = %client.name, "drift: {message}");
+        let _ = ctx
+            .store
+            .record_history(&client.name, now, "drift", None, None, Some(&message));
+    }
+    if let Some(r) = published.filter(|_| !seen.repairing.is_empty()) {
+        let what: Vec<&str> = seen.repairing.iter().map(|k| k.as_str()).collect();
+        let message = format!(
+            "{} repaired: published version {}",
+            what.join(", "),
+            r.version
+        );
+        tracing::info!(client = %client.name, "drift: {message}");
+        let _ = ctx.store.record_history(
+            &client.name,
+            now,
+            "drift-repaired",
+            Some(&r.rotation_id),
+            Some(&r.key_id),
+            Some(&message),
+        );
+    }
+    ctx.metrics.set_drift(&client.name, &kinds);
+    kinds
 }

@@ -141,10 +141,20 @@ pub enum RotateReason {
     NoPublishedSecret,
     AdoptingUnmanagedSecret,
     PublishedVersionDisabled,
-    PublishedCredentialGone { key_id: String },
+    PublishedCredentialGone {
+        key_id: String,
+    },
     PublishedWithoutKeyId,
-    Expired { at: OffsetDateTime },
-    ExpiresSoon { at: OffsetDateTime },
+    Expired {
+        at: OffsetDateTime,
+    },
+    ExpiresSoon {
+        at: OffsetDateTime,
+    },
+    /// A drift check found this (`src/drift.rs`), and `repair = "rotate"`.
+    DriftRepair {
+        kind: String,
+    },
 }
 
 impl fmt::Display for RotateReason {
@@ -173,6 +183,9 @@ impl fmt::Display for RotateReason {
                 "the published secret expires at {}, within renew_before",
                 rfc3339(*at)
             ),
+            RotateReason::DriftRepair { kind } => {
+                write!(f, "repairing drift ({kind}; repair = rotate)")
+            }
         }
     }
 }
@@ -308,6 +321,9 @@ pub enum Blocked {
         used: u32,
         max: u32,
     },
+    /// Drift that only a person can repair, or `repair = "alert"` (`src/drift.rs`): what was
+    /// found and what to do.
+    Drift { message: String },
 }
 
 impl fmt::Display for Blocked {
@@ -362,6 +378,7 @@ impl fmt::Display for Blocked {
                 "waiting for the rotation budget until {} ({used} of {max} rotations in the last hour, daemon.max_rotations_per_hour)",
                 rfc3339(*until)
             ),
+            Blocked::Drift { message } => write!(f, "drift: {message}"),
         }
     }
 }

@@ -36,6 +36,10 @@ pub fn router(emulator: Emulator) -> axum::Router {
             "/control/portal/applications/{app}/passwords/{key_id}",
             axum::routing::delete(portal_remove_password),
         )
+        .route(
+            "/control/portal/service-principals/{app}",
+            axum::routing::patch(portal_update_service_principal),
+        )
         .with_state(emulator)
 }
 
@@ -73,6 +77,12 @@ async fn state(State(em): State<Emulator>) -> Response {
                     "start_date_time": p.start_text,
                     "end_date_time": p.end_text,
                 })).collect::<Vec<_>>(),
+                "key_credentials": a.key_credentials.iter().map(|k| json!({
+                    "key_id": k.key_id,
+                    "display_name": k.display_name,
+                    "end_date_time": k.end,
+                })).collect::<Vec<_>>(),
+                "account_enabled": !a.disabled,
             })
         })
         .collect();
@@ -222,6 +232,24 @@ async fn portal_remove_password(
     Path((app, key_id)): Path<(String, String)>,
 ) -> Response {
     match crate::graph::portal_remove_password(em.world(), &app, &key_id) {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(r) => r,
+    }
+}
+
+/// A person in the portal turns an application's sign-in off or on
+/// (`{"accountEnabled": false}`, the service principal's property); `{app}` is the app id or the
+/// application's object id.
+async fn portal_update_service_principal(
+    State(em): State<Emulator>,
+    Path(app): Path<String>,
+    body: axum::body::Bytes,
+) -> Response {
+    let change: crate::graph::PortalServicePrincipal = match serde_json::from_slice(&body) {
+        Ok(c) => c,
+        Err(e) => return bad_request(format!("invalid service principal change: {e}")),
+    };
+    match crate::graph::portal_update_service_principal(em.world(), &app, change) {
         Ok(()) => StatusCode::NO_CONTENT.into_response(),
         Err(r) => r,
     }

@@ -14,7 +14,7 @@ use time::format_description::well_known::Rfc3339;
 use time::{OffsetDateTime, UtcOffset};
 
 use crate::errors;
-use crate::model::{Application, PERSONAL_AUDIENCES, Password, Settings};
+use crate::model::{Application, KeyCredential, PERSONAL_AUDIENCES, Password, Settings};
 use crate::throttle::Charge;
 use crate::tokens::{self, Claims, Rejection};
 use crate::world::{Call, World};
@@ -27,6 +27,16 @@ const APPLICATION_PROPERTIES: &[&str] = &[
     "createdDateTime",
     "passwordCredentials",
     "keyCredentials",
+];
+/// What reading the whole tenant's applications (a listing without `$filter`) needs.
+/// `Application.ReadWrite.OwnedBy` is for the apps the caller owns: with it alone, the
+/// emulator answers an unfiltered listing with 403, which is how the daemon learns that its
+/// inventory lacks `Application.Read.All` (docs/decisions.md, "Emulator").
+const TENANT_READ_ROLES: &[&str] = &[
+    "Application.Read.All",
+    "Application.ReadWrite.All",
+    "Directory.Read.All",
+    "Directory.ReadWrite.All",
 ];
 const READ_ROLES: &[&str] = &[
     "Application.Read.All",
@@ -170,6 +180,15 @@ fn handle(
         .roles
         .iter()
         .any(|r| READ_ROLES.contains(&r.as_str()))
+    {
+        return denied();
+    }
+    if matches!(route, Route::List)
+        && params.filter.is_none()
+        && !claims
+            .roles
+            .iter()
+            .any(|r| TENANT_READ_ROLES.contains(&r.as_str()))
     {
         return denied();
     }
@@ -402,7 +421,15 @@ fn render_app(
     full.insert("signInAudience".into(), json!(app.sign_in_audience));
     full.insert("createdDateTime".into(), json!(graph_time(app.created)));
     full.insert("passwordCredentials".into(), Value::Array(passwords));
-    full.insert("keyCredentials".into(), json!([]));
+    full.insert(
+        "keyCredentials".into(),
+        Value::Array(
+            app.key_credentials
+                .iter()
+                .map(key_credential_json)
+                .collect(),
+        ),
+    );
     Ok(match select {
         Some(select) => full
             .into_iter()
@@ -410,6 +437,39 @@ fn render_app(
             .collect(),
         None => full,
     })
+}
+
+/// Graph's rendering of a certificate credential in a read: `key` (the certificate itself) is
+/// returned only to a `$select` of one object, and is null otherwise; the emulator keeps no
+/// certificate, so it is always null here.
+fn key_credential_json(k: &KeyCredential) -> Value {
+    json!({
+        "customKeyIdentifier": k.custom_key_identifier,
+        "displayName": k.display_name,
+        "endDateTime": k.end,
+        "key": null,
+        "keyId": k.key_id,
+        "startDateTime": k.start,
+        "type": "AsymmetricX509Cert",
+        "usage": "Verify",
+    })
+}
+
+/// A certificate credential valid from `start` to `end`, with a random thumbprint.
+pub fn key_credential(
+    display_name: Option<String>,
+    start: OffsetDateTime,
+    end: OffsetDateTime,
+) -> KeyCredential {
+    use base64::Engine as _;
+    let thumbprint: [u8; 20] = rand::rng().random();
+    KeyCredential {
+        key_id: uuid::Uuid::new_v4().to_string(),
+        display_name,
+        custom_key_identifier: base64::engine::general_purpose::STANDARD.encode(thumbprint),
+        start: graph_time(start),
+        end: graph_time(end),
+    }
 }
 
 fn password_json(p: &Password, with_secret: bool) -> Value {
@@ -993,6 +1053,43 @@ pub fn portal_remove_password(world: &World, app: &str, key_id: &str) -> Result<
         PORTAL,
         Some(app.id.clone()),
         Some(key_id.to_string()),
+        204,
+        true,
+    );
+    Ok(())
+}
+
+/// What a person changes on an enterprise application (the service principal) in the portal:
+/// "Enabled for users to sign in?", the service principal's `accountEnabled`.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PortalServicePrincipal {
+    #[serde(rename = "accountEnabled")]
+    pub account_enabled: bool,
+}
+
+/// A person turns an application's sign-in off (or on again) in the portal: Entra then refuses
+/// every token request of the application with AADSTS7000112. Journalled as
+/// `graph.update_service_principal` by `portal`.
+pub fn portal_update_service_principal(
+    world: &World,
+    app: &str,
+    change: PortalServicePrincipal,
+) -> Result<(), Response> {
+    let mut state = world.state_mut();
+    let i = state
+        .app_by_app_id(app)
+        .or_else(|| state.app_by_object_id(app))
+        .ok_or_else(|| not_found(&Address::AppId(app.to_string())))?;
+    let app = &mut state.applications[i];
+    app.disabled = !change.account_enabled;
+    world.record_outside(
+        "graph.update_service_principal",
+        "PATCH",
+        format!("/v1.0/servicePrincipals(appId='{}')", app.app_id),
+        PORTAL,
+        Some(app.id.clone()),
+        None,
         204,
         true,
     );

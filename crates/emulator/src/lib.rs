@@ -300,7 +300,11 @@ impl Emulator {
                     .app_id
                     .clone()
                     .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-                if state.app_by_object_id(&id).is_some() || state.app_by_app_id(&app_id).is_some() {
+                // Generated ids are fresh; only given ones can collide (and checking each is
+                // a scan of the tenant, which a seed of tens of thousands cannot afford).
+                if (a.id.is_some() && state.app_by_object_id(&id).is_some())
+                    || (a.app_id.is_some() && state.app_by_app_id(&app_id).is_some())
+                {
                     bail!("application '{}' ({app_id}) already exists", a.display_name);
                 }
                 let mut seeded = SeededApp {
@@ -341,6 +345,15 @@ impl Emulator {
                         removed: None,
                     });
                 }
+                let key_credentials = a
+                    .key_credentials
+                    .iter()
+                    .map(|k| {
+                        let start = k.start_date_time.unwrap_or(now);
+                        let end = k.end_date_time.unwrap_or(start + time::Duration::days(365));
+                        graph::key_credential(k.display_name.clone(), start, end)
+                    })
+                    .collect();
                 state.applications.push(Application {
                     id,
                     app_id,
@@ -349,6 +362,7 @@ impl Emulator {
                     owners: a.owners.clone(),
                     graph_roles: a.graph_roles.clone(),
                     passwords,
+                    key_credentials,
                     federated_credentials: a.federated_credentials.clone(),
                     managed_identity: a.managed_identity,
                     disabled: a.disabled,

@@ -47,6 +47,9 @@ pub struct SeedApplication {
     pub graph_roles: Vec<String>,
     #[serde(default)]
     pub password_credentials: Vec<SeedPassword>,
+    /// Certificate credentials (`keyCredentials`): listed by Graph, never used to sign in here.
+    #[serde(default)]
+    pub key_credentials: Vec<SeedKeyCredential>,
     #[serde(default)]
     pub federated_credentials: Vec<FederatedCredential>,
     /// This app is a managed identity: it gets tokens from the managed identity endpoint.
@@ -68,11 +71,23 @@ impl SeedApplication {
             owners: Vec::new(),
             graph_roles: Vec::new(),
             password_credentials: Vec::new(),
+            key_credentials: Vec::new(),
             federated_credentials: Vec::new(),
             managed_identity: false,
             disabled: false,
         }
     }
+}
+
+/// A certificate credential to seed: Graph's `keyCredential` without the key itself.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SeedKeyCredential {
+    pub display_name: Option<String>,
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub start_date_time: Option<OffsetDateTime>,
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub end_date_time: Option<OffsetDateTime>,
 }
 
 impl SeedPassword {
@@ -242,8 +257,13 @@ pub struct Application {
     pub owners: Vec<String>,
     pub graph_roles: Vec<String>,
     pub passwords: Vec<Password>,
+    /// Certificate credentials, as Graph lists them.
+    #[serde(default)]
+    pub key_credentials: Vec<KeyCredential>,
     pub federated_credentials: Vec<FederatedCredential>,
     pub managed_identity: bool,
+    /// The service principal's `accountEnabled` is false (or the seed disabled the app): Entra
+    /// refuses every sign-in with AADSTS7000112.
     pub disabled: bool,
     #[serde(with = "time::serde::rfc3339")]
     pub created: OffsetDateTime,
@@ -282,6 +302,18 @@ impl std::fmt::Debug for Password {
             .field("end", &self.end)
             .finish_non_exhaustive()
     }
+}
+
+/// A certificate credential (Graph's `keyCredential`): an X.509 certificate's public key, so
+/// nothing secret. Only its metadata is kept.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct KeyCredential {
+    pub key_id: String,
+    pub display_name: Option<String>,
+    /// Base64 of the certificate's SHA-1 thumbprint, as Graph fills it in by default.
+    pub custom_key_identifier: String,
+    pub start: String,
+    pub end: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
