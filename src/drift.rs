@@ -68,9 +68,10 @@ impl DriftKind {
     }
 }
 
-impl fmt::Display for DriftKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let what = match self {
+impl DriftKind {
+    /// What it means, in words.
+    pub fn what(self) -> &'static str {
+        match self {
             DriftKind::CredentialGone => {
                 "the published credential was removed from the application"
             }
@@ -80,8 +81,13 @@ impl fmt::Display for DriftKind {
             }
             DriftKind::DisabledVersion => "the published vault version is disabled",
             DriftKind::AppDisabled => "the application's sign-in is disabled (AADSTS7000112)",
-        };
-        write!(f, "{} ({what})", self.as_str())
+        }
+    }
+}
+
+impl fmt::Display for DriftKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ({})", self.as_str(), self.what())
     }
 }
 

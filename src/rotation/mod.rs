@@ -469,7 +469,7 @@ fn record_drift(
             Action::Rotate => "rotate",
             Action::Alert => "alert",
         };
-        format!("{k}: {act}")
+        format!("{}: {act} ({})", k.as_str(), k.what())
     };
     let new: Vec<String> = seen
         .found

@@ -7,6 +7,7 @@
 mod config;
 mod daemon;
 mod deploy;
+mod drift;
 mod events;
 mod evidence;
 mod faults;
