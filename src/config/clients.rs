@@ -60,6 +60,8 @@ pub(super) struct RawClient {
     allow_custom_vault_host: Option<S<bool>>,
     windows: Option<Vec<S<String>>>,
     freeze: Option<Vec<S<String>>>,
+    drift_interval: Option<S<String>>,
+    repair: Option<S<String>>,
 }
 
 impl RawClient {
@@ -77,6 +79,8 @@ impl RawClient {
             allow_custom_vault_host: self.allow_custom_vault_host.clone(),
             windows: self.windows.clone(),
             freeze: self.freeze.clone(),
+            drift_interval: self.drift_interval.clone(),
+            repair: self.repair.clone(),
         }
     }
 }

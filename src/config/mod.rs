@@ -14,6 +14,7 @@ mod azure;
 mod change;
 mod clients;
 mod daemon;
+mod drift;
 mod events;
 mod ha;
 mod policy;

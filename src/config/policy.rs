@@ -76,6 +76,8 @@ pub(super) struct RawPolicy {
     pub(super) allow_custom_vault_host: Option<S<bool>>,
     pub(super) windows: Option<Vec<S<String>>>,
     pub(super) freeze: Option<Vec<S<String>>>,
+    pub(super) drift_interval: Option<S<String>>,
+    pub(super) repair: Option<S<String>>,
 }
 
 const DEFAULT_SCHEDULE: &str = "0 */15 * * * *";
@@ -184,6 +186,12 @@ pub(super) fn policy(
         prefix,
         timezone,
     )?;
+    let (drift_interval, repair) = super::drift::drift(
+        ctx,
+        (&own.drift_interval, &own.repair),
+        (&defaults.drift_interval, &defaults.repair),
+        prefix,
+    )?;
     Ok((
         Policy {
             schedule: std::sync::Arc::new(Schedule {
@@ -199,8 +207,8 @@ pub(super) fn policy(
             verify_successes,
             adopt,
             change,
-            drift_interval: Duration::from_secs(3600),
-            repair: crate::drift::Repair::Rotate,
+            drift_interval,
+            repair,
         },
         PolicySpans {
             lifetime_at,

@@ -236,6 +236,18 @@ fn each_sections_errors_name_the_key_and_line() {
             "clients[0] (c).renew_before",
             "must be shorter than secret_lifetime",
         ),
+        (
+            "[defaults]",
+            "[defaults]\ndrift_interval = \"hourly\"",
+            "defaults.drift_interval",
+            "hourly",
+        ),
+        (
+            "secret_name = \"c-secret\"",
+            "secret_name = \"c-secret\"\nrepair = \"fix\"",
+            "clients[0] (c).repair",
+            "'fix' is not one of rotate, alert",
+        ),
     ];
     for (from, to, key, fragment) in cases {
         assert!(base.contains(from), "{from}");
@@ -257,6 +269,27 @@ fn each_sections_errors_name_the_key_and_line() {
             "{e}"
         );
     }
+}
+
+#[test]
+fn drift_keys_default_to_hourly_rotate_and_a_client_overrides_defaults() {
+    let tmp = tempfile::tempdir().unwrap();
+    let state = tmp.path().join("state");
+    let file = tmp.path().join("config.toml");
+    let c = Config::parse(&file, &text(&state, "https://kv.vault.azure.net", "", "")).unwrap();
+    let p = &c.clients[0].policy;
+    assert_eq!(p.drift_interval, std::time::Duration::from_secs(3600));
+    assert_eq!(p.repair, crate::drift::Repair::Rotate);
+    let t = text(
+        &state,
+        "https://kv.vault.azure.net",
+        "repair = \"alert\"",
+        "drift_interval = \"0s\"\nrepair = \"rotate\"",
+    );
+    let c = Config::parse(&file, &t).unwrap();
+    let p = &c.clients[0].policy;
+    assert!(p.drift_interval.is_zero(), "0s turns the sign-in off");
+    assert_eq!(p.repair, crate::drift::Repair::Alert);
 }
 
 /// A second client that names the first one's application or vault secret is refused on the
