@@ -40,6 +40,27 @@ pub async fn check_online(config: Config) -> anyhow::Result<bool> {
         return Ok(false);
     }
     let mut ok = true;
+    if ctx.config.inventory.enabled {
+        match crate::azure::retry(Duration::from_secs(20), &cancel, || {
+            ctx.azure.graph.list_applications(None)
+        })
+        .await
+        {
+            Ok(_) => say("inventory: OK (the tenant's applications can be listed)"),
+            Err(e) if e.status == Some(403) => {
+                ok = false;
+                say(
+                    "inventory: Graph refuses to list the tenant's applications: grant the daemon's identity Application.Read.All (application permission, with admin consent)",
+                );
+            }
+            Err(e) => {
+                ok = false;
+                say(&format!(
+                    "inventory: listing the tenant's applications: {e}"
+                ));
+            }
+        }
+    }
     for c in &ctx.config.clients {
         let app = crate::azure::retry(Duration::from_secs(20), &cancel, || {
             ctx.azure.graph.get_application(&c.app)
@@ -78,6 +99,136 @@ pub async fn check_online(config: Config) -> anyhow::Result<bool> {
         }
     }
     Ok(ok)
+}
+
+/// How `inventory` prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InventoryOutput {
+    Table,
+    Json,
+    Csv,
+}
+
+/// `secret-rotator inventory`: every credential of the tenant, soonest expiry first. A progress
+/// line goes to stderr while a large tenant (more than one page) is read, when stderr is a
+/// terminal.
+pub async fn inventory(
+    config: Config,
+    expiring_within: Option<Duration>,
+    output: InventoryOutput,
+) -> anyhow::Result<bool> {
+    use std::io::IsTerminal;
+    let store = Arc::new(Store::open(&config.state_dir)?);
+    let ctx = build_context(config, store, Arc::new(Metrics::new()))?;
+    let cancel = CancellationToken::new();
+    let terminal = std::io::stderr().is_terminal();
+    let mut bar: Option<indicatif::ProgressBar> = None;
+    let mut progress = |apps: usize| {
+        if !terminal {
+            return;
+        }
+        let b = bar.get_or_insert_with(|| {
+            let b = indicatif::ProgressBar::new_spinner();
+            b.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "{spinner} {pos} applications read ({elapsed})",
+                )
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+            );
+            b.enable_steady_tick(Duration::from_millis(200));
+            b
+        });
+        b.set_position(apps as u64);
+    };
+    let read = crate::inventory::read(
+        &ctx.azure.graph,
+        &ctx.config.instance,
+        &cancel,
+        &mut |apps| {
+            // One page is a small tenant: no bar for it.
+            if apps >= crate::azure::graph::LIST_PAGE_SIZE {
+                progress(apps)
+            }
+        },
+    )
+    .await;
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    let inv = match read {
+        Ok(i) => i,
+        Err(e) if e.status == Some(403) => anyhow::bail!(
+            "Graph refused to list the tenant's applications: the daemon's identity needs Application.Read.All ({e})"
+        ),
+        Err(e) => anyhow::bail!("reading the tenant's applications: {e}"),
+    };
+    let chosen = crate::inventory::select(&inv.credentials, expiring_within, crate::clock::now());
+    let expires = |c: &crate::inventory::TenantCredential| {
+        c.expires
+            .map(|e| status::rfc3339(e.unix_timestamp()))
+            .unwrap_or_default()
+    };
+    match output {
+        InventoryOutput::Json => println!("{}", serde_json::to_string_pretty(&chosen)?),
+        InventoryOutput::Csv => {
+            let mut w = csv::Writer::from_writer(std::io::stdout());
+            w.write_record([
+                "expires",
+                "kind",
+                "managed",
+                "app",
+                "app_id",
+                "key_id",
+                "display_name",
+            ])?;
+            for c in &chosen {
+                // Names come from whoever may write an application: no control character
+                // reaches a terminal (or a spreadsheet) as such.
+                w.write_record([
+                    expires(c).as_str(),
+                    c.kind.as_str(),
+                    if c.managed { "true" } else { "false" },
+                    &status::printable(&c.app),
+                    &c.app_id,
+                    &c.key_id,
+                    &status::printable(c.display_name.as_deref().unwrap_or("")),
+                ])?;
+            }
+            w.flush()?;
+        }
+        InventoryOutput::Table => {
+            let rows: Vec<Vec<String>> = chosen
+                .iter()
+                .map(|c| {
+                    vec![
+                        expires(c),
+                        c.kind.as_str().to_string(),
+                        if c.managed { "yes" } else { "no" }.to_string(),
+                        c.app.clone(),
+                        c.app_id.clone(),
+                        c.key_id.clone(),
+                        c.display_name.clone().unwrap_or_default(),
+                    ]
+                })
+                .collect();
+            print!(
+                "{}",
+                status::table(
+                    &[
+                        "EXPIRES", "KIND", "MANAGED", "APP", "APP ID", "KEY ID", "NAME"
+                    ],
+                    &rows
+                )
+            );
+            eprintln!(
+                "{} of {} credentials on {} applications",
+                chosen.len(),
+                inv.credentials.len(),
+                inv.applications
+            );
+        }
+    }
+    Ok(true)
 }
 
 pub async fn plan(config: Config, json_output: bool) -> anyhow::Result<bool> {

@@ -10,6 +10,7 @@
 //! - [`drift`]: whether the published secret changed under the daemon, and what repair does;
 //! - [`azure`]: the only code that speaks HTTP to Entra, Graph and Key Vault;
 //! - [`ha`]: one leader among replicas (a Blob Storage lease) and the fence on its writes;
+//! - [`inventory`]: every credential of the tenant, managed or not, with its expiry;
 //! - [`files`]: owner-only state, no symlinks followed, secret-file modes;
 //! - [`store`]: intents, backoff and history in SQLite (not authoritative);
 //! - [`metrics`], [`server`], [`status`]: what the daemon reports;
@@ -28,6 +29,7 @@ pub mod drift;
 pub mod events;
 pub mod files;
 pub mod ha;
+pub mod inventory;
 pub mod metrics;
 pub mod rotation;
 pub mod schedule;

@@ -26,6 +26,17 @@ enum Output {
     Json,
 }
 
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
+enum InventoryFormat {
+    Table,
+    Json,
+    Csv,
+}
+
+fn duration_arg(text: &str) -> Result<std::time::Duration, String> {
+    secret_rotator::clock::parse_duration(text)
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Run the daemon: schedule, rotate, serve metrics and health.
@@ -74,6 +85,17 @@ enum Command {
         /// Only this sink (its `name`).
         #[arg(long)]
         sink: Option<String>,
+    },
+    /// Every password and certificate credential of the tenant's applications, soonest expiry
+    /// first, and whether secret-rotator manages it (needs Application.Read.All).
+    Inventory {
+        #[arg(long, default_value = "/etc/secret-rotator/config.toml")]
+        config: PathBuf,
+        /// Only credentials expiring within this (expired ones included), e.g. 30d.
+        #[arg(long, value_parser = duration_arg)]
+        expiring_within: Option<std::time::Duration>,
+        #[arg(long, value_enum, default_value_t = InventoryFormat::Table)]
+        output: InventoryFormat,
     },
     /// Run the bundled Azure emulator.
     #[cfg(feature = "emulator")]
@@ -241,6 +263,23 @@ fn main() -> ExitCode {
                 secret_rotator::telemetry::init(cfg.log_format, "warn");
                 log_warnings(&cfg);
                 cli::status(&cfg, output == Output::Json).map_err(|e| Fail::Other(format!("{e:#}")))
+            }
+            Command::Inventory {
+                config,
+                expiring_within,
+                output,
+            } => {
+                let cfg = load(&config)?;
+                secret_rotator::telemetry::init(cfg.log_format, "warn");
+                log_warnings(&cfg);
+                let output = match output {
+                    InventoryFormat::Table => cli::InventoryOutput::Table,
+                    InventoryFormat::Json => cli::InventoryOutput::Json,
+                    InventoryFormat::Csv => cli::InventoryOutput::Csv,
+                };
+                cli::inventory(cfg, expiring_within, output)
+                    .await
+                    .map_err(|e| Fail::Other(format!("{e:#}")))
             }
             #[cfg(feature = "emulator")]
             Command::Emulator {

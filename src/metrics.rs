@@ -99,6 +99,8 @@ struct ClientStates {
     clients: Mutex<HashMap<String, ClientGauges>>,
     /// The drift each client shows now (`src/drift.rs`); only clients with some.
     drift: Mutex<HashMap<String, Vec<crate::drift::DriftKind>>>,
+    /// The tenant inventory's series (`src/inventory.rs`), replaced whole after each listing.
+    tenant: Mutex<Arc<Vec<crate::inventory::Series>>>,
 }
 
 impl Collector for ClientStates {
@@ -198,6 +200,30 @@ impl Collector for ClientStates {
                     .encode_family(&[("client", client.as_str()), ("kind", kind.as_str())])?
                     .encode_gauge(&1i64)?;
             }
+        }
+        drop(drift);
+        // The list is swapped whole by the inventory; the scrape writes from its own handle.
+        let tenant = self
+            .tenant
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let mut family = encoder.encode_descriptor(
+            "tenant_credential_expiry_timestamp_seconds",
+            "Expiry of every password and certificate credential of the tenant's applications (the inventory), as a Unix timestamp",
+            None,
+            MetricType::Gauge,
+        )?;
+        for s in tenant.iter() {
+            family
+                .encode_family(&[
+                    ("app_id", &*s.app_id),
+                    ("app", &*s.app),
+                    ("key_id", &*s.key_id),
+                    ("kind", s.kind.as_str()),
+                    ("managed", if s.managed { "true" } else { "false" }),
+                ])?
+                .encode_gauge(&s.expiry)?;
         }
         Ok(())
     }
@@ -540,6 +566,15 @@ impl Metrics {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clear();
+    }
+
+    /// Replaces the tenant inventory's series.
+    pub fn set_tenant(&self, series: Vec<crate::inventory::Series>) {
+        *self
+            .clients
+            .tenant
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Arc::new(series);
     }
 
     /// The drift last reported for a client.

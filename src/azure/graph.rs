@@ -90,6 +90,59 @@ struct RawList {
     value: Vec<RawApplication>,
 }
 
+/// Applications per page of the tenant listing: Graph's largest `$top` for applications.
+pub const LIST_PAGE_SIZE: usize = 999;
+
+/// A certificate credential (`keyCredential`) as the inventory needs it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KeyCredential {
+    pub key_id: String,
+    pub display_name: Option<String>,
+    pub end: Option<OffsetDateTime>,
+}
+
+/// An application of the tenant listing.
+#[derive(Debug, Clone)]
+pub struct ListedApplication {
+    pub app_id: String,
+    pub display_name: String,
+    pub passwords: Vec<PasswordCredential>,
+    pub certificates: Vec<KeyCredential>,
+}
+
+#[derive(Debug)]
+pub struct ApplicationsPage {
+    pub applications: Vec<ListedApplication>,
+    /// `@odata.nextLink`: more pages follow.
+    pub next: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawListed {
+    app_id: String,
+    display_name: Option<String>,
+    #[serde(default)]
+    password_credentials: Vec<RawPassword>,
+    #[serde(default)]
+    key_credentials: Vec<RawKey>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawKey {
+    key_id: Option<String>,
+    display_name: Option<String>,
+    end_date_time: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct RawPage {
+    value: Vec<RawListed>,
+    #[serde(rename = "@odata.nextLink")]
+    next_link: Option<String>,
+}
+
 fn parse_time(s: Option<&str>) -> Option<OffsetDateTime> {
     s.and_then(|s| OffsetDateTime::parse(s, &Rfc3339).ok())
 }
@@ -133,7 +186,16 @@ pub struct Pacer {
     window: std::time::Duration,
     sent: std::sync::Mutex<std::collections::VecDeque<tokio::time::Instant>>,
     paused_until: std::sync::Mutex<Option<tokio::time::Instant>>,
+    /// Resource units spent by paced reads in the last [`RU_WINDOW`] (the inventory's pages).
+    spent: std::sync::Mutex<std::collections::VecDeque<(tokio::time::Instant, u32)>>,
 }
+
+/// Graph's resource-unit window for identity objects.
+pub const RU_WINDOW: std::time::Duration = std::time::Duration::from_secs(10);
+/// The resource units per [`RU_WINDOW`] that paced reads may spend: half of the smallest
+/// tenant's budget (3,500 per 10 s for an application and tenant), so that reconciles, which are
+/// not paced, always have the other half.
+pub const PACED_RU_BUDGET: u32 = 1_750;
 
 impl Pacer {
     pub fn new(quota: u32, window: std::time::Duration) -> Pacer {
@@ -142,6 +204,29 @@ impl Pacer {
             window,
             sent: Default::default(),
             paused_until: Default::default(),
+            spent: Default::default(),
+        }
+    }
+
+    /// Waits until `cost` resource units fit in [`PACED_RU_BUDGET`] over the last
+    /// [`RU_WINDOW`] (and any 429 pause is over), and spends them.
+    pub async fn resource_units(&self, cost: u32) {
+        loop {
+            self.unpaused().await;
+            let wait = {
+                let mut spent = self.spent.lock().unwrap_or_else(|p| p.into_inner());
+                let now = tokio::time::Instant::now();
+                while spent.front().is_some_and(|(t, _)| *t + RU_WINDOW <= now) {
+                    spent.pop_front();
+                }
+                let used: u32 = spent.iter().map(|(_, c)| c).sum();
+                if used + cost <= PACED_RU_BUDGET || spent.is_empty() {
+                    spent.push_back((now, cost));
+                    return;
+                }
+                spent.front().map(|(t, _)| *t + RU_WINDOW).unwrap_or(now)
+            };
+            tokio::time::sleep_until(wait).await;
         }
     }
 
@@ -332,6 +417,64 @@ impl GraphClient {
         let raw: RawList =
             serde_json::from_slice(&body).map_err(|e| malformed("list_applications", &e))?;
         Ok(raw.value.into_iter().next().map(|a| a.id))
+    }
+
+    /// One page of the tenant's applications with their password and certificate credentials
+    /// (`$select`ed, so 1 resource unit a page), paced by the shared [`Pacer`]. `next` is the
+    /// `@odata.nextLink` of the page before, followed only when it points at the configured
+    /// Graph endpoint: the daemon's token goes nowhere else.
+    pub async fn list_applications(&self, next: Option<&str>) -> Result<ApplicationsPage, Error> {
+        const OPERATION: &str = "list_applications";
+        let url = match next {
+            None => format!(
+                "{}/applications?$select=id,appId,displayName,passwordCredentials,keyCredentials&$top={}",
+                self.base, LIST_PAGE_SIZE
+            ),
+            Some(link) => {
+                let origin = |u: &str| url::Url::parse(u).ok().map(|u| u.origin());
+                if origin(link).is_none() || origin(link) != origin(&self.base) {
+                    return Err(Error::new(
+                        SERVICE,
+                        OPERATION,
+                        Class::Permanent,
+                        "the answer's @odata.nextLink points away from graph_endpoint",
+                    ));
+                }
+                link.to_string()
+            }
+        };
+        self.pacer.resource_units(1).await;
+        let (_, body) = self
+            .send(OPERATION, self.shared.http.get(url), false)
+            .await?;
+        let raw: RawPage = serde_json::from_slice(&body).map_err(|e| malformed(OPERATION, &e))?;
+        Ok(ApplicationsPage {
+            applications: raw
+                .value
+                .into_iter()
+                .map(|a| ListedApplication {
+                    app_id: a.app_id.to_ascii_lowercase(),
+                    display_name: a.display_name.unwrap_or_default(),
+                    passwords: a
+                        .password_credentials
+                        .into_iter()
+                        .filter_map(RawPassword::into_credential)
+                        .collect(),
+                    certificates: a
+                        .key_credentials
+                        .into_iter()
+                        .filter_map(|k| {
+                            Some(KeyCredential {
+                                key_id: k.key_id?.to_ascii_lowercase(),
+                                display_name: k.display_name,
+                                end: parse_time(k.end_date_time.as_deref()),
+                            })
+                        })
+                        .collect(),
+                })
+                .collect(),
+            next: raw.next_link,
+        })
     }
 
     /// Waits until [`WRITE_GAP`] has passed since the last write to `object_id`, and claims the

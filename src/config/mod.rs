@@ -17,6 +17,7 @@ mod daemon;
 mod drift;
 mod events;
 mod ha;
+mod inventory;
 mod policy;
 mod server;
 mod values;
@@ -70,6 +71,8 @@ pub struct Config {
     pub events: Vec<Sink>,
     /// `[ha]` with `kind = "blob_lease"`; `None`: a single replica.
     pub ha: Option<crate::ha::Settings>,
+    /// `[inventory]`: the tenant's credentials, listed every interval.
+    pub inventory: crate::inventory::Settings,
     /// What is allowed but unwise (a secret file others may read): one line each, naming the
     /// file, never its content. Logged once the log is set up.
     pub warnings: Vec<String>,
@@ -103,6 +106,7 @@ struct RawConfig {
     clients: Vec<S<clients::RawClient>>,
     #[serde(default)]
     events: Vec<S<events::RawSink>>,
+    inventory: inventory::RawInventory,
 }
 
 impl Config {
@@ -140,6 +144,7 @@ impl Config {
             azure.request_timeout,
             &mut warnings,
         )?;
+        let inventory = inventory::parse(&ctx, &raw.inventory)?;
 
         // [defaults] must be valid on its own, even when every client overrides it.
         policy::policy(
@@ -176,6 +181,7 @@ impl Config {
             clients,
             events,
             ha,
+            inventory,
             warnings,
         })
     }

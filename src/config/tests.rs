@@ -237,6 +237,18 @@ fn each_sections_errors_name_the_key_and_line() {
             "must be shorter than secret_lifetime",
         ),
         (
+            "[state]",
+            "[inventory]\nexport = \"some\"\n[state]",
+            "inventory.export",
+            "is not all or expiring_within:<duration>",
+        ),
+        (
+            "[state]",
+            "[inventory]\ninterval = \"0s\"\n[state]",
+            "inventory.interval",
+            "must be longer than zero",
+        ),
+        (
             "[defaults]",
             "[defaults]\ndrift_interval = \"hourly\"",
             "defaults.drift_interval",

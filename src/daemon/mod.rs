@@ -113,6 +113,7 @@ pub async fn run(
         None => None,
     };
     let mut role = election.as_ref().map(|e| e.role.clone());
+    tokio::spawn(crate::inventory::run(shared.clone(), stop.clone()));
 
     let (mut scheduler, mut done) = Scheduler::new(&ctx, clock::now());
     notify(&[
