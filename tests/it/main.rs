@@ -15,6 +15,7 @@ mod ha;
 mod harness;
 mod http;
 mod identity;
+mod inventory;
 mod invariants;
 mod kills;
 mod longrun;
