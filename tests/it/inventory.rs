@@ -176,7 +176,13 @@ async fn the_inventory_lists_every_credential_of_the_tenant_across_pages() {
     assert!(!csv.contains(&t.late), "{csv}");
 
     let out = env
-        .cli(&["inventory", "--config", &config(env), "--expiring-within", "30d"])
+        .cli(&[
+            "inventory",
+            "--config",
+            &config(env),
+            "--expiring-within",
+            "30d",
+        ])
         .await;
     assert!(out.status.success(), "{}", stderr(&out));
     let table = stdout(&out);
@@ -267,6 +273,11 @@ async fn the_daemon_exports_the_tenants_credentials_within_its_export_window() {
             .unwrap();
         let o = child.wait_with_output().unwrap();
         // promtool's lint may warn (exit 3 is only for lint problems); a parse error is 1.
-        assert_ne!(o.status.code(), Some(1), "{}", String::from_utf8_lossy(&o.stderr));
+        assert_ne!(
+            o.status.code(),
+            Some(1),
+            "{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
     }
 }
