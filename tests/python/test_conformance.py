@@ -116,7 +116,7 @@ def tenant(emulator):
             {"app_id": reader, "display_name": "reader", "graph_roles": ["Application.Read.All"], "password_credentials": [{"secret_text": secret + "r"}]},
             {"app_id": stranger, "display_name": "stranger", "password_credentials": [{"secret_text": secret + "s"}]},
             {"app_id": owned_by, "display_name": "owned-by", "graph_roles": ["Application.ReadWrite.OwnedBy"], "password_credentials": [{"secret_text": secret + "o"}]},
-            {"display_name": "target", "owners": [owned_by]},
+            {"display_name": "target", "owners": [owned_by], "key_credentials": [{"display_name": "CN=conformance", "end_date_time": "2030-01-01T00:00:00Z"}]},
             {"display_name": "not-owned"},
             {"display_name": "consumer", "sign_in_audience": "AzureADandPersonalMicrosoftAccount", "owners": [owned_by]},
             {"display_name": "identity", "managed_identity": True, "graph_roles": ["Application.Read.All"]},
@@ -242,6 +242,41 @@ def test_graph_reads(emulator, tenant):
     error_graph(graph(emulator, "GET", f"/applications/{target['id']}?$select=nope", tok), 400, "Request_BadRequest")
     error_graph(graph(emulator, "GET", "/applications?$filter=displayName eq 'x'", tok), 400, "Request_UnsupportedQuery")
     error_graph(graph(emulator, "GET", f"/applications/{target['id']}", token(emulator, tenant, "stranger", GRAPH, "s")), 403, "Authorization_RequestDenied")
+
+
+def test_graph_tenant_listing(emulator, tenant):
+    """The inventory's listing: pages linked by @odata.nextLink, $select, certificate credentials,
+    and a 403 for a caller without a tenant-wide read permission."""
+    tok = token(emulator, tenant, "reader", GRAPH, "r")
+    select = "$select=id,appId,displayName,passwordCredentials,keyCredentials"
+    r = graph(emulator, "GET", f"/applications?{select}&$top=2", tok)
+    seen, pages = [], 0
+    while True:
+        assert r.status_code == 200, r.text
+        body = r.json()
+        check_graph(body, "microsoft.graph.applicationCollectionResponse")
+        pages += 1
+        for app in body["value"]:
+            assert set(app) == {"id", "appId", "displayName", "passwordCredentials", "keyCredentials"}, app
+            check_graph(app, "microsoft.graph.application")
+            seen.append(app["id"])
+        link = body.get("@odata.nextLink")
+        if not link:
+            break
+        assert link.startswith(emulator.info["graph_endpoint"]), link
+        r = emulator.http.get(link, headers={"Authorization": f"Bearer {tok}"})
+    assert pages >= 4 and len(seen) == len(set(seen)), "pages of two, no application twice"
+    target = tenant["apps"]["target"]
+    assert target["id"] in seen
+    r = graph(emulator, "GET", f"/applications/{target['id']}?$select=keyCredentials", tok)
+    [cert] = r.json()["keyCredentials"]
+    check_graph(cert, "microsoft.graph.keyCredential")
+    assert cert["displayName"] == "CN=conformance" and cert["type"] == "AsymmetricX509Cert" and cert["usage"] == "Verify"
+    assert cert["endDateTime"].startswith("2030-01-01T00:00:00")
+    owned = token(emulator, tenant, "owned_by", GRAPH, "o")
+    error_graph(graph(emulator, "GET", f"/applications?{select}", owned), 403, "Authorization_RequestDenied")
+    r = graph(emulator, "GET", f"/applications?$filter=appId eq '{target['app_id']}'&$select=id", owned)
+    assert r.status_code == 200, "a filtered read stays open to OwnedBy"
 
 
 def test_graph_add_and_remove_password(emulator, tenant):
