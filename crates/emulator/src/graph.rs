@@ -1070,7 +1070,8 @@ pub struct PortalServicePrincipal {
 
 /// A person turns an application's sign-in off (or on again) in the portal: Entra then refuses
 /// every token request of the application with AADSTS7000112. Journalled as
-/// `graph.update_service_principal` by `portal`.
+/// `graph.update_service_principal` by `portal` (not an operation the emulator serves, so no
+/// fault rule names it).
 pub fn portal_update_service_principal(
     world: &World,
     app: &str,

@@ -32,7 +32,6 @@ pub const OPERATIONS: &[&str] = &[
     "graph.list_applications",
     "graph.add_password",
     "graph.remove_password",
-    "graph.update_service_principal",
     "keyvault.set_secret",
     "keyvault.get_secret",
     "keyvault.list_versions",
