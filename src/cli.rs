@@ -346,8 +346,8 @@ pub async fn rotate(
             force,
             revoke_previous,
             revoke_target,
-            // A reconcile by hand also looks for drift: someone asking is the moment to know.
-            drift_check: true,
+            // The sign-in is the daemon's, every drift_interval; what needs none is checked.
+            drift_check: false,
         },
         &cancel,
     )

@@ -65,7 +65,7 @@ impl Scheduler {
                 Entry {
                     next_due: due,
                     in_flight: false,
-                    drift_due: due,
+                    drift_due: first_drift_check(c, due),
                 },
             );
         }
@@ -144,9 +144,7 @@ impl Scheduler {
             if let Ok(report) = done.result.as_ref()
                 && report.drift_checked
             {
-                e.drift_due = now
-                    + time::Duration::try_from(c.policy.drift_interval)
-                        .unwrap_or(time::Duration::MAX);
+                e.drift_due = after(now, c.policy.drift_interval);
             }
             e.next_due = if done.skipped {
                 now + time::Duration::seconds(5)
@@ -168,10 +166,15 @@ impl Scheduler {
         self.entries
             .retain(|name, e| e.in_flight || ctx.config.client(name).is_some());
         for name in added {
+            let drift_due = ctx
+                .config
+                .client(&name)
+                .map(|c| first_drift_check(c, now))
+                .unwrap_or(now);
             self.entries.entry(name).or_insert(Entry {
                 next_due: now,
                 in_flight: false,
-                drift_due: now,
+                drift_due,
             });
         }
     }
@@ -323,6 +326,21 @@ impl Scheduler {
             let _ = tx.send(finish(result, false)).await;
         });
     }
+}
+
+/// The first drift sign-in comes one `drift_interval` after a client's first reconcile, not
+/// with it: a start (or a reload) then costs no extra request per client, and what needs no
+/// sign-in is checked at every reconcile anyway.
+fn first_drift_check(c: &Client, first: OffsetDateTime) -> OffsetDateTime {
+    after(first, c.policy.drift_interval)
+}
+
+/// `t + d`, or far in the future when that is past what a date can hold.
+fn after(t: OffsetDateTime, d: Duration) -> OffsetDateTime {
+    time::Duration::try_from(d)
+        .ok()
+        .and_then(|d| t.checked_add(d))
+        .unwrap_or(t + time::Duration::days(36_500))
 }
 
 /// Logs a reconcile's result, persists backoff, and returns the next due time.

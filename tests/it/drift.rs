@@ -159,7 +159,7 @@ async fn a_published_credential_deleted_in_the_portal_is_repaired_by_rotating() 
 
 #[tokio::test]
 async fn a_value_that_no_longer_signs_in_is_repaired_by_rotating_and_nothing_is_removed_before() {
-    let env = published("").await;
+    let env = published("drift_interval = \"1s\"").await;
     let token = person(&env).await;
     let live = env.published_key("app-one");
     let mut tags = env.versions("app-one").last().unwrap().tags.clone();
@@ -177,15 +177,24 @@ async fn a_value_that_no_longer_signs_in_is_repaired_by_rotating_and_nothing_is_
     env.age_versions("app-one", time::Duration::minutes(10));
     let before = env.removals().len();
 
+    // A reconcile from the command line makes no sign-in: nothing to see there.
     let out = env.rotate("app-one", &[]).await;
     assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(env.published_key("app-one"), live);
+    // The daemon's drift check (every second here) signs in, is refused, and rotates.
+    let daemon = env.spawn_daemon(&[]);
+    let repaired = eventually(Duration::from_secs(20), || {
+        env.published_key("app-one") != live
+    })
+    .await;
+    assert!(repaired, "{}", daemon.stderr());
+    drop(daemon);
     assert_eq!(
         env.removals().len(),
         before,
         "repair removes nothing itself"
     );
     assert!(env.live("app-one", &live), "the listed credential stays");
-    assert_ne!(env.published_key("app-one"), live);
     env.assert_published_valid("app-one");
     let h = history(&env);
     assert!(
