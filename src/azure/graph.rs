@@ -178,6 +178,38 @@ pub fn parse_application(body: &[u8]) -> Result<Application, serde_json::Error> 
     })
 }
 
+/// Reads one page of Graph's application listing.
+pub fn parse_applications_page(body: &[u8]) -> Result<ApplicationsPage, serde_json::Error> {
+    let raw: RawPage = serde_json::from_slice(body)?;
+    Ok(ApplicationsPage {
+        applications: raw
+            .value
+            .into_iter()
+            .map(|a| ListedApplication {
+                app_id: a.app_id.to_ascii_lowercase(),
+                display_name: a.display_name.unwrap_or_default(),
+                passwords: a
+                    .password_credentials
+                    .into_iter()
+                    .filter_map(RawPassword::into_credential)
+                    .collect(),
+                certificates: a
+                    .key_credentials
+                    .into_iter()
+                    .filter_map(|k| {
+                        Some(KeyCredential {
+                            key_id: k.key_id?.to_ascii_lowercase(),
+                            display_name: k.display_name,
+                            end: parse_time(k.end_date_time.as_deref()),
+                        })
+                    })
+                    .collect(),
+            })
+            .collect(),
+        next: raw.next_link,
+    })
+}
+
 /// Paces Graph calls to what the tenant allows: writes never exceed the write quota in any
 /// window (a sliding window, as Graph counts it), and after a 429 every call waits out its
 /// `Retry-After`, since the quota it hit is shared by all of the daemon's calls.
@@ -447,34 +479,7 @@ impl GraphClient {
         let (_, body) = self
             .send(OPERATION, self.shared.http.get(url), false)
             .await?;
-        let raw: RawPage = serde_json::from_slice(&body).map_err(|e| malformed(OPERATION, &e))?;
-        Ok(ApplicationsPage {
-            applications: raw
-                .value
-                .into_iter()
-                .map(|a| ListedApplication {
-                    app_id: a.app_id.to_ascii_lowercase(),
-                    display_name: a.display_name.unwrap_or_default(),
-                    passwords: a
-                        .password_credentials
-                        .into_iter()
-                        .filter_map(RawPassword::into_credential)
-                        .collect(),
-                    certificates: a
-                        .key_credentials
-                        .into_iter()
-                        .filter_map(|k| {
-                            Some(KeyCredential {
-                                key_id: k.key_id?.to_ascii_lowercase(),
-                                display_name: k.display_name,
-                                end: parse_time(k.end_date_time.as_deref()),
-                            })
-                        })
-                        .collect(),
-                })
-                .collect(),
-            next: raw.next_link,
-        })
+        parse_applications_page(&body).map_err(|e| malformed(OPERATION, &e))
     }
 
     /// Waits until [`WRITE_GAP`] has passed since the last write to `object_id`, and claims the

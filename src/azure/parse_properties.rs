@@ -3,7 +3,7 @@
 
 use proptest::prelude::*;
 
-use super::graph::{graph_error, parse_application};
+use super::graph::{graph_error, parse_application, parse_applications_page};
 use super::keyvault::error_body;
 
 proptest! {
@@ -12,6 +12,7 @@ proptest! {
     #[test]
     fn graph_and_key_vault_parsers_never_panic(body in proptest::collection::vec(any::<u8>(), 0..600)) {
         let _ = parse_application(&body);
+        let _ = parse_applications_page(&body);
         let _ = graph_error(&body);
         let _ = error_body(&body);
     }
@@ -33,5 +34,7 @@ proptest! {
         }
         let app = serde_json::json!({"id": code, "appId": message, "passwordCredentials": [{"keyId": code, "endDateTime": message}]});
         let _ = parse_application(&serde_json::to_vec(&app).unwrap());
+        let page = serde_json::json!({"value": [{"appId": code, "displayName": message, "keyCredentials": [{"keyId": message, "endDateTime": code}]}], "@odata.nextLink": message});
+        let _ = parse_applications_page(&serde_json::to_vec(&page).unwrap());
     }
 }
