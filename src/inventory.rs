@@ -123,18 +123,42 @@ pub async fn read(
     cancel: &CancellationToken,
     progress: &mut (dyn FnMut(usize) + Send),
 ) -> Result<Inventory, Error> {
-    let mut inventory = Inventory::default();
+    let mut credentials = Vec::new();
+    let (applications, pages) = read_pages(graph, instance, cancel, &mut |page, apps| {
+        credentials.extend(page);
+        progress(apps);
+    })
+    .await?;
+    credentials.shrink_to_fit();
+    Ok(Inventory {
+        applications,
+        pages,
+        credentials,
+    })
+}
+
+/// Reads every application of the tenant and hands each page's credentials to `on_page`, with
+/// the applications read so far: the daemon keeps only what it exports, never the whole
+/// listing. Returns the applications and the pages read.
+pub async fn read_pages(
+    graph: &GraphClient,
+    instance: &str,
+    cancel: &CancellationToken,
+    on_page: &mut (dyn FnMut(Vec<TenantCredential>, usize) + Send),
+) -> Result<(usize, usize), Error> {
+    let (mut applications, mut pages) = (0, 0);
     let mut next: Option<String> = None;
     loop {
         let page = retry(PAGE_BUDGET, cancel, || {
             graph.list_applications(next.as_deref())
         })
         .await?;
-        inventory.pages += 1;
-        inventory.applications += page.applications.len();
+        pages += 1;
+        applications += page.applications.len();
+        let mut credentials = Vec::new();
         for app in page.applications {
             for p in app.passwords {
-                inventory.credentials.push(TenantCredential {
+                credentials.push(TenantCredential {
                     app_id: app.app_id.clone(),
                     app: app.display_name.clone(),
                     managed: is_managed(p.display_name.as_deref(), instance),
@@ -145,7 +169,7 @@ pub async fn read(
                 });
             }
             for c in app.certificates {
-                inventory.credentials.push(TenantCredential {
+                credentials.push(TenantCredential {
                     app_id: app.app_id.clone(),
                     app: app.display_name.clone(),
                     managed: false,
@@ -156,14 +180,12 @@ pub async fn read(
                 });
             }
         }
-        progress(inventory.applications);
+        on_page(credentials, applications);
         match page.next {
             Some(link) => next = Some(link),
-            None => break,
+            None => return Ok((applications, pages)),
         }
     }
-    inventory.credentials.shrink_to_fit();
-    Ok(inventory)
 }
 
 /// The credentials expiring within `within` of `now` (expired ones included), or all of them,
@@ -208,28 +230,40 @@ pub fn series(
     export: Export,
     now: OffsetDateTime,
 ) -> (Vec<Series>, usize) {
-    let within = match export {
+    cap(exported(credentials, export, now))
+}
+
+/// The series of the credentials `export` lets through, in no order.
+fn exported(credentials: &[TenantCredential], export: Export, now: OffsetDateTime) -> Vec<Series> {
+    let limit = match export {
         Export::All => None,
-        Export::ExpiringWithin(d) => Some(d),
+        Export::ExpiringWithin(d) => {
+            Some(now + time::Duration::try_from(d).unwrap_or(time::Duration::MAX))
+        }
     };
-    let chosen: Vec<&TenantCredential> = select(credentials, within, now)
-        .into_iter()
-        .filter(|c| c.expires.is_some())
-        .collect();
-    let dropped = chosen.len().saturating_sub(MAX_SERIES);
-    let out = chosen
-        .into_iter()
-        .take(MAX_SERIES)
-        .map(|c| Series {
-            app_id: c.app_id.as_str().into(),
-            app: c.app.as_str().into(),
-            key_id: c.key_id.as_str().into(),
-            kind: c.kind,
-            managed: c.managed,
-            expiry: c.expires.map(clock::unix_seconds).unwrap_or_default(),
+    credentials
+        .iter()
+        .filter_map(|c| {
+            let expires = c.expires?;
+            limit.is_none_or(|l| expires <= l).then(|| Series {
+                app_id: c.app_id.as_str().into(),
+                app: c.app.as_str().into(),
+                key_id: c.key_id.as_str().into(),
+                kind: c.kind,
+                managed: c.managed,
+                expiry: clock::unix_seconds(expires),
+            })
         })
-        .collect();
-    (out, dropped)
+        .collect()
+}
+
+/// The soonest [`MAX_SERIES`] of `series`, and how many more there were.
+fn cap(mut series: Vec<Series>) -> (Vec<Series>, usize) {
+    series.sort_by(|a, b| a.expiry.total_cmp(&b.expiry));
+    let dropped = series.len().saturating_sub(MAX_SERIES);
+    series.truncate(MAX_SERIES);
+    series.shrink_to_fit();
+    (series, dropped)
 }
 
 /// The daemon's inventory loop: lists the tenant every `[inventory] interval` while it is
@@ -268,10 +302,22 @@ async fn list_and_export(
     stop: &CancellationToken,
 ) {
     let started = std::time::Instant::now();
-    let read = read(&ctx.azure.graph, &ctx.config.instance, stop, &mut |_| {}).await;
+    let now = clock::now();
+    let mut kept = Vec::new();
+    let mut listed = 0usize;
+    let read = read_pages(
+        &ctx.azure.graph,
+        &ctx.config.instance,
+        stop,
+        &mut |page, _| {
+            listed += page.len();
+            kept.extend(exported(&page, settings.export, now));
+        },
+    )
+    .await;
     match read {
-        Ok(inv) => {
-            let (series, dropped) = series(&inv.credentials, settings.export, clock::now());
+        Ok((applications, _)) => {
+            let (series, dropped) = cap(kept);
             if dropped > 0 {
                 tracing::warn!(
                     dropped,
@@ -280,8 +326,8 @@ async fn list_and_export(
                 );
             }
             tracing::info!(
-                applications = inv.applications,
-                credentials = inv.credentials.len(),
+                applications,
+                credentials = listed,
                 exported = series.len(),
                 seconds = started.elapsed().as_secs(),
                 "inventory: tenant read"
