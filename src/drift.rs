@@ -400,6 +400,7 @@ mod tests {
             skew_seconds: 0,
             adopted: None,
             adopted_now: None,
+            former: Vec::new(),
         }
     }
 

@@ -106,6 +106,7 @@ struct RawConfig {
     clients: Vec<S<clients::RawClient>>,
     #[serde(default)]
     events: Vec<S<events::RawSink>>,
+    #[serde(default)]
     inventory: inventory::RawInventory,
 }
 
