@@ -483,6 +483,37 @@ fn record_drift(
         let _ = ctx
             .store
             .record_history(&client.name, now, "drift", None, None, Some(&message));
+        let kinds: Vec<serde_json::Value> = seen
+            .found
+            .iter()
+            .filter(|k| !previous.contains(k))
+            .map(|k| {
+                serde_json::json!({
+                    "kind": k.as_str(),
+                    "action": match action(*k, client.policy.repair) {
+                        Action::Rotate => "rotate",
+                        Action::Alert => "alert",
+                    },
+                    "what": k.what(),
+                })
+            })
+            .collect();
+        crate::events::emit(
+            ctx,
+            crate::events::Event {
+                kind: "drift",
+                client: client.name.clone(),
+                data: serde_json::json!({
+                    "client": client.name,
+                    "app": client.app.to_string(),
+                    "vault": client.key_vault_url.as_str().trim_end_matches('/'),
+                    "secret": client.secret_name,
+                    "drift": kinds,
+                }),
+                dedup: None,
+            },
+            now,
+        );
     }
     if let Some(r) = published.filter(|_| !seen.repairing.is_empty()) {
         let what: Vec<&str> = seen.repairing.iter().map(|k| k.as_str()).collect();

@@ -306,6 +306,15 @@ async fn a_credential_deleted_in_the_portal_with_repair_alert_is_not_replaced() 
 async fn a_disabled_application_is_reported_by_the_daemon_and_nothing_is_rotated_for_it() {
     let env = published("drift_interval = \"1s\"").await;
     let c = env.client("app-one");
+    // A consumer told of drift: an exec sink that appends each event to a file.
+    let events = env.dir.path().join("drift-events.jsonl");
+    env.write_config(
+        "drift_interval = \"1s\"",
+        &format!(
+            "\n[[events]]\nkind = \"exec\"\ntypes = [\"drift\"]\nargv = [\"sh\", \"-c\", \"cat >> \\\"$0\\\"; echo >> \\\"$0\\\"\", \"{}\"]\n",
+            events.display()
+        ),
+    );
     let mut daemon = env.spawn_daemon(&[]);
     let healthy = eventually(Duration::from_secs(20), || {
         futures_lite_ready(daemon.addr.clone())
@@ -334,6 +343,19 @@ async fn a_disabled_application_is_reported_by_the_daemon_and_nothing_is_rotated
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     assert!(found, "the drift is exported: {}", daemon.stderr());
+    let announced = eventually(Duration::from_secs(20), || {
+        std::fs::read_to_string(&events).is_ok_and(|t| {
+            t.lines().any(|l| {
+                serde_json::from_str::<Value>(l).is_ok_and(|e| {
+                    e["type"] == "com.secret-rotator.drift"
+                        && e["data"]["drift"][0]["kind"] == "app_disabled"
+                        && e["data"]["drift"][0]["action"] == "alert"
+                })
+            })
+        })
+    })
+    .await;
+    assert!(announced, "a drift event: {}", daemon.stderr());
     let adds = |env: &Env| {
         env.writes()
             .iter()
