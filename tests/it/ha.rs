@@ -1008,3 +1008,42 @@ async fn the_command_line_rotate_refuses_under_ha() {
     assert_eq!(err.trim().lines().count(), 1, "{err}");
     assert!(env.writes().is_empty(), "nothing written");
 }
+
+/// With `[inventory]` only the leader lists the tenant and exports its credentials: a
+/// follower's series would double every alert (and the resource units spent).
+#[tokio::test(flavor = "multi_thread")]
+async fn only_the_leader_exports_the_tenant_inventory() {
+    let Some(cluster) = Cluster::new(&["app-one"], "").await else {
+        return;
+    };
+    let mut text = std::fs::read_to_string(&cluster.env.config_path).unwrap();
+    text.push_str("\n[inventory]\nenabled = true\n");
+    std::fs::write(&cluster.env.config_path, text).unwrap();
+    {
+        let mut state = cluster.env.em.world().state_mut();
+        let daemon = state
+            .applications
+            .iter_mut()
+            .find(|a| a.app_id == cluster.env.daemon_app_id)
+            .unwrap();
+        daemon.graph_roles.push("Application.Read.All".into());
+    }
+    let a = cluster.spawn("replica-a");
+    let b = cluster.spawn("replica-b");
+    let leader = one_leader(&[&a, &b], Duration::from_secs(20))
+        .await
+        .unwrap_or_else(|| panic!("one leader\n{}", logs(&[&a, &b])));
+    let follower = if leader.name == a.name { &b } else { &a };
+    let series = "secret_rotator_tenant_credential_expiry_timestamp_seconds{";
+    let mut exported = false;
+    for _ in 0..100 {
+        if metrics(leader).await.contains(series) {
+            exported = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(exported, "the leader exports\n{}", logs(&[&a, &b]));
+    let m = metrics(follower).await;
+    assert!(!m.contains(series), "the follower does not: {m}");
+}
