@@ -270,7 +270,7 @@ fn cap(mut series: Vec<Series>) -> (Vec<Series>, usize) {
 /// enabled (the config may change on reload) and this replica leads (with `[ha]`: one
 /// replica's series, one replica's resource units, one alert per credential), and exports what
 /// it found. A replica that stops leading, or an inventory turned off, drops its series within
-/// [`CHECK_EVERY`]; one that starts leading lists at once. A failed listing keeps the last
+/// 15 s; one that starts leading lists at once. A failed listing keeps the last
 /// series: expiry times do not go stale, and a gap would look like a fixed tenant.
 pub async fn run(shared: Arc<crate::admin::Shared>, stop: CancellationToken) {
     let mut next_at = std::time::Instant::now();
