@@ -9,10 +9,20 @@ use secret_rotator::config::Config;
 #[cfg(feature = "emulator")]
 use secret_rotator::demo;
 
+/// `--version`: the release, the commit it was built from and the build date (`build.rs`).
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("SECRET_ROTATOR_GIT_COMMIT"),
+    ", built ",
+    env!("SECRET_ROTATOR_BUILD_DATE"),
+    ")"
+);
+
 #[derive(Parser)]
 #[command(
     name = "secret-rotator",
-    version,
+    version = VERSION,
     about = "Rotates Entra ID client secrets and publishes them to Azure Key Vault"
 )]
 struct Args {

@@ -20,6 +20,7 @@ mod longrun;
 mod matrix;
 mod memory;
 mod moves;
+mod package;
 mod review;
 mod review2;
 mod rotation;
