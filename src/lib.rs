@@ -31,5 +31,6 @@ pub mod rotation;
 pub mod schedule;
 pub mod server;
 pub mod status;
+pub mod status_page;
 pub mod store;
 pub mod telemetry;

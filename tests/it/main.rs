@@ -26,6 +26,7 @@ mod review2;
 mod rotation;
 mod sdk;
 mod security;
+mod status_page;
 mod windows;
 mod world;
 mod world_regressions;
