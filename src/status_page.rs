@@ -31,7 +31,8 @@ p{margin:.25rem 0}\
 table{border-collapse:collapse;margin-top:1rem;font-size:.9rem}\
 th,td{border:1px solid #ccc;padding:.3rem .5rem;text-align:left;vertical-align:top}\
 thead th{background:#eee}\
-code{font-size:.85rem}\
+code{font-size:.85rem;white-space:nowrap}\
+time{white-space:nowrap}\
 meter{width:8rem}\
 .state{font-weight:bold}\
 .failed .state,.not-ready{color:#a00}\
