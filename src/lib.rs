@@ -11,11 +11,13 @@
 //! - [`ha`]: one leader among replicas (a Blob Storage lease) and the fence on its writes;
 //! - [`files`]: owner-only state, no symlinks followed, secret-file modes;
 //! - [`store`]: intents, backoff and history in SQLite (not authoritative);
-//! - [`metrics`], [`server`], [`status`]: what the daemon reports;
+//! - [`metrics`], [`server`], [`status`], [`status_page`]: what the daemon reports;
+//! - [`assets`]: man pages and completions from the command-line definition;
 //! - [`daemon`], [`cli`], [`demo`]: the commands;
 //! - [`clock`]: the only reader of the wall clock.
 
 pub mod admin;
+pub mod assets;
 pub mod azure;
 pub mod cli;
 pub mod clock;

@@ -167,7 +167,25 @@ fn main() -> ExitCode {
         eprintln!("secret-rotator: {message}");
         return ExitCode::FAILURE;
     }
-    let args = Args::parse();
+    // `generate-assets DIR` writes the man pages and completions for packagers. It stays out of
+    // the command definition, or the completions it generates would offer it.
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if argv.get(1).is_some_and(|a| a == "generate-assets") {
+        use clap::CommandFactory as _;
+        let [_, _, out] = &argv[..] else {
+            eprintln!("secret-rotator: usage: secret-rotator generate-assets DIR");
+            return ExitCode::from(2);
+        };
+        let date = env!("SECRET_ROTATOR_BUILD_DATE");
+        return match secret_rotator::assets::write(Args::command(), out.as_ref(), date) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("secret-rotator: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    let args = Args::parse_from(argv);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
