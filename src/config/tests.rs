@@ -669,3 +669,19 @@ fn a_clients_windows_override_the_defaults_in_its_time_zone() {
     assert_eq!(change.windows[0].to_string(), "Sat 10:00-12:00");
     assert_eq!(change.freeze.len(), 1, "freeze comes from [defaults]");
 }
+
+#[test]
+fn a_configuration_of_comments_only_says_what_to_fill_in() {
+    let file = Path::new("/etc/secret-rotator/config.toml");
+    let commented: String = include_str!("../../config/example.toml")
+        .lines()
+        .map(|l| format!("# {l}\n"))
+        .collect();
+    for source in ["", "\n\n", commented.as_str()] {
+        let e = Config::parse(file, source).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "/etc/secret-rotator/config.toml: azure.tenant_id: the configuration sets nothing yet: set [azure] tenant_id, [azure.credential] and at least one [[clients]] entry (the commented example lists every key)"
+        );
+    }
+}
