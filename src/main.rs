@@ -209,6 +209,8 @@ fn main() -> ExitCode {
         match args.command {
             Command::Run { config } => {
                 let cfg = load(&config)?;
+                cfg.check_for_daemon()
+                    .map_err(|e| Fail::Config(e.to_string()))?;
                 secret_rotator::telemetry::init(cfg.log_format, &cfg.log_level);
                 log_warnings(&cfg);
                 secret_rotator::daemon::run(

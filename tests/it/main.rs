@@ -28,5 +28,6 @@ mod sdk;
 mod security;
 mod status_page;
 mod windows;
+mod workstation;
 mod world;
 mod world_regressions;
