@@ -21,15 +21,22 @@ fn main() {
     println!("cargo::rerun-if-env-changed=SOURCE_DATE_EPOCH");
     // A new commit or checkout moves HEAD or the branch it points to; in a worktree both live
     // under paths only git knows.
+    // A path that does not exist (no packed-refs yet) would make cargo rerun this script, and
+    // rebuild the crate, on every build.
+    let watch = |path: String| {
+        if std::path::Path::new(&path).exists() {
+            println!("cargo::rerun-if-changed={path}");
+        }
+    };
     for name in ["HEAD", "packed-refs"] {
         if let Some(path) = git(&["rev-parse", "--git-path", name]) {
-            println!("cargo::rerun-if-changed={path}");
+            watch(path);
         }
     }
     if let Some(branch) = git(&["symbolic-ref", "-q", "HEAD"])
         && let Some(path) = git(&["rev-parse", "--git-path", &branch])
     {
-        println!("cargo::rerun-if-changed={path}");
+        watch(path);
     }
 
     let commit = std::env::var("SECRET_ROTATOR_COMMIT")
