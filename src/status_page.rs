@@ -77,10 +77,13 @@ pub async fn page(State(s): State<Arc<Shared>>) -> Response {
             Row { status, policy }
         })
         .collect();
+    let budget = status::budget(&ctx.budget, clock::now());
     let page = Page {
         instance: &ctx.config.instance,
         not_ready: s.readiness(),
         alive: s.alive(),
+        role: s.role(),
+        budget: (budget.max_per_hour > 0).then_some(budget),
         clients: &clients,
     };
     let html = render(&page, clock::now().unix_timestamp());
@@ -116,6 +119,10 @@ pub struct Page<'a> {
     /// `None` when ready, else why not.
     pub not_ready: Option<String>,
     pub alive: bool,
+    /// With HA, this replica's role.
+    pub role: Option<crate::ha::Role>,
+    /// With `daemon.max_rotations_per_hour`, its use.
+    pub budget: Option<status::BudgetStatus>,
     pub clients: &'a [Row],
 }
 
@@ -232,6 +239,34 @@ pub fn render(page: &Page<'_>, now: i64) -> String {
     if !page.alive {
         h.push_str("<p class=\"not-ready\">The scheduler loop has stalled.</p>\n");
     }
+    match &page.role {
+        None => {}
+        Some(r) if r.leader => {
+            h.push_str("<p>High availability: this replica leads and rotates.</p>\n");
+        }
+        Some(r) => {
+            let _ = writeln!(
+                h,
+                "<p>High availability: this replica follows; {}.</p>",
+                match &r.leader_name {
+                    Some(name) => format!("the leader is {}", esc(name)),
+                    None => "no leader is known".into(),
+                }
+            );
+        }
+    }
+    if let Some(b) = &page.budget {
+        let _ = writeln!(
+            h,
+            "<p>Rotation budget: {} of {} in the last hour{}.</p>",
+            b.used_last_hour,
+            b.max_per_hour,
+            match &b.next_slot_at {
+                Some(at) => format!("; the next slot frees at {}", when(Some(at), now)),
+                None => String::new(),
+            }
+        );
+    }
     let count = |class: &str| {
         page.clients
             .iter()
@@ -322,6 +357,8 @@ mod tests {
                 instance: "default",
                 not_ready: None,
                 alive: true,
+                role: None,
+                budget: None,
                 clients: rows,
             },
             1_800_000_000,
@@ -358,6 +395,15 @@ mod tests {
                 instance: HOSTILE,
                 not_ready: Some(HOSTILE.into()),
                 alive: true,
+                role: Some(crate::ha::Role {
+                    leader: false,
+                    leader_name: Some(HOSTILE.into()),
+                }),
+                budget: Some(status::BudgetStatus {
+                    max_per_hour: 2,
+                    used_last_hour: 2,
+                    next_slot_at: Some(HOSTILE.into()),
+                }),
                 clients: &[Row {
                     status: s,
                     policy: None,
@@ -446,6 +492,54 @@ mod tests {
             );
         }
         assert!(html.contains("4 clients: 1 ok, 1 waiting, 1 failed, 1 in flight"));
+    }
+
+    #[test]
+    fn the_leader_and_the_budget_are_shown_when_configured() {
+        let now = 1_800_000_000;
+        let page = |role, budget| {
+            render(
+                &Page {
+                    instance: "default",
+                    not_ready: None,
+                    alive: true,
+                    role,
+                    budget,
+                    clients: &[],
+                },
+                now,
+            )
+        };
+        let plain = page(None, None);
+        assert!(!plain.contains("High availability") && !plain.contains("budget"));
+        let leads = page(
+            Some(crate::ha::Role {
+                leader: true,
+                leader_name: Some("vm-a".into()),
+            }),
+            None,
+        );
+        assert!(leads.contains("this replica leads"), "{leads}");
+        let follows = page(
+            Some(crate::ha::Role {
+                leader: false,
+                leader_name: Some("vm-a".into()),
+            }),
+            Some(status::BudgetStatus {
+                max_per_hour: 10,
+                used_last_hour: 10,
+                next_slot_at: Some(status::rfc3339(now + 90)),
+            }),
+        );
+        assert!(
+            follows.contains("this replica follows; the leader is vm-a."),
+            "{follows}"
+        );
+        assert!(
+            follows.contains("Rotation budget: 10 of 10 in the last hour; the next slot frees at"),
+            "{follows}"
+        );
+        assert!(follows.contains("(in 1m30s)"), "{follows}");
     }
 
     #[test]
