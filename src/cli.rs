@@ -31,11 +31,7 @@ pub async fn check_online(config: Config) -> anyhow::Result<bool> {
         say(&format!(
             "{}: cannot sign in as {}: {e}",
             path.display(),
-            ctx.config
-                .azure
-                .credential
-                .client_id()
-                .unwrap_or("the managed identity")
+            ctx.config.azure.credential.identity()
         ));
         return Ok(false);
     }

@@ -13,11 +13,13 @@
 //! - [`inventory`]: every credential of the tenant, managed or not, with its expiry;
 //! - [`files`]: owner-only state, no symlinks followed, secret-file modes;
 //! - [`store`]: intents, backoff and history in SQLite (not authoritative);
-//! - [`metrics`], [`server`], [`status`]: what the daemon reports;
+//! - [`metrics`], [`server`], [`status`], [`status_page`]: what the daemon reports;
+//! - [`assets`]: man pages and completions from the command-line definition;
 //! - [`daemon`], [`cli`], [`demo`]: the commands;
 //! - [`clock`]: the only reader of the wall clock.
 
 pub mod admin;
+pub mod assets;
 pub mod azure;
 pub mod cli;
 pub mod clock;
@@ -35,5 +37,6 @@ pub mod rotation;
 pub mod schedule;
 pub mod server;
 pub mod status;
+pub mod status_page;
 pub mod store;
 pub mod telemetry;

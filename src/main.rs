@@ -9,10 +9,20 @@ use secret_rotator::config::Config;
 #[cfg(feature = "emulator")]
 use secret_rotator::demo;
 
+/// `--version`: the release, the commit it was built from and the build date (`build.rs`).
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("SECRET_ROTATOR_GIT_COMMIT"),
+    ", built ",
+    env!("SECRET_ROTATOR_BUILD_DATE"),
+    ")"
+);
+
 #[derive(Parser)]
 #[command(
     name = "secret-rotator",
-    version,
+    version = VERSION,
     about = "Rotates Entra ID client secrets and publishes them to Azure Key Vault"
 )]
 struct Args {
@@ -179,7 +189,25 @@ fn main() -> ExitCode {
         eprintln!("secret-rotator: {message}");
         return ExitCode::FAILURE;
     }
-    let args = Args::parse();
+    // `generate-assets DIR` writes the man pages and completions for packagers. It stays out of
+    // the command definition, or the completions it generates would offer it.
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if argv.get(1).is_some_and(|a| a == "generate-assets") {
+        use clap::CommandFactory as _;
+        let [_, _, out] = &argv[..] else {
+            eprintln!("secret-rotator: usage: secret-rotator generate-assets DIR");
+            return ExitCode::from(2);
+        };
+        let date = env!("SECRET_ROTATOR_BUILD_DATE");
+        return match secret_rotator::assets::write(Args::command(), out.as_ref(), date) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("secret-rotator: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    let args = Args::parse_from(argv);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -203,6 +231,8 @@ fn main() -> ExitCode {
         match args.command {
             Command::Run { config } => {
                 let cfg = load(&config)?;
+                cfg.check_for_daemon()
+                    .map_err(|e| Fail::Config(e.to_string()))?;
                 secret_rotator::telemetry::init(cfg.log_format, &cfg.log_level);
                 log_warnings(&cfg);
                 secret_rotator::daemon::run(

@@ -1,4 +1,4 @@
-//! The daemon's HTTP: `/metrics`, `/healthz`, `/readyz`, `/v1/clients` and the token-protected
+//! The daemon's HTTP: the status page at `/` (`status_page.rs`), `/metrics`, `/healthz`, `/readyz`, `/v1/clients` and the token-protected
 //! `POST /v1/clients/{name}/rotate`.
 //!
 //! Served over HTTP/1.1 only, to Host names DNS rebinding cannot fake, with a deadline on every
@@ -35,6 +35,7 @@ const MAX_HEADERS: usize = 16 * 1024;
 pub fn router(shared: Arc<Shared>) -> axum::Router {
     let config = shared.clone();
     let api = axum::Router::new()
+        .route("/", get(crate::status_page::page))
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))

@@ -11,7 +11,8 @@ use azure_core::http::{
     AsyncRawResponse, ClientOptions, HttpClient, Request, RetryOptions, Transport,
 };
 use azure_identity::{
-    ClientAssertionCredentialOptions, ClientSecretCredential, ClientSecretCredentialOptions,
+    AzureCliCredential, AzureCliCredentialOptions, ClientAssertionCredentialOptions,
+    ClientSecretCredential, ClientSecretCredentialOptions, DeveloperToolsCredential,
     ManagedIdentityCredential, ManagedIdentityCredentialOptions, UserAssignedId,
     WorkloadIdentityCredential, WorkloadIdentityCredentialOptions,
 };
@@ -179,6 +180,13 @@ pub fn credential(config: &Config, shared: &Shared) -> anyhow::Result<Arc<dyn To
             };
             ManagedIdentityCredential::new(Some(options))?
         }
+        // The tools run as child processes (`az account get-access-token`) and talk to Entra
+        // themselves: our transport, CA and proxy settings do not apply to them.
+        Credential::AzureCli => AzureCliCredential::new(Some(AzureCliCredentialOptions {
+            tenant_id: Some(tenant),
+            ..Default::default()
+        }))?,
+        Credential::Developer => DeveloperToolsCredential::new(None)?,
     })
 }
 

@@ -82,6 +82,13 @@ pub enum Credential {
     ManagedIdentity {
         client_id: Option<String>,
     },
+    /// The identity signed in to the Azure CLI (`az login`), in the configured tenant. For the
+    /// commands a person runs (`check --online`, `plan`, ...); `run` refuses it.
+    AzureCli,
+    /// azure_identity's developer-tools chain: the Azure CLI, then the Azure Developer CLI
+    /// (`azd auth login`), in the tools' default tenant. Interactive commands only, as
+    /// `AzureCli`.
+    Developer,
 }
 
 impl fmt::Debug for Credential {
@@ -103,6 +110,8 @@ impl fmt::Debug for Credential {
                 .debug_struct("ManagedIdentity")
                 .field("client_id", client_id)
                 .finish(),
+            Credential::AzureCli => f.write_str("AzureCli"),
+            Credential::Developer => f.write_str("Developer"),
         }
     }
 }
@@ -113,6 +122,7 @@ impl Credential {
             Credential::ClientSecret { client_id, .. }
             | Credential::WorkloadIdentity { client_id, .. } => Some(client_id),
             Credential::ManagedIdentity { client_id } => client_id.as_deref(),
+            Credential::AzureCli | Credential::Developer => None,
         }
     }
     pub fn kind(&self) -> &'static str {
@@ -120,7 +130,41 @@ impl Credential {
             Credential::ClientSecret { .. } => "client_secret",
             Credential::WorkloadIdentity { .. } => "workload_identity",
             Credential::ManagedIdentity { .. } => "managed_identity",
+            Credential::AzureCli => "azure_cli",
+            Credential::Developer => "developer",
         }
+    }
+    /// Who signs in, for messages: the client id, or what stands for it.
+    pub fn identity(&self) -> &str {
+        match self {
+            Credential::AzureCli => "the Azure CLI's signed-in account",
+            Credential::Developer => "the developer tools' signed-in account",
+            _ => self.client_id().unwrap_or("the managed identity"),
+        }
+    }
+    /// A person's session (`az login`), which a daemon must not depend on: it expires, it is
+    /// one person's, and its rights are theirs.
+    pub fn is_interactive(&self) -> bool {
+        matches!(self, Credential::AzureCli | Credential::Developer)
+    }
+}
+
+impl super::Config {
+    /// What `run` (and its reloads) requires beyond a valid config: a credential of its own,
+    /// not a person's session.
+    pub fn check_for_daemon(&self) -> Result<(), ConfigError> {
+        if !self.azure.credential.is_interactive() {
+            return Ok(());
+        }
+        Err(ConfigError {
+            file: self.path.clone(),
+            line: self.azure.credential_kind_line,
+            key: "azure.credential.kind".into(),
+            message: format!(
+                "\"{}\" signs in as a person and is for commands run by hand (check, plan, inventory, register); the daemon needs its own identity: client_secret, workload_identity or managed_identity",
+                self.azure.credential.kind()
+            ),
+        })
     }
 }
 
@@ -137,6 +181,8 @@ pub struct Azure {
     /// `.1`. The daemon paces its writes to it.
     pub graph_write_quota: (u32, Duration),
     pub credential: Credential,
+    /// Where `azure.credential.kind` is set, for errors about it found after parsing.
+    pub credential_kind_line: Option<usize>,
 }
 
 #[derive(Deserialize)]
@@ -336,12 +382,31 @@ pub(super) fn parse(
                 client_id: client_id(false)?,
             }
         }
+        kind @ ("azure_cli" | "developer") => {
+            // The signed-in account is the identity: no key of the daemon's own applies.
+            refuse(&cred.client_id, "azure.credential.client_id", kind)?;
+            refuse(
+                &cred.client_secret_file,
+                "azure.credential.client_secret_file",
+                kind,
+            )?;
+            refuse(
+                &cred.federated_token_file,
+                "azure.credential.federated_token_file",
+                kind,
+            )?;
+            if kind == "azure_cli" {
+                Credential::AzureCli
+            } else {
+                Credential::Developer
+            }
+        }
         other => {
             return Err(ctx.err(
                 &cred.kind,
                 "azure.credential.kind",
                 format!(
-                    "'{other}' is not one of client_secret, workload_identity, managed_identity"
+                    "'{other}' is not one of client_secret, workload_identity, managed_identity, azure_cli, developer"
                 ),
             ));
         }
@@ -355,5 +420,6 @@ pub(super) fn parse(
         request_timeout,
         graph_write_quota,
         credential,
+        credential_kind_line: Some(ctx.line_of(cred.kind.span().start)),
     })
 }

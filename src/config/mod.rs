@@ -126,6 +126,16 @@ impl Config {
     pub fn parse(path: &Path, source: &str) -> Result<Config, ConfigError> {
         let ctx = values::Ctx { file: path, source };
         let mut warnings = Vec::new();
+        // The package installs the example with every line commented out: say what to fill in
+        // rather than which field serde missed first.
+        if toml::from_str::<toml::Table>(source).is_ok_and(|t| t.is_empty()) {
+            return Err(ConfigError {
+                file: path.to_path_buf(),
+                line: None,
+                key: "azure.tenant_id".into(),
+                message: "the configuration sets nothing yet: set [azure] tenant_id, [azure.credential] and at least one [[clients]] entry (the commented example lists every key)".into(),
+            });
+        }
         let raw: RawConfig = toml::from_str(source).map_err(|e| ConfigError {
             file: path.to_path_buf(),
             line: e.span().map(|s| ctx.line_of(s.start)),

@@ -168,13 +168,25 @@ fn each_sections_errors_name_the_key_and_line() {
             "kind = \"managed_identity\"",
             "kind = \"password\"",
             "azure.credential.kind",
-            "is not one of client_secret, workload_identity, managed_identity",
+            "is not one of client_secret, workload_identity, managed_identity, azure_cli, developer",
         ),
         (
             "kind = \"managed_identity\"",
             "kind = \"managed_identity\"\nclient_secret_file = \"s\"",
             "azure.credential.client_secret_file",
             "does not apply to kind = \"managed_identity\"",
+        ),
+        (
+            "kind = \"managed_identity\"",
+            "kind = \"azure_cli\"\nclient_id = \"11111111-1111-1111-1111-111111111111\"",
+            "azure.credential.client_id",
+            "does not apply to kind = \"azure_cli\"",
+        ),
+        (
+            "kind = \"managed_identity\"",
+            "kind = \"developer\"\nfederated_token_file = \"t\"",
+            "azure.credential.federated_token_file",
+            "does not apply to kind = \"developer\"",
         ),
         (
             "[state]",
@@ -713,4 +725,54 @@ fn a_clients_windows_override_the_defaults_in_its_time_zone() {
     assert_eq!(change.windows.len(), 1);
     assert_eq!(change.windows[0].to_string(), "Sat 10:00-12:00");
     assert_eq!(change.freeze.len(), 1, "freeze comes from [defaults]");
+}
+
+#[test]
+fn a_configuration_of_comments_only_says_what_to_fill_in() {
+    let file = Path::new("/etc/secret-rotator/config.toml");
+    let commented: String = include_str!("../../config/example.toml")
+        .lines()
+        .map(|l| format!("# {l}\n"))
+        .collect();
+    for source in ["", "\n\n", commented.as_str()] {
+        let e = Config::parse(file, source).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "/etc/secret-rotator/config.toml: azure.tenant_id: the configuration sets nothing yet: set [azure] tenant_id, [azure.credential] and at least one [[clients]] entry (the commented example lists every key)"
+        );
+    }
+}
+
+#[test]
+fn a_persons_session_serves_commands_run_by_hand_but_never_the_daemon() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("config.toml");
+    let base = text(
+        &tmp.path().join("state"),
+        "https://kv.vault.azure.net",
+        "",
+        "",
+    );
+    for (kind, expected) in [("azure_cli", "azure_cli"), ("developer", "developer")] {
+        let t = base.replace("kind = \"managed_identity\"", &format!("kind = \"{kind}\""));
+        let c = Config::parse(&file, &t).expect("valid for check, plan, inventory, register");
+        assert_eq!(c.azure.credential.kind(), expected);
+        assert!(c.azure.credential.is_interactive());
+        assert_eq!(c.azure.credential.client_id(), None);
+        let e = c.check_for_daemon().unwrap_err();
+        assert_eq!((e.line, e.key.as_str()), (Some(5), "azure.credential.kind"));
+        assert!(
+            e.to_string().starts_with(&format!(
+                "{}:5: azure.credential.kind: \"{kind}\" signs in as a person",
+                file.display()
+            )),
+            "{e}"
+        );
+        assert!(
+            e.message
+                .contains("client_secret, workload_identity or managed_identity")
+        );
+    }
+    let own = Config::parse(&file, &base).unwrap();
+    assert!(own.check_for_daemon().is_ok());
 }

@@ -257,6 +257,7 @@ fn notify(states: &[sd_notify::NotifyState<'_>]) {
 /// Reloads the config; returns the names of new clients.
 fn reload(path: &Path, shared: &Arc<Shared>) -> anyhow::Result<Vec<String>> {
     let config = Config::load(path)?;
+    config.check_for_daemon()?;
     let old = shared.context();
     if config.state_dir != old.config.state_dir {
         anyhow::bail!(
