@@ -611,7 +611,11 @@ pub fn plan(observed: &Observed, policy: &PolicyView<'_>, now: OffsetDateTime) -
     let latest_hint = latest.and_then(|l| l.value_hint.as_deref());
     let reads_this =
         |p: &PasswordCredential| latest_hint.is_some_and(|h| p.hint.as_deref() == Some(h));
-    let hand_written_on_top = latest.is_some_and(|l| !is_managed(l)) && !policy.adopt;
+    // A version written by hand on top keeps our last credential until the operator adopts it;
+    // adopting retires it only when the value consumers read can be told, and a disabled
+    // version's value cannot (Key Vault serves it to no one): it may be a copy of ours.
+    let hand_written_on_top =
+        latest.is_some_and(|l| !is_managed(l)) && (!policy.adopt || latest_hint.is_none());
     // The credentials of the newest managed versions: all of them when several share the
     // newest second, since which of those was written last cannot be told.
     let last_managed_at = history
@@ -1952,6 +1956,47 @@ mod tests {
         assert_eq!(p.blocked, Some(Blocked::UnmanagedSecret));
         let removed: Vec<_> = p.removals.iter().map(|r| r.key_id.clone()).collect();
         assert_eq!(removed, vec![g("k1")], "k2, our last, stays");
+    }
+
+    #[test]
+    fn adopting_a_disabled_version_written_by_hand_keeps_our_last_credential() {
+        // A person wrote a copy of our latest value by hand, then disabled it: its value can no
+        // longer be read, so nothing shows it is not k2's. Adopting must not retire k2.
+        let mut hand = version("v3", "x", NOW - days(10), NOW + days(100));
+        hand.tags.clear();
+        hand.enabled = false;
+        hand.value_hint = None;
+        let o = observed(
+            vec![
+                own("k1", "r1", NOW - days(80), NOW + days(10)),
+                own("k2", "r2", NOW - days(60), NOW + days(30)),
+            ],
+            Some(vec![
+                version("v1", "k1", NOW - days(80), NOW + days(10)),
+                version("v2", "k2", NOW - days(60), NOW + days(30)),
+                hand.clone(),
+            ]),
+        );
+        let adopting = PolicyView {
+            adopt: true,
+            ..policy()
+        };
+        let removed = |o: &Observed| -> Vec<String> {
+            plan(o, &adopting, NOW)
+                .removals
+                .iter()
+                .map(|r| r.key_id.clone())
+                .collect()
+        };
+        assert_eq!(removed(&o), vec![g("k1")], "k2, our last, stays");
+        // Readable, and not k2's value: adopting retires k2 after overlap.
+        let mut readable = o.clone();
+        if let VaultSecret::Present { history, latest } = &mut readable.vault {
+            latest.enabled = true;
+            latest.value_hint = Some("zzz".into());
+            *history.last_mut().unwrap() = latest.clone();
+        }
+        assert_eq!(removed(&readable), vec![g("k1"), g("k2")]);
     }
 
     #[test]
