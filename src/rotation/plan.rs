@@ -646,11 +646,30 @@ pub fn plan(observed: &Observed, policy: &PolicyView<'_>, now: OffsetDateTime) -
         let named = history
             .iter()
             .any(|v| key_of(v).is_some_and(|k| k.eq_ignore_ascii_case(&p.key_id)));
-        let never_published = observed
-            .abandoned
-            .iter()
-            .any(|a| a.rotation_id == rotation_id && !a.reached_publishing);
         let here = location_of(&rotation_id) == Some(observed.location.as_str());
+        // The store's record that an attempt never reached publishing is a hint (a store
+        // restored from a backup says so of an attempt that did publish): it counts only when
+        // every location the credential may be published at was read, and no read shows it
+        // there. Its own location must have been read (the client's, or a former one that is
+        // present or absent, not soft-deleted), and no location read names it or serves its
+        // value.
+        let own_location_read = here
+            || location_of(&rotation_id).is_some_and(|tag| {
+                observed
+                    .former
+                    .iter()
+                    .any(|f| f.tag == tag && !matches!(f.secret, VaultSecret::SoftDeleted))
+            });
+        let shown_elsewhere = observed
+            .former
+            .iter()
+            .any(|f| shows(p, &f.secret, &observed.app_id));
+        let never_published = own_location_read
+            && !shown_elsewhere
+            && observed
+                .abandoned
+                .iter()
+                .any(|a| a.rotation_id == rotation_id && !a.reached_publishing);
         let removal = if named
             && hand_written_on_top
             && last_managed_keys
@@ -943,6 +962,29 @@ pub fn plan(observed: &Observed, policy: &PolicyView<'_>, now: OffsetDateTime) -
         plan.rotate = rotate;
     }
     plan
+}
+
+/// Whether a read that succeeded shows `p` published at that location: a version of this
+/// application names it, or its hint matches the value the latest version holds.
+fn shows(p: &PasswordCredential, secret: &VaultSecret, app_id: &str) -> bool {
+    let VaultSecret::Present { history, latest } = secret else {
+        return false;
+    };
+    let ours = |v: &VersionInfo| {
+        !(is_managed(v)
+            && v.tags
+                .get(TAG_CLIENT_ID)
+                .is_some_and(|c| !c.eq_ignore_ascii_case(app_id)))
+    };
+    history
+        .iter()
+        .chain(std::iter::once(latest))
+        .filter(|v| ours(v))
+        .any(|v| key_of(v).is_some_and(|k| k.eq_ignore_ascii_case(&p.key_id)))
+        || latest
+            .value_hint
+            .as_deref()
+            .is_some_and(|h| p.hint.as_deref() == Some(h))
 }
 
 /// What a read of the location a credential was made for, which the client has left, says.
@@ -1786,6 +1828,53 @@ mod tests {
         let p = plan(&o, &policy(), NOW);
         let removed: Vec<&str> = p.removals.iter().map(|r| r.key_id.as_str()).collect();
         assert_eq!(removed, [g("k1").as_str()]);
+    }
+
+    #[test]
+    fn a_stale_intent_never_removes_what_a_location_read_shows_published() {
+        // A store restored from a backup says k2's attempt never reached publishing; the old
+        // location's read shows k2 is what it serves: k2 stays.
+        let mut o = capped_and_moved(true);
+        o.password_cap = None;
+        o.abandoned = vec![AbandonedAttempt {
+            rotation_id: format!("{FORMER}-{:032x}", 2),
+            reached_publishing: false,
+        }];
+        let p = plan(&o, &policy(), NOW);
+        assert!(!p.removals.iter().any(|r| r.key_id == g("k2")), "{p:?}");
+        // Named by an older version there too (superseded within overlap): it stays.
+        let VaultSecret::Present { history, latest } = &mut o.former[0].secret else {
+            unreachable!()
+        };
+        let v3 = version("v3", "k3", NOW - days(1), NOW + days(80));
+        history.push(v3.clone());
+        *latest = v3;
+        let p = plan(&o, &policy(), NOW);
+        assert!(!p.removals.iter().any(|r| r.key_id == g("k2")), "{p:?}");
+        // Its location not read (the store lost the address, or the read failed), or read
+        // soft-deleted: the intent alone proves nothing about a credential made there.
+        for former in [vec![], vec![former(VaultSecret::SoftDeleted)]] {
+            let mut o = capped_and_moved(false);
+            o.former = former;
+            o.abandoned = vec![AbandonedAttempt {
+                rotation_id: format!("{FORMER}-{:032x}", 2),
+                reached_publishing: false,
+            }];
+            assert!(plan(&o, &policy(), NOW).removals.is_empty());
+        }
+        // Read, absent there, and named nowhere: the intent is believed.
+        let mut o = capped_and_moved(false);
+        o.former = vec![former(VaultSecret::Absent)];
+        o.abandoned = vec![AbandonedAttempt {
+            rotation_id: format!("{FORMER}-{:032x}", 2),
+            reached_publishing: false,
+        }];
+        let p = plan(&o, &policy(), NOW);
+        assert_eq!(p.removals.len(), 1);
+        assert!(matches!(
+            p.removals[0].reason,
+            RemovalReason::Abandoned { .. }
+        ));
     }
 
     #[test]

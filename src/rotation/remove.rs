@@ -22,26 +22,63 @@ pub(super) async fn remove(
     // Proof, not one observation: the vault is read again just before removing, because the
     // world may have changed since the reconcile observed it (a soft-delete, a version written
     // by hand, a lagging listing that caught up). Only a read that succeeded and found the
-    // secret counts; a 404, a soft-deleted name or a failed read keeps the credential. An
-    // attempt that never reached publishing needs no vault: none can hold its value.
-    let never_published = matches!(removal.reason, RemovalReason::Abandoned { .. });
+    // secret counts; a 404, a soft-deleted name or a failed read keeps the credential.
     // The write slot first (it may mean waiting a second for the previous write to this app),
     // then the read, then the removal at once: nothing that changes the world waits between.
     ctx.azure.graph.claim_write(&app.object_id).await;
-    if !never_published {
-        let names = |v: &crate::azure::keyvault::VersionInfo| {
-            v.tags
-                .get(plan::TAG_KEY_ID)
-                .is_some_and(|k| k.eq_ignore_ascii_case(&removal.key_id))
-        };
-        let hint = app
-            .passwords
-            .iter()
-            .find(|p| p.key_id.eq_ignore_ascii_case(&removal.key_id))
-            .and_then(|p| p.hint.as_deref());
-        let read_by_consumers = |latest: &crate::azure::keyvault::VersionInfo| {
-            names(latest) || (hint.is_some() && latest.value_hint.as_deref() == hint)
-        };
+    let names = |v: &crate::azure::keyvault::VersionInfo| {
+        v.tags
+            .get(plan::TAG_KEY_ID)
+            .is_some_and(|k| k.eq_ignore_ascii_case(&removal.key_id))
+    };
+    let hint = app
+        .passwords
+        .iter()
+        .find(|p| p.key_id.eq_ignore_ascii_case(&removal.key_id))
+        .and_then(|p| p.hint.as_deref());
+    let read_by_consumers = |latest: &crate::azure::keyvault::VersionInfo| {
+        names(latest) || (hint.is_some() && latest.value_hint.as_deref() == hint)
+    };
+    if let RemovalReason::Abandoned { rotation_id } = &removal.reason {
+        // The store's record that the attempt never reached publishing is the evidence, and
+        // no vault is needed for it (the client's secret may be missing or soft-deleted). But
+        // a stale record (a store restored from a backup) must not remove what a read shows
+        // published: the client's location, and the one the credential was made for if the
+        // client has left it, are read again; one that names it or serves its value, or that
+        // fails, keeps it.
+        let shows =
+            |read: Result<plan::VaultSecret, super::Failure>, tolerate_deleted: bool| match read {
+                Ok(plan::VaultSecret::Present { history, latest }) => {
+                    history.iter().any(names) || read_by_consumers(&latest)
+                }
+                Ok(plan::VaultSecret::Absent) => false,
+                Ok(plan::VaultSecret::SoftDeleted) => !tolerate_deleted,
+                Err(_) => true,
+            };
+        if shows(observe::read_vault(ctx, client, cancel).await, true) {
+            tracing::warn!(client = %client.name, key_id = %removal.key_id, "keeping the credential of an abandoned attempt: a fresh read of the vault shows it published, or failed");
+            return Ok(false);
+        }
+        let made_for = plan::location_of(rotation_id);
+        let here = plan::location_tag(&client.key_vault_url, &client.secret_name);
+        if made_for != Some(here.as_str()) {
+            let Some(there) = former.iter().find(|f| Some(f.tag.as_str()) == made_for) else {
+                return Ok(false);
+            };
+            let read = observe::read_vault_at(
+                ctx,
+                &there.vault_url,
+                &there.secret_name,
+                observe::READ_BUDGET,
+                cancel,
+            )
+            .await;
+            if shows(read, false) {
+                tracing::warn!(client = %client.name, key_id = %removal.key_id, location = %there.name, "keeping the credential of an abandoned attempt: a fresh read of the location it was made for shows it published, or failed");
+                return Ok(false);
+            }
+        }
+    } else {
         let here = observe::read_vault(ctx, client, cancel).await;
         match removal.former_tag() {
             None => {

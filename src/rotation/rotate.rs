@@ -75,9 +75,17 @@ pub(super) async fn rotate(
         discard(ctx, client, app, &new.key_id, &rotation_id).await;
         return Err(failure);
     }
-    let _ = ctx
+    // The store must know the attempt may publish before it does: an intent left at an
+    // earlier step says "never published", and its credential would go at once. If that cannot
+    // be recorded, nothing is published and the credential (whose value is nowhere else) goes.
+    if let Err(e) = ctx
         .store
-        .intent_step(&rotation_id, STEP_PUBLISHING, None, clock::now());
+        .intent_step(&rotation_id, STEP_PUBLISHING, None, clock::now())
+    {
+        tracing::warn!(client = %client.name, rotation_id = %rotation_id, error = %format!("{e:#}"), "could not record that the attempt is about to publish; removing the new credential instead");
+        discard(ctx, client, app, &new.key_id, &rotation_id).await;
+        return Err(Failure::Store(e));
+    }
 
     let tags = plan::tags(&app.app_id, &new.key_id, &rotation_id);
     let version = match publish(ctx, client, &new, &tags, cancel).await {

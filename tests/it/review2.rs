@@ -115,7 +115,6 @@ async fn review2_a_move_rolled_back_and_applied_again_gives_the_old_location_its
 /// (which it had, showing k1 served at A). Without the move, "named" protects it. The store is
 /// documented as not authoritative, yet one stale row is taken as proof.
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "review finding: a restored store's stale intent removes the credential the old location serves"]
 async fn review2_a_restored_store_does_not_remove_what_the_old_location_serves() {
     let env = Env::new(Setup::default()).await;
     let object_id = env.client("app-one").object_id.clone();
