@@ -401,6 +401,7 @@ mod tests {
             adopted: None,
             adopted_now: None,
             former: Vec::new(),
+            arrived_at: None,
         }
     }
 

@@ -347,6 +347,9 @@ impl Store {
     }
 
     /// Records that `client` is at this location now (its credentials are made for it).
+    /// `seen_at` is when the client arrived there: set when the location is not already the
+    /// one the client was last recorded at, kept while it stays. The newest row is where the
+    /// client is, and its `seen_at` is no earlier than when it left every other one.
     pub fn record_location(
         &self,
         client: &str,
@@ -357,10 +360,25 @@ impl Store {
     ) -> anyhow::Result<()> {
         self.conn().execute(
             "INSERT INTO locations (client, tag, key_vault_url, secret_name, seen_at) VALUES (?1, ?2, ?3, ?4, ?5)
-             ON CONFLICT(client, tag) DO UPDATE SET key_vault_url = ?3, secret_name = ?4, seen_at = ?5",
+             ON CONFLICT(client, tag) DO UPDATE SET key_vault_url = ?3, secret_name = ?4,
+               seen_at = CASE WHEN seen_at > (SELECT COALESCE(MAX(seen_at), -1) FROM locations
+                                              WHERE client = ?1 AND tag != ?2)
+                         THEN seen_at ELSE ?5 END",
             params![client, tag, key_vault_url, secret_name, now.unix_timestamp()],
         )?;
         Ok(())
+    }
+
+    /// Since when `client` has been at the location `tag` without a move in between: its row's
+    /// `seen_at` when that row is the newest, else `None` (it is arriving now, or the store
+    /// does not know).
+    pub fn arrived_at(&self, client: &str, tag: &str) -> anyhow::Result<Option<i64>> {
+        let rows = self.locations(client)?;
+        let Some(row) = rows.iter().find(|r| r.tag == tag) else {
+            return Ok(None);
+        };
+        let newest = rows.iter().all(|r| r.tag == tag || r.seen_at < row.seen_at);
+        Ok(newest.then_some(row.seen_at))
     }
 
     /// Every location recorded for `client`.
@@ -572,6 +590,28 @@ mod tests {
         s.record_location("c", "0a1b2c3d", "https://kv-a.vault.azure.net/", "s", now)
             .unwrap();
         assert_eq!(s.locations("c").unwrap()[0].secret_name, "s");
+    }
+
+    #[test]
+    fn a_location_records_when_the_client_arrived_and_again_when_it_comes_back() {
+        let tmp = tempfile::tempdir().unwrap();
+        let s = Store::open(tmp.path()).unwrap();
+        let t = |n: i64| OffsetDateTime::from_unix_timestamp(1_000_000 + n).unwrap();
+        let at = |tag: &str, n: i64| {
+            s.record_location("c", tag, "https://kv.vault.azure.net/", tag, t(n))
+                .unwrap();
+        };
+        assert_eq!(s.arrived_at("c", "aaaaaaaa").unwrap(), None, "unknown");
+        at("aaaaaaaa", 0);
+        at("aaaaaaaa", 10);
+        assert_eq!(s.arrived_at("c", "aaaaaaaa").unwrap(), Some(1_000_000));
+        at("bbbbbbbb", 20);
+        assert_eq!(s.arrived_at("c", "aaaaaaaa").unwrap(), None, "it left A");
+        assert_eq!(s.arrived_at("c", "bbbbbbbb").unwrap(), Some(1_000_020));
+        // Back at A (a move rolled back): it arrived there again now.
+        at("aaaaaaaa", 30);
+        at("aaaaaaaa", 40);
+        assert_eq!(s.arrived_at("c", "aaaaaaaa").unwrap(), Some(1_000_030));
     }
 
     #[test]

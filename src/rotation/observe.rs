@@ -38,6 +38,13 @@ pub async fn observe(
     let vault = read_vault(ctx, client, cancel).await?;
     let location = location_tag(&client.key_vault_url, &client.secret_name);
     let former = read_former(ctx, client, &app, &location, cancel).await;
+    let arrived_at = match ctx.store.arrived_at(&client.name, &location) {
+        Ok(at) => at.and_then(|t| time::OffsetDateTime::from_unix_timestamp(t).ok()),
+        Err(e) => {
+            tracing::warn!(client = %client.name, error = %e, "could not read from the store when the client arrived at its location");
+            None
+        }
+    };
     // Without the client's lock, an intent may be an attempt in flight in another process.
     let abandoned = if holds_lock {
         ctx.store
@@ -103,6 +110,7 @@ pub async fn observe(
             passwords: app.passwords,
             location,
             former,
+            arrived_at,
             app_id: app.app_id.clone(),
             location_name: format!(
                 "secret '{}' in vault {}",

@@ -66,6 +66,10 @@ pub struct Observed {
     /// credentials were made for, each as a read that succeeded showed it. A location that
     /// could not be read, or whose address the store does not know, is not here: no evidence.
     pub former: Vec<FormerLocation>,
+    /// Since when the client has been at its location (the store's record of its arrival,
+    /// later than when it left any other); `None` when it arrives now or the store does not
+    /// know, which the planner takes as `now`. It only ever delays a removal.
+    pub arrived_at: Option<OffsetDateTime>,
 }
 
 /// A location the client has left, read because own credentials were made for it.
@@ -204,6 +208,14 @@ pub enum RemovalReason {
     /// Made for another location (the client moved); a secret published here since has been
     /// there for longer than `overlap`.
     Migrated { since: OffsetDateTime },
+    /// Made for a location the client has left; a secret published since at another location
+    /// it has also left (`tag`, `name` in words) has been there for longer than `overlap`, and
+    /// the client left before that too.
+    MigratedElsewhere {
+        since: OffsetDateTime,
+        tag: String,
+        name: String,
+    },
     /// Made for a location the client has left, and superseded there for longer than
     /// `overlap`: a read of that location (`tag`, `name` in words) shows it.
     SupersededAtFormer {
@@ -246,6 +258,11 @@ impl fmt::Display for RemovalReason {
                 "made for the client's previous vault or secret name; a secret published at the new location since {} has been there longer than overlap",
                 rfc3339(*since)
             ),
+            RemovalReason::MigratedElsewhere { since, name, .. } => write!(
+                f,
+                "made for a location the client has left; a secret it published since at {name}, another location it has left, has been there since {} (longer than overlap)",
+                rfc3339(*since)
+            ),
             RemovalReason::SupersededAtFormer { since, name, .. } => write!(
                 f,
                 "made for the client's previous location, {name}, and superseded there since {} (longer than overlap)",
@@ -282,6 +299,7 @@ impl Removal {
     pub fn former_tag(&self) -> Option<&str> {
         match &self.reason {
             RemovalReason::SupersededAtFormer { tag, .. }
+            | RemovalReason::MigratedElsewhere { tag, .. }
             | RemovalReason::OrphanAtFormer { tag, .. } => Some(tag),
             _ => None,
         }
@@ -747,26 +765,91 @@ pub fn plan(observed: &Observed, policy: &PolicyView<'_>, now: OffsetDateTime) -
                 plan.next_retirement = Some(plan.next_retirement.map_or(at, |t| t.min(at)));
                 frees_at_former.insert(p.key_id.clone(), at);
             }
-            let since = p.start.and_then(|start| {
-                history
-                    .iter()
-                    .filter(|v| is_managed(v) && v.created.is_some_and(|c| c >= start))
-                    .filter_map(|v| v.created)
-                    .min()
-            });
+            // Consumers of the location the credential was made for follow the client: they
+            // get `overlap` from when a secret of this application was published after the
+            // credential somewhere else the client went (here, or a location read since left),
+            // and from when the client arrived here (no earlier than when it left that
+            // location: a move rolled back and applied again starts again). When nothing was
+            // published after it, the secret consumers here read serves them, once the store
+            // says since when the client is here (without it, nothing tells that the client
+            // did not leave the credential's location a moment ago).
+            let made_for = location_of(&rotation_id);
+            let arrived = observed.arrived_at.unwrap_or(now);
+            // (when, and the location the client left it was published at, if not here)
+            let published_after: Option<(OffsetDateTime, Option<&FormerLocation>)> =
+                p.start.and_then(|start| {
+                    let after = |v: &&VersionInfo| {
+                        is_managed(v)
+                            && !of_another_app(v)
+                            && v.created.is_some_and(|c| c >= start)
+                            && !key_of(v).is_some_and(|k| k.eq_ignore_ascii_case(&p.key_id))
+                    };
+                    let here = history
+                        .iter()
+                        .filter(after)
+                        .filter_map(|v| v.created)
+                        .min()
+                        .map(|at| (at, None));
+                    let elsewhere = observed
+                        .former
+                        .iter()
+                        .filter(|f| Some(f.tag.as_str()) != made_for)
+                        .filter_map(|f| match &f.secret {
+                            VaultSecret::Present { history, .. } => Some((f, history)),
+                            _ => None,
+                        })
+                        .filter_map(|(f, history)| {
+                            history
+                                .iter()
+                                .filter(after)
+                                // Written by this installation for this client (it names one
+                                // of its own credentials), not by another installation.
+                                .filter(|v| {
+                                    key_of(v)
+                                        .and_then(|k| find(&k))
+                                        .is_some_and(|c| own_rotation_id(c).is_some())
+                                })
+                                .filter_map(|v| v.created)
+                                .min()
+                                .map(|at| (at, Some(f)))
+                        });
+                    here.into_iter().chain(elsewhere).min_by_key(|(at, _)| *at)
+                });
+            let served_here = latest
+                .filter(|l| {
+                    l.enabled
+                        && published_key.as_deref().is_some_and(|k| find(k).is_some())
+                        && !of_another_app(l)
+                })
+                .and_then(|l| l.created);
+            let moved = p.start.is_some() && made_for.is_some_and(|t| t != observed.location);
+            let (since, via) = match (published_after, observed.arrived_at) {
+                (Some((at, via)), _) => (Some(at.max(arrived)), via),
+                (None, Some(arrived)) if moved => (served_here.map(|at| at.max(arrived)), None),
+                (None, _) => (None, None),
+            };
             let migrated = match since {
                 Some(since) => {
                     let due = since + std_to_time(policy.overlap);
                     if due > removal_now {
                         let at = due + margin;
                         plan.next_retirement = Some(plan.next_retirement.map_or(at, |t| t.min(at)));
+                        let frees = frees_at_former.entry(p.key_id.clone()).or_insert(at);
+                        *frees = (*frees).min(at);
                         plan.notes.push(format!(
-                            "keeping credential {} made for another vault or secret name (the client moved) until {}, overlap after the first publish here",
+                            "keeping credential {} made for another vault or secret name (the client moved) until {}, overlap after a secret was published where the client went and after it arrived here",
                             p.key_id,
                             rfc3339(at)
                         ));
                     }
-                    (removal_now >= due).then_some(RemovalReason::Migrated { since })
+                    (removal_now >= due).then(|| match via {
+                        None => RemovalReason::Migrated { since },
+                        Some(f) => RemovalReason::MigratedElsewhere {
+                            since,
+                            tag: f.tag.clone(),
+                            name: f.name.clone(),
+                        },
+                    })
                 }
                 None => {
                     if !matches!(there, Some(AtFormer::Remove(_))) {
@@ -1251,6 +1334,7 @@ mod tests {
             adopted: None,
             adopted_now: None,
             former: vec![],
+            arrived_at: Some(NOW - days(365)),
         }
     }
 
@@ -1815,7 +1899,15 @@ mod tests {
         // Another location's read is no evidence for a credential made elsewhere.
         let mut o = capped_and_moved(true);
         o.former[0].tag = "eeeeeeee".into();
-        no_removal(&o, "read of a location k1 was not made for");
+        let p = plan(&o, &policy(), NOW);
+        assert!(
+            p.removals.iter().all(|r| !matches!(
+                r.reason,
+                RemovalReason::SupersededAtFormer { .. } | RemovalReason::OrphanAtFormer { .. }
+            )),
+            "read of a location k1 was not made for: {:?}",
+            p.removals
+        );
         // A version written by hand on top of k2 there: k2 stays, k1 may go.
         let mut o = capped_and_moved(true);
         let VaultSecret::Present { history, latest } = &mut o.former[0].secret else {
@@ -1828,6 +1920,152 @@ mod tests {
         let p = plan(&o, &policy(), NOW);
         let removed: Vec<&str> = p.removals.iter().map(|r| r.key_id.as_str()).collect();
         assert_eq!(removed, [g("k1").as_str()]);
+    }
+
+    #[test]
+    fn a_moved_clients_old_credential_gets_overlap_from_its_arrival_here_too() {
+        // A -> B -> A -> B: b1 was published here (B) 10 days ago, on the first trip; the
+        // client came back now. k1 is what A serves, and A's consumers were told to read it
+        // until a moment ago.
+        let at_a = vec![version("v1", "k1", NOW - days(30), NOW + days(60))];
+        let mut o = observed(
+            vec![
+                own_at_former("k1", 1, NOW - days(30), NOW + days(60)),
+                own("b1", "rb1", NOW - days(10), NOW + days(80)),
+            ],
+            Some(vec![version("vb1", "b1", NOW - days(10), NOW + days(80))]),
+        );
+        o.former = vec![former(VaultSecret::Present {
+            latest: at_a[0].clone(),
+            history: at_a,
+        })];
+        o.arrived_at = None;
+        let p = plan(&o, &policy(), NOW);
+        assert!(p.removals.is_empty(), "{:?}", p.removals);
+        assert_eq!(p.next_retirement, Some(NOW + days(7)));
+        // Arrived 6 days ago: a day to go. 8 days ago: it goes.
+        o.arrived_at = Some(NOW - days(6));
+        let p = plan(&o, &policy(), NOW);
+        assert!(p.removals.is_empty());
+        assert_eq!(p.next_retirement, Some(NOW + days(1)));
+        o.arrived_at = Some(NOW - days(8));
+        let p = plan(&o, &policy(), NOW);
+        assert_eq!(
+            p.removals,
+            vec![Removal {
+                key_id: g("k1"),
+                reason: RemovalReason::Migrated {
+                    since: NOW - days(8)
+                }
+            }]
+        );
+    }
+
+    #[test]
+    fn a_capped_app_back_where_it_was_frees_the_slot_of_the_credential_it_left_elsewhere() {
+        // A -> B -> A: k1 is published here (A) and due for renewal; b1 is what B serves,
+        // published after k1, and holds the other slot.
+        let at_b = vec![version("vb1", "b1", NOW - days(9), NOW + days(80))];
+        let mut o = observed(
+            vec![
+                own("k1", "r1", NOW - days(70), NOW + days(20)),
+                own_at_former("b1", 1, NOW - days(9), NOW + days(80)),
+            ],
+            Some(vec![version("v1", "k1", NOW - days(70), NOW + days(20))]),
+        );
+        o.password_cap = Some(2);
+        o.former = vec![former(VaultSecret::Present {
+            latest: at_b[0].clone(),
+            history: at_b,
+        })];
+        // Back for a day: B's consumers have 6 more days; the wait names its end.
+        o.arrived_at = Some(NOW - days(1));
+        let p = plan(&o, &policy(), NOW);
+        assert!(p.removals.is_empty());
+        assert_eq!(
+            p.blocked,
+            Some(Blocked::WaitingForSlot {
+                until: NOW + days(6)
+            })
+        );
+        // Back for 8 days: b1 goes, and the renewal has its slot.
+        o.arrived_at = Some(NOW - days(8));
+        let p = plan(&o, &policy(), NOW);
+        assert_eq!(
+            p.removals,
+            vec![Removal {
+                key_id: g("b1"),
+                reason: RemovalReason::Migrated {
+                    since: NOW - days(8)
+                }
+            }]
+        );
+        assert!(matches!(p.rotate, Some(RotateReason::ExpiresSoon { .. })));
+        assert_eq!(p.blocked, None);
+        // Without the store's record of the arrival, nothing tells when the client left B.
+        o.arrived_at = None;
+        assert!(plan(&o, &policy(), NOW).removals.is_empty());
+    }
+
+    #[test]
+    fn a_capped_app_moved_twice_frees_the_slot_of_what_it_published_before_the_second_place() {
+        // A -> B -> C: k1 is what A serves, b1 (published at B 8 days ago, after k1) what B
+        // serves; nothing at C yet, and both slots taken.
+        let at_a = vec![version("v1", "k1", NOW - days(30), NOW + days(60))];
+        let at_b = vec![version("vb1", "b1", NOW - days(8), NOW + days(80))];
+        let mut o = observed(
+            vec![
+                own_at_former("k1", 1, NOW - days(30), NOW + days(60)),
+                cred(
+                    "b1",
+                    Some(&format!("secret-rotator:prod:dicom:eeeeeeee-{:032x}", 2)),
+                    NOW - days(8),
+                    NOW + days(80),
+                ),
+            ],
+            None,
+        );
+        o.password_cap = Some(2);
+        let mut b = former(VaultSecret::Present {
+            latest: at_b[0].clone(),
+            history: at_b,
+        });
+        b.tag = "eeeeeeee".into();
+        b.name = "secret 'b' in vault https://kv".into();
+        o.former = vec![
+            former(VaultSecret::Present {
+                latest: at_a[0].clone(),
+                history: at_a,
+            }),
+            b,
+        ];
+        // At C for a day: A's consumers had 8 days of b1 but only a day since the client was
+        // last anywhere near A for certain; the wait names when that ends.
+        o.arrived_at = Some(NOW - days(1));
+        let p = plan(&o, &policy(), NOW);
+        assert!(p.removals.is_empty(), "{:?}", p.removals);
+        assert_eq!(
+            p.blocked,
+            Some(Blocked::WaitingForSlot {
+                until: NOW + days(6)
+            })
+        );
+        // At C for 8 days: k1 goes (b1, what B serves, stays), and C gets its secret.
+        o.arrived_at = Some(NOW - days(8));
+        let p = plan(&o, &policy(), NOW);
+        assert_eq!(
+            p.removals,
+            vec![Removal {
+                key_id: g("k1"),
+                reason: RemovalReason::MigratedElsewhere {
+                    since: NOW - days(8),
+                    tag: "eeeeeeee".into(),
+                    name: "secret 'b' in vault https://kv".into(),
+                }
+            }]
+        );
+        assert_eq!(p.rotate, Some(RotateReason::NoPublishedSecret));
+        assert_eq!(p.blocked, None);
     }
 
     #[test]
