@@ -35,9 +35,44 @@ pub async fn observe(
         ctx.azure.graph.get_application(&client.app)
     })
     .await?;
-    let vault = read_vault(ctx, client, cancel).await?;
+    let mut vault = read_vault(ctx, client, cancel).await?;
     let location = location_tag(&client.key_vault_url, &client.secret_name);
-    let former = read_former(ctx, client, &app, &location, cancel).await;
+    let mut former = read_former(ctx, client, &app, &location, cancel).await;
+    // The values of versions no tag attributes, where an own credential's value could be: a
+    // missing tag is no evidence that a version does not hold it.
+    let prefix = marker_prefix(&ctx.config.instance, &client.name);
+    let oldest_own = app
+        .passwords
+        .iter()
+        .filter(|p| {
+            p.display_name
+                .as_deref()
+                .is_some_and(|d| d.starts_with(&prefix))
+        })
+        .filter_map(|p| p.start)
+        .min();
+    if let Some(since) = oldest_own {
+        fill_hints(
+            ctx,
+            &client.key_vault_url,
+            &client.secret_name,
+            &mut vault,
+            since,
+            cancel,
+        )
+        .await;
+        for f in &mut former {
+            fill_hints(
+                ctx,
+                &f.vault_url,
+                &f.secret_name,
+                &mut f.secret,
+                since,
+                cancel,
+            )
+            .await;
+        }
+    }
     let arrived_at = match ctx.store.arrived_at(&client.name, &location) {
         Ok(at) => at.and_then(|t| time::OffsetDateTime::from_unix_timestamp(t).ok()),
         Err(e) => {
@@ -184,6 +219,60 @@ async fn read_former(
         }
     }
     former
+}
+
+/// How many versions without a tag naming a credential are read for their value's hint, per
+/// location and reconcile (newest first); the others stay unknown, which keeps credentials.
+const HINTS_PER_LOCATION: usize = 10;
+
+/// Reads the hint (first three characters) of each version created since `since` that no
+/// tag attributes to a credential, so that the planner can tell whether it may hold an own
+/// credential's value. A version whose value cannot be read keeps no hint: unknown, which the
+/// planner takes as "may hold it".
+async fn fill_hints(
+    ctx: &Context,
+    vault: &url::Url,
+    name: &str,
+    secret: &mut VaultSecret,
+    since: time::OffsetDateTime,
+    cancel: &CancellationToken,
+) {
+    let VaultSecret::Present { history, latest } = secret else {
+        return;
+    };
+    let wanted: Vec<usize> = history
+        .iter()
+        .enumerate()
+        .rev()
+        .filter(|(_, v)| {
+            v.value_hint.is_none()
+                && !super::plan::names_a_credential(v)
+                && v.created
+                    .is_none_or(|c| c >= since - time::Duration::seconds(1))
+        })
+        .map(|(i, _)| i)
+        .take(HINTS_PER_LOCATION)
+        .collect();
+    for i in wanted {
+        let version = history[i].version.clone();
+        if version == latest.version && latest.value_hint.is_some() {
+            history[i].value_hint = latest.value_hint.clone();
+            continue;
+        }
+        match retry(FORMER_READ_BUDGET, cancel, || {
+            ctx.azure.vaults.get(vault, name, Some(&version))
+        })
+        .await
+        {
+            Ok(value) => {
+                use secrecy::ExposeSecret;
+                history[i].value_hint = Some(value.value.expose_secret().chars().take(3).collect());
+            }
+            Err(e) => {
+                tracing::info!(secret = %name, version = %version, error = %e, "could not read a version without a key-id tag; it may hold any own credential's value");
+            }
+        }
+    }
 }
 
 /// Reads the vault secret: its history and the version `GET` returns. A 404 on the listing is

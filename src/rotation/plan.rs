@@ -476,6 +476,33 @@ fn key_of(v: &VersionInfo) -> Option<String> {
         .map(|k| k.to_ascii_lowercase())
 }
 
+/// Whether a version's tags attribute it to a credential (managed, with a `key-id` that is a
+/// key id).
+pub fn names_a_credential(v: &VersionInfo) -> bool {
+    key_of(v).is_some()
+}
+
+/// Whether some version may hold `p`'s value although no tag names `p`: created after the
+/// credential (a value cannot be written before it exists), attributed to no credential by its
+/// tags (wiped, or written by hand), and with a value whose hint is unknown or matches `p`'s.
+/// A missing tag is never evidence that a version does not hold a credential.
+fn may_hold_untagged<'v>(
+    p: &PasswordCredential,
+    mut history: impl Iterator<Item = &'v VersionInfo>,
+) -> bool {
+    let Some(start) = p.start else {
+        return true;
+    };
+    history.any(|v| {
+        key_of(v).is_none()
+            && v.created
+                .is_none_or(|c| c >= start - time::Duration::seconds(1))
+            && v.value_hint
+                .as_deref()
+                .is_none_or(|h| p.hint.as_deref().is_none_or(|ph| ph == h))
+    })
+}
+
 /// Decides what a reconcile does.
 ///
 /// Removal needs positive evidence. Every removal this function can express is backed by one
@@ -743,7 +770,14 @@ pub fn plan(observed: &Observed, policy: &PolicyView<'_>, now: OffsetDateTime) -
             let old = p.start.is_some_and(|s| {
                 removal_now - s >= std_to_time(policy.verify_timeout + ORPHAN_MARGIN)
             });
-            (present && old).then_some(RemovalReason::Orphan { rotation_id })
+            let unproven = may_hold_untagged(p, history.iter().chain(latest));
+            if unproven && old {
+                plan.notes.push(format!(
+                    "keeping credential {}: named by no version, but a version no tag attributes may hold its value",
+                    p.key_id
+                ));
+            }
+            (present && old && !unproven).then_some(RemovalReason::Orphan { rotation_id })
         } else if here && !present {
             // No history to prove anything: kept (the attempts that never published are above).
             None
@@ -1148,7 +1182,7 @@ fn at_former(
         let old = p
             .start
             .is_some_and(|s| removal_now - s >= std_to_time(policy.verify_timeout + ORPHAN_MARGIN));
-        if after_first && old {
+        if after_first && old && !may_hold_untagged(p, history.iter().copied()) {
             AtFormer::Remove(RemovalReason::OrphanAtFormer {
                 rotation_id: rotation_id.to_string(),
                 tag: former.tag.clone(),
@@ -2066,6 +2100,61 @@ mod tests {
         );
         assert_eq!(p.rotate, Some(RotateReason::NoPublishedSecret));
         assert_eq!(p.blocked, None);
+    }
+
+    #[test]
+    fn a_version_no_tag_attributes_that_may_hold_its_value_proves_no_orphan() {
+        // A version without tags (wiped, or written by hand) created after the orphan
+        // candidate: unless its value's hint is known and is not the credential's, it may
+        // hold that credential's value.
+        let untagged = |hint: Option<&str>| {
+            let mut v = version("vx", "k1", NOW - time::Duration::minutes(5), NOW + days(80));
+            v.tags.clear();
+            v.value_hint = hint.map(str::to_string);
+            v
+        };
+        let orphan = own("k9", "r9", NOW - time::Duration::minutes(11), NOW + days(90));
+        for (hint, removed) in [(None, false), (Some("abc"), false), (Some("zzz"), true)] {
+            let o = observed(
+                vec![own("k1", "r1", NOW - days(10), NOW + days(80)), orphan.clone()],
+                Some(vec![
+                    version("v1", "k1", NOW - days(10), NOW + days(80)),
+                    untagged(hint),
+                    version("v3", "k1", NOW - time::Duration::minutes(1), NOW + days(80)),
+                ]),
+            );
+            let p = plan(&o, &policy(), NOW);
+            assert_eq!(p.removals.iter().any(|r| r.key_id == g("k9")), removed, "{hint:?}");
+        }
+        // Created before the credential: it cannot hold its value.
+        let mut before = untagged(None);
+        before.created = Some(NOW - days(1));
+        let o = observed(
+            vec![own("k1", "r1", NOW - days(10), NOW + days(80)), orphan.clone()],
+            Some(vec![
+                version("v1", "k1", NOW - days(10), NOW + days(80)),
+                before,
+                version("v3", "k1", NOW - time::Duration::minutes(1), NOW + days(80)),
+            ]),
+        );
+        assert!(plan(&o, &policy(), NOW).removals.iter().any(|r| r.key_id == g("k9")));
+        // The same at a location the client has left (OrphanAtFormer).
+        for (hint, removed) in [(None, false), (Some("abc"), false), (Some("zzz"), true)] {
+            let mut o = capped_and_moved(true);
+            o.password_cap = None;
+            o.passwords.push(own_at_former(
+                "k3",
+                3,
+                NOW - time::Duration::minutes(11),
+                NOW + days(90),
+            ));
+            let VaultSecret::Present { history, .. } = &mut o.former[0].secret else {
+                unreachable!()
+            };
+            history.insert(1, untagged(hint));
+            let p = plan(&o, &policy(), NOW);
+            assert_eq!(p.removals.iter().any(|r| r.key_id == g("k3")), removed, "{hint:?}");
+        }
     }
 
     #[test]

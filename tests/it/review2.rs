@@ -277,7 +277,6 @@ async fn review2_a_revocation_during_a_move_revokes_or_refuses() {
 /// published there", although it is what A served until a moment ago and the migration overlap
 /// has not run. (The current location's `Orphan` rule has the same blind spot.)
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "review finding: wiped tags plus a version by hand at the old location make its last credential an orphan"]
 async fn review2_wiped_tags_and_a_version_by_hand_at_the_old_location_prove_no_orphan() {
     let env = Env::new(Setup::default()).await;
     rotate_ok(&env, &[]).await;
