@@ -988,7 +988,42 @@ pub fn plan(observed: &Observed, policy: &PolicyView<'_>, now: OffsetDateTime) -
     } else if policy.revoke_previous && plan.blocked.is_none() {
         let published = plan.published.as_ref();
         let target = match published {
-            None => Ok(None),
+            // Nothing published here: a client that moved before anything was published at
+            // its new location still has its leaked secret at the location it left, and that
+            // one is revoked (it is this client's), or the request is refused.
+            None => {
+                let served: Vec<&PasswordCredential> = observed
+                    .former
+                    .iter()
+                    .filter_map(|f| match &f.secret {
+                        VaultSecret::Present { latest, .. } => key_of(latest),
+                        _ => None,
+                    })
+                    .filter_map(|k| find(&k))
+                    .filter(|c| own_rotation_id(c).is_some())
+                    .collect();
+                let unread = observed.passwords.iter().any(|c| {
+                    own_rotation_id(c).is_some_and(|r| match location_of(&r) {
+                        Some(tag) => {
+                            tag != observed.location
+                                && !observed.former.iter().any(|f| f.tag == tag)
+                        }
+                        None => true,
+                    })
+                });
+                match served.as_slice() {
+                    [one] if !unread => Ok(Some(one.key_id.clone())),
+                    [] if !unread => Ok(None),
+                    [] | [_] => Err(
+                        "nothing is published at the client's location, and a location it has left, which may serve the leaked secret, could not be read (or its address is not in the state store); try again, or remove the leaked credential by hand"
+                            .to_string(),
+                    ),
+                    _ => Err(
+                        "nothing is published at the client's location, and several locations it has left serve its credentials; remove the leaked one by hand"
+                            .to_string(),
+                    ),
+                }
+            }
             Some(p) if p.managed => match p.key_id.as_deref().map(|k| (k, find(k))) {
                 Some((_, Some(c))) if own_rotation_id(c).is_some() => Ok(Some(c.key_id.clone())),
                 Some((_, Some(c))) => Err(format!(
@@ -2113,10 +2148,18 @@ mod tests {
             v.value_hint = hint.map(str::to_string);
             v
         };
-        let orphan = own("k9", "r9", NOW - time::Duration::minutes(11), NOW + days(90));
+        let orphan = own(
+            "k9",
+            "r9",
+            NOW - time::Duration::minutes(11),
+            NOW + days(90),
+        );
         for (hint, removed) in [(None, false), (Some("abc"), false), (Some("zzz"), true)] {
             let o = observed(
-                vec![own("k1", "r1", NOW - days(10), NOW + days(80)), orphan.clone()],
+                vec![
+                    own("k1", "r1", NOW - days(10), NOW + days(80)),
+                    orphan.clone(),
+                ],
                 Some(vec![
                     version("v1", "k1", NOW - days(10), NOW + days(80)),
                     untagged(hint),
@@ -2124,20 +2167,32 @@ mod tests {
                 ]),
             );
             let p = plan(&o, &policy(), NOW);
-            assert_eq!(p.removals.iter().any(|r| r.key_id == g("k9")), removed, "{hint:?}");
+            assert_eq!(
+                p.removals.iter().any(|r| r.key_id == g("k9")),
+                removed,
+                "{hint:?}"
+            );
         }
         // Created before the credential: it cannot hold its value.
         let mut before = untagged(None);
         before.created = Some(NOW - days(1));
         let o = observed(
-            vec![own("k1", "r1", NOW - days(10), NOW + days(80)), orphan.clone()],
+            vec![
+                own("k1", "r1", NOW - days(10), NOW + days(80)),
+                orphan.clone(),
+            ],
             Some(vec![
                 version("v1", "k1", NOW - days(10), NOW + days(80)),
                 before,
                 version("v3", "k1", NOW - time::Duration::minutes(1), NOW + days(80)),
             ]),
         );
-        assert!(plan(&o, &policy(), NOW).removals.iter().any(|r| r.key_id == g("k9")));
+        assert!(
+            plan(&o, &policy(), NOW)
+                .removals
+                .iter()
+                .any(|r| r.key_id == g("k9"))
+        );
         // The same at a location the client has left (OrphanAtFormer).
         for (hint, removed) in [(None, false), (Some("abc"), false), (Some("zzz"), true)] {
             let mut o = capped_and_moved(true);
@@ -2153,8 +2208,39 @@ mod tests {
             };
             history.insert(1, untagged(hint));
             let p = plan(&o, &policy(), NOW);
-            assert_eq!(p.removals.iter().any(|r| r.key_id == g("k3")), removed, "{hint:?}");
+            assert_eq!(
+                p.removals.iter().any(|r| r.key_id == g("k3")),
+                removed,
+                "{hint:?}"
+            );
         }
+    }
+
+    #[test]
+    fn a_revocation_during_a_move_revokes_what_the_old_location_serves_or_refuses() {
+        let mut pol = policy();
+        pol.revoke_previous = true;
+        pol.force = true;
+        // Moved, nothing published at the new location: the old location serves k2.
+        let mut o = capped_and_moved(true);
+        o.password_cap = None;
+        let p = plan(&o, &pol, NOW);
+        assert_eq!(p.revoke, Some(g("k2")));
+        assert_eq!(p.blocked, None);
+        assert_eq!(p.rotate, Some(RotateReason::Forced));
+        // The old location could not be read: refused, nothing is done.
+        let mut o = capped_and_moved(false);
+        o.password_cap = None;
+        let p = plan(&o, &pol, NOW);
+        assert!(
+            matches!(p.blocked, Some(Blocked::RevokeRefused { .. })),
+            "{p:?}"
+        );
+        assert_eq!(p.rotate, None);
+        // Nothing own anywhere: nothing to revoke, it rotates.
+        let p = plan(&observed(vec![], None), &pol, NOW);
+        assert_eq!(p.revoke, None);
+        assert_eq!(p.blocked, None);
     }
 
     #[test]

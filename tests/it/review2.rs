@@ -251,7 +251,6 @@ async fn review2_a_capped_app_moved_twice_gets_a_secret_at_its_last_location() {
 /// "nothing to revoke: no published credential is left", rotates, and exits 0: k1 stays valid
 /// for `overlap` after the new publish (and for ever if nothing can be published there).
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "review finding: a revocation during a move leaves the leaked credential valid and reports success"]
 async fn review2_a_revocation_during_a_move_revokes_or_refuses() {
     let env = Env::new(Setup::default()).await;
     rotate_ok(&env, &[]).await;
