@@ -92,11 +92,13 @@ pub(super) fn report_gauges(
 /// prove its credentials superseded there; and forgets the locations no own credential was
 /// made for any more.
 pub(super) fn remember_location(ctx: &Context, client: &Client, observed: &plan::Observed) {
-    let prefix = marker_prefix(&ctx.config.instance, &client.name);
+    // Rows are per client name, whatever the instance: the credentials of this client under
+    // another instance name (an instance renamed, and perhaps renamed back) keep the address of
+    // the location they were made for.
     let mut keep: Vec<&str> = observed
         .passwords
         .iter()
-        .filter_map(|p| p.display_name.as_deref()?.strip_prefix(prefix.as_str()))
+        .filter_map(|p| rotation_id_of_any_instance(p.display_name.as_deref()?, &client.name))
         .filter_map(plan::location_of)
         .collect();
     keep.push(&observed.location);
@@ -113,6 +115,15 @@ pub(super) fn remember_location(ctx: &Context, client: &Client, observed: &plan:
     if let Err(e) = recorded {
         tracing::warn!(client = %client.name, error = %e, "could not record the client's location");
     }
+}
+
+/// The rotation id of a marker `secret-rotator:<any instance>:<client>:<rotation-id>`.
+fn rotation_id_of_any_instance<'a>(display_name: &'a str, client: &str) -> Option<&'a str> {
+    let (head, rotation_id) = display_name
+        .strip_prefix("secret-rotator:")?
+        .rsplit_once(':')?;
+    let instance = head.strip_suffix(client)?.strip_suffix(':')?;
+    (!instance.is_empty()).then_some(rotation_id)
 }
 
 /// Records how a reconcile ended: the client's row in the store and its gauges, for success and
@@ -196,5 +207,33 @@ pub(super) fn status(
                 None => ctx.metrics.set_client_ready(&client.name, false),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::rotation_id_of_any_instance as of;
+
+    #[test]
+    fn a_markers_rotation_id_is_read_for_any_instance_of_the_client() {
+        let rid = "0a1b2c3d-00000000000000000000000000000001";
+        assert_eq!(
+            of(&format!("secret-rotator:prod:dicom:{rid}"), "dicom"),
+            Some(rid)
+        );
+        assert_eq!(
+            of(&format!("secret-rotator:renamed:dicom:{rid}"), "dicom"),
+            Some(rid)
+        );
+        assert_eq!(
+            of(&format!("secret-rotator:prod:other:{rid}"), "dicom"),
+            None
+        );
+        assert_eq!(
+            of(&format!("secret-rotator:prod:xdicom:{rid}"), "dicom"),
+            None
+        );
+        assert_eq!(of(&format!("secret-rotator::dicom:{rid}"), "dicom"), None);
+        assert_eq!(of("a person's secret", "dicom"), None);
     }
 }

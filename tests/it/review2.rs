@@ -318,7 +318,6 @@ async fn review2_wiped_tags_and_a_version_by_hand_at_the_old_location_prove_no_o
 /// instance); back under its name, the old location can no longer be read, the predecessor
 /// superseded there never frees its slot, and the new location never gets a secret.
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "review finding: renaming the instance and back forgets the old location: a moved capped app never converges"]
 async fn review2_an_instance_renamed_and_back_still_frees_the_moved_slot() {
     let env = Env::new(capped()).await;
     rotate_ok(&env, &[]).await;
