@@ -1249,6 +1249,11 @@ impl WorldRun {
                 }
                 continue;
             }
+            // A revocation asked while the client had moved and published nothing yet takes
+            // what the location it left serves: the leaked secret is this client's.
+            if revoked && self.location_at(app, t).as_ref() != Some(l) {
+                continue;
+            }
             // What consumers read there: never removable while it is.
             if st.value_of.as_deref() == Some(key.as_str()) && !self.retired(app, l, t) {
                 problems.push(format!(
