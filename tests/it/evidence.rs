@@ -30,6 +30,7 @@ async fn a_moved_client_keeps_the_credential_published_at_its_old_location() {
                 access: BTreeMap::from([(env.daemon_app_id.clone(), VaultRole::User)]),
             }],
             settings: None,
+            ..Default::default()
         })
         .await
         .unwrap();

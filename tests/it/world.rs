@@ -195,6 +195,7 @@ impl WorldRun {
                     })
                     .collect(),
                 settings: None,
+                ..Default::default()
             })
             .await
             .expect("seed the person and the second vault");

@@ -54,6 +54,10 @@ def open_types(node):
 
 
 open_types(GRAPH_SPEC)
+ONBOARDING_SPEC = yaml.safe_load((SPECS / "msgraph-v1.0-openapi-applications-onboarding-subset.yaml").read_text())
+open_types(ONBOARDING_SPEC)
+ARM_ASSIGNMENTS = json.loads((SPECS / "authorization-roleassignments-2022-04-01.json").read_text())
+ARM_DEFINITIONS = json.loads((SPECS / "authorization-roledefinitions-list-2022-04-01-subset.json").read_text())
 ENTRA_SCHEMA = json.loads((SPECS / "entra-responses.schema.json").read_text())
 
 
@@ -80,20 +84,29 @@ def check_kv(body, definition, version="2025-07-01"):
             assert not set(entry) - declared(spec["definitions"], item), entry
 
 
-def graph_declared(schema):
+def graph_declared(schema, spec=None):
+    spec = spec or GRAPH_SPEC
     if "$ref" in schema:
-        return graph_declared(GRAPH_SPEC["components"]["schemas"][schema["$ref"].split("/")[-1]])
+        return graph_declared(spec["components"]["schemas"][schema["$ref"].split("/")[-1]], spec)
     names = set(schema.get("properties", {}))
     for part in schema.get("allOf", []) + schema.get("anyOf", []):
-        names |= graph_declared(part)
+        names |= graph_declared(part, spec)
     return names
 
 
-def check_graph(body, schema_name):
-    schema = {"$ref": f"#/components/schemas/{schema_name}", "components": GRAPH_SPEC["components"]}
+def check_graph(body, schema_name, spec=None):
+    spec = spec or GRAPH_SPEC
+    schema = {"$ref": f"#/components/schemas/{schema_name}", "components": spec["components"]}
     OAS30Validator(schema).validate(body)
-    extra = {k for k in body if not k.startswith("@odata.")} - graph_declared({"$ref": f"#/components/schemas/{schema_name}"})
+    extra = {k for k in body if not k.startswith("@odata.")} - graph_declared({"$ref": f"#/components/schemas/{schema_name}"}, spec)
     assert not extra, f"{schema_name} has undeclared properties {extra}"
+
+
+def check_arm(body, spec, definition):
+    schema = {"$ref": f"#/definitions/{definition}", "definitions": spec["definitions"]}
+    jsonschema.Draft4Validator(schema, format_checker=jsonschema.FormatChecker()).validate(body)
+    extra = set(body) - declared(spec["definitions"], {"$ref": f"#/definitions/{definition}"})
+    assert not extra, f"{definition} has undeclared properties {extra}"
 
 
 def check_entra(body, definition):
@@ -240,7 +253,7 @@ def test_graph_reads(emulator, tenant):
     error_graph(graph(emulator, "GET", f"/applications/{target['id']}"), 401, "InvalidAuthenticationToken")
     error_graph(graph(emulator, "GET", f"/applications/{target['id']}", token(emulator, tenant, "admin", VAULT)), 401, "InvalidAuthenticationToken")
     error_graph(graph(emulator, "GET", f"/applications/{target['id']}?$select=nope", tok), 400, "Request_BadRequest")
-    error_graph(graph(emulator, "GET", "/applications?$filter=displayName eq 'x'", tok), 400, "Request_UnsupportedQuery")
+    error_graph(graph(emulator, "GET", "/applications?$filter=appId gt 'x'", tok), 400, "Request_UnsupportedQuery")
     error_graph(graph(emulator, "GET", f"/applications/{target['id']}", token(emulator, tenant, "stranger", GRAPH, "s")), 403, "Authorization_RequestDenied")
 
 
@@ -632,6 +645,121 @@ def test_broken_answers_and_latency_can_be_injected(emulator, tenant):
     with pytest.raises(requests.exceptions.ConnectionError):
         kv(emulator, tenant, "GET", "/secrets", tok)
     assert kv(emulator, tenant, "GET", "/secrets", tok).status_code == 200, "the next call is answered"
+
+
+# ---- onboarding: applications, service principals, ARM role assignments, DICOMweb --------------
+
+ARM = "https://management.azure.com/.default"
+DICOM = "https://dicom.healthcareapis.azure.com/.default"
+
+
+@pytest.fixture(scope="module")
+def onboarding(emulator, tenant):
+    report = emulator.seed({
+        "dicom_services": [{"name": "conformance"}],
+        "role_assignments": [{"principal": tenant["ids"]["admin"], "role": "Owner", "scope": "subscription"}],
+    })
+    return report["dicom_services"]["conformance"]
+
+
+def test_graph_create_application_and_service_principal(emulator, tenant):
+    owned = token(emulator, tenant, "owned_by", GRAPH, "o")
+    reader = token(emulator, tenant, "reader", GRAPH, "r")
+    body = {"displayName": "onboarded", "signInAudience": "AzureADMyOrg", "tags": ["conformance-tag"]}
+    r = graph(emulator, "POST", "/applications", owned, json=body)
+    assert r.status_code == 201, r.text
+    check_graph(r.json(), "microsoft.graph.application", ONBOARDING_SPEC)
+    app = r.json()
+    error_graph(graph(emulator, "POST", "/applications", reader, json=body), 403, "Authorization_RequestDenied")
+    error_graph(graph(emulator, "POST", "/applications", owned, json={"displayName": "x", "nope": 1}), 400, "Request_BadRequest")
+
+    r = graph(emulator, "GET", f"/applications/{app['id']}/owners", owned)
+    assert r.status_code == 200, r.text
+    check_graph(r.json(), "microsoft.graph.directoryObjectCollectionResponse", ONBOARDING_SPEC)
+    assert [o["appId"] for o in r.json()["value"]] == [tenant["ids"]["owned_by"]]
+    error_graph(graph(emulator, "GET", f"/applications/{new_id()}/owners", owned), 404, "Request_ResourceNotFound")
+
+    r = graph(emulator, "GET", "/applications?$filter=tags/any(t:t eq 'conformance-tag')", owned)
+    assert r.status_code == 200, r.text
+    check_graph(r.json(), "microsoft.graph.applicationCollectionResponse")
+    assert [a["id"] for a in r.json()["value"]] == [app["id"]]
+    error_graph(graph(emulator, "GET", "/applications?$filter=not(tags/any(t:t eq 'conformance-tag'))", owned), 400, "Request_UnsupportedQuery")
+    r = graph(emulator, "GET", "/applications?$filter=not(tags/any(t:t eq 'conformance-tag'))&$count=true", owned, headers={"ConsistencyLevel": "eventual"})
+    assert r.status_code == 200 and app["id"] not in [a["id"] for a in r.json()["value"]], r.text
+    assert r.json()["@odata.count"] == len(r.json()["value"])
+
+    r = graph(emulator, "PATCH", f"/applications/{app['id']}", owned, json={"tags": ["other"]})
+    assert r.status_code == 204, r.text
+    error_graph(graph(emulator, "PATCH", f"/applications/{tenant['apps']['not-owned']['id']}", owned, json={"tags": []}), 403, "Authorization_RequestDenied")
+
+    r = graph(emulator, "POST", "/servicePrincipals", owned, json={"appId": app["appId"]})
+    assert r.status_code == 201, r.text
+    check_graph(r.json(), "microsoft.graph.servicePrincipal", ONBOARDING_SPEC)
+    error_graph(graph(emulator, "POST", "/servicePrincipals", owned, json={"appId": app["appId"]}), 409, "Request_MultipleObjectsWithSameKeyValue")
+    r = graph(emulator, "GET", f"/servicePrincipals?$filter=appId eq '{app['appId']}'", owned)
+    assert r.status_code == 200, r.text
+    check_graph(r.json(), "microsoft.graph.servicePrincipalCollectionResponse", ONBOARDING_SPEC)
+    error_graph(graph(emulator, "GET", "/servicePrincipals?$filter=appId gt 'x'", owned), 400, "Request_UnsupportedQuery")
+    r = graph(emulator, "GET", f"/servicePrincipals(appId='{app['appId']}')", owned)
+    assert r.status_code == 200, r.text
+    check_graph(r.json(), "microsoft.graph.servicePrincipal", ONBOARDING_SPEC)
+    error_graph(graph(emulator, "GET", f"/servicePrincipals(appId='{new_id()}')", owned), 404, "Request_ResourceNotFound")
+
+
+def test_token_endpoint_refuses_a_resource_without_a_service_principal(emulator, tenant):
+    r = token_request(emulator, tenant, tenant["ids"]["admin"], tenant["secret"], "api://no-such-resource/.default")
+    assert r.status_code == 400, r.text
+    check_entra(r.json(), "TokenError")
+    assert r.json()["error_codes"] == [500011]
+    assert r.json()["error"] == "invalid_resource"
+
+
+def arm(emulator, method, path, tok=None, **kw):
+    headers = kw.pop("headers", {})
+    if tok:
+        headers["Authorization"] = f"Bearer {tok}"
+    return emulator.http.request(method, f"{emulator.info['arm_endpoint']}{path}", headers=headers, **kw)
+
+
+def test_arm_role_definitions_and_assignments(emulator, tenant, onboarding):
+    admin = token(emulator, tenant, "admin", ARM)
+    stranger = token(emulator, tenant, "stranger", ARM, "s")
+    scope = onboarding["resource_id"]
+    r = arm(emulator, "GET", f"{scope}/providers/Microsoft.Authorization/roleDefinitions?api-version=2022-04-01&$filter=roleName eq 'DICOM Data Owner'", admin)
+    assert r.status_code == 200, r.text
+    check_arm(r.json(), ARM_DEFINITIONS, "RoleDefinitionListResult")
+    definition = r.json()["value"][0]
+    assert definition["name"] == "58a3b984-7adf-4c20-983a-32417c86fbc8"
+    r = arm(emulator, "GET", f"{scope}/providers/Microsoft.Authorization/roleDefinitions", admin)
+    assert r.status_code == 400 and r.json()["error"]["code"] == "MissingApiVersionParameter", r.text
+
+    sp = graph(emulator, "GET", f"/servicePrincipals(appId='{tenant['ids']['reader']}')", token(emulator, tenant, "admin", GRAPH)).json()
+    name = new_id()
+    body = {"properties": {"roleDefinitionId": definition["id"], "principalId": sp["id"], "principalType": "ServicePrincipal"}}
+    path = f"{scope}/providers/Microsoft.Authorization/roleAssignments/{name}?api-version=2022-04-01"
+    r = arm(emulator, "PUT", path, stranger, json=body)
+    assert r.status_code == 403 and r.json()["error"]["code"] == "AuthorizationFailed", r.text
+    r = arm(emulator, "PUT", path, admin, json=body)
+    assert r.status_code == 201, r.text
+    check_arm(r.json(), ARM_ASSIGNMENTS, "RoleAssignment")
+    r = arm(emulator, "PUT", path.replace(name, new_id()), admin, json=body)
+    assert r.status_code == 409 and r.json()["error"]["code"] == "RoleAssignmentExists", r.text
+    r = arm(emulator, "GET", path, admin)
+    assert r.status_code == 200, r.text
+    check_arm(r.json(), ARM_ASSIGNMENTS, "RoleAssignment")
+    r = arm(emulator, "GET", path.replace(name, new_id()), admin)
+    assert r.status_code == 404, r.text
+
+
+def test_dicomweb_checks_audience_and_role(emulator, tenant, onboarding):
+    url = f"{onboarding['url']}/v2/changefeed?limit=1"
+    reader = token_request(emulator, tenant, tenant["ids"]["reader"], tenant["secret"] + "r", DICOM).json()["access_token"]
+    stranger = token_request(emulator, tenant, tenant["ids"]["stranger"], tenant["secret"] + "s", DICOM).json()["access_token"]
+    r = emulator.http.get(url, headers={"Authorization": f"Bearer {token(emulator, tenant, 'reader', GRAPH, 'r')}"})
+    assert r.status_code == 401 and "WWW-Authenticate" in r.headers
+    assert emulator.http.get(url, headers={"Authorization": f"Bearer {stranger}"}).status_code == 403
+    r = emulator.http.get(url, headers={"Authorization": f"Bearer {reader}"})
+    assert r.status_code == 200 and r.json() == [], r.text
 
 
 def test_every_served_operation_was_exercised_with_a_success_and_an_error(emulator, tenant):

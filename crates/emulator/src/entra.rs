@@ -301,6 +301,14 @@ fn issue(world: &World, tenant: &str, headers: &HeaderMap, body: &[u8]) -> Outco
             };
         }
     };
+    if let Err(response) = principals(&state, app, &resource, tenant) {
+        return Outcome {
+            client_id: Some(client_id),
+            object_id: Some(app.id.clone()),
+            key_id: None,
+            response,
+        };
+    }
     let lifetime = state.settings.token_lifetime_secs;
     let (token, _) = grant(world, &state, app, &resource);
     let object_id = app.id.clone();
@@ -317,6 +325,38 @@ fn issue(world: &World, tenant: &str, headers: &HeaderMap, body: &[u8]) -> Outco
         }))
         .into_response(),
     }
+}
+
+/// Entra issues a token only to a client with a service principal in the tenant
+/// (AADSTS7000229), for a resource with one (AADSTS500011).
+fn principals(
+    state: &crate::model::State,
+    app: &Application,
+    resource: &str,
+    tenant: &str,
+) -> Result<(), Response> {
+    if state.sp_for_resource(resource).is_none() {
+        return Err(errors::entra(
+            400,
+            "invalid_resource",
+            500011,
+            &format!(
+                "The resource principal named {resource} was not found in the tenant named {tenant}. This can happen if the application has not been installed by the administrator of the tenant or consented to by any user in the tenant. You might have sent your authentication request to the wrong tenant."
+            ),
+        ));
+    }
+    if state.sp_by_app_id(&app.app_id).is_none() {
+        return Err(errors::entra(
+            400,
+            "invalid_client",
+            7000229,
+            &format!(
+                "The client application {} is missing service principal in the tenant {tenant}. See instructions here: https://go.microsoft.com/fwlink/?linkid=2225119",
+                app.app_id
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// An access token for `app` to `resource`: Graph tokens carry the app's Graph roles.
@@ -747,6 +787,15 @@ fn mi_token(world: &World, q: &MiQuery) -> Result<MiGrant, (StatusCode, String)>
             ));
         }
     };
+    if state.sp_for_resource(&resource).is_none() {
+        return Err((
+            StatusCode::BAD_REQUEST,
+            format!(
+                "AADSTS500011: The resource principal named {resource} was not found in the tenant named {}.",
+                state.tenant_id
+            ),
+        ));
+    }
     let (token, claims) = grant(world, &state, app, &resource);
     Ok((
         app.app_id.clone(),

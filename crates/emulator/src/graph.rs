@@ -27,6 +27,9 @@ const APPLICATION_PROPERTIES: &[&str] = &[
     "createdDateTime",
     "passwordCredentials",
     "keyCredentials",
+    "tags",
+    "web",
+    "identifierUris",
 ];
 /// What reading the whole tenant's applications (a listing without `$filter`) needs.
 /// `Application.ReadWrite.OwnedBy` is for the apps the caller owns: with it alone, the
@@ -66,9 +69,27 @@ enum Route {
     Get(Address),
     AddPassword(Address),
     RemovePassword(Address),
+    Owners(Address),
+    ServicePrincipals,
+    ServicePrincipal(Address),
 }
 
 fn parse_route(rest: &str) -> Result<Route, String> {
+    if rest == "servicePrincipals" {
+        return Ok(Route::ServicePrincipals);
+    }
+    if let Some(id) = rest.strip_prefix("servicePrincipals/")
+        && !id.contains('/')
+    {
+        return Ok(Route::ServicePrincipal(Address::ObjectId(id.to_string())));
+    }
+    if let Some(inner) = rest
+        .strip_prefix("servicePrincipals(appId=")
+        .and_then(|s| s.strip_suffix(')'))
+    {
+        let app_id = inner.trim_matches(|c| c == '\'' || c == '"');
+        return Ok(Route::ServicePrincipal(Address::AppId(app_id.to_string())));
+    }
     let (head, action) = match rest.split_once('/') {
         Some(("applications", b)) => match b.split_once('/') {
             Some((id, action)) => (format!("applications/{id}"), Some(action)),
@@ -97,6 +118,7 @@ fn parse_route(rest: &str) -> Result<Route, String> {
         (Some(a), Some("removePassword" | "microsoft.graph.removePassword")) => {
             Ok(Route::RemovePassword(a))
         }
+        (Some(a), Some("owners")) => Ok(Route::Owners(a)),
         (_, Some(action)) => Err(action.to_string()),
     }
 }
@@ -127,11 +149,25 @@ async fn dispatch(
             .map(|i| world.state().applications[i].id.clone())
             .unwrap_or_else(|| addr_text(a))
     };
-    let (operation, target, want) = match &route {
-        Route::List => ("graph.list_applications", None, Method::GET),
-        Route::Get(a) => ("graph.get_application", Some(resolve(a)), Method::GET),
-        Route::AddPassword(a) => ("graph.add_password", Some(resolve(a)), Method::POST),
-        Route::RemovePassword(a) => ("graph.remove_password", Some(resolve(a)), Method::POST),
+    let (operation, target, want) = match (&route, &method) {
+        (Route::List, &Method::POST) => ("graph.create_application", None, Method::POST),
+        (Route::List, _) => ("graph.list_applications", None, Method::GET),
+        (Route::Get(a), &Method::PATCH) => {
+            ("graph.update_application", Some(resolve(a)), Method::PATCH)
+        }
+        (Route::Get(a), _) => ("graph.get_application", Some(resolve(a)), Method::GET),
+        (Route::AddPassword(a), _) => ("graph.add_password", Some(resolve(a)), Method::POST),
+        (Route::RemovePassword(a), _) => ("graph.remove_password", Some(resolve(a)), Method::POST),
+        (Route::Owners(a), _) => ("graph.list_owners", Some(resolve(a)), Method::GET),
+        (Route::ServicePrincipals, &Method::POST) => {
+            ("graph.create_service_principal", None, Method::POST)
+        }
+        (Route::ServicePrincipals, _) => ("graph.list_service_principals", None, Method::GET),
+        (Route::ServicePrincipal(a), _) => (
+            "graph.get_service_principal",
+            Some(addr_text(a)),
+            Method::GET,
+        ),
     };
     let mut call = match world.begin(operation, method.as_str(), &path, target).await {
         Ok(c) => c,
@@ -144,7 +180,15 @@ async fn dispatch(
             "Specified HTTP method is not allowed for the request target.",
         )
     } else {
-        handle(&world, &mut call, route, &headers, query.as_deref(), &body)
+        handle(
+            &world,
+            &mut call,
+            route,
+            &method,
+            &headers,
+            query.as_deref(),
+            &body,
+        )
     };
     errors::stamp_ids(&headers, &mut response);
     call.finish(response).await
@@ -161,6 +205,7 @@ fn handle(
     world: &World,
     call: &mut Call,
     route: Route,
+    method: &Method,
     headers: &HeaderMap,
     query: Option<&str>,
     body: &[u8],
@@ -175,7 +220,9 @@ fn handle(
     };
     call.caller = Some(claims.appid.clone());
     let params = Params::parse(query);
-    let is_write = matches!(route, Route::AddPassword(_) | Route::RemovePassword(_));
+    let is_write = matches!(route, Route::AddPassword(_) | Route::RemovePassword(_))
+        || *method == Method::POST
+        || *method == Method::PATCH;
     if !claims
         .roles
         .iter()
@@ -193,6 +240,7 @@ fn handle(
         return denied();
     }
     let cost = match route {
+        _ if is_write => 1,
         Route::List | Route::Get(_) => {
             if params.select.is_some() {
                 1
@@ -205,10 +253,37 @@ fn handle(
     let mut response = match throttle(world, &claims, cost, is_write) {
         Ok(percentage) => {
             let mut r = match route {
-                Route::List => list(world, &params),
+                Route::List if *method == Method::POST => {
+                    crate::directory::create_application(world, call, &claims, body)
+                }
+                Route::List => list(world, headers, &params),
+                Route::Get(a) if *method == Method::PATCH => match find(world, &a) {
+                    Some(i) => crate::directory::update_application(world, call, &claims, i, body),
+                    None => not_found(&a),
+                },
                 Route::Get(a) => get(world, &a, &params),
                 Route::AddPassword(a) => add_password(world, call, &claims, &a, body),
                 Route::RemovePassword(a) => remove_password(world, call, &claims, &a, body),
+                Route::Owners(a) => match find(world, &a) {
+                    Some(i) => crate::directory::list_owners(world, i),
+                    None => not_found(&a),
+                },
+                Route::ServicePrincipals if *method == Method::POST => {
+                    crate::directory::create_service_principal(world, call, &claims, body)
+                }
+                Route::ServicePrincipals => crate::directory::list_service_principals(
+                    world,
+                    headers,
+                    params.filter.as_deref(),
+                    params.count,
+                    params.search,
+                ),
+                Route::ServicePrincipal(Address::ObjectId(id)) => {
+                    crate::directory::get_service_principal(world, Some(&id), None)
+                }
+                Route::ServicePrincipal(Address::AppId(id)) => {
+                    crate::directory::get_service_principal(world, None, Some(&id))
+                }
             };
             if let Some(p) = percentage {
                 r.headers_mut().insert(
@@ -241,6 +316,10 @@ fn unauthenticated(r: Rejection) -> Response {
         HeaderValue::from_static("Bearer realm=\"\", authorization_uri=\"https://login.microsoftonline.com/common/oauth2/authorize\", client_id=\"00000003-0000-0000-c000-000000000000\""),
     );
     response
+}
+
+pub(crate) fn denied_response() -> Response {
+    denied()
 }
 
 fn denied() -> Response {
@@ -338,6 +417,8 @@ struct Params {
     filter: Option<String>,
     top: Option<usize>,
     skip: usize,
+    count: bool,
+    search: bool,
 }
 
 impl Params {
@@ -347,6 +428,8 @@ impl Params {
             filter: None,
             top: None,
             skip: 0,
+            count: false,
+            search: false,
         };
         for (k, v) in url::form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
             match k.as_ref() {
@@ -361,6 +444,8 @@ impl Params {
                 "$filter" => p.filter = Some(v.into_owned()),
                 "$top" => p.top = v.parse().ok(),
                 "$skiptoken" => p.skip = v.parse().unwrap_or(0),
+                "$count" => p.count = v.eq_ignore_ascii_case("true"),
+                "$search" => p.search = true,
                 _ => {}
             }
         }
@@ -388,7 +473,7 @@ fn not_found(a: &Address) -> Response {
 }
 
 /// Graph's rendering of an application, as a lagging replica sees it.
-fn render_app(
+pub(crate) fn render_app(
     app: &Application,
     settings: &Settings,
     select: Option<&[String]>,
@@ -429,6 +514,12 @@ fn render_app(
                 .map(key_credential_json)
                 .collect(),
         ),
+    );
+    full.insert("tags".into(), json!(app.tags));
+    full.insert("identifierUris".into(), json!([]));
+    full.insert(
+        "web".into(),
+        json!({"redirectUris": app.redirect_uris, "homePageUrl": null, "logoutUrl": null}),
     );
     Ok(match select {
         Some(select) => full
@@ -513,11 +604,12 @@ fn get(world: &World, a: &Address, params: &Params) -> Response {
     }
 }
 
-fn list(world: &World, params: &Params) -> Response {
+fn list(world: &World, headers: &HeaderMap, params: &Params) -> Response {
     let app_filter = match &params.filter {
         None => None,
-        Some(f) => match parse_app_id_filter(f) {
-            Some(id) => Some(id),
+        Some(f) => match crate::directory::parse_filter(f, crate::directory::APP_FILTER_PROPERTIES)
+        {
+            Some(f) => Some(f),
             None => {
                 return errors::graph(
                     400,
@@ -527,6 +619,15 @@ fn list(world: &World, params: &Params) -> Response {
             }
         },
     };
+    let with_count = match crate::directory::advanced_query(
+        headers,
+        app_filter.as_ref(),
+        params.count,
+        params.search,
+    ) {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
     let top = params.top.unwrap_or(100).clamp(1, 999);
     let state = world.state();
     let now = OffsetDateTime::now_utc();
@@ -534,9 +635,15 @@ fn list(world: &World, params: &Params) -> Response {
         .applications
         .iter()
         .filter(|a| {
-            app_filter
-                .as_ref()
-                .is_none_or(|id| a.app_id.eq_ignore_ascii_case(id))
+            app_filter.as_ref().is_none_or(|f| {
+                let field = |p: &str| match p {
+                    "appId" => Some(a.app_id.clone()),
+                    "displayName" => Some(a.display_name.clone()),
+                    "id" => Some(a.id.clone()),
+                    _ => None,
+                };
+                crate::directory::matches(f, &field, &a.tags)
+            })
         })
         .collect();
     let mut value = Vec::new();
@@ -550,6 +657,9 @@ fn list(world: &World, params: &Params) -> Response {
         "@odata.context": "https://graph.microsoft.com/v1.0/$metadata#applications",
         "value": value,
     });
+    if with_count {
+        body["@odata.count"] = json!(matching.len());
+    }
     if params.skip + top < matching.len() {
         let graph = world.urls().graph_endpoint;
         let mut next = format!(
@@ -570,16 +680,9 @@ fn list(world: &World, params: &Params) -> Response {
     Json(body).into_response()
 }
 
-fn parse_app_id_filter(f: &str) -> Option<String> {
-    let rest = f.trim().strip_prefix("appId")?.trim_start();
-    let rest = rest.strip_prefix("eq")?.trim();
-    let inner = rest.strip_prefix('\'')?.strip_suffix('\'')?;
-    (!inner.is_empty() && !inner.contains('\'')).then(|| inner.to_string())
-}
-
 /// Checks that the caller may write the application: `Application.ReadWrite.All`, or
 /// `Application.ReadWrite.OwnedBy` and ownership.
-fn may_write(claims: &Claims, app: &Application) -> bool {
+pub(crate) fn may_write(claims: &Claims, app: &Application) -> bool {
     claims
         .roles
         .iter()

@@ -14,7 +14,9 @@
 // Handlers return early with the answer itself; boxing every `Response` buys nothing.
 #![allow(clippy::result_large_err)]
 
+pub mod arm;
 pub mod control;
+pub mod directory;
 pub mod entra;
 pub mod errors;
 pub mod files;
@@ -47,8 +49,9 @@ use crate::world::{World, lock};
 pub struct Options {
     /// Address of the first listener, on loopback (127.0.0.0/8 or ::1): anything else is
     /// refused, since the control API serves every secret without authentication. With port 0 every listener takes a free port; otherwise
-    /// they take consecutive ports: authority, Graph, control, managed identity, then vaults
-    /// from port + 10.
+    /// they take consecutive ports: authority, Graph, control, managed identity, Azure
+    /// Resource Manager, then vaults and DICOM services from port + 10 in the order they are
+    /// seeded.
     pub listen: SocketAddr,
     /// Holds `ca.pem`, the CA key and `state.json` (owner-only); state persists there across
     /// restarts. Created 0700 when missing; refused when others may write it.
@@ -68,6 +71,20 @@ pub struct StartInfo {
     pub identity_endpoint: String,
     pub identity_header: String,
     pub tenant_id: String,
+    /// Azure Resource Manager (role definitions and assignments).
+    #[serde(default)]
+    pub arm_endpoint: String,
+    #[serde(default)]
+    pub subscription_id: String,
+    /// DICOM service name → its DICOMweb base URL and ARM resource id.
+    #[serde(default)]
+    pub dicom_services: BTreeMap<String, DicomInfo>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct DicomInfo {
+    pub url: String,
+    pub resource_id: String,
 }
 
 /// What a seed created: ids and the secrets of the passwords it made.
@@ -76,6 +93,8 @@ pub struct SeedReport {
     pub tenant_id: String,
     pub applications: Vec<SeededApp>,
     pub vaults: BTreeMap<String, String>,
+    #[serde(default)]
+    pub dicom_services: BTreeMap<String, DicomInfo>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -83,6 +102,9 @@ pub struct SeededApp {
     pub display_name: String,
     pub id: String,
     pub app_id: String,
+    /// The object id of its service principal.
+    #[serde(default)]
+    pub service_principal_id: String,
     pub passwords: Vec<SeededPassword>,
 }
 
@@ -142,6 +164,8 @@ impl Emulator {
                 false,
             ),
         };
+        let mut state = state;
+        directory::ensure_resources(&mut state);
         let world = World::new(state);
         let ip = options.listen.ip();
         let base = options.listen.port();
@@ -155,10 +179,12 @@ impl Emulator {
         let graph = bind(ip, port(1)).await?;
         let control = bind(ip, port(2)).await?;
         let mi = bind(ip, port(3)).await?;
+        let arm = bind(ip, port(4)).await?;
         let authority_host = format!("https://{}", host(authority.local_addr()?));
         let graph_endpoint = format!("https://{}", host(graph.local_addr()?));
         let control_url = format!("https://{}", host(control.local_addr()?));
         let identity_endpoint = format!("http://{}/msi/token", host(mi.local_addr()?));
+        let arm_endpoint = format!("https://{}", host(arm.local_addr()?));
         {
             let mut urls = lock(&world.urls);
             urls.authority_host = authority_host.clone();
@@ -167,6 +193,7 @@ impl Emulator {
         let ca_file = options.state_dir.join("ca.pem");
         files::replace(&ca_file, pki.ca_pem.as_bytes(), 0o644)?;
         let tenant_id = world.state().tenant_id.clone();
+        let subscription_id = world.state().subscription_id.clone();
         let info = StartInfo {
             authority_host,
             graph_endpoint,
@@ -176,6 +203,9 @@ impl Emulator {
             identity_endpoint,
             identity_header: world.identity_header.clone(),
             tenant_id,
+            arm_endpoint,
+            subscription_id,
+            dicom_services: BTreeMap::new(),
         };
         let emulator = Emulator {
             world: world.clone(),
@@ -196,6 +226,7 @@ impl Emulator {
             tls.clone(),
         ));
         emulator.spawn(tls::serve(graph, graph::router(world.clone()), tls.clone()));
+        emulator.spawn(tls::serve(arm, arm::router(world.clone()), tls.clone()));
         emulator.spawn(tls::serve(control, control::router(emulator.clone()), tls));
         emulator.spawn(tls::serve(
             mi,
@@ -205,6 +236,10 @@ impl Emulator {
         let vaults: Vec<String> = world.state().vaults.keys().cloned().collect();
         for name in vaults {
             emulator.open_vault(&name).await?;
+        }
+        let dicoms: Vec<String> = world.state().dicom_services.keys().cloned().collect();
+        for name in dicoms {
+            emulator.open_dicom(&name).await?;
         }
         emulator.spawn(persist(world.clone(), state_file));
         // A restart on a kept state dir resumes that tenant; the seed made it the first time.
@@ -240,18 +275,49 @@ impl Emulator {
         let _ = write_state(&self.world, &self.inner.state_dir.join("state.json"));
     }
 
+    fn next_port(&self) -> u16 {
+        let mut next = lock(&self.inner.next_vault_port);
+        let p = *next;
+        if p != 0 {
+            *next += 1;
+        }
+        p
+    }
+
+    async fn open_dicom(&self, name: &str) -> anyhow::Result<DicomInfo> {
+        if let Some(info) = lock(&self.inner.info).dicom_services.get(name) {
+            return Ok(info.clone());
+        }
+        let listener = bind(self.inner.ip, self.next_port()).await?;
+        let addr = listener.local_addr()?;
+        let url = match addr.ip() {
+            IpAddr::V6(v6) => format!("https://[{v6}]:{}", addr.port()),
+            IpAddr::V4(v4) => format!("https://{v4}:{}", addr.port()),
+        };
+        let resource_id = self
+            .world
+            .state()
+            .dicom_services
+            .get(name)
+            .map(|d| d.resource_id.clone())
+            .unwrap_or_default();
+        let info = DicomInfo { url, resource_id };
+        lock(&self.inner.info)
+            .dicom_services
+            .insert(name.to_string(), info.clone());
+        self.spawn(tls::serve(
+            listener,
+            arm::dicom_router(self.world.clone(), name.to_string()),
+            Some(self.inner.acceptor.clone()),
+        ));
+        Ok(info)
+    }
+
     async fn open_vault(&self, name: &str) -> anyhow::Result<String> {
         if let Some(url) = lock(&self.inner.info).vaults.get(name) {
             return Ok(url.clone());
         }
-        let port = {
-            let mut next = lock(&self.inner.next_vault_port);
-            let p = *next;
-            if p != 0 {
-                *next += 1;
-            }
-            p
-        };
+        let port = self.next_port();
         let listener = bind(self.inner.ip, port).await?;
         let addr = listener.local_addr()?;
         let url = match addr.ip() {
@@ -280,6 +346,7 @@ impl Emulator {
             tenant_id: String::new(),
             applications: Vec::new(),
             vaults: BTreeMap::new(),
+            dicom_services: BTreeMap::new(),
         };
         {
             let mut state = self.world.state_mut();
@@ -311,6 +378,7 @@ impl Emulator {
                     display_name: a.display_name.clone(),
                     id: id.clone(),
                     app_id: app_id.clone(),
+                    service_principal_id: String::new(),
                     passwords: Vec::new(),
                 };
                 let mut passwords = Vec::new();
@@ -354,7 +422,7 @@ impl Emulator {
                         graph::key_credential(k.display_name.clone(), start, end)
                     })
                     .collect();
-                state.applications.push(Application {
+                let app = Application {
                     id,
                     app_id,
                     display_name: a.display_name.clone(),
@@ -368,7 +436,14 @@ impl Emulator {
                     disabled: a.disabled,
                     created: now,
                     last_write: None,
-                });
+                    tags: a.tags.clone(),
+                    redirect_uris: Vec::new(),
+                };
+                // A seeded application is one that signs in: it has its service principal.
+                let sp = directory::principal_for(&app);
+                seeded.service_principal_id = sp.id.clone();
+                state.service_principals.push(sp);
+                state.applications.push(app);
                 report.applications.push(seeded);
             }
             for v in &seed.vaults {
@@ -393,12 +468,72 @@ impl Emulator {
                 });
                 vault.access.extend(v.access.clone());
             }
+            let subscription = state.subscription_id.clone();
+            for d in &seed.dicom_services {
+                if d.name.len() < 3
+                    || d.name.len() > 24
+                    || !d
+                        .name
+                        .bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+                {
+                    bail!(
+                        "DICOM service name '{}' must be 3-24 characters of a-z and 0-9",
+                        d.name
+                    );
+                }
+                state
+                    .dicom_services
+                    .entry(d.name.clone())
+                    .or_insert_with(|| model::DicomService {
+                        name: d.name.clone(),
+                        resource_id: arm::dicom_resource_id(&subscription, &d.name),
+                    });
+            }
+            for r in &seed.role_assignments {
+                let Some(principal) = state.sp_by_app_id(&r.principal).map(|s| s.id.clone()) else {
+                    bail!(
+                        "role assignment: no service principal for app id '{}'",
+                        r.principal
+                    );
+                };
+                let Some(definition) = arm::role_definition_id(&subscription, &r.role) else {
+                    bail!("role assignment: unknown role '{}'", r.role);
+                };
+                let scope = if r.scope == "subscription" {
+                    format!("/subscriptions/{subscription}")
+                } else if let Some(name) = r.scope.strip_prefix("dicom:") {
+                    match state.dicom_services.get(name) {
+                        Some(d) => d.resource_id.clone(),
+                        None => bail!("role assignment: no DICOM service '{name}'"),
+                    }
+                } else if r.scope.starts_with("/subscriptions/") {
+                    r.scope.clone()
+                } else {
+                    bail!(
+                        "role assignment scope '{}' must be 'subscription', 'dicom:<name>' or '/subscriptions/...'",
+                        r.scope
+                    );
+                };
+                state.role_assignments.push(model::RoleAssignment {
+                    name: uuid::Uuid::new_v4().to_string(),
+                    scope,
+                    role_definition_id: definition,
+                    principal_id: principal,
+                    principal_type: "ServicePrincipal".into(),
+                    created: graph::graph_time(now),
+                });
+            }
             report.tenant_id = state.tenant_id.clone();
         }
         lock(&self.inner.info).tenant_id = report.tenant_id.clone();
         for v in &seed.vaults {
             let url = self.open_vault(&v.name).await?;
             report.vaults.insert(v.name.clone(), url);
+        }
+        for d in &seed.dicom_services {
+            let info = self.open_dicom(&d.name).await?;
+            report.dicom_services.insert(d.name.clone(), info);
         }
         Ok(report)
     }
@@ -448,6 +583,7 @@ mod tests {
                 access: BTreeMap::new(),
             }],
             settings: None,
+            ..Default::default()
         };
         let first = Emulator::start(options(Some(seed.clone()))).await.unwrap();
         let tenant = first.info().tenant_id;
@@ -495,6 +631,7 @@ mod tests {
                 applications: vec![SeedApplication::new("kept")],
                 vaults: vec![],
                 settings: None,
+                ..Default::default()
             }),
         })
         .await

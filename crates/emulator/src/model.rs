@@ -26,6 +26,31 @@ pub struct Seed {
     #[serde(default)]
     pub vaults: Vec<SeedVault>,
     pub settings: Option<Settings>,
+    /// DICOM services (Azure Health Data Services), each on its own listener.
+    #[serde(default)]
+    pub dicom_services: Vec<SeedDicomService>,
+    /// Azure RBAC role assignments (ARM), by role name.
+    #[serde(default)]
+    pub role_assignments: Vec<SeedRoleAssignment>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SeedDicomService {
+    /// `[a-z0-9]{3,24}`; the service's resource id ends in `/dicomservices/<name>`.
+    pub name: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SeedRoleAssignment {
+    /// The app id of the application whose service principal gets the role.
+    pub principal: String,
+    /// A built-in role's name, e.g. `Owner`, `User Access Administrator`, `DICOM Data Owner`.
+    pub role: String,
+    /// An ARM scope: `/subscriptions/<id>...`; `subscription` means the emulator's subscription,
+    /// `dicom:<name>` a seeded DICOM service.
+    pub scope: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -58,6 +83,9 @@ pub struct SeedApplication {
     /// Entra refuses every sign-in of a disabled application (AADSTS7000112).
     #[serde(default)]
     pub disabled: bool,
+    /// The application's `tags`.
+    #[serde(default)]
+    pub tags: Vec<String>,
 }
 
 impl SeedApplication {
@@ -75,6 +103,7 @@ impl SeedApplication {
             federated_credentials: Vec::new(),
             managed_identity: false,
             disabled: false,
+            tags: Vec::new(),
         }
     }
 }
@@ -270,6 +299,46 @@ pub struct Application {
     /// The last write, for the concurrency-violation model.
     #[serde(with = "time::serde::rfc3339::option")]
     pub last_write: Option<OffsetDateTime>,
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// `web.redirectUris`.
+    #[serde(default)]
+    pub redirect_uris: Vec<String>,
+}
+
+/// A service principal: an application's presence in the tenant. Resource principals
+/// (Graph, Key Vault, DICOM, ...) are what a token's scope must name; a client's is what signs
+/// in and what role assignments name.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ServicePrincipal {
+    pub id: String,
+    pub app_id: String,
+    pub display_name: String,
+    /// The resource identifiers a scope may use for it (its app id is always one).
+    pub service_principal_names: Vec<String>,
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// Names with one `*` standing for one DNS label (the FHIR services' per-service
+    /// audiences, `https://*.fhir.azurehealthcareapis.com`).
+    #[serde(default)]
+    pub wildcard_names: Vec<String>,
+}
+
+/// An Azure RBAC role assignment.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct RoleAssignment {
+    pub name: String,
+    pub scope: String,
+    pub role_definition_id: String,
+    pub principal_id: String,
+    pub principal_type: String,
+    pub created: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DicomService {
+    pub name: String,
+    pub resource_id: String,
 }
 
 /// A password credential. `removed` keeps it visible to lagging reads for a while.
@@ -376,6 +445,14 @@ pub struct State {
     pub applications: Vec<Application>,
     pub vaults: BTreeMap<String, Vault>,
     pub settings: Settings,
+    #[serde(default)]
+    pub service_principals: Vec<ServicePrincipal>,
+    #[serde(default)]
+    pub role_assignments: Vec<RoleAssignment>,
+    #[serde(default)]
+    pub dicom_services: BTreeMap<String, DicomService>,
+    #[serde(default)]
+    pub subscription_id: String,
 }
 
 impl State {
@@ -388,5 +465,37 @@ impl State {
         self.applications
             .iter()
             .position(|a| a.app_id.eq_ignore_ascii_case(app_id))
+    }
+    pub fn sp_by_app_id(&self, app_id: &str) -> Option<&ServicePrincipal> {
+        self.service_principals
+            .iter()
+            .find(|s| s.app_id.eq_ignore_ascii_case(app_id))
+    }
+    pub fn sp_by_id(&self, id: &str) -> Option<&ServicePrincipal> {
+        self.service_principals
+            .iter()
+            .find(|s| s.id.eq_ignore_ascii_case(id))
+    }
+    /// The service principal a token request's resource names: by app id or by one of its
+    /// service principal names (a trailing slash is ignored, as Entra does).
+    pub fn sp_for_resource(&self, resource: &str) -> Option<&ServicePrincipal> {
+        let want = resource.trim_end_matches('/');
+        self.service_principals.iter().find(|s| {
+            s.app_id.eq_ignore_ascii_case(want)
+                || s.service_principal_names
+                    .iter()
+                    .any(|n| n.trim_end_matches('/').eq_ignore_ascii_case(want))
+                || s.wildcard_names.iter().any(|w| {
+                    let Some((prefix, suffix)) = w.split_once('*') else {
+                        return false;
+                    };
+                    let lower = want.to_ascii_lowercase();
+                    lower.len() > prefix.len() + suffix.len()
+                        && lower.starts_with(&prefix.to_ascii_lowercase())
+                        && lower.ends_with(&suffix.to_ascii_lowercase())
+                        && !lower[prefix.len()..lower.len() - suffix.len()]
+                            .contains(['/', '.', '@', ':'])
+                })
+        })
     }
 }

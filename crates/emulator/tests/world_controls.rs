@@ -59,6 +59,7 @@ impl World {
                     access: BTreeMap::from([(officer, VaultRole::Officer)]),
                 }],
                 settings: Some(settings),
+                ..Default::default()
             })
             .await
             .unwrap();
