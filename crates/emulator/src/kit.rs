@@ -115,6 +115,7 @@ impl TenantKit {
                     })
                     .collect(),
                 settings: self.settings,
+                ..Default::default()
             })
             .await?;
         let clients = self
