@@ -81,6 +81,20 @@ pub async fn check_online(config: Config) -> anyhow::Result<bool> {
             )),
             Err(e) => problems.push(format!("reading the vault secret: {e}")),
         }
+        if let Ok(a) = &app
+            && let Some(check) = rotation::api_check::with_published(&ctx, c, &a.app_id).await
+            && !check.ok()
+        {
+            let line = check.describe(c, &a.app_id);
+            if line.contains("AADSTS500011") {
+                problems.push(format!(
+                    "{line} (the resource of verify_scope {} has no service principal in this tenant)",
+                    c.policy.verify_scope
+                ));
+            } else {
+                problems.push(line);
+            }
+        }
         if problems.is_empty() {
             let state = match vault {
                 Ok(Some(v)) => format!("{} version(s) in the vault", v.len()),
@@ -236,7 +250,15 @@ pub async fn plan(config: Config, json_output: bool) -> anyhow::Result<bool> {
     let mut ok = true;
     for c in &ctx.config.clients {
         match rotation::dry_run(&ctx, c, Options::default(), &cancel).await {
-            Ok(p) => {
+            Ok(mut p) => {
+                if c.policy.verify_url.is_some()
+                    && let Ok(app) = ctx.azure.graph.get_application(&c.app).await
+                    && let Some(check) =
+                        rotation::api_check::with_published(&ctx, c, &app.app_id).await
+                    && !check.ok()
+                {
+                    p.notes.push(check.describe(c, &app.app_id));
+                }
                 let action = match (&p.blocked, &p.rotate) {
                     (Some(b), _) if b.is_failure() => "blocked",
                     (Some(_), _) => "wait",

@@ -85,6 +85,7 @@ pub struct Metrics {
     event_deliveries: Family<SinkResultLabels, Counter>,
     event_sink_failing: Family<SinkLabel, Gauge>,
     events_pending: Family<SinkLabel, Gauge>,
+    verify_url_ok: Family<ClientLabel, Gauge>,
 }
 
 fn request_histogram() -> Histogram {
@@ -366,12 +367,19 @@ impl Metrics {
             events_pending.clone(),
         );
 
+        let verify_url_ok = Family::<ClientLabel, Gauge>::default();
+        registry.register(
+            "verify_url_ok",
+            "1 when the last call to the client's verify_url with a new or published secret's token answered 2xx, 0 when it did not (401/403: the app lacks its role)",
+            verify_url_ok.clone(),
+        );
         Metrics {
             budget_max,
             budget_used,
             event_deliveries,
             event_sink_failing,
             events_pending,
+            verify_url_ok,
             registry,
             clients,
             ha,
@@ -438,6 +446,14 @@ impl Metrics {
 
     pub fn ha_renewal_failed(&self) {
         self.with_ha(|s| s.renewal_failures += 1);
+    }
+
+    pub fn set_verify_url_ok(&self, client: &str, ok: bool) {
+        self.verify_url_ok
+            .get_or_create(&ClientLabel {
+                client: client.into(),
+            })
+            .set(i64::from(ok));
     }
 
     pub fn set_ready(&self, ready: bool) {
@@ -606,6 +622,9 @@ impl Metrics {
             .unwrap_or_else(|p| p.into_inner())
             .remove(client);
         self.orphans_removed.remove(&ClientLabel {
+            client: client.into(),
+        });
+        self.verify_url_ok.remove(&ClientLabel {
             client: client.into(),
         });
         for result in ["success", "failure"] {

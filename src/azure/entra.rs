@@ -83,6 +83,37 @@ impl EntraClient {
         secret: &SecretString,
         scope: &str,
     ) -> Result<(), VerifyFailure> {
+        self.request(client_id, secret, scope, false)
+            .await
+            .map(drop)
+    }
+
+    /// One token request whose token is kept, for the one call to the API that `verify_url`
+    /// names.
+    pub async fn token(
+        &self,
+        client_id: &str,
+        secret: &SecretString,
+        scope: &str,
+    ) -> Result<SecretString, VerifyFailure> {
+        match self.request(client_id, secret, scope, true).await? {
+            Some(t) => Ok(t),
+            None => Err(VerifyFailure::Transient(Error::new(
+                SERVICE,
+                "verify",
+                Class::Transient { retry_after: None },
+                "token answer without an access_token",
+            ))),
+        }
+    }
+
+    async fn request(
+        &self,
+        client_id: &str,
+        secret: &SecretString,
+        scope: &str,
+        keep: bool,
+    ) -> Result<Option<SecretString>, VerifyFailure> {
         let timer = Timer::start(&self.shared.metrics, SERVICE, "verify");
         let body = token_form(&[
             ("client_id", client_id),
@@ -120,11 +151,22 @@ impl EntraClient {
         if status == 200 {
             // A 200 is only a success if it carries a token. The token is a credential too:
             // it is only looked at, never copied, and its body is overwritten.
-            let has_token = serde_json::from_slice::<TokenAnswer>(&body)
-                .is_ok_and(|t| t.access_token.is_some_and(|t| !t.is_empty()));
+            let answer = serde_json::from_slice::<TokenAnswer>(&body).ok();
+            let has_token = answer
+                .as_ref()
+                .is_some_and(|t| t.access_token.as_ref().is_some_and(|t| !t.is_empty()));
+            let kept = match (keep, answer) {
+                (
+                    true,
+                    Some(TokenAnswer {
+                        access_token: Some(t),
+                    }),
+                ) => Some(SecretString::from(t.into_owned())),
+                _ => None,
+            };
             super::wipe(body);
             return if has_token {
-                Ok(())
+                Ok(kept)
             } else {
                 Err(VerifyFailure::Transient(Error::new(
                     SERVICE,
@@ -156,6 +198,51 @@ impl EntraClient {
                 })))
             }
             _ => Err(VerifyFailure::Rejected(err(Class::Permanent))),
+        }
+    }
+}
+
+/// What one call to a client's own API answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ApiAnswer {
+    Status(u16),
+    /// No answer (connection, TLS, timeout), in words without the token.
+    Unreachable(String),
+}
+
+impl EntraClient {
+    /// One `GET url` with `token` as a client of the API would send it. Only the status is
+    /// kept: the body is the API's data, not the daemon's.
+    pub async fn api_get(&self, url: &url::Url, token: &SecretString) -> ApiAnswer {
+        let timer = Timer::start(&self.shared.metrics, "api", "verify_url");
+        let mut auth = Zeroizing::new(String::with_capacity(7 + token.expose_secret().len()));
+        auth.push_str("Bearer ");
+        auth.push_str(token.expose_secret());
+        let header = match reqwest::header::HeaderValue::from_str(&auth) {
+            Ok(mut h) => {
+                h.set_sensitive(true);
+                h
+            }
+            Err(_) => return ApiAnswer::Unreachable("the token is not a header value".into()),
+        };
+        match self
+            .shared
+            .secret_http
+            .get(url.clone())
+            .header(reqwest::header::AUTHORIZATION, header)
+            .send()
+            .await
+        {
+            Ok(r) => {
+                let status = r.status().as_u16();
+                timer.done(&status.to_string());
+                drop(r);
+                ApiAnswer::Status(status)
+            }
+            Err(e) => {
+                timer.done("error");
+                ApiAnswer::Unreachable(super::identity::error_chain(&e))
+            }
         }
     }
 }

@@ -62,6 +62,7 @@ pub(super) struct RawClient {
     freeze: Option<Vec<S<String>>>,
     drift_interval: Option<S<String>>,
     repair: Option<S<String>>,
+    verify_url: Option<S<String>>,
 }
 
 impl RawClient {
@@ -81,6 +82,7 @@ impl RawClient {
             freeze: self.freeze.clone(),
             drift_interval: self.drift_interval.clone(),
             repair: self.repair.clone(),
+            verify_url: self.verify_url.clone(),
         }
     }
 }

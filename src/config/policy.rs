@@ -59,6 +59,9 @@ pub struct Policy {
     /// How often the published secret is checked for drift; zero turns the check off.
     pub drift_interval: Duration,
     pub repair: crate::drift::Repair,
+    /// After a new secret signs in, one GET with its token must answer 2xx (the app holds its
+    /// role on the API); `None` when unset or `""`.
+    pub verify_url: Option<url::Url>,
 }
 
 #[derive(Deserialize, Default, Clone)]
@@ -78,6 +81,7 @@ pub(super) struct RawPolicy {
     pub(super) freeze: Option<Vec<S<String>>>,
     pub(super) drift_interval: Option<S<String>>,
     pub(super) repair: Option<S<String>>,
+    pub(super) verify_url: Option<S<String>>,
 }
 
 const DEFAULT_SCHEDULE: &str = "0 */15 * * * *";
@@ -173,6 +177,11 @@ pub(super) fn policy(
         }
         (None, None) => 3,
     };
+    let verify_url = match pick(&own.verify_url, &defaults.verify_url, "verify_url") {
+        Some((v, _)) if v.get_ref().trim().is_empty() => None,
+        Some((v, key)) => Some(verify_url(ctx, &v, &key)?),
+        None => None,
+    };
     let adopt = own
         .adopt
         .as_ref()
@@ -209,6 +218,7 @@ pub(super) fn policy(
             change,
             drift_interval,
             repair,
+            verify_url,
         },
         PolicySpans {
             lifetime_at,
@@ -216,6 +226,31 @@ pub(super) fn policy(
             overlap_at,
         },
     ))
+}
+
+/// `verify_url`: an https URL the new secret's token is sent to (a query is allowed: DICOM's
+/// `changefeed?limit=1`).
+fn verify_url(ctx: &Ctx<'_>, v: &S<String>, key: &str) -> Result<url::Url, ConfigError> {
+    let url = url::Url::parse(v.get_ref().trim())
+        .map_err(|e| ctx.err(v, key, format!("'{}' is not a URL: {e}", v.get_ref())))?;
+    if url.scheme() != "https" || url.host_str().is_none() {
+        return Err(ctx.err(
+            v,
+            key,
+            format!(
+                "'{}' must be an https URL (the new secret's token is sent to it)",
+                v.get_ref()
+            ),
+        ));
+    }
+    if !url.username().is_empty() || url.password().is_some() || url.fragment().is_some() {
+        return Err(ctx.err(
+            v,
+            key,
+            format!("'{}' must not carry credentials or a fragment", v.get_ref()),
+        ));
+    }
+    Ok(url)
 }
 
 /// Where a value came from: its span and its key, when the file set it.

@@ -243,6 +243,18 @@ fn each_sections_errors_name_the_key_and_line() {
             "'8-18' is not a time span",
         ),
         (
+            "[defaults]",
+            "[defaults]\nverify_url = \"http://dicom.example/v2/changefeed\"",
+            "defaults.verify_url",
+            "must be an https URL",
+        ),
+        (
+            "secret_name = \"c-secret\"",
+            "secret_name = \"c-secret\"\nverify_url = \"changefeed\"",
+            "clients[0] (c).verify_url",
+            "is not a URL",
+        ),
+        (
             "secret_name = \"c-secret\"",
             "secret_name = \"c-secret\"\nrenew_before = \"100d\"",
             "clients[0] (c).renew_before",

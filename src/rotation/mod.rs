@@ -7,6 +7,7 @@
 //! (`recover`), and the outcome recorded (`record`). Each step is safe to repeat and to crash in.
 
 pub mod budget;
+pub mod api_check;
 pub mod observe;
 pub mod plan;
 mod record;

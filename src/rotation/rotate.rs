@@ -108,8 +108,11 @@ pub(super) async fn rotate(
             )));
         }
     };
-    drop(new.secret);
     let _ = ctx.store.end_intent(&rotation_id);
+    // Published first: the API's answer is about the application's role, which no secret
+    // changes, so it never holds back a verified secret.
+    super::api_check::after_verify(ctx, client, &app.app_id, &new.secret).await;
+    drop(new.secret);
     let _ = ctx.store.record_history(
         &client.name,
         clock::now(),

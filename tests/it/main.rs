@@ -23,6 +23,7 @@ mod matrix;
 mod memory;
 mod moves;
 mod package;
+mod onboarding;
 mod review;
 mod review2;
 mod rotation;
