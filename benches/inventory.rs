@@ -109,6 +109,7 @@ async fn run(n: usize, latency: u64) -> String {
         applications,
         vaults: vec![],
         settings: None,
+        ..Default::default()
     })
     .await
     .expect("seed the tenant");

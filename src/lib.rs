@@ -33,6 +33,7 @@ pub mod files;
 pub mod ha;
 pub mod inventory;
 pub mod metrics;
+pub mod register;
 pub mod rotation;
 pub mod schedule;
 pub mod server;

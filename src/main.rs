@@ -80,6 +80,32 @@ enum Command {
         #[arg(long, requires = "force")]
         revoke_previous: bool,
     },
+    /// Create a client application from nothing: app, service principal, first secret in Key
+    /// Vault (never printed), optionally its role; crash-safe and idempotent.
+    Register {
+        #[arg(long, default_value = "/etc/secret-rotator/config.toml")]
+        config: PathBuf,
+        /// The application's display name and the client's name.
+        name: String,
+        /// The Key Vault the secret is published to.
+        #[arg(long)]
+        vault: Option<String>,
+        /// The vault secret's name (default: NAME-client-secret).
+        #[arg(long)]
+        secret_name: Option<String>,
+        /// The API the secret is verified against: dicom, fhir or a resource URI.
+        #[arg(long)]
+        api: Option<String>,
+        /// A built-in Azure role to assign the new service principal (with --scope).
+        #[arg(long, requires = "scope")]
+        assign_role: Option<String>,
+        /// The ARM resource id the role is assigned at.
+        #[arg(long, requires = "assign_role")]
+        scope: Option<String>,
+        /// Write the client as DIR/NAME.toml (for [daemon] clients_dir) instead of printing it.
+        #[arg(long, value_name = "DIR")]
+        write_client: Option<PathBuf>,
+    },
     /// Per client: published key id, expiry, next rotation, last result.
     Status {
         #[arg(long, default_value = "/etc/secret-rotator/config.toml")]
@@ -287,6 +313,33 @@ fn main() -> ExitCode {
                 cli::send_test_event(&cfg, sink.as_deref())
                     .await
                     .map_err(|e| Fail::Other(format!("{e:#}")))
+            }
+            Command::Register {
+                config,
+                name,
+                vault,
+                secret_name,
+                api,
+                assign_role,
+                scope,
+                write_client,
+            } => {
+                let cfg = load(&config)?;
+                secret_rotator::telemetry::init(cfg.log_format, "warn");
+                log_warnings(&cfg);
+                secret_rotator::register::register(
+                    cfg,
+                    secret_rotator::register::Request {
+                        name,
+                        vault,
+                        secret_name,
+                        api,
+                        assign_role: assign_role.zip(scope),
+                        write_client,
+                    },
+                )
+                .await
+                .map_err(|e| Fail::Other(format!("{e:#}")))
             }
             Command::Status { config, output } => {
                 let cfg = load(&config)?;

@@ -303,11 +303,11 @@ impl Pacer {
 }
 
 pub struct GraphClient {
-    shared: Shared,
+    pub(super) shared: Shared,
     pacer: Pacer,
     last_write: std::sync::Mutex<std::collections::HashMap<String, tokio::time::Instant>>,
     credential: Arc<dyn TokenCredential>,
-    base: String,
+    pub(super) base: String,
     scope: String,
 }
 
@@ -336,7 +336,7 @@ impl GraphClient {
             .map(|_| ())
     }
 
-    async fn send(
+    pub(super) async fn send(
         &self,
         operation: &'static str,
         request: reqwest::RequestBuilder,
@@ -561,6 +561,12 @@ impl GraphClient {
         self.pacer.write_slot().await;
     }
 
+    /// A write that is not to one application's credentials (creating an application or a
+    /// service principal): within the write quota.
+    pub(super) async fn write_slot(&self) {
+        self.pacer.write_slot().await;
+    }
+
     /// `removePassword`; an unknown key id counts as removed.
     pub async fn remove_password(&self, object_id: &str, key_id: &str) -> Result<(), Error> {
         self.claim_write(object_id).await;
@@ -594,7 +600,7 @@ impl GraphClient {
     }
 }
 
-fn malformed(operation: &'static str, e: &serde_json::Error) -> Error {
+pub(super) fn malformed(operation: &'static str, e: &serde_json::Error) -> Error {
     Error::new(
         SERVICE,
         operation,

@@ -7,6 +7,8 @@
 //! SDK's own retries are off.
 
 pub mod blob;
+pub mod arm;
+pub mod directory;
 pub mod entra;
 pub mod graph;
 pub mod identity;

@@ -51,6 +51,22 @@ impl Cloud {
             Cloud::China => "https://microsoftgraph.chinacloudapi.cn/.default",
         }
     }
+    /// Azure Resource Manager (role assignments, for `register --assign-role`).
+    pub fn resource_manager_endpoint(self) -> &'static str {
+        match self {
+            Cloud::Public => "https://management.azure.com",
+            Cloud::UsGov => "https://management.usgovcloudapi.net",
+            Cloud::China => "https://management.chinacloudapi.cn",
+        }
+    }
+    /// ARM tokens are for the cloud's Resource Manager audience, whatever the endpoint says.
+    pub fn resource_manager_scope(self) -> &'static str {
+        match self {
+            Cloud::Public => "https://management.azure.com/.default",
+            Cloud::UsGov => "https://management.usgovcloudapi.net/.default",
+            Cloud::China => "https://management.chinacloudapi.cn/.default",
+        }
+    }
     /// The only scope the Key Vault client may ever ask for.
     pub fn vault_scope(self) -> &'static str {
         match self {
@@ -174,6 +190,7 @@ pub struct Azure {
     pub cloud: Cloud,
     pub authority_host: Url,
     pub graph_endpoint: Url,
+    pub resource_manager_endpoint: Url,
     pub ca_pem: Option<Vec<u8>>,
     /// Limit on one HTTP request to Azure, from connecting to the end of the answer.
     pub request_timeout: Duration,
@@ -192,6 +209,7 @@ pub(super) struct RawAzure {
     cloud: Option<S<String>>,
     authority_host: Option<S<String>>,
     graph_endpoint: Option<S<String>>,
+    resource_manager_endpoint: Option<S<String>>,
     ca_file: Option<S<String>>,
     request_timeout: Option<S<String>>,
     graph_write_quota: Option<S<String>>,
@@ -246,6 +264,11 @@ pub(super) fn parse(
         Some(v) => https_url(ctx, v, "azure.graph_endpoint")?,
         None => Url::parse(cloud.graph_endpoint())
             .map_err(|e| ctx.err_nowhere("azure.graph_endpoint", e.to_string()))?,
+    };
+    let resource_manager_endpoint = match &raw.resource_manager_endpoint {
+        Some(v) => https_url(ctx, v, "azure.resource_manager_endpoint")?,
+        None => Url::parse(cloud.resource_manager_endpoint())
+            .map_err(|e| ctx.err_nowhere("azure.resource_manager_endpoint", e.to_string()))?,
     };
     let ca_pem = match &raw.ca_file {
         Some(v) => {
@@ -416,6 +439,7 @@ pub(super) fn parse(
         cloud,
         authority_host,
         graph_endpoint,
+        resource_manager_endpoint,
         ca_pem,
         request_timeout,
         graph_write_quota,

@@ -87,6 +87,47 @@ impl RawClient {
     }
 }
 
+/// Reads every `*.toml` in `[daemon] clients_dir` (in name order) as one client, with the same
+/// validation as `[[clients]]`; an error names that file, its line and the key. Other names
+/// (editor backups, a file being written as `.tmp`) are skipped.
+pub(super) fn add_dir(
+    config: &Ctx<'_>,
+    dir: &std::path::Path,
+    set: &mut ClientSet<'_>,
+) -> Result<(), ConfigError> {
+    let entries = std::fs::read_dir(dir).map_err(|e| {
+        config.err_nowhere(
+            "daemon.clients_dir",
+            format!("cannot read {}: {e}", dir.display()),
+        )
+    })?;
+    let mut files: Vec<std::path::PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "toml") && p.is_file())
+        .collect();
+    files.sort();
+    for file in files {
+        let source = std::fs::read_to_string(&file).map_err(|e| ConfigError {
+            file: file.clone(),
+            line: None,
+            key: String::new(),
+            message: format!("cannot read: {e}"),
+        })?;
+        let ctx = Ctx {
+            file: &file,
+            source: &source,
+        };
+        let rc: S<RawClient> = toml::from_str(&source).map_err(|e| ConfigError {
+            file: file.clone(),
+            line: e.span().map(|s| ctx.line_of(s.start)),
+            key: String::new(),
+            message: e.message().trim().to_string(),
+        })?;
+        set.add(&ctx, &rc)?;
+    }
+    Ok(())
+}
+
 /// Whether the daemon may send its Key Vault token to `url`'s host without being told to: the
 /// cloud's vault hosts, and loopback (the emulator).
 pub fn known_vault_host(url: &Url, cloud: Cloud) -> bool {

@@ -19,6 +19,7 @@ pub(super) struct RawDaemon {
     instance: Option<S<String>>,
     max_concurrent: Option<S<i64>>,
     max_rotations_per_hour: Option<S<i64>>,
+    pub(super) clients_dir: Option<S<String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -38,6 +39,7 @@ pub(super) struct Daemon {
     pub(super) instance: String,
     pub(super) max_concurrent: usize,
     pub(super) max_rotations_per_hour: u32,
+    pub(super) clients_dir: Option<PathBuf>,
 }
 
 /// Validates `[daemon]`.
@@ -82,10 +84,26 @@ pub(super) fn daemon(ctx: &Ctx<'_>, raw: &RawDaemon) -> Result<Daemon, ConfigErr
         }
         None => 0,
     };
+    let clients_dir = match &raw.clients_dir {
+        Some(v) if v.get_ref().trim().is_empty() => None,
+        Some(v) => {
+            let dir = ctx.path(v.get_ref());
+            if !dir.is_dir() {
+                return Err(ctx.err(
+                    v,
+                    "daemon.clients_dir",
+                    format!("{} is not a directory", dir.display()),
+                ));
+            }
+            Some(dir)
+        }
+        None => None,
+    };
     Ok(Daemon {
         instance,
         max_concurrent,
         max_rotations_per_hour,
+        clients_dir,
     })
 }
 

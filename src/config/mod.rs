@@ -66,6 +66,8 @@ pub struct Config {
     pub log_level: String,
     pub server: Server,
     pub state_dir: PathBuf,
+    /// `[daemon] clients_dir`: one-client TOML files, read with the config.
+    pub clients_dir: Option<PathBuf>,
     pub clients: Vec<Client>,
     /// `[[events]]`: where events go.
     pub events: Vec<Sink>,
@@ -169,6 +171,9 @@ impl Config {
         for rc in &raw.clients {
             clients.add(&ctx, rc)?;
         }
+        if let Some(dir) = &daemon.clients_dir {
+            clients::add_dir(&ctx, dir, &mut clients)?;
+        }
         let clients = clients.into_clients();
         let names: Vec<String> = clients.iter().map(|c| c.name.clone()).collect();
         let events = events::parse(&ctx, &raw.events, &names, &mut warnings)?;
@@ -189,6 +194,7 @@ impl Config {
             log_level,
             server,
             state_dir,
+            clients_dir: daemon.clients_dir,
             clients,
             events,
             ha,

@@ -788,3 +788,54 @@ fn a_persons_session_serves_commands_run_by_hand_but_never_the_daemon() {
     let own = Config::parse(&file, &base).unwrap();
     assert!(own.check_for_daemon().is_ok());
 }
+
+#[test]
+fn clients_dir_files_are_clients_and_their_errors_name_the_file_line_and_key() {
+    let tmp = tempfile::tempdir().unwrap();
+    let state = tmp.path().join("state");
+    let file = tmp.path().join("config.toml");
+    let dir = tmp.path().join("clients.d");
+    let with_dir = |t: &str| {
+        t.replacen(
+            "[state]",
+            "[daemon]\nclients_dir = \"clients.d\"\n[state]",
+            1,
+        )
+    };
+    let base = with_dir(&text(&state, "https://kv.vault.azure.net", "", ""));
+    let e = Config::parse(&file, &base).unwrap_err();
+    assert_eq!(e.key, "daemon.clients_dir", "{e}");
+    assert!(e.message.contains("is not a directory"), "{e}");
+
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::write(
+        dir.join("dicom.toml"),
+        "name = \"dicom\"\napp_id = \"33333333-3333-3333-3333-333333333333\"\nkey_vault_url = \"https://kv.vault.azure.net\"\nsecret_name = \"dicom-client-secret\"\n",
+    )
+    .unwrap();
+    std::fs::write(dir.join("notes.txt"), "not a client").unwrap();
+    let config = Config::parse(&file, &base).unwrap();
+    assert_eq!(
+        config
+            .clients
+            .iter()
+            .map(|c| c.name.as_str())
+            .collect::<Vec<_>>(),
+        ["c", "dicom"]
+    );
+
+    std::fs::write(
+        dir.join("two.toml"),
+        "name = \"two\"\napp_id = \"44444444-4444-4444-4444-444444444444\"\nkey_vault_url = \"https://kv.vault.azure.net\"\n\nsecret_name = \"dicom-client-secret\"\n",
+    )
+    .unwrap();
+    let e = Config::parse(&file, &base).unwrap_err();
+    assert_eq!(e.file, dir.join("two.toml"));
+    assert_eq!(e.line, Some(5), "{e}");
+    assert!(e.key.ends_with(".secret_name"), "{e}");
+
+    std::fs::write(dir.join("two.toml"), "name = \"two\"\nsurprise = 1\n").unwrap();
+    let e = Config::parse(&file, &base).unwrap_err();
+    assert_eq!(e.file, dir.join("two.toml"));
+    assert!(e.message.contains("surprise"), "{e}");
+}

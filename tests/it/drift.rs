@@ -29,6 +29,7 @@ async fn person(env: &Env) -> String {
                 access: BTreeMap::from([(app_id.clone(), VaultRole::Officer)]),
             }],
             settings: None,
+            ..Default::default()
         })
         .await
         .expect("seed the person");

@@ -55,6 +55,7 @@ async fn tenant() -> Tenant {
             applications: apps,
             vaults: vec![],
             settings: None,
+            ..Default::default()
         })
         .await
         .expect("seed");
