@@ -243,6 +243,12 @@ fn each_sections_errors_name_the_key_and_line() {
             "'8-18' is not a time span",
         ),
         (
+            "tenant_id = \"00000000-0000-0000-0000-000000000000\"",
+            "tenant_id = \"00000000-0000-0000-0000-000000000000\"\nresource_manager_endpoint = \"http://management.example\"",
+            "azure.resource_manager_endpoint",
+            "must use https",
+        ),
+        (
             "[defaults]",
             "[defaults]\nverify_url = \"http://dicom.example/v2/changefeed\"",
             "defaults.verify_url",
