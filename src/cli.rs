@@ -243,11 +243,27 @@ pub async fn inventory(
 
 pub async fn plan(config: Config, json_output: bool) -> anyhow::Result<bool> {
     let store = Arc::new(Store::open(&config.state_dir)?);
-    let ctx = build_context(config, store, Arc::new(Metrics::new()))?;
+    let ctx = build_context(config, store.clone(), Arc::new(Metrics::new()))?;
     let cancel = CancellationToken::new();
     let mut rows = Vec::new();
     let mut items = Vec::new();
     let mut ok = true;
+    // With [discovery], the clients it finds now are planned too, and the ones it refuses
+    // are shown.
+    let ctx = if ctx.config.discovery.is_some() {
+        let found = crate::discovery::discover(&ctx)
+            .await
+            .map_err(|e| anyhow::anyhow!("discovery: {e}"))?;
+        for r in &found.refused {
+            ok = false;
+            rows.push(vec![r.app.clone(), "refused".into(), r.reason.clone()]);
+            items.push(json!({"client": r.app, "app_id": r.app_id, "action": "refused", "error": r.reason, "origin": "discovered"}));
+        }
+        let config = Config::load_with(&ctx.config.path, &found.toml)?;
+        build_context(config, store, Arc::new(Metrics::new()))?
+    } else {
+        ctx
+    };
     for c in &ctx.config.clients {
         match rotation::dry_run(&ctx, c, Options::default(), &cancel).await {
             Ok(mut p) => {
@@ -298,6 +314,7 @@ pub async fn plan(config: Config, json_output: bool) -> anyhow::Result<bool> {
                     "expires_at": p.published.as_ref().and_then(|x| x.expires).map(|t| status::rfc3339(t.unix_timestamp())),
                     "renew_at": p.renew_at.map(|t| status::rfc3339(t.unix_timestamp())),
                     "notes": p.notes,
+                    "origin": c.origin.to_string(),
                 }));
             }
             Err(e) => {

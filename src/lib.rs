@@ -29,6 +29,7 @@ pub mod daemon;
 pub mod demo;
 pub mod drift;
 pub mod events;
+pub mod discovery;
 pub mod files;
 pub mod ha;
 pub mod inventory;

@@ -25,6 +25,11 @@ pub struct ClientLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AppLabel {
+    pub app_id: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ResultLabels {
     client: String,
     result: String,
@@ -86,6 +91,7 @@ pub struct Metrics {
     event_sink_failing: Family<SinkLabel, Gauge>,
     events_pending: Family<SinkLabel, Gauge>,
     verify_url_ok: Family<ClientLabel, Gauge>,
+    discovery_refused: Family<AppLabel, Gauge>,
 }
 
 fn request_histogram() -> Histogram {
@@ -373,12 +379,19 @@ impl Metrics {
             "1 when the last call to the client's verify_url with a new or published secret's token answered 2xx, 0 when it did not (401/403: the app lacks its role)",
             verify_url_ok.clone(),
         );
+        let discovery_refused = Family::<AppLabel, Gauge>::default();
+        registry.register(
+            "discovery_refused",
+            "1 for each application discovery found and refused (a collision with a configured client or another discovered one, or a bad location tag), as of the last pass",
+            discovery_refused.clone(),
+        );
         Metrics {
             budget_max,
             budget_used,
             event_deliveries,
             event_sink_failing,
             events_pending,
+            discovery_refused,
             verify_url_ok,
             registry,
             clients,
@@ -446,6 +459,16 @@ impl Metrics {
 
     pub fn ha_renewal_failed(&self) {
         self.with_ha(|s| s.renewal_failures += 1);
+    }
+
+    /// The applications the last discovery pass refused (the others' series go).
+    pub fn set_discovery_refused(&self, app_ids: &[String]) {
+        self.discovery_refused.clear();
+        for a in app_ids {
+            self.discovery_refused
+                .get_or_create(&AppLabel { app_id: a.clone() })
+                .set(1);
+        }
     }
 
     pub fn set_verify_url_ok(&self, client: &str, ok: bool) {

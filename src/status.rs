@@ -23,6 +23,8 @@ pub struct ClientStatus {
     pub last_success_at: Option<String>,
     pub backoff_until: Option<String>,
     pub in_flight: bool,
+    /// `config`, `file <path>` (clients_dir) or `discovered (tag <tag>)`.
+    pub origin: String,
 }
 
 /// The installation's rotation budget as `/v1/budget`, `status` and `plan` show it.
@@ -92,6 +94,7 @@ pub fn collect(
                 .ok()
                 .filter(|b| b.failures > 0 && b.next_attempt_at > now);
             ClientStatus {
+                origin: c.origin.to_string(),
                 name: c.name.clone(),
                 app: c.app.to_string(),
                 key_vault_url: c.key_vault_url.as_str().trim_end_matches('/').to_string(),

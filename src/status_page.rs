@@ -348,6 +348,7 @@ mod tests {
             last_success_at: None,
             backoff_until: None,
             in_flight: false,
+            origin: "config".into(),
         }
     }
 

@@ -29,9 +29,32 @@ impl fmt::Display for AppRef {
     }
 }
 
+/// Where a client came from: shown by `status`, `plan` and `/v1/clients`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Origin {
+    /// A `[[clients]]` entry of the config file.
+    #[default]
+    Config,
+    /// A file of `[daemon] clients_dir`.
+    File(std::path::PathBuf),
+    /// An application found by `[discovery]` with this tag.
+    Discovered(String),
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Origin::Config => write!(f, "config"),
+            Origin::File(p) => write!(f, "file {}", p.display()),
+            Origin::Discovered(tag) => write!(f, "discovered (tag {tag})"),
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Client {
     pub name: String,
+    pub origin: Origin,
     pub app: AppRef,
     pub key_vault_url: Url,
     pub secret_name: String,
@@ -123,7 +146,41 @@ pub(super) fn add_dir(
             key: String::new(),
             message: e.message().trim().to_string(),
         })?;
+        set.origin = Origin::File(file.clone());
         set.add(&ctx, &rc)?;
+    }
+    Ok(())
+}
+
+#[derive(Deserialize)]
+struct RawClients {
+    #[serde(default)]
+    clients: Vec<S<RawClient>>,
+}
+
+/// Adds clients found by `[discovery]`, given as `[[clients]]` TOML (their errors name
+/// `<discovery>`).
+pub(super) fn add_discovered(
+    config: &Ctx<'_>,
+    text: &str,
+    tag: &str,
+    set: &mut ClientSet<'_>,
+) -> Result<(), ConfigError> {
+    let file = std::path::PathBuf::from("<discovery>");
+    let ctx = Ctx {
+        file: &file,
+        source: text,
+    };
+    let _ = config;
+    let raw: RawClients = toml::from_str(text).map_err(|e| ConfigError {
+        file: file.clone(),
+        line: e.span().map(|s| ctx.line_of(s.start)),
+        key: String::new(),
+        message: e.message().trim().to_string(),
+    })?;
+    set.origin = Origin::Discovered(tag.to_string());
+    for rc in &raw.clients {
+        set.add(&ctx, rc)?;
     }
     Ok(())
 }
@@ -163,6 +220,8 @@ pub(super) struct ClientSet<'a> {
     apps: HashMap<String, usize>,
     targets: HashMap<(String, String), usize>,
     schedules: HashMap<(String, Tz), Arc<Schedule>>,
+    /// The origin of the clients added next.
+    pub(super) origin: Origin,
 }
 
 impl<'a> ClientSet<'a> {
@@ -176,6 +235,7 @@ impl<'a> ClientSet<'a> {
             apps: HashMap::new(),
             targets: HashMap::new(),
             schedules: HashMap::new(),
+            origin: Origin::Config,
         }
     }
 
@@ -347,6 +407,7 @@ impl<'a> ClientSet<'a> {
         }
         let _ = spans.lifetime_at;
         self.clients.push(Client {
+            origin: self.origin.clone(),
             name,
             app,
             key_vault_url,

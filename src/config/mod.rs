@@ -18,14 +18,16 @@ mod drift;
 mod events;
 mod ha;
 mod inventory;
+mod discovery;
 mod policy;
 mod server;
 mod values;
 
 pub use azure::{Azure, Cloud, Credential};
-pub use clients::{AppRef, Client, known_vault_host};
+pub use clients::{AppRef, Client, Origin, known_vault_host};
 pub use daemon::LogFormat;
 pub use events::{Sink, SinkKind};
+pub use discovery::Discovery;
 pub use policy::{Policy, Schedule};
 pub use server::Server;
 
@@ -68,6 +70,8 @@ pub struct Config {
     pub state_dir: PathBuf,
     /// `[daemon] clients_dir`: one-client TOML files, read with the config.
     pub clients_dir: Option<PathBuf>,
+    /// `[discovery]`, when enabled.
+    pub discovery: Option<Discovery>,
     pub clients: Vec<Client>,
     /// `[[events]]`: where events go.
     pub events: Vec<Sink>,
@@ -110,6 +114,8 @@ struct RawConfig {
     events: Vec<S<events::RawSink>>,
     #[serde(default)]
     inventory: inventory::RawInventory,
+    #[serde(default)]
+    discovery: discovery::RawDiscovery,
 }
 
 impl Config {
@@ -126,6 +132,22 @@ impl Config {
 
     /// Parses and validates config text; `path` names it in errors and anchors relative paths.
     pub fn parse(path: &Path, source: &str) -> Result<Config, ConfigError> {
+        Config::parse_with(path, source, "")
+    }
+
+    /// Reads the config and adds the clients `[discovery]` found.
+    pub fn load_with(path: &Path, discovered: &str) -> Result<Config, ConfigError> {
+        let source = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: path.to_path_buf(),
+            line: None,
+            key: String::new(),
+            message: format!("cannot read: {e}"),
+        })?;
+        Config::parse_with(path, &source, discovered)
+    }
+
+    /// [`Config::parse`], with the clients `[discovery]` found as `[[clients]]` TOML.
+    pub fn parse_with(path: &Path, source: &str, discovered: &str) -> Result<Config, ConfigError> {
         let ctx = values::Ctx { file: path, source };
         let mut warnings = Vec::new();
         // The package installs the example with every line commented out: say what to fill in
@@ -174,6 +196,12 @@ impl Config {
         if let Some(dir) = &daemon.clients_dir {
             clients::add_dir(&ctx, dir, &mut clients)?;
         }
+        let discovery = discovery::parse(&ctx, &raw.discovery, azure.cloud)?;
+        if let Some(d) = &discovery
+            && !discovered.trim().is_empty()
+        {
+            clients::add_discovered(&ctx, discovered, &d.tag, &mut clients)?;
+        }
         let clients = clients.into_clients();
         let names: Vec<String> = clients.iter().map(|c| c.name.clone()).collect();
         let events = events::parse(&ctx, &raw.events, &names, &mut warnings)?;
@@ -195,6 +223,7 @@ impl Config {
             server,
             state_dir,
             clients_dir: daemon.clients_dir,
+            discovery,
             clients,
             events,
             ha,

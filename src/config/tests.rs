@@ -249,6 +249,30 @@ fn each_sections_errors_name_the_key_and_line() {
             "must use https",
         ),
         (
+            "[state]",
+            "[discovery]\nenabled = true\ntag = \"secret rotator\"\nkey_vault_url = \"https://kv.vault.azure.net\"\n[state]",
+            "discovery.tag",
+            "must be 1-64 characters",
+        ),
+        (
+            "[state]",
+            "[discovery]\nenabled = true\ninterval = \"10ms\"\nkey_vault_url = \"https://kv.vault.azure.net\"\n[state]",
+            "discovery.interval",
+            "at least 1s",
+        ),
+        (
+            "[state]",
+            "[discovery]\nenabled = true\nkey_vault_url = \"https://kv.vault.azure.net\"\nsecret_name = \"{app}_secret\"\n[state]",
+            "discovery.secret_name",
+            "must be a vault secret name",
+        ),
+        (
+            "[state]",
+            "[discovery]\nenabled = true\nkey_vault_url = \"http://kv.vault.azure.net\"\n[state]",
+            "discovery.key_vault_url",
+            "must use https",
+        ),
+        (
             "[defaults]",
             "[defaults]\nverify_url = \"http://dicom.example/v2/changefeed\"",
             "defaults.verify_url",
@@ -844,4 +868,32 @@ fn clients_dir_files_are_clients_and_their_errors_name_the_file_line_and_key() {
     let e = Config::parse(&file, &base).unwrap_err();
     assert_eq!(e.file, dir.join("two.toml"));
     assert!(e.message.contains("surprise"), "{e}");
+}
+
+#[test]
+fn discovery_needs_a_vault_when_enabled() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("config.toml");
+    let t = text(
+        &tmp.path().join("state"),
+        "https://kv.vault.azure.net",
+        "",
+        "",
+    )
+    .replacen("[state]", "[discovery]\nenabled = true\n[state]", 1);
+    let e = Config::parse(&file, &t).unwrap_err();
+    assert_eq!(e.key, "discovery.key_vault_url", "{e}");
+    assert!(
+        e.to_string()
+            .contains("is required when discovery is enabled"),
+        "{e}"
+    );
+    let off = text(
+        &tmp.path().join("state"),
+        "https://kv.vault.azure.net",
+        "",
+        "",
+    )
+    .replacen("[state]", "[discovery]\nenabled = false\n[state]", 1);
+    assert!(Config::parse(&file, &off).unwrap().discovery.is_none());
 }

@@ -121,6 +121,10 @@ pub async fn run(
         sd_notify::NotifyState::Status("reconciling"),
     ]);
 
+    let (found_tx, mut found_rx) = mpsc::channel::<crate::discovery::Found>(4);
+    spawn_discovery(shared.clone(), found_tx, stop.clone());
+    let mut discovered = String::new();
+
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
@@ -162,9 +166,24 @@ pub async fn run(
                 }
             }
             Some(finished) = done.recv() => scheduler.done(&shared, finished, clock::now()),
+            Some(found) = found_rx.recv() => {
+                shared.metrics.set_discovery_refused(
+                    &found.refused.iter().map(|r| r.app_id.clone()).collect::<Vec<_>>(),
+                );
+                if found.toml != discovered {
+                    match reload(config_path, &shared, &found.toml) {
+                        Ok(added) => {
+                            discovered = found.toml;
+                            let ctx = shared.context();
+                            scheduler.reloaded(&ctx, added, clock::now());
+                        }
+                        Err(e) => tracing::error!("discovered clients not taken on: {e}"),
+                    }
+                }
+            }
             _ = hangup.recv() => {
                 notify(&[sd_notify::NotifyState::Reloading]);
-                match reload(config_path, &shared) {
+                match reload(config_path, &shared, &discovered) {
                     Ok(added) => {
                         let ctx = shared.context();
                         scheduler.reloaded(&ctx, added, clock::now());
@@ -254,9 +273,9 @@ fn notify(states: &[sd_notify::NotifyState<'_>]) {
     let _ = sd_notify::notify(states);
 }
 
-/// Reloads the config; returns the names of new clients.
-fn reload(path: &Path, shared: &Arc<Shared>) -> anyhow::Result<Vec<String>> {
-    let config = Config::load(path)?;
+/// Reloads the config, with the clients discovery found; returns the names of new clients.
+fn reload(path: &Path, shared: &Arc<Shared>, discovered: &str) -> anyhow::Result<Vec<String>> {
+    let config = Config::load_with(path, discovered)?;
     config.check_for_daemon()?;
     let old = shared.context();
     if config.state_dir != old.config.state_dir {
@@ -295,6 +314,16 @@ fn reload(path: &Path, shared: &Arc<Shared>) -> anyhow::Result<Vec<String>> {
     for c in &old.config.clients {
         if ctx.config.client(&c.name).is_none() {
             shared.metrics.remove_client(&c.name);
+            if let crate::config::Origin::Discovered(tag) = &c.origin {
+                tracing::warn!(client = %c.name, event = "discovery_left", "client {} left management: its application no longer carries the tag {tag} (or is no longer owned by the daemon); its credentials and vault secret are left as they are", c.name);
+            }
+        }
+    }
+    for name in &added {
+        if let Some(c) = ctx.config.client(name)
+            && let crate::config::Origin::Discovered(tag) = &c.origin
+        {
+            tracing::info!(client = %name, event = "discovery_enrolled", "client {name} enrolled: its application carries the tag {tag}");
         }
     }
     for name in &added {
@@ -302,6 +331,43 @@ fn reload(path: &Path, shared: &Arc<Shared>) -> anyhow::Result<Vec<String>> {
     }
     shared.replace_context(ctx);
     Ok(added)
+}
+
+/// Runs a discovery pass every `[discovery] interval` (from the running config) and hands its
+/// result to the loop; a failed pass changes nothing.
+fn spawn_discovery(
+    shared: Arc<Shared>,
+    found: mpsc::Sender<crate::discovery::Found>,
+    stop: CancellationToken,
+) {
+    tokio::spawn(async move {
+        loop {
+            let ctx = shared.context();
+            let wait = match &ctx.config.discovery {
+                Some(d) => {
+                    match crate::discovery::discover(&ctx).await {
+                        Ok(f) => {
+                            for r in &f.refused {
+                                tracing::error!(app_id = %r.app_id, event = "discovery_refused", "application '{}' ({}) carries the discovery tag but is not enrolled: {}", r.app, r.app_id, r.reason);
+                            }
+                            if found.send(f).await.is_err() {
+                                return;
+                            }
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "discovery pass failed; the clients stay as they are")
+                        }
+                    }
+                    d.interval
+                }
+                None => Duration::from_secs(5),
+            };
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = stop.cancelled() => return,
+            }
+        }
+    });
 }
 
 /// Signs in until it works; `/readyz` turns green then.

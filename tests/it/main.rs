@@ -9,6 +9,7 @@ mod daemon;
 mod deploy;
 mod drift;
 mod events;
+mod discovery;
 mod evidence;
 mod faults;
 mod ha;
