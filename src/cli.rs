@@ -82,6 +82,13 @@ pub async fn check_online(config: Config) -> anyhow::Result<bool> {
             Err(e) => problems.push(format!("reading the vault secret: {e}")),
         }
         if let Ok(a) = &app
+            && c.policy.verify_url.is_none()
+            && c.policy.verify_scope != ctx.config.azure.cloud.graph_scope()
+            && let Some(problem) = rotation::api_check::scope_problem(&ctx, c, &a.app_id).await
+        {
+            problems.push(problem);
+        }
+        if let Ok(a) = &app
             && let Some(check) = rotation::api_check::with_published(&ctx, c, &a.app_id).await
             && !check.ok()
         {

@@ -100,9 +100,12 @@ pub async fn register(config: Config, req: Request) -> anyhow::Result<bool> {
     let vault = match (&req.vault, &existing) {
         (Some(v), _) => v.clone(),
         (None, Some(c)) => c.key_vault_url.to_string(),
-        (None, None) => {
-            bail!("--vault is required: the Key Vault the new client's secret is published to")
-        }
+        (None, None) => match &config.discovery {
+            Some(d) => d.key_vault_url.to_string(),
+            None => bail!(
+                "--vault is required (or [discovery] key_vault_url): the Key Vault the new client's secret is published to"
+            ),
+        },
     };
     let secret_name = match (&req.secret_name, &existing) {
         (Some(s), _) => s.clone(),

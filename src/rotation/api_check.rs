@@ -146,6 +146,33 @@ pub async fn with_published(ctx: &Context, client: &Client, app_id: &str) -> Opt
     check
 }
 
+/// For `check --online`: whether the resource `verify_scope` names has a service principal in
+/// the tenant, asked with the published secret (AADSTS500011 says it has none). `None` when
+/// it does, or when there is nothing published to ask with.
+pub async fn scope_problem(ctx: &Context, client: &Client, app_id: &str) -> Option<String> {
+    let value = ctx
+        .azure
+        .vaults
+        .get(&client.key_vault_url, &client.secret_name, None)
+        .await
+        .ok()?;
+    let answer = ctx
+        .azure
+        .entra
+        .verify(app_id, &value.value, &client.policy.verify_scope)
+        .await;
+    drop(value);
+    match answer {
+        Err(VerifyFailure::Rejected(e)) if e.code.as_deref() == Some("AADSTS500011") => {
+            Some(format!(
+                "the resource of verify_scope {} has no service principal in this tenant (AADSTS500011): check the scope, or add the API's service principal",
+                client.policy.verify_scope
+            ))
+        }
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

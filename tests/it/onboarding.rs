@@ -167,6 +167,13 @@ async fn tenant_where_the_daemon_may_assign(may: bool) -> (Env, String, std::pat
         "instance = \"test\"",
         "instance = \"test\"\nclients_dir = \"clients.d\"",
     );
+    env.edit_config(
+        "[azure]\n",
+        &format!(
+            "[azure]\nresource_manager_endpoint = \"{}\"\n",
+            env.em.info().arm_endpoint
+        ),
+    );
     (
         env,
         report.dicom_services["dicom1"].resource_id.clone(),

@@ -197,12 +197,11 @@ impl Tenant {
     pub fn config(&self, spec: &ConfigSpec<'_>) -> String {
         let info = &self.info;
         let mut text = format!(
-            "{header}[azure]\ntenant_id = \"{tenant}\"\nauthority_host = \"{authority}\"\ngraph_endpoint = \"{graph}\"\nresource_manager_endpoint = \"{arm}\"\nca_file = \"{ca}\"\n{azure}\n[azure.credential]\nkind = \"client_secret\"\nclient_id = \"{daemon}\"\nclient_secret_file = \"{secret}\"\n\n[daemon]\ninstance = \"{instance}\"\n{daemon_extra}\n",
+            "{header}[azure]\ntenant_id = \"{tenant}\"\nauthority_host = \"{authority}\"\ngraph_endpoint = \"{graph}\"\nca_file = \"{ca}\"\n{azure}\n[azure.credential]\nkind = \"client_secret\"\nclient_id = \"{daemon}\"\nclient_secret_file = \"{secret}\"\n\n[daemon]\ninstance = \"{instance}\"\n{daemon_extra}\n",
             header = spec.header,
             tenant = self.tenant_id,
             authority = info.authority_host,
             graph = info.graph_endpoint,
-            arm = info.arm_endpoint,
             ca = info.ca_file,
             azure = spec.azure,
             daemon = self.daemon_app_id,
