@@ -631,9 +631,13 @@ fn list(world: &World, headers: &HeaderMap, params: &Params) -> Response {
     let top = params.top.unwrap_or(100).clamp(1, 999);
     let state = world.state();
     let now = OffsetDateTime::now_utc();
+    // A listing is served by a lagging replica: an application created within the read lag is
+    // not in it yet (so a client that lost the answer to its create may not find it at once).
+    let seen_at = now - time::Duration::milliseconds(state.settings.read_lag_ms as i64);
     let matching: Vec<&Application> = state
         .applications
         .iter()
+        .filter(|a| a.created <= seen_at)
         .filter(|a| {
             app_filter.as_ref().is_none_or(|f| {
                 let field = |p: &str| match p {

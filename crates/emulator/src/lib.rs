@@ -434,7 +434,8 @@ impl Emulator {
                     federated_credentials: a.federated_credentials.clone(),
                     managed_identity: a.managed_identity,
                     disabled: a.disabled,
-                    created: now,
+                    // Seeded applications exist from before the run: no read lags them.
+                    created: now - time::Duration::hours(1),
                     last_write: None,
                     tags: a.tags.clone(),
                     redirect_uris: Vec::new(),

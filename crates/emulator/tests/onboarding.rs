@@ -228,7 +228,20 @@ async fn an_app_created_by_the_rotator_is_its_own_and_signs_in_only_with_a_servi
         "#microsoft.graph.servicePrincipal"
     );
 
-    // The tag finds it, without advanced query parameters.
+    // Listings lag the create by the read lag (1 s by default); then the tag finds it, without
+    // advanced query parameters.
+    let (status, found) = t
+        .graph(
+            SECRET,
+            reqwest::Method::GET,
+            "applications?$filter=tags/any(t:t%20eq%20'secret-rotator:default:dicom-client')",
+            &[],
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{found}");
+    assert_eq!(found["value"], json!([]), "not in a listing yet");
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
     let (status, found) = t
         .graph(
             SECRET,
