@@ -27,9 +27,9 @@ pub mod config;
 pub mod daemon;
 #[cfg(feature = "emulator")]
 pub mod demo;
+pub mod discovery;
 pub mod drift;
 pub mod events;
-pub mod discovery;
 pub mod files;
 pub mod ha;
 pub mod inventory;

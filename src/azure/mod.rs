@@ -6,8 +6,8 @@
 //! classified as transient, permanent, or of unknown outcome. Pacing belongs to [`retry`]: the
 //! SDK's own retries are off.
 
-pub mod blob;
 pub mod arm;
+pub mod blob;
 pub mod directory;
 pub mod entra;
 pub mod graph;

@@ -6,8 +6,8 @@
 //! Vault version, mark the intent done), with what failed attempts leave behind cleaned up
 //! (`recover`), and the outcome recorded (`record`). Each step is safe to repeat and to crash in.
 
-pub mod budget;
 pub mod api_check;
+pub mod budget;
 pub mod observe;
 pub mod plan;
 mod record;
