@@ -231,6 +231,7 @@ fn handle(
         return denied();
     }
     if matches!(route, Route::List)
+        && *method == Method::GET
         && params.filter.is_none()
         && !claims
             .roles
