@@ -33,26 +33,8 @@ async fn person(env: &Env) -> String {
         })
         .await
         .expect("seed the person");
-    let info = env.em.info();
-    let token: Value = env
-        .https()
-        .post(format!(
-            "{}/{}/oauth2/v2.0/token",
-            info.authority_host, env.tenant
-        ))
-        .form(&[
-            ("client_id", app_id.as_str()),
-            ("client_secret", PERSON_SECRET),
-            ("grant_type", "client_credentials"),
-            ("scope", "https://vault.azure.net/.default"),
-        ])
-        .send()
+    env.access_token(&app_id, PERSON_SECRET, "https://vault.azure.net/.default")
         .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    token["access_token"].as_str().unwrap().to_string()
 }
 
 /// A Key Vault call as the person: the status.

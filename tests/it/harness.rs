@@ -589,6 +589,60 @@ impl Env {
             .unwrap()
     }
 
+    /// Asks the emulator's Entra for a token with client credentials, as a consumer would.
+    pub async fn token_request(
+        &self,
+        client_id: &str,
+        secret: &str,
+        scope: &str,
+    ) -> reqwest::Result<reqwest::Response> {
+        let info = self.em.info();
+        self.https()
+            .post(format!(
+                "{}/{}/oauth2/v2.0/token",
+                info.authority_host, self.tenant
+            ))
+            .form(&[
+                ("client_id", client_id),
+                ("client_secret", secret),
+                ("grant_type", "client_credentials"),
+                ("scope", scope),
+            ])
+            .send()
+            .await
+    }
+
+    /// The access token for `scope`; panics with Entra's answer when it refuses.
+    pub async fn access_token(&self, client_id: &str, secret: &str, scope: &str) -> String {
+        let answer: serde_json::Value = self
+            .token_request(client_id, secret, scope)
+            .await
+            .expect("the token endpoint answers")
+            .json()
+            .await
+            .expect("a JSON answer");
+        match answer["access_token"].as_str() {
+            Some(t) => t.to_string(),
+            None => panic!("no token for {client_id} and {scope}: {answer}"),
+        }
+    }
+
+    /// Whether `secret` signs in as `app_id` within the propagation window (a young secret
+    /// fails now and then while it replicates).
+    pub async fn signs_in(&self, app_id: &str, secret: &str) -> bool {
+        for _ in 0..30 {
+            if self
+                .token_request(app_id, secret, "https://graph.microsoft.com/.default")
+                .await
+                .is_ok_and(|r| r.status() == 200)
+            {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        false
+    }
+
     /// The object id of the application with `app_id`.
     pub fn app_object_id(&self, app_id: &str) -> String {
         let state = self.em.world().state();

@@ -74,7 +74,7 @@ pub async fn i1(env: &Env) -> Vec<String> {
                 v.push(format!("I1 {}: the published secret expired", c.name))
             }
             Some(_) => {
-                if !signs_in(env, &c.app_id, &latest.value).await {
+                if !env.signs_in(&c.app_id, &latest.value).await {
                     v.push(format!(
                         "I1 {}: the published secret does not sign in",
                         c.name
@@ -84,34 +84,6 @@ pub async fn i1(env: &Env) -> Vec<String> {
         }
     }
     v
-}
-
-async fn signs_in(env: &Env, app_id: &str, secret: &str) -> bool {
-    let (http, info, tenant) = (env.https(), env.em.info(), &env.tenant);
-    // Replication makes a young secret fail now and then; a published one must work within
-    // the propagation window.
-    for _ in 0..30 {
-        let form = [
-            ("client_id", app_id),
-            ("client_secret", secret),
-            ("grant_type", "client_credentials"),
-            ("scope", "https://graph.microsoft.com/.default"),
-        ];
-        if let Ok(r) = http
-            .post(format!(
-                "{}/{tenant}/oauth2/v2.0/token",
-                info.authority_host
-            ))
-            .form(&form)
-            .send()
-            .await
-            && r.status() == 200
-        {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-    false
 }
 
 /// I2: every credential with this installation's marker is the published one, or superseded
@@ -419,25 +391,14 @@ mod checks_fail_on_seeded_violations {
     async fn i5_catches_a_version_published_without_a_sign_in() {
         let env = Env::new(Setup::default()).await;
         // Publish by hand, as a buggy daemon would: a new credential straight into the vault.
-        let info = env.em.info();
         let http = env.https();
-        let token: serde_json::Value = http
-            .post(format!(
-                "{}/{}/oauth2/v2.0/token",
-                info.authority_host, env.tenant
-            ))
-            .form(&[
-                ("client_id", env.daemon_app_id.as_str()),
-                ("client_secret", DAEMON_SECRET),
-                ("grant_type", "client_credentials"),
-                ("scope", "https://vault.azure.net/.default"),
-            ])
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let token = env
+            .access_token(
+                &env.daemon_app_id,
+                DAEMON_SECRET,
+                "https://vault.azure.net/.default",
+            )
+            .await;
         let key = env.app("app-one").passwords[0].key_id.clone();
         let body = serde_json::json!({"value": "x", "tags": {"managed-by": "secret-rotator", "key-id": key}});
         let r = http
@@ -445,7 +406,7 @@ mod checks_fail_on_seeded_violations {
                 "{}/secrets/app-one-secret?api-version=2025-07-01",
                 env.vault_url
             ))
-            .bearer_auth(token["access_token"].as_str().unwrap())
+            .bearer_auth(&token)
             .json(&body)
             .send()
             .await

@@ -305,29 +305,19 @@ async fn register_makes_a_working_dicom_client_that_the_daemon_picks_up_on_sighu
     // (register assigned the role through ARM).
     let info = env.em.info();
     let http = env.https();
-    let token: serde_json::Value = http
-        .post(format!(
-            "{}/{}/oauth2/v2.0/token",
-            info.authority_host, info.tenant_id
-        ))
-        .form(&[
-            ("client_id", app_id.as_str()),
-            ("client_secret", version.value.as_str()),
-            ("grant_type", "client_credentials"),
-            ("scope", "https://dicom.healthcareapis.azure.com/.default"),
-        ])
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let token = env
+        .access_token(
+            &app_id,
+            &version.value,
+            "https://dicom.healthcareapis.azure.com/.default",
+        )
+        .await;
     let feed = http
         .get(format!(
             "{}/v2/changefeed?limit=1",
             info.dicom_services["dicom1"].url
         ))
-        .bearer_auth(token["access_token"].as_str().unwrap())
+        .bearer_auth(&token)
         .send()
         .await
         .unwrap();

@@ -392,27 +392,14 @@ impl WorldRun {
         if let Some(t) = &self.person_token {
             return t.clone();
         }
-        let info = self.env.em.info();
-        let token: Value = self
+        let t = self
             .env
-            .https()
-            .post(format!(
-                "{}/{}/oauth2/v2.0/token",
-                info.authority_host, self.env.tenant
-            ))
-            .form(&[
-                ("client_id", self.person_app_id.as_str()),
-                ("client_secret", PERSON_SECRET),
-                ("grant_type", "client_credentials"),
-                ("scope", "https://vault.azure.net/.default"),
-            ])
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let t = token["access_token"].as_str().unwrap().to_string();
+            .access_token(
+                &self.person_app_id,
+                PERSON_SECRET,
+                "https://vault.azure.net/.default",
+            )
+            .await;
         self.person_token = Some(t.clone());
         t
     }
@@ -1603,7 +1590,7 @@ pub async fn run(seconds: u64, seed: u64) -> Vec<String> {
     // Sign-ins of what is published, I5, I4.
     for c in w.clients.clone() {
         if let Some(l) = w.latest(&c)
-            && !signs_in(&w.env, &w.env.clients[c.app].app_id, &l.value).await
+            && !w.env.signs_in(&w.env.clients[c.app].app_id, &l.value).await
         {
             w.violation(
                 OffsetDateTime::now_utc(),
@@ -1691,32 +1678,6 @@ fn keep_evidence(w: &WorldRun) {
     let _ = std::fs::write(out.join("events.txt"), events.join("\n"));
     let _ = std::fs::write(out.join("violations.txt"), w.violations.join("\n\n"));
     println!("evidence kept in {}", out.display());
-}
-
-async fn signs_in(env: &Env, app_id: &str, secret: &str) -> bool {
-    let info = env.em.info();
-    for _ in 0..20 {
-        let ok = env
-            .https()
-            .post(format!(
-                "{}/{}/oauth2/v2.0/token",
-                info.authority_host, env.tenant
-            ))
-            .form(&[
-                ("client_id", app_id),
-                ("client_secret", secret),
-                ("grant_type", "client_credentials"),
-                ("scope", "https://graph.microsoft.com/.default"),
-            ])
-            .send()
-            .await
-            .is_ok_and(|r| r.status() == 200);
-        if ok {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-    false
 }
 
 #[tokio::test(flavor = "multi_thread")]
