@@ -45,6 +45,12 @@ pub const RESOURCES: &[Resource] = &[
         wildcards: &[],
     },
     Resource {
+        display_name: "Azure Storage",
+        app_id: "e406a681-f3d4-42a8-90b6-c2b029497af1",
+        names: &["https://storage.azure.com"],
+        wildcards: &[],
+    },
+    Resource {
         display_name: "Windows Azure Service Management API",
         app_id: ARM_APP_ID,
         names: &[
