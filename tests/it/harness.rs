@@ -528,12 +528,17 @@ impl Drop for Daemon {
     }
 }
 
+/// A port for a daemon to listen on. Not one the kernel hands out for port 0: that range is
+/// where every emulator listener and outgoing connection of the parallel tests takes its ports,
+/// so one of them could take it between this check and the daemon's bind. Below it, only
+/// another pick of this function can collide, and rarely.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    loop {
+        let port = rand::random_range(20_000..32_000);
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 /// Polls `f` until it returns true or `limit` passes.
