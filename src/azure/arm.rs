@@ -7,13 +7,13 @@ use azure_core::credentials::TokenCredential;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{Class, Error, Shared, Timer, class_of_status};
+use super::{AzureHttp, Class, Error, Timer, class_of_status};
 
 const SERVICE: &str = "arm";
 const API_VERSION: &str = "2022-04-01";
 
 pub struct ArmClient {
-    shared: Shared,
+    shared: AzureHttp,
     credential: Arc<dyn TokenCredential>,
     base: String,
     scope: String,
@@ -50,7 +50,7 @@ struct ArmErrorBody {
 
 impl ArmClient {
     pub fn new(
-        shared: Shared,
+        shared: AzureHttp,
         credential: Arc<dyn TokenCredential>,
         endpoint: &url::Url,
         scope: &str,

@@ -13,7 +13,7 @@ use hmac::{Hmac, Mac};
 use secrecy::{ExposeSecret, SecretBox};
 use sha2::Sha256;
 
-use super::{Class, Error, Shared, Timer, class_of_status};
+use super::{AzureHttp, Class, Error, Timer, class_of_status};
 
 const SERVICE: &str = "storage";
 
@@ -100,7 +100,7 @@ pub struct Holder {
 }
 
 pub struct LeaseClient {
-    shared: Shared,
+    shared: AzureHttp,
     auth: Auth,
     /// `https://ACCOUNT.blob.core.windows.net` or, path style, `http://127.0.0.1:P/ACCOUNT`.
     account_url: url::Url,
@@ -111,7 +111,7 @@ pub struct LeaseClient {
 
 impl LeaseClient {
     pub fn new(
-        shared: Shared,
+        shared: AzureHttp,
         auth: Auth,
         account_url: &url::Url,
         container: &str,

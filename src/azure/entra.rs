@@ -5,7 +5,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use zeroize::Zeroizing;
 
-use super::{Class, Error, Shared, Timer};
+use super::{AzureHttp, Class, Error, Timer};
 
 const SERVICE: &str = "token";
 
@@ -61,12 +61,12 @@ fn token_form(pairs: &[(&str, &str)]) -> Zeroizing<Vec<u8>> {
 }
 
 pub struct EntraClient {
-    shared: Shared,
+    shared: AzureHttp,
     token_url: String,
 }
 
 impl EntraClient {
-    pub fn new(shared: Shared, authority: &url::Url, tenant: &str) -> EntraClient {
+    pub fn new(shared: AzureHttp, authority: &url::Url, tenant: &str) -> EntraClient {
         EntraClient {
             shared,
             token_url: format!(

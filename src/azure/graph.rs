@@ -10,7 +10,7 @@ use serde_json::json;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use super::{Class, Error, Shared, Timer, class_of_status};
+use super::{AzureHttp, Class, Error, Timer, class_of_status};
 use crate::config::AppRef;
 
 const SERVICE: &str = "graph";
@@ -303,7 +303,7 @@ impl Pacer {
 }
 
 pub struct GraphClient {
-    pub(super) shared: Shared,
+    pub(super) shared: AzureHttp,
     pacer: Pacer,
     last_write: std::sync::Mutex<std::collections::HashMap<String, tokio::time::Instant>>,
     credential: Arc<dyn TokenCredential>,
@@ -313,7 +313,7 @@ pub struct GraphClient {
 
 impl GraphClient {
     pub fn new(
-        shared: Shared,
+        shared: AzureHttp,
         credential: Arc<dyn TokenCredential>,
         endpoint: &url::Url,
         scope: &str,

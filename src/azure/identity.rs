@@ -18,7 +18,7 @@ use azure_identity::{
 };
 use secrecy::ExposeSecret;
 
-use super::{Class, Error, Shared};
+use super::{AzureHttp, Class, Error};
 use crate::config::{Config, Credential};
 
 /// The transport of every SDK client: our reqwest client, with each request timed and counted
@@ -26,11 +26,11 @@ use crate::config::{Config, Credential};
 #[derive(Debug)]
 pub struct MeteredTransport {
     http: reqwest::Client,
-    shared: SharedRef,
+    shared: AzureHttpRef,
 }
 
 impl MeteredTransport {
-    /// Requests whose body or answer holds a secret value go over [`Shared::secret_http`].
+    /// Requests whose body or answer holds a secret value go over [`AzureHttp::secret_http`].
     fn client_for(&self, operation: &str) -> &reqwest::Client {
         match operation {
             "set_secret" | "get_secret" => &self.shared.0.secret_http,
@@ -39,11 +39,11 @@ impl MeteredTransport {
     }
 }
 
-struct SharedRef(Shared);
+struct AzureHttpRef(AzureHttp);
 
-impl std::fmt::Debug for SharedRef {
+impl std::fmt::Debug for AzureHttpRef {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Shared")
+        f.write_str("AzureHttp")
     }
 }
 
@@ -119,7 +119,7 @@ impl HttpClient for MeteredTransport {
 
 /// Client options for every SDK client: our transport, no SDK retries (our retry layer owns
 /// pacing), and the configured authority host.
-pub fn client_options(config: &Config, shared: &Shared, http: reqwest::Client) -> ClientOptions {
+pub fn client_options(config: &Config, shared: &AzureHttp, http: reqwest::Client) -> ClientOptions {
     let mut custom = azure_core::cloud::CustomConfiguration::default();
     custom.authority_host = config
         .azure
@@ -130,7 +130,7 @@ pub fn client_options(config: &Config, shared: &Shared, http: reqwest::Client) -
     ClientOptions {
         transport: Some(Transport::new(Arc::new(MeteredTransport {
             http,
-            shared: SharedRef(shared.clone()),
+            shared: AzureHttpRef(shared.clone()),
         }))),
         retry: RetryOptions::none(),
         cloud: Some(Arc::new(custom.into())),
@@ -139,7 +139,7 @@ pub fn client_options(config: &Config, shared: &Shared, http: reqwest::Client) -
 }
 
 /// The daemon's own credential, as the config chooses it.
-pub fn credential(config: &Config, shared: &Shared) -> anyhow::Result<Arc<dyn TokenCredential>> {
+pub fn credential(config: &Config, shared: &AzureHttp) -> anyhow::Result<Arc<dyn TokenCredential>> {
     let tenant = config.azure.tenant_id.clone();
     Ok(match &config.azure.credential {
         Credential::ClientSecret { client_id, secret } => {

@@ -12,7 +12,7 @@ use secrecy::{ExposeSecret, SecretString};
 use time::OffsetDateTime;
 
 use super::identity::{ScopeGuard, client_options, error_chain};
-use super::{Class, Error, Shared, class_of_status, parse_retry_after};
+use super::{AzureHttp, Class, Error, class_of_status, parse_retry_after};
 use crate::config::{Cloud, Config};
 
 const SERVICE: &str = "keyvault";
@@ -63,7 +63,7 @@ pub struct VaultClients {
 impl VaultClients {
     pub fn new(
         config: &Config,
-        shared: &Shared,
+        shared: &AzureHttp,
         credential: Arc<dyn TokenCredential>,
     ) -> VaultClients {
         let guard: Arc<dyn TokenCredential> = Arc::new(ScopeGuard {

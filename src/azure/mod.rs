@@ -156,7 +156,7 @@ pub fn parse_retry_after(value: &str) -> Option<Duration> {
 /// Everything the clients share: one HTTP client (trusting `ca_file`), the metrics, and the
 /// clock skew seen in Azure's `Date` headers.
 #[derive(Clone)]
-pub struct Shared {
+pub struct AzureHttp {
     pub http: reqwest::Client,
     /// For the exchanges that carry a new secret (`addPassword`, verification, Key Vault set
     /// and get): its connections leave the pool [`SECRET_CONNECTION_IDLE`] after they went
@@ -171,7 +171,7 @@ pub struct Shared {
     pub fence: Arc<crate::ha::Fence>,
 }
 
-impl Shared {
+impl AzureHttp {
     /// The `User-Agent` of every request: with HA it names the replica, so that Azure's logs
     /// (and the emulator's journal) say which replica wrote.
     pub fn user_agent(&self) -> String {
@@ -230,12 +230,12 @@ pub fn http_client(
     Ok(http_builder(ca_pem, timeout, proxy)?.build()?)
 }
 
-/// How long a connection of [`Shared::secret_http`] stays in the pool. Short enough that a
+/// How long a connection of [`AzureHttp::secret_http`] stays in the pool. Short enough that a
 /// secret leaves the connection buffers soon after its rotation, long enough that a busy
 /// daemon opens about one connection per host and second rather than one per request.
 pub const SECRET_CONNECTION_IDLE: Duration = Duration::from_secs(1);
 
-/// [`http_client`] for [`Shared::secret_http`].
+/// [`http_client`] for [`AzureHttp::secret_http`].
 pub fn secret_http_client(
     ca_pem: Option<&[u8]>,
     timeout: Duration,

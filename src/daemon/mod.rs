@@ -46,7 +46,7 @@ pub fn build_context_fenced(
         config.azure.request_timeout,
         true,
     )?;
-    let shared = azure::Shared {
+    let shared = azure::AzureHttp {
         http,
         secret_http: azure::secret_http_client(
             config.azure.ca_pem.as_deref(),

@@ -25,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 use crate::azure::entra::EntraClient;
 use crate::azure::graph::GraphClient;
 use crate::azure::keyvault::VaultClients;
-use crate::azure::{self, Class, Shared};
+use crate::azure::{self, AzureHttp, Class};
 use crate::clock;
 use crate::config::{Client, Config};
 use crate::metrics::{ClientGauges, Metrics};
@@ -63,7 +63,7 @@ pub struct AzureClients {
 }
 
 impl AzureClients {
-    pub fn new(config: &Config, shared: &Shared) -> anyhow::Result<AzureClients> {
+    pub fn new(config: &Config, shared: &AzureHttp) -> anyhow::Result<AzureClients> {
         let credential = azure::identity::credential(config, shared)?;
         Ok(AzureClients {
             graph: GraphClient::new(
@@ -90,7 +90,7 @@ pub struct Context {
     pub azure: Arc<AzureClients>,
     pub store: Arc<Store>,
     pub metrics: Arc<Metrics>,
-    pub shared: Shared,
+    pub shared: AzureHttp,
     /// `daemon.max_rotations_per_hour`, shared by every reconcile (and kept across reloads).
     pub budget: Arc<budget::Budget>,
 }

@@ -96,7 +96,7 @@ impl Azurite {
     fn lease_client(&self, blob: &str) -> secret_rotator::azure::blob::LeaseClient {
         use secret_rotator::azure::{self, blob};
         let http = azure::http_client(None, Duration::from_secs(5), false).unwrap();
-        let shared = azure::Shared {
+        let shared = azure::AzureHttp {
             http: http.clone(),
             secret_http: http,
             metrics: Arc::new(secret_rotator::metrics::Metrics::new()),
