@@ -22,6 +22,7 @@ use emulator::kit::{ConfigSpec, KitClient, TenantKit};
 use emulator::model::{
     Seed, SeedApplication, SeedKeyCredential, SeedPassword, Settings, Throttling,
 };
+use emulator::operation::Operation;
 use emulator::{Emulator, Options};
 
 const DAEMON_SECRET: &str = "bench-daemon-secret-Q~0123456789abcdefgh";
@@ -193,7 +194,7 @@ async fn run(n: usize, latency: u64) -> String {
     let journal = em.world().journal();
     let pages = journal
         .iter()
-        .filter(|e| e.operation == "graph.list_applications" && e.status == 200)
+        .filter(|e| e.operation == Operation::GraphListApplications && e.status == 200)
         .count();
     let throttled = journal.iter().filter(|e| e.status == 429).count();
     // Each page is `$select`ed: 2 resource units for a list, 1 off for `$select`.

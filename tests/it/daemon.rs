@@ -161,7 +161,7 @@ async fn serves_health_metrics_and_client_status_and_protects_the_rotate_endpoin
     );
     // Hold the next Key Vault write so that the forced rotation stays in flight.
     env.fault(
-        "keyvault.set_secret",
+        Operation::KeyvaultSetSecret,
         1,
         emulator::world::FaultKind::HoldBefore,
     );
@@ -354,7 +354,7 @@ async fn a_command_line_rotate_and_a_running_daemon_never_act_on_one_client_at_o
     let writes: Vec<_> = journal
         .iter()
         .filter(|e| {
-            e.operation.starts_with("graph.add") && e.target.as_deref() == Some(app.as_str())
+            e.operation == Operation::GraphAddPassword && e.target.as_deref() == Some(app.as_str())
         })
         .collect();
     assert!(writes.len() >= 4, "daemon and CLI both rotated");

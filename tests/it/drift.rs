@@ -9,7 +9,7 @@ use std::time::Duration;
 use emulator::model::{Seed, SeedApplication, SeedPassword, SeedVault, VaultRole};
 use serde_json::{Value, json};
 
-use crate::harness::{Env, Setup, eventually, stderr};
+use crate::harness::{Env, Operation, Setup, eventually, stderr};
 
 const PERSON_SECRET: &str = "person-secret-Q~0123456789abcdefghijklmn";
 
@@ -98,7 +98,7 @@ async fn published(defaults: &str) -> Env {
 fn set_secret_versions(env: &Env) -> usize {
     env.writes()
         .iter()
-        .filter(|w| w.0 == "keyvault.set_secret" && w.1 == 200)
+        .filter(|w| w.0 == Operation::KeyvaultSetSecret && w.1 == 200)
         .count()
 }
 
@@ -342,7 +342,7 @@ async fn a_disabled_application_is_reported_by_the_daemon_and_nothing_is_rotated
     let adds = |env: &Env| {
         env.writes()
             .iter()
-            .filter(|w| w.0 == "graph.add_password")
+            .filter(|w| w.0 == Operation::GraphAddPassword)
             .count()
     };
     let before = adds(&env);

@@ -116,7 +116,7 @@ async fn a_publish_whose_outcome_is_unknown_is_never_followed_by_a_removal_witho
     );
     // The write takes effect and its answer never comes (the request times out); then the
     // history cannot be read.
-    env.fault("keyvault.set_secret", 1, FaultKind::HoldAfter);
+    env.fault(Operation::KeyvaultSetSecret, 1, FaultKind::HoldAfter);
     let rotate = {
         let mut cmd = env.command(&["rotate", "--config", &path_str(&env.config_path), "app-one"]);
         tokio::task::spawn_blocking(move || cmd.output().unwrap())
@@ -129,7 +129,7 @@ async fn a_publish_whose_outcome_is_unknown_is_never_followed_by_a_removal_witho
             .is_empty())
         .await
     );
-    env.fault("keyvault.list_versions", 100, Env::status(403));
+    env.fault(Operation::KeyvaultListVersions, 100, Env::status(403));
     let out = rotate.await.unwrap();
     env.em.world().release_all();
     assert!(!out.status.success());
@@ -158,12 +158,12 @@ async fn a_publish_whose_outcome_is_unknown_is_never_followed_by_a_removal_witho
 async fn a_lost_publish_answer_is_written_at_most_once_more() {
     let env = Env::new(Setup::default()).await;
     // Key Vault's listing lags: the lost write is not visible when it is read.
-    env.fault("keyvault.set_secret", 10, FaultKind::DropAfter);
+    env.fault(Operation::KeyvaultSetSecret, 10, FaultKind::DropAfter);
     let out = env.rotate("app-one", &[]).await;
     let sets = env
         .writes()
         .iter()
-        .filter(|w| w.0 == "keyvault.set_secret")
+        .filter(|w| w.0 == Operation::KeyvaultSetSecret)
         .count();
     assert!(sets <= 2, "{sets} writes of one value");
     // The history showed the first write: published, not failed.
@@ -297,7 +297,7 @@ async fn a_client_removed_by_a_reload_during_its_reconcile_leaves_no_series() {
     })
     .await;
     env.em.world().add_fault(emulator::world::FaultRule {
-        operation: "graph.add_password".into(),
+        operation: Operation::GraphAddPassword,
         target: Some(env.client("app-one").object_id.clone()),
         count: 1,
         kind: FaultKind::HoldBefore,
@@ -366,7 +366,7 @@ async fn a_secret_soft_deleted_between_observing_and_removing_stops_the_removals
     env.age_versions("app-one", time::Duration::hours(1));
     // The first removal takes effect and its answer is held; meanwhile the secret is deleted.
     env.em.world().add_fault(emulator::world::FaultRule {
-        operation: "graph.remove_password".into(),
+        operation: Operation::GraphRemovePassword,
         target: Some(env.client("app-one").object_id.clone()),
         count: 1,
         kind: FaultKind::HoldAfter,

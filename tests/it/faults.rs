@@ -11,7 +11,7 @@ use crate::harness::*;
 async fn honours_retry_after_on_a_throttled_add_password() {
     let env = Env::new(Setup::default()).await;
     env.fault(
-        "graph.add_password",
+        Operation::GraphAddPassword,
         1,
         FaultKind::Status {
             status: 429,
@@ -24,7 +24,7 @@ async fn honours_retry_after_on_a_throttled_add_password() {
     let adds: Vec<_> = env
         .journal()
         .into_iter()
-        .filter(|e| e.operation == "graph.add_password")
+        .filter(|e| e.operation == Operation::GraphAddPassword)
         .collect();
     assert_eq!(
         adds.iter().map(|e| e.status).collect::<Vec<_>>(),
@@ -41,14 +41,14 @@ async fn honours_retry_after_on_a_throttled_add_password() {
 #[tokio::test(flavor = "multi_thread")]
 async fn retries_server_errors_on_reads_and_on_the_key_vault_write() {
     let env = Env::new(Setup::default()).await;
-    env.fault("graph.get_application", 1, Env::status(500));
-    env.fault("keyvault.set_secret", 2, Env::status(503));
+    env.fault(Operation::GraphGetApplication, 1, Env::status(500));
+    env.fault(Operation::KeyvaultSetSecret, 2, Env::status(503));
     let out = env.rotate("app-one", &[]).await;
     assert!(out.status.success(), "{}", stderr(&out));
     let sets: Vec<u16> = env
         .journal()
         .iter()
-        .filter(|e| e.operation == "keyvault.set_secret")
+        .filter(|e| e.operation == Operation::KeyvaultSetSecret)
         .map(|e| e.status)
         .collect();
     assert_eq!(sets, vec![503, 503, 200]);
@@ -58,7 +58,7 @@ async fn retries_server_errors_on_reads_and_on_the_key_vault_write() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_lost_add_password_answer_is_never_repeated_blindly() {
     let env = Env::new(Setup::default()).await;
-    env.fault("graph.add_password", 1, FaultKind::DropAfter);
+    env.fault(Operation::GraphAddPassword, 1, FaultKind::DropAfter);
     let out = env.rotate("app-one", &[]).await;
     assert!(
         !out.status.success(),
@@ -73,11 +73,7 @@ async fn a_lost_add_password_answer_is_never_repeated_blindly() {
     assert_eq!(writes[0].1, 0, "the connection was dropped");
     assert_eq!(
         writes[1..],
-        [(
-            "graph.remove_password".to_string(),
-            204,
-            Some(lost_key.clone())
-        )],
+        [(Operation::GraphRemovePassword, 204, Some(lost_key.clone()))],
         "the credential it created was found by its marker and removed, and addPassword was not repeated"
     );
     assert!(!env.passwords("app-one").iter().any(|(k, _)| *k == lost_key));
@@ -91,7 +87,7 @@ async fn a_lost_add_password_answer_is_never_repeated_blindly() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_crash_between_add_password_and_publishing_leaves_an_orphan_removed_after_its_age() {
     let env = Env::new(Setup::default()).await;
-    env.fault("keyvault.set_secret", 1, FaultKind::HoldBefore);
+    env.fault(Operation::KeyvaultSetSecret, 1, FaultKind::HoldBefore);
     let config = path_str(&env.config_path);
     let mut child = env
         .command(&["rotate", "--config", &config, "app-one"])
@@ -138,16 +134,12 @@ async fn a_crash_between_add_password_and_publishing_leaves_an_orphan_removed_af
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(
         env.writes(),
-        vec![(
-            "graph.remove_password".to_string(),
-            204,
-            Some(orphan.clone())
-        )]
+        vec![(Operation::GraphRemovePassword, 204, Some(orphan.clone()))]
     );
     let listed = env
         .journal()
         .iter()
-        .filter(|e| e.operation == "keyvault.list_versions")
+        .filter(|e| e.operation == Operation::KeyvaultListVersions)
         .count();
     assert!(listed >= 2, "the history was listed again before removing");
     env.assert_published_valid("app-one");
@@ -177,11 +169,11 @@ async fn waits_for_propagation_and_needs_consecutive_successes() {
     let journal = env.journal();
     let set = journal
         .iter()
-        .position(|e| e.operation == "keyvault.set_secret")
+        .position(|e| e.operation == Operation::KeyvaultSetSecret)
         .unwrap();
     let verifies: Vec<_> = journal[..set]
         .iter()
-        .filter(|e| e.operation == "token" && e.caller.as_deref() == Some(app_id.as_str()))
+        .filter(|e| e.operation == Operation::Token && e.caller.as_deref() == Some(app_id.as_str()))
         .collect();
     assert_eq!(
         verifies.first().map(|e| e.status),
@@ -231,7 +223,7 @@ async fn a_personal_account_app_with_a_foreign_second_password_is_reported_not_f
     assert_eq!(
         env.writes()
             .iter()
-            .filter(|w| w.0 == "graph.add_password")
+            .filter(|w| w.0 == Operation::GraphAddPassword)
             .count(),
         1,
         "no addPassword against the cap"
@@ -300,7 +292,7 @@ async fn a_soft_deleted_vault_secret_name_is_a_clear_error_before_anything_is_wr
 async fn a_name_soft_deleted_between_the_read_and_the_write_removes_the_new_credential() {
     let env = Env::new(Setup::default()).await;
     env.fault(
-        "keyvault.set_secret",
+        Operation::KeyvaultSetSecret,
         1,
         FaultKind::Status {
             status: 409,
@@ -318,7 +310,7 @@ async fn a_name_soft_deleted_between_the_read_and_the_write_removes_the_new_cred
     let sets = env
         .all_writes()
         .iter()
-        .filter(|w| w.0 == "keyvault.set_secret")
+        .filter(|w| w.0 == Operation::KeyvaultSetSecret)
         .count();
     assert_eq!(sets, 1, "a permanent 409 is not retried");
     let own: Vec<_> = env

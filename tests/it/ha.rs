@@ -237,8 +237,10 @@ impl Cluster {
             .into_iter()
             .filter(|e| {
                 matches!(
-                    e.operation.as_str(),
-                    "graph.add_password" | "graph.remove_password" | "keyvault.set_secret"
+                    e.operation,
+                    Operation::GraphAddPassword
+                        | Operation::GraphRemovePassword
+                        | Operation::KeyvaultSetSecret
                 )
             })
             .map(|e| Write {
@@ -278,7 +280,7 @@ impl Cluster {
 #[derive(Debug, Clone)]
 struct Write {
     at: OffsetDateTime,
-    operation: String,
+    operation: Operation,
     target: String,
     replica: Option<String>,
 }
@@ -482,7 +484,7 @@ async fn sigkill_of_the_leader_mid_rotation_hands_over_and_the_orphan_age_rule_c
     .await;
     assert!(published, "{}", logs(&[&a, &b]));
     env.em.world().add_fault(FaultRule {
-        operation: "token".into(),
+        operation: Operation::Token,
         target: Some(victim.clone()),
         count: 1,
         kind: FaultKind::HoldBefore,

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use emulator::kit::{ConfigSpec, KitClient, Tenant, TenantKit};
 use emulator::model::{Application, SecretVersion, Settings};
+pub use emulator::operation::Operation;
 use emulator::world::{Entry, FaultKind, FaultRule};
 use emulator::{Emulator, Options};
 
@@ -220,7 +221,7 @@ impl Env {
 
     /// The state-changing calls that were not refused as concurrent (a 409 changes nothing and
     /// is retried), as `(operation, status, key id)`.
-    pub fn writes(&self) -> Vec<(String, u16, Option<String>)> {
+    pub fn writes(&self) -> Vec<(Operation, u16, Option<String>)> {
         self.all_writes()
             .into_iter()
             .filter(|w| w.1 != 409)
@@ -228,17 +229,17 @@ impl Env {
     }
 
     /// Every state-changing call, as `(operation, status, key id)`.
-    pub fn all_writes(&self) -> Vec<(String, u16, Option<String>)> {
+    pub fn all_writes(&self) -> Vec<(Operation, u16, Option<String>)> {
         self.journal()
             .into_iter()
             .filter(|e| {
                 matches!(
-                    e.operation.as_str(),
-                    "graph.add_password"
-                        | "graph.remove_password"
-                        | "keyvault.set_secret"
-                        | "keyvault.update_secret"
-                        | "keyvault.delete_secret"
+                    e.operation,
+                    Operation::GraphAddPassword
+                        | Operation::GraphRemovePassword
+                        | Operation::KeyvaultSetSecret
+                        | Operation::KeyvaultUpdateSecret
+                        | Operation::KeyvaultDeleteSecret
                 )
             })
             .map(|e| (e.operation, e.status, e.key_id))
@@ -356,7 +357,7 @@ impl Env {
     pub fn removals(&self) -> Vec<String> {
         self.writes()
             .into_iter()
-            .filter(|w| w.0 == "graph.remove_password")
+            .filter(|w| w.0 == Operation::GraphRemovePassword)
             .filter_map(|w| w.2)
             .collect()
     }
@@ -409,9 +410,9 @@ impl Env {
             .unwrap_or_default()
     }
 
-    pub fn fault(&self, operation: &str, count: u32, kind: FaultKind) {
+    pub fn fault(&self, operation: Operation, count: u32, kind: FaultKind) {
         self.em.world().add_fault(FaultRule {
-            operation: operation.into(),
+            operation,
             target: None,
             count,
             kind,

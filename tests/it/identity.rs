@@ -111,7 +111,7 @@ async fn rotates_when_signed_in_with_a_managed_identity() {
     assert!(
         env.journal()
             .iter()
-            .any(|e| e.operation == "managed_identity_token" && e.status == 200)
+            .any(|e| e.operation == Operation::ManagedIdentityToken && e.status == 200)
     );
 }
 

@@ -159,7 +159,7 @@ pub fn i3(env: &Env, before: &Foreign) -> Vec<String> {
         }
     }
     for e in env.journal() {
-        if e.operation == "graph.remove_password"
+        if e.operation == Operation::GraphRemovePassword
             && e.effective
             && before.keys().any(|(_, key)| Some(key) == e.key_id.as_ref())
         {
@@ -222,13 +222,13 @@ pub fn i5(env: &Env) -> Vec<String> {
     let journal = env.journal();
     let mut v = Vec::new();
     for (i, e) in journal.iter().enumerate() {
-        if e.operation != "keyvault.set_secret" || !e.effective {
+        if e.operation != Operation::KeyvaultSetSecret || !e.effective {
             continue;
         }
         let Some(key) = &e.key_id else { continue };
-        let verified = journal[..i]
-            .iter()
-            .any(|t| t.operation == "token" && t.status == 200 && t.key_id.as_ref() == Some(key));
+        let verified = journal[..i].iter().any(|t| {
+            t.operation == Operation::Token && t.status == 200 && t.key_id.as_ref() == Some(key)
+        });
         if !verified {
             v.push(format!(
                 "I5: credential {key} was published without a successful sign-in first"

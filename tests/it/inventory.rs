@@ -7,7 +7,7 @@ use std::time::Duration;
 use emulator::model::{Seed, SeedApplication, SeedKeyCredential, SeedPassword};
 use serde_json::Value;
 
-use crate::harness::{Env, Setup, stderr, stdout};
+use crate::harness::{Env, Operation, Setup, stderr, stdout};
 
 /// Applications beyond the clients: more than one page of 999.
 const EXTRA_APPS: usize = 1_050;
@@ -150,7 +150,7 @@ async fn the_inventory_lists_every_credential_of_the_tenant_across_pages() {
     let pages = env
         .journal()
         .into_iter()
-        .filter(|e| e.operation == "graph.list_applications" && e.status == 200)
+        .filter(|e| e.operation == Operation::GraphListApplications && e.status == 200)
         .count();
     assert_eq!(pages, 2, "{} applications in pages of 999", EXTRA_APPS + 3);
 

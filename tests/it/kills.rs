@@ -52,33 +52,37 @@ async fn kill_at(point: Point, signal: &str) {
     let victim = env.client("app-two");
     let (operation, target, hold) = match point {
         Point::BeforeAdd => (
-            "graph.add_password",
+            Operation::GraphAddPassword,
             victim.object_id.clone(),
             FaultKind::HoldBefore,
         ),
         Point::AfterAdd => (
-            "graph.add_password",
+            Operation::GraphAddPassword,
             victim.object_id.clone(),
             FaultKind::HoldAfter,
         ),
-        Point::WhileVerifying => ("token", victim.object_id.clone(), FaultKind::HoldBefore),
+        Point::WhileVerifying => (
+            Operation::Token,
+            victim.object_id.clone(),
+            FaultKind::HoldBefore,
+        ),
         Point::BeforePublish => (
-            "keyvault.set_secret",
+            Operation::KeyvaultSetSecret,
             "kv-test/app-two-secret".into(),
             FaultKind::HoldBefore,
         ),
         Point::AfterPublish => (
-            "keyvault.set_secret",
+            Operation::KeyvaultSetSecret,
             "kv-test/app-two-secret".into(),
             FaultKind::HoldAfter,
         ),
         Point::BeforeRetire => (
-            "graph.remove_password",
+            Operation::GraphRemovePassword,
             victim.object_id.clone(),
             FaultKind::HoldBefore,
         ),
         Point::AfterRetire => (
-            "graph.remove_password",
+            Operation::GraphRemovePassword,
             victim.object_id.clone(),
             FaultKind::HoldAfter,
         ),
@@ -90,7 +94,7 @@ async fn kill_at(point: Point, signal: &str) {
         tokio::time::sleep(OVERLAP + Duration::from_millis(500)).await;
     }
     env.em.world().add_fault(FaultRule {
-        operation: operation.into(),
+        operation,
         target: Some(target),
         count: 1,
         kind: hold,

@@ -13,13 +13,13 @@ use rand::Rng;
 use crate::harness::*;
 use crate::invariants;
 
-const OPERATIONS: &[&str] = &[
-    "token",
-    "graph.get_application",
-    "graph.add_password",
-    "graph.remove_password",
-    "keyvault.list_versions",
-    "keyvault.set_secret",
+const OPERATIONS: &[Operation] = &[
+    Operation::Token,
+    Operation::GraphGetApplication,
+    Operation::GraphAddPassword,
+    Operation::GraphRemovePassword,
+    Operation::KeyvaultListVersions,
+    Operation::KeyvaultSetSecret,
 ];
 
 fn random_fault(rng: &mut impl Rng) -> FaultKind {
@@ -103,7 +103,7 @@ async fn long_run() {
             if rng.random_bool(0.5) {
                 let op = OPERATIONS[rng.random_range(0..OPERATIONS.len())];
                 env.em.world().add_fault(FaultRule {
-                    operation: op.into(),
+                    operation: op,
                     target: None,
                     count: rng.random_range(1..3),
                     kind: random_fault(&mut rng),
@@ -171,12 +171,12 @@ async fn long_run() {
     let journal = env.journal();
     let rotations = journal
         .iter()
-        .filter(|e| e.operation == "keyvault.set_secret" && e.effective)
+        .filter(|e| e.operation == Operation::KeyvaultSetSecret && e.effective)
         .count();
     let faults_hit = journal.iter().filter(|e| e.fault.is_some()).count();
     let removals = journal
         .iter()
-        .filter(|e| e.operation == "graph.remove_password" && e.effective)
+        .filter(|e| e.operation == Operation::GraphRemovePassword && e.effective)
         .count();
     let summary = serde_json::json!({
         "seconds": start.elapsed().as_secs(),

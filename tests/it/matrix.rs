@@ -53,25 +53,25 @@ impl Op {
         match self {
             Op::SignIn => "token (the daemon's sign-in)",
             Op::Verify => "token (verifying a new secret)",
-            Op::GetApplication => "graph.get_application",
-            Op::AddPassword => "graph.add_password",
-            Op::RemovePassword => "graph.remove_password",
-            Op::ListVersions => "keyvault.list_versions",
-            Op::SetSecret => "keyvault.set_secret",
+            Op::GetApplication => Operation::GraphGetApplication.as_str(),
+            Op::AddPassword => Operation::GraphAddPassword.as_str(),
+            Op::RemovePassword => Operation::GraphRemovePassword.as_str(),
+            Op::ListVersions => Operation::KeyvaultListVersions.as_str(),
+            Op::SetSecret => Operation::KeyvaultSetSecret.as_str(),
             Op::GetSecret => {
                 "keyvault.get_secret (the latest version; a probe of the published value)"
             }
         }
     }
-    fn operation(self) -> &'static str {
+    fn operation(self) -> Operation {
         match self {
-            Op::SignIn | Op::Verify => "token",
-            Op::GetApplication => "graph.get_application",
-            Op::AddPassword => "graph.add_password",
-            Op::RemovePassword => "graph.remove_password",
-            Op::ListVersions => "keyvault.list_versions",
-            Op::SetSecret => "keyvault.set_secret",
-            Op::GetSecret => "keyvault.get_secret",
+            Op::SignIn | Op::Verify => Operation::Token,
+            Op::GetApplication => Operation::GraphGetApplication,
+            Op::AddPassword => Operation::GraphAddPassword,
+            Op::RemovePassword => Operation::GraphRemovePassword,
+            Op::ListVersions => Operation::KeyvaultListVersions,
+            Op::SetSecret => Operation::KeyvaultSetSecret,
+            Op::GetSecret => Operation::KeyvaultGetSecret,
         }
     }
     fn expect(self, fault: &str) -> Expect {
@@ -155,7 +155,7 @@ async fn cell(op: Op, fault: &str) -> String {
     let adds_before = env
         .all_writes()
         .iter()
-        .filter(|w| w.0 == "graph.add_password")
+        .filter(|w| w.0 == Operation::GraphAddPassword)
         .count();
     if fault == "lagging read" {
         let mut s = env.em.world().state().settings.clone();
@@ -170,7 +170,7 @@ async fn cell(op: Op, fault: &str) -> String {
             _ => client.object_id.clone(),
         };
         env.em.world().add_fault(FaultRule {
-            operation: op.operation().into(),
+            operation: op.operation(),
             target: Some(target),
             count: 1,
             kind: fault_kind(fault),
@@ -244,7 +244,7 @@ async fn cell(op: Op, fault: &str) -> String {
             let adds = env
                 .all_writes()
                 .iter()
-                .filter(|w| w.0 == "graph.add_password")
+                .filter(|w| w.0 == Operation::GraphAddPassword)
                 .count()
                 - adds_before;
             assert!(
@@ -299,7 +299,7 @@ async fn cell(op: Op, fault: &str) -> String {
         let adds = env
             .all_writes()
             .iter()
-            .filter(|w| w.0 == "graph.add_password")
+            .filter(|w| w.0 == Operation::GraphAddPassword)
             .count()
             - adds_before;
         let expected_adds = if op == Op::GetSecret { 0 } else { 1 };
@@ -347,7 +347,7 @@ async fn row(op: Op) {
     std::fs::write(
         dir.join(format!(
             "{}.md",
-            op.operation().replace('.', "_")
+            op.operation().as_str().replace('.', "_")
                 + if matches!(op, Op::Verify) {
                     "_verify"
                 } else {

@@ -255,7 +255,7 @@ async fn run_as(env: &Env, uid: u32, extra_env: &[(&str, &str)]) -> Daemon {
     assert!(
         eventually(Duration::from_secs(20), || env.journal()[signed_in..]
             .iter()
-            .any(|e| e.operation == "token"))
+            .any(|e| e.operation == Operation::Token))
         .await,
         "the daemon signed in: {}",
         daemon.stderr()

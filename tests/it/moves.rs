@@ -44,7 +44,7 @@ async fn a_moved_capped_app_frees_no_slot_without_a_read_of_its_old_secret() {
 
     // The old secret's listing is refused: no evidence.
     env.em.world().add_fault(FaultRule {
-        operation: "keyvault.list_versions".into(),
+        operation: Operation::KeyvaultListVersions,
         target: Some("kv-test/app-one-secret".into()),
         count: 100,
         kind: Env::status(403),
@@ -105,7 +105,7 @@ async fn a_moved_capped_app_with_its_store_lost_removes_nothing() {
 async fn a_moved_capped_app_keeps_its_credentials_while_the_old_secret_answers_500() {
     let (env, _, _) = moved_with_both_slots_taken().await;
     env.em.world().add_fault(FaultRule {
-        operation: "keyvault.get_secret".into(),
+        operation: Operation::KeyvaultGetSecret,
         target: Some("kv-test/app-one-secret".into()),
         count: 1000,
         kind: FaultKind::Status {

@@ -115,9 +115,13 @@ async fn verify_url_with_the_role_answers_2xx_and_the_metric_says_so() {
     );
     env.assert_published_valid("app-one");
     // The DICOM service saw the new secret's token.
-    assert!(env.journal().iter().any(|e| e.operation == "dicom.get"
-        && e.status == 200
-        && e.caller.as_deref() == Some(app_id.as_str())));
+    assert!(
+        env.journal()
+            .iter()
+            .any(|e| e.operation == Operation::DicomGet
+                && e.status == 200
+                && e.caller.as_deref() == Some(app_id.as_str()))
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -365,24 +369,24 @@ async fn register_makes_a_working_dicom_client_that_the_daemon_picks_up_on_sighu
 async fn register_killed_at_every_step_then_rerun_leaves_one_app_one_principal_one_secret() {
     use emulator::world::{FaultKind, FaultRule};
     let steps = [
-        ("graph.create_application", FaultKind::HoldAfter),
-        ("graph.create_service_principal", FaultKind::HoldAfter),
-        ("arm.put_role_assignment", FaultKind::HoldAfter),
-        ("graph.add_password", FaultKind::HoldAfter),
-        ("keyvault.set_secret", FaultKind::HoldBefore),
-        ("keyvault.set_secret", FaultKind::HoldAfter),
+        (Operation::GraphCreateApplication, FaultKind::HoldAfter),
+        (Operation::GraphCreateServicePrincipal, FaultKind::HoldAfter),
+        (Operation::ArmPutRoleAssignment, FaultKind::HoldAfter),
+        (Operation::GraphAddPassword, FaultKind::HoldAfter),
+        (Operation::KeyvaultSetSecret, FaultKind::HoldBefore),
+        (Operation::KeyvaultSetSecret, FaultKind::HoldAfter),
     ];
     for (operation, kind) in steps {
         let (env, resource, dir) = empty_tenant().await;
         let config = path_str(&env.config_path);
         let dir_text = path_str(&dir);
-        if operation == "graph.create_application" {
+        if operation == Operation::GraphCreateApplication {
             // Graph's listings lag a create: the rerun does not see the app at once, and finds
             // it only because the killed run left its marker.
             env.em.world().state_mut().settings.read_lag_ms = 3_000;
         }
         env.em.world().add_fault(FaultRule {
-            operation: operation.into(),
+            operation,
             target: None,
             count: 1,
             kind: kind.clone(),

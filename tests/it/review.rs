@@ -55,11 +55,11 @@ async fn review_a_purged_secret_does_not_turn_its_last_credential_into_an_orphan
 async fn review_a_404_history_after_a_lost_publish_is_not_proof_the_publish_failed() {
     let env = Env::new(Setup::default()).await;
     assert!(env.rotate("app-one", &[]).await.status.success());
-    env.fault("keyvault.set_secret", 1, FaultKind::DropAfter);
+    env.fault(Operation::KeyvaultSetSecret, 1, FaultKind::DropAfter);
     // The reconcile's own listing gets the first 404 (GET still shows the latest, so it goes
     // ahead); the read after the lost answer gets the second.
-    env.fault("keyvault.list_versions", 2, Env::status(404));
-    env.fault("keyvault.set_secret", 1, Env::status(403));
+    env.fault(Operation::KeyvaultListVersions, 2, Env::status(404));
+    env.fault(Operation::KeyvaultSetSecret, 1, Env::status(403));
     env.em.world().clear_journal();
     let out = env.rotate("app-one", &["--force"]).await;
     let key = env.published_key("app-one");
@@ -85,7 +85,7 @@ async fn review_a_404_listing_is_no_evidence_against_a_superseded_credential() {
     env.age_credential("app-one", &k1, time::Duration::hours(2));
     for count in [1, 2, 10] {
         env.em.world().clear_faults();
-        env.fault("keyvault.list_versions", count, Env::status(404));
+        env.fault(Operation::KeyvaultListVersions, count, Env::status(404));
         let out = env.rotate("app-one", &[]).await;
         assert!(
             env.live("app-one", &k1),
@@ -154,7 +154,7 @@ async fn review_a_revocation_asked_twice_revokes_only_the_leaked_credential() {
     let minted: Vec<String> = env
         .writes()
         .into_iter()
-        .filter(|w| w.0 == "graph.add_password" && w.1 < 300)
+        .filter(|w| w.0 == Operation::GraphAddPassword && w.1 < 300)
         .filter_map(|w| w.2)
         .collect();
     let revoked_fresh: Vec<&String> = minted.iter().filter(|k| removed.contains(k)).collect();
@@ -209,7 +209,7 @@ async fn review_a_move_then_a_disabled_latest_keeps_the_old_location_credential(
     let adds = env
         .writes()
         .iter()
-        .filter(|w| w.0 == "graph.add_password")
+        .filter(|w| w.0 == Operation::GraphAddPassword)
         .count();
     assert!(adds <= 1, "rotations kept coming: {:?}", env.writes());
     assert!(
@@ -252,7 +252,7 @@ async fn review_a_disabled_answer_to_get_never_retires_the_latest_credential() {
         s.versions[0].enabled = false;
     }
     env.fault(
-        "keyvault.get_secret",
+        Operation::KeyvaultGetSecret,
         1,
         FaultKind::Status {
             status: 403,
@@ -433,7 +433,7 @@ async fn review_a_kill_after_publishing_and_a_lost_store_keep_the_published_cred
     let env = Env::new(Setup::default()).await;
     assert!(env.rotate("app-one", &[]).await.status.success());
     let k1 = env.published_key("app-one");
-    env.fault("keyvault.set_secret", 1, FaultKind::HoldAfter);
+    env.fault(Operation::KeyvaultSetSecret, 1, FaultKind::HoldAfter);
     let mut child = env
         .command(&[
             "rotate",
@@ -497,7 +497,7 @@ async fn review_a_slow_publish_on_another_host_is_not_taken_for_an_orphan() {
             .replace("dir = \"state\"", "dir = \"state-other-host\""),
     )
     .unwrap();
-    env.fault("keyvault.set_secret", 1, FaultKind::HoldBefore);
+    env.fault(Operation::KeyvaultSetSecret, 1, FaultKind::HoldBefore);
     let first = {
         let mut cmd = env.command(&[
             "rotate",
@@ -520,7 +520,7 @@ async fn review_a_slow_publish_on_another_host_is_not_taken_for_an_orphan() {
     let minted = env
         .writes()
         .into_iter()
-        .filter(|w| w.0 == "graph.add_password" && w.1 < 300)
+        .filter(|w| w.0 == Operation::GraphAddPassword && w.1 < 300)
         .filter_map(|w| w.2)
         .next_back()
         .unwrap();
@@ -552,7 +552,7 @@ async fn review_a_revocation_is_not_skipped_on_a_lagging_replica() {
     let leaked = env.published_key("app-one");
     env.em.world().state_mut().settings.read_lag_ms = 120_000;
     env.em.world().add_fault(emulator::world::FaultRule {
-        operation: "token".into(),
+        operation: Operation::Token,
         target: Some(env.client("app-one").object_id.clone()),
         count: 1,
         kind: Env::status(401),

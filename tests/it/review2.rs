@@ -131,7 +131,7 @@ async fn review2_a_restored_store_does_not_remove_what_the_old_location_serves()
     let env = Env::new(Setup::default()).await;
     let object_id = env.client("app-one").object_id.clone();
     env.em.world().add_fault(FaultRule {
-        operation: "token".into(),
+        operation: Operation::Token,
         target: Some(object_id),
         count: 1,
         kind: FaultKind::HoldBefore,
@@ -523,7 +523,7 @@ async fn review2_a_kill_between_the_old_location_read_and_the_removal_takes_noth
     env.edit_config(OLD, MOVED);
     env.em.world().clear_journal();
     env.em.world().add_fault(FaultRule {
-        operation: "graph.remove_password".into(),
+        operation: Operation::GraphRemovePassword,
         target: Some(env.client("app-one").object_id.clone()),
         count: 1,
         kind: FaultKind::HoldBefore,

@@ -12,17 +12,17 @@ async fn publishes_a_new_secret_only_after_it_signed_in() {
     assert!(stdout(&out).contains("rotated"), "{}", stdout(&out));
 
     let journal = env.journal();
-    let ops: Vec<&str> = journal.iter().map(|e| e.operation.as_str()).collect();
+    let ops: Vec<Operation> = journal.iter().map(|e| e.operation).collect();
     let add = ops
         .iter()
-        .position(|o| *o == "graph.add_password")
+        .position(|o| *o == Operation::GraphAddPassword)
         .expect("addPassword");
     let set = ops
         .iter()
-        .position(|o| *o == "keyvault.set_secret")
+        .position(|o| *o == Operation::KeyvaultSetSecret)
         .expect("set_secret");
     let verified = journal[add..set].iter().any(|e| {
-        e.operation == "token"
+        e.operation == Operation::Token
             && e.status == 200
             && e.caller.as_deref() == Some(env.client("app-one").app_id.as_str())
     });
@@ -33,9 +33,12 @@ async fn publishes_a_new_secret_only_after_it_signed_in() {
     assert_eq!(
         env.writes()
             .iter()
-            .map(|(op, status, _)| (op.as_str(), *status))
+            .map(|(op, status, _)| (*op, *status))
             .collect::<Vec<_>>(),
-        vec![("graph.add_password", 200), ("keyvault.set_secret", 200)],
+        vec![
+            (Operation::GraphAddPassword, 200),
+            (Operation::KeyvaultSetSecret, 200)
+        ],
         "exactly one addPassword and one publish"
     );
     env.assert_published_valid("app-one");
@@ -60,12 +63,12 @@ async fn a_client_that_is_not_due_gets_no_write() {
     assert!(
         env.journal()
             .iter()
-            .any(|e| e.operation == "graph.get_application")
+            .any(|e| e.operation == Operation::GraphGetApplication)
     );
     assert!(
         env.journal()
             .iter()
-            .any(|e| e.operation == "keyvault.list_versions")
+            .any(|e| e.operation == Operation::KeyvaultListVersions)
     );
 }
 
@@ -102,11 +105,7 @@ async fn retires_the_superseded_credential_only_after_overlap() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(
         env.writes(),
-        vec![(
-            "graph.remove_password".to_string(),
-            204,
-            Some(first_key.clone())
-        )]
+        vec![(Operation::GraphRemovePassword, 204, Some(first_key.clone()))]
     );
     assert!(
         !env.passwords("app-one")
@@ -135,11 +134,13 @@ async fn revoke_previous_removes_the_previously_published_credential_at_once() {
     let writes = env.writes();
     let publish = writes
         .iter()
-        .rposition(|w| w.0 == "keyvault.set_secret")
+        .rposition(|w| w.0 == Operation::KeyvaultSetSecret)
         .unwrap();
     let revoke = writes
         .iter()
-        .position(|w| w.0 == "graph.remove_password" && w.2.as_deref() == Some(first_key.as_str()))
+        .position(|w| {
+            w.0 == Operation::GraphRemovePassword && w.2.as_deref() == Some(first_key.as_str())
+        })
         .expect("removed");
     assert!(
         revoke > publish,

@@ -69,7 +69,7 @@ async fn plan_and_status_print_control_characters_as_escapes() {
     // An error code with terminal escapes, as a hostile or broken vault host could answer: it
     // reaches the store and the terminal, escaped.
     env.fault(
-        "keyvault.list_versions",
+        Operation::KeyvaultListVersions,
         50,
         FaultKind::Status {
             status: 403,

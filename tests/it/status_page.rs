@@ -19,7 +19,7 @@ async fn the_status_page_shows_every_client_escapes_azure_text_and_holds_no_secr
     .await;
     // app-two's application cannot be read: its error, with Azure's code, is on the page.
     env.em.world().add_fault(FaultRule {
-        operation: "graph.get_application".into(),
+        operation: Operation::GraphGetApplication,
         target: Some(env.client("app-two").object_id.clone()),
         count: 10_000,
         kind: FaultKind::Status {

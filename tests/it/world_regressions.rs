@@ -109,7 +109,7 @@ fn published_an_hour_ago(env: &Env, client: &str) -> String {
 fn removals(env: &Env) -> Vec<String> {
     env.journal()
         .into_iter()
-        .filter(|e| e.operation == "graph.remove_password" && e.effective)
+        .filter(|e| e.operation == Operation::GraphRemovePassword && e.effective)
         .filter_map(|e| e.key_id)
         .collect()
 }

@@ -14,6 +14,7 @@ use serde_json::{Value, json};
 use time::OffsetDateTime;
 
 use crate::model::{RoleAssignment, State as Tenant};
+use crate::operation::Operation;
 use crate::tokens::{self, Claims, Rejection};
 use crate::world::World;
 
@@ -151,16 +152,16 @@ async fn dispatch(
     let (operation, scope, name) = if let Some(at) = lower.find(assignments) {
         (
             if method == Method::PUT {
-                "arm.put_role_assignment"
+                Operation::ArmPutRoleAssignment
             } else {
-                "arm.get_role_assignment"
+                Operation::ArmGetRoleAssignment
             },
             path[..at].to_string(),
             Some(path[at + assignments.len()..].to_string()),
         )
     } else if lower.ends_with(definitions) {
         (
-            "arm.list_role_definitions",
+            Operation::ArmListRoleDefinitions,
             path[..path.len() - definitions.len()].to_string(),
             None,
         )
@@ -216,8 +217,8 @@ async fn dispatch(
         };
         call.caller = Some(claims.appid.clone());
         match (operation, name) {
-            ("arm.list_role_definitions", _) => list_definitions(&world, &scope, &params),
-            ("arm.put_role_assignment", Some(name)) => {
+            (Operation::ArmListRoleDefinitions, _) => list_definitions(&world, &scope, &params),
+            (Operation::ArmPutRoleAssignment, Some(name)) => {
                 let r = put_assignment(&world, &claims, &scope, &name, &body);
                 if r.status().is_success() {
                     call.effective = true;
@@ -462,7 +463,7 @@ async fn dicom(
     let path = format!("/{rest}");
     let mut call = match ds
         .world
-        .begin("dicom.get", "GET", &path, Some(ds.service.clone()))
+        .begin(Operation::DicomGet, "GET", &path, Some(ds.service.clone()))
         .await
     {
         Ok(c) => c,

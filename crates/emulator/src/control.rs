@@ -11,6 +11,7 @@ use serde_json::{Value, json};
 
 use crate::Emulator;
 use crate::model::{Seed, Settings};
+use crate::operation::{Operation, UnknownOperation};
 use crate::world::FaultRule;
 
 pub fn router(emulator: Emulator) -> axum::Router {
@@ -131,7 +132,7 @@ async fn minted(State(em): State<Emulator>) -> Response {
 
 /// The operations the emulator serves, as the journal and fault rules name them.
 async fn operations() -> Response {
-    Json(crate::world::OPERATIONS).into_response()
+    Json(Operation::served().collect::<Vec<_>>()).into_response()
 }
 
 async fn journal(State(em): State<Emulator>) -> Response {
@@ -148,24 +149,26 @@ async fn faults(State(em): State<Emulator>) -> Response {
 }
 
 async fn add_faults(State(em): State<Emulator>, body: axum::body::Bytes) -> Response {
-    let rules: Vec<FaultRule> = match serde_json::from_slice::<Value>(&body) {
-        Ok(Value::Array(_)) => match serde_json::from_slice(&body) {
-            Ok(r) => r,
-            Err(e) => return bad_request(format!("invalid fault rules: {e}")),
-        },
-        Ok(_) => match serde_json::from_slice(&body) {
-            Ok(r) => vec![r],
-            Err(e) => return bad_request(format!("invalid fault rule: {e}")),
-        },
+    let (values, what) = match serde_json::from_slice::<Value>(&body) {
+        Ok(Value::Array(values)) => (values, "invalid fault rules"),
+        Ok(value) => (vec![value], "invalid fault rule"),
         Err(e) => return bad_request(format!("invalid JSON: {e}")),
     };
-    for r in &rules {
-        if !crate::world::OPERATIONS.contains(&r.operation.as_str()) {
-            return bad_request(format!(
-                "unknown operation '{}'; known: {}",
-                r.operation,
-                crate::world::OPERATIONS.join(", ")
-            ));
+    // The operation is checked first, so that a misspelt one is named as such rather than as a
+    // JSON error; an operation only journalled (a portal change) cannot be faulted.
+    for v in &values {
+        if let Some(name) = v.get("operation").and_then(Value::as_str) {
+            match name.parse::<Operation>() {
+                Ok(op) if op.is_served() => {}
+                _ => return bad_request(UnknownOperation(name.to_string()).to_string()),
+            }
+        }
+    }
+    let mut rules = Vec::with_capacity(values.len());
+    for v in values {
+        match serde_json::from_value::<FaultRule>(v) {
+            Ok(r) => rules.push(r),
+            Err(e) => return bad_request(format!("{what}: {e}")),
         }
     }
     for r in rules {

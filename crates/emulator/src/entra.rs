@@ -16,6 +16,7 @@ use time::OffsetDateTime;
 
 use crate::errors;
 use crate::model::{Application, Password};
+use crate::operation::Operation;
 use crate::tokens;
 use crate::world::World;
 
@@ -41,7 +42,7 @@ async fn openid_configuration(
 ) -> Response {
     let call = match world
         .begin(
-            "openid_configuration",
+            Operation::OpenidConfiguration,
             "GET",
             &format!("/{tenant}/v2.0/.well-known/openid-configuration"),
             None,
@@ -113,7 +114,7 @@ async fn token(
                 .app_by_app_id(&id)
                 .map(|i| state.applications[i].id.clone())
         });
-    let mut call = match world.begin("token", "POST", &path, target).await {
+    let mut call = match world.begin(Operation::Token, "POST", &path, target).await {
         Ok(c) => c,
         Err(r) => return r,
     };
@@ -656,7 +657,7 @@ async fn app_service_token(
     Query(q): Query<MiQuery>,
 ) -> Response {
     let mut call = match world
-        .begin("managed_identity_token", "GET", "/msi/token", None)
+        .begin(Operation::ManagedIdentityToken, "GET", "/msi/token", None)
         .await
     {
         Ok(c) => c,
@@ -705,7 +706,7 @@ async fn imds_token(
 ) -> Response {
     let mut call = match world
         .begin(
-            "managed_identity_token",
+            Operation::ManagedIdentityToken,
             method.as_str(),
             "/metadata/identity/oauth2/token",
             None,

@@ -84,12 +84,12 @@ pub fn keyvault(status: u16, code: &str, inner: Option<&str>, message: &str) -> 
 
 /// The answer to an injected status fault, shaped like the service's own error.
 pub fn injected(
-    operation: &str,
+    operation: crate::operation::Operation,
     status: u16,
     code: Option<String>,
     retry_after: Option<String>,
 ) -> Response {
-    let mut response = if operation == "token" || operation == "managed_identity_token" {
+    let mut response = if operation.is_token() {
         let (error, aad) = match status {
             401 => ("invalid_client", 7000215),
             400 => ("invalid_request", 900144),
@@ -98,7 +98,7 @@ pub fn injected(
         };
         let aad = code.as_deref().and_then(|c| c.parse().ok()).unwrap_or(aad);
         entra(status, error, aad, "Injected by the emulator.")
-    } else if operation.starts_with("graph.") {
+    } else if operation.is_graph() {
         let default = match status {
             400 => "Request_BadRequest",
             401 => "InvalidAuthenticationToken",

@@ -15,6 +15,7 @@ use time::{OffsetDateTime, UtcOffset};
 
 use crate::errors;
 use crate::model::{Application, KeyCredential, PERSONAL_AUDIENCES, Password, Settings};
+use crate::operation::Operation;
 use crate::throttle::Charge;
 use crate::tokens::{self, Claims, Rejection};
 use crate::world::{Call, World};
@@ -150,21 +151,31 @@ async fn dispatch(
             .unwrap_or_else(|| addr_text(a))
     };
     let (operation, target, want) = match (&route, &method) {
-        (Route::List, &Method::POST) => ("graph.create_application", None, Method::POST),
-        (Route::List, _) => ("graph.list_applications", None, Method::GET),
-        (Route::Get(a), &Method::PATCH) => {
-            ("graph.update_application", Some(resolve(a)), Method::PATCH)
-        }
-        (Route::Get(a), _) => ("graph.get_application", Some(resolve(a)), Method::GET),
-        (Route::AddPassword(a), _) => ("graph.add_password", Some(resolve(a)), Method::POST),
-        (Route::RemovePassword(a), _) => ("graph.remove_password", Some(resolve(a)), Method::POST),
-        (Route::Owners(a), _) => ("graph.list_owners", Some(resolve(a)), Method::GET),
+        (Route::List, &Method::POST) => (Operation::GraphCreateApplication, None, Method::POST),
+        (Route::List, _) => (Operation::GraphListApplications, None, Method::GET),
+        (Route::Get(a), &Method::PATCH) => (
+            Operation::GraphUpdateApplication,
+            Some(resolve(a)),
+            Method::PATCH,
+        ),
+        (Route::Get(a), _) => (
+            Operation::GraphGetApplication,
+            Some(resolve(a)),
+            Method::GET,
+        ),
+        (Route::AddPassword(a), _) => (Operation::GraphAddPassword, Some(resolve(a)), Method::POST),
+        (Route::RemovePassword(a), _) => (
+            Operation::GraphRemovePassword,
+            Some(resolve(a)),
+            Method::POST,
+        ),
+        (Route::Owners(a), _) => (Operation::GraphListOwners, Some(resolve(a)), Method::GET),
         (Route::ServicePrincipals, &Method::POST) => {
-            ("graph.create_service_principal", None, Method::POST)
+            (Operation::GraphCreateServicePrincipal, None, Method::POST)
         }
-        (Route::ServicePrincipals, _) => ("graph.list_service_principals", None, Method::GET),
+        (Route::ServicePrincipals, _) => (Operation::GraphListServicePrincipals, None, Method::GET),
         (Route::ServicePrincipal(a), _) => (
-            "graph.get_service_principal",
+            Operation::GraphGetServicePrincipal,
             Some(addr_text(a)),
             Method::GET,
         ),
@@ -1065,7 +1076,7 @@ pub fn portal_add_password(
     let live = app.passwords.iter().filter(|p| p.removed.is_none()).count();
     if PERSONAL_AUDIENCES.contains(&app.sign_in_audience.as_str()) && live >= 2 {
         world.record_outside(
-            "graph.add_password",
+            Operation::GraphAddPassword,
             "POST",
             path,
             PORTAL,
@@ -1105,7 +1116,7 @@ pub fn portal_add_password(
         "hint": password.hint,
     });
     world.record_outside(
-        "graph.add_password",
+        Operation::GraphAddPassword,
         "POST",
         path,
         PORTAL,
@@ -1137,7 +1148,7 @@ pub fn portal_remove_password(world: &World, app: &str, key_id: &str) -> Result<
         .find(|p| p.removed.is_none() && p.key_id.eq_ignore_ascii_case(key_id))
     else {
         world.record_outside(
-            "graph.remove_password",
+            Operation::GraphRemovePassword,
             "POST",
             path,
             PORTAL,
@@ -1155,7 +1166,7 @@ pub fn portal_remove_password(world: &World, app: &str, key_id: &str) -> Result<
     p.removed = Some(now);
     app.last_write = Some(now);
     world.record_outside(
-        "graph.remove_password",
+        Operation::GraphRemovePassword,
         "POST",
         path,
         PORTAL,
@@ -1193,7 +1204,7 @@ pub fn portal_update_service_principal(
     let app = &mut state.applications[i];
     app.disabled = !change.account_enabled;
     world.record_outside(
-        "graph.update_service_principal",
+        Operation::GraphUpdateServicePrincipal,
         "PATCH",
         format!("/v1.0/servicePrincipals(appId='{}')", app.app_id),
         PORTAL,

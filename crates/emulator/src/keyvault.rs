@@ -15,6 +15,7 @@ use time::OffsetDateTime;
 
 use crate::errors;
 use crate::model::{DeletedSecret, SecretVersion, Vault, VaultRole, VaultSecret};
+use crate::operation::Operation;
 use crate::throttle::Charge;
 use crate::tokens::{self, Rejection};
 use crate::world::{Call, World};
@@ -90,22 +91,26 @@ async fn dispatch(
         );
     };
     let (operation, name, ok) = match (&route, &method) {
-        (Route::ListSecrets, &Method::GET) => ("keyvault.list_secrets", None, true),
-        (Route::Secret(n), &Method::PUT) => ("keyvault.set_secret", Some(n), true),
+        (Route::ListSecrets, &Method::GET) => (Operation::KeyvaultListSecrets, None, true),
+        (Route::Secret(n), &Method::PUT) => (Operation::KeyvaultSetSecret, Some(n), true),
         (Route::Secret(n) | Route::Latest(n), &Method::GET) => {
-            ("keyvault.get_secret", Some(n), true)
+            (Operation::KeyvaultGetSecret, Some(n), true)
         }
-        (Route::Version(n, _), &Method::GET) => ("keyvault.get_secret", Some(n), true),
-        (Route::Secret(n), &Method::DELETE) => ("keyvault.delete_secret", Some(n), true),
+        (Route::Version(n, _), &Method::GET) => (Operation::KeyvaultGetSecret, Some(n), true),
+        (Route::Secret(n), &Method::DELETE) => (Operation::KeyvaultDeleteSecret, Some(n), true),
         (Route::Version(n, _) | Route::Latest(n), &Method::PATCH) => {
-            ("keyvault.update_secret", Some(n), true)
+            (Operation::KeyvaultUpdateSecret, Some(n), true)
         }
-        (Route::Versions(n), &Method::GET) => ("keyvault.list_versions", Some(n), true),
-        (Route::ListDeleted, &Method::GET) => ("keyvault.list_secrets", None, true),
-        (Route::Deleted(n), &Method::GET) => ("keyvault.get_deleted_secret", Some(n), true),
-        (Route::Deleted(n), &Method::DELETE) => ("keyvault.purge_deleted_secret", Some(n), true),
-        (Route::Recover(n), &Method::POST) => ("keyvault.recover_deleted_secret", Some(n), true),
-        _ => ("keyvault.get_secret", None, false),
+        (Route::Versions(n), &Method::GET) => (Operation::KeyvaultListVersions, Some(n), true),
+        (Route::ListDeleted, &Method::GET) => (Operation::KeyvaultListSecrets, None, true),
+        (Route::Deleted(n), &Method::GET) => (Operation::KeyvaultGetDeletedSecret, Some(n), true),
+        (Route::Deleted(n), &Method::DELETE) => {
+            (Operation::KeyvaultPurgeDeletedSecret, Some(n), true)
+        }
+        (Route::Recover(n), &Method::POST) => {
+            (Operation::KeyvaultRecoverDeletedSecret, Some(n), true)
+        }
+        _ => (Operation::KeyvaultGetSecret, None, false),
     };
     let target = Some(match name {
         Some(n) => format!("{}/{n}", vs.vault),
@@ -163,7 +168,7 @@ fn handle(
     vs: &VaultState,
     call: &mut Call,
     route: Route,
-    operation: &str,
+    operation: Operation,
     headers: &HeaderMap,
     query: Option<&str>,
     body: &[u8],
@@ -223,10 +228,10 @@ fn handle(
     };
     let writes = !matches!(
         operation,
-        "keyvault.get_secret"
-            | "keyvault.list_versions"
-            | "keyvault.list_secrets"
-            | "keyvault.get_deleted_secret"
+        Operation::KeyvaultGetSecret
+            | Operation::KeyvaultListVersions
+            | Operation::KeyvaultListSecrets
+            | Operation::KeyvaultGetDeletedSecret
     );
     let role = world.state().vaults.get(&vs.vault).and_then(|v| {
         v.access
@@ -241,9 +246,9 @@ fn handle(
     };
     if !allowed {
         let action = match operation {
-            "keyvault.set_secret" => "Microsoft.KeyVault/vaults/secrets/setSecret/action",
-            "keyvault.get_secret" => "Microsoft.KeyVault/vaults/secrets/getSecret/action",
-            "keyvault.delete_secret" => "Microsoft.KeyVault/vaults/secrets/delete",
+            Operation::KeyvaultSetSecret => "Microsoft.KeyVault/vaults/secrets/setSecret/action",
+            Operation::KeyvaultGetSecret => "Microsoft.KeyVault/vaults/secrets/getSecret/action",
+            Operation::KeyvaultDeleteSecret => "Microsoft.KeyVault/vaults/secrets/delete",
             _ => "Microsoft.KeyVault/vaults/secrets/readMetadata/action",
         };
         return errors::keyvault(
@@ -256,7 +261,7 @@ fn handle(
             ),
         );
     }
-    if let Err(r) = throttle(world, &vs.vault, operation == "keyvault.set_secret") {
+    if let Err(r) = throttle(world, &vs.vault, operation == Operation::KeyvaultSetSecret) {
         return r;
     }
     let base = world
@@ -290,17 +295,17 @@ fn handle(
     match route {
         Route::ListSecrets => list_secrets(vault, &ctx, &params),
         Route::ListDeleted => list_deleted(vault, &ctx),
-        Route::Secret(name) if operation == "keyvault.set_secret" => {
+        Route::Secret(name) if operation == Operation::KeyvaultSetSecret => {
             set_secret(vault, call, &ctx, &name, body)
         }
-        Route::Secret(name) if operation == "keyvault.delete_secret" => {
+        Route::Secret(name) if operation == Operation::KeyvaultDeleteSecret => {
             call.effective = true;
             delete_secret(vault, call, &ctx, &name)
         }
-        Route::Secret(name) | Route::Latest(name) if operation == "keyvault.get_secret" => {
+        Route::Secret(name) | Route::Latest(name) if operation == Operation::KeyvaultGetSecret => {
             get_secret(vault, &ctx, &name, None)
         }
-        Route::Version(name, version) if operation == "keyvault.get_secret" => {
+        Route::Version(name, version) if operation == Operation::KeyvaultGetSecret => {
             get_secret(vault, &ctx, &name, Some(&version))
         }
         Route::Version(name, version) => {
@@ -308,7 +313,7 @@ fn handle(
         }
         Route::Latest(name) => update_secret(vault, call, &ctx, &name, None, body),
         Route::Versions(name) => list_versions(vault, &ctx, &name, &params),
-        Route::Deleted(name) if operation == "keyvault.purge_deleted_secret" => {
+        Route::Deleted(name) if operation == Operation::KeyvaultPurgeDeletedSecret => {
             match vault.deleted.remove(&name.to_ascii_lowercase()) {
                 Some(_) => {
                     call.effective = true;

@@ -24,6 +24,7 @@ pub mod graph;
 pub mod keyvault;
 pub mod kit;
 pub mod model;
+pub mod operation;
 pub mod throttle;
 pub mod tls;
 pub mod tokens;

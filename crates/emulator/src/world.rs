@@ -23,35 +23,7 @@ use crate::throttle::Windows;
 #[derive(Clone, Copy, Debug)]
 pub struct DropConnection;
 
-/// The operations the emulator serves, as named in the journal and in fault rules.
-pub const OPERATIONS: &[&str] = &[
-    "token",
-    "openid_configuration",
-    "managed_identity_token",
-    "graph.get_application",
-    "graph.list_applications",
-    "graph.add_password",
-    "graph.remove_password",
-    "graph.create_application",
-    "graph.update_application",
-    "graph.list_owners",
-    "graph.create_service_principal",
-    "graph.list_service_principals",
-    "graph.get_service_principal",
-    "arm.put_role_assignment",
-    "arm.get_role_assignment",
-    "arm.list_role_definitions",
-    "dicom.get",
-    "keyvault.set_secret",
-    "keyvault.get_secret",
-    "keyvault.list_versions",
-    "keyvault.list_secrets",
-    "keyvault.update_secret",
-    "keyvault.delete_secret",
-    "keyvault.get_deleted_secret",
-    "keyvault.recover_deleted_secret",
-    "keyvault.purge_deleted_secret",
-];
+pub use crate::operation::{Operation, UnknownOperation};
 
 /// One journal line: what was asked, of what, by whom, and how it ended. Never a secret value.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -59,7 +31,7 @@ pub struct Entry {
     pub seq: u64,
     #[serde(with = "time::serde::rfc3339")]
     pub at: OffsetDateTime,
-    pub operation: String,
+    pub operation: Operation,
     pub method: String,
     pub path: String,
     /// The calling application's app id, when it presented a valid token.
@@ -91,7 +63,7 @@ fn user_agent() -> Option<String> {
 /// (Unknown keys cannot be refused here: serde does not combine that with `flatten`.)
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct FaultRule {
-    pub operation: String,
+    pub operation: Operation,
     /// Match only calls on this application object id, app id, or `vault/secret`.
     pub target: Option<String>,
     #[serde(default = "one")]
@@ -132,7 +104,7 @@ pub enum FaultKind {
 #[derive(Debug, Clone, Serialize)]
 pub struct HeldCall {
     pub id: u64,
-    pub operation: String,
+    pub operation: Operation,
     pub target: Option<String>,
     pub phase: &'static str,
     #[serde(skip)]
@@ -250,7 +222,7 @@ impl World {
     /// operation takes effect. An `Err` is the whole answer.
     pub async fn begin(
         self: &Arc<Self>,
-        operation: &'static str,
+        operation: Operation,
         method: &str,
         path: &str,
         target: Option<String>,
@@ -304,7 +276,7 @@ impl World {
         }
     }
 
-    fn take_fault(&self, operation: &str, target: Option<&str>) -> Option<FaultKind> {
+    fn take_fault(&self, operation: Operation, target: Option<&str>) -> Option<FaultKind> {
         let mut faults = lock(&self.faults);
         let idx = faults.iter().position(|r| {
             r.operation == operation
@@ -323,14 +295,14 @@ impl World {
         Some(kind)
     }
 
-    async fn hold(&self, operation: &str, target: Option<String>, phase: &'static str) {
+    async fn hold(&self, operation: Operation, target: Option<String>, phase: &'static str) {
         let notify = Arc::new(Notify::new());
         let id = self.seq.fetch_add(1, Ordering::Relaxed) + 1;
         lock(&self.held).insert(
             id,
             HeldCall {
                 id,
-                operation: operation.to_string(),
+                operation,
                 target,
                 phase,
                 notify: notify.clone(),
@@ -344,7 +316,7 @@ impl World {
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn record_outside(
         &self,
-        operation: &str,
+        operation: Operation,
         method: &str,
         path: String,
         caller: &str,
@@ -356,7 +328,7 @@ impl World {
         self.record(Entry {
             seq: 0,
             at: OffsetDateTime::now_utc(),
-            operation: operation.to_string(),
+            operation,
             method: method.to_string(),
             path,
             caller: Some(caller.to_string()),
@@ -382,7 +354,7 @@ impl World {
 /// One call in progress. Handlers fill in what they learn, then [`Call::finish`] it.
 pub struct Call {
     world: Arc<World>,
-    operation: &'static str,
+    operation: Operation,
     method: String,
     path: String,
     pub caller: Option<String>,
@@ -431,7 +403,7 @@ impl Call {
         self.world.record(Entry {
             seq: 0,
             at: OffsetDateTime::now_utc(),
-            operation: self.operation.to_string(),
+            operation: self.operation,
             method: std::mem::take(&mut self.method),
             path: std::mem::take(&mut self.path),
             caller: self.caller.take(),

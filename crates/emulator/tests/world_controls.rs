@@ -12,6 +12,7 @@ use std::net::SocketAddr;
 use secret_rotator_emulator::model::{
     Seed, SeedApplication, SeedPassword, SeedVault, Settings, VaultRole,
 };
+use secret_rotator_emulator::operation::Operation;
 use secret_rotator_emulator::{Emulator, Options, SeedReport};
 use serde_json::{Value, json};
 use time::OffsetDateTime;
@@ -479,20 +480,20 @@ async fn a_person_in_the_portal_adds_up_to_the_cap_and_deletes_any_credential() 
     let by_portal: Vec<_> = journal
         .iter()
         .filter(|e| e.caller.as_deref() == Some("portal"))
-        .map(|e| (e.operation.as_str(), e.status, e.effective))
+        .map(|e| (e.operation, e.status, e.effective))
         .collect();
     assert_eq!(
         by_portal,
         vec![
-            ("graph.add_password", 200, true),
-            ("graph.add_password", 400, false),
-            ("graph.remove_password", 204, true),
-            ("graph.remove_password", 404, false),
+            (Operation::GraphAddPassword, 200, true),
+            (Operation::GraphAddPassword, 400, false),
+            (Operation::GraphRemovePassword, 204, true),
+            (Operation::GraphRemovePassword, 404, false),
         ]
     );
     let removal = journal
         .iter()
-        .find(|e| e.operation == "graph.remove_password" && e.effective)
+        .find(|e| e.operation == Operation::GraphRemovePassword && e.effective)
         .unwrap();
     assert_eq!(removal.key_id.as_deref(), Some(ours.as_str()));
     assert_eq!(removal.target.as_deref(), Some(capped.as_str()));
@@ -504,4 +505,59 @@ async fn a_person_in_the_portal_adds_up_to_the_cap_and_deletes_any_credential() 
         )
         .await;
     assert_eq!(bad.status(), 400);
+}
+
+/// The control API keeps the operations' wire names: scripts and the Python tests post fault
+/// rules by them and read them back from the journal.
+#[tokio::test]
+async fn fault_rules_name_operations_by_their_wire_names_and_a_misspelt_one_is_refused_by_name() {
+    let world = World::new(Settings::default()).await;
+    let listed: Vec<String> = world
+        .control(reqwest::Method::GET, "/control/operations", None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(listed.first().map(String::as_str), Some("token"));
+    assert!(listed.iter().any(|o| o == "keyvault.set_secret"));
+    assert!(
+        !listed.iter().any(|o| o == "graph.update_service_principal"),
+        "a portal change is journalled, never served: {listed:?}"
+    );
+
+    for name in ["graph.add_pasword", "graph.update_service_principal"] {
+        let refused = world
+            .control(
+                reqwest::Method::POST,
+                "/control/faults",
+                Some(json!([{"operation": name, "fault": "status", "status": 503}])),
+            )
+            .await;
+        assert_eq!(refused.status(), 400, "{name}");
+        let message = refused.text().await.unwrap();
+        assert!(
+            message.contains(&format!("unknown operation '{name}'; known: token, ")),
+            "{message}"
+        );
+    }
+    assert!(world.em.world().faults().is_empty());
+
+    let added = world
+        .control(
+            reqwest::Method::POST,
+            "/control/faults",
+            Some(json!({"operation": "keyvault.set_secret", "fault": "drop_after", "count": 2})),
+        )
+        .await;
+    assert_eq!(added.status(), 204);
+    let faults = world.em.world().faults();
+    assert_eq!(faults.len(), 1);
+    assert_eq!(faults[0].operation, Operation::KeyvaultSetSecret);
+    let shown: Value = world
+        .control(reqwest::Method::GET, "/control/faults", None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(shown[0]["operation"], "keyvault.set_secret");
 }
