@@ -96,12 +96,54 @@ pub struct Store {
     conn: Mutex<Connection>,
 }
 
+/// How far an attempt got, as its intent records it. Only an attempt that reached
+/// [`IntentStep::Publishing`] can have sent its value to Key Vault.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IntentStep {
+    /// Recorded before `addPassword` is sent.
+    Adding,
+    /// `addPassword` was sent and its answer lost: whether it made a credential is unknown.
+    AddOutcomeUnknown,
+    /// The credential exists (its key id is recorded); its secret is being verified.
+    Verifying,
+    /// About to write the value to Key Vault, or written.
+    Publishing,
+}
+
+impl IntentStep {
+    /// The store's text for the step (what the `intents` table holds since schema 1).
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            IntentStep::Adding => "adding",
+            IntentStep::AddOutcomeUnknown => "add-unknown",
+            IntentStep::Verifying => "verifying",
+            IntentStep::Publishing => "publishing",
+        }
+    }
+
+    /// Reads a stored step. A step this version does not know (written by a newer one) is
+    /// read as `Publishing`: the reading that removes nothing early.
+    fn from_stored(s: &str) -> IntentStep {
+        match s {
+            "adding" => IntentStep::Adding,
+            "add-unknown" => IntentStep::AddOutcomeUnknown,
+            "verifying" => IntentStep::Verifying,
+            _ => IntentStep::Publishing,
+        }
+    }
+
+    /// Whether the attempt may have written its value to Key Vault.
+    pub const fn may_have_published(self) -> bool {
+        matches!(self, IntentStep::Publishing)
+    }
+}
+
 /// An attempt recorded before `addPassword` and removed when it is done or cleaned up.
 #[derive(Debug, Clone)]
 pub struct Intent {
     pub rotation_id: String,
     pub client: String,
-    pub step: String,
+    pub step: IntentStep,
     pub key_id: Option<String>,
     pub started_at: i64,
 }
@@ -213,8 +255,8 @@ impl Store {
     ) -> anyhow::Result<()> {
         let t = now.unix_timestamp();
         self.conn().execute(
-            "INSERT INTO intents (rotation_id, client, step, key_id, started_at, updated_at, pid) VALUES (?1, ?2, 'adding', NULL, ?3, ?3, ?4)",
-            params![rotation_id, client, t, std::process::id()],
+            "INSERT INTO intents (rotation_id, client, step, key_id, started_at, updated_at, pid) VALUES (?1, ?2, ?3, NULL, ?4, ?4, ?5)",
+            params![rotation_id, client, IntentStep::Adding.as_str(), t, std::process::id()],
         )?;
         Ok(())
     }
@@ -222,13 +264,13 @@ impl Store {
     pub fn intent_step(
         &self,
         rotation_id: &str,
-        step: &str,
+        step: IntentStep,
         key_id: Option<&str>,
         now: OffsetDateTime,
     ) -> anyhow::Result<()> {
         self.conn().execute(
             "UPDATE intents SET step = ?2, key_id = COALESCE(?3, key_id), updated_at = ?4 WHERE rotation_id = ?1",
-            params![rotation_id, step, key_id, now.unix_timestamp()],
+            params![rotation_id, step.as_str(), key_id, now.unix_timestamp()],
         )?;
         Ok(())
     }
@@ -248,7 +290,7 @@ impl Store {
             Ok(Intent {
                 rotation_id: r.get(0)?,
                 client: r.get(1)?,
-                step: r.get(2)?,
+                step: IntentStep::from_stored(&r.get::<_, String>(2)?),
                 key_id: r.get(3)?,
                 started_at: r.get(4)?,
             })
@@ -522,13 +564,45 @@ mod tests {
     }
 
     #[test]
+    fn every_intent_step_reads_back_and_an_unknown_one_reads_as_maybe_published() {
+        let tmp = tempfile::tempdir().unwrap();
+        let s = Store::open(tmp.path()).unwrap();
+        let now = crate::clock::now();
+        let steps = [
+            IntentStep::Adding,
+            IntentStep::AddOutcomeUnknown,
+            IntentStep::Verifying,
+            IntentStep::Publishing,
+        ];
+        for (i, step) in steps.into_iter().enumerate() {
+            let id = format!("r{i}");
+            s.begin_intent(&id, &id, now).unwrap();
+            s.intent_step(&id, step, None, now).unwrap();
+            let read = s.intents(&id).unwrap()[0].step;
+            assert_eq!(read, step);
+            assert_eq!(read.may_have_published(), step == IntentStep::Publishing);
+        }
+        s.begin_intent("later", "later", now).unwrap();
+        assert_eq!(s.intents("later").unwrap()[0].step, IntentStep::Adding);
+        // A step written by a newer release: nothing is removed on the strength of it.
+        s.conn()
+            .execute(
+                "UPDATE intents SET step = 'uploading' WHERE rotation_id = 'later'",
+                [],
+            )
+            .unwrap();
+        assert!(s.intents("later").unwrap()[0].step.may_have_published());
+    }
+
+    #[test]
     fn backoff_and_intents_survive_reopening() {
         let tmp = tempfile::tempdir().unwrap();
         let now = crate::clock::now();
         {
             let s = Store::open(tmp.path()).unwrap();
             s.begin_intent("r1", "c", now).unwrap();
-            s.intent_step("r1", "added", Some("k1"), now).unwrap();
+            s.intent_step("r1", IntentStep::Verifying, Some("k1"), now)
+                .unwrap();
             s.set_backoff(
                 "c",
                 &Backoff {
@@ -573,7 +647,7 @@ mod tests {
             .pragma_query_value(None, "user_version", |r| r.get(0))
             .unwrap();
         assert_eq!(version, MIGRATIONS.len() as i64);
-        assert_eq!(s.intents("c").unwrap()[0].step, "verifying");
+        assert_eq!(s.intents("c").unwrap()[0].step, IntentStep::Verifying);
         assert_eq!(
             s.client_row("c")
                 .unwrap()

@@ -44,13 +44,6 @@ const WRITE_BUDGET: Duration = Duration::from_secs(120);
 /// How long a publish keeps retrying failures that certainly did not take effect.
 const PUBLISH_BUDGET: Duration = Duration::from_secs(30);
 
-/// The steps of an attempt, as the store records them. Only an attempt that reached
-/// [`STEP_PUBLISHING`] can have sent its value to Key Vault.
-pub const STEP_ADDING: &str = "adding";
-pub const STEP_ADD_UNKNOWN: &str = "add-unknown";
-pub const STEP_VERIFYING: &str = "verifying";
-pub const STEP_PUBLISHING: &str = "publishing";
-
 /// Told the outcome of planning a forced reconcile before anything is written: `Err` carries
 /// why the request is refused (the admin API answers 409 with it).
 pub type Preflight = tokio::sync::oneshot::Sender<Result<(), String>>;

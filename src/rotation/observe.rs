@@ -10,7 +10,7 @@ use super::plan::{
     AbandonedAttempt, Adopted, FormerLocation, Observed, Probe, TAG_KEY_ID, TAG_MANAGED_BY,
     TAG_MANAGED_BY_VALUE, VaultSecret, location_of, location_tag, marker_prefix,
 };
-use super::{Context, Failure, STEP_ADD_UNKNOWN, STEP_ADDING, STEP_VERIFYING};
+use super::{Context, Failure};
 use crate::azure::entra::VerifyFailure;
 use crate::azure::graph::Application;
 use crate::azure::keyvault::Latest;
@@ -87,10 +87,7 @@ pub async fn observe(
             .map_err(Failure::Store)?
             .into_iter()
             .map(|i| AbandonedAttempt {
-                reached_publishing: !matches!(
-                    i.step.as_str(),
-                    STEP_ADDING | STEP_ADD_UNKNOWN | STEP_VERIFYING
-                ),
+                reached_publishing: i.step.may_have_published(),
                 rotation_id: i.rotation_id,
             })
             .collect()

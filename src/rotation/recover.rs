@@ -7,11 +7,12 @@ use time::OffsetDateTime;
 use tokio_util::sync::CancellationToken;
 
 use super::plan::marker_prefix;
-use super::{Context, Failure, STEP_ADD_UNKNOWN, WRITE_BUDGET};
+use super::{Context, Failure, WRITE_BUDGET};
 use crate::azure::graph::Application;
 use crate::azure::{self, retry};
 use crate::clock;
 use crate::config::Client;
+use crate::store::IntentStep;
 
 /// Removes a credential this attempt created and will not publish.
 pub(super) async fn discard(
@@ -50,9 +51,12 @@ pub(super) async fn recover_lost_add(
     cancel: &CancellationToken,
 ) -> Failure {
     tracing::warn!(client = %client.name, rotation_id, error = %error, "answer to addPassword lost; looking for the credential it may have created");
-    let _ = ctx
-        .store
-        .intent_step(rotation_id, STEP_ADD_UNKNOWN, None, clock::now());
+    let _ = ctx.store.intent_step(
+        rotation_id,
+        IntentStep::AddOutcomeUnknown,
+        None,
+        clock::now(),
+    );
     for attempt in 0..6 {
         if attempt > 0 {
             tokio::select! {

@@ -9,14 +9,14 @@ use tokio_util::sync::CancellationToken;
 
 use super::recover::{discard, recover_lost_add};
 use super::{
-    Context, Failure, PUBLISH_BUDGET, Rotated, STEP_PUBLISHING, STEP_VERIFYING, VERIFY_SPACING,
-    WRITE_BUDGET, observe, plan,
+    Context, Failure, PUBLISH_BUDGET, Rotated, VERIFY_SPACING, WRITE_BUDGET, observe, plan,
 };
 use crate::azure::entra::VerifyFailure;
 use crate::azure::graph::Application;
 use crate::azure::{self, Class, retry};
 use crate::clock;
 use crate::config::Client;
+use crate::store::IntentStep;
 use plan::marker_prefix;
 
 /// Creates, verifies and publishes a new secret.
@@ -62,7 +62,7 @@ pub(super) async fn rotate(
     tracing::info!(client = %client.name, rotation_id = %rotation_id, key_id = %new.key_id, "added credential");
     let _ = ctx.store.intent_step(
         &rotation_id,
-        STEP_VERIFYING,
+        IntentStep::Verifying,
         Some(&new.key_id),
         clock::now(),
     );
@@ -80,7 +80,7 @@ pub(super) async fn rotate(
     // be recorded, nothing is published and the credential (whose value is nowhere else) goes.
     if let Err(e) = ctx
         .store
-        .intent_step(&rotation_id, STEP_PUBLISHING, None, clock::now())
+        .intent_step(&rotation_id, IntentStep::Publishing, None, clock::now())
     {
         tracing::warn!(client = %client.name, rotation_id = %rotation_id, error = %format!("{e:#}"), "could not record that the attempt is about to publish; removing the new credential instead");
         discard(ctx, client, app, &new.key_id, &rotation_id).await;
