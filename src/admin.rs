@@ -38,7 +38,8 @@ pub enum RotateAnswer {
         preflight: oneshot::Receiver<Result<(), String>>,
     },
     InFlight,
-    Unknown,
+    /// No configured client has that name.
+    NoSuchClient,
     /// This replica is an HA follower: the leader (named when known) rotates.
     NotLeader {
         leader: Option<String>,

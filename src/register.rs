@@ -355,7 +355,7 @@ async fn application(
     .await
     {
         Ok(app) => Ok(app),
-        Err(e) if e.class == Class::Unknown => {
+        Err(e) if e.class == Class::OutcomeUnknown => {
             // It may exist: look again, once the reads had time to catch up.
             for _ in 0..6 {
                 tokio::time::sleep(Duration::from_secs(5)).await;

@@ -331,7 +331,7 @@ async fn rotate(
             StatusCode::CONFLICT,
             format!("a reconcile of '{name}' is already in flight"),
         ),
-        Ok(RotateAnswer::Unknown) => {
+        Ok(RotateAnswer::NoSuchClient) => {
             error(StatusCode::NOT_FOUND, format!("no client named '{name}'"))
         }
         Ok(RotateAnswer::NotLeader { leader }) => {

@@ -93,7 +93,7 @@ impl GraphClient {
     }
 
     /// `POST /applications`: single tenant, no redirect URIs, tagged. Its answer may be lost
-    /// (`Class::Unknown`): the caller finds a half-made app by its tag before creating again.
+    /// (`Class::OutcomeUnknown`): the caller finds a half-made app by its tag before creating again.
     pub async fn create_application(&self, name: &str, tag: &str) -> Result<TaggedApp, Error> {
         self.write_slot().await;
         let body = json!({"displayName": name, "signInAudience": "AzureADMyOrg", "tags": [tag]});
@@ -111,7 +111,7 @@ impl GraphClient {
             .map(TaggedApp::from)
             .map_err(|e| {
                 let mut e = malformed("create_application", &e);
-                e.class = Class::Unknown;
+                e.class = Class::OutcomeUnknown;
                 e
             })
     }

@@ -366,7 +366,7 @@ impl GraphClient {
                 let class = if e.is_connect() || !is_write {
                     Class::Transient { retry_after: None }
                 } else {
-                    Class::Unknown
+                    Class::OutcomeUnknown
                 };
                 return Err(Error::new(
                     SERVICE,
@@ -383,7 +383,7 @@ impl GraphClient {
             Err(e) => {
                 timer.done(&status.to_string());
                 let class = if is_write {
-                    Class::Unknown
+                    Class::OutcomeUnknown
                 } else {
                     Class::Transient { retry_after: None }
                 };
@@ -410,7 +410,7 @@ impl GraphClient {
         let mut class = class_of_status(status, code.as_deref(), retry_after);
         // A write answered 5xx may have been applied before the failure.
         if is_write && matches!(status, 500 | 502 | 503 | 504) {
-            class = Class::Unknown;
+            class = Class::OutcomeUnknown;
         }
         Err(Error {
             service: SERVICE,
@@ -502,7 +502,7 @@ impl GraphClient {
     }
 
     /// `addPassword`. Never retried by the caller with the same marker: when the answer is lost
-    /// (`Class::Unknown`) the credential is found again by its display name.
+    /// (`Class::OutcomeUnknown`) the credential is found again by its display name.
     pub async fn add_password(
         &self,
         object_id: &str,
@@ -532,7 +532,7 @@ impl GraphClient {
             Error::new(
                 SERVICE,
                 "add_password",
-                Class::Unknown,
+                Class::OutcomeUnknown,
                 "the answer to addPassword could not be read",
             )
         })?;
@@ -540,7 +540,7 @@ impl GraphClient {
             return Err(Error::new(
                 SERVICE,
                 "add_password",
-                Class::Unknown,
+                Class::OutcomeUnknown,
                 "the answer to addPassword has no keyId or secretText",
             ));
         };
@@ -591,7 +591,7 @@ impl GraphClient {
                 Ok(())
             }
             // A lost answer to a removal is safe to repeat.
-            Err(mut e) if e.class == Class::Unknown => {
+            Err(mut e) if e.class == Class::OutcomeUnknown => {
                 e.class = Class::Transient { retry_after: None };
                 Err(e)
             }

@@ -258,7 +258,7 @@ impl VaultClients {
                 if err.status.is_none_or(|s| matches!(s, 500 | 502 | 504))
                     && !err.message.contains(crate::ha::NOT_LEADER)
                 {
-                    err.class = Class::Unknown;
+                    err.class = Class::OutcomeUnknown;
                 }
                 err
             })?;
@@ -270,7 +270,7 @@ impl VaultClients {
             Error::new(
                 SERVICE,
                 "set_secret",
-                Class::Unknown,
+                Class::OutcomeUnknown,
                 "the answer to set_secret could not be read",
             )
         })?;

@@ -33,7 +33,7 @@ pub enum Class {
     /// Will not heal by waiting: permissions, policy, a missing object, a bad request.
     Permanent,
     /// A write was sent and its answer lost: it may or may not have taken effect.
-    Unknown,
+    OutcomeUnknown,
 }
 
 /// A failed Azure call. Its text never holds a secret: it is built from the status, the

@@ -106,7 +106,7 @@ impl Scheduler {
         revoke_previous: bool,
     ) -> RotateAnswer {
         match self.entries.get_mut(&client) {
-            None => RotateAnswer::Unknown,
+            None => RotateAnswer::NoSuchClient,
             Some(e) if e.in_flight => RotateAnswer::InFlight,
             Some(e) => {
                 e.in_flight = true;

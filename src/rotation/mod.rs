@@ -131,9 +131,9 @@ pub enum Failure {
     #[error("the new secret was refused by Entra ({0}); it was removed")]
     VerifyRejected(azure::Error),
     #[error("the answer to addPassword was lost: {0}")]
-    AddLost(String),
+    AddOutcomeUnknown(String),
     #[error("{0}")]
-    PublishUnknown(String),
+    PublishOutcomeUnknown(String),
     #[error("stopped by shutdown")]
     Cancelled,
     #[error("state store: {0:#}")]
@@ -143,9 +143,9 @@ pub enum Failure {
 impl Failure {
     pub fn is_transient(&self) -> bool {
         match self {
-            Failure::Azure(e) => e.is_transient() || e.class == Class::Unknown,
-            Failure::AddLost(_)
-            | Failure::PublishUnknown(_)
+            Failure::Azure(e) => e.is_transient() || e.class == Class::OutcomeUnknown,
+            Failure::AddOutcomeUnknown(_)
+            | Failure::PublishOutcomeUnknown(_)
             | Failure::Cancelled
             | Failure::VerifyTimeout(_) => true,
             Failure::Blocked(_) | Failure::VerifyRejected(_) | Failure::Store(_) => false,

@@ -41,7 +41,7 @@ pub(super) async fn discard(
 
 /// After a lost `addPassword` answer: look for the marker; if the credential exists, nobody
 /// can ever know its value, so remove it now. Reads lag, so look a few times.
-pub(super) async fn recover_lost_add(
+pub(super) async fn recover_add_outcome_unknown(
     ctx: &Context,
     client: &Client,
     app: &Application,
@@ -73,13 +73,13 @@ pub(super) async fn recover_lost_add(
             .find(|p| p.display_name.as_deref() == Some(marker))
         {
             discard(ctx, client, app, &p.key_id, rotation_id).await;
-            return Failure::AddLost(format!(
+            return Failure::AddOutcomeUnknown(format!(
                 "{error}; removed the credential {} it created",
                 p.key_id
             ));
         }
     }
-    Failure::AddLost(format!(
+    Failure::AddOutcomeUnknown(format!(
         "{error}; no credential with its marker is visible yet (it will be removed if it appears)"
     ))
 }

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use secrecy::SecretString;
 use tokio_util::sync::CancellationToken;
 
-use super::recover::{discard, recover_lost_add};
+use super::recover::{discard, recover_add_outcome_unknown};
 use super::{
     Context, Failure, PUBLISH_BUDGET, Rotated, VERIFY_SPACING, WRITE_BUDGET, observe, plan,
 };
@@ -48,8 +48,17 @@ pub(super) async fn rotate(
     .await
     {
         Ok(n) => n,
-        Err(e) if e.class == Class::Unknown => {
-            return Err(recover_lost_add(ctx, client, app, &rotation_id, &marker, e, cancel).await);
+        Err(e) if e.class == Class::OutcomeUnknown => {
+            return Err(recover_add_outcome_unknown(
+                ctx,
+                client,
+                app,
+                &rotation_id,
+                &marker,
+                e,
+                cancel,
+            )
+            .await);
         }
         Err(e) => {
             let _ = ctx.store.end_intent(&rotation_id);
@@ -97,12 +106,12 @@ pub(super) async fn rotate(
             discard(ctx, client, app, &new.key_id, &rotation_id).await;
             return Err(e.into());
         }
-        Published::Unknown(why) => {
+        Published::OutcomeUnknown(why) => {
             // The value may be in Key Vault. Nothing is removed without a read that proves it is
             // not: the intent stays at the publishing step, and a later reconcile decides from
             // the vault's history, after the orphan age.
             tracing::warn!(client = %client.name, rotation_id = %rotation_id, key_id = %new.key_id, "the outcome of publishing is unknown; keeping the new credential until a read shows where it stands: {why}");
-            return Err(Failure::PublishUnknown(format!(
+            return Err(Failure::PublishOutcomeUnknown(format!(
                 "the outcome of publishing credential {} is unknown ({why}); it is kept until a read of the vault shows whether it was published",
                 new.key_id
             )));
@@ -136,7 +145,7 @@ enum Published {
     /// Key Vault answered, and the write did not take effect.
     Refused(azure::Error),
     /// The write may have taken effect; no read proved either way.
-    Unknown(String),
+    OutcomeUnknown(String),
 }
 
 /// Writes the new version. Failures that certainly did not take effect (429, a refused
@@ -172,9 +181,11 @@ async fn publish(
                 return Published::Refused(e);
             }
             Err(e) if e.class == Class::Permanent => {
-                return Published::Unknown(format!("{e}, after a write whose answer was lost"));
+                return Published::OutcomeUnknown(format!(
+                    "{e}, after a write whose answer was lost"
+                ));
             }
-            Err(e) if e.class == Class::Unknown => e,
+            Err(e) if e.class == Class::OutcomeUnknown => e,
             // Transient past the budget: the last attempt did not take effect, but an earlier
             // one may have.
             Err(e) if unknown_writes == 0 => return Published::Refused(e),
@@ -186,9 +197,11 @@ async fn publish(
             Ok(None) if unknown_writes < 2 => {
                 tracing::warn!(client = %client.name, key_id = %new.key_id, error = %e, "the answer to publishing was lost and no version names the credential yet; writing once more");
             }
-            Ok(None) => return Published::Unknown(e.to_string()),
+            Ok(None) => return Published::OutcomeUnknown(e.to_string()),
             Err(read) => {
-                return Published::Unknown(format!("{e}; reading the history failed: {read}"));
+                return Published::OutcomeUnknown(format!(
+                    "{e}; reading the history failed: {read}"
+                ));
             }
         }
     }
