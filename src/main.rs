@@ -164,24 +164,53 @@ enum Command {
 static ALLOCATOR: zeroizing_alloc::ZeroAlloc<std::alloc::System> =
     zeroizing_alloc::ZeroAlloc(std::alloc::System);
 
-/// Why a command failed: a bad configuration exits with 78 (EX_CONFIG, which the systemd unit
-/// does not restart on), anything else with 1.
-enum Fail {
+/// How a command ended (a command's code returns `Result<bool, Outcome>`: `false` when it
+/// reported problems itself). [`exit_status`] is the one place that turns it into the process's
+/// exit status (docs/design/contract.md).
+enum Outcome {
+    /// It did what was asked: 0.
+    Done,
+    /// It ran and printed what is wrong (`check --online`, `plan`, `rotate`, `status`, ...): 1.
+    Reported,
+    /// It was called wrongly: 2, as clap exits on a usage error.
+    Usage(String),
+    /// The configuration is bad: 78 (EX_CONFIG, which the systemd unit does not restart on).
     Config(String),
-    Other(String),
+    /// Anything else stopped it (Azure, the state store, the files it reads): 1. A state store
+    /// that is not safe to use or is from a newer release needs the operator too, but has
+    /// always exited 1, and scripts and the unit rely on the statuses staying as they are.
+    Failed(String),
 }
 
-impl From<String> for Fail {
-    fn from(message: String) -> Fail {
-        Fail::Other(message)
+fn exit_status(outcome: Outcome) -> ExitCode {
+    let (message, code) = match outcome {
+        Outcome::Done => return ExitCode::SUCCESS,
+        Outcome::Reported => return ExitCode::FAILURE,
+        Outcome::Usage(m) => (m, ExitCode::from(2)),
+        Outcome::Config(m) => (m, ExitCode::from(EX_CONFIG)),
+        Outcome::Failed(m) => (m, ExitCode::FAILURE),
+    };
+    let line = message.split_whitespace().collect::<Vec<_>>().join(" ");
+    // Errors carry text from Azure, vault tags and files: no control character gets to the
+    // terminal as such.
+    eprintln!(
+        "secret-rotator: {}",
+        secret_rotator::status::printable(&line)
+    );
+    code
+}
+
+impl From<String> for Outcome {
+    fn from(message: String) -> Outcome {
+        Outcome::Failed(message)
     }
 }
 
 /// sysexits.h EX_CONFIG.
 const EX_CONFIG: u8 = 78;
 
-fn load(path: &std::path::Path) -> Result<Config, Fail> {
-    Config::load(path).map_err(|e| Fail::Config(e.to_string()))
+fn load(path: &std::path::Path) -> Result<Config, Outcome> {
+    Config::load(path).map_err(|e| Outcome::Config(e.to_string()))
 }
 
 /// Logs what the config allows but advises against; call once the log is set up.
@@ -212,8 +241,7 @@ fn forbid_dumps() -> Result<(), String> {
 
 fn main() -> ExitCode {
     if let Err(message) = forbid_dumps() {
-        eprintln!("secret-rotator: {message}");
-        return ExitCode::FAILURE;
+        return exit_status(Outcome::Failed(message));
     }
     // `generate-assets DIR` writes the man pages and completions for packagers. It stays out of
     // the command definition, or the completions it generates would offer it.
@@ -221,17 +249,17 @@ fn main() -> ExitCode {
     if argv.get(1).is_some_and(|a| a == "generate-assets") {
         use clap::CommandFactory as _;
         let [_, _, out] = &argv[..] else {
-            eprintln!("secret-rotator: usage: secret-rotator generate-assets DIR");
-            return ExitCode::from(2);
+            return exit_status(Outcome::Usage(
+                "usage: secret-rotator generate-assets DIR".into(),
+            ));
         };
         let date = env!("SECRET_ROTATOR_BUILD_DATE");
-        return match secret_rotator::assets::write(Args::command(), out.as_ref(), date) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("secret-rotator: {e:#}");
-                ExitCode::FAILURE
-            }
-        };
+        return exit_status(
+            match secret_rotator::assets::write(Args::command(), out.as_ref(), date) {
+                Ok(()) => Outcome::Done,
+                Err(e) => Outcome::Failed(format!("{e:#}")),
+            },
+        );
     }
     let args = Args::parse_from(argv);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -240,8 +268,7 @@ fn main() -> ExitCode {
     {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("secret-rotator: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
+            return exit_status(Outcome::Failed(format!("cannot start the runtime: {e}")));
         }
     };
     // SIGHUP's default action ends the process: a reload asked for while the daemon starts (a
@@ -253,12 +280,12 @@ fn main() -> ExitCode {
             tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok()
         })
         .flatten();
-    let result: Result<bool, Fail> = runtime.block_on(async move {
+    let result: Result<bool, Outcome> = runtime.block_on(async move {
         match args.command {
             Command::Run { config } => {
                 let cfg = load(&config)?;
                 cfg.check_for_daemon()
-                    .map_err(|e| Fail::Config(e.to_string()))?;
+                    .map_err(|e| Outcome::Config(e.to_string()))?;
                 secret_rotator::telemetry::init(cfg.log_format, &cfg.log_level);
                 log_warnings(&cfg);
                 secret_rotator::daemon::run(
@@ -269,7 +296,7 @@ fn main() -> ExitCode {
                     tokio_util::sync::CancellationToken::new(),
                 )
                 .await
-                .map_err(|e| Fail::Other(format!("{e:#}")))?;
+                .map_err(|e| Outcome::Failed(format!("{e:#}")))?;
                 Ok(true)
             }
             Command::Check { config, online } => {
@@ -279,7 +306,7 @@ fn main() -> ExitCode {
                 if online {
                     cli::check_online(cfg)
                         .await
-                        .map_err(|e| Fail::Other(format!("{e:#}")))
+                        .map_err(|e| Outcome::Failed(format!("{e:#}")))
                 } else {
                     println!("{}: OK ({} clients)", config.display(), cfg.clients.len());
                     Ok(true)
@@ -291,7 +318,7 @@ fn main() -> ExitCode {
                 log_warnings(&cfg);
                 cli::plan(cfg, output == Output::Json)
                     .await
-                    .map_err(|e| Fail::Other(format!("{e:#}")))
+                    .map_err(|e| Outcome::Failed(format!("{e:#}")))
             }
             Command::Rotate {
                 config,
@@ -304,7 +331,7 @@ fn main() -> ExitCode {
                 log_warnings(&cfg);
                 cli::rotate(cfg, &client, force, revoke_previous)
                     .await
-                    .map_err(|e| Fail::Other(format!("{e:#}")))
+                    .map_err(|e| Outcome::Failed(format!("{e:#}")))
             }
             Command::SendTestEvent { config, sink } => {
                 let cfg = load(&config)?;
@@ -312,7 +339,7 @@ fn main() -> ExitCode {
                 log_warnings(&cfg);
                 cli::send_test_event(&cfg, sink.as_deref())
                     .await
-                    .map_err(|e| Fail::Other(format!("{e:#}")))
+                    .map_err(|e| Outcome::Failed(format!("{e:#}")))
             }
             Command::Register {
                 config,
@@ -339,13 +366,14 @@ fn main() -> ExitCode {
                     },
                 )
                 .await
-                .map_err(|e| Fail::Other(format!("{e:#}")))
+                .map_err(|e| Outcome::Failed(format!("{e:#}")))
             }
             Command::Status { config, output } => {
                 let cfg = load(&config)?;
                 secret_rotator::telemetry::init(cfg.log_format, "warn");
                 log_warnings(&cfg);
-                cli::status(&cfg, output == Output::Json).map_err(|e| Fail::Other(format!("{e:#}")))
+                cli::status(&cfg, output == Output::Json)
+                    .map_err(|e| Outcome::Failed(format!("{e:#}")))
             }
             Command::Inventory {
                 config,
@@ -362,7 +390,7 @@ fn main() -> ExitCode {
                 };
                 cli::inventory(cfg, expiring_within, output)
                     .await
-                    .map_err(|e| Fail::Other(format!("{e:#}")))
+                    .map_err(|e| Outcome::Failed(format!("{e:#}")))
             }
             #[cfg(feature = "emulator")]
             Command::Emulator {
@@ -375,7 +403,7 @@ fn main() -> ExitCode {
                 secret_rotator::telemetry::init(secret_rotator::config::LogFormat::Text, "warn");
                 cli::emulator(listen, state_dir, seed, ca_cert.zip(ca_key))
                     .await
-                    .map_err(|e| Fail::Other(format!("{e:#}")))?;
+                    .map_err(|e| Outcome::Failed(format!("{e:#}")))?;
                 Ok(true)
             }
             #[cfg(feature = "emulator")]
@@ -383,23 +411,14 @@ fn main() -> ExitCode {
                 secret_rotator::telemetry::init(secret_rotator::config::LogFormat::Text, "info");
                 demo::run(listen)
                     .await
-                    .map_err(|e| Fail::Other(format!("{e:#}")))?;
+                    .map_err(|e| Outcome::Failed(format!("{e:#}")))?;
                 Ok(true)
             }
         }
     });
-    let (message, code) = match result {
-        Ok(true) => return ExitCode::SUCCESS,
-        Ok(false) => return ExitCode::FAILURE,
-        Err(Fail::Config(m)) => (m, ExitCode::from(EX_CONFIG)),
-        Err(Fail::Other(m)) => (m, ExitCode::FAILURE),
-    };
-    let line = message.split_whitespace().collect::<Vec<_>>().join(" ");
-    // Errors carry text from Azure, vault tags and files: no control character gets to the
-    // terminal as such.
-    eprintln!(
-        "secret-rotator: {}",
-        secret_rotator::status::printable(&line)
-    );
-    code
+    exit_status(match result {
+        Ok(true) => Outcome::Done,
+        Ok(false) => Outcome::Reported,
+        Err(stopped) => stopped,
+    })
 }

@@ -10,8 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use anyhow::{Context, bail};
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, ErrorCode, OptionalExtension, params};
 use serde::Serialize;
 use time::OffsetDateTime;
 
@@ -87,6 +86,115 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX deliveries_sink ON deliveries(sink, seq);
     CREATE INDEX history_result_at ON history(result, at);",
 ];
+
+/// What went wrong in the state store. Callers tell by [`Error::is_transient`] whether waiting
+/// may heal it: a database busy or locked by another process past SQLite's busy timeout, an
+/// interrupted system call. The rest needs the operator (the state dir's owner, mode, space, a
+/// file planted in it, a state file from a newer release) or is a bug.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The state dir (or its `locks` dir) is not safe to use, or cannot be made.
+    #[error("{context}: {message}")]
+    StateDir { context: String, message: String },
+    /// A name in the state dir that must be a regular file of ours is something else.
+    #[error("{} is not a regular file", .0.display())]
+    NotAFile(PathBuf),
+    /// A file in the state dir could not be opened, created or locked.
+    #[error("{context}: {error}")]
+    Io {
+        context: String,
+        error: std::io::Error,
+    },
+    /// The state file was written by a newer secret-rotator.
+    #[error(
+        "{} has schema version {found}, newer than this secret-rotator knows ({known}); upgrade secret-rotator or move the state dir aside (it is rebuilt from Azure)",
+        .path.display()
+    )]
+    NewerSchema {
+        path: PathBuf,
+        found: usize,
+        known: usize,
+    },
+    /// SQLite failed a statement.
+    #[error("{}{error}", .context.as_deref().map(|c| format!("{c}: ")).unwrap_or_default())]
+    Sqlite {
+        context: Option<String>,
+        error: rusqlite::Error,
+    },
+}
+
+impl Error {
+    /// Whether the same call may succeed later without anyone changing anything.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Error::Sqlite { error, .. } => matches!(
+                error.sqlite_error_code(),
+                Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked)
+            ),
+            Error::Io { error, .. } => matches!(
+                error.kind(),
+                std::io::ErrorKind::Interrupted
+                    | std::io::ErrorKind::WouldBlock
+                    | std::io::ErrorKind::TimedOut
+            ),
+            Error::StateDir { .. } | Error::NotAFile(_) | Error::NewerSchema { .. } => false,
+        }
+    }
+}
+
+impl From<rusqlite::Error> for Error {
+    fn from(error: rusqlite::Error) -> Error {
+        Error::Sqlite {
+            context: None,
+            error,
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Says what the store was doing when a call failed, as `anyhow::Context` would.
+trait Context<T> {
+    fn context(self, what: &str) -> Result<T>;
+    fn with_context(self, what: impl FnOnce() -> String) -> Result<T>;
+}
+
+impl<T> Context<T> for std::result::Result<T, rusqlite::Error> {
+    fn context(self, what: &str) -> Result<T> {
+        self.with_context(|| what.to_string())
+    }
+    fn with_context(self, what: impl FnOnce() -> String) -> Result<T> {
+        self.map_err(|error| Error::Sqlite {
+            context: Some(what()),
+            error,
+        })
+    }
+}
+
+impl<T> Context<T> for std::io::Result<T> {
+    fn context(self, what: &str) -> Result<T> {
+        self.with_context(|| what.to_string())
+    }
+    fn with_context(self, what: impl FnOnce() -> String) -> Result<T> {
+        self.map_err(|error| Error::Io {
+            context: what(),
+            error,
+        })
+    }
+}
+
+/// `files::private_dir`'s refusals (owner, mode, a link) are already sentences.
+impl<T> Context<T> for std::result::Result<T, anyhow::Error> {
+    fn context(self, what: &str) -> Result<T> {
+        self.with_context(|| what.to_string())
+    }
+    fn with_context(self, what: impl FnOnce() -> String) -> Result<T> {
+        self.map_err(|e| Error::StateDir {
+            context: what(),
+            message: format!("{e:#}"),
+        })
+    }
+}
 
 /// History rows kept per client.
 const HISTORY_PER_CLIENT: i64 = 200;
@@ -189,14 +297,14 @@ pub struct HistoryRow {
 
 impl Store {
     /// Opens (creating owner-only when missing) and migrates the store in `dir`.
-    pub fn open(dir: &Path) -> anyhow::Result<Store> {
+    pub fn open(dir: &Path) -> Result<Store> {
         crate::files::private_dir(dir).context("state dir")?;
         crate::files::private_dir(&dir.join("locks")).context("state dir")?;
         let path = dir.join("state.db");
         // SQLite opens by name: the name must be a file of ours, not a link planted for it.
         match std::fs::symlink_metadata(&path) {
             Ok(m) if m.file_type().is_file() => {}
-            Ok(_) => bail!("{} is not a regular file", path.display()),
+            Ok(_) => return Err(Error::NotAFile(path)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 crate::files::write_new_private(&path, b"")
                     .with_context(|| format!("creating {}", path.display()))?;
@@ -220,7 +328,7 @@ impl Store {
     }
 
     /// Takes the client's lock without waiting; `None` when another process or task holds it.
-    pub fn try_lock(&self, client: &str) -> anyhow::Result<Option<ClientLock>> {
+    pub fn try_lock(&self, client: &str) -> Result<Option<ClientLock>> {
         let path = self.dir.join("locks").join(format!("{client}.lock"));
         let file = crate::files::open_lock(&path)
             .with_context(|| format!("opening {}", path.display()))?;
@@ -234,7 +342,7 @@ impl Store {
     }
 
     /// Waits up to `wait` for the client's lock.
-    pub async fn lock(&self, client: &str, wait: Duration) -> anyhow::Result<Option<ClientLock>> {
+    pub async fn lock(&self, client: &str, wait: Duration) -> Result<Option<ClientLock>> {
         let start = std::time::Instant::now();
         loop {
             if let Some(l) = self.try_lock(client)? {
@@ -247,12 +355,7 @@ impl Store {
         }
     }
 
-    pub fn begin_intent(
-        &self,
-        rotation_id: &str,
-        client: &str,
-        now: OffsetDateTime,
-    ) -> anyhow::Result<()> {
+    pub fn begin_intent(&self, rotation_id: &str, client: &str, now: OffsetDateTime) -> Result<()> {
         let t = now.unix_timestamp();
         self.conn().execute(
             "INSERT INTO intents (rotation_id, client, step, key_id, started_at, updated_at, pid) VALUES (?1, ?2, ?3, NULL, ?4, ?4, ?5)",
@@ -267,7 +370,7 @@ impl Store {
         step: IntentStep,
         key_id: Option<&str>,
         now: OffsetDateTime,
-    ) -> anyhow::Result<()> {
+    ) -> Result<()> {
         self.conn().execute(
             "UPDATE intents SET step = ?2, key_id = COALESCE(?3, key_id), updated_at = ?4 WHERE rotation_id = ?1",
             params![rotation_id, step.as_str(), key_id, now.unix_timestamp()],
@@ -275,7 +378,7 @@ impl Store {
         Ok(())
     }
 
-    pub fn end_intent(&self, rotation_id: &str) -> anyhow::Result<()> {
+    pub fn end_intent(&self, rotation_id: &str) -> Result<()> {
         self.conn().execute(
             "DELETE FROM intents WHERE rotation_id = ?1",
             params![rotation_id],
@@ -283,7 +386,7 @@ impl Store {
         Ok(())
     }
 
-    pub fn intents(&self, client: &str) -> anyhow::Result<Vec<Intent>> {
+    pub fn intents(&self, client: &str) -> Result<Vec<Intent>> {
         let conn = self.conn();
         let mut stmt = conn.prepare("SELECT rotation_id, client, step, key_id, started_at FROM intents WHERE client = ?1 ORDER BY started_at")?;
         let rows = stmt.query_map(params![client], |r| {
@@ -298,7 +401,7 @@ impl Store {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    pub fn backoff(&self, client: &str) -> anyhow::Result<Backoff> {
+    pub fn backoff(&self, client: &str) -> Result<Backoff> {
         Ok(self
             .conn()
             .query_row(
@@ -316,7 +419,7 @@ impl Store {
             .unwrap_or_default())
     }
 
-    pub fn set_backoff(&self, client: &str, b: &Backoff) -> anyhow::Result<()> {
+    pub fn set_backoff(&self, client: &str, b: &Backoff) -> Result<()> {
         self.conn().execute(
             "INSERT INTO backoff (client, failures, next_attempt_at, last_error) VALUES (?1, ?2, ?3, ?4)
              ON CONFLICT(client) DO UPDATE SET failures = ?2, next_attempt_at = ?3, last_error = ?4",
@@ -325,7 +428,7 @@ impl Store {
         Ok(())
     }
 
-    pub fn clear_backoff(&self, client: &str) -> anyhow::Result<()> {
+    pub fn clear_backoff(&self, client: &str) -> Result<()> {
         self.conn()
             .execute("DELETE FROM backoff WHERE client = ?1", params![client])?;
         Ok(())
@@ -339,7 +442,7 @@ impl Store {
         rotation_id: Option<&str>,
         key_id: Option<&str>,
         message: Option<&str>,
-    ) -> anyhow::Result<()> {
+    ) -> Result<()> {
         let conn = self.conn();
         conn.execute(
             "INSERT INTO history (client, at, result, rotation_id, key_id, message) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
@@ -352,7 +455,7 @@ impl Store {
         Ok(())
     }
 
-    pub fn history(&self, client: &str, limit: i64) -> anyhow::Result<Vec<HistoryRow>> {
+    pub fn history(&self, client: &str, limit: i64) -> Result<Vec<HistoryRow>> {
         let conn = self.conn();
         let mut stmt = conn.prepare("SELECT at, result, rotation_id, key_id, message FROM history WHERE client = ?1 ORDER BY id DESC LIMIT ?2")?;
         let rows = stmt.query_map(params![client, limit], |r| {
@@ -369,7 +472,7 @@ impl Store {
 
     /// When the rotations that published since `since` (unix seconds) happened, across every
     /// client: what the rotation budget has used.
-    pub fn rotations_since(&self, since: i64) -> anyhow::Result<Vec<i64>> {
+    pub fn rotations_since(&self, since: i64) -> Result<Vec<i64>> {
         let conn = self.conn();
         let mut stmt =
             conn.prepare("SELECT at FROM history WHERE result = 'rotated' AND at > ?1")?;
@@ -377,7 +480,7 @@ impl Store {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    pub fn upsert_client(&self, row: &ClientRow) -> anyhow::Result<()> {
+    pub fn upsert_client(&self, row: &ClientRow) -> Result<()> {
         self.conn().execute(
             "INSERT INTO clients (client, published_key_id, published_version, expires_at, next_rotation_at, last_result, last_error, last_success_at, updated_at)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
@@ -399,7 +502,7 @@ impl Store {
         key_vault_url: &str,
         secret_name: &str,
         now: OffsetDateTime,
-    ) -> anyhow::Result<()> {
+    ) -> Result<()> {
         self.conn().execute(
             "INSERT INTO locations (client, tag, key_vault_url, secret_name, seen_at) VALUES (?1, ?2, ?3, ?4, ?5)
              ON CONFLICT(client, tag) DO UPDATE SET key_vault_url = ?3, secret_name = ?4,
@@ -414,7 +517,7 @@ impl Store {
     /// Since when `client` has been at the location `tag` without a move in between: its row's
     /// `seen_at` when that row is the newest, else `None` (it is arriving now, or the store
     /// does not know).
-    pub fn arrived_at(&self, client: &str, tag: &str) -> anyhow::Result<Option<i64>> {
+    pub fn arrived_at(&self, client: &str, tag: &str) -> Result<Option<i64>> {
         let rows = self.locations(client)?;
         let Some(row) = rows.iter().find(|r| r.tag == tag) else {
             return Ok(None);
@@ -424,7 +527,7 @@ impl Store {
     }
 
     /// Every location recorded for `client`.
-    pub fn locations(&self, client: &str) -> anyhow::Result<Vec<LocationRow>> {
+    pub fn locations(&self, client: &str) -> Result<Vec<LocationRow>> {
         let conn = self.conn();
         let mut stmt = conn.prepare(
             "SELECT tag, key_vault_url, secret_name, seen_at FROM locations WHERE client = ?1 ORDER BY seen_at",
@@ -442,7 +545,7 @@ impl Store {
 
     /// Forgets the locations of `client` whose tag is not in `keep` (no credential is made for
     /// them any more).
-    pub fn forget_locations(&self, client: &str, keep: &[&str]) -> anyhow::Result<()> {
+    pub fn forget_locations(&self, client: &str, keep: &[&str]) -> Result<()> {
         let conn = self.conn();
         for row in self.locations_of(&conn, client)? {
             if !keep.contains(&row.as_str()) {
@@ -455,13 +558,13 @@ impl Store {
         Ok(())
     }
 
-    fn locations_of(&self, conn: &Connection, client: &str) -> anyhow::Result<Vec<String>> {
+    fn locations_of(&self, conn: &Connection, client: &str) -> Result<Vec<String>> {
         let mut stmt = conn.prepare("SELECT tag FROM locations WHERE client = ?1")?;
         let rows = stmt.query_map(params![client], |r| r.get(0))?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    pub fn client_row(&self, client: &str) -> anyhow::Result<Option<ClientRow>> {
+    pub fn client_row(&self, client: &str) -> Result<Option<ClientRow>> {
         Ok(self
             .conn()
             .query_row(
@@ -490,15 +593,15 @@ pub struct ClientLock {
     _file: File,
 }
 
-fn migrate(conn: &Connection, path: &Path) -> anyhow::Result<()> {
+fn migrate(conn: &Connection, path: &Path) -> Result<()> {
     let version: usize =
         conn.pragma_query_value(None, "user_version", |r| r.get::<_, i64>(0))? as usize;
     if version > MIGRATIONS.len() {
-        bail!(
-            "{} has schema version {version}, newer than this secret-rotator knows ({}); upgrade secret-rotator or move the state dir aside (it is rebuilt from Azure)",
-            path.display(),
-            MIGRATIONS.len()
-        );
+        return Err(Error::NewerSchema {
+            path: path.to_path_buf(),
+            found: version,
+            known: MIGRATIONS.len(),
+        });
     }
     for (i, sql) in MIGRATIONS.iter().enumerate().skip(version) {
         let tx = conn.unchecked_transaction()?;
@@ -550,6 +653,43 @@ mod tests {
         );
         drop(first);
         assert!(store.try_lock("c1").unwrap().is_some());
+    }
+
+    #[test]
+    fn only_a_busy_database_or_an_interrupted_call_is_transient() {
+        let sqlite = |code| {
+            Error::from(rusqlite::Error::SqliteFailure(
+                rusqlite::ffi::Error::new(code),
+                None,
+            ))
+        };
+        assert!(sqlite(rusqlite::ffi::SQLITE_BUSY).is_transient());
+        assert!(sqlite(rusqlite::ffi::SQLITE_LOCKED).is_transient());
+        assert!(!sqlite(rusqlite::ffi::SQLITE_CORRUPT).is_transient());
+        assert!(!sqlite(rusqlite::ffi::SQLITE_READONLY).is_transient());
+        let io = |kind| Error::Io {
+            context: "locking x".into(),
+            error: std::io::Error::from(kind),
+        };
+        assert!(io(std::io::ErrorKind::Interrupted).is_transient());
+        assert!(!io(std::io::ErrorKind::PermissionDenied).is_transient());
+
+        let tmp = tempfile::tempdir().unwrap();
+        drop(Store::open(tmp.path()).unwrap());
+        let conn = Connection::open(tmp.path().join("state.db")).unwrap();
+        conn.pragma_update(None, "user_version", 99).unwrap();
+        let newer = Store::open(tmp.path()).err().unwrap();
+        assert!(matches!(newer, Error::NewerSchema { found: 99, .. }));
+        assert!(!newer.is_transient());
+        std::fs::remove_file(tmp.path().join("state.db")).unwrap();
+        std::os::unix::fs::symlink("/dev/null", tmp.path().join("state.db")).unwrap();
+        let planted = Store::open(tmp.path()).err().unwrap();
+        assert!(matches!(planted, Error::NotAFile(_)), "{planted}");
+        assert!(
+            planted
+                .to_string()
+                .ends_with("state.db is not a regular file")
+        );
     }
 
     #[test]

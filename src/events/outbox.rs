@@ -5,7 +5,7 @@ use rusqlite::{OptionalExtension, params};
 use serde::Serialize;
 use time::OffsetDateTime;
 
-use crate::store::Store;
+use crate::store::{Result, Store};
 
 /// A pending delivery of one event to one sink.
 #[derive(Debug, Clone)]
@@ -46,7 +46,7 @@ impl Store {
         dedup: Option<&str>,
         sinks: &[&str],
         now: OffsetDateTime,
-    ) -> anyhow::Result<usize> {
+    ) -> Result<usize> {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
         let t = now.unix_timestamp();
@@ -68,7 +68,7 @@ impl Store {
     }
 
     /// The sink's undelivered events, oldest first.
-    pub fn pending_deliveries(&self, sink: &str, limit: i64) -> anyhow::Result<Vec<Delivery>> {
+    pub fn pending_deliveries(&self, sink: &str, limit: i64) -> Result<Vec<Delivery>> {
         let conn = self.conn();
         let mut stmt = conn.prepare(
             "SELECT d.event_id, e.type, e.body, d.attempts, d.next_attempt_at, e.created_at
@@ -89,7 +89,7 @@ impl Store {
     }
 
     /// The sink took the event: its delivery goes, and the event once no sink waits for it.
-    pub fn delivered(&self, event_id: &str, sink: &str) -> anyhow::Result<()> {
+    pub fn delivered(&self, event_id: &str, sink: &str) -> Result<()> {
         let conn = self.conn();
         conn.execute(
             "DELETE FROM deliveries WHERE event_id = ?1 AND sink = ?2",
@@ -109,7 +109,7 @@ impl Store {
         sink: &str,
         next_attempt_at: i64,
         error: &str,
-    ) -> anyhow::Result<()> {
+    ) -> Result<()> {
         self.conn().execute(
             "UPDATE deliveries SET attempts = attempts + 1, next_attempt_at = ?3, last_error = ?4 WHERE event_id = ?1 AND sink = ?2",
             params![event_id, sink, next_attempt_at, error],
@@ -120,7 +120,7 @@ impl Store {
     /// Drops deliveries of events older than `before` (a sink gone for good must not grow the
     /// store forever) and events kept only to remember their dedup key after a month; returns
     /// the dropped deliveries per sink.
-    pub fn expire_deliveries(&self, before: i64) -> anyhow::Result<Vec<(String, i64)>> {
+    pub fn expire_deliveries(&self, before: i64) -> Result<Vec<(String, i64)>> {
         let conn = self.conn();
         let mut stmt = conn.prepare(
             "SELECT d.sink, COUNT(*) FROM deliveries d JOIN events e ON e.id = d.event_id WHERE e.created_at < ?1 GROUP BY d.sink",

@@ -136,8 +136,8 @@ pub enum Failure {
     PublishOutcomeUnknown(String),
     #[error("stopped by shutdown")]
     Cancelled,
-    #[error("state store: {0:#}")]
-    Store(anyhow::Error),
+    #[error("state store: {0}")]
+    Store(crate::store::Error),
 }
 
 impl Failure {
@@ -148,7 +148,10 @@ impl Failure {
             | Failure::PublishOutcomeUnknown(_)
             | Failure::Cancelled
             | Failure::VerifyTimeout(_) => true,
-            Failure::Blocked(_) | Failure::VerifyRejected(_) | Failure::Store(_) => false,
+            // A database busy past SQLite's busy timeout heals; a state dir that is not safe
+            // to use, or a state file from a newer release, waits for the operator.
+            Failure::Store(e) => e.is_transient(),
+            Failure::Blocked(_) | Failure::VerifyRejected(_) => false,
         }
     }
 }

@@ -230,6 +230,34 @@ async fn a_state_dir_others_may_write_is_refused() {
     assert!(out.status.success(), "{}", stderr(&out));
 }
 
+/// A state file a newer release wrote is the state store's error, not the config's: exit 1
+/// (the unit restarts the daemon, as it always did), one line naming the file and what to do.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_state_file_from_a_newer_release_exits_1_naming_it() {
+    let env = Env::new(Setup::default()).await;
+    let config = path_str(&env.config_path);
+    let out = env.cli(&["status", "--config", &config]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let db = env.dir.path().join("state").join("state.db");
+    rusqlite::Connection::open(&db)
+        .unwrap()
+        .pragma_update(None, "user_version", 99)
+        .unwrap();
+    for command in ["status", "run"] {
+        let out = env.cli(&[command, "--config", &config]).await;
+        assert_eq!(out.status.code(), Some(1), "{command}: {}", stderr(&out));
+        let err = stderr(&out);
+        assert_eq!(err.lines().count(), 1, "{command}: one line: {err}");
+        for expected in [
+            path_str(&db).as_str(),
+            "schema version 99",
+            "upgrade secret-rotator or move the state dir aside",
+        ] {
+            assert!(err.contains(expected), "{command}: '{expected}' in: {err}");
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_vault_host_outside_the_cloud_needs_allow_custom_vault_host() {
     let env = Env::new(Setup::default()).await;
