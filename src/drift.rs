@@ -17,10 +17,10 @@ use std::fmt;
 use time::OffsetDateTime;
 use tokio_util::sync::CancellationToken;
 
-use crate::azure::entra::VerifyFailure;
+use crate::azure::entra::{EntraClient, VerifyFailure};
+use crate::azure::keyvault::VaultClients;
 use crate::azure::retry;
 use crate::config::Client;
-use crate::rotation::Context;
 use crate::rotation::observe::READ_BUDGET;
 use crate::rotation::plan::{
     Blocked, Observed, Plan, Probe, READ_LAG_GRACE, RotateReason, TAG_CLIENT_ID, TAG_KEY_ID,
@@ -298,7 +298,8 @@ pub fn reported(
 /// Signs in once with the published value, for a drift check: only when the latest version is
 /// ours, enabled and names a credential. `None` when there is nothing to sign in with.
 pub async fn sign_in(
-    ctx: &Context,
+    vaults: &VaultClients,
+    entra: &EntraClient,
     client: &Client,
     app_id: &str,
     vault: &VaultSecret,
@@ -314,7 +315,7 @@ pub async fn sign_in(
         return None;
     }
     let value = match retry(READ_BUDGET, cancel, || {
-        ctx.azure.vaults.get(
+        vaults.get(
             &client.key_vault_url,
             &client.secret_name,
             Some(&latest.version),
@@ -329,9 +330,7 @@ pub async fn sign_in(
         }
     };
     Some(
-        match ctx
-            .azure
-            .entra
+        match entra
             .verify(app_id, &value.value, &client.policy.verify_scope)
             .await
         {

@@ -314,7 +314,15 @@ async fn reconcile_inner(
         }
     };
     let sign_in = if opts.drift_check && !client.policy.drift_interval.is_zero() {
-        crate::drift::sign_in(ctx, client, &app.app_id, &observed.vault, cancel).await
+        crate::drift::sign_in(
+            &ctx.azure.vaults,
+            &ctx.azure.entra,
+            client,
+            &app.app_id,
+            &observed.vault,
+            cancel,
+        )
+        .await
     } else {
         None
     };
