@@ -16,6 +16,13 @@ pub fn monotonic() -> std::time::Instant {
     std::time::Instant::now()
 }
 
+/// A time as RFC 3339 (`2026-12-01T14:20:00Z`), as events, messages and the JSON outputs
+/// show it.
+pub fn rfc3339(t: OffsetDateTime) -> String {
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|_| t.to_string())
+}
+
 /// Seconds since the Unix epoch, as a float, for metrics.
 pub fn unix_seconds(t: OffsetDateTime) -> f64 {
     t.unix_timestamp_nanos() as f64 / 1e9

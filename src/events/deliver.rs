@@ -162,7 +162,7 @@ pub async fn send_test(config: &crate::config::Config, sink: &Sink) -> Result<St
         "id": id,
         "source": format!("/secret-rotator/{}", config.instance),
         "type": super::cloudevents_type("test"),
-        "time": crate::rotation::window::rfc3339(now),
+        "time": crate::clock::rfc3339(now),
         "datacontenttype": "application/json",
         "data": {"message": "a test event from secret-rotator send-test-event"},
     })

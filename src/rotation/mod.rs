@@ -6,6 +6,7 @@
 //! Vault version, mark the intent done), with what failed attempts leave behind cleaned up
 //! (`recover`), and the outcome recorded (`record`). Each step is safe to repeat and to crash in.
 
+mod announce;
 pub mod api_check;
 pub mod budget;
 pub mod observe;
@@ -288,9 +289,9 @@ pub async fn reconcile_with(
     // Before the status row is rewritten: a failure that says what the last one said is not
     // announced again.
     let previous = ctx.store.client_row(&client.name).ok().flatten();
-    crate::events::after_reconcile(ctx, client, &result, previous.as_ref(), clock::now());
+    announce::after_reconcile(ctx, client, &result, previous.as_ref(), clock::now());
     record::status(ctx, client, &result, gauges);
-    crate::events::expiring(ctx, client, &result, clock::now());
+    announce::expiring(ctx, client, &result, clock::now());
     result
 }
 
@@ -504,7 +505,8 @@ fn record_drift(
             })
             .collect();
         crate::events::emit(
-            ctx,
+            &ctx.config,
+            &ctx.store,
             crate::events::Event {
                 kind: "drift",
                 client: client.name.clone(),

@@ -383,7 +383,7 @@ pub fn apply(plan: &mut Plan, change: &ChangePolicy, renew_before: Duration, now
         Gate::Overridden { deadline } => plan.notes.push(format!(
             "outside the change window ({}), rotating anyway: the published secret is within renew_before/2 of its expiry (since {})",
             change.describe(),
-            rfc3339(deadline)
+            crate::clock::rfc3339(deadline)
         )),
         Gate::Wait {
             until,
@@ -399,11 +399,6 @@ pub fn apply(plan: &mut Plan, change: &ChangePolicy, renew_before: Duration, now
             });
         }
     }
-}
-
-pub(crate) fn rfc3339(t: OffsetDateTime) -> String {
-    t.format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_else(|_| t.to_string())
 }
 
 #[cfg(test)]
