@@ -256,7 +256,7 @@ impl VaultClients {
                 // write adds a version, so the caller reads the history before writing again. A
                 // 503 is Key Vault refusing the request (busy or throttled): it was not applied.
                 if err.status.is_none_or(|s| matches!(s, 500 | 502 | 504))
-                    && !err.message.contains(crate::ha::NOT_LEADER)
+                    && !err.message.contains(super::fence::NOT_LEADER)
                 {
                     err.class = Class::OutcomeUnknown;
                 }

@@ -10,6 +10,7 @@ pub mod arm;
 pub mod blob;
 pub mod directory;
 pub mod entra;
+pub mod fence;
 pub mod graph;
 pub mod identity;
 pub mod keyvault;
@@ -167,8 +168,8 @@ pub struct AzureHttp {
     pub metrics: Arc<Metrics>,
     pub skew: Arc<Skew>,
     /// High availability's fence: every write to Graph and Key Vault passes it
-    /// ([`crate::ha`]); without HA it is always open.
-    pub fence: Arc<crate::ha::Fence>,
+    /// ([`fence`], which the HA election opens and closes); without HA it is always open.
+    pub fence: Arc<fence::Fence>,
 }
 
 impl AzureHttp {

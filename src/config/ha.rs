@@ -8,7 +8,8 @@ use url::Url;
 
 use super::values::{Ctx, duration, read_secret_file};
 use super::{ConfigError, S};
-use crate::ha::{MARGIN, Settings, write_window};
+use crate::azure::fence::{MARGIN, write_window};
+use crate::ha::Settings;
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]

@@ -31,7 +31,12 @@ pub fn build_context(
     store: Arc<Store>,
     metrics: Arc<Metrics>,
 ) -> anyhow::Result<Context> {
-    build_context_fenced(config, store, metrics, Arc::new(crate::ha::Fence::open()))
+    build_context_fenced(
+        config,
+        store,
+        metrics,
+        Arc::new(crate::azure::fence::Fence::open()),
+    )
 }
 
 /// [`build_context`] whose writes pass `fence` (high availability).
@@ -39,7 +44,7 @@ pub fn build_context_fenced(
     config: Config,
     store: Arc<Store>,
     metrics: Arc<Metrics>,
-    fence: Arc<crate::ha::Fence>,
+    fence: Arc<crate::azure::fence::Fence>,
 ) -> anyhow::Result<Context> {
     let http = azure::http_client(
         config.azure.ca_pem.as_deref(),
@@ -89,10 +94,12 @@ pub async fn run(
     let store = Arc::new(Store::open(&config.state_dir)?);
     let listen = listen_override.unwrap_or(config.server.listen);
     let fence = Arc::new(match &config.ha {
-        Some(h) => {
-            crate::ha::Fence::leased(h.lease_duration, config.azure.request_timeout, &h.replica)
-        }
-        None => crate::ha::Fence::open(),
+        Some(h) => crate::azure::fence::Fence::leased(
+            h.lease_duration,
+            config.azure.request_timeout,
+            &h.replica,
+        ),
+        None => crate::azure::fence::Fence::open(),
     });
     let ctx = build_context_fenced(config, store, metrics, fence.clone())?;
     let (requests, mut admin) = mpsc::channel::<Request>(64);
@@ -239,7 +246,7 @@ async fn changed(
 fn start_election(
     ctx: &Context,
     settings: &crate::ha::Settings,
-    fence: Arc<crate::ha::Fence>,
+    fence: Arc<crate::azure::fence::Fence>,
 ) -> anyhow::Result<crate::ha::Election> {
     use azure::blob::{Auth, LeaseClient, STORAGE_SCOPE};
     use secrecy::ExposeSecret;

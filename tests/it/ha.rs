@@ -101,7 +101,7 @@ impl Azurite {
             secret_http: http,
             metrics: Arc::new(secret_rotator::metrics::Metrics::new()),
             skew: Arc::default(),
-            fence: Arc::new(secret_rotator::ha::Fence::open()),
+            fence: Arc::new(secret_rotator::azure::fence::Fence::open()),
         };
         let (account, key) = blob::parse_connection_string(&connection_string()).unwrap();
         blob::LeaseClient::new(
