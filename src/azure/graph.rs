@@ -1,5 +1,8 @@
 //! A thin Microsoft Graph client for the three calls the daemon makes: read an application's
 //! password credentials, `addPassword`, `removePassword`.
+//!
+//! Over 600 lines: the three calls share their error classification, pacing (`Pacer`) and the
+//! write fence, which read best in one place.
 
 use std::sync::Arc;
 

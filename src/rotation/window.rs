@@ -6,6 +6,9 @@
 //! whole local days, both ends included (`"2026-12-20..2027-01-03"`). A scheduled renewal
 //! waits for a window outside every freeze, but never past the point where the published
 //! secret is within `renew_before / 2` of its expiry: then it rotates and says why.
+//!
+//! Over 600 lines: about 250 of them are the table tests of DST, freezes and deadlines, kept
+//! beside the code they pin.
 
 use std::fmt;
 use std::time::Duration;

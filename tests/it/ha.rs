@@ -5,6 +5,9 @@
 //!
 //! Leases here last 15 s (Azure's shortest), renewed every 3 s, with a 5 s request timeout: a
 //! leader may start writes for 7 s after a renewal was sent.
+//!
+//! Over 600 lines: the replicas' harness (Azurite, per-replica configs) and the failover
+//! scenarios that share it.
 
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;

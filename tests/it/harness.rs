@@ -1,5 +1,8 @@
 //! Test harness: an in-process emulator seeded with the daemon's identity, client applications
 //! and a vault, a config file pointing at it, and the real `secret-rotator` binary.
+//!
+//! Over 600 lines: every integration test's one `Env` (seeding, config, the binary, journal and
+//! state queries); split, its helpers would have to be found in several files.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

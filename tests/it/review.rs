@@ -3,6 +3,9 @@
 //! twice) run against the real binary. Each test states what a consumer would lose if the
 //! protocol gave way. The tests marked `ignore` reproduce defects and fail until they are fixed
 //! (`cargo test --test it review_ -- --include-ignored`); the others are attacks it withstood.
+//!
+//! Over 600 lines: one scenario per finding of the review, each self-contained; splitting them
+//! would scatter the review's record.
 
 use std::time::Duration;
 

@@ -3,6 +3,9 @@
 //! service principals every tenant has (Graph, Key Vault, Azure Resource Manager, the Azure
 //! Health Data Services APIs). `docs/decisions.md` cites where each resource's app id and names
 //! come from.
+//!
+//! Over 600 lines: application and service principal creation, owners and `$filter` with
+//! Graph's advanced-query rules share the tenant's lookups.
 
 use axum::Json;
 use axum::http::{HeaderMap, StatusCode};

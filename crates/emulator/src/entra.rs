@@ -1,5 +1,8 @@
 //! Entra ID: the v2.0 token endpoint (client secrets and federated assertions), the tenant
 //! discovery document, and the managed identity endpoints (App Service and IMDS shapes).
+//!
+//! Over 600 lines: the token endpoint's grant types, assertions and error codes follow Entra's
+//! documented answers case by case.
 
 use std::sync::Arc;
 

@@ -1,4 +1,7 @@
 //! Microsoft Graph v1.0: reading applications and `addPassword` / `removePassword`.
+//!
+//! Over 600 lines: the applications API's routes, JSON shapes, caps and propagation, the
+//! portal's changes (`portal_*`) and tests (about 200 lines).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -7,6 +7,9 @@
 //! Layout: [`model`] is the data, [`world`] the shared state with the journal and fault
 //! machinery, [`entra`], [`graph`] and [`keyvault`] the services, [`control`] the control API,
 //! [`tls`] the listeners.
+//!
+//! Over 600 lines: the emulator's entry point (start, seed, persistence) and its tests (about
+//! 90 lines).
 
 // The emulator plays Azure, whose clock is its own: it reads the wall clock wherever Azure would,
 // which the workspace's clippy.toml forbids to the daemon (only src/clock.rs may).
