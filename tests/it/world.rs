@@ -983,7 +983,7 @@ impl WorldRun {
         for (app, asked, deadline) in std::mem::take(&mut self.forced) {
             let object_id = self.env.clients[app].object_id.clone();
             let started = journal.iter().any(|e| {
-                e.operation == "graph.add_password"
+                e.operation == Operation::GraphAddPassword
                     && e.caller.as_deref() == Some(&self.env.daemon_app_id)
                     && e.target.as_deref() == Some(object_id.as_str())
                     && e.at > asked
@@ -1052,7 +1052,7 @@ impl WorldRun {
             // A write Key Vault refused (4xx: a soft-deleted name's 409, a 403, a 429) put the
             // value nowhere, and its answer says so: the daemon may take that credential back.
             // Any other answer, or none, leaves the value possibly published.
-            if e.operation == "keyvault.set_secret"
+            if e.operation == Operation::KeyvaultSetSecret
                 && let Some(k) = &e.key_id
                 && (e.effective || !(400..500).contains(&e.status))
             {
@@ -1065,8 +1065,8 @@ impl WorldRun {
                 let (v, s) = e.target.as_deref()?.split_once('/')?;
                 Some((v.to_string(), s.to_ascii_lowercase()))
             };
-            match e.operation.as_str() {
-                "keyvault.set_secret" => {
+            match e.operation {
+                Operation::KeyvaultSetSecret => {
                     let Some(l) = loc() else { continue };
                     if e.caller.as_deref() == Some(&self.env.daemon_app_id)
                         && let Some(k) = &e.key_id
@@ -1112,24 +1112,26 @@ impl WorldRun {
                         st.protected.insert(k.clone(), None);
                     }
                 }
-                "keyvault.delete_secret" => {
+                Operation::KeyvaultDeleteSecret => {
                     if let Some(l) = loc() {
                         self.locs.entry(l).or_default().deleted = true;
                     }
                 }
-                "keyvault.purge_deleted_secret" => {
+                Operation::KeyvaultPurgeDeletedSecret => {
                     if let Some(l) = loc() {
                         let st = self.locs.entry(l).or_default();
                         st.deleted = false;
                         st.purged = true;
                     }
                 }
-                "keyvault.recover_deleted_secret" => {
+                Operation::KeyvaultRecoverDeletedSecret => {
                     if let Some(l) = loc() {
                         self.locs.entry(l).or_default().deleted = false;
                     }
                 }
-                "graph.remove_password" if e.caller.as_deref() == Some(&self.env.daemon_app_id) => {
+                Operation::GraphRemovePassword
+                    if e.caller.as_deref() == Some(&self.env.daemon_app_id) =>
+                {
                     if let Some(k) = &e.key_id {
                         self.removed_by_daemon.insert(k.clone(), e.at);
                     }
@@ -1359,7 +1361,7 @@ impl WorldRun {
             .filter(|x| x != l)
             .collect();
         self.env.journal().iter().any(|e| {
-            e.operation == "keyvault.set_secret"
+            e.operation == Operation::KeyvaultSetSecret
                 && e.effective
                 && e.caller.as_deref() == Some(&self.env.daemon_app_id)
                 && e.at > left
@@ -1414,14 +1416,14 @@ impl WorldRun {
 
 /// The faults of the long run, fewer: the world is the subject here.
 fn random_fault(rng: &mut StdRng) -> FaultRule {
-    const OPS: &[&str] = &[
-        "token",
-        "graph.get_application",
-        "graph.add_password",
-        "graph.remove_password",
-        "keyvault.list_versions",
-        "keyvault.get_secret",
-        "keyvault.set_secret",
+    const OPS: &[Operation] = &[
+        Operation::Token,
+        Operation::GraphGetApplication,
+        Operation::GraphAddPassword,
+        Operation::GraphRemovePassword,
+        Operation::KeyvaultListVersions,
+        Operation::KeyvaultGetSecret,
+        Operation::KeyvaultSetSecret,
     ];
     let kind = match rng.random_range(0..5) {
         0 => Env::status(503),
@@ -1437,7 +1439,7 @@ fn random_fault(rng: &mut StdRng) -> FaultRule {
         },
     };
     FaultRule {
-        operation: OPS[rng.random_range(0..OPS.len())].into(),
+        operation: OPS[rng.random_range(0..OPS.len())],
         target: None,
         count: rng.random_range(1..3),
         kind,
@@ -1622,8 +1624,8 @@ pub async fn run(seconds: u64, seed: u64) -> Vec<String> {
         "sigkills": kills,
         "sigterms": terms,
         "fault_rules_injected": faults,
-        "rotations_published": journal.iter().filter(|e| e.operation == "keyvault.set_secret" && e.effective && e.caller.as_deref() == Some(&w.env.daemon_app_id)).count(),
-        "credentials_removed_by_the_daemon": journal.iter().filter(|e| e.operation == "graph.remove_password" && e.effective && e.caller.as_deref() == Some(&w.env.daemon_app_id)).count(),
+        "rotations_published": journal.iter().filter(|e| e.operation == Operation::KeyvaultSetSecret && e.effective && e.caller.as_deref() == Some(&w.env.daemon_app_id)).count(),
+        "credentials_removed_by_the_daemon": journal.iter().filter(|e| e.operation == Operation::GraphRemovePassword && e.effective && e.caller.as_deref() == Some(&w.env.daemon_app_id)).count(),
         "azure_calls": journal.len(),
         "violations": w.violations.len(),
     });
