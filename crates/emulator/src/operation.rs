@@ -136,26 +136,6 @@ impl<'de> Deserialize<'de> for Operation {
     }
 }
 
-// Transitional: lets the tests that still compare with the wire string compile while they move
-// to the enum. Removed once every test names operations by the enum.
-impl PartialEq<&str> for Operation {
-    fn eq(&self, other: &&str) -> bool {
-        self.as_str() == *other
-    }
-}
-
-impl PartialEq<Operation> for &str {
-    fn eq(&self, other: &Operation) -> bool {
-        *self == other.as_str()
-    }
-}
-
-impl From<&str> for Operation {
-    fn from(s: &str) -> Operation {
-        s.parse().unwrap_or_else(|e| panic!("{e}"))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
