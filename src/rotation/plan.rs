@@ -27,6 +27,11 @@ pub const TAG_ROTATION_ID: &str = "rotation-id";
 pub const READ_LAG_GRACE: Duration = Duration::from_secs(300);
 /// A clock further than this from Azure's is reported (fix it: NTP). Removals wait out any skew.
 pub const MAX_SKEW_SECONDS: i64 = 120;
+/// What removals wait beyond the measured skew. Azure's times are whole seconds: a version's
+/// `created` is rounded down (the write may have landed up to a second later), and so is the
+/// `Date` the skew is measured from (the skew may be up to a second more than measured). With
+/// this, both roundings can only make a removal late, never early.
+pub const CLOCK_RESOLUTION: time::Duration = time::Duration::seconds(2);
 /// An orphan is older than `verify_timeout` plus this: longer than any attempt can still be
 /// publishing after its verification (a 30 s publish budget, a 60 s history read, a second
 /// write, and slack), so that another process's slow attempt is never taken for one.
@@ -319,6 +324,14 @@ pub enum Blocked {
     ForeignCredentialInSlot { key_id: String },
     /// The two-password cap is reached; the other slot frees when its overlap ends.
     WaitingForSlot { until: OffsetDateTime },
+    /// The two-password cap is reached and the other slot holds the last credential this
+    /// client published, kept because a version written by someone else is on top of it (one
+    /// whose value cannot be told apart from ours: disabled, or `adopt` is off). Only a
+    /// person can free it.
+    SlotKeptUnderHandWrittenVersion {
+        key_id: String,
+        latest_disabled: bool,
+    },
     /// The vault secret's name is soft-deleted: nothing can be published until it is recovered
     /// or purged.
     SecretSoftDeleted { secret: String },
@@ -362,6 +375,20 @@ impl fmt::Display for Blocked {
                 f,
                 "the application allows 2 passwords; the other slot frees at {} when its overlap ends",
                 rfc3339(*until)
+            ),
+            Blocked::SlotKeptUnderHandWrittenVersion {
+                key_id,
+                latest_disabled: true,
+            } => write!(
+                f,
+                "the application allows 2 passwords and credential {key_id}, the last one secret-rotator published, holds the other slot: the latest version of the vault secret was written by someone else and is disabled, so whether consumers still need {key_id} cannot be told; enable that version (with adopt = true it is then taken over), or remove one of the two credentials by hand once its consumers no longer use it"
+            ),
+            Blocked::SlotKeptUnderHandWrittenVersion {
+                key_id,
+                latest_disabled: false,
+            } => write!(
+                f,
+                "the application allows 2 passwords and credential {key_id}, the last one secret-rotator published, holds the other slot: the latest version of the vault secret was written by someone else, and consumers may go back to {key_id}; set adopt = true to take the secret over, or remove one of the two credentials by hand once its consumers no longer use it"
             ),
             Blocked::SecretSoftDeleted { secret } => write!(
                 f,
@@ -551,7 +578,7 @@ pub fn plan(observed: &Observed, policy: &PolicyView<'_>, now: OffsetDateTime) -
     // wait out the difference between the two, so that a credential is removed only when both
     // clocks agree that its time has come. A skew of seconds matters as much as one of minutes
     // when `overlap` is short.
-    let margin = time::Duration::seconds(observed.skew_seconds.abs());
+    let margin = time::Duration::seconds(observed.skew_seconds.abs()) + CLOCK_RESOLUTION;
     let removal_now = now - margin;
 
     // The published version and what it says about the secret consumers hold.
@@ -678,6 +705,8 @@ pub fn plan(observed: &Observed, policy: &PolicyView<'_>, now: OffsetDateTime) -
         .filter_map(key_of)
         .collect();
     let mut kept_elsewhere = 0usize;
+    // Our last credentials kept under a version written by hand: they free no slot by time.
+    let mut kept_under_hand_written: Vec<String> = Vec::new();
     // When a credential held for a location the client has left frees its slot (its overlap
     // there ends), for the wait for a slot below.
     let mut frees_at_former: BTreeMap<String, OffsetDateTime> = BTreeMap::new();
@@ -726,6 +755,7 @@ pub fn plan(observed: &Observed, policy: &PolicyView<'_>, now: OffsetDateTime) -
         {
             // Someone wrote a version by hand on top of ours. Consumers may need to go back to
             // our last secret: it stays until the client is managed again (or adopts).
+            kept_under_hand_written.push(p.key_id.clone());
             plan.notes.push(format!(
                 "keeping credential {}: the latest version was written by someone else; publishing a managed version (or adopt = true) lets it retire",
                 p.key_id
@@ -1080,6 +1110,9 @@ pub fn plan(observed: &Observed, policy: &PolicyView<'_>, now: OffsetDateTime) -
                 },
                 None => {
                     let frees_at = |p: &PasswordCredential| {
+                        if kept_under_hand_written.contains(&p.key_id) {
+                            return None;
+                        }
                         if let Some(at) = frees_at_former.get(&p.key_id) {
                             return Some(*at);
                         }
@@ -1098,16 +1131,22 @@ pub fn plan(observed: &Observed, policy: &PolicyView<'_>, now: OffsetDateTime) -
                         };
                         Some(at + margin)
                     };
-                    let until = others
+                    let until = others.iter().filter_map(|p| frees_at(p)).min();
+                    let kept = others
                         .iter()
-                        .filter_map(|p| frees_at(p))
-                        .min()
-                        .unwrap_or(now);
-                    // Every wait lands in the future: a slot that "should" be free already
-                    // (a removal that did not happen) is looked at again in a minute, not at
-                    // once in a loop.
-                    Blocked::WaitingForSlot {
-                        until: until.max(now + time::Duration::minutes(1)),
+                        .find(|p| kept_under_hand_written.contains(&p.key_id));
+                    match (until, kept) {
+                        // Nothing frees the slot but a person: say what to do.
+                        (None, Some(k)) => Blocked::SlotKeptUnderHandWrittenVersion {
+                            key_id: k.key_id.clone(),
+                            latest_disabled: latest.is_some_and(|l| !l.enabled),
+                        },
+                        // Every wait lands in the future: a slot that "should" be free
+                        // already (a removal that did not happen) is looked at again in a
+                        // minute, not at once in a loop.
+                        (until, _) => Blocked::WaitingForSlot {
+                            until: until.unwrap_or(now).max(now + time::Duration::minutes(1)),
+                        },
                     }
                 }
             });
@@ -1734,7 +1773,7 @@ mod tests {
         assert!(p.notes.iter().any(|n| n.contains("180 s off")));
         assert_eq!(
             p.next_retirement,
-            Some(superseded + days(7) + time::Duration::seconds(180)),
+            Some(superseded + days(7) + time::Duration::seconds(180) + CLOCK_RESOLUTION),
             "looked at again when both clocks agree"
         );
         o.skew_seconds = -180;
@@ -1838,7 +1877,7 @@ mod tests {
         );
         let p = plan(&fresh, &policy(), NOW);
         assert!(p.removals.is_empty(), "within overlap of the new publish");
-        assert_eq!(p.next_retirement, Some(NOW + days(5)));
+        assert_eq!(p.next_retirement, Some(NOW + days(5) + CLOCK_RESOLUTION));
         let later = observed(
             vec![old, own("k2", "r2", NOW - days(8), NOW + days(82))],
             Some(vec![version("v2", "k2", NOW - days(8), NOW + days(82))]),
@@ -1937,11 +1976,11 @@ mod tests {
         history[1].created = Some(NOW - days(2));
         let p = plan(&o, &policy(), NOW);
         assert!(p.removals.is_empty());
-        assert_eq!(p.next_retirement, Some(NOW + days(5)));
+        assert_eq!(p.next_retirement, Some(NOW + days(5) + CLOCK_RESOLUTION));
         assert_eq!(
             p.blocked,
             Some(Blocked::WaitingForSlot {
-                until: NOW + days(5)
+                until: NOW + days(5) + CLOCK_RESOLUTION
             })
         );
     }
@@ -2014,12 +2053,12 @@ mod tests {
         o.arrived_at = None;
         let p = plan(&o, &policy(), NOW);
         assert!(p.removals.is_empty(), "{:?}", p.removals);
-        assert_eq!(p.next_retirement, Some(NOW + days(7)));
+        assert_eq!(p.next_retirement, Some(NOW + days(7) + CLOCK_RESOLUTION));
         // Arrived 6 days ago: a day to go. 8 days ago: it goes.
         o.arrived_at = Some(NOW - days(6));
         let p = plan(&o, &policy(), NOW);
         assert!(p.removals.is_empty());
-        assert_eq!(p.next_retirement, Some(NOW + days(1)));
+        assert_eq!(p.next_retirement, Some(NOW + days(1) + CLOCK_RESOLUTION));
         o.arrived_at = Some(NOW - days(8));
         let p = plan(&o, &policy(), NOW);
         assert_eq!(
@@ -2057,7 +2096,7 @@ mod tests {
         assert_eq!(
             p.blocked,
             Some(Blocked::WaitingForSlot {
-                until: NOW + days(6)
+                until: NOW + days(6) + CLOCK_RESOLUTION
             })
         );
         // Back for 8 days: b1 goes, and the renewal has its slot.
@@ -2119,7 +2158,7 @@ mod tests {
         assert_eq!(
             p.blocked,
             Some(Blocked::WaitingForSlot {
-                until: NOW + days(6)
+                until: NOW + days(6) + CLOCK_RESOLUTION
             })
         );
         // At C for 8 days: k1 goes (b1, what B serves, stays), and C gets its secret.
@@ -2505,6 +2544,52 @@ mod tests {
     }
 
     #[test]
+    fn a_capped_app_whose_slots_are_kept_under_a_disabled_hand_written_version_names_the_step() {
+        // Both slots hold our last credentials (written in one second, so either may be the
+        // one consumers go back to), under a disabled version a person wrote: no time frees a
+        // slot, so the client is blocked with what to do, not "waiting" forever.
+        let t = NOW - days(10);
+        let mut hand = version("v3", "x", NOW - days(1), NOW + days(100));
+        hand.tags.clear();
+        hand.enabled = false;
+        hand.value_hint = None;
+        let mut o = observed(
+            vec![
+                own("k1", "r1", t, NOW + days(80)),
+                own("k2", "r2", t, NOW + days(80)),
+            ],
+            Some(vec![
+                version("v1", "k1", t, NOW + days(80)),
+                version("v2", "k2", t, NOW + days(80)),
+                hand,
+            ]),
+        );
+        o.password_cap = Some(2);
+        let adopting = PolicyView {
+            adopt: true,
+            ..policy()
+        };
+        let p = plan(&o, &adopting, NOW);
+        assert!(p.removals.is_empty(), "{:?}", p.removals);
+        assert_eq!(p.rotate, None);
+        let b = p.blocked.expect("blocked");
+        assert!(
+            matches!(
+                &b,
+                Blocked::SlotKeptUnderHandWrittenVersion {
+                    latest_disabled: true,
+                    ..
+                }
+            ),
+            "{b:?}"
+        );
+        assert!(b.is_failure(), "only a person can free the slot");
+        assert_eq!(b.wait_until(), None);
+        let text = b.to_string();
+        assert!(text.contains("enable that version"), "{text}");
+    }
+
+    #[test]
     fn versions_of_one_second_prove_nothing_about_each_others_order() {
         // Key Vault's `created` is whole seconds. v1 and v2 share one: either may be newer, so
         // neither supersedes the other, and under a version written by hand on top both of
@@ -2665,7 +2750,7 @@ mod tests {
         assert_eq!(
             p.blocked,
             Some(Blocked::WaitingForSlot {
-                until: NOW + days(5)
+                until: NOW + days(5) + CLOCK_RESOLUTION
             })
         );
         assert!(!p.blocked.unwrap().is_failure());
@@ -2767,7 +2852,7 @@ mod tests {
         );
         assert_eq!(
             plan(&o, &policy(), NOW).next_retirement,
-            Some(NOW + days(4))
+            Some(NOW + days(4) + CLOCK_RESOLUTION)
         );
         assert_eq!(plan(&healthy(), &policy(), NOW).next_retirement, None);
     }

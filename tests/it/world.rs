@@ -1571,6 +1571,37 @@ pub async fn run(seconds: u64, seed: u64) -> Vec<String> {
             }
         }
     }
+    // On the capped app, a person enables a version written by hand and then disabled: the
+    // operator's answer to "the other slot holds the last credential ... the latest version
+    // was written by someone else and is disabled" (with adopt on, the daemon then takes the
+    // secret over).
+    for c in w.clients.clone() {
+        let app = w.env.app(&w.env.clients[c.app].name);
+        if !emulator::model::PERSONAL_AUDIENCES.contains(&app.sign_in_audience.as_str()) {
+            continue;
+        }
+        let Some(latest) = w.latest(&c) else {
+            continue;
+        };
+        if latest.enabled || latest.tags.contains_key("managed-by") {
+            continue;
+        }
+        let (status, _) = w
+            .vault_call(
+                reqwest::Method::PATCH,
+                &c.vault,
+                &format!("/secrets/{}/{}", c.secret, latest.version),
+                Some(json!({"attributes": {"enabled": true}})),
+            )
+            .await;
+        w.event(
+            "enable_hand_written",
+            format!(
+                "{}/{} version {} of {} answered {status}",
+                c.vault, c.secret, latest.version, c.name
+            ),
+        );
+    }
     w.settle_tasks().await;
     let converge_by = Instant::now() + Duration::from_secs(150);
     let mut last = Vec::new();

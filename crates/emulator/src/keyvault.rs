@@ -273,8 +273,15 @@ fn handle(
         .get(&vs.vault)
         .cloned()
         .unwrap_or_default();
+    let mut state = if writes {
+        world.state_mut()
+    } else {
+        world.state()
+    };
+    // Dated once the state is ours, as Key Vault dates a version when it commits it: a write
+    // that waited for the lock is not dated before the writes it waited for.
     let (azure_now, listed_before_ms) = {
-        let settings = &world.state().settings;
+        let settings = &state.settings;
         let true_ms = (OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64;
         (
             settings.azure_now().unix_timestamp(),
@@ -286,11 +293,6 @@ fn handle(
         api_version: &api_version,
         azure_now,
         listed_before_ms,
-    };
-    let mut state = if writes {
-        world.state_mut()
-    } else {
-        world.state()
     };
     let Some(vault) = state.vaults.get_mut(&vs.vault) else {
         return errors::keyvault(404, "VaultNotFound", None, "The vault does not exist.");
