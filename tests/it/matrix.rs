@@ -137,7 +137,8 @@ async fn cell(op: Op, fault: &str) -> String {
         Op::RemovePassword => {
             assert!(env.rotate("app-one", &[]).await.status.success());
             assert!(env.rotate("app-one", &["--force"]).await.status.success());
-            tokio::time::sleep(Duration::from_millis(2_500)).await;
+            // Overlap, plus the two seconds removals wait for Azure's whole seconds.
+            tokio::time::sleep(Duration::from_millis(4_500)).await;
         }
         Op::GetSecret => {
             assert!(env.rotate("app-one", &[]).await.status.success());

@@ -100,7 +100,8 @@ async fn retires_the_superseded_credential_only_after_overlap() {
     );
     assert!(env.writes().is_empty());
 
-    tokio::time::sleep(Duration::from_secs(5)).await;
+    // Overlap, plus the two seconds removals wait for Azure's whole seconds.
+    tokio::time::sleep(Duration::from_secs(7)).await;
     let out = env.rotate("app-one", &[]).await;
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(
@@ -240,7 +241,8 @@ async fn retires_the_adopted_credential_after_overlap_and_leaves_other_foreign_o
             .any(|(k, _)| *k == adopted_key),
         "kept within overlap"
     );
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    // Overlap, plus the two seconds removals wait for Azure's whole seconds.
+    tokio::time::sleep(Duration::from_secs(6)).await;
     let out = env.rotate("app-one", &[]).await;
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(

@@ -404,3 +404,164 @@ async fn a_two_password_app_that_moves_frees_the_slot_its_superseded_credential_
     );
     assert!(!live.contains(&first), "the superseded one made room");
 }
+
+/// Found with seed 7318031873498574098 (`c4`, after convergence): on a two-password app a
+/// person wrote a version by hand and then disabled it. Its value cannot be read, so it may be
+/// a copy of ours, and our last credentials stay even with `adopt = true`; with both slots held
+/// by them the client "waited for a slot" a minute at a time, forever, naming an overlap that
+/// never ends. It must say that only a person can free the slot, and how.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_capped_app_under_a_disabled_hand_written_version_is_blocked_with_the_step_to_take() {
+    let env = Env::new(Setup {
+        clients: vec![("app-one", "AzureADandPersonalMicrosoftAccount")],
+        foreign_password: false,
+        ..Setup::default()
+    })
+    .await;
+    env.edit_config("overlap = \"20m\"", "overlap = \"20m\"\nadopt = true");
+    let out = env.rotate("app-one", &[]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = env.rotate("app-one", &["--force"]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(env.passwords("app-one").len(), 2, "both slots taken");
+    let hand_version = "e".repeat(32);
+    {
+        let mut state = env.em.world().state_mut();
+        let secret = state
+            .vaults
+            .get_mut("kv-test")
+            .unwrap()
+            .secrets
+            .get_mut("app-one-secret")
+            .unwrap();
+        // Both managed versions in one second an hour ago: either may be the one consumers
+        // go back to. The hand-written one came 40 minutes ago (longer than overlap).
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        for v in &mut secret.versions {
+            v.created = now - 3600;
+            v.updated = v.created;
+        }
+        let mut by_hand = secret.versions[1].clone();
+        by_hand.version = hand_version.clone();
+        by_hand.value = "pasted-by-hand".into();
+        by_hand.tags.clear();
+        by_hand.exp = None;
+        by_hand.enabled = false;
+        by_hand.created = now - 40 * 60;
+        by_hand.updated = by_hand.created;
+        secret.versions.push(by_hand);
+    }
+    let out = env.rotate("app-one", &[]).await;
+    assert!(!out.status.success(), "the client is blocked");
+    assert!(
+        stderr(&out).contains("is disabled") && stderr(&out).contains("enable that version"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(removals(&env).is_empty(), "{:?}", env.writes());
+    // The operator's step: enable the version. Its value is not ours, so both of our
+    // credentials were superseded 40 minutes ago; they retire and the secret is adopted.
+    {
+        let mut state = env.em.world().state_mut();
+        let secret = state
+            .vaults
+            .get_mut("kv-test")
+            .unwrap()
+            .secrets
+            .get_mut("app-one-secret")
+            .unwrap();
+        secret
+            .versions
+            .iter_mut()
+            .find(|v| v.version == hand_version)
+            .unwrap()
+            .enabled = true;
+    }
+    let out = env.rotate("app-one", &[]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let latest = env.versions("app-one").last().cloned().unwrap();
+    assert_eq!(
+        latest.tags.get("managed-by").map(String::as_str),
+        Some("secret-rotator")
+    );
+}
+
+/// Found with seed 7318031873498574098 (at 1,500 s): a credential was removed "superseded
+/// since 13:22:48" 4.79 s later against a 4 s overlap, while its successor had landed after
+/// 13:22:49.8. Key Vault's `created` and the `Date` the skew is measured from are whole
+/// seconds, rounded down; counting from them, a removal could come up to two seconds before
+/// the overlap since the successor's write ended. Azure's clock 0.9 s behind and a write that
+/// lands late in Azure's second make both roundings bite.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_superseded_credential_gets_its_whole_overlap_despite_azures_whole_seconds() {
+    let env = Env::new(Setup {
+        clients: vec![("app-one", "AzureADMyOrg")],
+        foreign_password: false,
+        ..Setup::default()
+    })
+    .await;
+    env.edit_config("overlap = \"20m\"", "overlap = \"3s\"");
+    env.em.world().state_mut().settings.clock_offset_ms = -900;
+    let mut daemon = env.spawn_daemon(&[]);
+    assert!(
+        eventually(Duration::from_secs(30), || env.versions("app-one").len()
+            == 1)
+        .await,
+        "first publish: {}",
+        daemon.stderr()
+    );
+    let first = env.versions("app-one")[0].tags["key-id"].clone();
+    // The successor's write lands late in a second of Azure's clock: its `created` says almost
+    // a second earlier than it landed.
+    env.fault(
+        "keyvault.set_secret",
+        1,
+        emulator::world::FaultKind::HoldBefore,
+    );
+    let (status, body) = env.admin_rotate(&daemon, "?force=true").await;
+    assert_eq!(status, 202, "{body}");
+    assert!(
+        eventually(Duration::from_secs(30), || !env
+            .em
+            .world()
+            .held_calls()
+            .is_empty())
+        .await,
+        "the publish is held: {}",
+        daemon.stderr()
+    );
+    while !(850..950).contains(
+        &(time::OffsetDateTime::now_utc() - time::Duration::milliseconds(900)).millisecond(),
+    ) {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    env.em.world().release_all();
+    assert!(
+        eventually(Duration::from_secs(30), || env.removals().contains(&first)).await,
+        "the predecessor retires: {}",
+        daemon.stderr()
+    );
+    daemon.signal("TERM");
+    daemon.wait_exit(Duration::from_secs(15));
+    let journal = env.journal();
+    let published = journal
+        .iter()
+        .filter(|e| e.operation == "keyvault.set_secret" && e.effective)
+        .nth(1)
+        .expect("the second publish")
+        .at;
+    let removed = journal
+        .iter()
+        .find(|e| {
+            e.operation == "graph.remove_password"
+                && e.effective
+                && e.key_id.as_deref() == Some(&first)
+        })
+        .expect("the removal")
+        .at;
+    assert!(
+        removed - published >= time::Duration::seconds(3),
+        "removed {} after its successor was published, overlap 3 s",
+        removed - published
+    );
+}
