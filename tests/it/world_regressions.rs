@@ -514,7 +514,7 @@ async fn a_superseded_credential_gets_its_whole_overlap_despite_azures_whole_sec
     // The successor's write lands late in a second of Azure's clock: its `created` says almost
     // a second earlier than it landed.
     env.fault(
-        "keyvault.set_secret",
+        Operation::KeyvaultSetSecret,
         1,
         emulator::world::FaultKind::HoldBefore,
     );
@@ -546,14 +546,14 @@ async fn a_superseded_credential_gets_its_whole_overlap_despite_azures_whole_sec
     let journal = env.journal();
     let published = journal
         .iter()
-        .filter(|e| e.operation == "keyvault.set_secret" && e.effective)
+        .filter(|e| e.operation == Operation::KeyvaultSetSecret && e.effective)
         .nth(1)
         .expect("the second publish")
         .at;
     let removed = journal
         .iter()
         .find(|e| {
-            e.operation == "graph.remove_password"
+            e.operation == Operation::GraphRemovePassword
                 && e.effective
                 && e.key_id.as_deref() == Some(&first)
         })
