@@ -28,6 +28,9 @@
 //!   version, I1 holds again within the repair window (unless another event blocks the client);
 //! - **convergence**: once the events stop and every blocked client is unblocked, I1 holds for
 //!   every configured client, I5 holds, and no secret leaked (I4).
+//!
+//! Over 600 lines: the events it draws, the checker and the run stay together, since each
+//! check is written against the events that may break it.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
