@@ -2856,4 +2856,306 @@ mod tests {
         );
         assert_eq!(plan(&healthy(), &policy(), NOW).next_retirement, None);
     }
+
+    // The third cold review of the two-second margin and of `SlotKeptUnderHandWrittenVersion`.
+
+    /// Whether the plan made at `at` removes `key`.
+    fn removes_at(o: &Observed, pol: &PolicyView<'_>, key: &str, at: OffsetDateTime) -> bool {
+        plan(o, pol, at).removals.iter().any(|r| r.key_id == g(key))
+    }
+
+    /// Checks that the time the plan names for `key` (its `next_retirement`, or the end of the
+    /// wait for a slot) is exactly when the removal condition holds: not a second before (an
+    /// early removal), and at once then (no reconcile that finds it "not yet" and loops).
+    fn due_exactly_at(o: &Observed, pol: &PolicyView<'_>, key: &str, at: OffsetDateTime) {
+        assert!(
+            !removes_at(o, pol, key, at - time::Duration::seconds(1)),
+            "{key} removed a second before {at} (skew {})",
+            o.skew_seconds
+        );
+        assert!(
+            removes_at(o, pol, key, at),
+            "{key} not removed at {at}, the time the plan named (skew {})",
+            o.skew_seconds
+        );
+    }
+
+    #[test]
+    fn every_timed_removal_waits_the_skew_and_two_seconds_and_is_due_when_the_plan_says() {
+        for skew in [-7i64, 0, 7] {
+            let margin = time::Duration::seconds(skew.abs()) + CLOCK_RESOLUTION;
+            // Superseded here a day ago, overlap 7 days.
+            let mut o = observed(
+                vec![
+                    own("k0", "r0", NOW - days(3), NOW + days(87)),
+                    own("k1", "r1", NOW - days(1), NOW + days(89)),
+                ],
+                Some(vec![
+                    version("v0", "k0", NOW - days(3), NOW + days(87)),
+                    version("v1", "k1", NOW - days(1), NOW + days(89)),
+                ]),
+            );
+            o.skew_seconds = skew;
+            let at = NOW + days(6) + margin;
+            assert_eq!(plan(&o, &policy(), NOW).next_retirement, Some(at));
+            due_exactly_at(&o, &policy(), "k0", at);
+
+            // Superseded two days ago at a location the client left: the slot's wait and the
+            // retirement name the same time.
+            let mut o = capped_and_moved(true);
+            let VaultSecret::Present { history, .. } = &mut o.former[0].secret else {
+                unreachable!()
+            };
+            history[1].created = Some(NOW - days(2));
+            o.skew_seconds = skew;
+            let at = NOW + days(5) + margin;
+            let p = plan(&o, &policy(), NOW);
+            assert_eq!(p.next_retirement, Some(at));
+            assert_eq!(p.blocked.and_then(|b| b.wait_until()), Some(at));
+            due_exactly_at(&o, &policy(), "k1", at);
+
+            // A moved client's old credential, timed by the client's arrival here 6 days ago.
+            let at_a = vec![version("v1", "k1", NOW - days(30), NOW + days(60))];
+            let mut o = observed(
+                vec![
+                    own_at_former("k1", 1, NOW - days(30), NOW + days(60)),
+                    own("b1", "rb1", NOW - days(10), NOW + days(80)),
+                ],
+                Some(vec![version("vb1", "b1", NOW - days(10), NOW + days(80))]),
+            );
+            o.former = vec![former(VaultSecret::Present {
+                latest: at_a[0].clone(),
+                history: at_a,
+            })];
+            o.arrived_at = Some(NOW - days(6));
+            o.skew_seconds = skew;
+            let at = NOW + days(1) + margin;
+            assert_eq!(plan(&o, &policy(), NOW).next_retirement, Some(at));
+            due_exactly_at(&o, &policy(), "k1", at);
+
+            // An orphan of this location on a capped app: the wait for the slot ends when the
+            // orphan age (verify_timeout + 5 min) has passed by both clocks.
+            let mut o = observed(
+                vec![
+                    own("k1", "r1", NOW - days(10), NOW + days(80)),
+                    own("k2", "r2", NOW - time::Duration::minutes(5), NOW + days(90)),
+                ],
+                Some(vec![version("v1", "k1", NOW - days(10), NOW + days(80))]),
+            );
+            o.password_cap = Some(2);
+            o.skew_seconds = skew;
+            let forced = PolicyView {
+                force: true,
+                ..policy()
+            };
+            let at = NOW + time::Duration::minutes(5) + margin;
+            assert_eq!(
+                plan(&o, &forced, NOW).blocked,
+                Some(Blocked::WaitingForSlot { until: at })
+            );
+            due_exactly_at(&o, &forced, "k2", at);
+            assert_eq!(plan(&o, &forced, at).rotate, Some(RotateReason::Forced));
+
+            // The adopted credential, its successor published 7 days (the overlap) ago.
+            let mut unmanaged = version("v0", "x", NOW - days(100), NOW + days(100));
+            unmanaged.tags.clear();
+            let mut o = observed(
+                vec![
+                    cred("p1", Some("portal"), NOW - days(100), NOW + days(100)),
+                    own("k1", "r1", NOW - days(7), NOW + days(83)),
+                ],
+                Some(vec![
+                    unmanaged,
+                    version("v1", "k1", NOW - days(7), NOW + days(83)),
+                ]),
+            );
+            o.adopted = Some(Adopted {
+                key_id: g("p1"),
+                superseded_since: NOW - days(7),
+            });
+            o.skew_seconds = skew;
+            let adopting = PolicyView {
+                adopt: true,
+                ..policy()
+            };
+            due_exactly_at(&o, &adopting, "p1", NOW + margin);
+        }
+    }
+
+    #[test]
+    fn a_revocation_waits_for_no_clock() {
+        // A leaked secret goes at once, whatever the skew: the revocation is the evidence.
+        let mut o = observed(
+            vec![
+                own("k0", "r0", NOW - days(10), NOW + days(80)),
+                own("k1", "r1", NOW - time::Duration::seconds(1), NOW + days(90)),
+            ],
+            Some(vec![
+                version("v0", "k0", NOW - days(10), NOW + days(80)),
+                version("v1", "k1", NOW - time::Duration::seconds(1), NOW + days(90)),
+            ]),
+        );
+        o.skew_seconds = 200;
+        // Asked while k0 was published; a rotation has published k1 since.
+        let target = g("k0");
+        let revoking = PolicyView {
+            revoke_previous: true,
+            force: true,
+            revoke_target: Some(&target),
+            ..policy()
+        };
+        let p = plan(&o, &revoking, NOW);
+        assert_eq!(
+            p.removals,
+            vec![Removal {
+                key_id: g("k0"),
+                reason: RemovalReason::Revoked
+            }]
+        );
+        // Asked while k1 is published: revoked right after the new secret is published.
+        let target = g("k1");
+        let revoking = PolicyView {
+            revoke_target: Some(&target),
+            ..revoking
+        };
+        let p = plan(&o, &revoking, NOW);
+        assert_eq!(p.revoke, Some(g("k1")));
+        assert_eq!(p.rotate, Some(RotateReason::Forced));
+    }
+
+    /// A two-password app with adopt = true: k1, the last credential published, and k2, an own
+    /// credential made for this location that no version names (its publish's outcome was
+    /// unknown and the write never landed); then a person wrote a version by hand, after k2,
+    /// and disabled it.
+    fn capped_with_an_orphan_under_a_disabled_hand_written_version() -> Observed {
+        let mut hand = version("v3", "x", NOW - days(1), NOW + days(100));
+        hand.tags.clear();
+        hand.enabled = false;
+        hand.value_hint = None;
+        let mut o = observed(
+            vec![
+                own("k1", "r1", NOW - days(10), NOW + days(80)),
+                own("k2", "r2", NOW - days(5), NOW + days(85)),
+            ],
+            Some(vec![
+                version("v1", "k1", NOW - days(10), NOW + days(80)),
+                hand,
+            ]),
+        );
+        o.password_cap = Some(2);
+        o
+    }
+
+    #[test]
+    #[ignore = "defect: a capped app whose other slot holds an orphan that a disabled hand-written version may hold waits for a slot a minute at a time forever instead of SlotKeptUnderHandWrittenVersion"]
+    fn a_capped_app_whose_orphan_a_disabled_hand_written_version_may_hold_is_blocked_not_waiting() {
+        let o = capped_with_an_orphan_under_a_disabled_hand_written_version();
+        let adopting = PolicyView {
+            adopt: true,
+            ..policy()
+        };
+        // k1 is kept (consumers may go back to it); k2 is kept too, since the disabled
+        // version's value cannot be read and may be k2's. Neither goes by time.
+        for at in [NOW, NOW + days(30)] {
+            let p = plan(&o, &adopting, at);
+            assert!(p.removals.is_empty(), "{:?}", p.removals);
+            assert!(
+                matches!(
+                    p.blocked,
+                    Some(Blocked::SlotKeptUnderHandWrittenVersion { .. })
+                ),
+                "at {at}: {:?} (nothing frees the slot by time)",
+                p.blocked
+            );
+        }
+    }
+
+    #[test]
+    fn the_step_named_for_a_kept_slot_frees_it_when_the_orphan_is_the_other_credential() {
+        // Once the hand-written version is enabled its value's hint is known: k2 is proven an
+        // orphan and goes, and the secret is adopted in its slot (k1 retires overlap after
+        // the hand-written version).
+        let mut o = capped_with_an_orphan_under_a_disabled_hand_written_version();
+        let VaultSecret::Present { history, latest } = &mut o.vault else {
+            unreachable!()
+        };
+        history[1].enabled = true;
+        history[1].value_hint = Some("zzz".into());
+        *latest = history[1].clone();
+        let adopting = PolicyView {
+            adopt: true,
+            ..policy()
+        };
+        let p = plan(&o, &adopting, NOW);
+        let removed: Vec<&str> = p.removals.iter().map(|r| r.key_id.as_str()).collect();
+        assert_eq!(removed, [g("k2").as_str()]);
+        assert_eq!(p.blocked, None);
+        assert_eq!(p.rotate, Some(RotateReason::AdoptingUnmanagedSecret));
+    }
+
+    #[test]
+    fn a_kept_slot_beside_one_that_frees_by_time_waits_for_it_instead_of_blocking() {
+        // k1 is the last managed credential, kept under a disabled hand-written version; k0
+        // was superseded by it 3 days ago and frees its slot in 4 days: no person is needed.
+        let mut hand = version("v3", "x", NOW - days(1), NOW + days(100));
+        hand.tags.clear();
+        hand.enabled = false;
+        hand.value_hint = None;
+        let mut o = observed(
+            vec![
+                own("k0", "r0", NOW - days(20), NOW + days(70)),
+                own("k1", "r1", NOW - days(3), NOW + days(87)),
+            ],
+            Some(vec![
+                version("v0", "k0", NOW - days(20), NOW + days(70)),
+                version("v1", "k1", NOW - days(3), NOW + days(87)),
+                hand,
+            ]),
+        );
+        o.password_cap = Some(2);
+        let adopting = PolicyView {
+            adopt: true,
+            ..policy()
+        };
+        let at = NOW + days(4) + CLOCK_RESOLUTION;
+        let p = plan(&o, &adopting, NOW);
+        assert_eq!(p.blocked, Some(Blocked::WaitingForSlot { until: at }));
+        let p = plan(&o, &adopting, at);
+        let removed: Vec<&str> = p.removals.iter().map(|r| r.key_id.as_str()).collect();
+        assert_eq!(removed, [g("k0").as_str()]);
+        assert_eq!(p.rotate, Some(RotateReason::AdoptingUnmanagedSecret));
+    }
+
+    #[test]
+    #[ignore = "defect: the wait for a slot ignores the same-second supersession the removal uses, and polls every minute for the whole overlap"]
+    fn a_capped_app_waits_for_a_credential_superseded_within_its_second_until_its_overlap_ends() {
+        // v1 and v2 share a second; GET returns v2, so k1 is superseded since that second
+        // (the removal uses the latest's `created`), and goes 7 days later. The wait for the
+        // slot should end then, not "in a minute", again and again for 7 days.
+        let s = NOW - days(1);
+        let mut o = observed(
+            vec![
+                own("k1", "r1", s, NOW + days(89)),
+                own("k2", "r2", s, NOW + days(89)),
+            ],
+            Some(vec![
+                version("v1", "k1", s, NOW + days(89)),
+                version("v2", "k2", s, NOW + days(89)),
+            ]),
+        );
+        o.password_cap = Some(2);
+        let forced = PolicyView {
+            force: true,
+            ..policy()
+        };
+        let at = s + days(7) + CLOCK_RESOLUTION;
+        let p = plan(&o, &forced, NOW);
+        assert_eq!(p.next_retirement, Some(at), "the retirement is timed right");
+        due_exactly_at(&o, &forced, "k1", at);
+        assert_eq!(
+            p.blocked,
+            Some(Blocked::WaitingForSlot { until: at }),
+            "the wait names the same time"
+        );
+    }
 }
