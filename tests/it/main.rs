@@ -27,6 +27,7 @@ mod onboarding;
 mod package;
 mod review;
 mod review2;
+mod review3;
 mod rotation;
 mod sdk;
 mod security;
