@@ -371,6 +371,7 @@ mod tests {
         VersionInfo {
             version: id.into(),
             created: Some(now() - time::Duration::seconds(age_s)),
+            updated: None,
             enabled,
             expires: None,
             tags,

@@ -63,6 +63,7 @@ fn version() -> impl Strategy<Value = VersionInfo> {
         .prop_map(|(k, managed, enabled, created, exp)| VersionInfo {
             version: format!("v{created}"),
             created: Some(now() + time::Duration::days(created)),
+            updated: None,
             enabled,
             expires: Some(now() + time::Duration::days(exp)),
             tags: if managed {

@@ -22,6 +22,8 @@ const SERVICE: &str = "keyvault";
 pub struct VersionInfo {
     pub version: String,
     pub created: Option<OffsetDateTime>,
+    /// The last change of its attributes or tags (an enable after a disable, among others).
+    pub updated: Option<OffsetDateTime>,
     pub enabled: bool,
     pub expires: Option<OffsetDateTime>,
     pub tags: BTreeMap<String, String>,
@@ -118,6 +120,7 @@ impl VaultClients {
                     out.push(VersionInfo {
                         version,
                         created: attrs.created,
+                        updated: attrs.updated,
                         enabled: attrs.enabled.unwrap_or(true),
                         expires: attrs.expires,
                         tags: p.tags.unwrap_or_default().into_iter().collect(),
@@ -166,6 +169,7 @@ impl VaultClients {
         Ok(Latest::Version(VersionInfo {
             version: version_of(secret.id.as_deref()),
             created: attrs.created,
+            updated: attrs.updated,
             enabled: attrs.enabled.unwrap_or(true),
             expires: attrs.expires,
             tags: secret.tags.unwrap_or_default().into_iter().collect(),

@@ -309,13 +309,16 @@ pub async fn read_vault_at(
             VaultSecret::Present { history, latest: v }
         }
         (Some(history), Latest::Disabled) => {
-            // Key Vault will not return a disabled latest version: the newest in the listing is
-            // it, and it must be disabled there too. Anything else (a version disabled or
-            // written between the two reads) is decided at the next reconcile.
+            // Key Vault will not return a disabled latest version: a version of the newest
+            // second in the listing is it, and it must be disabled there too. One disabled
+            // among that second's versions is the latest, even when the second holds enabled
+            // ones (versions of one second are unordered). Anything else (none or several
+            // disabled: a version disabled or written between the two reads) is decided at
+            // the next reconcile.
             let newest = history.iter().map(|v| v.created).max().flatten();
-            let mut candidates = history.iter().filter(|v| v.created == newest);
+            let mut candidates = history.iter().filter(|v| v.created == newest && !v.enabled);
             match (candidates.next(), candidates.next()) {
-                (Some(latest), None) if !latest.enabled => {
+                (Some(latest), None) => {
                     let latest = latest.clone();
                     VaultSecret::Present { history, latest }
                 }

@@ -459,24 +459,37 @@ async fn a_capped_app_under_a_disabled_hand_written_version_is_blocked_with_the_
         stderr(&out)
     );
     assert!(removals(&env).is_empty(), "{:?}", env.writes());
-    // The operator's step: enable the version. Its value is not ours, so both of our
-    // credentials were superseded 40 minutes ago; they retire and the secret is adopted.
-    {
+    // The operator's step: enable the version (Key Vault dates the change). Its value is not
+    // ours: both of our credentials are superseded from the moment readers could get it, and
+    // retire `overlap` after that, not at once.
+    let enable = |updated: i64| {
         let mut state = env.em.world().state_mut();
-        let secret = state
+        let v = state
             .vaults
             .get_mut("kv-test")
             .unwrap()
             .secrets
             .get_mut("app-one-secret")
-            .unwrap();
-        secret
+            .unwrap()
             .versions
             .iter_mut()
             .find(|v| v.version == hand_version)
-            .unwrap()
-            .enabled = true;
-    }
+            .unwrap();
+        v.enabled = true;
+        v.updated = updated;
+    };
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    enable(now);
+    let out = env.rotate("app-one", &[]).await;
+    assert!(
+        format!("{}{}", stdout(&out), stderr(&out)).contains("frees at"),
+        "waits for the overlap since the enable: {} {}",
+        stdout(&out),
+        stderr(&out)
+    );
+    assert!(removals(&env).is_empty(), "{:?}", env.writes());
+    // Once that overlap has passed, they retire and the secret is adopted.
+    enable(now - 30 * 60);
     let out = env.rotate("app-one", &[]).await;
     assert!(out.status.success(), "{}", stderr(&out));
     let latest = env.versions("app-one").last().cloned().unwrap();
