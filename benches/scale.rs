@@ -3,20 +3,28 @@
 //! documented limits (windows shortened by --scale, never N). The release daemon runs as a
 //! child process until every client has rotated and retired its old credential.
 //!
-//!   cargo bench --bench scale -- [--clients 100,1000,10000] [--scale 0.1] [--latency-ms 30]
+//! First, the side-by-side scenario: N = 200 (--side-by-side) due clients against an emulator
+//! with 1 s propagation and nothing else in the way, rotated once by the daemon and once by a
+//! plain sequential script on the official Azure SDKs for Python (benches/python/rotate.py, in
+//! a venv under target/bench/venv that this benchmark creates from PyPI), each in a fresh
+//! emulator; the CPU time of each whole process is reported and their ratio.
 //!
-//! Prints a table (also written to target/bench/performance.md) for docs/performance.md.
+//!   cargo bench --bench scale -- [--side-by-side 200] [--clients 100,1000,10000] [--scale 0.1]
+//!                                [--latency-ms 30]
+//!
+//! `--side-by-side 0` or `--clients ""` skips that part, `--no-python` the script. Prints the tables (also written to
+//! target/bench/performance.md) for docs/performance.md.
 
 // The benchmark stands outside the daemon: it reads the wall clock to build Azure's state,
 // which clippy.toml forbids to the daemon's own code (only src/clock.rs may).
 #![allow(clippy::disallowed_methods)]
 
 use std::net::SocketAddr;
-use std::path::Path;
-use std::process::{Command, Stdio};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use emulator::kit::{ConfigSpec, KitClient, TenantKit};
+use emulator::kit::{ConfigSpec, KitClient, Tenant, TenantKit};
 use emulator::model::{Password, SecretVersion, Settings, Throttling, VaultSecret};
 use emulator::{Emulator, Options};
 
@@ -47,6 +55,37 @@ struct Row {
     complete: bool,
 }
 
+/// What one run of the daemon measured.
+struct DaemonRun {
+    wall: f64,
+    complete: bool,
+    peak_rss_mib: f64,
+    steady_rss_mib: f64,
+    /// CPU seconds (user + system) of the whole process, start-up and shutdown included, less
+    /// what the benchmark's own `/metrics` scrapes at the end cost it.
+    cpu: f64,
+    scrape_ms: f64,
+    scrape_kib: f64,
+}
+
+/// The side-by-side scenario's figures.
+struct SideBySide {
+    n: usize,
+    daemon_cpu: f64,
+    daemon_wall: f64,
+    daemon_requests: usize,
+    daemon_complete: bool,
+    python: Result<PythonRun, String>,
+}
+
+struct PythonRun {
+    cpu: f64,
+    startup_cpu: f64,
+    wall: f64,
+    requests: usize,
+    complete: bool,
+}
+
 fn arg(name: &str) -> Option<String> {
     let args: Vec<String> = std::env::args().collect();
     args.iter()
@@ -61,6 +100,9 @@ fn main() {
         .split(',')
         .filter_map(|s| s.trim().parse().ok())
         .collect();
+    let side_by_side: usize = arg("--side-by-side")
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(200);
     let scale: f64 = arg("--scale").and_then(|s| s.parse().ok()).unwrap_or(0.1);
     let latency: u64 = arg("--latency-ms")
         .and_then(|s| s.parse().ok())
@@ -69,6 +111,13 @@ fn main() {
         .enable_all()
         .build()
         .expect("runtime");
+    let mut md = format!("{}\n\n", machine());
+    if side_by_side > 0 {
+        eprintln!("== side by side, N = {side_by_side}");
+        let s = runtime.block_on(run_side_by_side(side_by_side));
+        md.push_str(&side_by_side_table(&s));
+        md.push('\n');
+    }
     let mut rows = Vec::new();
     for n in clients {
         eprintln!("== N = {n}");
@@ -76,14 +125,16 @@ fn main() {
         print_row(&row);
         rows.push(row);
     }
-    let mut md = format!(
-        "Scale factor {scale} (every throttle window x {scale}, limits unchanged), per-call latency {latency} ms, propagation 0.5-2 s, read lag 0.5 s, {VAULTS} vaults.\n\n\
-         | N | wall time (s) | lower bound (s) | ratio | binding limit | requests | 429s | 429 share | peak RSS (MiB) | steady RSS (MiB) | CPU per rotation (ms) | /metrics scrape (ms) | scrape size (KiB) |\n\
-         |---|---|---|---|---|---|---|---|---|---|---|---|---|\n"
-    );
+    if !rows.is_empty() {
+        md.push_str(&format!(
+            "Scale factor {scale} (every throttle window x {scale}, limits unchanged), per-call latency {latency} ms, propagation 0.5-2 s, read lag 0.5 s, {VAULTS} vaults.\n\n\
+             | N | wall time (s) | lower bound (s) | ratio | binding limit | requests | 429s | 429 share | peak RSS (MiB) | steady RSS (MiB) | CPU per rotation (ms) | /metrics scrape (ms) | scrape size (KiB) |\n\
+             |---|---|---|---|---|---|---|---|---|---|---|---|---|\n"
+        ));
+    }
     for r in &rows {
         md.push_str(&format!(
-            "| {} | {:.1}{} | {:.1} | {:.2} | {} | {} | {} | {:.2}% | {:.1} | {:.1} | {:.2} | {:.1} | {:.0} |\n",
+            "| {} | {:.1}{} | {:.1} | {:.2} | {} | {} | {} | {:.2}% | {:.1} | {:.1} | {:.3} | {:.1} | {:.0} |\n",
             r.n,
             r.wall,
             if r.complete { "" } else { " (incomplete)" },
@@ -106,9 +157,74 @@ fn main() {
     println!("\n{md}");
 }
 
+/// The machine and how busy it was: the CPU figures are process CPU time, which other work on
+/// the machine inflates only a little (cache and frequency), unlike wall time.
+fn machine() -> String {
+    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let model = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, m)| m.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let load = std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default();
+    let date = time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default();
+    format!("{date}: {cpus} CPUs ({model}), load average {load} at the start")
+}
+
+fn side_by_side_table(s: &SideBySide) -> String {
+    let per = |cpu: f64| cpu * 1000.0 / s.n as f64;
+    let mut md = format!(
+        "Side by side: N = {} due clients, propagation 1 s, no latency, no throttling; CPU time (user + system) of each whole process, start-up included.\n\n\
+         | who | rotations | wall time (s) | requests | CPU (s) | CPU per rotation (ms) |\n\
+         |---|---|---|---|---|---|\n\
+         | secret-rotator daemon | {}{} | {:.1} | {} | {:.3} | {:.3} |\n",
+        s.n,
+        s.n,
+        if s.daemon_complete {
+            ""
+        } else {
+            " (incomplete)"
+        },
+        s.daemon_wall,
+        s.daemon_requests,
+        s.daemon_cpu,
+        per(s.daemon_cpu),
+    );
+    match &s.python {
+        Ok(p) => {
+            md.push_str(&format!(
+                "| sequential Python script, official SDKs | {}{} | {:.1} | {} | {:.3} ({:.3} before its first request) | {:.3} |\n\n\
+                 The daemon used **{:.1} times less CPU per rotation** than the script.\n",
+                s.n,
+                if p.complete { "" } else { " (incomplete)" },
+                p.wall,
+                p.requests,
+                p.cpu,
+                p.startup_cpu,
+                per(p.cpu),
+                p.cpu / s.daemon_cpu.max(1e-9),
+            ));
+        }
+        Err(why) => md.push_str(&format!(
+            "\nThe Python baseline did not run ({why}): the daemon's figure stands alone.\n"
+        )),
+    }
+    println!("{md}");
+    md
+}
+
 fn print_row(r: &Row) {
     println!(
-        "N={} wall={:.1}s bound={:.1}s ({}) ratio={:.2} requests={} 429s={} peak_rss={:.1}MiB steady_rss={:.1}MiB cpu/rotation={:.2}ms scrape={:.1}ms complete={}",
+        "N={} wall={:.1}s bound={:.1}s ({}) ratio={:.2} requests={} 429s={} peak_rss={:.1}MiB steady_rss={:.1}MiB cpu/rotation={:.3}ms scrape={:.1}ms complete={}",
         r.n,
         r.wall,
         r.bound,
@@ -177,7 +293,9 @@ fn proc_status(pid: u32, key: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
-fn cpu_seconds(pid: u32) -> f64 {
+/// The process's state letter and its CPU seconds in user and in system mode, from
+/// `/proc/PID/stat`.
+fn proc_stat(pid: u32) -> (char, f64, f64) {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     let after = stat.rsplit_once(") ").map(|x| x.1).unwrap_or("");
     let fields: Vec<&str> = after.split_whitespace().collect();
@@ -187,15 +305,49 @@ fn cpu_seconds(pid: u32) -> f64 {
             .and_then(|f| f.parse::<f64>().ok())
             .unwrap_or(0.0)
     };
+    let state = fields.first().and_then(|s| s.chars().next()).unwrap_or('?');
     // utime and stime are fields 14 and 15 of stat, 12 and 13 after the command name.
-    (ticks(11) + ticks(12)) / 100.0
+    (state, ticks(11) / 100.0, ticks(12) / 100.0)
 }
 
-async fn run(n: usize, scale: f64, latency: u64) -> Row {
-    let dir = tempfile::tempdir().expect("tempdir");
+fn cpu_seconds(pid: u32) -> f64 {
+    let (_, user, system) = proc_stat(pid);
+    user + system
+}
+
+/// Waits for `child` to exit and returns the CPU seconds of its whole life: read from its
+/// `/proc` entry while it is a zombie (exited, not yet reaped), which still holds the totals of
+/// every thread; then reaps it.
+fn lifetime_cpu(child: &mut Child) -> f64 {
+    let pid = child.id();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let (mut user, mut system) = (0.0, 0.0);
+    while Instant::now() < deadline {
+        let (state, u, s) = proc_stat(pid);
+        (user, system) = (u, s);
+        if state == 'Z' || state == 'X' || state == '?' {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.wait();
+    eprintln!("  pid {pid}: {user:.2} s user, {system:.2} s system");
+    user + system
+}
+
+fn terminate(child: &Child) {
+    if let Some(pid) = rustix::process::Pid::from_raw(child.id() as i32) {
+        let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+    }
+}
+
+/// An emulator seeded with N client applications owned by the daemon identity, each with a
+/// published vault secret of this installation that is due (expiring in 10 days, with
+/// `renew_before = 30d`), spread over the vaults; `settings` in force.
+async fn prepare(dir: &Path, n: usize, settings: Settings) -> (Emulator, Tenant) {
     let em = Emulator::start(Options {
         listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-        state_dir: dir.path().join("emulator"),
+        state_dir: dir.join("emulator"),
         seed: None,
     })
     .await
@@ -216,8 +368,6 @@ async fn run(n: usize, scale: f64, latency: u64) -> Row {
         .await
         .expect("seed");
 
-    // Every client starts with a published secret of this installation that is due: expiring
-    // in 10 days with renew_before = 30 days. Its credential is retired inside the run.
     let now = time::OffsetDateTime::now_utc();
     {
         let mut state = em.world().state_mut();
@@ -276,32 +426,65 @@ async fn run(n: usize, scale: f64, latency: u64) -> Row {
                 },
             );
         }
-        state.settings = Settings {
-            propagation_min_ms: 500,
-            propagation_max_ms: 2_000,
-            read_lag_ms: 500,
-            latency_ms: latency,
-            throttling: Throttling {
-                enabled: true,
-                scale,
-                ..Throttling::default()
-            },
-            ..Settings::default()
-        };
+        state.settings = settings;
     }
+    em.world().clear_journal();
+    (em, tenant)
+}
 
-    std::fs::write(dir.path().join("daemon-secret"), DAEMON_SECRET).expect("secret");
+/// How many clients have retired their seed credential.
+fn retired(em: &Emulator) -> usize {
+    let state = em.world().state();
+    state
+        .applications
+        .iter()
+        .skip(1)
+        .filter(|a| {
+            a.passwords.iter().all(|p| {
+                p.removed.is_some()
+                    || !p
+                        .display_name
+                        .as_deref()
+                        .is_some_and(|d| d.ends_with(":seed"))
+            })
+        })
+        .count()
+}
+
+/// Whether every vault secret's latest version is a new one (not the seed's).
+fn all_published(em: &Emulator) -> bool {
+    let state = em.world().state();
+    state
+        .vaults
+        .values()
+        .flat_map(|v| v.secrets.values())
+        .all(|s| {
+            s.versions
+                .last()
+                .is_some_and(|v| v.tags.get("rotation-id").is_some_and(|r| r != "seed"))
+        })
+}
+
+/// Runs the release daemon on `tenant` until every client has rotated and retired its seed
+/// credential (or `deadline` passes), then stops it.
+async fn run_daemon(
+    dir: &Path,
+    em: &Emulator,
+    tenant: &Tenant,
+    n: usize,
+    azure_extra: &str,
+    deadline: Duration,
+) -> DaemonRun {
+    std::fs::write(dir.join("daemon-secret"), DAEMON_SECRET).expect("secret");
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .expect("port")
         .local_addr()
         .expect("addr")
         .port();
-    let window = (GRAPH_WRITE_WINDOW * scale * 1000.0) as u64;
     let config = tenant.config(&ConfigSpec {
         header: "",
         secret_file: "daemon-secret",
-        // The documented write quota, its window scaled as the emulator's is.
-        azure: &format!("graph_write_quota = \"3000/{window}ms\""),
+        azure: azure_extra,
         instance: "bench",
         daemon: "max_concurrent = 512",
         log: "level = \"warn\"",
@@ -311,46 +494,50 @@ async fn run(n: usize, scale: f64, latency: u64) -> Row {
         defaults: "schedule = \"0 * * * * *\"\nsecret_lifetime = \"90d\"\nrenew_before = \"30d\"\noverlap = \"5s\"\nverify_timeout = \"2m\"\nverify_successes = 1",
         secret_name: "{name}",
     });
-    let config_path = dir.path().join("config.toml");
+    let config_path = dir.join("config.toml");
     std::fs::write(&config_path, config).expect("config");
-    em.world().clear_journal();
 
-    let (bound, bound_term) = lower_bound(n, scale, latency);
     let started = Instant::now();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_secret-rotator"))
+    // SCALE_BENCH_WRAP runs the daemon under a tool that execs it in the same process
+    // (`valgrind --tool=callgrind`, `perf record -g --`: for the latter the figures are the
+    // tool's), to profile exactly the daemon of this scenario.
+    let wrap: Vec<String> = std::env::var("SCALE_BENCH_WRAP")
+        .unwrap_or_default()
+        .split_whitespace()
+        .map(str::to_string)
+        .collect();
+    let mut command = match wrap.split_first() {
+        Some((tool, args)) => {
+            let mut c = Command::new(tool);
+            c.args(args).arg(env!("CARGO_BIN_EXE_secret-rotator"));
+            c
+        }
+        None => Command::new(env!("CARGO_BIN_EXE_secret-rotator")),
+    };
+    let mut child = command
         .args(["run", "--config", config_path.to_str().expect("utf-8 path")])
         .env("NO_PROXY", "*")
+        // As the daemon runs in production: with RUST_BACKTRACE set, the Azure SDK captures a
+        // backtrace for every error it makes, even those it discards (a header looked up and
+        // absent), which costs about 5% more CPU.
+        .env_remove("RUST_BACKTRACE")
+        .env_remove("RUST_LIB_BACKTRACE")
         .stdout(Stdio::null())
         .stderr(Stdio::from(
-            std::fs::File::create(dir.path().join("daemon.log")).expect("log"),
+            std::fs::File::create(dir.join("daemon.log")).expect("log"),
         ))
         .spawn()
         .expect("spawn the daemon");
     let pid = child.id();
-    let deadline = started + Duration::from_secs_f64(bound * 4.0 + 180.0);
+    eprintln!("  daemon pid {pid}");
+    let deadline = started + deadline;
     let mut complete = false;
     let mut steady_rss = 0.0;
     let mut last_report = Instant::now();
     while Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(500)).await;
         steady_rss = proc_status(pid, "VmRSS:");
-        let done = {
-            let state = em.world().state();
-            state
-                .applications
-                .iter()
-                .skip(1)
-                .filter(|a| {
-                    a.passwords.iter().all(|p| {
-                        p.removed.is_some()
-                            || !p
-                                .display_name
-                                .as_deref()
-                                .is_some_and(|d| d.ends_with(":seed"))
-                    })
-                })
-                .count()
-        };
+        let done = retired(em);
         if last_report.elapsed() > Duration::from_secs(10) {
             eprintln!(
                 "  {:.0} s: {done}/{n} rotated and retired, RSS {steady_rss:.1} MiB",
@@ -358,26 +545,15 @@ async fn run(n: usize, scale: f64, latency: u64) -> Row {
             );
             last_report = Instant::now();
         }
-        if done == n {
-            // Done means every client published a new version and its seed credential is gone.
-            let state = em.world().state();
-            complete = state
-                .vaults
-                .values()
-                .flat_map(|v| v.secrets.values())
-                .all(|s| {
-                    s.versions
-                        .last()
-                        .is_some_and(|v| v.tags.get("rotation-id").is_some_and(|r| r != "seed"))
-                });
-            if complete {
-                break;
-            }
+        // Done means every client published a new version and its seed credential is gone.
+        if done == n && all_published(em) {
+            complete = true;
+            break;
         }
     }
     let wall = started.elapsed().as_secs_f64();
     let peak_rss = proc_status(pid, "VmHWM:");
-    let cpu = cpu_seconds(pid);
+    let cpu_done = cpu_seconds(pid);
 
     // /metrics at this N: the median of five scrapes.
     let http = reqwest::Client::builder()
@@ -400,27 +576,249 @@ async fn run(n: usize, scale: f64, latency: u64) -> Row {
     }
     times.sort_by(|a, b| a.total_cmp(b));
     let scrape_ms = times.get(times.len() / 2).copied().unwrap_or(f64::NAN);
+    let scrapes_cpu = cpu_seconds(pid) - cpu_done;
 
-    let _ = Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status();
-    let _ = child.wait();
+    terminate(&child);
+    let cpu = tokio::task::spawn_blocking(move || lifetime_cpu(&mut child))
+        .await
+        .expect("wait for the daemon");
+    DaemonRun {
+        wall,
+        complete,
+        peak_rss_mib: peak_rss,
+        steady_rss_mib: steady_rss,
+        cpu: cpu - scrapes_cpu,
+        scrape_ms,
+        scrape_kib: size as f64 / 1024.0,
+    }
+}
+
+async fn run(n: usize, scale: f64, latency: u64) -> Row {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (em, tenant) = prepare(
+        dir.path(),
+        n,
+        Settings {
+            propagation_min_ms: 500,
+            propagation_max_ms: 2_000,
+            read_lag_ms: 500,
+            latency_ms: latency,
+            throttling: Throttling {
+                enabled: true,
+                scale,
+                ..Throttling::default()
+            },
+            ..Settings::default()
+        },
+    )
+    .await;
+    let window = (GRAPH_WRITE_WINDOW * scale * 1000.0) as u64;
+    let (bound, bound_term) = lower_bound(n, scale, latency);
+    let d = run_daemon(
+        dir.path(),
+        &em,
+        &tenant,
+        n,
+        // The documented write quota, its window scaled as the emulator's is.
+        &format!("graph_write_quota = \"3000/{window}ms\""),
+        Duration::from_secs_f64(bound * 4.0 + 180.0),
+    )
+    .await;
     let journal = em.world().journal();
     let requests = journal.len();
     let throttled = journal.iter().filter(|e| e.status == 429).count();
     em.shutdown();
     Row {
         n,
-        wall,
+        wall: d.wall,
         bound,
         bound_term,
         requests,
         throttled,
-        peak_rss_mib: peak_rss,
-        steady_rss_mib: steady_rss,
-        cpu_per_rotation_ms: cpu * 1000.0 / n as f64,
-        scrape_ms,
-        scrape_kib: size as f64 / 1024.0,
-        complete,
+        peak_rss_mib: d.peak_rss_mib,
+        steady_rss_mib: d.steady_rss_mib,
+        cpu_per_rotation_ms: d.cpu * 1000.0 / n as f64,
+        scrape_ms: d.scrape_ms,
+        scrape_kib: d.scrape_kib,
+        complete: d.complete,
     }
+}
+
+/// The emulator of the side-by-side scenario: a new secret signs in 1 s after it was added;
+/// no latency, no read lag, no throttling.
+fn side_by_side_settings() -> Settings {
+    Settings {
+        propagation_min_ms: 1_000,
+        propagation_max_ms: 1_000,
+        read_lag_ms: 0,
+        latency_ms: 0,
+        throttling: Throttling {
+            enabled: false,
+            ..Throttling::default()
+        },
+        ..Settings::default()
+    }
+}
+
+async fn run_side_by_side(n: usize) -> SideBySide {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (em, tenant) = prepare(dir.path(), n, side_by_side_settings()).await;
+    let d = run_daemon(dir.path(), &em, &tenant, n, "", Duration::from_secs(300)).await;
+    let daemon_requests = em.world().journal().len();
+    em.shutdown();
+    println!(
+        "side by side: daemon cpu={:.3}s ({:.3} ms/rotation) wall={:.1}s requests={daemon_requests} complete={}",
+        d.cpu,
+        d.cpu * 1000.0 / n as f64,
+        d.wall,
+        d.complete
+    );
+
+    let python = match if std::env::args().any(|a| a == "--no-python") {
+        Err("--no-python".to_string())
+    } else {
+        python()
+    } {
+        Ok(python) => {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let (em, tenant) = prepare(dir.path(), n, side_by_side_settings()).await;
+            let run = run_python(&python, dir.path(), &em, &tenant, n).await;
+            em.shutdown();
+            run
+        }
+        Err(why) => Err(why),
+    };
+    match &python {
+        Ok(p) => println!(
+            "side by side: python cpu={:.3}s ({:.3} ms/rotation, {:.3}s before its first request) wall={:.1}s requests={} complete={}",
+            p.cpu,
+            p.cpu * 1000.0 / n as f64,
+            p.startup_cpu,
+            p.wall,
+            p.requests,
+            p.complete
+        ),
+        Err(why) => println!("side by side: no Python baseline: {why}"),
+    }
+    SideBySide {
+        n,
+        daemon_cpu: d.cpu,
+        daemon_wall: d.wall,
+        daemon_requests,
+        daemon_complete: d.complete,
+        python,
+    }
+}
+
+/// The venv's interpreter with the SDKs of benches/python/requirements.txt installed (from
+/// PyPI), made under target/bench/venv when missing.
+fn python() -> Result<PathBuf, String> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let venv = root.join("target/bench/venv");
+    let python = venv.join("bin/python");
+    let run = |cmd: &mut Command, what: &str| -> Result<(), String> {
+        match cmd.stdout(Stdio::null()).output() {
+            Ok(o) if o.status.success() => Ok(()),
+            Ok(o) => Err(format!(
+                "{what} failed: {}",
+                String::from_utf8_lossy(&o.stderr)
+                    .lines()
+                    .last()
+                    .unwrap_or("")
+            )),
+            Err(e) => Err(format!("{what}: {e}")),
+        }
+    };
+    if !python.exists() {
+        eprintln!("  creating the Python venv in {}", venv.display());
+        run(
+            Command::new("python3").args(["-m", "venv"]).arg(&venv),
+            "python3 -m venv",
+        )?;
+    }
+    run(
+        Command::new(&python)
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+                "-r",
+            ])
+            .arg(root.join("benches/python/requirements.txt")),
+        "pip install -r benches/python/requirements.txt",
+    )?;
+    Ok(python)
+}
+
+async fn run_python(
+    python: &Path,
+    dir: &Path,
+    em: &Emulator,
+    tenant: &Tenant,
+    n: usize,
+) -> Result<PythonRun, String> {
+    let spec = serde_json::json!({
+        "tenant_id": tenant.tenant_id,
+        "authority_host": tenant.info.authority_host,
+        "graph_endpoint": tenant.info.graph_endpoint,
+        "ca_file": tenant.info.ca_file,
+        "client_id": tenant.daemon_app_id,
+        "client_secret": DAEMON_SECRET,
+        "clients": tenant.clients.iter().map(|c| serde_json::json!({
+            "name": c.name,
+            "app_id": c.app_id,
+            "vault_url": c.vault_url,
+            "secret_name": c.name,
+        })).collect::<Vec<_>>(),
+    });
+    let spec_path = dir.join("python-spec.json");
+    std::fs::write(&spec_path, spec.to_string()).expect("spec");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/python/rotate.py");
+    let started = Instant::now();
+    let mut cmd = Command::new(python);
+    for (k, _) in std::env::vars_os() {
+        if k.to_string_lossy().to_ascii_lowercase().ends_with("_proxy") {
+            cmd.env_remove(k);
+        }
+    }
+    let mut child = cmd
+        .arg(&script)
+        .arg(&spec_path)
+        .env("NO_PROXY", "*")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::from(
+            std::fs::File::create(dir.join("python.log")).expect("log"),
+        ))
+        .spawn()
+        .map_err(|e| format!("starting {}: {e}", python.display()))?;
+    let (out, cpu) = tokio::task::spawn_blocking(move || {
+        let mut out = String::new();
+        if let Some(mut stdout) = child.stdout.take() {
+            let _ = std::io::Read::read_to_string(&mut stdout, &mut out);
+        }
+        (out, lifetime_cpu(&mut child))
+    })
+    .await
+    .expect("wait for the script");
+    let wall = started.elapsed().as_secs_f64();
+    let report: serde_json::Value = out
+        .lines()
+        .last()
+        .and_then(|l| serde_json::from_str(l).ok())
+        .ok_or_else(|| {
+            let log = std::fs::read_to_string(dir.join("python.log")).unwrap_or_default();
+            format!(
+                "the script failed: {}",
+                log.lines().last().unwrap_or("no output")
+            )
+        })?;
+    Ok(PythonRun {
+        cpu,
+        startup_cpu: report["startup_cpu_seconds"].as_f64().unwrap_or(f64::NAN),
+        wall,
+        requests: em.world().journal().len(),
+        complete: retired(em) == n && all_published(em),
+    })
 }

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use rusqlite::{Connection, ErrorCode, OptionalExtension, params};
+use rusqlite::{Connection, ErrorCode, OptionalExtension, Params, Row, params};
 use serde::Serialize;
 use time::OffsetDateTime;
 
@@ -200,6 +200,35 @@ impl<T> Context<T> for std::result::Result<T, anyhow::Error> {
     }
 }
 
+/// Statements are parsed once per connection and kept: SQLite parsing a statement costs several
+/// times what running it does, and a rotation runs about twenty.
+pub(crate) trait Cached {
+    fn execute_cached<P: Params>(&self, sql: &str, params: P) -> rusqlite::Result<usize>;
+    fn query_row_cached<T, P: Params, F: FnOnce(&Row<'_>) -> rusqlite::Result<T>>(
+        &self,
+        sql: &str,
+        params: P,
+        f: F,
+    ) -> rusqlite::Result<T>;
+}
+
+impl Cached for Connection {
+    fn execute_cached<P: Params>(&self, sql: &str, params: P) -> rusqlite::Result<usize> {
+        self.prepare_cached(sql)?.execute(params)
+    }
+    fn query_row_cached<T, P: Params, F: FnOnce(&Row<'_>) -> rusqlite::Result<T>>(
+        &self,
+        sql: &str,
+        params: P,
+        f: F,
+    ) -> rusqlite::Result<T> {
+        self.prepare_cached(sql)?.query_row(params, f)
+    }
+}
+
+/// Distinct statements the store and the outbox run (rusqlite keeps 16 by default).
+const STATEMENT_CACHE: usize = 64;
+
 /// History rows kept per client.
 const HISTORY_PER_CLIENT: i64 = 200;
 
@@ -320,6 +349,7 @@ impl Store {
         conn.busy_timeout(Duration::from_secs(10))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
         migrate(&conn, &path)?;
         Ok(Store {
             dir: dir.to_path_buf(),
@@ -361,7 +391,7 @@ impl Store {
 
     pub fn begin_intent(&self, rotation_id: &str, client: &str, now: OffsetDateTime) -> Result<()> {
         let t = now.unix_timestamp();
-        self.conn().execute(
+        self.conn().execute_cached(
             "INSERT INTO intents (rotation_id, client, step, key_id, started_at, updated_at, pid) VALUES (?1, ?2, ?3, NULL, ?4, ?4, ?5)",
             params![rotation_id, client, IntentStep::Adding.as_str(), t, std::process::id()],
         )?;
@@ -375,7 +405,7 @@ impl Store {
         key_id: Option<&str>,
         now: OffsetDateTime,
     ) -> Result<()> {
-        self.conn().execute(
+        self.conn().execute_cached(
             "UPDATE intents SET step = ?2, key_id = COALESCE(?3, key_id), updated_at = ?4 WHERE rotation_id = ?1",
             params![rotation_id, step.as_str(), key_id, now.unix_timestamp()],
         )?;
@@ -383,7 +413,7 @@ impl Store {
     }
 
     pub fn end_intent(&self, rotation_id: &str) -> Result<()> {
-        self.conn().execute(
+        self.conn().execute_cached(
             "DELETE FROM intents WHERE rotation_id = ?1",
             params![rotation_id],
         )?;
@@ -392,7 +422,7 @@ impl Store {
 
     pub fn intents(&self, client: &str) -> Result<Vec<Intent>> {
         let conn = self.conn();
-        let mut stmt = conn.prepare("SELECT rotation_id, client, step, key_id, started_at FROM intents WHERE client = ?1 ORDER BY started_at")?;
+        let mut stmt = conn.prepare_cached("SELECT rotation_id, client, step, key_id, started_at FROM intents WHERE client = ?1 ORDER BY started_at")?;
         let rows = stmt.query_map(params![client], |r| {
             Ok(Intent {
                 rotation_id: r.get(0)?,
@@ -408,7 +438,7 @@ impl Store {
     pub fn backoff(&self, client: &str) -> Result<Backoff> {
         Ok(self
             .conn()
-            .query_row(
+            .query_row_cached(
                 "SELECT failures, next_attempt_at, last_error FROM backoff WHERE client = ?1",
                 params![client],
                 |r| {
@@ -424,7 +454,7 @@ impl Store {
     }
 
     pub fn set_backoff(&self, client: &str, b: &Backoff) -> Result<()> {
-        self.conn().execute(
+        self.conn().execute_cached(
             "INSERT INTO backoff (client, failures, next_attempt_at, last_error) VALUES (?1, ?2, ?3, ?4)
              ON CONFLICT(client) DO UPDATE SET failures = ?2, next_attempt_at = ?3, last_error = ?4",
             params![client, b.failures, b.next_attempt_at, b.last_error],
@@ -434,7 +464,7 @@ impl Store {
 
     pub fn clear_backoff(&self, client: &str) -> Result<()> {
         self.conn()
-            .execute("DELETE FROM backoff WHERE client = ?1", params![client])?;
+            .execute_cached("DELETE FROM backoff WHERE client = ?1", params![client])?;
         Ok(())
     }
 
@@ -448,11 +478,11 @@ impl Store {
         message: Option<&str>,
     ) -> Result<()> {
         let conn = self.conn();
-        conn.execute(
+        conn.execute_cached(
             "INSERT INTO history (client, at, result, rotation_id, key_id, message) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             params![client, now.unix_timestamp(), result, rotation_id, key_id, message],
         )?;
-        conn.execute(
+        conn.execute_cached(
             "DELETE FROM history WHERE client = ?1 AND id <= (SELECT id FROM history WHERE client = ?1 ORDER BY id DESC LIMIT 1 OFFSET ?2)",
             params![client, HISTORY_PER_CLIENT],
         )?;
@@ -461,7 +491,7 @@ impl Store {
 
     pub fn history(&self, client: &str, limit: i64) -> Result<Vec<HistoryRow>> {
         let conn = self.conn();
-        let mut stmt = conn.prepare("SELECT at, result, rotation_id, key_id, message FROM history WHERE client = ?1 ORDER BY id DESC LIMIT ?2")?;
+        let mut stmt = conn.prepare_cached("SELECT at, result, rotation_id, key_id, message FROM history WHERE client = ?1 ORDER BY id DESC LIMIT ?2")?;
         let rows = stmt.query_map(params![client, limit], |r| {
             Ok(HistoryRow {
                 at: r.get(0)?,
@@ -479,13 +509,13 @@ impl Store {
     pub fn rotations_since(&self, since: i64) -> Result<Vec<i64>> {
         let conn = self.conn();
         let mut stmt =
-            conn.prepare("SELECT at FROM history WHERE result = 'rotated' AND at > ?1")?;
+            conn.prepare_cached("SELECT at FROM history WHERE result = 'rotated' AND at > ?1")?;
         let rows = stmt.query_map(params![since], |r| r.get(0))?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
     pub fn upsert_client(&self, row: &ClientRow) -> Result<()> {
-        self.conn().execute(
+        self.conn().execute_cached(
             "INSERT INTO clients (client, published_key_id, published_version, expires_at, next_rotation_at, last_result, last_error, last_success_at, updated_at)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
              ON CONFLICT(client) DO UPDATE SET published_key_id = ?2, published_version = ?3, expires_at = ?4, next_rotation_at = ?5,
@@ -507,7 +537,7 @@ impl Store {
         secret_name: &str,
         now: OffsetDateTime,
     ) -> Result<()> {
-        self.conn().execute(
+        self.conn().execute_cached(
             "INSERT INTO locations (client, tag, key_vault_url, secret_name, seen_at) VALUES (?1, ?2, ?3, ?4, ?5)
              ON CONFLICT(client, tag) DO UPDATE SET key_vault_url = ?3, secret_name = ?4,
                seen_at = CASE WHEN seen_at > (SELECT COALESCE(MAX(seen_at), -1) FROM locations
@@ -533,7 +563,7 @@ impl Store {
     /// Every location recorded for `client`.
     pub fn locations(&self, client: &str) -> Result<Vec<LocationRow>> {
         let conn = self.conn();
-        let mut stmt = conn.prepare(
+        let mut stmt = conn.prepare_cached(
             "SELECT tag, key_vault_url, secret_name, seen_at FROM locations WHERE client = ?1 ORDER BY seen_at",
         )?;
         let rows = stmt.query_map(params![client], |r| {
@@ -553,7 +583,7 @@ impl Store {
         let conn = self.conn();
         for row in self.locations_of(&conn, client)? {
             if !keep.contains(&row.as_str()) {
-                conn.execute(
+                conn.execute_cached(
                     "DELETE FROM locations WHERE client = ?1 AND tag = ?2",
                     params![client, row],
                 )?;
@@ -563,7 +593,7 @@ impl Store {
     }
 
     fn locations_of(&self, conn: &Connection, client: &str) -> Result<Vec<String>> {
-        let mut stmt = conn.prepare("SELECT tag FROM locations WHERE client = ?1")?;
+        let mut stmt = conn.prepare_cached("SELECT tag FROM locations WHERE client = ?1")?;
         let rows = stmt.query_map(params![client], |r| r.get(0))?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
@@ -571,7 +601,7 @@ impl Store {
     pub fn client_row(&self, client: &str) -> Result<Option<ClientRow>> {
         Ok(self
             .conn()
-            .query_row(
+            .query_row_cached(
                 "SELECT client, published_key_id, published_version, expires_at, next_rotation_at, last_result, last_error, last_success_at, updated_at FROM clients WHERE client = ?1",
                 params![client],
                 |r| {

@@ -5,6 +5,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use zeroize::Zeroizing;
 
+use super::connections::Pool;
 use super::{AzureHttp, Class, Error, Timer};
 
 const SERVICE: &str = "token";
@@ -62,18 +63,17 @@ fn token_form(pairs: &[(&str, &str)]) -> Zeroizing<Vec<u8>> {
 
 pub struct EntraClient {
     shared: AzureHttp,
-    token_url: String,
+    token_url: url::Url,
 }
 
 impl EntraClient {
     pub fn new(shared: AzureHttp, authority: &url::Url, tenant: &str) -> EntraClient {
-        EntraClient {
-            shared,
-            token_url: format!(
-                "{}/{tenant}/oauth2/v2.0/token",
-                authority.as_str().trim_end_matches('/')
-            ),
+        let mut token_url = authority.clone();
+        if let Ok(mut path) = token_url.path_segments_mut() {
+            path.pop_if_empty()
+                .extend([tenant, "oauth2", "v2.0", "token"]);
         }
+        EntraClient { shared, token_url }
     }
 
     /// One token request as `client_id` with `secret` for `scope`. The token itself is dropped.
@@ -121,10 +121,11 @@ impl EntraClient {
             ("grant_type", "client_credentials"),
             ("scope", scope),
         ]);
+        let pass = self.shared.gates.pass(Pool::Secret, &self.token_url).await;
         let response = match self
             .shared
             .secret_http
-            .post(&self.token_url)
+            .post(self.token_url.clone())
             .header(
                 reqwest::header::CONTENT_TYPE,
                 "application/x-www-form-urlencoded",
@@ -133,7 +134,10 @@ impl EntraClient {
             .send()
             .await
         {
-            Ok(r) => r,
+            Ok(r) => {
+                pass.answered();
+                r
+            }
             Err(e) => {
                 timer.done("error");
                 return Err(VerifyFailure::Transient(Error::new(

@@ -13,10 +13,13 @@ use serde_json::json;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
+use super::connections::Pool;
 use super::{AzureHttp, Class, Error, Timer, class_of_status};
 use crate::config::AppRef;
 
 const SERVICE: &str = "graph";
+/// The one Graph call whose answer holds a secret (it goes over `secret_http`).
+const ADD_PASSWORD: &str = "add_password";
 
 /// An application as the daemon needs it.
 #[derive(Debug, Clone)]
@@ -354,15 +357,32 @@ impl GraphClient {
         } else {
             None
         };
-        let timer = Timer::start(&self.shared.metrics, SERVICE, operation);
-        let sent = request
+        let (client, request) = request
             .bearer_auth(token)
             .header("x-ms-throttle-priority", "low")
             .header("user-agent", self.shared.user_agent())
-            .send()
-            .await;
+            .build_split();
+        let pool = if operation == ADD_PASSWORD {
+            Pool::Secret
+        } else {
+            Pool::Main
+        };
+        let pass = match &request {
+            Ok(r) => Some(self.shared.gates.pass(pool, r.url()).await),
+            Err(_) => None,
+        };
+        let timer = Timer::start(&self.shared.metrics, SERVICE, operation);
+        let sent = match request {
+            Ok(r) => client.execute(r).await,
+            Err(e) => Err(e),
+        };
         let response = match sent {
-            Ok(r) => r,
+            Ok(r) => {
+                if let Some(p) = pass {
+                    p.answered();
+                }
+                r
+            }
             Err(e) => {
                 timer.done("error");
                 // Refused connections never reached Graph; anything later may have.
@@ -522,7 +542,7 @@ impl GraphClient {
             json!({"passwordCredential": {"displayName": display_name, "endDateTime": end_text}});
         let (_, body) = self
             .send(
-                "add_password",
+                ADD_PASSWORD,
                 self.shared.secret_http.post(url).json(&body),
                 true,
             )

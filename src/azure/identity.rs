@@ -18,6 +18,7 @@ use azure_identity::{
 };
 use secrecy::ExposeSecret;
 
+use super::connections::Pool;
 use super::{AzureHttp, Class, Error};
 use crate::config::{Config, Credential};
 
@@ -31,10 +32,10 @@ pub struct MeteredTransport {
 
 impl MeteredTransport {
     /// Requests whose body or answer holds a secret value go over [`AzureHttp::secret_http`].
-    fn client_for(&self, operation: &str) -> &reqwest::Client {
+    fn client_for(&self, operation: &str) -> (&reqwest::Client, Pool) {
         match operation {
-            "set_secret" | "get_secret" => &self.shared.0.secret_http,
-            _ => &self.http,
+            "set_secret" | "get_secret" => (&self.shared.0.secret_http, Pool::Secret),
+            _ => (&self.http, Pool::Main),
         }
     }
 }
@@ -94,8 +95,13 @@ impl HttpClient for MeteredTransport {
         };
         let mut request = request.clone();
         request.insert_header("user-agent", self.shared.0.user_agent());
+        let (client, pool) = self.client_for(operation);
+        let pass = self.shared.0.gates.pass(pool, request.url()).await;
         let start = Instant::now();
-        let result = self.client_for(operation).execute_request(&request).await;
+        let result = client.execute_request(&request).await;
+        if result.is_ok() {
+            pass.answered();
+        }
         let status = match &result {
             Ok(r) => {
                 let date = azure_core::http::headers::HeaderName::from_static("date");
@@ -169,11 +175,7 @@ pub fn credential(config: &Config, shared: &AzureHttp) -> anyhow::Result<Arc<dyn
         }
         Credential::ManagedIdentity { client_id } => {
             // Managed identity endpoints are local: never through a proxy.
-            let direct = super::http_client(
-                config.azure.ca_pem.as_deref(),
-                config.azure.request_timeout,
-                false,
-            )?;
+            let direct = super::http_client_with(&shared.tls, config.azure.request_timeout, false)?;
             let options = ManagedIdentityCredentialOptions {
                 user_assigned_id: client_id.clone().map(UserAssignedId::ClientId),
                 client_options: client_options(config, shared, direct),

@@ -8,6 +8,7 @@
 
 pub mod arm;
 pub mod blob;
+pub mod connections;
 pub mod directory;
 pub mod entra;
 pub mod fence;
@@ -170,9 +171,33 @@ pub struct AzureHttp {
     /// High availability's fence: every write to Graph and Key Vault passes it
     /// ([`fence`], which the HA election opens and closes); without HA it is always open.
     pub fence: Arc<fence::Fence>,
+    /// The TLS configuration `http` and `secret_http` were made with, for any other client made
+    /// from the same config (webhook sinks).
+    pub tls: connections::TlsConfig,
+    /// The first-request gates of the rotation's requests (Graph, Entra, Key Vault).
+    pub gates: Arc<connections::Gates>,
 }
 
 impl AzureHttp {
+    /// The clients for `ca_pem` and `timeout`, sharing one TLS configuration.
+    pub fn new(
+        ca_pem: Option<&[u8]>,
+        timeout: Duration,
+        metrics: Arc<Metrics>,
+        fence: Arc<fence::Fence>,
+    ) -> anyhow::Result<AzureHttp> {
+        let tls = connections::TlsConfig::new(ca_pem)?;
+        Ok(AzureHttp {
+            http: http_client_with(&tls, timeout, true)?,
+            secret_http: secret_http_client(&tls, timeout)?,
+            metrics,
+            skew: Arc::new(Skew::default()),
+            fence,
+            tls,
+            gates: Arc::default(),
+        })
+    }
+
     /// The `User-Agent` of every request: with HA it names the replica, so that Azure's logs
     /// (and the emulator's journal) say which replica wrote.
     pub fn user_agent(&self) -> String {
@@ -228,41 +253,46 @@ pub fn http_client(
     timeout: Duration,
     proxy: bool,
 ) -> anyhow::Result<reqwest::Client> {
-    Ok(http_builder(ca_pem, timeout, proxy)?.build()?)
+    http_client_with(&connections::TlsConfig::new(ca_pem)?, timeout, proxy)
 }
 
-/// How long a connection of [`AzureHttp::secret_http`] stays in the pool. Short enough that a
-/// secret leaves the connection buffers soon after its rotation, long enough that a busy
-/// daemon opens about one connection per host and second rather than one per request.
+/// [`http_client`] with a TLS configuration already made: cheap.
+pub fn http_client_with(
+    tls: &connections::TlsConfig,
+    timeout: Duration,
+    proxy: bool,
+) -> anyhow::Result<reqwest::Client> {
+    Ok(http_builder(tls, timeout, proxy).build()?)
+}
+
+/// How long a connection of [`AzureHttp::secret_http`] stays in the pool after its last
+/// request. Short enough that a secret leaves the connection buffers soon after its rotation,
+/// long enough that a busy daemon keeps one connection per host (HTTP/2 carries every
+/// concurrent request, and each renews the idle time) rather than one per request.
 pub const SECRET_CONNECTION_IDLE: Duration = Duration::from_secs(1);
 
 /// [`http_client`] for [`AzureHttp::secret_http`].
 pub fn secret_http_client(
-    ca_pem: Option<&[u8]>,
+    tls: &connections::TlsConfig,
     timeout: Duration,
 ) -> anyhow::Result<reqwest::Client> {
-    Ok(http_builder(ca_pem, timeout, true)?
+    Ok(http_builder(tls, timeout, true)
         .pool_idle_timeout(SECRET_CONNECTION_IDLE)
         .build()?)
 }
 
 fn http_builder(
-    ca_pem: Option<&[u8]>,
+    tls: &connections::TlsConfig,
     timeout: Duration,
     proxy: bool,
-) -> anyhow::Result<reqwest::ClientBuilder> {
-    let mut b = reqwest::Client::builder()
+) -> reqwest::ClientBuilder {
+    let b = reqwest::Client::builder()
+        .tls_backend_preconfigured(tls.rustls())
         .connect_timeout(Duration::from_secs(10).min(timeout))
         .timeout(timeout)
         .redirect(reqwest::redirect::Policy::none())
         .user_agent(concat!("secret-rotator/", env!("CARGO_PKG_VERSION")));
-    if let Some(pem) = ca_pem {
-        b = b.tls_certs_merge(reqwest::Certificate::from_pem_bundle(pem)?);
-    }
-    if !proxy {
-        b = b.no_proxy();
-    }
-    Ok(b)
+    if proxy { b } else { b.no_proxy() }
 }
 
 /// A request body that holds a secret: handed to the HTTP client without a copy, and wiped

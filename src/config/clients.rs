@@ -220,6 +220,7 @@ pub(super) struct ClientSet<'a> {
     apps: HashMap<String, usize>,
     targets: HashMap<(String, String), usize>,
     schedules: HashMap<(String, Tz), Arc<Schedule>>,
+    crons: HashMap<String, croner::Cron>,
     /// The origin of the clients added next.
     pub(super) origin: Origin,
 }
@@ -235,6 +236,7 @@ impl<'a> ClientSet<'a> {
             apps: HashMap::new(),
             targets: HashMap::new(),
             schedules: HashMap::new(),
+            crons: HashMap::new(),
             origin: Origin::Config,
         }
     }
@@ -365,7 +367,14 @@ impl<'a> ClientSet<'a> {
                 format!("clients[{first}] already writes this secret in this vault"),
             ));
         }
-        let (mut policy, spans) = policy(ctx, &c.policy(), self.defaults, &prefix, self.cloud)?;
+        let (mut policy, spans) = policy(
+            ctx,
+            &c.policy(),
+            self.defaults,
+            &prefix,
+            self.cloud,
+            &mut self.crons,
+        )?;
         let key = (policy.schedule.expression.clone(), policy.schedule.timezone);
         policy.schedule = self
             .schedules

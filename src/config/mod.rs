@@ -188,6 +188,7 @@ impl Config {
             &raw.defaults,
             "defaults",
             azure.cloud,
+            &mut Default::default(),
         )?;
         let mut clients = clients::ClientSet::new(&raw.defaults, &azure.credential, azure.cloud);
         for rc in &raw.clients {

@@ -91,12 +91,15 @@ fn cron_parser() -> CronParser {
 }
 
 /// Resolves a client's policy: its own keys over `[defaults]` over the built-in defaults.
+/// `crons` holds the expressions parsed so far: parsing one costs about 250,000 instructions (it
+/// fills a bitfield of every year up to 5000), and most clients share a few.
 pub(super) fn policy(
     ctx: &Ctx<'_>,
     own: &RawPolicy,
     defaults: &RawPolicy,
     prefix: &str,
     cloud: Cloud,
+    crons: &mut std::collections::HashMap<String, Cron>,
 ) -> Result<(Policy, PolicySpans), ConfigError> {
     let pick =
         |a: &Option<S<String>>, b: &Option<S<String>>, name: &str| -> Option<(S<String>, String)> {
@@ -111,16 +114,23 @@ pub(super) fn policy(
         .as_ref()
         .map(|(v, _)| v.get_ref().clone())
         .unwrap_or_else(|| DEFAULT_SCHEDULE.to_string());
-    let cron = cron_parser()
-        .parse(&expression)
-        .map_err(|e| match &schedule_src {
-            Some((v, key)) => ctx.err(
-                v,
-                key,
-                format!("'{expression}' is not a cron expression with seconds: {e}"),
-            ),
-            None => ctx.err_nowhere("schedule", e.to_string()),
-        })?;
+    let cron = match crons.get(&expression) {
+        Some(c) => c.clone(),
+        None => {
+            let c = cron_parser()
+                .parse(&expression)
+                .map_err(|e| match &schedule_src {
+                    Some((v, key)) => ctx.err(
+                        v,
+                        key,
+                        format!("'{expression}' is not a cron expression with seconds: {e}"),
+                    ),
+                    None => ctx.err_nowhere("schedule", e.to_string()),
+                })?;
+            crons.insert(expression.clone(), c.clone());
+            c
+        }
+    };
     let timezone = match pick(&own.timezone, &defaults.timezone, "timezone") {
         Some((v, key)) => Tz::from_str(v.get_ref()).map_err(|_| {
             ctx.err(

@@ -16,7 +16,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::admin::{Request, Shared};
-use crate::azure::{self, Skew};
+use crate::azure;
 use crate::clock;
 use crate::config::Config;
 use crate::metrics::Metrics;
@@ -46,21 +46,12 @@ pub fn build_context_fenced(
     metrics: Arc<Metrics>,
     fence: Arc<crate::azure::fence::Fence>,
 ) -> anyhow::Result<Context> {
-    let http = azure::http_client(
+    let shared = azure::AzureHttp::new(
         config.azure.ca_pem.as_deref(),
         config.azure.request_timeout,
-        true,
-    )?;
-    let shared = azure::AzureHttp {
-        http,
-        secret_http: azure::secret_http_client(
-            config.azure.ca_pem.as_deref(),
-            config.azure.request_timeout,
-        )?,
-        metrics: metrics.clone(),
-        skew: Arc::new(Skew::default()),
+        metrics.clone(),
         fence,
-    };
+    )?;
     let azure = AzureClients::new(&config, &shared)?;
     let past = store
         .rotations_since(clock::now().unix_timestamp() - 3600)

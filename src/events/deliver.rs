@@ -98,23 +98,24 @@ async fn round(ctx: &Context, sink: &Sink, failing: &std::sync::Mutex<HashMap<St
             return;
         }
     };
-    let http = match &sink.kind {
-        SinkKind::Webhook { .. } => {
-            match crate::azure::http_client(ctx.config.azure.ca_pem.as_deref(), sink.timeout, true)
-            {
-                Ok(h) => Some(h),
-                Err(e) => {
-                    tracing::warn!(sink = %sink.name, error = %e, "cannot build the sink's HTTP client");
-                    return;
-                }
-            }
-        }
-        SinkKind::Exec { .. } => None,
-    };
+    // Most rounds find nothing due: the client (cheap, from the context's TLS configuration)
+    // is made only for a round that sends.
+    let mut http = None;
     for d in pending {
         let now = clock::now();
         if d.next_attempt_at > now.unix_timestamp() {
             break;
+        }
+        if http.is_none()
+            && let SinkKind::Webhook { .. } = &sink.kind
+        {
+            match crate::azure::http_client_with(&ctx.shared.tls, sink.timeout, true) {
+                Ok(h) => http = Some(h),
+                Err(e) => {
+                    tracing::warn!(sink = %sink.name, error = %e, "cannot build the sink's HTTP client");
+                    break;
+                }
+            }
         }
         match send(http.as_ref(), sink, &d.event_id, d.body.as_bytes()).await {
             Ok(()) => {

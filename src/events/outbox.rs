@@ -5,7 +5,7 @@ use rusqlite::{OptionalExtension, params};
 use serde::Serialize;
 use time::OffsetDateTime;
 
-use crate::store::{Result, Store};
+use crate::store::{Cached as _, Result, Store};
 
 /// A pending delivery of one event to one sink.
 #[derive(Debug, Clone)]
@@ -50,7 +50,7 @@ impl Store {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
         let t = now.unix_timestamp();
-        let added = tx.execute(
+        let added = tx.execute_cached(
             "INSERT OR IGNORE INTO events (id, type, client, body, created_at, dedup) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             params![id, kind, client, body, t, dedup],
         )?;
@@ -58,7 +58,7 @@ impl Store {
             return Ok(0);
         }
         for sink in sinks {
-            tx.execute(
+            tx.execute_cached(
                 "INSERT INTO deliveries (event_id, sink, seq, attempts, next_attempt_at) VALUES (?1, ?2, (SELECT COALESCE(MAX(seq), 0) + 1 FROM deliveries), 0, ?3)",
                 params![id, sink, t],
             )?;
@@ -70,7 +70,7 @@ impl Store {
     /// The sink's undelivered events, oldest first.
     pub fn pending_deliveries(&self, sink: &str, limit: i64) -> Result<Vec<Delivery>> {
         let conn = self.conn();
-        let mut stmt = conn.prepare(
+        let mut stmt = conn.prepare_cached(
             "SELECT d.event_id, e.type, e.body, d.attempts, d.next_attempt_at, e.created_at
              FROM deliveries d JOIN events e ON e.id = d.event_id
              WHERE d.sink = ?1 ORDER BY d.seq LIMIT ?2",
@@ -91,11 +91,11 @@ impl Store {
     /// The sink took the event: its delivery goes, and the event once no sink waits for it.
     pub fn delivered(&self, event_id: &str, sink: &str) -> Result<()> {
         let conn = self.conn();
-        conn.execute(
+        conn.execute_cached(
             "DELETE FROM deliveries WHERE event_id = ?1 AND sink = ?2",
             params![event_id, sink],
         )?;
-        conn.execute(
+        conn.execute_cached(
             "DELETE FROM events WHERE id = ?1 AND dedup IS NULL AND NOT EXISTS (SELECT 1 FROM deliveries WHERE event_id = ?1)",
             params![event_id],
         )?;
@@ -110,7 +110,7 @@ impl Store {
         next_attempt_at: i64,
         error: &str,
     ) -> Result<()> {
-        self.conn().execute(
+        self.conn().execute_cached(
             "UPDATE deliveries SET attempts = attempts + 1, next_attempt_at = ?3, last_error = ?4 WHERE event_id = ?1 AND sink = ?2",
             params![event_id, sink, next_attempt_at, error],
         )?;
@@ -122,18 +122,18 @@ impl Store {
     /// the dropped deliveries per sink.
     pub fn expire_deliveries(&self, before: i64) -> Result<Vec<(String, i64)>> {
         let conn = self.conn();
-        let mut stmt = conn.prepare(
+        let mut stmt = conn.prepare_cached(
             "SELECT d.sink, COUNT(*) FROM deliveries d JOIN events e ON e.id = d.event_id WHERE e.created_at < ?1 GROUP BY d.sink",
         )?;
         let dropped: Vec<(String, i64)> = stmt
             .query_map(params![before], |r| Ok((r.get(0)?, r.get(1)?)))?
             .collect::<Result<_, _>>()?;
         drop(stmt);
-        conn.execute(
+        conn.execute_cached(
             "DELETE FROM deliveries WHERE event_id IN (SELECT id FROM events WHERE created_at < ?1)",
             params![before],
         )?;
-        conn.execute(
+        conn.execute_cached(
             "DELETE FROM events WHERE NOT EXISTS (SELECT 1 FROM deliveries WHERE event_id = events.id)
              AND (dedup IS NULL OR created_at < ?1 - 30 * 86400)",
             params![before],
@@ -145,14 +145,14 @@ impl Store {
     pub fn sink_state(&self, sink: &str, kind: &str, failing_after: u32) -> SinkState {
         let conn = self.conn();
         let pending: i64 = conn
-            .query_row(
+            .query_row_cached(
                 "SELECT COUNT(*) FROM deliveries WHERE sink = ?1",
                 params![sink],
                 |r| r.get(0),
             )
             .unwrap_or(0);
         let head: Option<(u32, i64, Option<String>, i64)> = conn
-            .query_row(
+            .query_row_cached(
                 "SELECT d.attempts, d.next_attempt_at, d.last_error, e.created_at FROM deliveries d JOIN events e ON e.id = d.event_id WHERE d.sink = ?1 ORDER BY d.seq LIMIT 1",
                 params![sink],
                 |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),

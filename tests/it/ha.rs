@@ -98,14 +98,13 @@ impl Azurite {
     /// A lease client of its own, as an operator's tool would be.
     fn lease_client(&self, blob: &str) -> secret_rotator::azure::blob::LeaseClient {
         use secret_rotator::azure::{self, blob};
-        let http = azure::http_client(None, Duration::from_secs(5), false).unwrap();
-        let shared = azure::AzureHttp {
-            http: http.clone(),
-            secret_http: http,
-            metrics: Arc::new(secret_rotator::metrics::Metrics::new()),
-            skew: Arc::default(),
-            fence: Arc::new(secret_rotator::azure::fence::Fence::open()),
-        };
+        let shared = azure::AzureHttp::new(
+            None,
+            Duration::from_secs(5),
+            Arc::new(secret_rotator::metrics::Metrics::new()),
+            Arc::new(secret_rotator::azure::fence::Fence::open()),
+        )
+        .unwrap();
         let (account, key) = blob::parse_connection_string(&connection_string()).unwrap();
         blob::LeaseClient::new(
             shared,
