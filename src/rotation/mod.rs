@@ -438,9 +438,13 @@ async fn reconcile_inner(
                         .as_ref()
                         .is_some_and(|p| p.managed && p.key_id.is_some())
                 {
+                    // Plus what removals wait for Azure's whole seconds, so that the reconcile
+                    // then finds it due rather than a second early.
                     let due = clock::now()
                         + time::Duration::try_from(client.policy.overlap)
-                            .unwrap_or(time::Duration::ZERO);
+                            .unwrap_or(time::Duration::ZERO)
+                        + plan::CLOCK_RESOLUTION
+                        + time::Duration::seconds(ctx.shared.skew.seconds().abs());
                     report.retire_at = Some(report.retire_at.map_or(due, |t| t.min(due)));
                 }
                 report.rotated = Some(rotated);

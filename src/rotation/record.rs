@@ -109,7 +109,11 @@ pub(super) fn remember_location(ctx: &Context, client: &Client, observed: &plan:
             &observed.location,
             client.key_vault_url.as_str(),
             &client.secret_name,
-            clock::now(),
+            // The arrival on Azure's clock when ours is behind it, so that a clock put right
+            // later cannot make it look earlier than it was (it times a moved client's removals).
+            clock::now()
+                + time::Duration::seconds((-observed.skew_seconds).max(0))
+                + plan::CLOCK_RESOLUTION,
         )
         .and_then(|()| ctx.store.forget_locations(&client.name, &keep));
     if let Err(e) = recorded {
