@@ -151,6 +151,10 @@ fn main() {
             r.scrape_kib
         ));
     }
+    if let Some(table) = footprint(&runtime, latency) {
+        md.push('\n');
+        md.push_str(&table);
+    }
     let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench");
     std::fs::create_dir_all(&out).expect("target/bench");
     std::fs::write(out.join("performance.md"), &md).expect("write");
@@ -486,7 +490,7 @@ async fn run_daemon(
         secret_file: "daemon-secret",
         azure: azure_extra,
         instance: "bench",
-        daemon: "max_concurrent = 512",
+        daemon: "",
         log: "level = \"warn\"",
         listen: &format!("127.0.0.1:{port}"),
         admin_token_file: None,
@@ -821,4 +825,491 @@ async fn run_python(
         requests: em.world().journal().len(),
         complete: retired(em) == n && all_published(em),
     })
+
+// ---------------------------------------------------------------------------------------------
+// Footprint: start-up, idle and the default settings (docs/performance.md, "Footprint").
+//
+//   cargo bench --bench scale -- --clients none --idle 10000        start-up, idle, /metrics
+//   cargo bench --bench scale -- --clients none --defaults 10000    first rotations at the
+//                                                                   defaults, then idle
+//
+// SCALE_IDLE_SECS (default 60) is how long the idle daemon is watched; SCALE_DAEMON_BIN runs
+// another build of the daemon (to compare two commits with one benchmark).
+// ---------------------------------------------------------------------------------------------
+
+/// What the footprint runs measured.
+struct Footprint {
+    what: String,
+    n: usize,
+    /// Start of the process to `/readyz` answering 200.
+    ready_s: f64,
+    /// Start to every client rotated (the defaults run) or reconciled once (the idle run).
+    first_pass_s: f64,
+    peak_rss_mib: f64,
+    /// VmRSS when the idle watch began and ended, and the highest sample in between.
+    idle_rss_start_mib: f64,
+    idle_rss_end_mib: f64,
+    idle_rss_max_mib: f64,
+    /// Of the RSS at the end of the idle watch: anonymous memory (the heap, stacks) and
+    /// mapped files (the binary's code).
+    idle_anon_mib: f64,
+    idle_file_mib: f64,
+    idle_secs: f64,
+    /// CPU time (user + system) over the idle watch, as a share of one core.
+    idle_cpu_pct: f64,
+    /// Requests the daemon made while idle.
+    idle_requests: usize,
+    scrape_ms: f64,
+    scrape_kib: f64,
+    /// VmHWM after the scrapes: what a scrape adds to the peak.
+    peak_with_scrape_mib: f64,
+    load: String,
+}
+
+fn daemon_bin() -> String {
+    std::env::var("SCALE_DAEMON_BIN")
+        .unwrap_or_else(|_| env!("CARGO_BIN_EXE_secret-rotator").to_string())
+}
+
+fn idle_secs() -> f64 {
+    std::env::var("SCALE_IDLE_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(60.0)
+}
+
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .unwrap_or_default()
+        .split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Seeds `n` clients whose published secret (by this installation) expires `expires_in` from
+/// now, spread over the vaults, with the emulator's latency and delays as the rotation runs
+/// have them and throttling off (the daemon's own pacer sets the rate, as with the defaults).
+async fn seed_footprint(
+    em: &Emulator,
+    n: usize,
+    latency: u64,
+    expires_in: time::Duration,
+) -> emulator::kit::Tenant {
+    let tenant = (0..n)
+        .fold(
+            (0..VAULTS).fold(TenantKit::new("secret-rotator", DAEMON_SECRET), |kit, v| {
+                kit.vault(format!("bench-kv-{v}"))
+            }),
+            |kit, i| {
+                kit.client(KitClient::new(
+                    format!("c{i}"),
+                    format!("bench-kv-{}", i % VAULTS),
+                ))
+            },
+        )
+        .seed(em)
+        .await
+        .expect("seed");
+    let now = time::OffsetDateTime::now_utc();
+    let mut state = em.world().state_mut();
+    let mut pending = Vec::with_capacity(n);
+    for (i, app) in state.applications.iter_mut().skip(1).enumerate() {
+        let key = uuid::Uuid::new_v4().to_string();
+        let secret = format!("seed{i:06}Q~{}", uuid::Uuid::new_v4().simple());
+        let end = now + expires_in;
+        let start = end - time::Duration::days(90);
+        app.passwords.push(Password {
+            key_id: key.clone(),
+            display_name: Some(format!("secret-rotator:bench:c{i}:seed")),
+            hint: secret[..3].to_string(),
+            secret_text: secret.clone(),
+            start_text: emulator::graph::graph_time(start),
+            end_text: emulator::graph::graph_time(end),
+            start,
+            end,
+            added: start,
+            removed: None,
+        });
+        let tags = [
+            ("managed-by", "secret-rotator"),
+            ("client-id", app.app_id.as_str()),
+            ("key-id", key.as_str()),
+            ("rotation-id", "seed"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let created = start.unix_timestamp();
+        pending.push((
+            format!("bench-kv-{}", i % VAULTS),
+            format!("c{i}"),
+            SecretVersion {
+                version: format!("{:032x}", i + 1),
+                value: secret,
+                content_type: None,
+                tags,
+                enabled: true,
+                nbf: None,
+                exp: Some(end.unix_timestamp()),
+                created,
+                updated: created,
+            },
+        ));
+    }
+    for (vault, name, version) in pending {
+        state.vaults.get_mut(&vault).expect("vault").secrets.insert(
+            name.to_ascii_lowercase(),
+            VaultSecret {
+                name,
+                versions: vec![version],
+            },
+        );
+    }
+    state.settings = Settings {
+        propagation_min_ms: 500,
+        propagation_max_ms: 2_000,
+        read_lag_ms: 500,
+        latency_ms: latency,
+        ..Settings::default()
+    };
+    drop(state);
+    tenant
+}
+
+/// Starts the daemon on `tenant` with the default settings but the schedule (every 6 hours,
+/// so that nothing is due between the first pass and the next) and the log level.
+fn start_default_daemon(
+    dir: &Path,
+    tenant: &emulator::kit::Tenant,
+    port: u16,
+) -> std::process::Child {
+    std::fs::write(dir.join("daemon-secret"), DAEMON_SECRET).expect("secret");
+    let config = tenant.config(&ConfigSpec {
+        header: "",
+        secret_file: "daemon-secret",
+        azure: "",
+        instance: "bench",
+        daemon: "",
+        log: "level = \"warn\"",
+        listen: &format!("127.0.0.1:{port}"),
+        admin_token_file: None,
+        state_dir: "state",
+        defaults: "schedule = \"0 0 */6 * * *\"",
+        secret_name: "{name}",
+    });
+    let config_path = dir.join("config.toml");
+    std::fs::write(&config_path, config).expect("config");
+    Command::new(daemon_bin())
+        .args(["run", "--config", config_path.to_str().expect("utf-8 path")])
+        .env("NO_PROXY", "*")
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(
+            std::fs::File::create(dir.join("daemon.log")).expect("log"),
+        ))
+        .spawn()
+        .expect("spawn the daemon")
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("port")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+/// Polls `/readyz` until it answers 200; the time since `started`.
+async fn wait_ready(http: &reqwest::Client, port: u16, started: Instant) -> f64 {
+    let deadline = started + Duration::from_secs(120);
+    while Instant::now() < deadline {
+        if let Ok(r) = http
+            .get(format!("http://127.0.0.1:{port}/readyz"))
+            .send()
+            .await
+            && r.status().is_success()
+        {
+            return started.elapsed().as_secs_f64();
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    f64::NAN
+}
+
+/// The median of five `/metrics` scrapes (ms) and the size of the last (KiB).
+async fn scrape(http: &reqwest::Client, port: u16) -> (f64, f64) {
+    let mut times = Vec::new();
+    let mut size = 0usize;
+    for _ in 0..5 {
+        let t = Instant::now();
+        if let Ok(r) = http
+            .get(format!("http://127.0.0.1:{port}/metrics"))
+            .send()
+            .await
+            && let Ok(body) = r.text().await
+        {
+            size = body.len();
+            times.push(t.elapsed().as_secs_f64() * 1000.0);
+        }
+    }
+    times.sort_by(|a, b| a.total_cmp(b));
+    (
+        times.get(times.len() / 2).copied().unwrap_or(f64::NAN),
+        size as f64 / 1024.0,
+    )
+}
+
+/// Waits until the emulator saw at least `min` requests and none for five seconds (the
+/// daemon's first pass is over); false at the deadline.
+async fn wait_quiet(em: &Emulator, min: usize, deadline: Instant) -> bool {
+    let mut last = (0usize, Instant::now());
+    while Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let len = em.world().journal().len();
+        if len != last.0 {
+            last = (len, Instant::now());
+        } else if len >= min && last.1.elapsed() >= Duration::from_secs(5) {
+            return true;
+        }
+    }
+    false
+}
+
+/// Watches the idle daemon for `secs`: its CPU time, its RSS every second, the requests it made.
+async fn watch_idle(em: &Emulator, pid: u32, secs: f64, f: &mut Footprint) {
+    let requests = em.world().journal().len();
+    let cpu = cpu_seconds(pid);
+    let t = Instant::now();
+    f.idle_rss_start_mib = proc_status(pid, "VmRSS:");
+    f.idle_rss_max_mib = f.idle_rss_start_mib;
+    let mut last_report = Instant::now();
+    while t.elapsed().as_secs_f64() < secs {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let rss = proc_status(pid, "VmRSS:");
+        f.idle_rss_max_mib = f.idle_rss_max_mib.max(rss);
+        f.idle_rss_end_mib = rss;
+        if last_report.elapsed() > Duration::from_secs(60) {
+            eprintln!(
+                "  idle {:.0} s: RSS {rss:.1} MiB, CPU {:.3}% of a core so far",
+                t.elapsed().as_secs_f64(),
+                100.0 * (cpu_seconds(pid) - cpu) / t.elapsed().as_secs_f64()
+            );
+            last_report = Instant::now();
+        }
+    }
+    f.idle_secs = t.elapsed().as_secs_f64();
+    f.idle_anon_mib = proc_status(pid, "RssAnon:");
+    f.idle_file_mib = proc_status(pid, "RssFile:");
+    f.idle_cpu_pct = 100.0 * (cpu_seconds(pid) - cpu) / f.idle_secs;
+    f.idle_requests = em.world().journal().len() - requests;
+}
+
+/// `n` clients, nothing due: start-up to ready, the first pass (reads only), then the idle
+/// daemon watched for `SCALE_IDLE_SECS`, and `/metrics`.
+async fn run_idle(n: usize, latency: u64) -> Footprint {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let em = Emulator::start(Options {
+        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        state_dir: dir.path().join("emulator"),
+        seed: None,
+    })
+    .await
+    .expect("emulator");
+    let tenant = seed_footprint(&em, n, latency, time::Duration::days(80)).await;
+    em.world().clear_journal();
+    let http = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .expect("client");
+    let port = free_port();
+    let load = loadavg();
+    let started = Instant::now();
+    let mut child = start_default_daemon(dir.path(), &tenant, port);
+    let pid = child.id();
+    let ready_s = wait_ready(&http, port, started).await;
+    eprintln!("  ready after {ready_s:.3} s");
+    // Each client's first reconcile reads its app, its vault secret and its history.
+    let quiet = wait_quiet(&em, 2 * n, started + Duration::from_secs(1800)).await;
+    let first_pass_s = started.elapsed().as_secs_f64() - 5.0;
+    eprintln!(
+        "  first pass over after {first_pass_s:.1} s{}",
+        if quiet { "" } else { " (timed out)" }
+    );
+    let mut f = Footprint {
+        what: "idle, nothing due".into(),
+        n,
+        ready_s,
+        first_pass_s,
+        peak_rss_mib: 0.0,
+        idle_rss_start_mib: 0.0,
+        idle_rss_end_mib: 0.0,
+        idle_rss_max_mib: 0.0,
+        idle_anon_mib: 0.0,
+        idle_file_mib: 0.0,
+        idle_secs: 0.0,
+        idle_cpu_pct: 0.0,
+        idle_requests: 0,
+        scrape_ms: 0.0,
+        scrape_kib: 0.0,
+        peak_with_scrape_mib: 0.0,
+        load,
+    };
+    watch_idle(&em, pid, idle_secs(), &mut f).await;
+    f.peak_rss_mib = proc_status(pid, "VmHWM:");
+    (f.scrape_ms, f.scrape_kib) = scrape(&http, port).await;
+    f.peak_with_scrape_mib = proc_status(pid, "VmHWM:");
+    f.load = format!("{} / {}", f.load, loadavg());
+    let _ = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status();
+    let _ = child.wait();
+    em.shutdown();
+    f
+}
+
+/// The defaults: `n` first rotations with the default concurrency and write quota, the
+/// emulator unthrottled (the daemon's pacer sets the rate), then the idle daemon watched.
+async fn run_defaults(n: usize, latency: u64) -> Footprint {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let em = Emulator::start(Options {
+        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        state_dir: dir.path().join("emulator"),
+        seed: None,
+    })
+    .await
+    .expect("emulator");
+    let tenant = seed_footprint(&em, n, latency, time::Duration::days(10)).await;
+    em.world().clear_journal();
+    let http = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .expect("client");
+    let port = free_port();
+    let load = loadavg();
+    let started = Instant::now();
+    let mut child = start_default_daemon(dir.path(), &tenant, port);
+    let pid = child.id();
+    let ready_s = wait_ready(&http, port, started).await;
+    // The default quota (3,000 writes per 150 s) allows 20 rotations a second.
+    let deadline = started + Duration::from_secs_f64(n as f64 / 20.0 * 3.0 + 300.0);
+    let mut rotated = 0;
+    let mut last_report = Instant::now();
+    let mut peak_rss: f64 = 0.0;
+    while Instant::now() < deadline && rotated < n {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        peak_rss = peak_rss.max(proc_status(pid, "VmRSS:"));
+        rotated = em
+            .world()
+            .state()
+            .vaults
+            .values()
+            .flat_map(|v| v.secrets.values())
+            .filter(|s| {
+                s.versions
+                    .last()
+                    .is_some_and(|v| v.tags.get("rotation-id").is_some_and(|r| r != "seed"))
+            })
+            .count();
+        if last_report.elapsed() > Duration::from_secs(30) {
+            eprintln!(
+                "  {:.0} s: {rotated}/{n} rotated, RSS {:.1} MiB",
+                started.elapsed().as_secs_f64(),
+                proc_status(pid, "VmRSS:")
+            );
+            last_report = Instant::now();
+        }
+    }
+    let first_pass_s = started.elapsed().as_secs_f64();
+    let mut f = Footprint {
+        what: if rotated == n {
+            "defaults: first rotations, then idle".into()
+        } else {
+            format!("defaults: {rotated}/{n} rotated at the deadline, then idle")
+        },
+        n,
+        ready_s,
+        first_pass_s,
+        peak_rss_mib: 0.0,
+        idle_rss_start_mib: 0.0,
+        idle_rss_end_mib: 0.0,
+        idle_rss_max_mib: 0.0,
+        idle_anon_mib: 0.0,
+        idle_file_mib: 0.0,
+        idle_secs: 0.0,
+        idle_cpu_pct: 0.0,
+        idle_requests: 0,
+        scrape_ms: 0.0,
+        scrape_kib: 0.0,
+        peak_with_scrape_mib: 0.0,
+        load,
+    };
+    // The last reconciles finish (verification of the last few rotations).
+    let _ = wait_quiet(&em, 0, Instant::now() + Duration::from_secs(120)).await;
+    watch_idle(&em, pid, idle_secs(), &mut f).await;
+    f.peak_rss_mib = proc_status(pid, "VmHWM:").max(peak_rss);
+    (f.scrape_ms, f.scrape_kib) = scrape(&http, port).await;
+    f.peak_with_scrape_mib = proc_status(pid, "VmHWM:");
+    f.load = format!("{} / {}", f.load, loadavg());
+    let _ = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status();
+    let _ = child.wait();
+    em.shutdown();
+    f
+}
+
+fn footprint_table(rows: &[Footprint], latency: u64) -> String {
+    let mut md = format!(
+        "Footprint: default settings (schedule every 6 hours), emulator unthrottled, per-call latency {latency} ms, propagation 0.5-2 s, read lag 0.5 s, {VAULTS} vaults.\n\n\
+         | run | N | start to ready (s) | first pass (s) | peak RSS (MiB) | idle RSS start / max / end (MiB) | idle RSS anon / file (MiB) | idle watched (s) | idle CPU (% of a core) | requests while idle | /metrics scrape (ms) | scrape size (KiB) | peak RSS with scrapes (MiB) | load average before / after |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n"
+    );
+    for f in rows {
+        md.push_str(&format!(
+            "| {} | {} | {:.3} | {:.1} | {:.1} | {:.1} / {:.1} / {:.1} | {:.1} / {:.1} | {:.0} | {:.3} | {} | {:.1} | {:.0} | {:.1} | {} |\n",
+            f.what,
+            f.n,
+            f.ready_s,
+            f.first_pass_s,
+            f.peak_rss_mib,
+            f.idle_rss_start_mib,
+            f.idle_rss_max_mib,
+            f.idle_rss_end_mib,
+            f.idle_anon_mib,
+            f.idle_file_mib,
+            f.idle_secs,
+            f.idle_cpu_pct,
+            f.idle_requests,
+            f.scrape_ms,
+            f.scrape_kib,
+            f.peak_with_scrape_mib,
+            f.load
+        ));
+    }
+    md
+}
+
+/// Runs the footprint scenarios the command line asks for (`--idle`, default 10,000 clients,
+/// `0` for none; `--defaults`, none by default) and returns their table.
+fn footprint(runtime: &tokio::runtime::Runtime, latency: u64) -> Option<String> {
+    let list = |name: &str, default: &str| -> Vec<usize> {
+        arg(name)
+            .unwrap_or_else(|| default.into())
+            .split(',')
+            .filter_map(|s| s.trim().parse().ok())
+            .filter(|n| *n > 0)
+            .collect()
+    };
+    let mut rows = Vec::new();
+    for n in list("--defaults", "0") {
+        eprintln!("== defaults, N = {n}");
+        rows.push(runtime.block_on(run_defaults(n, latency)));
+        eprintln!("{}", footprint_table(&rows[rows.len() - 1..], latency));
+    }
+    for n in list("--idle", "10000") {
+        eprintln!("== idle, N = {n}, watched {} s", idle_secs());
+        rows.push(runtime.block_on(run_idle(n, latency)));
+        eprintln!("{}", footprint_table(&rows[rows.len() - 1..], latency));
+    }
+    (!rows.is_empty()).then(|| footprint_table(&rows, latency))
 }

@@ -52,6 +52,8 @@ pub struct Shared {
     pub requests: mpsc::Sender<Request>,
     context: RwLock<Context>,
     heartbeat: AtomicI64,
+    /// The loop has ticked once: every client is scheduled.
+    scheduling: AtomicBool,
     signed_in: AtomicBool,
     sign_in_error: Mutex<Option<String>>,
     in_flight: Mutex<HashSet<String>>,
@@ -66,6 +68,7 @@ impl Shared {
             requests,
             context: RwLock::new(context),
             heartbeat: AtomicI64::new(clock::now().unix_timestamp()),
+            scheduling: AtomicBool::new(false),
             signed_in: AtomicBool::new(false),
             sign_in_error: Mutex::new(None),
             in_flight: Mutex::new(HashSet::new()),
@@ -98,6 +101,7 @@ impl Shared {
     /// The loop ticked at `now` (unix seconds).
     pub fn beat(&self, now: i64) {
         self.heartbeat.store(now, Ordering::Relaxed);
+        self.scheduling.store(true, Ordering::Relaxed);
     }
 
     pub fn alive(&self) -> bool {
@@ -116,6 +120,9 @@ impl Shared {
 
     /// `None` when ready, else why not.
     pub fn readiness(&self) -> Option<String> {
+        if !self.scheduling.load(Ordering::Relaxed) {
+            return Some("starting the scheduler".into());
+        }
         if self.signed_in.load(Ordering::Relaxed) {
             None
         } else {

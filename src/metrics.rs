@@ -8,8 +8,10 @@
 //! `docs/design/contract.md` lists them, with the text 0.0.4 rewrite; one file is the
 //! contract's one place.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use prometheus_client::collector::Collector;
@@ -96,6 +98,8 @@ pub struct Metrics {
     events_pending: Family<SinkLabel, Gauge>,
     verify_url_ok: Family<ClientLabel, Gauge>,
     discovery_refused: Family<AppLabel, Gauge>,
+    /// Bytes of the last scrape, to size the next one's buffer.
+    scrape_size: AtomicUsize,
 }
 
 fn request_histogram() -> Histogram {
@@ -390,6 +394,7 @@ impl Metrics {
             discovery_refused.clone(),
         );
         Metrics {
+            scrape_size: AtomicUsize::new(0),
             budget_max,
             budget_used,
             event_deliveries,
@@ -664,15 +669,27 @@ impl Metrics {
 
     /// OpenMetrics text.
     pub fn encode_openmetrics(&self) -> String {
-        let mut out = String::new();
+        let mut out = self.scrape_buffer();
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        self.scrape_size.store(out.len(), Ordering::Relaxed);
         out
     }
 
     /// Prometheus text format 0.0.4.
     pub fn encode_text(&self) -> String {
-        to_text_004(&self.encode_openmetrics())
+        let mut out = self.scrape_buffer();
+        let mut w = Text004::new(&mut out);
+        let _ = prometheus_client::encoding::text::encode(&mut w, &self.registry);
+        w.finish();
+        self.scrape_size.store(out.len(), Ordering::Relaxed);
+        out
+    }
+
+    /// A buffer the size of the last scrape and a little more: growing a string of megabytes
+    /// by doubling copies it each time (the allocator makes every reallocation a copy).
+    fn scrape_buffer(&self) -> String {
+        String::with_capacity(self.scrape_size.load(Ordering::Relaxed) * 9 / 8 + 4096)
     }
 }
 
@@ -685,37 +702,114 @@ impl Default for Metrics {
 /// Rewrites OpenMetrics text as Prometheus text 0.0.4: counter families take their `_total`
 /// name in `HELP` and `TYPE`, `UNIT` lines and the `# EOF` marker go, and `info` becomes `gauge`.
 pub fn to_text_004(openmetrics: &str) -> String {
-    let counters: BTreeSet<&str> = openmetrics
-        .lines()
-        .filter_map(|l| l.strip_prefix("# TYPE "))
-        .filter_map(|l| l.strip_suffix(" counter"))
-        .collect();
     let mut out = String::with_capacity(openmetrics.len());
-    for line in openmetrics.lines() {
-        if line == "# EOF" || line.starts_with("# UNIT ") {
-            continue;
+    let mut w = Text004::new(&mut out);
+    let _ = w.write_str(openmetrics);
+    w.finish();
+    out
+}
+
+/// [`to_text_004`] as the encoder writes, line by line, into `out`: a scrape of ten thousand
+/// clients is megabytes, and a second copy of it in OpenMetrics would double what a scrape
+/// costs in memory and time.
+struct Text004<'a> {
+    out: &'a mut String,
+    line: String,
+    /// A `HELP` line waits for its `TYPE` line, which says whether it names a counter.
+    help: Option<String>,
+}
+
+impl<'a> Text004<'a> {
+    fn new(out: &'a mut String) -> Text004<'a> {
+        Text004 {
+            out,
+            line: String::with_capacity(256),
+            help: None,
         }
-        let rewritten = if let Some(rest) = line.strip_prefix("# HELP ") {
-            let (name, text) = rest.split_once(' ').unwrap_or((rest, ""));
-            if counters.contains(name) {
-                format!("# HELP {name}_total {text}")
-            } else {
-                line.to_string()
-            }
+    }
+
+    fn emit(&mut self) {
+        // Taken out and put back, so that its buffer serves every line.
+        let mut taken = std::mem::take(&mut self.line);
+        let line = taken.as_str();
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+        } else if line.starts_with("# HELP ") {
+            self.flush_help();
+            self.help = Some(line.to_string());
         } else if let Some(rest) = line.strip_prefix("# TYPE ") {
             let (name, kind) = rest.split_once(' ').unwrap_or((rest, ""));
             match kind {
-                "counter" => format!("# TYPE {name}_total counter"),
-                "info" => format!("# TYPE {name} gauge"),
-                _ => line.to_string(),
+                "counter" => {
+                    if let Some(help) = self.help.take() {
+                        let text = help
+                            .strip_prefix("# HELP ")
+                            .and_then(|h| h.strip_prefix(name))
+                            .and_then(|h| h.strip_prefix(' '));
+                        match text {
+                            Some(text) => {
+                                self.out.push_str("# HELP ");
+                                self.out.push_str(name);
+                                self.out.push_str("_total ");
+                                self.out.push_str(text);
+                                self.out.push('\n');
+                            }
+                            None => {
+                                self.out.push_str(&help);
+                                self.out.push('\n');
+                            }
+                        }
+                    }
+                    self.out.push_str("# TYPE ");
+                    self.out.push_str(name);
+                    self.out.push_str("_total counter\n");
+                }
+                "info" => {
+                    self.flush_help();
+                    self.out.push_str("# TYPE ");
+                    self.out.push_str(name);
+                    self.out.push_str(" gauge\n");
+                }
+                _ => {
+                    self.flush_help();
+                    self.out.push_str(line);
+                    self.out.push('\n');
+                }
             }
         } else {
-            line.to_string()
-        };
-        out.push_str(&rewritten);
-        out.push('\n');
+            self.flush_help();
+            self.out.push_str(line);
+            self.out.push('\n');
+        }
+        taken.clear();
+        self.line = taken;
     }
-    out
+
+    fn flush_help(&mut self) {
+        if let Some(help) = self.help.take() {
+            self.out.push_str(&help);
+            self.out.push('\n');
+        }
+    }
+
+    /// Writes what is left (a last line without its newline, a `HELP` without `TYPE`).
+    fn finish(mut self) {
+        if !self.line.is_empty() {
+            self.emit();
+        }
+        self.flush_help();
+    }
+}
+
+impl std::fmt::Write for Text004<'_> {
+    fn write_str(&mut self, mut s: &str) -> std::fmt::Result {
+        while let Some(i) = s.find('\n') {
+            self.line.push_str(&s[..i]);
+            self.emit();
+            s = &s[i + 1..];
+        }
+        self.line.push_str(s);
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -741,6 +835,28 @@ mod tests {
         );
         assert!(!text.contains("# EOF"));
         assert!(m.encode_openmetrics().ends_with("# EOF\n"));
+    }
+
+    #[test]
+    fn text_format_is_the_same_however_the_encoder_splits_its_writes() {
+        let m = Metrics::new();
+        m.rotation("a", true);
+        m.register_client("a");
+        let openmetrics = m.encode_openmetrics();
+        let whole = to_text_004(&openmetrics);
+        let mut bytewise = String::new();
+        let mut w = Text004::new(&mut bytewise);
+        for c in openmetrics.chars() {
+            w.write_char(c).unwrap();
+        }
+        w.finish();
+        assert_eq!(bytewise, whole);
+        assert_eq!(m.encode_text(), whole);
+        assert!(
+            whole.contains("# HELP secret_rotator_rotations_total "),
+            "{whole}"
+        );
+        assert!(!whole.contains("# EOF"));
     }
 
     #[test]

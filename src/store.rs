@@ -453,6 +453,15 @@ impl Store {
             .unwrap_or_default())
     }
 
+    /// When each client's persisted backoff ends (clients without one are absent): read once
+    /// at start-up instead of one query per client.
+    pub fn backoffs(&self) -> Result<std::collections::HashMap<String, i64>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare("SELECT client, next_attempt_at FROM backoff")?;
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
+        Ok(rows.collect::<std::result::Result<_, _>>()?)
+    }
+
     pub fn set_backoff(&self, client: &str, b: &Backoff) -> Result<()> {
         self.conn().execute_cached(
             "INSERT INTO backoff (client, failures, next_attempt_at, last_error) VALUES (?1, ?2, ?3, ?4)

@@ -216,6 +216,18 @@ pub fn parse_applications_page(body: &[u8]) -> Result<ApplicationsPage, serde_js
     })
 }
 
+tokio::task_local! {
+    /// Time the current reconcile spent waiting for Graph's quota (write slots, 429 pauses):
+    /// the scheduler sizes its concurrency from the time a reconcile holds its slot without
+    /// these waits (`crate::daemon`).
+    pub static QUOTA_WAIT: std::cell::Cell<std::time::Duration>;
+}
+
+/// Adds `since.elapsed()` to the current reconcile's [`QUOTA_WAIT`], if any.
+fn quota_waited(since: tokio::time::Instant) {
+    let _ = QUOTA_WAIT.try_with(|w| w.set(w.get() + since.elapsed()));
+}
+
 /// Paces Graph calls to what the tenant allows: writes never exceed the write quota in any
 /// window (a sliding window, as Graph counts it), and after a 429 every call waits out its
 /// `Retry-After`, since the quota it hit is shared by all of the daemon's calls.
@@ -270,6 +282,13 @@ impl Pacer {
 
     /// Waits out a pause set by a 429.
     async fn unpaused(&self) {
+        let since = tokio::time::Instant::now();
+        self.pause_over().await;
+        quota_waited(since);
+    }
+
+    /// [`Pacer::unpaused`], the wait not counted (the caller counts it).
+    async fn pause_over(&self) {
         loop {
             let until = *self.paused_until.lock().unwrap_or_else(|p| p.into_inner());
             match until {
@@ -281,8 +300,9 @@ impl Pacer {
 
     /// Waits for a write slot and takes it.
     async fn write_slot(&self) {
+        let since = tokio::time::Instant::now();
         loop {
-            self.unpaused().await;
+            self.pause_over().await;
             let wait = {
                 let mut sent = self.sent.lock().unwrap_or_else(|p| p.into_inner());
                 let now = tokio::time::Instant::now();
@@ -291,7 +311,8 @@ impl Pacer {
                 }
                 if sent.len() < self.quota {
                     sent.push_back(now);
-                    return;
+                    drop(sent);
+                    return quota_waited(since);
                 }
                 sent.front().map(|t| *t + self.window).unwrap_or(now)
             };
@@ -311,7 +332,11 @@ impl Pacer {
 pub struct GraphClient {
     pub(super) shared: AzureHttp,
     pacer: Pacer,
-    last_write: std::sync::Mutex<std::collections::HashMap<String, tokio::time::Instant>>,
+    /// The last write slot per application, and the size at which the map is next pruned.
+    last_write: std::sync::Mutex<(
+        std::collections::HashMap<String, tokio::time::Instant>,
+        usize,
+    )>,
     credential: Arc<dyn TokenCredential>,
     pub(super) base: String,
     scope: String,
@@ -509,15 +534,20 @@ impl GraphClient {
     /// next slot.
     async fn pace(&self, object_id: &str) {
         let wait_until = {
-            let mut last = self.last_write.lock().unwrap_or_else(|p| p.into_inner());
+            let mut guard = self.last_write.lock().unwrap_or_else(|p| p.into_inner());
+            let (last, prune_at) = &mut *guard;
             let now = tokio::time::Instant::now();
             let slot = last
                 .get(object_id)
                 .map(|t| (*t + WRITE_GAP).max(now))
                 .unwrap_or(now);
             last.insert(object_id.to_string(), slot);
-            if last.len() > 100_000 {
+            // Only slots within the last WRITE_GAP matter: a few seconds' worth of writes. Pruned
+            // whenever the map doubles, so it never holds an entry per application written
+            // since the start (a megabyte at ten thousand clients).
+            if last.len() > *prune_at {
                 last.retain(|_, t| *t + WRITE_GAP > now);
+                *prune_at = (2 * last.len()).max(1024);
             }
             slot
         };

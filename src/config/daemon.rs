@@ -17,7 +17,7 @@ pub enum LogFormat {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawDaemon {
     instance: Option<S<String>>,
-    max_concurrent: Option<S<i64>>,
+    max_concurrent: Option<S<toml::Value>>,
     max_rotations_per_hour: Option<S<i64>>,
     pub(super) clients_dir: Option<S<String>>,
 }
@@ -37,7 +37,8 @@ pub(super) struct RawState {
 
 pub(super) struct Daemon {
     pub(super) instance: String,
-    pub(super) max_concurrent: usize,
+    /// `None`: `"auto"`, sized from the write quota (`crate::daemon::concurrency`).
+    pub(super) max_concurrent: Option<usize>,
     pub(super) max_rotations_per_hour: u32,
     pub(super) clients_dir: Option<PathBuf>,
 }
@@ -62,16 +63,24 @@ pub(super) fn daemon(ctx: &Ctx<'_>, raw: &RawDaemon) -> Result<Daemon, ConfigErr
         }
         None => "default".to_string(),
     };
-    let max_concurrent = match &raw.max_concurrent {
-        Some(v) if (1..=4096).contains(v.get_ref()) => *v.get_ref() as usize,
-        Some(v) => {
+    let max_concurrent = match raw.max_concurrent.as_ref().map(|v| (v, v.get_ref())) {
+        None => None,
+        Some((_, toml::Value::String(s))) if s == "auto" => None,
+        Some((_, toml::Value::Integer(n))) if (1..=4096).contains(n) => Some(*n as usize),
+        Some((v, toml::Value::Integer(n))) => {
             return Err(ctx.err(
                 v,
                 "daemon.max_concurrent",
-                format!("{} is out of range: 1 to 4096", v.get_ref()),
+                format!("{n} is out of range: 1 to 4096"),
             ));
         }
-        None => 32,
+        Some((v, other)) => {
+            return Err(ctx.err(
+                v,
+                "daemon.max_concurrent",
+                format!("{other} is neither \"auto\" nor a number from 1 to 4096"),
+            ));
+        }
     };
     let max_rotations_per_hour = match &raw.max_rotations_per_hour {
         Some(v) if (0..=100_000).contains(v.get_ref()) => *v.get_ref() as u32,

@@ -60,8 +60,9 @@ pub struct Config {
     pub path: PathBuf,
     pub azure: Azure,
     pub instance: String,
-    /// Reconciles running at once, across all clients.
-    pub max_concurrent: usize,
+    /// Reconciles running at once, across all clients; `None` (`"auto"`): sized from the
+    /// Graph write quota and the time a reconcile holds its slot.
+    pub max_concurrent: Option<usize>,
     /// Rotations the installation publishes in any hour; 0: no budget.
     pub max_rotations_per_hour: u32,
     pub log_format: LogFormat,
@@ -82,11 +83,40 @@ pub struct Config {
     /// What is allowed but unwise (a secret file others may read): one line each, naming the
     /// file, never its content. Logged once the log is set up.
     pub warnings: Vec<String>,
+    /// `clients` by name, for [`Config::client`].
+    by_name: ClientIndex,
 }
 
 impl Config {
+    /// The client named `name`. Every reconcile looks its client up, so with ten thousand
+    /// clients a scan of the list would cost more than the rest of the scheduling together.
     pub fn client(&self, name: &str) -> Option<&Client> {
-        self.clients.iter().find(|c| c.name == name)
+        self.by_name.find(&self.clients, name)
+    }
+}
+
+/// Indices of the clients sorted by name: four bytes a client, no copy of the names.
+struct ClientIndex(Vec<u32>);
+
+impl ClientIndex {
+    fn new(clients: &[Client]) -> ClientIndex {
+        let mut order: Vec<u32> = (0..clients.len() as u32).collect();
+        order.sort_unstable_by(|a, b| clients[*a as usize].name.cmp(&clients[*b as usize].name));
+        ClientIndex(order)
+    }
+
+    fn find<'a>(&self, clients: &'a [Client], name: &str) -> Option<&'a Client> {
+        let i = self
+            .0
+            .binary_search_by(|i| clients[*i as usize].name.as_str().cmp(name))
+            .ok()?;
+        clients.get(self.0[i] as usize)
+    }
+}
+
+impl fmt::Debug for ClientIndex {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ClientIndex({} clients)", self.0.len())
     }
 }
 
@@ -214,6 +244,7 @@ impl Config {
             }
         }
         Ok(Config {
+            by_name: ClientIndex::new(&clients),
             path: path.to_path_buf(),
             azure,
             instance: daemon.instance,

@@ -199,6 +199,12 @@ fn each_sections_errors_name_the_key_and_line() {
         ),
         (
             "[state]",
+            "[daemon]\nmax_concurrent = \"many\"\n[state]",
+            "daemon.max_concurrent",
+            "\"many\" is neither \"auto\" nor a number from 1 to 4096",
+        ),
+        (
+            "[state]",
             "[log]\nformat = \"xml\"\n[state]",
             "log.format",
             "'xml' is not one of text, json",

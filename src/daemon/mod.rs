@@ -5,6 +5,7 @@
 //! reconciles and SIGHUP reach it as events. The HTTP side sees the daemon only through
 //! [`crate::admin::Shared`].
 
+mod concurrency;
 mod scheduler;
 
 use std::path::{Path, PathBuf};

@@ -1,8 +1,12 @@
 //! The schedule: when each client is due, which reconciles are in flight, and the limit on how
 //! many run at once. The loop in [`super::run`] drives it with ticks, admin requests, finished
 //! reconciles and reloads; it starts reconciles as tasks and learns their results from `Done`.
+//!
+//! Due times sit in a timer heap, so a tick looks only at the clients that are due: an idle
+//! daemon costs the same per second with ten clients or a hundred thousand.
 
-use std::collections::HashMap;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,6 +15,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::concurrency::Concurrency;
 use crate::admin::{RotateAnswer, Shared};
 use crate::config::Client;
 use crate::rotation::{self, Context, Failure, Options, Report};
@@ -25,6 +30,8 @@ pub struct Done {
     pub client: String,
     pub result: Box<Result<Report, Failure>>,
     pub skipped: bool,
+    /// How long the reconcile held its slot, its waits for Graph's quota not counted.
+    pub held: Option<Duration>,
 }
 
 struct Entry {
@@ -32,13 +39,22 @@ struct Entry {
     in_flight: bool,
     /// When the next reconcile should also check for drift (`drift_interval`).
     drift_due: OffsetDateTime,
+    /// The turn of this client's live timer; its older timers are stale.
+    turn: u64,
 }
 
+/// A client's place in the heap: its due time, the turn that pushed it (earlier turns of one
+/// client are stale and skipped when they come up), its name.
+type Timer = Reverse<(OffsetDateTime, u64, Arc<str>)>;
+
 pub struct Scheduler {
-    entries: HashMap<String, Entry>,
-    /// Where the last scan for due clients stopped, so that every client gets its turn.
-    cursor: usize,
+    entries: HashMap<Arc<str>, Entry>,
+    /// Every client that is not in flight has one live timer here; the earliest is on top.
+    timers: BinaryHeap<Timer>,
+    turns: u64,
     semaphore: Arc<Semaphore>,
+    /// How many of the semaphore's permits scheduled reconciles may take now.
+    concurrency: Concurrency,
     tasks: TaskTracker,
     cancel: CancellationToken,
     done: mpsc::Sender<Done>,
@@ -51,36 +67,69 @@ impl Scheduler {
     /// Every client of `ctx` due after a short start-up spread, or when its persisted backoff
     /// ends.
     pub fn new(ctx: &Context, now: OffsetDateTime) -> (Scheduler, mpsc::Receiver<Done>) {
-        let mut entries = HashMap::new();
-        for c in &ctx.config.clients {
-            ctx.metrics.register_client(&c.name);
-            let backoff = ctx.store.backoff(&c.name).unwrap_or_default();
-            let start = now
-                + time::Duration::try_from(schedule::startup_jitter(ctx.config.clients.len()))
-                    .unwrap_or_default();
-            let due = start
-                .max(OffsetDateTime::from_unix_timestamp(backoff.next_attempt_at).unwrap_or(now));
-            entries.insert(
-                c.name.clone(),
-                Entry {
-                    next_due: due,
-                    in_flight: false,
-                    drift_due: first_drift_check(c, due),
-                },
-            );
-        }
         let (done, results) = mpsc::channel(1024);
-        let scheduler = Scheduler {
-            entries,
-            cursor: 0,
-            semaphore: Arc::new(Semaphore::new(ctx.config.max_concurrent)),
+        let concurrency = Concurrency::new(
+            ctx.config.max_concurrent,
+            ctx.config.azure.graph_write_quota,
+        );
+        let mut scheduler = Scheduler {
+            entries: HashMap::with_capacity(ctx.config.clients.len()),
+            timers: BinaryHeap::with_capacity(ctx.config.clients.len()),
+            turns: 0,
+            semaphore: Arc::new(Semaphore::new(concurrency.ceiling())),
+            concurrency,
             tasks: TaskTracker::new(),
             cancel: CancellationToken::new(),
             done,
             last_tick: now,
             leading: true,
         };
+        // One read of every persisted backoff, not one query per client.
+        let backoffs = ctx.store.backoffs().unwrap_or_default();
+        for c in &ctx.config.clients {
+            ctx.metrics.register_client(&c.name);
+            let start = now
+                + time::Duration::try_from(schedule::startup_jitter(ctx.config.clients.len()))
+                    .unwrap_or_default();
+            let backoff_ends = backoffs
+                .get(c.name.as_str())
+                .and_then(|at| OffsetDateTime::from_unix_timestamp(*at).ok())
+                .unwrap_or(now);
+            let due = start.max(backoff_ends);
+            let name: Arc<str> = Arc::from(c.name.as_str());
+            scheduler.entries.insert(
+                name.clone(),
+                Entry {
+                    next_due: due,
+                    in_flight: false,
+                    drift_due: first_drift_check(c, due),
+                    turn: 0,
+                },
+            );
+            scheduler.set_due(&name, due);
+        }
         (scheduler, results)
+    }
+
+    /// Moves `name`'s next reconcile to `due`: a new live timer, the old one left stale.
+    fn set_due(&mut self, name: &Arc<str>, due: OffsetDateTime) {
+        let Some(e) = self.entries.get_mut(name) else {
+            return;
+        };
+        self.turns += 1;
+        e.next_due = due;
+        e.turn = self.turns;
+        self.timers.push(Reverse((due, self.turns, name.clone())));
+        // Stale timers (forced rotations, reloads, a clock that went back) are dropped when
+        // they come up; rebuild when they could outnumber the live ones.
+        if self.timers.len() > 2 * self.entries.len() + 64 {
+            self.timers = self
+                .entries
+                .iter()
+                .filter(|(_, e)| !e.in_flight)
+                .map(|(n, e)| Reverse((e.next_due, e.turn, n.clone())))
+                .collect();
+        }
     }
 
     /// A tick of the loop: notices a wall clock that went back, and starts what is due.
@@ -89,8 +138,13 @@ impl Scheduler {
         if now < self.last_tick - time::Duration::seconds(2) {
             tracing::warn!("the wall clock went back; recomputing due times");
             for c in &ctx.config.clients {
-                if let Some(e) = self.entries.get_mut(&c.name) {
-                    e.next_due = e.next_due.min(schedule::next_run(&c.policy.schedule, now));
+                let Some((name, e)) = self.entries.get_key_value(c.name.as_str()) else {
+                    continue;
+                };
+                if !e.in_flight {
+                    let due = e.next_due.min(schedule::next_run(&c.policy.schedule, now));
+                    let name = name.clone();
+                    self.set_due(&name, due);
                 }
             }
         }
@@ -105,7 +159,7 @@ impl Scheduler {
         client: String,
         revoke_previous: bool,
     ) -> RotateAnswer {
-        match self.entries.get_mut(&client) {
+        match self.entries.get_mut(client.as_str()) {
             None => RotateAnswer::NoSuchClient,
             Some(e) if e.in_flight => RotateAnswer::InFlight,
             Some(e) => {
@@ -132,21 +186,34 @@ impl Scheduler {
     /// A reconcile finished: when the client is next due, then whatever else is due.
     pub fn done(&mut self, shared: &Arc<Shared>, done: Done, now: OffsetDateTime) {
         shared.set_in_flight(&done.client, false);
+        if let (Some(held), Ok(report)) = (done.held, done.result.as_ref())
+            && (report.rotated.is_some() || !report.removed.is_empty())
+        {
+            let before = self.concurrency.limit();
+            self.concurrency.observe(held);
+            if self.concurrency.limit() != before {
+                tracing::debug!(
+                    slots = self.concurrency.limit(),
+                    "reconciles at once, sized from the write quota"
+                );
+            }
+        }
         let ctx = shared.context();
         // A client removed by a reload while it was reconciling leaves no series.
         let Some(c) = ctx.config.client(&done.client) else {
-            self.entries.remove(&done.client);
+            self.entries.remove(done.client.as_str());
             shared.metrics.remove_client(&done.client);
             return;
         };
-        if let Some(e) = self.entries.get_mut(&done.client) {
-            e.in_flight = false;
+        if let Some((name, e)) = self.entries.get_key_value(done.client.as_str()) {
+            let name = name.clone();
+            let mut drift_due = e.drift_due;
             if let Ok(report) = done.result.as_ref()
                 && report.drift_checked
             {
-                e.drift_due = after(now, c.policy.drift_interval);
+                drift_due = after(now, c.policy.drift_interval);
             }
-            e.next_due = if done.skipped {
+            let due = if done.skipped {
                 now + time::Duration::seconds(5)
             } else {
                 let next = settle(&ctx, c, &done.result, now);
@@ -154,28 +221,43 @@ impl Scheduler {
                 if c.policy.drift_interval.is_zero() {
                     next
                 } else {
-                    next.min(e.drift_due.max(now + time::Duration::seconds(1)))
+                    next.min(drift_due.max(now + time::Duration::seconds(1)))
                 }
             };
+            if let Some(e) = self.entries.get_mut(&name) {
+                e.in_flight = false;
+                e.drift_due = drift_due;
+            }
+            self.set_due(&name, due);
         }
         self.start_due(shared, &ctx, now);
     }
 
     /// After a reload: clients that left go (once their reconcile ends), new ones are due now.
     pub fn reloaded(&mut self, ctx: &Context, added: Vec<String>, now: OffsetDateTime) {
+        // Timers of clients that left are dropped when they come up.
         self.entries
             .retain(|name, e| e.in_flight || ctx.config.client(name).is_some());
         for name in added {
+            if self.entries.contains_key(name.as_str()) {
+                continue;
+            }
             let drift_due = ctx
                 .config
                 .client(&name)
                 .map(|c| first_drift_check(c, now))
                 .unwrap_or(now);
-            self.entries.entry(name).or_insert(Entry {
-                next_due: now,
-                in_flight: false,
-                drift_due,
-            });
+            let name: Arc<str> = Arc::from(name);
+            self.entries.insert(
+                name.clone(),
+                Entry {
+                    next_due: now,
+                    in_flight: false,
+                    drift_due,
+                    turn: 0,
+                },
+            );
+            self.set_due(&name, now);
         }
     }
 
@@ -209,25 +291,37 @@ impl Scheduler {
         }
     }
 
-    /// Starts the clients that are due, as long as reconcile permits are free, going round the
-    /// clients from where the last scan stopped.
+    /// Starts the clients that are due, earliest due first, as long as reconcile permits are
+    /// free. Only the timers that are due are looked at.
     fn start_due(&mut self, shared: &Arc<Shared>, ctx: &Context, now: OffsetDateTime) {
-        let clients = &ctx.config.clients;
-        if clients.is_empty() || !self.leading {
+        if !self.leading {
             return;
         }
-        for step in 0..clients.len() {
-            let i = (self.cursor + step) % clients.len();
-            let c = &clients[i];
-            let Some(e) = self.entries.get_mut(&c.name) else {
-                continue;
-            };
-            if e.in_flight || now < e.next_due {
+        while let Some(Reverse((due, turn, name))) = self.timers.peek() {
+            if *due > now {
+                return;
+            }
+            let live = self
+                .entries
+                .get(name)
+                .is_some_and(|e| e.turn == *turn && !e.in_flight)
+                && ctx.config.client(name).is_some();
+            if !live {
+                self.timers.pop();
                 continue;
             }
-            let Ok(permit) = self.semaphore.clone().try_acquire_owned() else {
-                self.cursor = i;
+            let running = self.concurrency.ceiling() - self.semaphore.available_permits();
+            if running >= self.concurrency.limit() {
                 return;
+            }
+            let Ok(permit) = self.semaphore.clone().try_acquire_owned() else {
+                return;
+            };
+            let Some(Reverse((_, _, name))) = self.timers.pop() else {
+                return;
+            };
+            let Some(e) = self.entries.get_mut(&name) else {
+                continue;
             };
             e.in_flight = true;
             let opts = Options {
@@ -238,7 +332,7 @@ impl Scheduler {
                 shared,
                 Some(permit),
                 ctx.clone(),
-                c.name.clone(),
+                name.to_string(),
                 opts,
                 None,
             );
@@ -267,6 +361,7 @@ impl Scheduler {
                 client: client.clone(),
                 result: Box::new(result),
                 skipped,
+                held: None,
             };
             let permit = match permit {
                 Some(p) => p,
@@ -319,11 +414,20 @@ impl Scheduler {
                     return;
                 }
             };
-            let result = rotation::reconcile_with(&ctx, &c, opts, &cancel, preflight).await;
+            let started = tokio::time::Instant::now();
+            let (result, quota_waits) = crate::azure::graph::QUOTA_WAIT
+                .scope(Default::default(), async {
+                    let result =
+                        rotation::reconcile_with(&ctx, &c, opts, &cancel, preflight).await;
+                    (result, crate::azure::graph::QUOTA_WAIT.with(|w| w.get()))
+                })
+                .await;
             drop(lock);
             // Free the slot before reporting, so that the loop can hand it on at once.
             drop(permit);
-            let _ = tx.send(finish(result, false)).await;
+            let mut done = finish(result, false);
+            done.held = Some(started.elapsed().saturating_sub(quota_waits));
+            let _ = tx.send(done).await;
         });
     }
 }
