@@ -477,6 +477,7 @@ async fn run_daemon(
     tenant: &Tenant,
     n: usize,
     azure_extra: &str,
+    daemon_extra: &str,
     deadline: Duration,
 ) -> DaemonRun {
     std::fs::write(dir.join("daemon-secret"), DAEMON_SECRET).expect("secret");
@@ -490,7 +491,7 @@ async fn run_daemon(
         secret_file: "daemon-secret",
         azure: azure_extra,
         instance: "bench",
-        daemon: "",
+        daemon: daemon_extra,
         log: "level = \"warn\"",
         listen: &format!("127.0.0.1:{port}"),
         admin_token_file: None,
@@ -513,10 +514,10 @@ async fn run_daemon(
     let mut command = match wrap.split_first() {
         Some((tool, args)) => {
             let mut c = Command::new(tool);
-            c.args(args).arg(env!("CARGO_BIN_EXE_secret-rotator"));
+            c.args(args).arg(daemon_bin());
             c
         }
-        None => Command::new(env!("CARGO_BIN_EXE_secret-rotator")),
+        None => Command::new(daemon_bin()),
     };
     let mut child = command
         .args(["run", "--config", config_path.to_str().expect("utf-8 path")])
@@ -625,12 +626,15 @@ async fn run(n: usize, scale: f64, latency: u64) -> Row {
         n,
         // The documented write quota, its window scaled as the emulator's is.
         &format!("graph_write_quota = \"3000/{window}ms\""),
+        // `max_concurrent` at "auto" unless SCALE_DAEMON_LINES says otherwise.
+        &std::env::var("SCALE_DAEMON_LINES").unwrap_or_default(),
         Duration::from_secs_f64(bound * 4.0 + 180.0),
     )
     .await;
     let journal = em.world().journal();
     let requests = journal.len();
     let throttled = journal.iter().filter(|e| e.status == 429).count();
+    print_operations(&journal);
     em.shutdown();
     Row {
         n,
@@ -667,7 +671,16 @@ fn side_by_side_settings() -> Settings {
 async fn run_side_by_side(n: usize) -> SideBySide {
     let dir = tempfile::tempdir().expect("tempdir");
     let (em, tenant) = prepare(dir.path(), n, side_by_side_settings()).await;
-    let d = run_daemon(dir.path(), &em, &tenant, n, "", Duration::from_secs(300)).await;
+    let d = run_daemon(
+        dir.path(),
+        &em,
+        &tenant,
+        n,
+        "",
+        "max_concurrent = 512",
+        Duration::from_secs(300),
+    )
+    .await;
     let daemon_requests = em.world().journal().len();
     em.shutdown();
     println!(
@@ -878,6 +891,31 @@ fn idle_secs() -> f64 {
         .unwrap_or(60.0)
 }
 
+/// CPU time of every thread of `pid` in seconds, to the nanosecond (`/proc/PID/task/*/schedstat`):
+/// an idle daemon uses less than the 10 ms ticks of `/proc/PID/stat` over a minute.
+fn cpu_seconds_fine(pid: u32) -> f64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0.0;
+    };
+    tasks
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().next()?.parse::<f64>().ok())
+        .sum::<f64>()
+        / 1e9
+}
+
+/// Requests by operation and status, to stderr: where a change in the request count comes from.
+fn print_operations(journal: &[emulator::world::Entry]) {
+    let mut by: std::collections::BTreeMap<(String, u16), usize> = Default::default();
+    for e in journal {
+        *by.entry((e.operation.clone(), e.status)).or_default() += 1;
+    }
+    for ((op, status), n) in by {
+        eprintln!("  {n:>8} {op} {status}");
+    }
+}
+
 fn loadavg() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .unwrap_or_default()
@@ -1078,7 +1116,7 @@ async fn wait_quiet(em: &Emulator, min: usize, deadline: Instant) -> bool {
 /// Watches the idle daemon for `secs`: its CPU time, its RSS every second, the requests it made.
 async fn watch_idle(em: &Emulator, pid: u32, secs: f64, f: &mut Footprint) {
     let requests = em.world().journal().len();
-    let cpu = cpu_seconds(pid);
+    let cpu = cpu_seconds_fine(pid);
     let t = Instant::now();
     f.idle_rss_start_mib = proc_status(pid, "VmRSS:");
     f.idle_rss_max_mib = f.idle_rss_start_mib;
@@ -1092,7 +1130,7 @@ async fn watch_idle(em: &Emulator, pid: u32, secs: f64, f: &mut Footprint) {
             eprintln!(
                 "  idle {:.0} s: RSS {rss:.1} MiB, CPU {:.3}% of a core so far",
                 t.elapsed().as_secs_f64(),
-                100.0 * (cpu_seconds(pid) - cpu) / t.elapsed().as_secs_f64()
+                100.0 * (cpu_seconds_fine(pid) - cpu) / t.elapsed().as_secs_f64()
             );
             last_report = Instant::now();
         }
@@ -1100,7 +1138,7 @@ async fn watch_idle(em: &Emulator, pid: u32, secs: f64, f: &mut Footprint) {
     f.idle_secs = t.elapsed().as_secs_f64();
     f.idle_anon_mib = proc_status(pid, "RssAnon:");
     f.idle_file_mib = proc_status(pid, "RssFile:");
-    f.idle_cpu_pct = 100.0 * (cpu_seconds(pid) - cpu) / f.idle_secs;
+    f.idle_cpu_pct = 100.0 * (cpu_seconds_fine(pid) - cpu) / f.idle_secs;
     f.idle_requests = em.world().journal().len() - requests;
 }
 

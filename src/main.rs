@@ -239,7 +239,30 @@ fn forbid_dumps() -> Result<(), String> {
         .map_err(|e| format!("cannot turn core dumps off (PR_SET_DUMPABLE): {e}"))
 }
 
+/// The daemon runs with glibc's malloc told to keep one arena, to serve allocations of 64 KiB
+/// and more from their own mappings and to give freed memory at the top of the heap back at
+/// once (docs/decisions.md, "Memory"). glibc reads these only when a process starts, and
+/// `mallopt` is not callable without `unsafe`, so `run` starts itself again with them set,
+/// unless the environment already sets `GLIBC_TUNABLES` (the operator's choice wins). On
+/// anything but glibc this does nothing.
+fn tune_malloc(argv: &[std::ffi::OsString]) {
+    if !cfg!(all(target_os = "linux", target_env = "gnu"))
+        || argv.get(1).is_none_or(|a| a != "run")
+        || std::env::var_os("GLIBC_TUNABLES").is_some()
+    {
+        return;
+    }
+    use std::os::unix::process::CommandExt as _;
+    let error = std::process::Command::new("/proc/self/exe")
+        .arg0(&argv[0])
+        .args(&argv[1..])
+        .env("GLIBC_TUNABLES", secret_rotator::daemon::MALLOC_TUNABLES)
+        .exec();
+    eprintln!("secret-rotator: keeping glibc's default malloc settings: {error}");
+}
+
 fn main() -> ExitCode {
+    tune_malloc(&std::env::args_os().collect::<Vec<_>>());
     if let Err(message) = forbid_dumps() {
         return exit_status(Outcome::Failed(message));
     }

@@ -93,6 +93,8 @@ pub struct Metrics {
     ready: Gauge,
     budget_max: Gauge,
     budget_used: Gauge,
+    reconciles_max: Gauge,
+    reconciles_running: Gauge,
     event_deliveries: Family<SinkResultLabels, Counter>,
     event_sink_failing: Family<SinkLabel, Gauge>,
     events_pending: Family<SinkLabel, Gauge>,
@@ -350,6 +352,18 @@ impl Metrics {
             ready.clone(),
         );
 
+        let reconciles_max = Gauge::default();
+        let reconciles_running = Gauge::default();
+        registry.register(
+            "reconciles_max",
+            "Scheduled reconciles that may run at once (daemon.max_concurrent, or what \"auto\" sized from the write quota)",
+            reconciles_max.clone(),
+        );
+        registry.register(
+            "reconciles_running",
+            "Reconciles running now",
+            reconciles_running.clone(),
+        );
         let budget_max = Gauge::default();
         let budget_used = Gauge::default();
         registry.register(
@@ -397,6 +411,8 @@ impl Metrics {
             scrape_size: AtomicUsize::new(0),
             budget_max,
             budget_used,
+            reconciles_max,
+            reconciles_running,
             event_deliveries,
             event_sink_failing,
             events_pending,
@@ -490,6 +506,11 @@ impl Metrics {
 
     pub fn set_ready(&self, ready: bool) {
         self.ready.set(i64::from(ready));
+    }
+
+    pub fn set_reconciles(&self, max: usize, running: usize) {
+        self.reconciles_max.set(max as i64);
+        self.reconciles_running.set(running as i64);
     }
 
     pub fn set_budget(&self, max: u32, used: u32) {

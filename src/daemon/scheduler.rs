@@ -150,6 +150,10 @@ impl Scheduler {
         }
         self.last_tick = now;
         self.start_due(shared, &ctx, now);
+        shared.metrics.set_reconciles(
+            self.concurrency.limit(),
+            self.concurrency.ceiling() - self.semaphore.available_permits(),
+        );
     }
 
     /// A forced rotation from the admin API.

@@ -211,7 +211,12 @@ async fn send(
             }
         }
         SinkKind::Exec { argv } => {
-            let mut child = tokio::process::Command::new(&argv[0])
+            let mut command = tokio::process::Command::new(&argv[0]);
+            // The daemon's own malloc settings are not the sink's.
+            if std::env::var("GLIBC_TUNABLES").as_deref() == Ok(crate::daemon::MALLOC_TUNABLES) {
+                command.env_remove("GLIBC_TUNABLES");
+            }
+            let mut child = command
                 .args(&argv[1..])
                 .stdin(Stdio::piped())
                 .stdout(Stdio::null())
