@@ -238,6 +238,24 @@ pub struct Pacer {
     paused_until: std::sync::Mutex<Option<tokio::time::Instant>>,
     /// Resource units spent by paced reads in the last [`RU_WINDOW`] (the inventory's pages).
     spent: std::sync::Mutex<std::collections::VecDeque<(tokio::time::Instant, u32)>>,
+    /// Writes waiting for a slot now: the quota is used to the full.
+    waiting: std::sync::atomic::AtomicUsize,
+}
+
+/// Counts a write waiting for its slot while it lives.
+struct Waiting<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl<'a> Waiting<'a> {
+    fn new(count: &'a std::sync::atomic::AtomicUsize) -> Waiting<'a> {
+        count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Waiting(count)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 /// Graph's resource-unit window for identity objects.
@@ -255,7 +273,13 @@ impl Pacer {
             sent: Default::default(),
             paused_until: Default::default(),
             spent: Default::default(),
+            waiting: Default::default(),
         }
+    }
+
+    /// Writes waiting for a slot (the quota, or a 429's pause) now.
+    pub fn writes_waiting(&self) -> usize {
+        self.waiting.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Waits until `cost` resource units fit in [`PACED_RU_BUDGET`] over the last
@@ -301,7 +325,16 @@ impl Pacer {
     /// Waits for a write slot and takes it.
     async fn write_slot(&self) {
         let since = tokio::time::Instant::now();
+        let mut waiting = None;
         loop {
+            let paused = self
+                .paused_until
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .is_some_and(|t| t > tokio::time::Instant::now());
+            if paused {
+                waiting.get_or_insert_with(|| Waiting::new(&self.waiting));
+            }
             self.pause_over().await;
             let wait = {
                 let mut sent = self.sent.lock().unwrap_or_else(|p| p.into_inner());
@@ -316,6 +349,7 @@ impl Pacer {
                 }
                 sent.front().map(|t| *t + self.window).unwrap_or(now)
             };
+            waiting.get_or_insert_with(|| Waiting::new(&self.waiting));
             tokio::time::sleep_until(wait).await;
         }
     }
@@ -618,6 +652,11 @@ impl GraphClient {
     /// service principal): within the write quota.
     pub(super) async fn write_slot(&self) {
         self.pacer.write_slot().await;
+    }
+
+    /// Writes waiting for the quota now (`crate::daemon` stops adding reconciles then).
+    pub fn writes_waiting(&self) -> usize {
+        self.pacer.writes_waiting()
     }
 
     /// `removePassword`; an unknown key id counts as removed.

@@ -56,8 +56,10 @@ impl Concurrency {
     }
 
     /// A reconcile that wrote to Graph held its slot for `held`, its waits for the quota not
-    /// counted.
-    pub fn observe(&mut self, held: Duration) {
+    /// counted. While writes wait for the quota (`saturated`) the limit may fall but not rise:
+    /// more reconciles would only wait too. That also breaks a loop in which a slower Azure
+    /// (or a starved CPU) lengthens slot times, more slots add load, and slot times grow again.
+    pub fn observe(&mut self, held: Duration, saturated: bool) {
         if self.fixed.is_some() {
             return;
         }
@@ -67,8 +69,13 @@ impl Concurrency {
             None => s,
         };
         self.held = Some(avg);
-        let need = (self.writes_per_second * avg * HEADROOM).ceil();
-        self.limit = (need as usize).clamp(FLOOR, CEILING);
+        let need =
+            ((self.writes_per_second * avg * HEADROOM).ceil() as usize).clamp(FLOOR, CEILING);
+        self.limit = if saturated {
+            need.min(self.limit)
+        } else {
+            need
+        };
     }
 }
 
@@ -81,7 +88,7 @@ mod tests {
     #[test]
     fn a_set_max_concurrent_is_kept_whatever_is_measured() {
         let mut c = Concurrency::new(Some(7), DEFAULT_QUOTA);
-        c.observe(Duration::from_secs(60));
+        c.observe(Duration::from_secs(60), false);
         assert_eq!((c.limit(), c.ceiling()), (7, 7));
     }
 
@@ -91,7 +98,7 @@ mod tests {
         assert_eq!((c.limit(), c.ceiling()), (FLOOR, CEILING));
         // 20 writes a second, 15 s a rotation: 300 in flight use the quota, 375 with headroom.
         for _ in 0..200 {
-            c.observe(Duration::from_secs(15));
+            c.observe(Duration::from_secs(15), false);
         }
         assert_eq!(c.limit(), 375);
     }
@@ -99,13 +106,33 @@ mod tests {
     #[test]
     fn auto_follows_the_slot_time_down_but_never_below_the_floor_nor_above_the_ceiling() {
         let mut c = Concurrency::new(None, DEFAULT_QUOTA);
-        c.observe(Duration::from_secs(15));
+        c.observe(Duration::from_secs(15), false);
         for _ in 0..500 {
-            c.observe(Duration::from_millis(100));
+            c.observe(Duration::from_millis(100), false);
         }
         assert_eq!(c.limit(), FLOOR);
         let mut fast = Concurrency::new(None, (100_000, Duration::from_secs(1)));
-        fast.observe(Duration::from_secs(30));
+        fast.observe(Duration::from_secs(30), false);
         assert_eq!(fast.limit(), CEILING);
+    }
+
+    #[test]
+    fn while_writes_wait_for_the_quota_auto_may_shrink_but_not_grow() {
+        let mut c = Concurrency::new(None, DEFAULT_QUOTA);
+        c.observe(Duration::from_secs(4), false);
+        assert_eq!(c.limit(), 100);
+        // Slower reconciles while the quota is used to the full: more would only queue.
+        for _ in 0..100 {
+            c.observe(Duration::from_secs(40), true);
+        }
+        assert_eq!(c.limit(), 100);
+        for _ in 0..100 {
+            c.observe(Duration::from_millis(100), true);
+        }
+        assert!(c.limit() < 100, "{}", c.limit());
+        for _ in 0..100 {
+            c.observe(Duration::from_secs(40), false);
+        }
+        assert!(c.limit() > 100, "{}", c.limit());
     }
 }

@@ -31,7 +31,8 @@ pub use scheduler::Scheduler;
 /// mappings of their own that go back to the system when freed (glibc otherwise raises that
 /// limit to the largest block freed, up to 32 MiB, and keeps such blocks in the heap), and the
 /// top of the heap trimmed once 64 KiB are free. Measured in docs/performance.md.
-pub const MALLOC_TUNABLES: &str = "glibc.malloc.arena_max=1:glibc.malloc.mmap_threshold=65536:glibc.malloc.trim_threshold=65536";
+pub const MALLOC_TUNABLES: &str =
+    "glibc.malloc.arena_max=1:glibc.malloc.mmap_threshold=65536:glibc.malloc.trim_threshold=65536";
 
 /// Builds everything a config needs to reconcile.
 pub fn build_context(

@@ -194,7 +194,8 @@ impl Scheduler {
             && (report.rotated.is_some() || !report.removed.is_empty())
         {
             let before = self.concurrency.limit();
-            self.concurrency.observe(held);
+            let saturated = shared.context().azure.graph.writes_waiting() > 0;
+            self.concurrency.observe(held, saturated);
             if self.concurrency.limit() != before {
                 tracing::debug!(
                     slots = self.concurrency.limit(),
