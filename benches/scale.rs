@@ -907,9 +907,9 @@ fn cpu_seconds_fine(pid: u32) -> f64 {
 
 /// Requests by operation and status, to stderr: where a change in the request count comes from.
 fn print_operations(journal: &[emulator::world::Entry]) {
-    let mut by: std::collections::BTreeMap<(String, u16), usize> = Default::default();
+    let mut by: std::collections::BTreeMap<(&str, u16), usize> = Default::default();
     for e in journal {
-        *by.entry((e.operation.clone(), e.status)).or_default() += 1;
+        *by.entry((e.operation.as_str(), e.status)).or_default() += 1;
     }
     for ((op, status), n) in by {
         eprintln!("  {n:>8} {op} {status}");
