@@ -838,6 +838,7 @@ async fn run_python(
         requests: em.world().journal().len(),
         complete: retired(em) == n && all_published(em),
     })
+}
 
 // ---------------------------------------------------------------------------------------------
 // Footprint: start-up, idle and the default settings (docs/performance.md, "Footprint").
