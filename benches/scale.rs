@@ -12,7 +12,11 @@
 //!   cargo bench --bench scale -- [--side-by-side 200] [--clients 100,1000,10000] [--scale 0.1]
 //!                                [--latency-ms 30]
 //!
-//! `--side-by-side 0` or `--clients ""` skips that part, `--no-python` the script. Prints the tables (also written to
+//! `--side-by-side 0` or `--clients ""` skips that part, `--no-python` the script. The daemon
+//! logs at warn; `RUST_LOG` (e.g. `warn,secret_rotator::rotation=debug`) overrides that, and
+//! with `SCALE_BENCH_KEEP` set each run's directory (the daemon's `daemon.log`, and for a run
+//! that did not complete `stalled.txt`: what the emulator holds of each client left and its
+//! journal) is kept and named. Prints the tables (also written to
 //! target/bench/performance.md) for docs/performance.md.
 
 // The benchmark stands outside the daemon: it reads the wall clock to build Azure's state,
@@ -455,6 +459,72 @@ fn retired(em: &Emulator) -> usize {
         .count()
 }
 
+/// What the emulator holds of each client that has not retired its seed credential, and the
+/// journal of its application and secret, written to `dir/stalled.txt` (hints, never values).
+fn stalled(dir: &Path, em: &Emulator) {
+    use std::fmt::Write as _;
+    let state = em.world().state();
+    let journal = em.world().journal();
+    let mut out = String::new();
+    for app in state.applications.iter().skip(1) {
+        let seed_left = app.passwords.iter().any(|p| {
+            p.removed.is_none()
+                && p.display_name
+                    .as_deref()
+                    .is_some_and(|d| d.ends_with(":seed"))
+        });
+        if !seed_left {
+            continue;
+        }
+        let _ = writeln!(
+            out,
+            "== {} ({}, object {})",
+            app.display_name, app.app_id, app.id
+        );
+        for p in &app.passwords {
+            let _ = writeln!(
+                out,
+                "  password {} {:?} hint {} start {} removed {:?}",
+                p.key_id, p.display_name, p.hint, p.start_text, p.removed
+            );
+        }
+        let mut targets = vec![app.id.clone()];
+        for (vault, v) in &state.vaults {
+            for secret in v.secrets.values() {
+                if !secret
+                    .versions
+                    .iter()
+                    .any(|sv| sv.tags.get("client-id") == Some(&app.app_id))
+                {
+                    continue;
+                }
+                targets.push(format!("{vault}/{}", secret.name));
+                for sv in &secret.versions {
+                    let _ = writeln!(
+                        out,
+                        "  version {vault}/{} {} created {} updated {} enabled {} hint {} tags {:?}",
+                        secret.name,
+                        sv.version,
+                        sv.created,
+                        sv.updated,
+                        sv.enabled,
+                        sv.value.chars().take(3).collect::<String>(),
+                        sv.tags
+                    );
+                }
+            }
+        }
+        for e in journal.iter().filter(|e| {
+            e.target
+                .as_deref()
+                .is_some_and(|t| targets.iter().any(|x| t.eq_ignore_ascii_case(x)))
+        }) {
+            let _ = writeln!(out, "  {}", serde_json::to_string(e).unwrap_or_default());
+        }
+    }
+    let _ = std::fs::write(dir.join("stalled.txt"), out);
+}
+
 /// Whether every vault secret's latest version is a new one (not the seed's).
 fn all_published(em: &Emulator) -> bool {
     let state = em.world().state();
@@ -557,6 +627,9 @@ async fn run_daemon(
         }
     }
     let wall = started.elapsed().as_secs_f64();
+    if !complete {
+        stalled(dir, em);
+    }
     let peak_rss = proc_status(pid, "VmHWM:");
     let cpu_done = cpu_seconds(pid);
 
@@ -600,8 +673,17 @@ async fn run_daemon(
 
 async fn run(n: usize, scale: f64, latency: u64) -> Row {
     let dir = tempfile::tempdir().expect("tempdir");
+    // SCALE_BENCH_KEEP keeps the run's directory (the daemon's log, stalled.txt) for a look.
+    let (_guard, dir) = if std::env::var_os("SCALE_BENCH_KEEP").is_some() {
+        let kept = dir.keep();
+        eprintln!("  keeping {}", kept.display());
+        (None, kept)
+    } else {
+        let path = dir.path().to_path_buf();
+        (Some(dir), path)
+    };
     let (em, tenant) = prepare(
-        dir.path(),
+        &dir,
         n,
         Settings {
             propagation_min_ms: 500,
@@ -620,7 +702,7 @@ async fn run(n: usize, scale: f64, latency: u64) -> Row {
     let window = (GRAPH_WRITE_WINDOW * scale * 1000.0) as u64;
     let (bound, bound_term) = lower_bound(n, scale, latency);
     let d = run_daemon(
-        dir.path(),
+        &dir,
         &em,
         &tenant,
         n,
