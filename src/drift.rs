@@ -405,6 +405,7 @@ mod tests {
             adopted_now: None,
             former: Vec::new(),
             arrived_at: None,
+            latest_written_with: None,
         }
     }
 

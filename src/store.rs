@@ -229,6 +229,12 @@ impl Cached for Connection {
 /// Distinct statements the store and the outbox run (rusqlite keeps 16 by default).
 const STATEMENT_CACHE: usize = 64;
 
+/// The message of a `rotated` history row: the version the rotation wrote, which
+/// [`Store::published_credential`] looks up.
+pub fn published_message(version: &str) -> String {
+    format!("published version {version}")
+}
+
 /// History rows kept per client.
 const HISTORY_PER_CLIENT: i64 = 200;
 
@@ -511,6 +517,22 @@ impl Store {
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// The key id of the credential whose value this installation published as `version` of
+    /// `client`'s secret, as the history recorded it when the write succeeded (the newest such
+    /// record); `None` when there is none (another writer's version, or a history lost or
+    /// pruned).
+    pub fn published_credential(&self, client: &str, version: &str) -> Result<Option<String>> {
+        let conn = self.conn();
+        Ok(conn
+            .query_row_cached(
+                "SELECT key_id FROM history WHERE client = ?1 AND result = 'rotated' AND message = ?2 ORDER BY id DESC LIMIT 1",
+                params![client, published_message(version)],
+                |r| r.get::<_, Option<String>>(0),
+            )
+            .optional()?
+            .flatten())
     }
 
     /// When the rotations that published since `since` (unix seconds) happened, across every
@@ -902,6 +924,38 @@ mod tests {
             1,
             "another client's are its own"
         );
+    }
+
+    #[test]
+    fn the_credential_a_version_was_published_with_is_found_by_client_and_version() {
+        let tmp = tempfile::tempdir().unwrap();
+        let s = Store::open(tmp.path()).unwrap();
+        let now = crate::clock::now();
+        let published = |client: &str, key: &str, version: &str| {
+            s.record_history(
+                client,
+                now,
+                "rotated",
+                Some("r"),
+                Some(key),
+                Some(&published_message(version)),
+            )
+            .unwrap();
+        };
+        published("c", "k1", "v1");
+        published("c", "k2", "v2");
+        published("d", "k9", "v9");
+        s.record_history("c", now, "removed", None, Some("k1"), Some("v3"))
+            .unwrap();
+        let of = |client: &str, version: &str| s.published_credential(client, version).unwrap();
+        assert_eq!(of("c", "v1").as_deref(), Some("k1"));
+        assert_eq!(of("c", "v2").as_deref(), Some("k2"));
+        assert_eq!(
+            of("c", "v3"),
+            None,
+            "only rotations say what a version holds"
+        );
+        assert_eq!(of("c", "v9"), None, "another client's record is its own");
     }
 
     #[test]

@@ -99,6 +99,7 @@ pub async fn observe(
         VaultSecret::Present { history, latest } => (history.as_slice(), Some(latest)),
         _ => (&[][..], None),
     };
+    let latest_written_with = latest.and_then(|l| written_with(ctx, &client.name, &l.version));
     let missing_key = latest.and_then(|v| {
         let managed = v
             .tags
@@ -152,8 +153,20 @@ pub async fn observe(
             published_probe,
             abandoned,
             skew_seconds: ctx.shared.skew.seconds(),
+            latest_written_with,
         },
     ))
+}
+
+/// The credential whose value this installation wrote as `version`, from the store's record of
+/// the write. A store that cannot be read gives no record (which only keeps credentials).
+pub fn written_with(ctx: &Context, client: &str, version: &str) -> Option<String> {
+    ctx.store
+        .published_credential(client, version)
+        .unwrap_or_else(|e| {
+            tracing::warn!(client = %client, error = %e, "could not read from the store which credential the latest version was written with");
+            None
+        })
 }
 
 /// Reads the locations the client has left that own credentials were made for: their location

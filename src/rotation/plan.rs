@@ -78,6 +78,9 @@ pub struct Observed {
     /// later than when it left any other); `None` when it arrives now or the store does not
     /// know, which the planner takes as `now`. It only ever delays a removal.
     pub arrived_at: Option<OffsetDateTime>,
+    /// The credential whose value this installation wrote as the latest version, as its store
+    /// recorded the write (`Store::published_credential`); `None` without such a record.
+    pub latest_written_with: Option<String>,
 }
 
 /// A location the client has left, read because own credentials were made for it.
@@ -512,6 +515,22 @@ pub fn names_a_credential(v: &VersionInfo) -> bool {
     key_of(v).is_some()
 }
 
+/// Whether a hint matching the value consumers read is explained by another credential:
+/// `written_with` (key id, hint) is the credential this installation wrote that value for, as
+/// its store recorded the write, and its hint matches the value too. A version's value never
+/// changes, so the value is that credential's, and `key_id`'s hint matching it is a coincidence
+/// of three characters (about one credential in 290,000 shares its successor's), not a value
+/// written back by hand. Without the record, a match keeps the credential.
+pub fn hint_explained(
+    key_id: &str,
+    latest_hint: Option<&str>,
+    written_with: Option<(&str, Option<&str>)>,
+) -> bool {
+    written_with.is_some_and(|(k, hint)| {
+        !k.eq_ignore_ascii_case(key_id) && hint.is_some() && hint == latest_hint
+    })
+}
+
 /// Whether some version may hold `p`'s value although no tag names `p`: created after the
 /// credential (a value cannot be written before it exists), attributed to no credential by its
 /// tags (wiped, or written by hand), and with a value whose hint is unknown or matches `p`'s.
@@ -684,8 +703,18 @@ pub fn plan(observed: &Observed, policy: &PolicyView<'_>, now: OffsetDateTime) -
     // written back by hand: the credential whose hint matches the value consumers read may be
     // what they use, so it is never removed.
     let latest_hint = latest.and_then(|l| l.value_hint.as_deref());
-    let reads_this =
-        |p: &PasswordCredential| latest_hint.is_some_and(|h| p.hint.as_deref() == Some(h));
+    let reads_this = |p: &PasswordCredential| {
+        latest_hint.is_some_and(|h| p.hint.as_deref() == Some(h))
+            && !hint_explained(
+                &p.key_id,
+                latest_hint,
+                observed
+                    .latest_written_with
+                    .as_deref()
+                    .and_then(find)
+                    .map(|c| (c.key_id.as_str(), c.hint.as_deref())),
+            )
+    };
     // A version written by hand on top keeps our last credential until the operator adopts it;
     // adopting retires it only when the value consumers read can be told, and a disabled
     // version's value cannot (Key Vault serves it to no one): it may be a copy of ours.
@@ -1468,6 +1497,7 @@ mod tests {
             adopted_now: None,
             former: vec![],
             arrived_at: Some(NOW - days(365)),
+            latest_written_with: None,
         }
     }
 
@@ -2688,6 +2718,55 @@ mod tests {
                 .iter()
                 .any(|r| r.key_id == g("k1"))
         );
+    }
+
+    #[test]
+    fn a_successor_whose_hint_is_its_predecessors_retires_it_when_the_store_recorded_writing_it() {
+        // The scale benchmark's stalled client: the new secret's first three characters were
+        // the old one's (one credential in 290,000). The daemon wrote v2 with k2's value, so k1
+        // is not what consumers read: retired after overlap like any superseded credential.
+        let mut k1 = own("k1", "r1", NOW - days(80), NOW + days(10));
+        k1.hint = Some("see".into());
+        let mut k2 = own("k2", "r2", NOW - days(10), NOW + days(80));
+        k2.hint = Some("see".into());
+        let mut latest = version("v2", "k2", NOW - days(10), NOW + days(80));
+        latest.value_hint = Some("see".into());
+        let mut o = observed(
+            vec![k1, k2],
+            Some(vec![
+                version("v1", "k1", NOW - days(80), NOW + days(10)),
+                latest,
+            ]),
+        );
+        let retires_k1 = |o: &Observed| {
+            let p = plan(o, &policy(), NOW);
+            let gone = p.removals.iter().any(|r| {
+                r.key_id == g("k1")
+                    && r.reason
+                        == RemovalReason::Superseded {
+                            since: NOW - days(10),
+                        }
+            });
+            assert_eq!(
+                gone,
+                !p.notes.iter().any(|n| n.contains("hint matches")),
+                "{p:?}"
+            );
+            gone
+        };
+        // Without the store's record, nothing tells a coincidence from a value written back.
+        assert!(!retires_k1(&o));
+        o.latest_written_with = Some(g("k2"));
+        assert!(retires_k1(&o));
+        // A record that disagrees with what the value's hint says explains nothing.
+        o.passwords[1].hint = Some("zzz".into());
+        assert!(!retires_k1(&o));
+        o.passwords[1].hint = Some("see".into());
+        // Nor one naming k1 itself, or a credential no longer there.
+        o.latest_written_with = Some(g("k1"));
+        assert!(!retires_k1(&o));
+        o.latest_written_with = Some(g("gone"));
+        assert!(!retires_k1(&o));
     }
 
     #[test]

@@ -36,8 +36,23 @@ pub(super) async fn remove(
         .iter()
         .find(|p| p.key_id.eq_ignore_ascii_case(&removal.key_id))
         .and_then(|p| p.hint.as_deref());
+    // A matching hint is explained (not what consumers read) when the store recorded writing
+    // that version with another credential whose hint matches too (`plan::hint_explained`).
     let read_by_consumers = |latest: &crate::azure::keyvault::VersionInfo| {
-        names(latest) || (hint.is_some() && latest.value_hint.as_deref() == hint)
+        names(latest)
+            || (hint.is_some()
+                && latest.value_hint.as_deref() == hint
+                && !plan::hint_explained(
+                    &removal.key_id,
+                    latest.value_hint.as_deref(),
+                    observe::written_with(ctx, &client.name, &latest.version)
+                        .and_then(|k| {
+                            app.passwords
+                                .iter()
+                                .find(|p| p.key_id.eq_ignore_ascii_case(&k))
+                        })
+                        .map(|p| (p.key_id.as_str(), p.hint.as_deref())),
+                ))
     };
     if let RemovalReason::Abandoned { rotation_id } = &removal.reason {
         // The store's record that the attempt never reached publishing is the evidence, and

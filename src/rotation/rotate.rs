@@ -128,7 +128,7 @@ pub(super) async fn rotate(
         "rotated",
         Some(&rotation_id),
         Some(&new.key_id),
-        Some(&format!("published version {version}")),
+        Some(&crate::store::published_message(&version)),
     );
     tracing::info!(client = %client.name, rotation_id = %rotation_id, key_id = %new.key_id, version = %version, "published new secret");
     Ok(Rotated {

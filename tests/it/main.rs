@@ -25,6 +25,7 @@ mod memory;
 mod moves;
 mod onboarding;
 mod package;
+mod retire;
 mod review;
 mod review2;
 mod review3;
