@@ -20,6 +20,11 @@ pub const BACKOFF_BASE: Duration = Duration::from_secs(5);
 pub const BACKOFF_CAP: Duration = Duration::from_secs(3600);
 /// The longest backoff once the published secret has expired.
 pub const EXPIRED_BACKOFF_CAP: Duration = Duration::from_secs(900);
+/// A client blocked on what only a person can change (a foreign credential in the other
+/// slot, an unmanaged or soft-deleted secret, a version written by hand) is looked at again at
+/// least this often: each look is a few reads and no write, and the person's fix is noticed
+/// within minutes rather than after an hour of backoff.
+pub const BLOCKED_RECHECK: Duration = Duration::from_secs(300);
 
 /// The next run after `now`, with jitter of up to a tenth of the gap (at most 30 s), so that
 /// clients sharing a schedule do not all call Azure in the same second.
@@ -61,6 +66,22 @@ pub fn backoff(failures: u32, now: OffsetDateTime, expires: Option<OffsetDateTim
     d
 }
 
+/// How long a client waits after its `failures`-th consecutive failure: [`backoff`], and at
+/// most [`BLOCKED_RECHECK`] when it is blocked on what a person must change.
+pub fn retry_wait(
+    failures: u32,
+    blocked: bool,
+    now: OffsetDateTime,
+    expires: Option<OffsetDateTime>,
+) -> Duration {
+    let wait = backoff(failures, now, expires);
+    if blocked {
+        wait.min(BLOCKED_RECHECK)
+    } else {
+        wait
+    }
+}
+
 /// A start-up delay spreading the first reconciles over a few seconds.
 pub fn startup_jitter(clients: usize) -> Duration {
     // Writes are paced to Graph's quota anyway; the spread only keeps the first reads from
@@ -72,6 +93,18 @@ pub fn startup_jitter(clients: usize) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_blocked_client_is_looked_at_again_within_five_minutes_whatever_its_failures() {
+        let now = datetime!(2026-06-01 12:00 UTC);
+        assert_eq!(retry_wait(12, false, now, None), BACKOFF_CAP);
+        assert_eq!(retry_wait(12, true, now, None), BLOCKED_RECHECK);
+        assert_eq!(
+            retry_wait(1, true, now, None),
+            BACKOFF_BASE,
+            "short waits stay short"
+        );
+    }
     use crate::config::Schedule;
     use croner::parser::{CronParser, Seconds};
     use time::macros::datetime;

@@ -238,11 +238,29 @@ impl Scheduler {
         self.start_due(shared, &ctx, now);
     }
 
-    /// After a reload: clients that left go (once their reconcile ends), new ones are due now.
+    /// After a reload: clients that left go (once their reconcile ends), new ones are due now,
+    /// and so are clients waiting out a failure's backoff: a reload is how an operator says
+    /// "look again" after fixing what blocked them.
     pub fn reloaded(&mut self, ctx: &Context, added: Vec<String>, now: OffsetDateTime) {
         // Timers of clients that left are dropped when they come up.
         self.entries
             .retain(|name, e| e.in_flight || ctx.config.client(name).is_some());
+        let backing_off: Vec<Arc<str>> = ctx
+            .store
+            .backoffs()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|(_, at)| *at > now.unix_timestamp())
+            .filter_map(|(name, _)| {
+                self.entries
+                    .get_key_value(name.as_str())
+                    .filter(|(_, e)| !e.in_flight)
+                    .map(|(k, _)| k.clone())
+            })
+            .collect();
+        for name in backing_off {
+            self.set_due(&name, now);
+        }
         for name in added {
             if self.entries.contains_key(name.as_str()) {
                 continue;
@@ -494,7 +512,8 @@ fn settle(
                 .flatten()
                 .and_then(|r| r.expires_at)
                 .and_then(|t| OffsetDateTime::from_unix_timestamp(t).ok());
-            let wait = schedule::backoff(failures, now, expires);
+            let blocked = matches!(e, Failure::Blocked(_));
+            let wait = schedule::retry_wait(failures, blocked, now, expires);
             let until = now + time::Duration::try_from(wait).unwrap_or_default();
             let kind = if e.is_transient() {
                 "transient"

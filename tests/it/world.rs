@@ -1605,6 +1605,8 @@ pub async fn run(seconds: u64, seed: u64) -> Vec<String> {
             ),
         );
     }
+    // "Look again": the operator's reload after fixing what blocked a client.
+    w.reload(Some(&daemon)).await;
     w.settle_tasks().await;
     let converge_by = Instant::now() + Duration::from_secs(150);
     let mut last = Vec::new();

@@ -578,3 +578,90 @@ async fn a_superseded_credential_gets_its_whole_overlap_despite_azures_whole_sec
         removed - published
     );
 }
+
+/// Found with seed 2073026747787000129 (`c4`, after convergence): a two-password app blocked
+/// by a foreign credential in its other slot had failed twelve times and was backing off for an
+/// hour; the person removed the foreign credential, and the daemon did not look again within
+/// the run's two and a half minutes of convergence. A reload is how an operator says "look
+/// again": the clients backing off are looked at now (and a block is looked at again within
+/// five minutes anyway, `schedule::BLOCKED_RECHECK`).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_reload_looks_again_at_a_client_backing_off_after_a_person_fixed_its_block() {
+    let env = Env::new(Setup {
+        clients: vec![("app-one", "AzureADandPersonalMicrosoftAccount")],
+        ..Setup::default()
+    })
+    .await;
+    // Published an hour ago and expiring in five minutes (within renew_before): every
+    // reconcile wants to rotate, and the foreign credential holds the other slot.
+    let published = published_an_hour_ago(&env, "app-one");
+    {
+        let soon = time::OffsetDateTime::now_utc() + time::Duration::minutes(5);
+        let app_id = env.client("app-one").app_id.clone();
+        let mut state = env.em.world().state_mut();
+        let app = state
+            .applications
+            .iter_mut()
+            .find(|a| a.app_id == app_id)
+            .unwrap();
+        let p = app
+            .passwords
+            .iter_mut()
+            .find(|p| p.key_id == published)
+            .unwrap();
+        p.end = soon;
+        p.end_text = emulator::graph::graph_time(soon);
+        let v = &mut state
+            .vaults
+            .get_mut("kv-test")
+            .unwrap()
+            .secrets
+            .get_mut("app-one-secret")
+            .unwrap()
+            .versions[0];
+        v.exp = Some(soon.unix_timestamp());
+    }
+    let mut daemon = env.spawn_daemon(&[]);
+    assert!(
+        eventually(Duration::from_secs(30), || daemon
+            .stderr()
+            .contains("failures=2"))
+        .await,
+        "blocked twice: {}",
+        daemon.stderr()
+    );
+    assert!(
+        daemon
+            .stderr()
+            .contains("which secret-rotator does not own, holds the other slot")
+    );
+    // The person removes the foreign credential, then reloads. The next attempt of the backoff
+    // is ten seconds away.
+    {
+        let app_id = env.client("app-one").app_id.clone();
+        let mut state = env.em.world().state_mut();
+        let app = state
+            .applications
+            .iter_mut()
+            .find(|a| a.app_id == app_id)
+            .unwrap();
+        app.passwords.retain(|p| p.key_id == published);
+    }
+    daemon.signal("HUP");
+    let reloaded = std::time::Instant::now();
+    assert!(
+        eventually(Duration::from_secs(30), || env.versions("app-one").len()
+            == 2)
+        .await,
+        "published once unblocked: {}",
+        daemon.stderr()
+    );
+    assert!(
+        reloaded.elapsed() < Duration::from_secs(6),
+        "published {:?} after the reload, as the backoff would have: {}",
+        reloaded.elapsed(),
+        daemon.stderr()
+    );
+    daemon.signal("TERM");
+    daemon.wait_exit(Duration::from_secs(15));
+}
