@@ -1353,7 +1353,8 @@ pub fn is_key_id(text: &str) -> bool {
 }
 
 /// When `key_id` stopped being the published credential: when the first of the versions after
-/// the last one that named it became readable ([`readable_since`]). `None` when no version named it, or the latest still does.
+/// the last one that named it became readable (its `updated` when later than its `created`).
+/// `None` when no version named it, or the latest still does.
 pub fn superseded_since(history: &[VersionInfo], key_id: &str) -> Option<OffsetDateTime> {
     let last = history
         .iter()
