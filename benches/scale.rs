@@ -349,17 +349,26 @@ fn terminate(child: &Child) {
     }
 }
 
-/// An emulator seeded with N client applications owned by the daemon identity, each with a
-/// published vault secret of this installation that is due (expiring in 10 days, with
-/// `renew_before = 30d`), spread over the vaults; `settings` in force.
-async fn prepare(dir: &Path, n: usize, settings: Settings) -> (Emulator, Tenant) {
-    let em = Emulator::start(Options {
+/// The emulator the benchmark's daemons run against, its state under `dir`.
+async fn start_emulator(dir: &Path) -> Emulator {
+    Emulator::start(Options {
         listen: SocketAddr::from(([127, 0, 0, 1], 0)),
         state_dir: dir.join("emulator"),
         seed: None,
     })
     .await
-    .expect("emulator");
+    .expect("emulator")
+}
+
+/// Seeds `n` client applications owned by the daemon identity, spread over the vaults, each
+/// with a credential of this installation valid from `start` to `end`, published in its vault
+/// secret.
+async fn seed_published(
+    em: &Emulator,
+    n: usize,
+    start: time::OffsetDateTime,
+    end: time::OffsetDateTime,
+) -> Tenant {
     let tenant = (0..n)
         .fold(
             (0..VAULTS).fold(TenantKit::new("secret-rotator", DAEMON_SECRET), |kit, v| {
@@ -372,70 +381,79 @@ async fn prepare(dir: &Path, n: usize, settings: Settings) -> (Emulator, Tenant)
                 ))
             },
         )
-        .seed(&em)
+        .seed(em)
         .await
         .expect("seed");
-
-    let now = time::OffsetDateTime::now_utc();
-    {
-        let mut state = em.world().state_mut();
-        let mut pending = Vec::with_capacity(n);
-        for (i, app) in state.applications.iter_mut().skip(1).enumerate() {
-            let key = uuid::Uuid::new_v4().to_string();
-            let secret = format!("seed{i:06}Q~{}", uuid::Uuid::new_v4().simple());
-            let (start, end) = (
-                now - time::Duration::days(80),
-                now + time::Duration::days(10),
-            );
-            app.passwords.push(Password {
-                key_id: key.clone(),
-                display_name: Some(format!("secret-rotator:bench:c{i}:seed")),
-                hint: secret[..3].to_string(),
-                secret_text: secret.clone(),
-                start_text: emulator::graph::graph_time(start),
-                end_text: emulator::graph::graph_time(end),
-                start,
-                end,
-                added: start,
-                removed: None,
-            });
-            let tags = [
-                ("managed-by", "secret-rotator"),
-                ("client-id", app.app_id.as_str()),
-                ("key-id", key.as_str()),
-                ("rotation-id", "seed"),
-            ]
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-            let created = start.unix_timestamp();
-            pending.push((
-                format!("bench-kv-{}", i % VAULTS),
-                format!("c{i}"),
-                SecretVersion {
-                    version: format!("{:032x}", i + 1),
-                    value: secret,
-                    content_type: None,
-                    tags,
-                    enabled: true,
-                    nbf: None,
-                    exp: Some(end.unix_timestamp()),
-                    created,
-                    updated: created,
-                },
-            ));
-        }
-        for (vault, name, version) in pending {
-            state.vaults.get_mut(&vault).expect("vault").secrets.insert(
-                name.to_ascii_lowercase(),
-                VaultSecret {
-                    name,
-                    versions: vec![version],
-                },
-            );
-        }
-        state.settings = settings;
+    let mut state = em.world().state_mut();
+    let mut pending = Vec::with_capacity(n);
+    for (i, app) in state.applications.iter_mut().skip(1).enumerate() {
+        let key = uuid::Uuid::new_v4().to_string();
+        let secret = format!("seed{i:06}Q~{}", uuid::Uuid::new_v4().simple());
+        app.passwords.push(Password {
+            key_id: key.clone(),
+            display_name: Some(format!("secret-rotator:bench:c{i}:seed")),
+            hint: secret[..3].to_string(),
+            secret_text: secret.clone(),
+            start_text: emulator::graph::graph_time(start),
+            end_text: emulator::graph::graph_time(end),
+            start,
+            end,
+            added: start,
+            removed: None,
+        });
+        let tags = [
+            ("managed-by", "secret-rotator"),
+            ("client-id", app.app_id.as_str()),
+            ("key-id", key.as_str()),
+            ("rotation-id", "seed"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let created = start.unix_timestamp();
+        pending.push((
+            format!("bench-kv-{}", i % VAULTS),
+            format!("c{i}"),
+            SecretVersion {
+                version: format!("{:032x}", i + 1),
+                value: secret,
+                content_type: None,
+                tags,
+                enabled: true,
+                nbf: None,
+                exp: Some(end.unix_timestamp()),
+                created,
+                updated: created,
+            },
+        ));
     }
+    for (vault, name, version) in pending {
+        state.vaults.get_mut(&vault).expect("vault").secrets.insert(
+            name.to_ascii_lowercase(),
+            VaultSecret {
+                name,
+                versions: vec![version],
+            },
+        );
+    }
+    drop(state);
+    tenant
+}
+
+/// An emulator seeded with N client applications owned by the daemon identity, each with a
+/// published vault secret of this installation that is due (expiring in 10 days, with
+/// `renew_before = 30d`), spread over the vaults; `settings` in force.
+async fn prepare(dir: &Path, n: usize, settings: Settings) -> (Emulator, Tenant) {
+    let em = start_emulator(dir).await;
+    let now = time::OffsetDateTime::now_utc();
+    let tenant = seed_published(
+        &em,
+        n,
+        now - time::Duration::days(80),
+        now + time::Duration::days(10),
+    )
+    .await;
+    em.world().state_mut().settings = settings;
     em.world().clear_journal();
     (em, tenant)
 }
@@ -1017,76 +1035,9 @@ async fn seed_footprint(
     latency: u64,
     expires_in: time::Duration,
 ) -> emulator::kit::Tenant {
-    let tenant = (0..n)
-        .fold(
-            (0..VAULTS).fold(TenantKit::new("secret-rotator", DAEMON_SECRET), |kit, v| {
-                kit.vault(format!("bench-kv-{v}"))
-            }),
-            |kit, i| {
-                kit.client(KitClient::new(
-                    format!("c{i}"),
-                    format!("bench-kv-{}", i % VAULTS),
-                ))
-            },
-        )
-        .seed(em)
-        .await
-        .expect("seed");
-    let now = time::OffsetDateTime::now_utc();
+    let end = time::OffsetDateTime::now_utc() + expires_in;
+    let tenant = seed_published(em, n, end - time::Duration::days(90), end).await;
     let mut state = em.world().state_mut();
-    let mut pending = Vec::with_capacity(n);
-    for (i, app) in state.applications.iter_mut().skip(1).enumerate() {
-        let key = uuid::Uuid::new_v4().to_string();
-        let secret = format!("seed{i:06}Q~{}", uuid::Uuid::new_v4().simple());
-        let end = now + expires_in;
-        let start = end - time::Duration::days(90);
-        app.passwords.push(Password {
-            key_id: key.clone(),
-            display_name: Some(format!("secret-rotator:bench:c{i}:seed")),
-            hint: secret[..3].to_string(),
-            secret_text: secret.clone(),
-            start_text: emulator::graph::graph_time(start),
-            end_text: emulator::graph::graph_time(end),
-            start,
-            end,
-            added: start,
-            removed: None,
-        });
-        let tags = [
-            ("managed-by", "secret-rotator"),
-            ("client-id", app.app_id.as_str()),
-            ("key-id", key.as_str()),
-            ("rotation-id", "seed"),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-        let created = start.unix_timestamp();
-        pending.push((
-            format!("bench-kv-{}", i % VAULTS),
-            format!("c{i}"),
-            SecretVersion {
-                version: format!("{:032x}", i + 1),
-                value: secret,
-                content_type: None,
-                tags,
-                enabled: true,
-                nbf: None,
-                exp: Some(end.unix_timestamp()),
-                created,
-                updated: created,
-            },
-        ));
-    }
-    for (vault, name, version) in pending {
-        state.vaults.get_mut(&vault).expect("vault").secrets.insert(
-            name.to_ascii_lowercase(),
-            VaultSecret {
-                name,
-                versions: vec![version],
-            },
-        );
-    }
     state.settings = Settings {
         propagation_min_ms: 500,
         propagation_max_ms: 2_000,
@@ -1229,13 +1180,7 @@ async fn watch_idle(em: &Emulator, pid: u32, secs: f64, f: &mut Footprint) {
 /// daemon watched for `SCALE_IDLE_SECS`, and `/metrics`.
 async fn run_idle(n: usize, latency: u64) -> Footprint {
     let dir = tempfile::tempdir().expect("tempdir");
-    let em = Emulator::start(Options {
-        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-        state_dir: dir.path().join("emulator"),
-        seed: None,
-    })
-    .await
-    .expect("emulator");
+    let em = start_emulator(dir.path()).await;
     let tenant = seed_footprint(&em, n, latency, time::Duration::days(80)).await;
     em.world().clear_journal();
     let http = reqwest::Client::builder()
@@ -1292,13 +1237,7 @@ async fn run_idle(n: usize, latency: u64) -> Footprint {
 /// emulator unthrottled (the daemon's pacer sets the rate), then the idle daemon watched.
 async fn run_defaults(n: usize, latency: u64) -> Footprint {
     let dir = tempfile::tempdir().expect("tempdir");
-    let em = Emulator::start(Options {
-        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-        state_dir: dir.path().join("emulator"),
-        seed: None,
-    })
-    .await
-    .expect("emulator");
+    let em = start_emulator(dir.path()).await;
     let tenant = seed_footprint(&em, n, latency, time::Duration::days(10)).await;
     em.world().clear_journal();
     let http = reqwest::Client::builder()

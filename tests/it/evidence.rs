@@ -198,18 +198,10 @@ async fn revoke_refuses_what_this_installation_and_client_do_not_own() {
         .find(|(_, n)| n.as_deref() == Some("made in the portal"))
         .unwrap()
         .0;
-    {
-        let mut state = env.em.world().state_mut();
-        let secret = state
-            .vaults
-            .get_mut("kv-test")
-            .unwrap()
-            .secrets
-            .get_mut("app-one-secret")
-            .unwrap();
-        let latest = secret.versions.last_mut().unwrap();
+    env.edit_versions("app-one", |versions| {
+        let latest = versions.last_mut().unwrap();
         latest.tags.insert("key-id".into(), foreign.clone());
-    }
+    });
     env.em.world().clear_journal();
     let out = env
         .rotate("app-one", &["--force", "--revoke-previous"])

@@ -263,24 +263,14 @@ impl Env {
     /// Makes a credential look `by` older, as Entra would show it after that time: for tests
     /// of the age rules that should not sleep for minutes.
     pub fn age_credential(&self, client: &str, key_id: &str, by: time::Duration) {
-        let app_id = self.client(client).app_id.clone();
-        let mut state = self.em.world().state_mut();
-        let app = state
-            .applications
-            .iter_mut()
-            .find(|a| a.app_id == app_id)
-            .expect("app");
-        let p = app
-            .passwords
-            .iter_mut()
-            .find(|p| p.key_id == key_id)
-            .expect("credential");
-        p.start -= by;
-        p.added -= by;
-        p.start_text = p
-            .start
-            .format(&time::format_description::well_known::Rfc3339)
-            .unwrap();
+        self.edit_password(client, key_id, |p| {
+            p.start -= by;
+            p.added -= by;
+            p.start_text = p
+                .start
+                .format(&time::format_description::well_known::Rfc3339)
+                .unwrap();
+        })
     }
 
     /// Writes a vault version by hand, as a person would: no tags.
@@ -340,20 +330,59 @@ impl Env {
         answer
     }
 
-    /// Makes every version of a client's vault secret look `by` older.
-    pub fn age_versions(&self, client: &str, by: time::Duration) {
+    /// Changes the versions of `client`'s vault secret in place (as time, a person or Azure
+    /// would have changed them): the tests' one way into the emulator's vault.
+    pub fn edit_versions<R>(
+        &self,
+        client: &str,
+        f: impl FnOnce(&mut Vec<SecretVersion>) -> R,
+    ) -> R {
         let mut state = self.em.world().state_mut();
         let secret = state
             .vaults
             .get_mut("kv-test")
-            .unwrap()
+            .expect("vault")
             .secrets
-            .get_mut(&format!("{client}-secret"))
+            .get_mut(&format!("{client}-secret").to_ascii_lowercase())
             .expect("secret");
-        for v in &mut secret.versions {
-            v.created -= by.whole_seconds();
-            v.updated -= by.whole_seconds();
-        }
+        f(&mut secret.versions)
+    }
+
+    /// Changes one credential of `client`'s application in place.
+    pub fn edit_password<R>(
+        &self,
+        client: &str,
+        key_id: &str,
+        f: impl FnOnce(&mut emulator::model::Password) -> R,
+    ) -> R {
+        self.edit_app(client, |app| {
+            f(app
+                .passwords
+                .iter_mut()
+                .find(|p| p.key_id == key_id)
+                .expect("credential"))
+        })
+    }
+
+    /// Changes `client`'s application in place.
+    pub fn edit_app<R>(&self, client: &str, f: impl FnOnce(&mut Application) -> R) -> R {
+        let app_id = self.client(client).app_id.clone();
+        let mut state = self.em.world().state_mut();
+        f(state
+            .applications
+            .iter_mut()
+            .find(|a| a.app_id == app_id)
+            .expect("app"))
+    }
+
+    /// Makes every version of a client's vault secret look `by` older.
+    pub fn age_versions(&self, client: &str, by: time::Duration) {
+        self.edit_versions(client, |versions| {
+            for v in versions {
+                v.created -= by.whole_seconds();
+                v.updated -= by.whole_seconds();
+            }
+        })
     }
 
     /// Key ids of the credentials removed, per the journal.

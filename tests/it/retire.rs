@@ -26,21 +26,14 @@ async fn a_successor_sharing_its_predecessors_hint_still_retires_it_after_overla
         .expect("a version")
         .value
         .clone();
-    {
-        let app_id = env.client("app-one").app_id.clone();
-        let mut state = env.em.world().state_mut();
-        let app = state
-            .applications
-            .iter_mut()
-            .find(|a| a.app_id == app_id)
-            .expect("app");
+    env.edit_app("app-one", |app| {
         let p = app
             .passwords
             .iter_mut()
             .find(|p| p.key_id == first)
             .expect("the first credential");
         p.hint = value[..3].to_string();
-    }
+    });
     // Superseded longer than overlap (20 min).
     env.age_versions("app-one", time::Duration::minutes(30));
     env.em.world().clear_journal();

@@ -291,17 +291,9 @@ async fn review2_wiped_tags_and_a_version_by_hand_at_the_old_location_prove_no_o
         "superseded at A for a day: it goes"
     );
     assert!(env.live("app-one", &k2), "A's latest stays within overlap");
-    {
-        let mut state = env.em.world().state_mut();
-        let secret = state
-            .vaults
-            .get_mut("kv-test")
-            .unwrap()
-            .secrets
-            .get_mut("app-one-secret")
-            .unwrap();
-        secret.versions.last_mut().unwrap().tags.clear();
-    }
+    env.edit_versions("app-one", |versions| {
+        versions.last_mut().unwrap().tags.clear();
+    });
     env.write_by_hand("app-one", "a value typed by a person", None);
     env.em.world().clear_journal();
     let err = rotate_ok(&env, &[]).await;
@@ -443,22 +435,14 @@ async fn review2_the_old_location_recreated_by_hand_with_our_tags_keeps_its_cred
     env.edit_config(OLD, MOVED);
     rotate_ok(&env, &[]).await;
     let b1 = latest_key(&env, "app-one-moved").unwrap();
-    {
-        let mut state = env.em.world().state_mut();
-        let secret = state
-            .vaults
-            .get_mut("kv-test")
-            .unwrap()
-            .secrets
-            .get_mut("app-one-secret")
-            .unwrap();
-        let mut restored = secret.versions.last().unwrap().clone();
+    env.edit_versions("app-one", |versions| {
+        let mut restored = versions.last().unwrap().clone();
         let now = time::OffsetDateTime::now_utc().unix_timestamp();
         restored.version = uuid::Uuid::new_v4().simple().to_string();
         restored.created = now;
         restored.updated = now;
-        secret.versions = vec![restored];
-    }
+        *versions = vec![restored];
+    });
     // A day later for the new location too, so the migration rule is the only thing left.
     env.em.world().clear_journal();
     for _ in 0..2 {

@@ -15,22 +15,12 @@ fn removals(env: &Env) -> Vec<String> {
 
 /// Sets `enabled` of the version of `client`'s secret whose id is `version`.
 fn set_enabled(env: &Env, client: &str, version: &str, enabled: bool) {
-    let mut state = env.em.world().state_mut();
-    let secret = state
-        .vaults
-        .get_mut("kv-test")
-        .unwrap()
-        .secrets
-        .get_mut(&format!("{client}-secret"))
-        .unwrap();
-    let v = secret
-        .versions
-        .iter_mut()
-        .find(|v| v.version == version)
-        .unwrap();
-    // As Key Vault's PATCH does: the change is dated.
-    v.enabled = enabled;
-    v.updated = time::OffsetDateTime::now_utc().unix_timestamp();
+    env.edit_versions(client, |versions| {
+        let v = versions.iter_mut().find(|v| v.version == version).unwrap();
+        // As Key Vault's PATCH does: the change is dated.
+        v.enabled = enabled;
+        v.updated = time::OffsetDateTime::now_utc().unix_timestamp();
+    })
 }
 
 /// A two-password app with `adopt = true` whose slots hold k1, the last credential published
@@ -47,14 +37,7 @@ async fn capped_with_an_orphan_under_a_disabled_hand_written_version(
     // k2: made like k1 (same location tag in its rotation id, another random part), with a
     // value of its own; never published.
     let k2 = uuid::Uuid::new_v4().to_string();
-    {
-        let app_id = env.client("app-one").app_id.clone();
-        let mut state = env.em.world().state_mut();
-        let app = state
-            .applications
-            .iter_mut()
-            .find(|a| a.app_id == app_id)
-            .unwrap();
+    env.edit_app("app-one", |app| {
         let mut p = app
             .passwords
             .iter()
@@ -69,7 +52,7 @@ async fn capped_with_an_orphan_under_a_disabled_hand_written_version(
         p.secret_text = "zQ9~never-published-orphan-value-0123456".into();
         p.hint = "zQ9".into();
         app.passwords.push(p);
-    }
+    });
     env.age_versions("app-one", time::Duration::hours(2));
     env.age_credential("app-one", &k1, time::Duration::hours(2));
     env.age_credential("app-one", &k2, time::Duration::hours(1));
@@ -138,23 +121,15 @@ async fn removing_a_kept_credential_by_hand_unblocks_a_capped_app_under_a_disabl
     assert!(out.status.success(), "{}", stderr(&out));
     let keys: Vec<String> = env.passwords("app-one").into_iter().map(|p| p.0).collect();
     assert_eq!(keys.len(), 2, "both slots taken");
-    {
+    env.edit_versions("app-one", |versions| {
         // Both managed versions in one second an hour ago; a version written by hand 10
         // minutes ago (less than overlap), then disabled.
-        let mut state = env.em.world().state_mut();
-        let secret = state
-            .vaults
-            .get_mut("kv-test")
-            .unwrap()
-            .secrets
-            .get_mut("app-one-secret")
-            .unwrap();
         let now = time::OffsetDateTime::now_utc().unix_timestamp();
-        for v in &mut secret.versions {
+        for v in versions.iter_mut() {
             v.created = now - 3600;
             v.updated = v.created;
         }
-        let mut by_hand = secret.versions[1].clone();
+        let mut by_hand = versions[1].clone();
         by_hand.version = "e".repeat(32);
         by_hand.value = "pasted-by-hand".into();
         by_hand.tags.clear();
@@ -162,8 +137,8 @@ async fn removing_a_kept_credential_by_hand_unblocks_a_capped_app_under_a_disabl
         by_hand.enabled = false;
         by_hand.created = now - 10 * 60;
         by_hand.updated = by_hand.created;
-        secret.versions.push(by_hand);
-    }
+        versions.push(by_hand);
+    });
     let out = env.rotate("app-one", &[]).await;
     assert!(!out.status.success(), "blocked: {}", stderr(&out));
     assert!(
@@ -174,16 +149,9 @@ async fn removing_a_kept_credential_by_hand_unblocks_a_capped_app_under_a_disabl
     // The person removes one of them.
     let gone = keys[0].clone();
     let kept = keys[1].clone();
-    {
-        let app_id = env.client("app-one").app_id.clone();
-        let mut state = env.em.world().state_mut();
-        let app = state
-            .applications
-            .iter_mut()
-            .find(|a| a.app_id == app_id)
-            .unwrap();
+    env.edit_app("app-one", |app| {
         app.passwords.retain(|p| p.key_id != gone);
-    }
+    });
     let out = env.rotate("app-one", &[]).await;
     assert!(out.status.success(), "{}", stderr(&out));
     let latest = env.versions("app-one").last().cloned().unwrap();
@@ -219,24 +187,17 @@ async fn a_disabled_latest_version_that_shares_its_second_with_another_is_replac
     assert!(out.status.success(), "{}", stderr(&out));
     let out = env.rotate("app-one", &["--force"]).await;
     assert!(out.status.success(), "{}", stderr(&out));
-    let latest = {
-        let mut state = env.em.world().state_mut();
-        let secret = state
-            .vaults
-            .get_mut("kv-test")
-            .unwrap()
-            .secrets
-            .get_mut("app-one-secret")
-            .unwrap();
+    let latest = env.edit_versions("app-one", |versions| {
         let now = time::OffsetDateTime::now_utc().unix_timestamp();
-        for v in &mut secret.versions {
+        for v in versions.iter_mut() {
             v.created = now - 3600;
             v.updated = v.created;
         }
-        let last = secret.versions.last_mut().unwrap();
+        let last = versions.last_mut().unwrap();
         last.enabled = false;
         last.version.clone()
-    };
+    });
+
     for _ in 0..2 {
         let out = env.rotate("app-one", &[]).await;
         assert!(
@@ -274,21 +235,13 @@ async fn enabling_a_disabled_hand_written_version_gives_the_kept_credential_its_
     let out = env.rotate("app-one", &["--force"]).await;
     assert!(out.status.success(), "{}", stderr(&out));
     let hand = "e".repeat(32);
-    {
-        let mut state = env.em.world().state_mut();
-        let secret = state
-            .vaults
-            .get_mut("kv-test")
-            .unwrap()
-            .secrets
-            .get_mut("app-one-secret")
-            .unwrap();
+    env.edit_versions("app-one", |versions| {
         let now = time::OffsetDateTime::now_utc().unix_timestamp();
-        for v in &mut secret.versions {
+        for v in versions.iter_mut() {
             v.created = now - 3600;
             v.updated = v.created;
         }
-        let mut by_hand = secret.versions[1].clone();
+        let mut by_hand = versions[1].clone();
         by_hand.version = hand.clone();
         by_hand.value = "pasted-by-hand".into();
         by_hand.tags.clear();
@@ -296,8 +249,8 @@ async fn enabling_a_disabled_hand_written_version_gives_the_kept_credential_its_
         by_hand.enabled = false;
         by_hand.created = now - 40 * 60;
         by_hand.updated = by_hand.created;
-        secret.versions.push(by_hand);
-    }
+        versions.push(by_hand);
+    });
     let out = env.rotate("app-one", &[]).await;
     assert!(!out.status.success(), "blocked: {}", stderr(&out));
     set_enabled(&env, "app-one", &hand, true);

@@ -286,16 +286,8 @@ async fn a_lagging_listing_does_not_make_a_published_secret_look_missing() {
 async fn a_version_written_by_hand_on_top_keeps_the_last_managed_credential() {
     let env = Env::new(Setup::default()).await;
     let published = published_an_hour_ago(&env, "app-one");
-    {
-        let mut state = env.em.world().state_mut();
-        let secret = state
-            .vaults
-            .get_mut("kv-test")
-            .unwrap()
-            .secrets
-            .get_mut("app-one-secret")
-            .unwrap();
-        let mut by_hand = secret.versions[0].clone();
+    env.edit_versions("app-one", |versions| {
+        let mut by_hand = versions[0].clone();
         by_hand.version = "e".repeat(32);
         by_hand.value = "pasted-by-hand".into();
         by_hand.tags.clear();
@@ -303,8 +295,8 @@ async fn a_version_written_by_hand_on_top_keeps_the_last_managed_credential() {
         // Longer ago than overlap (20 minutes here).
         by_hand.created = time::OffsetDateTime::now_utc().unix_timestamp() - 40 * 60;
         by_hand.updated = by_hand.created;
-        secret.versions.push(by_hand);
-    }
+        versions.push(by_hand);
+    });
     let out = env.rotate("app-one", &[]).await;
     assert!(!out.status.success(), "the client is blocked");
     assert!(stderr(&out).contains("adopt = true"), "{}", stderr(&out));
@@ -330,22 +322,14 @@ async fn a_version_written_by_hand_on_top_keeps_the_last_managed_credential() {
 async fn adopting_a_copy_of_the_published_value_keeps_its_credential_until_overlap() {
     let env = Env::new(Setup::default()).await;
     let published = published_an_hour_ago(&env, "app-one");
-    {
-        let mut state = env.em.world().state_mut();
-        let secret = state
-            .vaults
-            .get_mut("kv-test")
-            .unwrap()
-            .secrets
-            .get_mut("app-one-secret")
-            .unwrap();
-        let mut copy = secret.versions[0].clone();
+    env.edit_versions("app-one", |versions| {
+        let mut copy = versions[0].clone();
         copy.version = "d".repeat(32);
         copy.tags.clear();
         copy.created = time::OffsetDateTime::now_utc().unix_timestamp() - 40 * 60;
         copy.updated = copy.created;
-        secret.versions.push(copy);
-    }
+        versions.push(copy);
+    });
     env.write_config("adopt = true", "");
     let out = env.rotate("app-one", &[]).await;
     assert!(out.status.success(), "{}", stderr(&out));
@@ -425,23 +409,15 @@ async fn a_capped_app_under_a_disabled_hand_written_version_is_blocked_with_the_
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(env.passwords("app-one").len(), 2, "both slots taken");
     let hand_version = "e".repeat(32);
-    {
-        let mut state = env.em.world().state_mut();
-        let secret = state
-            .vaults
-            .get_mut("kv-test")
-            .unwrap()
-            .secrets
-            .get_mut("app-one-secret")
-            .unwrap();
+    env.edit_versions("app-one", |versions| {
         // Both managed versions in one second an hour ago: either may be the one consumers
         // go back to. The hand-written one came 40 minutes ago (longer than overlap).
         let now = time::OffsetDateTime::now_utc().unix_timestamp();
-        for v in &mut secret.versions {
+        for v in versions.iter_mut() {
             v.created = now - 3600;
             v.updated = v.created;
         }
-        let mut by_hand = secret.versions[1].clone();
+        let mut by_hand = versions[1].clone();
         by_hand.version = hand_version.clone();
         by_hand.value = "pasted-by-hand".into();
         by_hand.tags.clear();
@@ -449,8 +425,8 @@ async fn a_capped_app_under_a_disabled_hand_written_version_is_blocked_with_the_
         by_hand.enabled = false;
         by_hand.created = now - 40 * 60;
         by_hand.updated = by_hand.created;
-        secret.versions.push(by_hand);
-    }
+        versions.push(by_hand);
+    });
     let out = env.rotate("app-one", &[]).await;
     assert!(!out.status.success(), "the client is blocked");
     assert!(
@@ -463,20 +439,14 @@ async fn a_capped_app_under_a_disabled_hand_written_version_is_blocked_with_the_
     // ours: both of our credentials are superseded from the moment readers could get it, and
     // retire `overlap` after that, not at once.
     let enable = |updated: i64| {
-        let mut state = env.em.world().state_mut();
-        let v = state
-            .vaults
-            .get_mut("kv-test")
-            .unwrap()
-            .secrets
-            .get_mut("app-one-secret")
-            .unwrap()
-            .versions
-            .iter_mut()
-            .find(|v| v.version == hand_version)
-            .unwrap();
-        v.enabled = true;
-        v.updated = updated;
+        env.edit_versions("app-one", |versions| {
+            let v = versions
+                .iter_mut()
+                .find(|v| v.version == hand_version)
+                .unwrap();
+            v.enabled = true;
+            v.updated = updated;
+        })
     };
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
     enable(now);
@@ -595,32 +565,14 @@ async fn a_reload_looks_again_at_a_client_backing_off_after_a_person_fixed_its_b
     // Published an hour ago and expiring in five minutes (within renew_before): every
     // reconcile wants to rotate, and the foreign credential holds the other slot.
     let published = published_an_hour_ago(&env, "app-one");
-    {
-        let soon = time::OffsetDateTime::now_utc() + time::Duration::minutes(5);
-        let app_id = env.client("app-one").app_id.clone();
-        let mut state = env.em.world().state_mut();
-        let app = state
-            .applications
-            .iter_mut()
-            .find(|a| a.app_id == app_id)
-            .unwrap();
-        let p = app
-            .passwords
-            .iter_mut()
-            .find(|p| p.key_id == published)
-            .unwrap();
+    let soon = time::OffsetDateTime::now_utc() + time::Duration::minutes(5);
+    env.edit_password("app-one", &published, |p| {
         p.end = soon;
         p.end_text = emulator::graph::graph_time(soon);
-        let v = &mut state
-            .vaults
-            .get_mut("kv-test")
-            .unwrap()
-            .secrets
-            .get_mut("app-one-secret")
-            .unwrap()
-            .versions[0];
-        v.exp = Some(soon.unix_timestamp());
-    }
+    });
+    env.edit_versions("app-one", |versions| {
+        versions[0].exp = Some(soon.unix_timestamp())
+    });
     let mut daemon = env.spawn_daemon(&[]);
     assert!(
         eventually(Duration::from_secs(30), || daemon
@@ -637,16 +589,9 @@ async fn a_reload_looks_again_at_a_client_backing_off_after_a_person_fixed_its_b
     );
     // The person removes the foreign credential, then reloads. The next attempt of the backoff
     // is ten seconds away.
-    {
-        let app_id = env.client("app-one").app_id.clone();
-        let mut state = env.em.world().state_mut();
-        let app = state
-            .applications
-            .iter_mut()
-            .find(|a| a.app_id == app_id)
-            .unwrap();
+    env.edit_app("app-one", |app| {
         app.passwords.retain(|p| p.key_id == published);
-    }
+    });
     daemon.signal("HUP");
     let reloaded = std::time::Instant::now();
     assert!(
