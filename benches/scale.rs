@@ -656,22 +656,7 @@ async fn run_daemon(
         .no_proxy()
         .build()
         .expect("client");
-    let mut times = Vec::new();
-    let mut size = 0usize;
-    for _ in 0..5 {
-        let t = Instant::now();
-        if let Ok(r) = http
-            .get(format!("http://127.0.0.1:{port}/metrics"))
-            .send()
-            .await
-            && let Ok(body) = r.text().await
-        {
-            size = body.len();
-            times.push(t.elapsed().as_secs_f64() * 1000.0);
-        }
-    }
-    times.sort_by(|a, b| a.total_cmp(b));
-    let scrape_ms = times.get(times.len() / 2).copied().unwrap_or(f64::NAN);
+    let (scrape_ms, scrape_kib) = scrape(&http, port).await;
     let scrapes_cpu = cpu_seconds(pid) - cpu_done;
 
     terminate(&child);
@@ -685,7 +670,7 @@ async fn run_daemon(
         steady_rss_mib: steady_rss,
         cpu: cpu - scrapes_cpu,
         scrape_ms,
-        scrape_kib: size as f64 / 1024.0,
+        scrape_kib,
     }
 }
 
