@@ -89,6 +89,12 @@ struct LocState {
     value_of: Option<String>,
     /// When a version written by hand first went on top of `last_managed`.
     by_hand_since: Option<OffsetDateTime>,
+    /// When a version written by hand with a value of no managed credential (not a copy)
+    /// first went on top of `last_managed`: from then on consumers read another value.
+    new_value_since: Option<OffsetDateTime>,
+    /// Key id → when a new value written by hand superseded it, for a credential a managed
+    /// publish later superseded again (under adopt, its overlap ran from the earlier time).
+    by_hand_over: BTreeMap<String, OffsetDateTime>,
     /// Purged since the last version was written: the next version replaces the purged
     /// one, whose credential is unpublished from then on (no overlap: nobody could read it).
     purged: bool,
@@ -1094,13 +1100,19 @@ impl WorldRun {
                     };
                     let st = self.locs.entry(l).or_default();
                     let until = if st.purged { e.at } else { e.at + overlap };
+                    let new_value_before = st.new_value_since;
+                    let value_before = st.value_of.clone();
                     st.purged = false;
                     st.latest = Some(e.key_id.clone());
                     st.value_of = e.key_id.clone().or(copied);
                     if e.key_id.is_some() {
                         st.by_hand_since = None;
-                    } else if st.by_hand_since.is_none() {
-                        st.by_hand_since = Some(e.at);
+                        st.new_value_since = None;
+                    } else {
+                        st.by_hand_since.get_or_insert(e.at);
+                        if st.value_of.is_none() {
+                            st.new_value_since.get_or_insert(e.at);
+                        }
                     }
                     // A version without a key id (by hand) retires nothing.
                     if let Some(k) = &e.key_id {
@@ -1110,6 +1122,11 @@ impl WorldRun {
                             && p.is_none()
                         {
                             *p = Some(until);
+                            if let Some(h) = new_value_before
+                                && value_before.as_deref() != Some(prev.as_str())
+                            {
+                                st.by_hand_over.insert(prev.clone(), h);
+                            }
                         }
                         st.last_managed = Some(k.clone());
                         st.protected.insert(k.clone(), None);
@@ -1233,8 +1250,14 @@ impl WorldRun {
                 continue;
             };
             if let Some(u) = until {
+                // Under adopt, a new value written by hand superseded it first: its overlap ran
+                // from then (docs/operations.md, "a version is written by hand").
+                let by_hand = st.by_hand_over.get(&key).is_some_and(|h| {
+                    self.adopting(app, l, t)
+                        && t + time::Duration::seconds(1) + slack >= *h + overlap
+                });
                 // Key Vault's `created` is whole seconds, on Azure's clock.
-                if t + time::Duration::seconds(1) + slack < *u && !revoked {
+                if t + time::Duration::seconds(1) + slack < *u && !revoked && !by_hand {
                     problems.push(format!(
                         "at {}/{} it was superseded less than overlap ago",
                         l.0, l.1
