@@ -14,7 +14,6 @@
 // which clippy.toml forbids to the daemon's own code (only src/clock.rs may).
 #![allow(clippy::disallowed_methods)]
 
-use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -65,13 +64,9 @@ fn main() {
 
 async fn run(n: usize, latency: u64) -> String {
     let dir = tempfile::tempdir().expect("tempdir");
-    let em = Emulator::start(Options {
-        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-        state_dir: dir.path().join("emulator"),
-        seed: None,
-    })
-    .await
-    .expect("emulator");
+    let em = Emulator::start(Options::loopback_in(dir.path()))
+        .await
+        .expect("emulator");
     let tenant = TenantKit::new("secret-rotator", DAEMON_SECRET)
         .vault("bench-kv")
         .client(KitClient::new("c0", "bench-kv"))

@@ -23,7 +23,6 @@
 // which clippy.toml forbids to the daemon's own code (only src/clock.rs may).
 #![allow(clippy::disallowed_methods)]
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -351,13 +350,9 @@ fn terminate(child: &Child) {
 
 /// The emulator the benchmark's daemons run against, its state under `dir`.
 async fn start_emulator(dir: &Path) -> Emulator {
-    Emulator::start(Options {
-        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-        state_dir: dir.join("emulator"),
-        seed: None,
-    })
-    .await
-    .expect("emulator")
+    Emulator::start(Options::loopback_in(dir))
+        .await
+        .expect("emulator")
 }
 
 /// Seeds `n` client applications owned by the daemon identity, spread over the vaults, each

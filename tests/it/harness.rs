@@ -4,7 +4,6 @@
 //! Over 600 lines: every integration test's one `Env` (seeding, config, the binary, journal and
 //! state queries); split, its helpers would have to be found in several files.
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -68,13 +67,9 @@ pub fn fast() -> Settings {
 impl Env {
     pub async fn new(setup: Setup) -> Env {
         let dir = tempfile::tempdir().expect("tempdir");
-        let em = Emulator::start(Options {
-            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-            state_dir: dir.path().join("emulator"),
-            seed: None,
-        })
-        .await
-        .expect("emulator starts");
+        let em = Emulator::start(Options::loopback_in(dir.path()))
+            .await
+            .expect("emulator starts");
         let kit = setup
             .clients
             .iter()

@@ -63,6 +63,18 @@ pub struct Options {
     pub seed: Option<Seed>,
 }
 
+impl Options {
+    /// Every listener on a free loopback port, state under `dir/emulator`, nothing seeded: what
+    /// tests and benchmarks start.
+    pub fn loopback_in(dir: &std::path::Path) -> Options {
+        Options {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            state_dir: dir.join("emulator"),
+            seed: None,
+        }
+    }
+}
+
 /// The one JSON line printed at start: where everything is.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StartInfo {

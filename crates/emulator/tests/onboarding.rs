@@ -5,8 +5,6 @@
 
 #![allow(clippy::disallowed_methods)]
 
-use std::net::SocketAddr;
-
 use secret_rotator_emulator::model::{
     Seed, SeedApplication, SeedDicomService, SeedPassword, SeedRoleAssignment,
 };
@@ -29,13 +27,9 @@ impl Tenant {
     /// `may_assign`), an admin with `Application.ReadWrite.All`, one DICOM service.
     async fn new(may_assign: bool) -> Tenant {
         let dir = tempfile::tempdir().unwrap();
-        let em = Emulator::start(Options {
-            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-            state_dir: dir.path().join("emulator"),
-            seed: None,
-        })
-        .await
-        .unwrap();
+        let em = Emulator::start(Options::loopback_in(dir.path()))
+            .await
+            .unwrap();
         let rotator = uuid::Uuid::new_v4().to_string();
         let report = em
             .seed(Seed {

@@ -7,7 +7,6 @@
 #![allow(clippy::disallowed_methods)]
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 
 use secret_rotator_emulator::model::{
     Seed, SeedApplication, SeedPassword, SeedVault, Settings, VaultRole,
@@ -29,13 +28,9 @@ struct World {
 impl World {
     async fn new(settings: Settings) -> World {
         let dir = tempfile::tempdir().unwrap();
-        let em = Emulator::start(Options {
-            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-            state_dir: dir.path().join("emulator"),
-            seed: None,
-        })
-        .await
-        .unwrap();
+        let em = Emulator::start(Options::loopback_in(dir.path()))
+            .await
+            .unwrap();
         let officer = uuid::Uuid::new_v4().to_string();
         let report = em
             .seed(Seed {
