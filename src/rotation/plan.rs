@@ -335,6 +335,12 @@ pub enum Blocked {
         key_id: String,
         latest_disabled: bool,
     },
+    /// The two-password cap is reached and the other slot holds a credential of this client
+    /// that no read can prove unused or time: made for a location that holds no secret (a
+    /// process stopped while publishing it, or the secret was purged), or for one the client
+    /// left with nothing published where it went to time its overlap. No time frees it: only a
+    /// person can. `made_for` says where, in words.
+    SlotHeldUnproven { key_id: String, made_for: String },
     /// The vault secret's name is soft-deleted: nothing can be published until it is recovered
     /// or purged.
     SecretSoftDeleted { secret: String },
@@ -392,6 +398,10 @@ impl fmt::Display for Blocked {
             } => write!(
                 f,
                 "the application allows 2 passwords and credential {key_id} of secret-rotator holds the other slot: a version of the vault secret written by someone else may hold its value, so consumers may still use it; remove one of the two credentials by hand once its consumers no longer use it"
+            ),
+            Blocked::SlotHeldUnproven { key_id, made_for } => write!(
+                f,
+                "the application allows 2 passwords and credential {key_id} of secret-rotator, made for {made_for}, holds the other slot; no read can prove that no consumer uses it, and nothing published where the client is times its overlap, so no time frees the slot: remove it by hand once no consumer uses it (then reload, or wait for the next attempt, and a secret is published)"
             ),
             Blocked::SecretSoftDeleted { secret } => write!(
                 f,
@@ -1159,12 +1169,22 @@ pub fn plan(observed: &Observed, policy: &PolicyView<'_>, now: OffsetDateTime) -
                         }
                         let made_here = own_rotation_id(p)
                             .is_some_and(|r| location_of(&r) == Some(observed.location.as_str()));
+                        // The orphan rule's own condition: a read of this location that shows
+                        // its history began before the credential was made.
+                        let orphan_rule_applies = present
+                            && history
+                                .iter()
+                                .filter_map(|v| v.created)
+                                .min()
+                                .is_some_and(|first| p.start.is_some_and(|s| s >= first));
                         let at = match superseded_since(history, &p.key_id) {
                             Some(since) => since + std_to_time(policy.overlap),
                             // An orphan of this location frees its slot at the orphan age. One
-                            // made elsewhere, with no read there to time it, frees no slot
-                            // at a time anyone knows.
-                            None if made_here => {
+                            // made elsewhere with no read there to time it, or made here when
+                            // no history shows it unpublished (the secret is absent: one that
+                            // held its value may have been purged), frees no slot at a time
+                            // anyone knows.
+                            None if made_here && orphan_rule_applies => {
                                 p.start.unwrap_or(now)
                                     + std_to_time(policy.verify_timeout + ORPHAN_MARGIN)
                             }
@@ -1182,6 +1202,30 @@ pub fn plan(observed: &Observed, policy: &PolicyView<'_>, now: OffsetDateTime) -
                             key_id: k.key_id.clone(),
                             latest_disabled: latest.is_some_and(|l| !l.enabled),
                         },
+                        (None, None) => {
+                            // Name the credential a person can most safely remove: one whose
+                            // location holds no secret (no consumer reads it from Key Vault),
+                            // then one whose location is unknown, then one still served where
+                            // the client was; the oldest first.
+                            let mut held: Vec<(u8, Option<OffsetDateTime>, &str, String)> = others
+                                .iter()
+                                .map(|p| {
+                                    let (rank, made_for) =
+                                        made_for_words(own_rotation_id(p).as_deref(), observed);
+                                    (rank, p.start, p.key_id.as_str(), made_for)
+                                })
+                                .collect();
+                            held.sort();
+                            match held.into_iter().next() {
+                                Some((_, _, key_id, made_for)) => Blocked::SlotHeldUnproven {
+                                    key_id: key_id.to_string(),
+                                    made_for,
+                                },
+                                None => Blocked::WaitingForSlot {
+                                    until: now + time::Duration::minutes(1),
+                                },
+                            }
+                        }
                         // Every wait lands in the future: a slot that "should" be free
                         // already (a removal that did not happen) is looked at again in a
                         // minute, not at once in a loop.
@@ -1197,6 +1241,54 @@ pub fn plan(observed: &Observed, policy: &PolicyView<'_>, now: OffsetDateTime) -
         plan.rotate = rotate;
     }
     plan
+}
+
+/// Where an own credential was made for, in words for a person deciding whether to remove it,
+/// and how safe that is: 0 when its location holds no secret (no consumer reads it from Key
+/// Vault), 1 when the store has no address for it, 2 when a secret is there.
+fn made_for_words(rotation_id: Option<&str>, observed: &Observed) -> (u8, String) {
+    let tag = rotation_id.and_then(location_of);
+    let absent = |s: &VaultSecret| matches!(s, VaultSecret::Absent);
+    match tag {
+        Some(t) if t == observed.location => {
+            if absent(&observed.vault) {
+                (
+                    0,
+                    format!(
+                        "{} (where the client is), which holds no secret: a process may have stopped while publishing it",
+                        observed.location_name
+                    ),
+                )
+            } else {
+                (
+                    2,
+                    format!("{} (where the client is)", observed.location_name),
+                )
+            }
+        }
+        Some(t) => match observed.former.iter().find(|f| f.tag == t) {
+            Some(f) if absent(&f.secret) => (
+                0,
+                format!(
+                    "{}, which the client has left and which holds no secret",
+                    f.name
+                ),
+            ),
+            Some(f) => (
+                2,
+                format!(
+                    "{}, which the client has left (its consumers may still read it there)",
+                    f.name
+                ),
+            ),
+            None => (
+                1,
+                "a location the client has left whose address the state store does not hold"
+                    .to_string(),
+            ),
+        },
+        None => (1, "no location it names".to_string()),
+    }
 }
 
 /// Whether a read that succeeded shows `p` published at that location: a version of this
@@ -1846,12 +1938,11 @@ mod tests {
 
     #[test]
     fn a_wait_for_the_slot_always_lands_in_the_future() {
-        // A slot that "should" have freed already (the removal is blocked by a skewed clock,
-        // or the credential has no start date) must not make the daemon loop at once.
-        let mut no_start = own("k9", "r9", NOW, NOW + days(1));
-        no_start.start = None;
+        // A slot that "should" have freed already (the removal is blocked by a skewed clock)
+        // must not make the daemon loop at once.
+        let orphan = own("k9", "r9", NOW - days(1), NOW + days(1));
         let mut o = observed(
-            vec![own("k1", "r1", NOW - days(70), NOW + days(20)), no_start],
+            vec![own("k1", "r1", NOW - days(70), NOW + days(20)), orphan],
             Some(vec![version("v1", "k1", NOW - days(70), NOW + days(20))]),
         );
         o.password_cap = Some(2);
@@ -1861,6 +1952,16 @@ mod tests {
             Some(Blocked::WaitingForSlot { until }) => assert!(until > NOW, "{until}"),
             other => panic!("{other:?}"),
         }
+        // An orphan without a start date is never old enough for the orphan rule: no time
+        // frees its slot, and a person is asked to.
+        o.passwords[1].start = None;
+        o.skew_seconds = 0;
+        let p = plan(&o, &policy(), NOW);
+        assert!(
+            matches!(&p.blocked, Some(Blocked::SlotHeldUnproven { key_id, .. }) if *key_id == g("k9")),
+            "{:?}",
+            p.blocked
+        );
     }
 
     #[test]
@@ -1998,10 +2099,21 @@ mod tests {
     #[test]
     fn a_moved_capped_app_frees_the_slot_of_a_credential_superseded_past_overlap_where_it_was() {
         // Without a read of the old location (the store lost its address) nothing proves
-        // either credential unread: the client waits, and nothing is removed.
+        // either credential unread, and no time frees a slot: nothing is removed, and the
+        // client is blocked naming the older one and the step.
         let p = plan(&capped_and_moved(false), &policy(), NOW);
         assert!(p.removals.is_empty());
-        assert!(matches!(p.blocked, Some(Blocked::WaitingForSlot { .. })));
+        let b = p.blocked.expect("blocked");
+        assert_eq!(
+            b,
+            Blocked::SlotHeldUnproven {
+                key_id: g("k1"),
+                made_for:
+                    "a location the client has left whose address the state store does not hold"
+                        .into(),
+            }
+        );
+        assert!(b.is_failure() && b.wait_until().is_none());
         // With it: k1 is superseded there for longer than overlap and frees the slot; k2, what
         // consumers of the old location read, stays until overlap after a publish here.
         let p = plan(&capped_and_moved(true), &policy(), NOW);
@@ -2018,6 +2130,50 @@ mod tests {
         );
         assert_eq!(p.rotate, Some(RotateReason::NoPublishedSecret));
         assert_eq!(p.blocked, None);
+    }
+
+    #[test]
+    fn a_capped_app_whose_slots_no_read_can_free_names_the_credential_whose_location_holds_nothing()
+    {
+        // The client moved here from the old name, where k1 is still the latest; k2, made for
+        // here, was being published when its process died, and here holds no secret (it never
+        // landed, or a secret holding it was purged). Neither is removed, and nothing times
+        // either: the client is blocked, naming k2 (no consumer reads it from Key Vault).
+        let history = vec![version("v1", "k1", NOW - days(30), NOW + days(60))];
+        let mut o = observed(
+            vec![
+                own_at_former("k1", 1, NOW - days(30), NOW + days(60)),
+                own("k2", "r2", NOW - days(29), NOW + days(61)),
+            ],
+            None,
+        );
+        o.password_cap = Some(2);
+        o.former = vec![former(VaultSecret::Present {
+            latest: history[0].clone(),
+            history,
+        })];
+        o.abandoned = vec![AbandonedAttempt {
+            rotation_id: rid("r2"),
+            reached_publishing: true,
+        }];
+        let p = plan(&o, &policy(), NOW);
+        assert!(p.removals.is_empty(), "{:?}", p.removals);
+        assert_eq!(p.rotate, None);
+        let b = p.blocked.expect("blocked");
+        let Blocked::SlotHeldUnproven { key_id, made_for } = &b else {
+            panic!("{b:?}");
+        };
+        assert_eq!(key_id, &g("k2"));
+        assert!(made_for.contains("holds no secret"), "{made_for}");
+        assert!(b.to_string().contains("remove it by hand"), "{b}");
+        // Once the old name's secret is gone too, the older credential is named.
+        o.former[0].secret = VaultSecret::Absent;
+        let p = plan(&o, &policy(), NOW);
+        assert!(
+            matches!(&p.blocked, Some(Blocked::SlotHeldUnproven { key_id, .. }) if *key_id == g("k1")),
+            "{:?}",
+            p.blocked
+        );
     }
 
     #[test]

@@ -459,6 +459,25 @@ impl WorldRun {
         Some(key)
     }
 
+    /// A client the daemon's status says only a person can unblock by removing one credential
+    /// by hand (a two-password app whose slots no read can free), and that credential.
+    async fn named_for_removal_by_hand(&self) -> Option<(String, String)> {
+        let config = self.env.config_path.to_string_lossy().to_string();
+        let out = self
+            .env
+            .cli(&["status", "--config", &config, "--output", "json"])
+            .await;
+        let status: Value = serde_json::from_slice(&out.stdout).ok()?;
+        status.as_array()?.iter().find_map(|c| {
+            let error = c["last_error"].as_str()?;
+            if !error.contains("remove it by hand once no consumer uses it") {
+                return None;
+            }
+            let key = error.split("credential ").nth(1)?.split(' ').next()?;
+            Some((c["name"].as_str()?.to_string(), key.to_string()))
+        })
+    }
+
     pub async fn portal_remove(&mut self, app: usize, key: &str) -> bool {
         let control = self.env.em.info().control_url;
         let ok = self
@@ -1633,6 +1652,7 @@ pub async fn run(seconds: u64, seed: u64) -> Vec<String> {
     w.settle_tasks().await;
     let converge_by = Instant::now() + Duration::from_secs(150);
     let mut last = Vec::new();
+    let mut removed_by_hand: Vec<String> = Vec::new();
     while Instant::now() < converge_by {
         w.check();
         last = w
@@ -1642,6 +1662,19 @@ pub async fn run(seconds: u64, seed: u64) -> Vec<String> {
             .collect();
         if last.is_empty() {
             break;
+        }
+        // The operator's answer to "credential K ... holds the other slot ... remove it by
+        // hand": the person does what the daemon's status says, once, then reloads.
+        if let Some((name, key)) = w.named_for_removal_by_hand().await
+            && !removed_by_hand.contains(&key)
+        {
+            removed_by_hand.push(key.clone());
+            if let Some(c) = w.clients.iter().find(|c| c.name == name).cloned()
+                && w.portal_remove(c.app, &key).await
+            {
+                w.event("remove_named_by_hand", format!("{key} of {name}"));
+                w.reload(Some(&daemon)).await;
+            }
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }

@@ -589,3 +589,99 @@ async fn a_reload_looks_again_at_a_client_backing_off_after_a_person_fixed_its_b
     daemon.signal("TERM");
     daemon.wait_exit(Duration::from_secs(15));
 }
+
+/// Found with seed 4025912044148482704 (`c4`, from 26 s to the end of the run): a
+/// two-password app moved to a new secret name; its first credential for the new name was made
+/// and the process died while publishing it (Key Vault had answered 429). The new name never
+/// got a secret, so nothing times the orphan (a purged secret may have held its value) nor the
+/// credential still published at the old name (consumers there may read it, until a secret
+/// published where the client went is older than overlap). With both slots held, the client
+/// "waited for a slot" a minute at a time for half an hour, through every later move, while
+/// its consumers had no secret. Nothing but a person can free the slot: the client is blocked,
+/// named credential and step.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_capped_app_whose_slots_no_read_can_free_is_blocked_with_the_credential_to_remove() {
+    use emulator::world::{FaultKind, FaultRule};
+    let env = Env::new(Setup {
+        clients: vec![("app-one", "AzureADandPersonalMicrosoftAccount")],
+        foreign_password: false,
+        ..Setup::default()
+    })
+    .await;
+    env.edit_config("overlap = \"20m\"", "overlap = \"3s\"");
+    let out = env.rotate("app-one", &[]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let old = env.published_key("app-one");
+    env.edit_config(
+        "secret_name = \"app-one-secret\"",
+        "secret_name = \"app-one-moved\"",
+    );
+    // The first publish at the new name never happens: the process dies while sending it.
+    env.em.world().add_fault(FaultRule {
+        operation: Operation::KeyvaultSetSecret,
+        target: Some("kv-test/app-one-moved".into()),
+        count: 1,
+        kind: FaultKind::HoldBefore,
+    });
+    let mut daemon = env.spawn_daemon(&[]);
+    assert!(
+        eventually(Duration::from_secs(30), || !env
+            .em
+            .world()
+            .held_calls()
+            .is_empty())
+        .await,
+        "the publish at the new name was sent: {}",
+        daemon.stderr()
+    );
+    daemon.signal("KILL");
+    daemon.wait_exit(Duration::from_secs(5));
+    drop(daemon);
+    // The held write is never released: it never lands.
+    env.em.world().clear_faults();
+    let orphan = env
+        .passwords("app-one")
+        .into_iter()
+        .map(|p| p.0)
+        .find(|k| *k != old)
+        .expect("the credential made for the new name");
+    // An hour on: past the orphan age, no attempt can still be publishing it.
+    for key in [&old, &orphan] {
+        env.age_credential("app-one", key, time::Duration::hours(1));
+    }
+    env.age_versions("app-one", time::Duration::hours(1));
+    let blocked = |out: &std::process::Output| {
+        let text = format!("{}{}", stdout(out), stderr(out));
+        assert!(!out.status.success(), "the client is blocked: {text}");
+        assert!(
+            text.contains(&orphan) && text.contains("remove it by hand"),
+            "names the credential to remove and the step: {text}"
+        );
+    };
+    blocked(&env.rotate("app-one", &[]).await);
+    // Moved again: both credentials are now made for names the client has left.
+    env.edit_config(
+        "secret_name = \"app-one-moved\"",
+        "secret_name = \"app-one-moved-again\"",
+    );
+    blocked(&env.rotate("app-one", &[]).await);
+    assert!(env.removals().is_empty(), "{:?}", env.writes());
+    assert!(env.live("app-one", &old) && env.live("app-one", &orphan));
+    // The person removes it; the next rotation publishes at the client's name.
+    env.edit_app("app-one", |app| {
+        app.passwords.retain(|p| p.key_id != orphan)
+    });
+    let out = env.rotate("app-one", &[]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        env.em.world().state().vaults["kv-test"]
+            .secrets
+            .contains_key("app-one-moved-again"),
+        "{:?}",
+        env.writes()
+    );
+    assert!(
+        env.live("app-one", &old),
+        "kept until overlap after that publish"
+    );
+}
