@@ -29,6 +29,7 @@ mod retire;
 mod review;
 mod review2;
 mod review3;
+mod review4;
 mod rotation;
 mod sdk;
 mod security;

@@ -1,0 +1,106 @@
+//! The fourth cold review, of `SlotHeldUnproven` (a two-password app whose other slot no rule
+//! will retire by time), against the emulator. Tests marked `ignore` reproduce defects still
+//! open (`cargo test --test it review4 -- --include-ignored`).
+
+use std::time::Duration;
+
+use emulator::world::{FaultKind, FaultRule};
+
+use crate::harness::*;
+
+/// Runs `rotate --force` and kills it while its publish at `target` (vault/secret) is held:
+/// the new credential is made, and its value never lands. Returns its key id.
+async fn killed_while_publishing(env: &Env, client: &str, target: &str) -> String {
+    let before: Vec<String> = env.passwords(client).into_iter().map(|p| p.0).collect();
+    env.em.world().add_fault(FaultRule {
+        operation: Operation::KeyvaultSetSecret,
+        target: Some(target.into()),
+        count: 1,
+        kind: FaultKind::HoldBefore,
+    });
+    let config = env.config_path.to_string_lossy().to_string();
+    let mut child = env
+        .command(&["rotate", "--config", &config, client, "--force"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn rotate");
+    assert!(
+        eventually(Duration::from_secs(30), || !env
+            .em
+            .world()
+            .held_calls()
+            .is_empty())
+        .await,
+        "the publish was sent"
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // The held write is never released: it never lands.
+    env.em.world().clear_faults();
+    env.passwords(client)
+        .into_iter()
+        .map(|p| p.0)
+        .find(|k| !before.contains(k))
+        .expect("the credential of the killed attempt")
+}
+
+/// A two-password app: the process dies while publishing a forced rotation's credential k2 at
+/// the client's secret name (k1 stays the latest there), and minutes later the client moves to
+/// a new name. Both slots hold credentials made for the old name, and nothing is published at
+/// the new one. A read of the old name shows k2 never named there after its history began:
+/// once the orphan age has passed, `OrphanAtFormer` removes it and the slot frees. Until then
+/// the client should wait for the slot (a time is known), not be told to remove a credential
+/// by hand, and certainly not k1, the one consumers of the old name read.
+#[tokio::test(flavor = "multi_thread")]
+async fn review4_a_young_orphan_at_the_former_location_is_waited_for_not_removed_by_hand() {
+    let env = Env::new(Setup {
+        clients: vec![("app-one", "AzureADandPersonalMicrosoftAccount")],
+        foreign_password: false,
+        ..Setup::default()
+    })
+    .await;
+    let out = env.rotate("app-one", &[]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let k1 = env.published_key("app-one");
+    let k2 = killed_while_publishing(&env, "app-one", "kv-test/app-one-secret").await;
+    assert_eq!(env.published_key("app-one"), k1, "k2's value never landed");
+    env.edit_config(
+        "secret_name = \"app-one-secret\"",
+        "secret_name = \"app-one-moved\"",
+    );
+    let out = env.rotate("app-one", &[]).await;
+    let text = format!("{}{}", stdout(&out), stderr(&out));
+    assert!(
+        !text.contains(&k1),
+        "a person is told to remove k1 ({k1}), what the old name's consumers read: {text}"
+    );
+    assert!(
+        !text.contains("remove it by hand"),
+        "a wait of minutes frees the slot (the orphan rule at the old name), yet a person is told to remove a credential: {text}"
+    );
+    assert!(
+        text.contains("the other slot frees at"),
+        "the client waits for the slot: {text}"
+    );
+    assert!(env.removals().is_empty(), "{:?}", env.writes());
+    // An hour on (past the orphan age): the orphan goes, and the new name gets its secret.
+    for key in [&k1, &k2] {
+        env.age_credential("app-one", key, time::Duration::hours(1));
+    }
+    env.age_versions("app-one", time::Duration::hours(1));
+    let out = env.rotate("app-one", &[]).await;
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    assert_eq!(env.removals(), vec![k2.clone()], "{:?}", env.writes());
+    assert!(
+        env.live("app-one", &k1),
+        "what the old name's consumers read"
+    );
+    assert!(
+        env.em.world().state().vaults["kv-test"]
+            .secrets
+            .contains_key("app-one-moved"),
+        "{:?}",
+        env.writes()
+    );
+}
