@@ -1318,7 +1318,8 @@ fn shows(p: &PasswordCredential, secret: &VaultSecret, app_id: &str) -> bool {
 enum AtFormer {
     /// Proven unread there: superseded past `overlap`, or never published.
     Remove(RemovalReason),
-    /// Superseded there; its overlap there ends at this time (before any clock margin).
+    /// Superseded there, or never named there after its history began: its overlap there
+    /// ends, or it reaches the orphan age, at this time (before any clock margin).
     Until(OffsetDateTime),
     /// No evidence there (what consumers there read, the last managed version under one
     /// written by hand, or a history that cannot tell).
@@ -1389,17 +1390,22 @@ fn at_former(
             .filter_map(|v| v.created)
             .min()
             .is_some_and(|first| p.start.is_some_and(|s| s >= first));
-        let old = p
-            .start
-            .is_some_and(|s| removal_now - s >= std_to_time(policy.verify_timeout + ORPHAN_MARGIN));
-        if after_first && old && !may_hold_untagged(p, history.iter().copied()) {
-            AtFormer::Remove(RemovalReason::OrphanAtFormer {
-                rotation_id: rotation_id.to_string(),
-                tag: former.tag.clone(),
-                name: former.name.clone(),
-            })
-        } else {
-            AtFormer::Keep
+        let orphan_age = std_to_time(policy.verify_timeout + ORPHAN_MARGIN);
+        match p.start {
+            Some(s) if after_first && !may_hold_untagged(p, history.iter().copied()) => {
+                if removal_now - s >= orphan_age {
+                    AtFormer::Remove(RemovalReason::OrphanAtFormer {
+                        rotation_id: rotation_id.to_string(),
+                        tag: former.tag.clone(),
+                        name: former.name.clone(),
+                    })
+                } else {
+                    // The orphan rule fires then, as long as reads there still show it unnamed:
+                    // a two-password app waits for it rather than ask a person.
+                    AtFormer::Until(s + orphan_age)
+                }
+            }
+            _ => AtFormer::Keep,
         }
     }
 }
@@ -2174,6 +2180,48 @@ mod tests {
             "{:?}",
             p.blocked
         );
+    }
+
+    #[test]
+    fn a_young_orphan_at_a_former_location_frees_its_slot_at_the_orphan_age() {
+        // k1 is the latest at the old name (its consumers read it); k2 was made for the old
+        // name a minute ago, after its history began, and its process died publishing it.
+        // Nothing is published here. The orphan rule there frees k2's slot at the orphan age:
+        // the client waits until then, and no person is asked to remove anything (least of
+        // all k1).
+        let history = vec![version("v1", "k1", NOW - days(30), NOW + days(60))];
+        let mut o = observed(
+            vec![
+                own_at_former("k1", 1, NOW - days(30), NOW + days(60)),
+                own_at_former("k2", 2, NOW - time::Duration::minutes(1), NOW + days(90)),
+            ],
+            None,
+        );
+        o.password_cap = Some(2);
+        o.former = vec![former(VaultSecret::Present {
+            latest: history[0].clone(),
+            history,
+        })];
+        let p = plan(&o, &policy(), NOW);
+        assert!(p.removals.is_empty(), "{:?}", p.removals);
+        let orphan_at = NOW - time::Duration::minutes(1)
+            + std_to_time(policy().verify_timeout + ORPHAN_MARGIN)
+            + CLOCK_RESOLUTION;
+        assert_eq!(
+            p.blocked,
+            Some(Blocked::WaitingForSlot { until: orphan_at })
+        );
+        // Then it goes, and the client rotates.
+        let p = plan(&o, &policy(), orphan_at);
+        assert_eq!(
+            p.removals.iter().map(|r| &r.key_id).collect::<Vec<_>>(),
+            vec![&g("k2")]
+        );
+        assert!(matches!(
+            p.removals[0].reason,
+            RemovalReason::OrphanAtFormer { .. }
+        ));
+        assert_eq!(p.rotate, Some(RotateReason::NoPublishedSecret));
     }
 
     #[test]
