@@ -104,3 +104,50 @@ async fn review4_a_young_orphan_at_the_former_location_is_waited_for_not_removed
         env.writes()
     );
 }
+
+/// A two-password app moves to a new name, publishes there (k2), and moves back within
+/// overlap, where k1 is still published. A forced rotation right after the move back finds k2
+/// (made for the name it left, what consumers there read) in the other slot. The migration
+/// rule retires k2 `overlap` after the client arrived back, and the store records that arrival
+/// at this very reconcile: the next one waits for that time. The first must not tell a person
+/// to remove k2 by hand.
+#[tokio::test(flavor = "multi_thread")]
+async fn review4_the_first_forced_rotation_after_moving_back_waits_for_the_slot() {
+    let env = Env::new(Setup {
+        clients: vec![("app-one", "AzureADandPersonalMicrosoftAccount")],
+        foreign_password: false,
+        ..Setup::default()
+    })
+    .await;
+    let out = env.rotate("app-one", &[]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let k1 = env.published_key("app-one");
+    let (at_a, at_b) = (
+        "secret_name = \"app-one-secret\"",
+        "secret_name = \"app-one-moved\"",
+    );
+    env.edit_config(at_a, at_b);
+    let out = env.rotate("app-one", &[]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let k2 = env
+        .passwords("app-one")
+        .into_iter()
+        .map(|p| p.0)
+        .find(|k| *k != k1)
+        .expect("k2, published at the new name");
+    env.edit_config(at_b, at_a);
+    let mut texts = Vec::new();
+    for _ in 0..2 {
+        let out = env.rotate("app-one", &["--force"]).await;
+        texts.push(format!("{}{}", stdout(&out), stderr(&out)));
+    }
+    for (i, text) in texts.iter().enumerate() {
+        assert!(
+            !text.contains("remove it by hand") && text.contains("the other slot frees at"),
+            "forced rotation {} after the move back: waits for k2's migration ({k2}), not a person:\n{}",
+            i + 1,
+            texts.join("\n---\n")
+        );
+    }
+    assert!(env.removals().is_empty(), "{:?}", env.writes());
+}
