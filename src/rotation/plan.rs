@@ -938,7 +938,10 @@ pub fn plan(observed: &Observed, policy: &PolicyView<'_>, now: OffsetDateTime) -
             let moved = p.start.is_some() && made_for.is_some_and(|t| t != observed.location);
             let (since, via) = match (published_after, observed.arrived_at) {
                 (Some((at, via)), _) => (Some(at.max(arrived)), via),
-                (None, Some(arrived)) if moved => (served_here.map(|at| at.max(arrived)), None),
+                // Without the store's record the client arrives now (the store records it at
+                // this reconcile): that cannot remove anything (its overlap has not begun) but
+                // times a wait for the slot, which the next reconcile's record confirms.
+                (None, _) if moved => (served_here.map(|at| at.max(arrived)), None),
                 (None, _) => (None, None),
             };
             let migrated = match since {
@@ -2180,6 +2183,41 @@ mod tests {
             "{:?}",
             p.blocked
         );
+    }
+
+    #[test]
+    fn a_capped_app_that_moved_back_waits_for_the_slot_from_its_first_reconcile_there() {
+        // k1 has been published here for 60 days and expires within renew_before. The client
+        // went to the old name, published k2 there 5 days ago (its consumers read it), and is
+        // back: the store has no arrival here yet (it records it at this reconcile).
+        let history = vec![version("v2", "k2", NOW - days(5), NOW + days(85))];
+        let mut o = observed(
+            vec![
+                own("k1", "r1", NOW - days(60), NOW + days(10)),
+                own_at_former("k2", 2, NOW - days(5), NOW + days(85)),
+            ],
+            Some(vec![version("v1", "k1", NOW - days(60), NOW + days(10))]),
+        );
+        o.password_cap = Some(2);
+        o.former = vec![former(VaultSecret::Present {
+            latest: history[0].clone(),
+            history,
+        })];
+        o.arrived_at = None;
+        let p = plan(&o, &policy(), NOW);
+        assert!(p.removals.is_empty(), "{:?}", p.removals);
+        // k2 retires overlap after the arrival, which is now: the client waits until then,
+        // as the next reconcile (with the store's record) does.
+        let until = NOW + std_to_time(policy().overlap) + CLOCK_RESOLUTION;
+        assert_eq!(p.blocked, Some(Blocked::WaitingForSlot { until }));
+        o.arrived_at = Some(NOW);
+        assert_eq!(
+            plan(&o, &policy(), NOW).blocked,
+            Some(Blocked::WaitingForSlot { until })
+        );
+        // Without the record nothing is ever removed, however late.
+        o.arrived_at = None;
+        assert!(plan(&o, &policy(), NOW + days(30)).removals.is_empty());
     }
 
     #[test]
