@@ -151,3 +151,57 @@ async fn review4_the_first_forced_rotation_after_moving_back_waits_for_the_slot(
     }
     assert!(env.removals().is_empty(), "{:?}", env.writes());
 }
+
+/// A two-password app moves within overlap of a rotation: k2 is the latest at the old name
+/// and k1 was superseded there minutes ago. A read of the old name times k1's slot (its overlap
+/// there). When that read fails (here a 403: the daemon's access to the old vault was taken
+/// away; a 503 for ten seconds does the same), nothing times either credential and the client
+/// is blocked. The failure must say what happened - the old name could not be read - not that
+/// the store holds no address for it, which sends a person looking in the wrong place.
+#[tokio::test(flavor = "multi_thread")]
+async fn review4_a_failed_read_of_the_former_location_is_named_as_such() {
+    let env = Env::new(Setup {
+        clients: vec![("app-one", "AzureADandPersonalMicrosoftAccount")],
+        foreign_password: false,
+        ..Setup::default()
+    })
+    .await;
+    assert!(env.rotate("app-one", &[]).await.status.success());
+    let k1 = env.published_key("app-one");
+    assert!(env.rotate("app-one", &["--force"]).await.status.success());
+    env.edit_config(
+        "secret_name = \"app-one-secret\"",
+        "secret_name = \"app-one-moved\"",
+    );
+    // Readable: k1's slot frees when its overlap at the old name ends.
+    let out = env.rotate("app-one", &[]).await;
+    let text = format!("{}{}", stdout(&out), stderr(&out));
+    assert!(text.contains("the other slot frees at"), "{text}");
+    for operation in [
+        Operation::KeyvaultListVersions,
+        Operation::KeyvaultGetSecret,
+    ] {
+        env.em.world().add_fault(FaultRule {
+            operation,
+            target: Some("kv-test/app-one-secret".into()),
+            count: 1000,
+            kind: Env::status(403),
+        });
+    }
+    let out = env.rotate("app-one", &[]).await;
+    let text = format!("{}{}", stdout(&out), stderr(&out));
+    assert!(text.contains(&k1), "{text}");
+    assert!(
+        !text.contains("does not hold"),
+        "the store holds the old name's address; its read failed: {text}"
+    );
+    let blocked_line = text
+        .lines()
+        .find(|l| l.contains("holds the other slot"))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(
+        blocked_line.contains("app-one-secret") && blocked_line.contains("could not be read"),
+        "names the location whose read failed: {blocked_line}"
+    );
+    assert!(env.removals().is_empty(), "{:?}", env.writes());
+}
