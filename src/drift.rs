@@ -404,6 +404,7 @@ mod tests {
             adopted: None,
             adopted_now: None,
             former: Vec::new(),
+            former_unread: Vec::new(),
             arrived_at: None,
             latest_written_with: None,
         }

@@ -37,7 +37,7 @@ pub async fn observe(
     .await?;
     let mut vault = read_vault(ctx, client, cancel).await?;
     let location = location_tag(&client.key_vault_url, &client.secret_name);
-    let mut former = read_former(ctx, client, &app, &location, cancel).await;
+    let (mut former, former_unread) = read_former(ctx, client, &app, &location, cancel).await;
     // The values of versions no tag attributes, where an own credential's value could be: a
     // missing tag is no evidence that a version does not hold it.
     let prefix = marker_prefix(&ctx.config.instance, &client.name);
@@ -143,6 +143,7 @@ pub async fn observe(
             passwords: app.passwords,
             location,
             former,
+            former_unread,
             arrived_at,
             app_id: app.app_id.clone(),
             location_name: format!(
@@ -173,14 +174,15 @@ pub fn written_with(ctx: &Context, client: &str, version: &str) -> Option<String
 /// tag (from the marker) gives the address the store recorded for it. The store is a hint, so
 /// an address counts only when its own tag is the one the credential carries, and only a host
 /// the daemon may send its Key Vault token to is read. A location that cannot be read is left
-/// out and logged: a failed read is no evidence.
+/// out and logged: a failed read is no evidence. Returned second, as (tag, name in words), so
+/// that a message can say its read failed rather than that its address is unknown.
 async fn read_former(
     ctx: &Context,
     client: &Client,
     app: &Application,
     location: &str,
     cancel: &CancellationToken,
-) -> Vec<FormerLocation> {
+) -> (Vec<FormerLocation>, Vec<(String, String)>) {
     let prefix = marker_prefix(&ctx.config.instance, &client.name);
     let mut tags: Vec<&str> = app
         .passwords
@@ -192,16 +194,17 @@ async fn read_former(
     tags.sort_unstable();
     tags.dedup();
     if tags.is_empty() {
-        return Vec::new();
+        return (Vec::new(), Vec::new());
     }
     let rows = match ctx.store.locations(&client.name) {
         Ok(rows) => rows,
         Err(e) => {
             tracing::warn!(client = %client.name, error = %e, "could not read the locations the client has left from the store");
-            return Vec::new();
+            return (Vec::new(), Vec::new());
         }
     };
     let mut former = Vec::new();
+    let mut unread = Vec::new();
     for row in rows.into_iter().filter(|r| tags.contains(&r.tag.as_str())) {
         let Ok(vault) = url::Url::parse(&row.key_vault_url) else {
             continue;
@@ -225,10 +228,11 @@ async fn read_former(
             }),
             Err(e) => {
                 tracing::warn!(client = %client.name, location = %name, error = %e, "could not read the client's previous location; its credentials wait for the migration rule");
+                unread.push((row.tag, name));
             }
         }
     }
-    former
+    (former, unread)
 }
 
 /// How many versions without a tag naming a credential are read for their value's hint, per

@@ -74,6 +74,9 @@ pub struct Observed {
     /// credentials were made for, each as a read that succeeded showed it. A location that
     /// could not be read, or whose address the store does not know, is not here: no evidence.
     pub former: Vec<FormerLocation>,
+    /// Locations the client has left whose address the store holds but whose read failed this
+    /// time, as (tag, name in words): no evidence either way, but not an unknown address.
+    pub former_unread: Vec<(String, String)>,
     /// Since when the client has been at its location (the store's record of its arrival,
     /// later than when it left any other); `None` when it arrives now or the store does not
     /// know, which the planner takes as `now`. It only ever delays a removal.
@@ -1284,11 +1287,19 @@ fn made_for_words(rotation_id: Option<&str>, observed: &Observed) -> (u8, String
                     f.name
                 ),
             ),
-            None => (
-                1,
-                "a location the client has left whose address the state store does not hold"
-                    .to_string(),
-            ),
+            None => match observed.former_unread.iter().find(|(tag, _)| tag == t) {
+                Some((_, name)) => (
+                    1,
+                    format!(
+                        "{name}, which the client has left and which could not be read (see the log; a read that succeeds may time it)"
+                    ),
+                ),
+                None => (
+                    1,
+                    "a location the client has left whose address the state store does not hold"
+                        .to_string(),
+                ),
+            },
         },
         None => (1, "no location it names".to_string()),
     }
@@ -1598,6 +1609,7 @@ mod tests {
             adopted: None,
             adopted_now: None,
             former: vec![],
+            former_unread: vec![],
             arrived_at: Some(NOW - days(365)),
             latest_written_with: None,
         }
@@ -2182,6 +2194,24 @@ mod tests {
             matches!(&p.blocked, Some(Blocked::SlotHeldUnproven { key_id, .. }) if *key_id == g("k1")),
             "{:?}",
             p.blocked
+        );
+    }
+
+    #[test]
+    fn a_slot_held_for_a_former_location_whose_read_failed_says_so() {
+        // The store holds the old name's address; its read failed this time.
+        let mut o = capped_and_moved(false);
+        o.former_unread = vec![(FORMER.into(), "secret 'old' in vault https://kv".into())];
+        let p = plan(&o, &policy(), NOW);
+        assert!(p.removals.is_empty());
+        let Some(Blocked::SlotHeldUnproven { key_id, made_for }) = &p.blocked else {
+            panic!("{:?}", p.blocked);
+        };
+        assert_eq!(key_id, &g("k1"));
+        assert!(
+            made_for.starts_with("secret 'old' in vault https://kv")
+                && made_for.contains("could not be read"),
+            "{made_for}"
         );
     }
 
