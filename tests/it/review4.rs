@@ -205,3 +205,61 @@ async fn review4_a_failed_read_of_the_former_location_is_named_as_such() {
     );
     assert!(env.removals().is_empty(), "{:?}", env.writes());
 }
+
+/// A two-password app with `adopt = true` moves to a new name; the process dies while
+/// publishing its first credential there (q), and a person, to give consumers at the new name
+/// a secret, copies the old name's value into it by hand. Both slots are held and nothing times
+/// either: a person must act. Consumers at both names read k1's value; q's value is nowhere. The
+/// one to name is q, never k1.
+#[tokio::test(flavor = "multi_thread")]
+async fn review4_the_credential_whose_value_consumers_read_here_is_not_the_one_named() {
+    let env = Env::new(Setup {
+        clients: vec![("app-one", "AzureADandPersonalMicrosoftAccount")],
+        foreign_password: false,
+        ..Setup::default()
+    })
+    .await;
+    env.edit_config("overlap = \"20m\"", "overlap = \"20m\"\nadopt = true");
+    let out = env.rotate("app-one", &[]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let k1 = env.published_key("app-one");
+    let value = env.versions("app-one").last().unwrap().value.clone();
+    env.edit_config(
+        "secret_name = \"app-one-secret\"",
+        "secret_name = \"app-one-moved\"",
+    );
+    let q = killed_while_publishing(&env, "app-one", "kv-test/app-one-moved").await;
+    // The copy by hand, minutes later.
+    for key in [&k1, &q] {
+        env.age_credential("app-one", key, time::Duration::minutes(2));
+    }
+    env.age_versions("app-one", time::Duration::minutes(2));
+    {
+        let mut state = env.em.world().state_mut();
+        let vault = state.vaults.get_mut("kv-test").unwrap();
+        let mut copy = vault.secrets["app-one-secret"].versions[0].clone();
+        copy.version = uuid::Uuid::new_v4().simple().to_string();
+        copy.tags.clear();
+        copy.created = time::OffsetDateTime::now_utc().unix_timestamp();
+        copy.updated = copy.created;
+        assert_eq!(copy.value, value);
+        vault.secrets.insert(
+            "app-one-moved".into(),
+            emulator::model::VaultSecret {
+                name: "app-one-moved".into(),
+                versions: vec![copy],
+            },
+        );
+    }
+    let out = env.rotate("app-one", &[]).await;
+    let text = format!("{}{}", stdout(&out), stderr(&out));
+    let blocked_line = text
+        .lines()
+        .find(|l| l.contains("holds the other slot"))
+        .unwrap_or_else(|| panic!("blocked: {text}"));
+    assert!(
+        !blocked_line.contains(&k1) && blocked_line.contains(&q),
+        "consumers at both names read k1 ({k1}); q ({q}) is read nowhere: {blocked_line}"
+    );
+    assert!(env.removals().is_empty(), "{:?}", env.writes());
+}
