@@ -1212,12 +1212,14 @@ pub fn plan(observed: &Observed, policy: &PolicyView<'_>, now: OffsetDateTime) -
                             // Name the credential a person can most safely remove: one whose
                             // location holds no secret (no consumer reads it from Key Vault),
                             // then one whose location is unknown, then one still served where
-                            // the client was; the oldest first.
+                            // the client was, and last one whose value consumers where the
+                            // client is read (a copy by hand); the oldest first.
                             let mut held: Vec<(u8, Option<OffsetDateTime>, &str, String)> = others
                                 .iter()
                                 .map(|p| {
                                     let (rank, made_for) =
                                         made_for_words(own_rotation_id(p).as_deref(), observed);
+                                    let rank = if reads_this(p) { 3 } else { rank };
                                     (rank, p.start, p.key_id.as_str(), made_for)
                                 })
                                 .collect();
@@ -2192,6 +2194,43 @@ mod tests {
         let p = plan(&o, &policy(), NOW);
         assert!(
             matches!(&p.blocked, Some(Blocked::SlotHeldUnproven { key_id, .. }) if *key_id == g("k1")),
+            "{:?}",
+            p.blocked
+        );
+    }
+
+    #[test]
+    fn a_slot_held_unproven_never_names_the_credential_whose_value_consumers_here_read() {
+        // adopt = true. k1 is the latest at the old name; here, q's publish died and a person
+        // then copied the old name's value (k1's, hint "abc") into a version by hand. Nothing
+        // times either; consumers at both names read k1, and q's value is nowhere.
+        let history = vec![version("v1", "k1", NOW - days(30), NOW + days(60))];
+        let mut q = own("q", "r2", NOW - days(2), NOW + days(88));
+        q.hint = Some("xyz".into());
+        let mut by_hand = version("h", "k1", NOW - days(1), NOW + days(60));
+        by_hand.tags.clear();
+        by_hand.value_hint = Some("abc".into());
+        let mut o = observed(
+            vec![own_at_former("k1", 1, NOW - days(30), NOW + days(60)), q],
+            Some(vec![by_hand]),
+        );
+        o.password_cap = Some(2);
+        o.former = vec![former(VaultSecret::Present {
+            latest: history[0].clone(),
+            history,
+        })];
+        o.abandoned = vec![AbandonedAttempt {
+            rotation_id: rid("r2"),
+            reached_publishing: true,
+        }];
+        let adopt = PolicyView {
+            adopt: true,
+            ..policy()
+        };
+        let p = plan(&o, &adopt, NOW);
+        assert!(p.removals.is_empty(), "{:?}", p.removals);
+        assert!(
+            matches!(&p.blocked, Some(Blocked::SlotHeldUnproven { key_id, .. }) if *key_id == g("q")),
             "{:?}",
             p.blocked
         );
