@@ -2200,6 +2200,30 @@ mod tests {
     }
 
     #[test]
+    fn a_slot_held_by_a_credential_whose_marker_names_no_location_says_so_in_words() {
+        // Two credentials of this client from before markers carried a location, nothing
+        // published: the message names the older and reads as a sentence.
+        let legacy = |key: &str, start| {
+            let mut c = own(key, "unused", start, NOW + days(60));
+            c.display_name = Some(format!("secret-rotator:prod:dicom:legacy-{key}"));
+            c
+        };
+        let mut o = observed(
+            vec![legacy("k1", NOW - days(30)), legacy("k2", NOW - days(20))],
+            None,
+        );
+        o.password_cap = Some(2);
+        let b = plan(&o, &policy(), NOW).blocked.expect("blocked");
+        assert!(matches!(&b, Blocked::SlotHeldUnproven { key_id, .. } if *key_id == g("k1")));
+        let text = b.to_string();
+        assert!(
+            !text.contains("made for no location it names"),
+            "not a sentence a person can act on: {text}"
+        );
+        assert!(text.contains("before"), "{text}");
+    }
+
+    #[test]
     fn a_slot_held_unproven_never_names_the_credential_whose_value_consumers_here_read() {
         // adopt = true. k1 is the latest at the old name; here, q's publish died and a person
         // then copied the old name's value (k1's, hint "abc") into a version by hand. Nothing
