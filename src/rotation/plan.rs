@@ -1303,7 +1303,11 @@ fn made_for_words(rotation_id: Option<&str>, observed: &Observed) -> (u8, String
                 ),
             },
         },
-        None => (1, "no location it names".to_string()),
+        None => (
+            1,
+            "a location its marker does not name (it was made before markers named one)"
+                .to_string(),
+        ),
     }
 }
 
