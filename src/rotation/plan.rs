@@ -2228,6 +2228,49 @@ mod tests {
     }
 
     #[test]
+    fn a_wait_for_the_slot_is_not_timed_by_a_credential_whose_value_consumers_read() {
+        // adopt = true. k1 was published, then k2; then a person rolled the secret back by
+        // hand to k1's value (hint "abc"). k1's overlap ended long ago, but consumers read its
+        // value: it stays. k2, superseded by the copy a day ago, frees the slot overlap after
+        // that. The wait is for k2's time, not a minute at a time until then.
+        let mut k2 = own("k2", "r2", NOW - days(20), NOW + days(70));
+        k2.hint = Some("xyz".into());
+        let mut by_hand = version("h", "k1", NOW - days(1), NOW + days(60));
+        by_hand.tags.clear();
+        by_hand.value_hint = Some("abc".into());
+        let mut o = observed(
+            vec![own("k1", "r1", NOW - days(30), NOW + days(60)), k2],
+            Some(vec![
+                version("v1", "k1", NOW - days(30), NOW + days(60)),
+                version("v2", "k2", NOW - days(20), NOW + days(70)),
+                by_hand,
+            ]),
+        );
+        o.password_cap = Some(2);
+        let adopt = PolicyView {
+            adopt: true,
+            ..policy()
+        };
+        let p = plan(&o, &adopt, NOW);
+        assert!(p.removals.is_empty(), "{:?}", p.removals);
+        let until = NOW - days(1) + std_to_time(adopt.overlap) + CLOCK_RESOLUTION;
+        assert_eq!(p.blocked, Some(Blocked::WaitingForSlot { until }));
+        // With k2 gone (removed at that time) and, in its slot, a credential that nothing
+        // times (from before markers named a location, made after the last managed version),
+        // the wait would never end: a person is asked, and not about k1.
+        let mut legacy = own("k3", "unused", NOW - days(10), NOW + days(80));
+        legacy.display_name = Some("secret-rotator:prod:dicom:legacy-k3".into());
+        legacy.hint = Some("xyz".into());
+        o.passwords[1] = legacy;
+        let p = plan(&o, &adopt, NOW);
+        assert!(
+            matches!(&p.blocked, Some(Blocked::SlotHeldUnproven { key_id, .. }) if *key_id == g("k3")),
+            "{:?}",
+            p.blocked
+        );
+    }
+
+    #[test]
     fn a_slot_held_unproven_never_names_the_credential_whose_value_consumers_here_read() {
         // adopt = true. k1 is the latest at the old name; here, q's publish died and a person
         // then copied the old name's value (k1's, hint "abc") into a version by hand. Nothing
