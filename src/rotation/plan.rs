@@ -1162,7 +1162,9 @@ pub fn plan(observed: &Observed, policy: &PolicyView<'_>, now: OffsetDateTime) -
                 },
                 None => {
                     let frees_at = |p: &PasswordCredential| {
-                        if kept_under_hand_written.contains(&p.key_id) {
+                        // Its removal is refused while consumers read its value (a copy by
+                        // hand): no rule's time frees its slot.
+                        if kept_under_hand_written.contains(&p.key_id) || reads_this(p) {
                             return None;
                         }
                         if let Some(at) = frees_at_former.get(&p.key_id) {
