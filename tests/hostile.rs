@@ -166,6 +166,20 @@ proptest! {
         }
         if let Some(Blocked::WaitingForSlot { until }) = p.blocked {
             prop_assert!(until > now(), "a wait that does not land in the future: {until}");
+            // The wait ends: at that time, with the same reads (and the arrival the store
+            // records at this reconcile), a rule retires a credential or the slot is free. (As
+            // Key Vault serves them: what GET returns is the newest version.)
+            let newest = |s: &VaultSecret| match s {
+                VaultSecret::Present { history, latest } => history.iter().all(|v| v.created <= latest.created),
+                _ => true,
+            };
+            prop_assume!(newest(&vault) && former_secret.as_ref().is_none_or(newest));
+            let replay = Observed { arrived_at: observed.arrived_at.or(Some(now())), ..observed.clone() };
+            let then = plan(&replay, &policy, until);
+            prop_assert!(
+                !then.removals.is_empty() || !matches!(then.blocked, Some(Blocked::WaitingForSlot { .. })),
+                "waited for the slot until {until}, and then nothing is removed: {:?}", then.blocked
+            );
         }
     }
 }
