@@ -42,12 +42,14 @@ fn credential() -> impl Strategy<Value = PasswordCredential> {
         ],
         -400i64..400,
         -400i64..400,
+        prop_oneof![Just(0i64), -20i64..0],
     )
-        .prop_map(|(k, name, start, end)| PasswordCredential {
+        .prop_map(|(k, name, start, end, minutes)| PasswordCredential {
             key_id: key(k),
             display_name: name,
             hint: Some("abc".into()),
-            start: Some(now() + time::Duration::days(start)),
+            // Whole days, or minutes before one (a credential within the orphan age).
+            start: Some(now() + time::Duration::days(start) + time::Duration::minutes(minutes)),
             end: Some(now() + time::Duration::days(end)),
         })
 }
@@ -163,6 +165,17 @@ proptest! {
         }
         if p.blocked.is_some() {
             prop_assert!(p.rotate.is_none());
+        }
+        if let Some(Blocked::SlotHeldUnproven { key_id, .. }) = &p.blocked {
+            // Only a person frees the slot: with the same reads (and the arrival the store
+            // records at this reconcile), no later time brings a removal that waiting for it
+            // would have freed the slot with.
+            let replay = Observed { arrived_at: observed.arrived_at.or(Some(now())), ..observed.clone() };
+            for later in [time::Duration::hours(1), time::Duration::days(8), time::Duration::days(400)] {
+                let then = plan(&replay, &policy, now() + later);
+                let freed: Vec<_> = then.removals.iter().filter(|r| !p.removals.iter().any(|n| n.key_id == r.key_id)).collect();
+                prop_assert!(freed.is_empty(), "blocked naming {key_id} for removal by hand, yet {later} later {freed:?}");
+            }
         }
         if let Some(Blocked::WaitingForSlot { until }) = p.blocked {
             prop_assert!(until > now(), "a wait that does not land in the future: {until}");
