@@ -43,11 +43,12 @@ fn credential() -> impl Strategy<Value = PasswordCredential> {
         -400i64..400,
         -400i64..400,
         prop_oneof![Just(0i64), -20i64..0],
+        prop_oneof![Just("abc"), Just("xyz")],
     )
-        .prop_map(|(k, name, start, end, minutes)| PasswordCredential {
+        .prop_map(|(k, name, start, end, minutes, hint)| PasswordCredential {
             key_id: key(k),
             display_name: name,
-            hint: Some("abc".into()),
+            hint: Some(hint.into()),
             // Whole days, or minutes before one (a credential within the orphan age).
             start: Some(now() + time::Duration::days(start) + time::Duration::minutes(minutes)),
             end: Some(now() + time::Duration::days(end)),
@@ -61,20 +62,27 @@ fn version() -> impl Strategy<Value = VersionInfo> {
         any::<bool>(),
         -400i64..0,
         -100i64..400,
+        prop_oneof![
+            Just(None),
+            Just(Some("abc".to_string())),
+            Just(Some("xyz".to_string()))
+        ],
     )
-        .prop_map(|(k, managed, enabled, created, exp)| VersionInfo {
-            version: format!("v{created}"),
-            created: Some(now() + time::Duration::days(created)),
-            updated: None,
-            enabled,
-            expires: Some(now() + time::Duration::days(exp)),
-            tags: if managed {
-                tags("app", &key(k), "r")
-            } else {
-                Default::default()
+        .prop_map(
+            |(k, managed, enabled, created, exp, value_hint)| VersionInfo {
+                version: format!("v{created}"),
+                created: Some(now() + time::Duration::days(created)),
+                updated: None,
+                enabled,
+                expires: Some(now() + time::Duration::days(exp)),
+                tags: if managed {
+                    tags("app", &key(k), "r")
+                } else {
+                    Default::default()
+                },
+                value_hint,
             },
-            value_hint: None,
-        })
+        )
 }
 
 fn now() -> OffsetDateTime {
