@@ -911,7 +911,18 @@ pub fn plan(observed: &Observed, policy: &PolicyView<'_>, now: OffsetDateTime) -
                         .iter()
                         .filter(|f| Some(f.tag.as_str()) != made_for)
                         .filter_map(|f| match &f.secret {
-                            VaultSecret::Present { history, .. } => Some((f, history)),
+                            // Not where consumers read it (a rollback with its tags): the
+                            // removal's fresh read there would refuse it.
+                            VaultSecret::Present { history, latest }
+                                if !(key_of(latest)
+                                    .is_some_and(|k| k.eq_ignore_ascii_case(&p.key_id))
+                                    || latest
+                                        .value_hint
+                                        .as_deref()
+                                        .is_some_and(|h| p.hint.as_deref() == Some(h))) =>
+                            {
+                                Some((f, history))
+                            }
                             _ => None,
                         })
                         .filter_map(|(f, history)| {
@@ -947,7 +958,9 @@ pub fn plan(observed: &Observed, policy: &PolicyView<'_>, now: OffsetDateTime) -
                 (None, _) if moved => (served_here.map(|at| at.max(arrived)), None),
                 (None, _) => (None, None),
             };
-            let migrated = match since {
+            // Nothing is removed while the client's own secret is soft-deleted (consumers may
+            // recover it, and what it served is unknown).
+            let migrated = match since.filter(|_| observed.vault != VaultSecret::SoftDeleted) {
                 Some(since) => {
                     let due = since + std_to_time(policy.overlap);
                     if due > removal_now {
