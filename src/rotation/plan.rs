@@ -2404,6 +2404,9 @@ mod tests {
             p.blocked,
             Some(Blocked::WaitingForSlot { until: orphan_at })
         );
+        // An orphan has no overlap: the message does not say one ends.
+        let text = p.blocked.as_ref().unwrap().to_string();
+        assert!(!text.contains("overlap ends"), "{text}");
         // Then it goes, and the client rotates.
         let p = plan(&o, &policy(), orphan_at);
         assert_eq!(
