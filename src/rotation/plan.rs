@@ -328,7 +328,8 @@ pub enum Blocked {
     /// The two-password cap is reached and the other slot is a credential this installation
     /// does not own.
     ForeignCredentialInSlot { key_id: String },
-    /// The two-password cap is reached; the other slot frees when its overlap ends.
+    /// The two-password cap is reached; the other slot frees when a rule retires its
+    /// credential (its overlap ends, or an orphan reaches its age).
     WaitingForSlot { until: OffsetDateTime },
     /// The two-password cap is reached and the other slot holds a credential of this client
     /// that a version written by someone else may hold the value of (the last one published,
@@ -385,7 +386,7 @@ impl fmt::Display for Blocked {
             ),
             Blocked::WaitingForSlot { until } => write!(
                 f,
-                "the application allows 2 passwords; the other slot frees at {} when its overlap ends",
+                "the application allows 2 passwords; the other slot frees at {}, when a rule can retire the credential in it (superseded past overlap, or an orphan past its age)",
                 rfc3339(*until)
             ),
             Blocked::SlotKeptUnderHandWrittenVersion {
