@@ -2341,24 +2341,36 @@ mod tests {
         );
     }
 
+    /// A two-password app back at its location: `here` (key, published that long ago, expiring
+    /// in) is published here; `there` is what the location it left serves.
+    fn capped_back(
+        here: (&str, time::Duration, time::Duration),
+        there: (&str, time::Duration, time::Duration),
+    ) -> Observed {
+        let (k, ago, left) = here;
+        let (b, b_ago, b_left) = there;
+        let at_b = vec![version("vb1", b, NOW - b_ago, NOW + b_left)];
+        let mut o = observed(
+            vec![
+                own(k, "r1", NOW - ago, NOW + left),
+                own_at_former(b, 1, NOW - b_ago, NOW + b_left),
+            ],
+            Some(vec![version("v1", k, NOW - ago, NOW + left)]),
+        );
+        o.password_cap = Some(2);
+        o.former = vec![former(VaultSecret::Present {
+            latest: at_b[0].clone(),
+            history: at_b,
+        })];
+        o
+    }
+
     #[test]
     fn a_capped_app_that_moved_back_waits_for_the_slot_from_its_first_reconcile_there() {
         // k1 has been published here for 60 days and expires within renew_before. The client
         // went to the old name, published k2 there 5 days ago (its consumers read it), and is
         // back: the store has no arrival here yet (it records it at this reconcile).
-        let history = vec![version("v2", "k2", NOW - days(5), NOW + days(85))];
-        let mut o = observed(
-            vec![
-                own("k1", "r1", NOW - days(60), NOW + days(10)),
-                own_at_former("k2", 2, NOW - days(5), NOW + days(85)),
-            ],
-            Some(vec![version("v1", "k1", NOW - days(60), NOW + days(10))]),
-        );
-        o.password_cap = Some(2);
-        o.former = vec![former(VaultSecret::Present {
-            latest: history[0].clone(),
-            history,
-        })];
+        let mut o = capped_back(("k1", days(60), days(10)), ("k2", days(5), days(85)));
         o.arrived_at = None;
         let p = plan(&o, &policy(), NOW);
         assert!(p.removals.is_empty(), "{:?}", p.removals);
@@ -2530,19 +2542,7 @@ mod tests {
     fn a_capped_app_back_where_it_was_frees_the_slot_of_the_credential_it_left_elsewhere() {
         // A -> B -> A: k1 is published here (A) and due for renewal; b1 is what B serves,
         // published after k1, and holds the other slot.
-        let at_b = vec![version("vb1", "b1", NOW - days(9), NOW + days(80))];
-        let mut o = observed(
-            vec![
-                own("k1", "r1", NOW - days(70), NOW + days(20)),
-                own_at_former("b1", 1, NOW - days(9), NOW + days(80)),
-            ],
-            Some(vec![version("v1", "k1", NOW - days(70), NOW + days(20))]),
-        );
-        o.password_cap = Some(2);
-        o.former = vec![former(VaultSecret::Present {
-            latest: at_b[0].clone(),
-            history: at_b,
-        })];
+        let mut o = capped_back(("k1", days(70), days(20)), ("b1", days(9), days(80)));
         // Back for a day: B's consumers have 6 more days; the wait names its end.
         o.arrived_at = Some(NOW - days(1));
         let p = plan(&o, &policy(), NOW);

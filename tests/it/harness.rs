@@ -121,6 +121,54 @@ impl Env {
         env
     }
 
+    /// One client, `app-one`, on an application open to personal accounts (two passwords at
+    /// most), with no foreign credential.
+    pub async fn capped() -> Env {
+        Env::new(Setup {
+            clients: vec![("app-one", "AzureADandPersonalMicrosoftAccount")],
+            foreign_password: false,
+            ..Setup::default()
+        })
+        .await
+    }
+
+    /// Runs `rotate --force` and kills it while its publish at `target` (vault/secret) is held:
+    /// the new credential is made, and its value never lands. Returns its key id.
+    pub async fn killed_while_publishing(&self, client: &str, target: &str) -> String {
+        let before: Vec<String> = self.passwords(client).into_iter().map(|p| p.0).collect();
+        self.em.world().add_fault(emulator::world::FaultRule {
+            operation: Operation::KeyvaultSetSecret,
+            target: Some(target.into()),
+            count: 1,
+            kind: emulator::world::FaultKind::HoldBefore,
+        });
+        let config = self.config_path.to_string_lossy().to_string();
+        let mut child = self
+            .command(&["rotate", "--config", &config, client, "--force"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn rotate");
+        assert!(
+            eventually(Duration::from_secs(30), || !self
+                .em
+                .world()
+                .held_calls()
+                .is_empty())
+            .await,
+            "the publish was sent"
+        );
+        child.kill().unwrap();
+        child.wait().unwrap();
+        // The held write is never released: it never lands.
+        self.em.world().clear_faults();
+        self.passwords(client)
+            .into_iter()
+            .map(|p| p.0)
+            .find(|k| !before.contains(k))
+            .expect("the credential of the killed attempt")
+    }
+
     pub fn client(&self, name: &str) -> &ClientApp {
         self.clients
             .iter()

@@ -10,12 +10,7 @@ use crate::harness::*;
 /// The capped app after two rotations at `app-one-secret`, long enough ago that the first
 /// credential's overlap there has ended, then moved to `app-one-moved`. Returns (first, second).
 async fn moved_with_both_slots_taken() -> (Env, String, String) {
-    let env = Env::new(Setup {
-        clients: vec![("app-one", "AzureADandPersonalMicrosoftAccount")],
-        foreign_password: false,
-        ..Setup::default()
-    })
-    .await;
+    let env = Env::capped().await;
     assert!(env.rotate("app-one", &[]).await.status.success());
     let k1 = env.published_key("app-one");
     assert!(env.rotate("app-one", &["--force"]).await.status.success());

@@ -321,12 +321,7 @@ async fn review_a_client_moved_onto_another_clients_secret_changes_nothing_of_th
 /// answer "rotation started" while nothing is rotated or revoked, and the command must fail.
 #[tokio::test(flavor = "multi_thread")]
 async fn review_a_revocation_that_cannot_get_a_slot_says_so() {
-    let env = Env::new(Setup {
-        clients: vec![("app-one", "AzureADandPersonalMicrosoftAccount")],
-        foreign_password: false,
-        ..Setup::default()
-    })
-    .await;
+    let env = Env::capped().await;
     assert!(env.rotate("app-one", &[]).await.status.success());
     assert!(env.rotate("app-one", &["--force"]).await.status.success());
     let leaked = env.published_key("app-one");
@@ -360,12 +355,7 @@ async fn review_a_revocation_that_cannot_get_a_slot_says_so() {
 /// overlap, and it frees the slot.
 #[tokio::test(flavor = "multi_thread")]
 async fn review_a_capped_app_moved_within_overlap_gets_a_secret_at_its_new_location() {
-    let env = Env::new(Setup {
-        clients: vec![("app-one", "AzureADandPersonalMicrosoftAccount")],
-        foreign_password: false,
-        ..Setup::default()
-    })
-    .await;
+    let env = Env::capped().await;
     assert!(env.rotate("app-one", &[]).await.status.success());
     let k1 = env.published_key("app-one");
     assert!(env.rotate("app-one", &["--force"]).await.status.success());

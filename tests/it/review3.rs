@@ -70,12 +70,7 @@ async fn capped_with_an_orphan_under_a_disabled_hand_written_version(
 #[tokio::test(flavor = "multi_thread")]
 async fn a_capped_app_whose_orphan_a_disabled_hand_written_version_may_hold_is_blocked_with_the_step()
  {
-    let env = Env::new(Setup {
-        clients: vec![("app-one", "AzureADandPersonalMicrosoftAccount")],
-        foreign_password: false,
-        ..Setup::default()
-    })
-    .await;
+    let env = Env::capped().await;
     let (_k1, k2, hand) = capped_with_an_orphan_under_a_disabled_hand_written_version(&env).await;
     let out = env.rotate("app-one", &[]).await;
     assert!(removals(&env).is_empty(), "{:?}", env.writes());
@@ -108,12 +103,7 @@ async fn a_capped_app_whose_orphan_a_disabled_hand_written_version_may_hold_is_b
 /// version superseded it.
 #[tokio::test(flavor = "multi_thread")]
 async fn removing_a_kept_credential_by_hand_unblocks_a_capped_app_under_a_disabled_version() {
-    let env = Env::new(Setup {
-        clients: vec![("app-one", "AzureADandPersonalMicrosoftAccount")],
-        foreign_password: false,
-        ..Setup::default()
-    })
-    .await;
+    let env = Env::capped().await;
     // The hand-written version came 10 minutes ago (less than overlap).
     env.capped_under_a_disabled_hand_written_version(time::Duration::minutes(10))
         .await;

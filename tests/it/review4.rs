@@ -2,48 +2,9 @@
 //! will retire by time), against the emulator. Tests marked `ignore` reproduce defects still
 //! open (`cargo test --test it review4 -- --include-ignored`).
 
-use std::time::Duration;
-
-use emulator::world::{FaultKind, FaultRule};
+use emulator::world::FaultRule;
 
 use crate::harness::*;
-
-/// Runs `rotate --force` and kills it while its publish at `target` (vault/secret) is held:
-/// the new credential is made, and its value never lands. Returns its key id.
-async fn killed_while_publishing(env: &Env, client: &str, target: &str) -> String {
-    let before: Vec<String> = env.passwords(client).into_iter().map(|p| p.0).collect();
-    env.em.world().add_fault(FaultRule {
-        operation: Operation::KeyvaultSetSecret,
-        target: Some(target.into()),
-        count: 1,
-        kind: FaultKind::HoldBefore,
-    });
-    let config = env.config_path.to_string_lossy().to_string();
-    let mut child = env
-        .command(&["rotate", "--config", &config, client, "--force"])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("spawn rotate");
-    assert!(
-        eventually(Duration::from_secs(30), || !env
-            .em
-            .world()
-            .held_calls()
-            .is_empty())
-        .await,
-        "the publish was sent"
-    );
-    child.kill().unwrap();
-    child.wait().unwrap();
-    // The held write is never released: it never lands.
-    env.em.world().clear_faults();
-    env.passwords(client)
-        .into_iter()
-        .map(|p| p.0)
-        .find(|k| !before.contains(k))
-        .expect("the credential of the killed attempt")
-}
 
 /// A two-password app: the process dies while publishing a forced rotation's credential k2 at
 /// the client's secret name (k1 stays the latest there), and minutes later the client moves to
@@ -54,16 +15,13 @@ async fn killed_while_publishing(env: &Env, client: &str, target: &str) -> Strin
 /// by hand, and certainly not k1, the one consumers of the old name read.
 #[tokio::test(flavor = "multi_thread")]
 async fn review4_a_young_orphan_at_the_former_location_is_waited_for_not_removed_by_hand() {
-    let env = Env::new(Setup {
-        clients: vec![("app-one", "AzureADandPersonalMicrosoftAccount")],
-        foreign_password: false,
-        ..Setup::default()
-    })
-    .await;
+    let env = Env::capped().await;
     let out = env.rotate("app-one", &[]).await;
     assert!(out.status.success(), "{}", stderr(&out));
     let k1 = env.published_key("app-one");
-    let k2 = killed_while_publishing(&env, "app-one", "kv-test/app-one-secret").await;
+    let k2 = env
+        .killed_while_publishing("app-one", "kv-test/app-one-secret")
+        .await;
     assert_eq!(env.published_key("app-one"), k1, "k2's value never landed");
     env.edit_config(
         "secret_name = \"app-one-secret\"",
@@ -113,12 +71,7 @@ async fn review4_a_young_orphan_at_the_former_location_is_waited_for_not_removed
 /// to remove k2 by hand.
 #[tokio::test(flavor = "multi_thread")]
 async fn review4_the_first_forced_rotation_after_moving_back_waits_for_the_slot() {
-    let env = Env::new(Setup {
-        clients: vec![("app-one", "AzureADandPersonalMicrosoftAccount")],
-        foreign_password: false,
-        ..Setup::default()
-    })
-    .await;
+    let env = Env::capped().await;
     let out = env.rotate("app-one", &[]).await;
     assert!(out.status.success(), "{}", stderr(&out));
     let k1 = env.published_key("app-one");
@@ -160,12 +113,7 @@ async fn review4_the_first_forced_rotation_after_moving_back_waits_for_the_slot(
 /// the store holds no address for it, which sends a person looking in the wrong place.
 #[tokio::test(flavor = "multi_thread")]
 async fn review4_a_failed_read_of_the_former_location_is_named_as_such() {
-    let env = Env::new(Setup {
-        clients: vec![("app-one", "AzureADandPersonalMicrosoftAccount")],
-        foreign_password: false,
-        ..Setup::default()
-    })
-    .await;
+    let env = Env::capped().await;
     assert!(env.rotate("app-one", &[]).await.status.success());
     let k1 = env.published_key("app-one");
     assert!(env.rotate("app-one", &["--force"]).await.status.success());
@@ -213,12 +161,7 @@ async fn review4_a_failed_read_of_the_former_location_is_named_as_such() {
 /// one to name is q, never k1.
 #[tokio::test(flavor = "multi_thread")]
 async fn review4_the_credential_whose_value_consumers_read_here_is_not_the_one_named() {
-    let env = Env::new(Setup {
-        clients: vec![("app-one", "AzureADandPersonalMicrosoftAccount")],
-        foreign_password: false,
-        ..Setup::default()
-    })
-    .await;
+    let env = Env::capped().await;
     env.edit_config("overlap = \"20m\"", "overlap = \"20m\"\nadopt = true");
     let out = env.rotate("app-one", &[]).await;
     assert!(out.status.success(), "{}", stderr(&out));
@@ -228,7 +171,9 @@ async fn review4_the_credential_whose_value_consumers_read_here_is_not_the_one_n
         "secret_name = \"app-one-secret\"",
         "secret_name = \"app-one-moved\"",
     );
-    let q = killed_while_publishing(&env, "app-one", "kv-test/app-one-moved").await;
+    let q = env
+        .killed_while_publishing("app-one", "kv-test/app-one-moved")
+        .await;
     // The copy by hand, minutes later.
     for key in [&k1, &q] {
         env.age_credential("app-one", key, time::Duration::minutes(2));

@@ -352,12 +352,7 @@ async fn adopting_a_copy_of_the_published_value_keeps_its_credential_until_overl
 /// (the store keeps its address) and the predecessor, superseded there, makes room.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_two_password_app_that_moves_frees_the_slot_its_superseded_credential_holds() {
-    let env = Env::new(Setup {
-        clients: vec![("app-one", "AzureADandPersonalMicrosoftAccount")],
-        foreign_password: false,
-        ..Setup::default()
-    })
-    .await;
+    let env = Env::capped().await;
     env.edit_config("overlap = \"20m\"", "overlap = \"3s\"");
     let out = env.rotate("app-one", &[]).await;
     assert!(out.status.success(), "{}", stderr(&out));
@@ -396,12 +391,7 @@ async fn a_two_password_app_that_moves_frees_the_slot_its_superseded_credential_
 /// never ends. It must say that only a person can free the slot, and how.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_capped_app_under_a_disabled_hand_written_version_is_blocked_with_the_step_to_take() {
-    let env = Env::new(Setup {
-        clients: vec![("app-one", "AzureADandPersonalMicrosoftAccount")],
-        foreign_password: false,
-        ..Setup::default()
-    })
-    .await;
+    let env = Env::capped().await;
     // The hand-written version came 40 minutes ago (longer than overlap).
     let hand_version = env
         .capped_under_a_disabled_hand_written_version(time::Duration::minutes(40))
@@ -601,13 +591,7 @@ async fn a_reload_looks_again_at_a_client_backing_off_after_a_person_fixed_its_b
 /// named credential and step.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_capped_app_whose_slots_no_read_can_free_is_blocked_with_the_credential_to_remove() {
-    use emulator::world::{FaultKind, FaultRule};
-    let env = Env::new(Setup {
-        clients: vec![("app-one", "AzureADandPersonalMicrosoftAccount")],
-        foreign_password: false,
-        ..Setup::default()
-    })
-    .await;
+    let env = Env::capped().await;
     env.edit_config("overlap = \"20m\"", "overlap = \"3s\"");
     let out = env.rotate("app-one", &[]).await;
     assert!(out.status.success(), "{}", stderr(&out));
@@ -617,34 +601,9 @@ async fn a_capped_app_whose_slots_no_read_can_free_is_blocked_with_the_credentia
         "secret_name = \"app-one-moved\"",
     );
     // The first publish at the new name never happens: the process dies while sending it.
-    env.em.world().add_fault(FaultRule {
-        operation: Operation::KeyvaultSetSecret,
-        target: Some("kv-test/app-one-moved".into()),
-        count: 1,
-        kind: FaultKind::HoldBefore,
-    });
-    let mut daemon = env.spawn_daemon(&[]);
-    assert!(
-        eventually(Duration::from_secs(30), || !env
-            .em
-            .world()
-            .held_calls()
-            .is_empty())
-        .await,
-        "the publish at the new name was sent: {}",
-        daemon.stderr()
-    );
-    daemon.signal("KILL");
-    daemon.wait_exit(Duration::from_secs(5));
-    drop(daemon);
-    // The held write is never released: it never lands.
-    env.em.world().clear_faults();
     let orphan = env
-        .passwords("app-one")
-        .into_iter()
-        .map(|p| p.0)
-        .find(|k| *k != old)
-        .expect("the credential made for the new name");
+        .killed_while_publishing("app-one", "kv-test/app-one-moved")
+        .await;
     // An hour on: past the orphan age, no attempt can still be publishing it.
     for key in [&old, &orphan] {
         env.age_credential("app-one", key, time::Duration::hours(1));
