@@ -386,17 +386,34 @@ async fn reconcile_inner(
     };
 
     // Removals first: with a two-password cap they free the slot the new credential needs.
+    let mut not_removed: Vec<(String, String)> = Vec::new();
     for removal in &plan.removals {
         match remove(ctx, client, &app, removal, &observed.former, cancel).await {
             Ok(true) => report.removed.push(removal.clone()),
-            Ok(false) => {}
+            Ok(false) => not_removed.push((
+                removal.key_id.clone(),
+                "a fresh read just before it did not prove it unused (see the log)".to_string(),
+            )),
             Err(e) => {
                 tracing::warn!(client = %client.name, key_id = %removal.key_id, error = %e, "could not remove credential");
                 report
                     .warnings
                     .push(format!("removing {}: {e}", removal.key_id));
+                not_removed.push((removal.key_id.clone(), e.to_string()));
             }
         }
+    }
+    // The plan counted its removals as the slot the new credential takes: without them, Entra
+    // would refuse a third password. The rotation waits for the slot instead.
+    if plan.rotate.is_some()
+        && plan.blocked.is_none()
+        && let Some(cap) = observed.password_cap
+        && observed.passwords.len() - report.removed.len() >= cap
+        && let Some((key_id, why)) = not_removed.into_iter().next()
+    {
+        plan.blocked = Some(plan::Blocked::SlotNotFreed { key_id, why });
+        plan.rotate = None;
+        report.plan = plan.clone();
     }
     forget_stale_intents(
         ctx,

@@ -345,6 +345,10 @@ pub enum Blocked {
     /// left with nothing published where it went to time its overlap. No time frees it: only a
     /// person can. `made_for` says where, in words.
     SlotHeldUnproven { key_id: String, made_for: String },
+    /// The two-password cap is reached and the removal planned to free the other slot did not
+    /// happen (Graph refused it, or the fresh read before it proved nothing): the rotation
+    /// waits rather than ask Entra for a third password. Set by the executor, not the planner.
+    SlotNotFreed { key_id: String, why: String },
     /// The vault secret's name is soft-deleted: nothing can be published until it is recovered
     /// or purged.
     SecretSoftDeleted { secret: String },
@@ -406,6 +410,10 @@ impl fmt::Display for Blocked {
             Blocked::SlotHeldUnproven { key_id, made_for } => write!(
                 f,
                 "the application allows 2 passwords and credential {key_id} of secret-rotator, made for {made_for}, holds the other slot; no read can prove that no consumer uses it, and nothing published where the client is times its overlap, so no time frees the slot: remove it by hand once no consumer uses it (then reload, or wait for the next attempt, and a secret is published)"
+            ),
+            Blocked::SlotNotFreed { key_id, why } => write!(
+                f,
+                "the application allows 2 passwords and credential {key_id}, due for removal to free the other slot, was not removed ({why}); the rotation waits for the slot and is tried again"
             ),
             Blocked::SecretSoftDeleted { secret } => write!(
                 f,

@@ -644,3 +644,40 @@ async fn a_capped_app_whose_slots_no_read_can_free_is_blocked_with_the_credentia
         "kept until overlap after that publish"
     );
 }
+
+/// Found by the fourth cold review (left unverified there): on a two-password app the plan
+/// counted a due removal as the slot the new credential takes; when that removal failed (Graph
+/// refused it, or the fresh read before it did not prove it), the rotation went ahead anyway
+/// and Entra refused a third password (400 `TooManyAppPasswords`): a write that could not
+/// succeed, and a failure that named Entra's limit rather than the removal. The rotation now
+/// waits for the slot its removal was to free.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_capped_app_does_not_ask_for_a_third_password_when_the_removal_freeing_its_slot_failed() {
+    let env = Env::capped().await;
+    env.edit_config("overlap = \"20m\"", "overlap = \"1s\"");
+    assert!(env.rotate("app-one", &[]).await.status.success());
+    assert!(env.rotate("app-one", &["--force"]).await.status.success());
+    let superseded = env.versions("app-one")[0].tags["key-id"].clone();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    env.fault(Operation::GraphRemovePassword, 1000, Env::status(403));
+    let out = env.rotate("app-one", &["--force"]).await;
+    let text = format!("{}{}", stdout(&out), stderr(&out));
+    assert!(!out.status.success(), "{text}");
+    assert!(
+        !env.all_writes()
+            .iter()
+            .any(|w| w.0 == Operation::GraphAddPassword && w.1 == 400),
+        "asked Entra for a third password: {:?}",
+        env.all_writes()
+    );
+    assert!(
+        text.contains(&superseded),
+        "names the removal that failed: {text}"
+    );
+    assert!(env.live("app-one", &superseded));
+    // Once Graph answers again, the removal and the rotation go through.
+    env.em.world().clear_faults();
+    let out = env.rotate("app-one", &["--force"]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(!env.live("app-one", &superseded));
+}
