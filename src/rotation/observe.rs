@@ -212,12 +212,13 @@ async fn read_former(
         if location_tag(&vault, &row.secret_name) != row.tag {
             continue;
         }
+        let name = format!("secret '{}' in vault {vault}", row.secret_name);
         let configured = ctx.config.clients.iter().any(|c| c.key_vault_url == vault);
         if !configured && !crate::config::known_vault_host(&vault, ctx.config.azure.cloud) {
             tracing::info!(client = %client.name, vault = %vault, "not reading the client's previous vault: its host is not a Key Vault host of the cloud and no client names it");
+            unread.push((row.tag, name));
             continue;
         }
-        let name = format!("secret '{}' in vault {vault}", row.secret_name);
         match read_vault_at(ctx, &vault, &row.secret_name, FORMER_READ_BUDGET, cancel).await {
             Ok(secret) => former.push(FormerLocation {
                 tag: row.tag,

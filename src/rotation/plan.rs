@@ -74,8 +74,9 @@ pub struct Observed {
     /// credentials were made for, each as a read that succeeded showed it. A location that
     /// could not be read, or whose address the store does not know, is not here: no evidence.
     pub former: Vec<FormerLocation>,
-    /// Locations the client has left whose address the store holds but whose read failed this
-    /// time, as (tag, name in words): no evidence either way, but not an unknown address.
+    /// Locations the client has left whose address the store holds but that were not read this
+    /// time (the read failed, or the host is not one the daemon sends its token to), as (tag,
+    /// name in words): no evidence either way, but not an unknown address.
     pub former_unread: Vec<(String, String)>,
     /// Since when the client has been at its location (the store's record of its arrival,
     /// later than when it left any other); `None` when it arrives now or the store does not
