@@ -1307,6 +1307,13 @@ fn made_for_words(rotation_id: Option<&str>, observed: &Observed) -> (u8, String
                     f.name
                 ),
             ),
+            Some(f) if matches!(f.secret, VaultSecret::SoftDeleted) => (
+                1,
+                format!(
+                    "{}, which the client has left and which is soft-deleted (recovered, it serves its consumers again)",
+                    f.name
+                ),
+            ),
             Some(f) => (
                 2,
                 format!(
@@ -2218,6 +2225,11 @@ mod tests {
         assert_eq!(key_id, &g("k2"));
         assert!(made_for.contains("holds no secret"), "{made_for}");
         assert!(b.to_string().contains("remove it by hand"), "{b}");
+        // A soft-deleted old name is said to be so (recovered, it serves k1 again).
+        o.former[0].secret = VaultSecret::SoftDeleted;
+        let (rank, words) = made_for_words(Some(&format!("{FORMER}-{:032x}", 1)), &o);
+        assert_eq!(rank, 1);
+        assert!(words.contains("soft-deleted"), "{words}");
         // Once the old name's secret is gone too, the older credential is named.
         o.former[0].secret = VaultSecret::Absent;
         let p = plan(&o, &policy(), NOW);
