@@ -41,6 +41,10 @@ struct Entry {
     drift_due: OffsetDateTime,
     /// The turn of this client's live timer; its older timers are stale.
     turn: u64,
+    /// Whether the store may hold a backoff row for this client (one was there at start-up or
+    /// a reload, or a failure recorded one since): a success clears it, and only then, rather
+    /// than writing to the store after every reconcile.
+    backoff_stored: bool,
 }
 
 /// A client's place in the heap: its due time, the turn that pushed it (earlier turns of one
@@ -104,6 +108,7 @@ impl Scheduler {
                     in_flight: false,
                     drift_due: first_drift_check(c, due),
                     turn: 0,
+                    backoff_stored: backoffs.contains_key(c.name.as_str()),
                 },
             );
             scheduler.set_due(&name, due);
@@ -213,6 +218,7 @@ impl Scheduler {
         if let Some((name, e)) = self.entries.get_key_value(done.client.as_str()) {
             let name = name.clone();
             let mut drift_due = e.drift_due;
+            let mut backoff_stored = e.backoff_stored;
             if let Ok(report) = done.result.as_ref()
                 && report.drift_checked
             {
@@ -221,7 +227,7 @@ impl Scheduler {
             let due = if done.skipped {
                 now + time::Duration::seconds(5)
             } else {
-                let next = settle(&ctx, c, &done.result, now);
+                let next = settle(&ctx, c, &done.result, now, &mut backoff_stored);
                 // A schedule rarer than drift_interval still gets its drift checks.
                 if c.policy.drift_interval.is_zero() {
                     next
@@ -232,6 +238,7 @@ impl Scheduler {
             if let Some(e) = self.entries.get_mut(&name) {
                 e.in_flight = false;
                 e.drift_due = drift_due;
+                e.backoff_stored = backoff_stored;
             }
             self.set_due(&name, due);
         }
@@ -278,6 +285,8 @@ impl Scheduler {
                     in_flight: false,
                     drift_due,
                     turn: 0,
+                    // A client that was configured before may have left a row.
+                    backoff_stored: true,
                 },
             );
             self.set_due(&name, now);
@@ -476,6 +485,7 @@ fn settle(
     c: &Client,
     result: &Result<Report, Failure>,
     now: OffsetDateTime,
+    backoff_stored: &mut bool,
 ) -> OffsetDateTime {
     let next = schedule::next_run(&c.policy.schedule, now);
     match result {
@@ -488,7 +498,9 @@ fn settle(
             } else {
                 tracing::debug!(client = %c.name, "reconciled; nothing to do");
             }
-            let _ = ctx.store.clear_backoff(&c.name);
+            if *backoff_stored && ctx.store.clear_backoff(&c.name).is_ok() {
+                *backoff_stored = false;
+            }
             // Retire as soon as an overlap ends rather than at the next scheduled reconcile.
             let next = match report.retire_at {
                 Some(at) => next.min(at + time::Duration::seconds(1)),
@@ -521,6 +533,7 @@ fn settle(
                 "permanent"
             };
             tracing::error!(client = %c.name, failures, retry_in_s = wait.as_secs(), kind, "reconcile failed: {e}");
+            *backoff_stored = true;
             let _ = ctx.store.set_backoff(
                 &c.name,
                 &Backoff {

@@ -102,20 +102,20 @@ pub(super) fn remember_location(ctx: &Context, client: &Client, observed: &plan:
         .filter_map(plan::location_of)
         .collect();
     keep.push(&observed.location);
-    let recorded = ctx
-        .store
-        .record_location(
-            &client.name,
+    let recorded = ctx.store.move_location(
+        &client.name,
+        (
             &observed.location,
             client.key_vault_url.as_str(),
             &client.secret_name,
-            // The arrival on Azure's clock when ours is behind it, so that a clock put right
-            // later cannot make it look earlier than it was (it times a moved client's removals).
-            clock::now()
-                + time::Duration::seconds((-observed.skew_seconds).max(0))
-                + plan::CLOCK_RESOLUTION,
-        )
-        .and_then(|()| ctx.store.forget_locations(&client.name, &keep));
+        ),
+        &keep,
+        // The arrival on Azure's clock when ours is behind it, so that a clock put right
+        // later cannot make it look earlier than it was (it times a moved client's removals).
+        clock::now()
+            + time::Duration::seconds((-observed.skew_seconds).max(0))
+            + plan::CLOCK_RESOLUTION,
+    );
     if let Err(e) = recorded {
         tracing::warn!(client = %client.name, error = %e, "could not record the client's location");
     }

@@ -117,19 +117,17 @@ pub(super) async fn rotate(
             )));
         }
     };
-    let _ = ctx.store.end_intent(&rotation_id);
+    let _ = ctx.store.end_published(
+        &rotation_id,
+        &client.name,
+        clock::now(),
+        &new.key_id,
+        &version,
+    );
     // Published first: the API's answer is about the application's role, which no secret
     // changes, so it never holds back a verified secret.
     super::api_check::after_verify(ctx, client, &app.app_id, &new.secret).await;
     drop(new.secret);
-    let _ = ctx.store.record_history(
-        &client.name,
-        clock::now(),
-        "rotated",
-        Some(&rotation_id),
-        Some(&new.key_id),
-        Some(&crate::store::published_message(&version)),
-    );
     tracing::info!(client = %client.name, rotation_id = %rotation_id, key_id = %new.key_id, version = %version, "published new secret");
     Ok(Rotated {
         rotation_id,

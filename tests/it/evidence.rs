@@ -227,12 +227,11 @@ async fn a_forced_rotation_waits_for_a_busy_lock_instead_of_being_dropped() {
     let k1 = env.published_key("app-one");
     env.edit_config("schedule = \"*/2 * * * * *\"", "schedule = \"0 0 0 1 1 *\"");
     // Another process (a `rotate` from the command line) holds the client.
-    let lock_path = env.dir.path().join("state/locks/app-one.lock");
-    let lock = std::fs::OpenOptions::new()
-        .write(true)
-        .open(&lock_path)
-        .unwrap();
-    lock.lock().unwrap();
+    let store = secret_rotator::store::Store::open(&env.dir.path().join("state")).unwrap();
+    let lock = store
+        .try_lock("app-one")
+        .unwrap()
+        .expect("the client is free");
     let daemon = env.spawn_daemon(&[]);
     let (status, _) = env.admin_rotate(&daemon, "").await;
     assert_eq!(status, 202);

@@ -123,22 +123,22 @@ async fn a_symlink_planted_at_a_lock_path_is_not_followed() {
     .unwrap();
     std::fs::set_permissions(&locks, std::fs::Permissions::from_mode(0o700)).unwrap();
     let victim = env.dir.path().join("victim");
-    std::os::unix::fs::symlink(&victim, locks.join("app-one.lock")).unwrap();
+    std::os::unix::fs::symlink(&victim, locks.join("clients.lock")).unwrap();
 
     let out = env.rotate("app-one", &[]).await;
     assert!(!out.status.success());
     assert!(
-        stderr(&out).contains("app-one.lock"),
+        stderr(&out).contains("clients.lock"),
         "the error names the lock: {}",
         stderr(&out)
     );
     assert!(!victim.exists(), "nothing was created through the link");
     assert!(env.writes().is_empty(), "{:?}", env.writes());
 
-    std::fs::remove_file(locks.join("app-one.lock")).unwrap();
+    std::fs::remove_file(locks.join("clients.lock")).unwrap();
     let out = env.rotate("app-one", &[]).await;
     assert!(out.status.success(), "{}", stderr(&out));
-    assert_eq!(mode(&locks.join("app-one.lock")), 0o600);
+    assert_eq!(mode(&locks.join("clients.lock")), 0o600);
 }
 
 #[tokio::test(flavor = "multi_thread")]
