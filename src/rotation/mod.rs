@@ -415,13 +415,17 @@ async fn reconcile_inner(
         plan.rotate = None;
         report.plan = plan.clone();
     }
-    forget_stale_intents(
-        ctx,
-        client,
-        &observed.passwords,
-        plan.published.as_ref().and_then(|p| p.key_id.as_deref()),
-        now,
-    );
+    // Under the client's lock no intent of it appears that the observation did not read: with
+    // none there, nothing is stale and the store need not be read again.
+    if !observed.abandoned.is_empty() {
+        forget_stale_intents(
+            ctx,
+            client,
+            &observed.passwords,
+            plan.published.as_ref().and_then(|p| p.key_id.as_deref()),
+            now,
+        );
+    }
 
     if let Some(blocked) = &plan.blocked {
         if blocked.is_failure() {
