@@ -58,7 +58,9 @@ pub struct Client {
     pub app: AppRef,
     pub key_vault_url: Url,
     pub secret_name: String,
-    pub policy: Policy,
+    /// Shared by the clients whose own policy keys are the same (most set none): a policy is
+    /// about 300 bytes, a pointer 8.
+    pub policy: Arc<Policy>,
 }
 
 #[derive(Deserialize)]
@@ -89,6 +91,32 @@ pub(super) struct RawClient {
 }
 
 impl RawClient {
+    /// The client's own policy keys, values only: clients with the same get the same policy.
+    fn policy_key(&self) -> String {
+        let text = [
+            &self.schedule,
+            &self.timezone,
+            &self.secret_lifetime,
+            &self.renew_before,
+            &self.overlap,
+            &self.verify_scope,
+            &self.verify_timeout,
+            &self.drift_interval,
+            &self.repair,
+            &self.verify_url,
+        ]
+        .map(|v| v.as_ref().map(|v| v.get_ref().as_str()));
+        let lists = [&self.windows, &self.freeze].map(|v| {
+            v.as_ref()
+                .map(|l| l.iter().map(|s| s.get_ref().as_str()).collect::<Vec<_>>())
+        });
+        format!(
+            "{text:?}{lists:?}{:?}{:?}",
+            self.verify_successes.as_ref().map(|v| *v.get_ref()),
+            self.adopt.as_ref().map(|v| *v.get_ref())
+        )
+    }
+
     fn policy(&self) -> RawPolicy {
         RawPolicy {
             schedule: self.schedule.clone(),
@@ -139,6 +167,7 @@ pub(super) fn add_dir(
         let ctx = Ctx {
             file: &file,
             source: &source,
+            base: 0,
         };
         let rc: S<RawClient> = toml::from_str(&source).map_err(|e| ConfigError {
             file: file.clone(),
@@ -152,37 +181,91 @@ pub(super) fn add_dir(
     Ok(())
 }
 
-#[derive(Deserialize)]
-struct RawClients {
-    #[serde(default)]
-    clients: Vec<S<RawClient>>,
+/// Validates the `[[clients]]` entries of a parsed document one at a time, each dropped once it
+/// is a [`Client`]: a list of raw entries beside the document and the clients was most of the
+/// start-up's peak (about 1 KiB an entry).
+pub(super) fn add_all(
+    ctx: &Ctx<'_>,
+    entries: toml::Spanned<toml::de::DeValue<'_>>,
+    set: &mut ClientSet<'_>,
+) -> Result<(), ConfigError> {
+    let span = entries.span();
+    match entries.into_inner() {
+        toml::de::DeValue::Array(items) => {
+            set.clients.reserve_exact(items.len());
+            for item in items {
+                let rc = S::<RawClient>::deserialize(toml::de::ValueDeserializer::from(item))
+                    .map_err(|e| ctx.toml_error(e))?;
+                set.add(ctx, &rc)?;
+            }
+        }
+        // Not a list: serde's own error says what it is instead.
+        other => {
+            let list = Vec::<S<RawClient>>::deserialize(toml::de::ValueDeserializer::from(
+                toml::Spanned::new(span, other),
+            ))
+            .map_err(|e| ctx.toml_error(e))?;
+            for rc in &list {
+                set.add(ctx, rc)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Adds the `[[clients]]` of `text`, a document or a part of one that `ctx` places.
+pub(super) fn add_document(
+    ctx: &Ctx<'_>,
+    text: &str,
+    set: &mut ClientSet<'_>,
+) -> Result<(), ConfigError> {
+    let mut doc = toml::de::DeTable::parse(text).map_err(|e| ctx.toml_error(e))?;
+    match doc.get_mut().remove("clients") {
+        Some(entries) => add_all(ctx, entries, set),
+        None => Ok(()),
+    }
+}
+
+/// Adds the `[[clients]]` sections of `source` one at a time (`super::sections`).
+pub(super) fn add_sections(
+    file: &std::path::Path,
+    source: &str,
+    sections: &[std::ops::Range<usize>],
+    set: &mut ClientSet<'_>,
+) -> Result<(), ConfigError> {
+    set.clients.reserve_exact(sections.len());
+    for s in sections {
+        let ctx = Ctx {
+            file,
+            source,
+            base: s.start,
+        };
+        add_document(&ctx, &source[s.clone()], set)?;
+    }
+    Ok(())
 }
 
 /// Adds clients found by `[discovery]`, given as `[[clients]]` TOML (their errors name
 /// `<discovery>`).
 pub(super) fn add_discovered(
-    config: &Ctx<'_>,
     text: &str,
     tag: &str,
     set: &mut ClientSet<'_>,
 ) -> Result<(), ConfigError> {
     let file = std::path::PathBuf::from("<discovery>");
-    let ctx = Ctx {
-        file: &file,
-        source: text,
-    };
-    let _ = config;
-    let raw: RawClients = toml::from_str(text).map_err(|e| ConfigError {
-        file: file.clone(),
-        line: e.span().map(|s| ctx.line_of(s.start)),
-        key: String::new(),
-        message: e.message().trim().to_string(),
-    })?;
     set.origin = Origin::Discovered(tag.to_string());
-    for rc in &raw.clients {
-        set.add(&ctx, rc)?;
+    match super::sections::find(text) {
+        Some(found) => add_sections(&file, text, &found.clients, set),
+        None => add_document(
+            &Ctx {
+                file: &file,
+                source: text,
+                base: 0,
+            },
+            text,
+            set,
+        ),
     }
-    Ok(())
 }
 
 /// Whether the daemon may send its Key Vault token to `url`'s host without being told to: the
@@ -221,6 +304,9 @@ pub(super) struct ClientSet<'a> {
     targets: HashMap<(String, String), usize>,
     schedules: HashMap<(String, Tz), Arc<Schedule>>,
     crons: HashMap<String, croner::Cron>,
+    /// The policies made so far, by [`RawClient::policy_key`]: the same keys over the same
+    /// `[defaults]` make the same policy and pass the same checks.
+    policies: HashMap<String, Arc<Policy>>,
     /// The origin of the clients added next.
     pub(super) origin: Origin,
 }
@@ -237,6 +323,7 @@ impl<'a> ClientSet<'a> {
             targets: HashMap::new(),
             schedules: HashMap::new(),
             crons: HashMap::new(),
+            policies: HashMap::new(),
             origin: Origin::Config,
         }
     }
@@ -370,11 +457,39 @@ impl<'a> ClientSet<'a> {
                 format!("clients[{first}] already writes this secret in this vault"),
             ));
         }
+        let policy_key = c.policy_key();
+        let policy = match self.policies.get(&policy_key) {
+            Some(p) => p.clone(),
+            None => {
+                let p = Arc::new(self.policy(ctx, rc, &prefix)?);
+                self.policies.insert(policy_key, p.clone());
+                p
+            }
+        };
+        self.clients.push(Client {
+            origin: self.origin.clone(),
+            name,
+            app,
+            key_vault_url,
+            secret_name,
+            policy,
+        });
+        Ok(())
+    }
+
+    /// A client's policy from its own keys and `[defaults]`, checked.
+    fn policy(
+        &mut self,
+        ctx: &Ctx<'_>,
+        rc: &S<RawClient>,
+        prefix: &str,
+    ) -> Result<Policy, ConfigError> {
+        let c = rc.get_ref();
         let (mut policy, spans) = policy(
             ctx,
             &c.policy(),
             self.defaults,
-            &prefix,
+            prefix,
             self.cloud,
             &mut self.crons,
         )?;
@@ -418,14 +533,6 @@ impl<'a> ClientSet<'a> {
             });
         }
         let _ = spans.lifetime_at;
-        self.clients.push(Client {
-            origin: self.origin.clone(),
-            name,
-            app,
-            key_vault_url,
-            secret_name,
-            policy,
-        });
-        Ok(())
+        Ok(policy)
     }
 }

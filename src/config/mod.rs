@@ -20,6 +20,7 @@ mod events;
 mod ha;
 mod inventory;
 mod policy;
+mod sections;
 mod server;
 mod values;
 
@@ -138,8 +139,8 @@ struct RawConfig {
     ha: ha::RawHa,
     #[serde(default)]
     defaults: policy::RawPolicy,
-    #[serde(default)]
-    clients: Vec<S<clients::RawClient>>,
+    // `clients` is taken out of the document before the rest is read, and its entries are
+    // validated one at a time (`clients::add_all`).
     #[serde(default)]
     events: Vec<S<events::RawSink>>,
     #[serde(default)]
@@ -178,11 +179,24 @@ impl Config {
 
     /// [`Config::parse`], with the clients `[discovery]` found as `[[clients]]` TOML.
     pub fn parse_with(path: &Path, source: &str, discovered: &str) -> Result<Config, ConfigError> {
-        let ctx = values::Ctx { file: path, source };
+        // The `[[clients]]` sections are read one at a time after the rest (`sections.rs`); a
+        // document that names `clients` otherwise is read whole, its entries still validated
+        // one at a time (`clients::add_all`), never all held as raw entries.
+        let found = sections::find(source);
+        let main = match &found {
+            Some(found) => sections::without(source, found),
+            None => source.into(),
+        };
+        let ctx = values::Ctx {
+            file: path,
+            source: &main,
+            base: 0,
+        };
         let mut warnings = Vec::new();
+        let mut doc = toml::de::DeTable::parse(&main).map_err(|e| ctx.toml_error(e))?;
         // The package installs the example with every line commented out: say what to fill in
         // rather than which field serde missed first.
-        if toml::from_str::<toml::Table>(source).is_ok_and(|t| t.is_empty()) {
+        if doc.get_ref().is_empty() && found.as_ref().is_none_or(|f| f.clients.is_empty()) {
             return Err(ConfigError {
                 file: path.to_path_buf(),
                 line: None,
@@ -190,12 +204,9 @@ impl Config {
                 message: "the configuration sets nothing yet: set [azure] tenant_id, [azure.credential] and at least one [[clients]] entry (the commented example lists every key)".into(),
             });
         }
-        let raw: RawConfig = toml::from_str(source).map_err(|e| ConfigError {
-            file: path.to_path_buf(),
-            line: e.span().map(|s| ctx.line_of(s.start)),
-            key: String::new(),
-            message: e.message().trim().to_string(),
-        })?;
+        let raw_clients = doc.get_mut().remove("clients");
+        let raw = RawConfig::deserialize(toml::de::Deserializer::from(doc))
+            .map_err(|e| ctx.toml_error(e))?;
 
         let azure = azure::parse(&ctx, &raw.azure, &mut warnings)?;
         let daemon = daemon::daemon(&ctx, &raw.daemon)?;
@@ -221,8 +232,11 @@ impl Config {
             &mut Default::default(),
         )?;
         let mut clients = clients::ClientSet::new(&raw.defaults, &azure.credential, azure.cloud);
-        for rc in &raw.clients {
-            clients.add(&ctx, rc)?;
+        if let Some(entries) = raw_clients {
+            clients::add_all(&ctx, entries, &mut clients)?;
+        }
+        if let Some(found) = &found {
+            clients::add_sections(path, source, &found.clients, &mut clients)?;
         }
         if let Some(dir) = &daemon.clients_dir {
             clients::add_dir(&ctx, dir, &mut clients)?;
@@ -231,7 +245,7 @@ impl Config {
         if let Some(d) = &discovery
             && !discovered.trim().is_empty()
         {
-            clients::add_discovered(&ctx, discovered, &d.tag, &mut clients)?;
+            clients::add_discovered(discovered, &d.tag, &mut clients)?;
         }
         let clients = clients.into_clients();
         let names: Vec<String> = clients.iter().map(|c| c.name.clone()).collect();

@@ -14,11 +14,14 @@ use crate::clock::parse_duration;
 pub(super) struct Ctx<'a> {
     pub(super) file: &'a Path,
     pub(super) source: &'a str,
+    /// Where in `source` the text being read starts (a `[[clients]]` section read on its own):
+    /// its spans count from there.
+    pub(super) base: usize,
 }
 
 impl Ctx<'_> {
     pub(super) fn line_of(&self, offset: usize) -> usize {
-        self.source[..offset.min(self.source.len())]
+        self.source[..(self.base + offset).min(self.source.len())]
             .bytes()
             .filter(|&b| b == b'\n')
             .count()
@@ -45,6 +48,15 @@ impl Ctx<'_> {
         message: impl Into<String>,
     ) -> ConfigError {
         self.err_at::<T>(value.span(), key, message)
+    }
+    /// A TOML syntax or type error, at its line.
+    pub(super) fn toml_error(&self, e: toml::de::Error) -> ConfigError {
+        ConfigError {
+            file: self.file.to_path_buf(),
+            line: e.span().map(|s| self.line_of(s.start)),
+            key: String::new(),
+            message: e.message().trim().to_string(),
+        }
     }
     pub(super) fn err_nowhere(&self, key: &str, message: impl Into<String>) -> ConfigError {
         ConfigError {
