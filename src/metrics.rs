@@ -36,12 +36,6 @@ pub struct AppLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct ResultLabels {
-    client: String,
-    result: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
     service: String,
     operation: String,
@@ -78,15 +72,50 @@ pub struct ClientGauges {
     pub last_rotation: Option<f64>,
     pub ready: bool,
     /// (key id, owned by this installation, expiry)
-    pub credentials: Vec<(String, bool, f64)>,
+    pub credentials: Vec<(KeyId, bool, f64)>,
+}
+
+/// A credential's key id as the scrape writes it. Graph's are GUIDs: kept in their 16 bytes
+/// instead of a string of 36 (two or three a client, held for as long as the client is).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyId {
+    /// Written back as it came: lowercase, hyphenated.
+    Guid(uuid::Uuid),
+    Other(Box<str>),
+}
+
+impl KeyId {
+    /// Calls `f` with the key id as text.
+    fn with_str<R>(&self, f: impl FnOnce(&str) -> R) -> R {
+        match self {
+            KeyId::Guid(id) => f(id
+                .hyphenated()
+                .encode_lower(&mut uuid::Uuid::encode_buffer())),
+            KeyId::Other(s) => f(s),
+        }
+    }
+}
+
+impl From<&str> for KeyId {
+    fn from(s: &str) -> KeyId {
+        match uuid::Uuid::try_parse(s) {
+            Ok(id)
+                if id
+                    .hyphenated()
+                    .encode_lower(&mut uuid::Uuid::encode_buffer())
+                    == s =>
+            {
+                KeyId::Guid(id)
+            }
+            _ => KeyId::Other(s.into()),
+        }
+    }
 }
 
 pub struct Metrics {
     registry: Registry,
     clients: Arc<ClientStates>,
     ha: Arc<HaStates>,
-    rotations: Family<ResultLabels, Counter>,
-    orphans_removed: Family<ClientLabel, Counter>,
     requests: Family<RequestLabels, Counter>,
     request_duration: Family<OperationLabels, Histogram>,
     propagation: Histogram,
@@ -113,18 +142,65 @@ fn request_histogram() -> Histogram {
 /// than everything else the daemon holds.
 #[derive(Debug, Default)]
 struct ClientStates {
-    clients: Mutex<HashMap<String, ClientGauges>>,
+    clients: Mutex<HashMap<String, ClientRecord>>,
     /// The drift each client shows now (`src/drift.rs`); only clients with some.
     drift: Mutex<HashMap<String, Vec<crate::drift::DriftKind>>>,
     /// The tenant inventory's series (`src/inventory.rs`), replaced whole after each listing.
     tenant: Mutex<Arc<Vec<crate::inventory::Series>>>,
 }
 
+/// A client's series: its gauges once something reported on it, and its counters from its
+/// registration (a labelled counter object each cost about 150 bytes and two label strings;
+/// three a client were the largest part of the per-client memory after the config).
+#[derive(Debug, Default)]
+struct ClientRecord {
+    /// `None` until a reconcile or the scheduler reports on the client, and again once an HA
+    /// replica stops leading.
+    gauges: Option<ClientGauges>,
+    rotations_success: u64,
+    rotations_failure: u64,
+    orphans_removed: u64,
+}
+
 impl Collector for ClientStates {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
-        let mut names: Vec<&String> = clients.keys().collect();
-        names.sort();
+        use prometheus_client::encoding::NoLabelSet;
+        let records = self.clients.lock().unwrap_or_else(|p| p.into_inner());
+        let mut all: Vec<&String> = records.keys().collect();
+        all.sort();
+        let mut family = encoder.encode_descriptor(
+            "rotations",
+            "Rotation attempts by result",
+            None,
+            MetricType::Counter,
+        )?;
+        for client in &all {
+            let r = &records[*client];
+            for (result, n) in [
+                ("success", r.rotations_success),
+                ("failure", r.rotations_failure),
+            ] {
+                family
+                    .encode_family(&[("client", client.as_str()), ("result", result)])?
+                    .encode_counter::<NoLabelSet, _, u64>(&n, None)?;
+            }
+        }
+        let mut family = encoder.encode_descriptor(
+            "orphans_removed",
+            "Credentials of failed or abandoned attempts removed",
+            None,
+            MetricType::Counter,
+        )?;
+        for client in &all {
+            family
+                .encode_family(&[("client", client.as_str())])?
+                .encode_counter::<NoLabelSet, _, u64>(&records[*client].orphans_removed, None)?;
+        }
+        // The gauges only of the clients something reported on.
+        let names: Vec<(&String, &ClientGauges)> = all
+            .iter()
+            .filter_map(|c| Some((*c, records[*c].gauges.as_ref()?)))
+            .collect();
         type Pick = fn(&ClientGauges) -> Option<f64>;
         let timestamps: [(&str, &str, Pick); 3] = [
             (
@@ -145,8 +221,8 @@ impl Collector for ClientStates {
         ];
         for (name, help, pick) in timestamps {
             let mut family = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
-            for client in &names {
-                if let Some(v) = pick(&clients[*client]) {
+            for (client, g) in &names {
+                if let Some(v) = pick(g) {
                     family
                         .encode_family(&[("client", client.as_str())])?
                         .encode_gauge(&v)?;
@@ -159,10 +235,10 @@ impl Collector for ClientStates {
             None,
             MetricType::Gauge,
         )?;
-        for client in &names {
+        for (client, g) in &names {
             family
                 .encode_family(&[("client", client.as_str())])?
-                .encode_gauge(&i64::from(clients[*client].ready))?;
+                .encode_gauge(&i64::from(g.ready))?;
         }
         let mut family = encoder.encode_descriptor(
             "credentials",
@@ -170,8 +246,7 @@ impl Collector for ClientStates {
             None,
             MetricType::Gauge,
         )?;
-        for client in &names {
-            let g = &clients[*client];
+        for (client, g) in &names {
             let ours = g.credentials.iter().filter(|c| c.1).count() as i64;
             let others = g.credentials.len() as i64 - ours;
             family
@@ -187,19 +262,21 @@ impl Collector for ClientStates {
             None,
             MetricType::Gauge,
         )?;
-        for client in &names {
-            for (key_id, ours, expiry) in &clients[*client].credentials {
+        for (client, g) in &names {
+            for (key_id, ours, expiry) in &g.credentials {
                 let owner = if *ours { "rotator" } else { "other" };
-                family
-                    .encode_family(&[
-                        ("client", client.as_str()),
-                        ("key_id", key_id.as_str()),
-                        ("owner", owner),
-                    ])?
-                    .encode_gauge(expiry)?;
+                key_id.with_str(|key_id| {
+                    family
+                        .encode_family(&[
+                            ("client", client.as_str()),
+                            ("key_id", key_id),
+                            ("owner", owner),
+                        ])?
+                        .encode_gauge(expiry)
+                })?;
             }
         }
-        drop(clients);
+        drop(records);
         // Only the drift found is exported (1): a series per kind and client at zero would
         // multiply the scrape for nothing an alert needs.
         let drift = self.drift.lock().unwrap_or_else(|p| p.into_inner());
@@ -301,8 +378,6 @@ impl Metrics {
     pub fn new() -> Metrics {
         let mut registry = Registry::with_prefix("secret_rotator");
         let clients = Arc::new(ClientStates::default());
-        let rotations = Family::<ResultLabels, Counter>::default();
-        let orphans_removed = Family::<ClientLabel, Counter>::default();
         let requests = Family::<RequestLabels, Counter>::default();
         let request_duration = Family::<OperationLabels, Histogram>::new_with_constructor(
             request_histogram as fn() -> Histogram,
@@ -320,16 +395,6 @@ impl Metrics {
         registry.register_collector(Box::new(clients.clone()));
         let ha = Arc::new(HaStates::default());
         registry.register_collector(Box::new(ha.clone()));
-        registry.register(
-            "rotations",
-            "Rotation attempts by result",
-            rotations.clone(),
-        );
-        registry.register(
-            "orphans_removed",
-            "Credentials of failed or abandoned attempts removed",
-            orphans_removed.clone(),
-        );
         registry.register(
             "azure_requests",
             "Requests to Azure by service, operation and answer status",
@@ -421,8 +486,6 @@ impl Metrics {
             registry,
             clients,
             ha,
-            rotations,
-            orphans_removed,
             requests,
             request_duration,
             propagation,
@@ -447,21 +510,17 @@ impl Metrics {
     }
 
     pub fn rotation(&self, client: &str, success: bool) {
-        let result = if success { "success" } else { "failure" };
-        self.rotations
-            .get_or_create(&ResultLabels {
-                client: client.into(),
-                result: result.into(),
-            })
-            .inc();
+        self.with_record(client, |r| {
+            if success {
+                r.rotations_success += 1;
+            } else {
+                r.rotations_failure += 1;
+            }
+        });
     }
 
     pub fn orphan_removed(&self, client: &str) {
-        self.orphans_removed
-            .get_or_create(&ClientLabel {
-                client: client.into(),
-            })
-            .inc();
+        self.with_record(client, |r| r.orphans_removed += 1);
     }
 
     fn with_ha(&self, f: impl FnOnce(&mut HaState)) {
@@ -573,31 +632,27 @@ impl Metrics {
     /// Makes sure the client's counters exist (at zero), so alerts and dashboards see them
     /// before the first rotation.
     pub fn register_client(&self, client: &str) {
-        for result in ["success", "failure"] {
-            let _ = self.rotations.get_or_create(&ResultLabels {
-                client: client.into(),
-                result: result.into(),
-            });
-        }
-        let _ = self.orphans_removed.get_or_create(&ClientLabel {
-            client: client.into(),
-        });
+        self.with_record(client, |_| {});
     }
 
-    fn with_client(&self, client: &str, f: impl FnOnce(&mut ClientGauges)) {
+    fn with_record(&self, client: &str, f: impl FnOnce(&mut ClientRecord)) {
         let mut clients = self
             .clients
             .clients
             .lock()
             .unwrap_or_else(|p| p.into_inner());
         match clients.get_mut(client) {
-            Some(g) => f(g),
+            Some(r) => f(r),
             None => {
-                let mut g = ClientGauges::default();
-                f(&mut g);
-                clients.insert(client.to_string(), g);
+                let mut r = ClientRecord::default();
+                f(&mut r);
+                clients.insert(client.to_string(), r);
             }
         }
+    }
+
+    fn with_client(&self, client: &str, f: impl FnOnce(&mut ClientGauges)) {
+        self.with_record(client, |r| f(r.gauges.get_or_insert_with(Default::default)));
     }
 
     /// Records what a reconcile learnt. The last rotation time is kept when the reconcile did
@@ -625,11 +680,15 @@ impl Metrics {
     /// longer observes the clients, and its last figures would go stale (an expiry that the
     /// new leader has long rotated away would fire the expiry alerts).
     pub fn forget_client_gauges(&self) {
-        self.clients
+        for r in self
+            .clients
             .clients
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .clear();
+            .values_mut()
+        {
+            r.gauges = None;
+        }
         self.clients
             .drift
             .lock()
@@ -674,18 +733,9 @@ impl Metrics {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(client);
-        self.orphans_removed.remove(&ClientLabel {
-            client: client.into(),
-        });
         self.verify_url_ok.remove(&ClientLabel {
             client: client.into(),
         });
-        for result in ["success", "failure"] {
-            self.rotations.remove(&ResultLabels {
-                client: client.into(),
-                result: result.into(),
-            });
-        }
     }
 
     /// OpenMetrics text.

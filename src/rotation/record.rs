@@ -20,7 +20,7 @@ pub(super) fn report_gauges(
     now: OffsetDateTime,
 ) {
     let prefix = marker_prefix(&ctx.config.instance, &client.name);
-    let mut credentials: Vec<(String, bool, f64)> = app
+    let mut credentials: Vec<(crate::metrics::KeyId, bool, f64)> = app
         .passwords
         .iter()
         .filter(|p| {
@@ -35,7 +35,7 @@ pub(super) fn report_gauges(
                 .as_deref()
                 .is_some_and(|d| d.starts_with(&prefix));
             (
-                p.key_id.clone(),
+                p.key_id.as_str().into(),
                 ours,
                 p.end.map(clock::unix_seconds).unwrap_or(0.0),
             )
@@ -43,7 +43,11 @@ pub(super) fn report_gauges(
         .collect();
     let (expires, renew_at, last) = match &report.rotated {
         Some(r) => {
-            credentials.push((r.key_id.clone(), true, clock::unix_seconds(r.expires)));
+            credentials.push((
+                r.key_id.as_str().into(),
+                true,
+                clock::unix_seconds(r.expires),
+            ));
             (
                 Some(r.expires),
                 Some(
