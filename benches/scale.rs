@@ -948,6 +948,9 @@ struct Footprint {
     /// mapped files (the binary's code).
     idle_anon_mib: f64,
     idle_file_mib: f64,
+    /// The least-squares slope of the RSS sampled every second while idle, in MiB an hour: a
+    /// watch shorter than an hour still says whether the RSS grows.
+    idle_rss_slope_mib_h: f64,
     idle_secs: f64,
     /// CPU time (user + system) over the idle watch, as a share of one core.
     idle_cpu_pct: f64,
@@ -1134,10 +1137,12 @@ async fn watch_idle(em: &Emulator, pid: u32, secs: f64, f: &mut Footprint) {
     let t = Instant::now();
     f.idle_rss_start_mib = proc_status(pid, "VmRSS:");
     f.idle_rss_max_mib = f.idle_rss_start_mib;
+    let mut samples = vec![(0.0, f.idle_rss_start_mib)];
     let mut last_report = Instant::now();
     while t.elapsed().as_secs_f64() < secs {
         tokio::time::sleep(Duration::from_secs(1)).await;
         let rss = proc_status(pid, "VmRSS:");
+        samples.push((t.elapsed().as_secs_f64(), rss));
         f.idle_rss_max_mib = f.idle_rss_max_mib.max(rss);
         f.idle_rss_end_mib = rss;
         if last_report.elapsed() > Duration::from_secs(60) {
@@ -1150,10 +1155,24 @@ async fn watch_idle(em: &Emulator, pid: u32, secs: f64, f: &mut Footprint) {
         }
     }
     f.idle_secs = t.elapsed().as_secs_f64();
+    f.idle_rss_slope_mib_h = 3600.0 * slope(&samples);
     f.idle_anon_mib = proc_status(pid, "RssAnon:");
     f.idle_file_mib = proc_status(pid, "RssFile:");
     f.idle_cpu_pct = 100.0 * (cpu_seconds_fine(pid) - cpu) / f.idle_secs;
     f.idle_requests = em.world().journal().len() - requests;
+}
+
+/// The least-squares slope of `(x, y)` points (0 for fewer than two).
+fn slope(points: &[(f64, f64)]) -> f64 {
+    let n = points.len() as f64;
+    let (sx, sy) = points
+        .iter()
+        .fold((0.0, 0.0), |(a, b), (x, y)| (a + x, b + y));
+    let (mx, my) = (sx / n, sy / n);
+    let (num, den) = points.iter().fold((0.0, 0.0), |(a, b), (x, y)| {
+        (a + (x - mx) * (y - my), b + (x - mx) * (x - mx))
+    });
+    if den > 0.0 { num / den } else { 0.0 }
 }
 
 /// `n` clients, nothing due: start-up to ready, the first pass (reads only), then the idle
@@ -1192,6 +1211,7 @@ async fn run_idle(n: usize, latency: u64) -> Footprint {
         idle_rss_max_mib: 0.0,
         idle_anon_mib: 0.0,
         idle_file_mib: 0.0,
+        idle_rss_slope_mib_h: 0.0,
         idle_secs: 0.0,
         idle_cpu_pct: 0.0,
         idle_requests: 0,
@@ -1275,6 +1295,7 @@ async fn run_defaults(n: usize, latency: u64) -> Footprint {
         idle_rss_max_mib: 0.0,
         idle_anon_mib: 0.0,
         idle_file_mib: 0.0,
+        idle_rss_slope_mib_h: 0.0,
         idle_secs: 0.0,
         idle_cpu_pct: 0.0,
         idle_requests: 0,
@@ -1301,12 +1322,12 @@ async fn run_defaults(n: usize, latency: u64) -> Footprint {
 fn footprint_table(rows: &[Footprint], latency: u64) -> String {
     let mut md = format!(
         "Footprint: default settings (schedule every 6 hours), emulator unthrottled, per-call latency {latency} ms, propagation 0.5-2 s, read lag 0.5 s, {VAULTS} vaults.\n\n\
-         | run | N | start to ready (s) | first pass (s) | peak RSS (MiB) | idle RSS start / max / end (MiB) | idle RSS anon / file (MiB) | idle watched (s) | idle CPU (% of a core) | requests while idle | /metrics scrape (ms) | scrape size (KiB) | peak RSS with scrapes (MiB) | load average before / after |\n\
-         |---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n"
+         | run | N | start to ready (s) | first pass (s) | peak RSS (MiB) | idle RSS start / max / end (MiB) | idle RSS anon / file (MiB) | idle RSS slope (MiB/h) | idle watched (s) | idle CPU (% of a core) | requests while idle | /metrics scrape (ms) | scrape size (KiB) | peak RSS with scrapes (MiB) | load average before / after |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n"
     );
     for f in rows {
         md.push_str(&format!(
-            "| {} | {} | {:.3} | {:.1} | {:.1} | {:.1} / {:.1} / {:.1} | {:.1} / {:.1} | {:.0} | {:.3} | {} | {:.1} | {:.0} | {:.1} | {} |\n",
+            "| {} | {} | {:.3} | {:.1} | {:.1} | {:.1} / {:.1} / {:.1} | {:.1} / {:.1} | {:+.2} | {:.0} | {:.3} | {} | {:.1} | {:.0} | {:.1} | {} |\n",
             f.what,
             f.n,
             f.ready_s,
@@ -1317,6 +1338,7 @@ fn footprint_table(rows: &[Footprint], latency: u64) -> String {
             f.idle_rss_end_mib,
             f.idle_anon_mib,
             f.idle_file_mib,
+            f.idle_rss_slope_mib_h,
             f.idle_secs,
             f.idle_cpu_pct,
             f.idle_requests,

@@ -56,7 +56,8 @@ pub struct Client {
     pub name: String,
     pub origin: Origin,
     pub app: AppRef,
-    pub key_vault_url: Url,
+    /// Shared by the clients of one vault (a parsed URL is about 120 bytes).
+    pub key_vault_url: Arc<Url>,
     pub secret_name: String,
     /// Shared by the clients whose own policy keys are the same (most set none): a policy is
     /// about 300 bytes, a pointer 8.
@@ -307,6 +308,7 @@ pub(super) struct ClientSet<'a> {
     /// The policies made so far, by [`RawClient::policy_key`]: the same keys over the same
     /// `[defaults]` make the same policy and pass the same checks.
     policies: HashMap<String, Arc<Policy>>,
+    vaults: HashMap<String, Arc<Url>>,
     /// The origin of the clients added next.
     pub(super) origin: Origin,
 }
@@ -324,6 +326,7 @@ impl<'a> ClientSet<'a> {
             schedules: HashMap::new(),
             crons: HashMap::new(),
             policies: HashMap::new(),
+            vaults: HashMap::new(),
             origin: Origin::Config,
         }
     }
@@ -457,6 +460,14 @@ impl<'a> ClientSet<'a> {
                 format!("clients[{first}] already writes this secret in this vault"),
             ));
         }
+        let key_vault_url = match self.vaults.get(key_vault_url.as_str()) {
+            Some(url) => url.clone(),
+            None => {
+                let url = Arc::new(key_vault_url);
+                self.vaults.insert(url.as_str().to_string(), url.clone());
+                url
+            }
+        };
         let policy_key = c.policy_key();
         let policy = match self.policies.get(&policy_key) {
             Some(p) => p.clone(),

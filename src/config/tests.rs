@@ -413,6 +413,86 @@ fn clients_that_collide_are_refused_naming_the_first() {
     .expect("distinct app and secret");
 }
 
+/// The clients are read a section at a time (`sections.rs`): an error in a later client, or in
+/// a table that follows the clients, still names its own line.
+#[test]
+fn errors_after_the_first_client_name_their_own_line() {
+    let client = |name: &str, app: &str, extra: &str| {
+        format!(
+            "[[clients]]\nname = \"{name}\"\napp_id = \"{app}\"\nkey_vault_url = \"https://kv.vault.azure.net\"\nsecret_name = \"{name}\"\n{extra}\n"
+        )
+    };
+    let a = client("b", "33333333-3333-3333-3333-333333333333", "");
+    let b = client(
+        "c",
+        "44444444-4444-4444-4444-444444444444",
+        "colour = \"red\"",
+    );
+    let text = format!("{VALID}\n{a}{b}");
+    let line = text.lines().position(|l| l.starts_with("colour")).unwrap() + 1;
+    let e = Config::parse(Path::new("c.toml"), &text).unwrap_err();
+    assert_eq!(e.line, Some(line), "{e}");
+    assert!(e.message.contains("unknown field `colour`"), "{e}");
+
+    let b = client(
+        "c",
+        "44444444-4444-4444-4444-444444444444",
+        "overlap = \"61d\"",
+    );
+    let text = format!("{VALID}\n{a}{b}");
+    let line = text
+        .lines()
+        .position(|l| l.starts_with("overlap = \"61d\""))
+        .unwrap()
+        + 1;
+    let e = Config::parse(Path::new("c.toml"), &text).unwrap_err();
+    assert_eq!(
+        (e.line, e.key.as_str()),
+        (Some(line), "clients[2] (c).overlap"),
+        "{e}"
+    );
+
+    let text = format!("{VALID}\n{a}[server]\nlisten = \"nowhere\"\n");
+    let line = text.lines().position(|l| l.starts_with("listen")).unwrap() + 1;
+    let e = Config::parse(Path::new("c.toml"), &text).unwrap_err();
+    assert_eq!(
+        (e.line, e.key.as_str()),
+        (Some(line), "server.listen"),
+        "{e}"
+    );
+}
+
+#[test]
+fn clients_with_the_same_policy_keys_share_one_policy() {
+    let client = |name: &str, app: &str, extra: &str| {
+        format!(
+            "[[clients]]\nname = \"{name}\"\napp_id = \"{app}\"\nkey_vault_url = \"https://kv.vault.azure.net\"\nsecret_name = \"{name}\"\n{extra}\n"
+        )
+    };
+    let text = format!(
+        "{VALID}\n{}{}{}",
+        client("b", "33333333-3333-3333-3333-333333333333", ""),
+        client(
+            "c",
+            "44444444-4444-4444-4444-444444444444",
+            "overlap = \"2d\""
+        ),
+        client(
+            "d",
+            "55555555-5555-5555-5555-555555555555",
+            "overlap = \"2d\""
+        ),
+    );
+    let c = Config::parse(Path::new("c.toml"), &text).unwrap();
+    let policy = |name: &str| &c.client(name).unwrap().policy;
+    assert!(std::sync::Arc::ptr_eq(policy("a"), policy("b")));
+    assert!(std::sync::Arc::ptr_eq(policy("c"), policy("d")));
+    assert!(!std::sync::Arc::ptr_eq(policy("a"), policy("c")));
+    let day = std::time::Duration::from_secs(86_400);
+    assert_eq!(policy("c").overlap, 2 * day);
+    assert_eq!(policy("a").overlap, 7 * day);
+}
+
 // Arbitrary and mutated text: always a one-line error naming the file, never a panic.
 
 const VALID: &str = r#"[azure]

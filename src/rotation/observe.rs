@@ -213,7 +213,7 @@ async fn read_former(
             continue;
         }
         let name = format!("secret '{}' in vault {vault}", row.secret_name);
-        let configured = ctx.config.clients.iter().any(|c| c.key_vault_url == vault);
+        let configured = ctx.config.clients.iter().any(|c| *c.key_vault_url == vault);
         if !configured && !crate::config::known_vault_host(&vault, ctx.config.azure.cloud) {
             tracing::info!(client = %client.name, vault = %vault, "not reading the client's previous vault: its host is not a Key Vault host of the cloud and no client names it");
             unread.push((row.tag, name));
