@@ -11,7 +11,6 @@
 use std::collections::HashMap;
 
 use std::fmt::Write as _;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use prometheus_client::collector::Collector;
@@ -129,8 +128,6 @@ pub struct Metrics {
     events_pending: Family<SinkLabel, Gauge>,
     verify_url_ok: Family<ClientLabel, Gauge>,
     discovery_refused: Family<AppLabel, Gauge>,
-    /// Bytes of the last scrape, to size the next one's buffer.
-    scrape_size: AtomicUsize,
 }
 
 fn request_histogram() -> Histogram {
@@ -142,7 +139,7 @@ fn request_histogram() -> Histogram {
 /// than everything else the daemon holds.
 #[derive(Debug, Default)]
 struct ClientStates {
-    clients: Mutex<HashMap<String, ClientRecord>>,
+    clients: Mutex<HashMap<Arc<str>, ClientRecord>>,
     /// The drift each client shows now (`src/drift.rs`); only clients with some.
     drift: Mutex<HashMap<String, Vec<crate::drift::DriftKind>>>,
     /// The tenant inventory's series (`src/inventory.rs`), replaced whole after each listing.
@@ -162,121 +159,164 @@ struct ClientRecord {
     orphans_removed: u64,
 }
 
-impl Collector for ClientStates {
-    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        use prometheus_client::encoding::NoLabelSet;
-        let records = self.clients.lock().unwrap_or_else(|p| p.into_inner());
-        let mut all: Vec<&String> = records.keys().collect();
-        all.sort();
-        let mut family = encoder.encode_descriptor(
-            "rotations",
-            "Rotation attempts by result",
-            None,
-            MetricType::Counter,
-        )?;
-        for client in &all {
-            let r = &records[*client];
-            for (result, n) in [
-                ("success", r.rotations_success),
-                ("failure", r.rotations_failure),
-            ] {
-                family
-                    .encode_family(&[("client", client.as_str()), ("result", result)])?
-                    .encode_counter::<NoLabelSet, _, u64>(&n, None)?;
+/// The per-client families, in this order; a scrape writes each for a batch of clients at a
+/// time ([`Scrape`]).
+const CLIENT_FAMILIES: usize = 8;
+/// Clients a piece of a scrape covers: about 100 KiB of text.
+const SCRAPE_BATCH: usize = 1000;
+
+/// Writes per-client family `family` for the clients `names` (those still there).
+fn encode_clients(
+    records: &HashMap<Arc<str>, ClientRecord>,
+    names: &[Arc<str>],
+    family: usize,
+    encoder: &mut DescriptorEncoder,
+) -> Result<(), std::fmt::Error> {
+    use prometheus_client::encoding::NoLabelSet;
+    let all = || names.iter().filter_map(|c| Some((&**c, records.get(c)?)));
+    // The gauges only of the clients something reported on.
+    let observed = || all().filter_map(|(c, r)| Some((c, r.gauges.as_ref()?)));
+    type Pick = fn(&ClientGauges) -> Option<f64>;
+    let timestamps: [(&str, &str, Pick); 3] = [
+        (
+            "secret_expiry_timestamp_seconds",
+            "Expiry of the secret published in Key Vault, as a Unix timestamp",
+            |g| g.secret_expiry,
+        ),
+        (
+            "next_rotation_timestamp_seconds",
+            "When the client's secret is next due for rotation, as a Unix timestamp",
+            |g| g.next_rotation,
+        ),
+        (
+            "last_rotation_timestamp_seconds",
+            "Last successful rotation of the client's secret, as a Unix timestamp",
+            |g| g.last_rotation,
+        ),
+    ];
+    match family {
+        0 => {
+            let mut family = encoder.encode_descriptor(
+                "rotations",
+                "Rotation attempts by result",
+                None,
+                MetricType::Counter,
+            )?;
+            for (client, r) in all() {
+                for (result, n) in [
+                    ("success", r.rotations_success),
+                    ("failure", r.rotations_failure),
+                ] {
+                    family
+                        .encode_family(&[("client", client), ("result", result)])?
+                        .encode_counter::<NoLabelSet, _, u64>(&n, None)?;
+                }
             }
         }
-        let mut family = encoder.encode_descriptor(
-            "orphans_removed",
-            "Credentials of failed or abandoned attempts removed",
-            None,
-            MetricType::Counter,
-        )?;
-        for client in &all {
-            family
-                .encode_family(&[("client", client.as_str())])?
-                .encode_counter::<NoLabelSet, _, u64>(&records[*client].orphans_removed, None)?;
+        1 => {
+            let mut family = encoder.encode_descriptor(
+                "orphans_removed",
+                "Credentials of failed or abandoned attempts removed",
+                None,
+                MetricType::Counter,
+            )?;
+            for (client, r) in all() {
+                family
+                    .encode_family(&[("client", client)])?
+                    .encode_counter::<NoLabelSet, _, u64>(&r.orphans_removed, None)?;
+            }
         }
-        // The gauges only of the clients something reported on.
-        let names: Vec<(&String, &ClientGauges)> = all
-            .iter()
-            .filter_map(|c| Some((*c, records[*c].gauges.as_ref()?)))
-            .collect();
-        type Pick = fn(&ClientGauges) -> Option<f64>;
-        let timestamps: [(&str, &str, Pick); 3] = [
-            (
-                "secret_expiry_timestamp_seconds",
-                "Expiry of the secret published in Key Vault, as a Unix timestamp",
-                |g| g.secret_expiry,
-            ),
-            (
-                "next_rotation_timestamp_seconds",
-                "When the client's secret is next due for rotation, as a Unix timestamp",
-                |g| g.next_rotation,
-            ),
-            (
-                "last_rotation_timestamp_seconds",
-                "Last successful rotation of the client's secret, as a Unix timestamp",
-                |g| g.last_rotation,
-            ),
-        ];
-        for (name, help, pick) in timestamps {
+        2..=4 => {
+            let (name, help, pick) = timestamps[family - 2];
             let mut family = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
-            for (client, g) in &names {
+            for (client, g) in observed() {
                 if let Some(v) = pick(g) {
                     family
-                        .encode_family(&[("client", client.as_str())])?
+                        .encode_family(&[("client", client)])?
                         .encode_gauge(&v)?;
                 }
             }
         }
-        let mut family = encoder.encode_descriptor(
-            "client_ready",
-            "1 when the client's last reconcile succeeded and its published secret is valid",
-            None,
-            MetricType::Gauge,
-        )?;
-        for (client, g) in &names {
-            family
-                .encode_family(&[("client", client.as_str())])?
-                .encode_gauge(&i64::from(g.ready))?;
-        }
-        let mut family = encoder.encode_descriptor(
-            "credentials",
-            "Password credentials on the client's application, by owner",
-            None,
-            MetricType::Gauge,
-        )?;
-        for (client, g) in &names {
-            let ours = g.credentials.iter().filter(|c| c.1).count() as i64;
-            let others = g.credentials.len() as i64 - ours;
-            family
-                .encode_family(&[("client", client.as_str()), ("owner", "rotator")])?
-                .encode_gauge(&ours)?;
-            family
-                .encode_family(&[("client", client.as_str()), ("owner", "other")])?
-                .encode_gauge(&others)?;
-        }
-        let mut family = encoder.encode_descriptor(
-            "credential_expiry_timestamp_seconds",
-            "Expiry of every password credential on the client's application, as a Unix timestamp",
-            None,
-            MetricType::Gauge,
-        )?;
-        for (client, g) in &names {
-            for (key_id, ours, expiry) in &g.credentials {
-                let owner = if *ours { "rotator" } else { "other" };
-                key_id.with_str(|key_id| {
-                    family
-                        .encode_family(&[
-                            ("client", client.as_str()),
-                            ("key_id", key_id),
-                            ("owner", owner),
-                        ])?
-                        .encode_gauge(expiry)
-                })?;
+        5 => {
+            let mut family = encoder.encode_descriptor(
+                "client_ready",
+                "1 when the client's last reconcile succeeded and its published secret is valid",
+                None,
+                MetricType::Gauge,
+            )?;
+            for (client, g) in observed() {
+                family
+                    .encode_family(&[("client", client)])?
+                    .encode_gauge(&i64::from(g.ready))?;
             }
         }
-        drop(records);
+        6 => {
+            let mut family = encoder.encode_descriptor(
+                "credentials",
+                "Password credentials on the client's application, by owner",
+                None,
+                MetricType::Gauge,
+            )?;
+            for (client, g) in observed() {
+                let ours = g.credentials.iter().filter(|c| c.1).count() as i64;
+                let others = g.credentials.len() as i64 - ours;
+                family
+                    .encode_family(&[("client", client), ("owner", "rotator")])?
+                    .encode_gauge(&ours)?;
+                family
+                    .encode_family(&[("client", client), ("owner", "other")])?
+                    .encode_gauge(&others)?;
+            }
+        }
+        _ => {
+            let mut family = encoder.encode_descriptor(
+                "credential_expiry_timestamp_seconds",
+                "Expiry of every password credential on the client's application, as a Unix timestamp",
+                None,
+                MetricType::Gauge,
+            )?;
+            for (client, g) in observed() {
+                for (key_id, ours, expiry) in &g.credentials {
+                    let owner = if *ours { "rotator" } else { "other" };
+                    key_id.with_str(|key_id| {
+                        family
+                            .encode_family(&[
+                                ("client", client),
+                                ("key_id", key_id),
+                                ("owner", owner),
+                            ])?
+                            .encode_gauge(expiry)
+                    })?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// One per-client family for a batch of clients: what a piece of a scrape encodes, through a
+/// registry of its own.
+#[derive(Debug)]
+struct ClientBatch {
+    states: Arc<ClientStates>,
+    family: usize,
+    names: Vec<Arc<str>>,
+}
+
+impl Collector for ClientBatch {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let records = self
+            .states
+            .clients
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        encode_clients(&records, &self.names, self.family, &mut encoder)
+    }
+}
+
+/// The drift and the tenant inventory: written with the registry's other series.
+impl Collector for ClientStates {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         // Only the drift found is exported (1): a series per kind and client at zero would
         // multiply the scrape for nothing an alert needs.
         let drift = self.drift.lock().unwrap_or_else(|p| p.into_inner());
@@ -473,7 +513,6 @@ impl Metrics {
             discovery_refused.clone(),
         );
         Metrics {
-            scrape_size: AtomicUsize::new(0),
             budget_max,
             budget_used,
             reconciles_max,
@@ -646,7 +685,7 @@ impl Metrics {
             None => {
                 let mut r = ClientRecord::default();
                 f(&mut r);
-                clients.insert(client.to_string(), r);
+                clients.insert(client.into(), r);
             }
         }
     }
@@ -738,29 +777,106 @@ impl Metrics {
         });
     }
 
-    /// OpenMetrics text.
+    /// OpenMetrics text, whole.
     pub fn encode_openmetrics(&self) -> String {
-        let mut out = self.scrape_buffer();
-        // Writing into a String cannot fail.
-        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
-        self.scrape_size.store(out.len(), Ordering::Relaxed);
-        out
+        self.scrape(true).collect()
     }
 
-    /// Prometheus text format 0.0.4.
+    /// Prometheus text format 0.0.4, whole.
     pub fn encode_text(&self) -> String {
-        let mut out = self.scrape_buffer();
-        let mut w = Text004::new(&mut out);
-        let _ = prometheus_client::encoding::text::encode(&mut w, &self.registry);
-        w.finish();
-        self.scrape_size.store(out.len(), Ordering::Relaxed);
-        out
+        self.scrape(false).collect()
     }
 
-    /// A buffer the size of the last scrape and a little more: growing a string of megabytes
-    /// by doubling copies it each time (the allocator makes every reallocation a copy).
-    fn scrape_buffer(&self) -> String {
-        String::with_capacity(self.scrape_size.load(Ordering::Relaxed) * 9 / 8 + 4096)
+    /// A scrape in pieces, for `/metrics` to send as they are written: whole, a scrape of
+    /// 100,000 clients is about 70 MiB, held until the last byte is sent. The per-client
+    /// families come last, each a batch of clients at a time (the lock is held for one batch);
+    /// a client added during the scrape appears in the next.
+    pub fn scrape(&self, openmetrics: bool) -> Scrape {
+        let mut head = String::new();
+        // Writing into a String cannot fail.
+        if openmetrics {
+            let _ = prometheus_client::encoding::text::encode_registry(&mut head, &self.registry);
+        } else {
+            let mut w = Text004::new(&mut head);
+            let _ = prometheus_client::encoding::text::encode_registry(&mut w, &self.registry);
+            w.finish();
+        }
+        let mut names: Vec<Arc<str>> = self
+            .clients
+            .clients
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .keys()
+            .cloned()
+            .collect();
+        names.sort();
+        Scrape {
+            states: self.clients.clone(),
+            names,
+            head: Some(head),
+            family: 0,
+            at: 0,
+            openmetrics,
+        }
+    }
+}
+
+/// A scrape's pieces ([`Metrics::scrape`]): the registry's series, then each per-client family
+/// a batch of clients at a time, then (OpenMetrics) `# EOF`.
+pub struct Scrape {
+    states: Arc<ClientStates>,
+    names: Vec<Arc<str>>,
+    head: Option<String>,
+    family: usize,
+    /// The first client of the next batch.
+    at: usize,
+    openmetrics: bool,
+}
+
+impl Iterator for Scrape {
+    type Item = String;
+
+    fn next(&mut self) -> Option<String> {
+        if let Some(head) = self.head.take() {
+            return Some(head);
+        }
+        if self.family == CLIENT_FAMILIES {
+            self.family += 1;
+            return self.openmetrics.then(|| "# EOF\n".to_string());
+        }
+        if self.family > CLIENT_FAMILIES {
+            return None;
+        }
+        let end = (self.at + SCRAPE_BATCH).min(self.names.len());
+        let mut registry = Registry::with_prefix("secret_rotator");
+        registry.register_collector(Box::new(ClientBatch {
+            states: self.states.clone(),
+            family: self.family,
+            names: self.names[self.at..end].to_vec(),
+        }));
+        let mut raw = String::new();
+        let _ = prometheus_client::encoding::text::encode_registry(&mut raw, &registry);
+        // A family's HELP and TYPE come with its first batch only.
+        if self.at > 0 {
+            raw = raw
+                .split_inclusive('\n')
+                .filter(|line| !line.starts_with('#'))
+                .collect();
+        }
+        self.at = end;
+        if self.at >= self.names.len() {
+            self.family += 1;
+            self.at = 0;
+        }
+        if self.openmetrics {
+            Some(raw)
+        } else {
+            let mut out = String::with_capacity(raw.len());
+            let mut w = Text004::new(&mut out);
+            let _ = w.write_str(&raw);
+            w.finish();
+            Some(out)
+        }
     }
 }
 
@@ -906,6 +1022,61 @@ mod tests {
         );
         assert!(!text.contains("# EOF"));
         assert!(m.encode_openmetrics().ends_with("# EOF\n"));
+    }
+
+    /// A scrape is written a batch of clients at a time: each family still comes once, whole,
+    /// with every client, in both formats.
+    #[test]
+    fn a_scrape_in_batches_has_each_family_once_and_every_client() {
+        let m = Metrics::new();
+        let n = 2 * SCRAPE_BATCH + 7;
+        for i in 0..n {
+            let name = format!("c{i:05}");
+            m.register_client(&name);
+            m.set_next_rotation(&name, i as f64);
+        }
+        m.rotation("c00003", true);
+        for (text, pieces) in [
+            (m.encode_text(), m.scrape(false).count()),
+            (m.encode_openmetrics(), m.scrape(true).count()),
+        ] {
+            assert!(pieces > 3 * CLIENT_FAMILIES, "{pieces} pieces");
+            let mut seen: Vec<&str> = Vec::new();
+            for line in text.lines().filter(|l| !l.starts_with('#')) {
+                let family = line.split(['{', ' ']).next().unwrap();
+                if seen.last() != Some(&family) {
+                    assert!(!seen.contains(&family), "{family} comes twice");
+                    seen.push(family);
+                }
+            }
+            for family in [
+                "secret_rotator_rotations",
+                "secret_rotator_next_rotation_timestamp_seconds",
+            ] {
+                let types = text
+                    .lines()
+                    .filter_map(|l| l.strip_prefix("# TYPE "))
+                    .filter(|t| {
+                        t.starts_with(&format!("{family} "))
+                            || t.starts_with(&format!("{family}_total "))
+                    })
+                    .count();
+                assert_eq!(types, 1, "{family}");
+            }
+            let samples = |prefix: &str| text.lines().filter(|l| l.starts_with(prefix)).count();
+            assert_eq!(samples("secret_rotator_rotations_total{"), 2 * n);
+            assert_eq!(
+                samples("secret_rotator_next_rotation_timestamp_seconds{"),
+                n
+            );
+            assert!(text.contains(
+                "secret_rotator_rotations_total{client=\"c00003\",result=\"success\"} 1"
+            ));
+            assert_eq!(
+                text.matches("# EOF").count(),
+                usize::from(text.ends_with("# EOF\n"))
+            );
+        }
     }
 
     #[test]

@@ -151,27 +151,21 @@ async fn metrics(State(s): State<Arc<Shared>>, headers: HeaderMap) -> Response {
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|a| a.contains("application/openmetrics-text"));
-    if openmetrics {
-        (
-            [(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static(
-                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                ),
-            )],
-            s.metrics.encode_openmetrics(),
-        )
-            .into_response()
+    let content_type = if openmetrics {
+        "application/openmetrics-text; version=1.0.0; charset=utf-8"
     } else {
-        (
-            [(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
-            )],
-            s.metrics.encode_text(),
-        )
-            .into_response()
-    }
+        "text/plain; version=0.0.4; charset=utf-8"
+    };
+    // Sent as it is written, a batch of clients at a time (`metrics::Scrape`), never whole.
+    let pieces = s
+        .metrics
+        .scrape(openmetrics)
+        .map(Ok::<_, std::convert::Infallible>);
+    (
+        [(header::CONTENT_TYPE, HeaderValue::from_static(content_type))],
+        axum::body::Body::from_stream(futures::stream::iter(pieces)),
+    )
+        .into_response()
 }
 
 async fn healthz(State(s): State<Arc<Shared>>) -> Response {
