@@ -162,8 +162,10 @@ struct ClientRecord {
 /// The per-client families, in this order; a scrape writes each for a batch of clients at a
 /// time ([`Scrape`]).
 const CLIENT_FAMILIES: usize = 8;
-/// Clients a piece of a scrape covers: about 100 KiB of text.
-const SCRAPE_BATCH: usize = 1000;
+/// Clients a piece of a scrape covers: a few MiB of text at most. Pieces of 1,000 clients made
+/// a scrape of 10,000 twice as slow (70 against 34 ms: each piece is encoded through a registry
+/// of its own).
+const SCRAPE_BATCH: usize = 10_000;
 
 /// Writes per-client family `family` for the clients `names` (those still there).
 fn encode_clients(
