@@ -392,7 +392,7 @@ impl Store {
     /// Takes the client's lock without waiting; `None` when another process or task holds it.
     ///
     /// Every client's lock is a one-byte record lock in the one file `locks/clients.lock`, at an
-    /// offset given by the client's name ([`lock_offset`]): an exclusive `fcntl` lock of the
+    /// offset given by the client's name (`lock_offset`): an exclusive `fcntl` lock of the
     /// open file description (`F_OFD_SETLK`), so that two opens of the file conflict whether
     /// they are in one process or two, and the lock goes when this open is closed (the value
     /// dropped, or the process gone). No file is created per client: creating one cost each
@@ -431,7 +431,7 @@ impl Store {
     }
 
     /// Records an attempt before its `addPassword` is sent; on disk when this returns
-    /// ([`durably`]).
+    /// (`durably`).
     pub fn begin_intent(&self, rotation_id: &str, client: &str, now: OffsetDateTime) -> Result<()> {
         let t = now.unix_timestamp();
         durably(&self.conn(), |conn| {
@@ -444,7 +444,7 @@ impl Store {
     }
 
     /// Records how far an attempt got. The step that says it may publish
-    /// ([`IntentStep::Publishing`]) is on disk when this returns ([`durably`]): the Key Vault
+    /// ([`IntentStep::Publishing`]) is on disk when this returns (`durably`): the Key Vault
     /// write it precedes follows at once.
     pub fn intent_step(
         &self,
