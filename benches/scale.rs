@@ -384,18 +384,14 @@ async fn seed_published(
     for (i, app) in state.applications.iter_mut().skip(1).enumerate() {
         let key = uuid::Uuid::new_v4().to_string();
         let secret = format!("seed{i:06}Q~{}", uuid::Uuid::new_v4().simple());
-        app.passwords.push(Password {
-            key_id: key.clone(),
-            display_name: Some(format!("secret-rotator:bench:c{i}:seed")),
-            hint: secret[..3].to_string(),
-            secret_text: secret.clone(),
-            start_text: emulator::graph::graph_time(start),
-            end_text: emulator::graph::graph_time(end),
+        app.passwords.push(Password::new(
+            key.clone(),
+            Some(format!("secret-rotator:bench:c{i}:seed")),
+            secret.clone(),
             start,
             end,
-            added: start,
-            removed: None,
-        });
+            start,
+        ));
         let tags = [
             ("managed-by", "secret-rotator"),
             ("client-id", app.app_id.as_str()),

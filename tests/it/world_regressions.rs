@@ -65,18 +65,14 @@ fn published_an_hour_ago(env: &Env, client: &str) -> String {
         .iter_mut()
         .find(|a| a.app_id == app_id)
         .unwrap();
-    app.passwords.push(emulator::model::Password {
-        key_id: key.clone(),
-        display_name: Some(format!("secret-rotator:test:{client}:{rotation}")),
-        secret_text: secret.clone(),
-        hint: secret[..3].to_string(),
-        start_text: emulator::graph::graph_time(start),
-        end_text: emulator::graph::graph_time(end),
+    app.passwords.push(emulator::model::Password::new(
+        key.clone(),
+        Some(format!("secret-rotator:test:{client}:{rotation}")),
+        secret.clone(),
         start,
         end,
-        added: start,
-        removed: None,
-    });
+        start,
+    ));
     let name = format!("{client}-secret");
     state.vaults.get_mut("kv-test").unwrap().secrets.insert(
         name.clone(),

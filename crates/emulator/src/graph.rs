@@ -798,17 +798,18 @@ fn add_password(
     // Dates arrive and are shown in Azure's frame; they are kept in the true one, so that a
     // clock offset changed later does not move them.
     let offset = time::Duration::milliseconds(settings.clock_offset_ms);
+    // The dates are echoed as they were sent.
     let password = Password {
-        key_id: uuid::Uuid::new_v4().to_string(),
-        display_name: requested.display_name,
-        hint: secret[..3].to_string(),
-        secret_text: secret,
         start_text,
         end_text,
-        start: start - offset,
-        end: end - offset,
-        added: now,
-        removed: None,
+        ..Password::new(
+            uuid::Uuid::new_v4().to_string(),
+            requested.display_name,
+            secret,
+            start - offset,
+            end - offset,
+            now,
+        )
     };
     let answer = password_json(&password, true);
     call.key_id = Some(password.key_id.clone());
@@ -1102,16 +1103,16 @@ pub fn portal_add_password(
     let secret = mint_secret();
     let offset = time::Duration::milliseconds(settings.clock_offset_ms);
     let password = Password {
-        key_id: uuid::Uuid::new_v4().to_string(),
-        display_name: requested.display_name,
-        hint: secret[..3].to_string(),
-        secret_text: secret,
         start_text: graph_time(start),
         end_text: graph_time(end),
-        start: start - offset,
-        end: end - offset,
-        added: now,
-        removed: None,
+        ..Password::new(
+            uuid::Uuid::new_v4().to_string(),
+            requested.display_name,
+            secret,
+            start - offset,
+            end - offset,
+            now,
+        )
     };
     let answer = json!({
         "key_id": password.key_id,

@@ -410,24 +410,21 @@ impl Emulator {
                         key_id: key_id.clone(),
                         secret_text: secret.clone(),
                     });
-                    passwords.push(Password {
+                    // Seeded credentials are as old as their start, unless they model a
+                    // secret created just now.
+                    let added = if p.propagating {
+                        now
+                    } else {
+                        start.min(now - time::Duration::hours(1))
+                    };
+                    passwords.push(Password::new(
                         key_id,
-                        display_name: p.display_name.clone(),
-                        hint: secret[..3].to_string(),
-                        secret_text: secret,
-                        start_text: graph::graph_time(start),
-                        end_text: graph::graph_time(end),
+                        p.display_name.clone(),
+                        secret,
                         start,
                         end,
-                        // Seeded credentials are as old as their start, unless they model a
-                        // secret created just now.
-                        added: if p.propagating {
-                            now
-                        } else {
-                            start.min(now - time::Duration::hours(1))
-                        },
-                        removed: None,
-                    });
+                        added,
+                    ));
                 }
                 let key_credentials = a
                     .key_credentials

@@ -362,6 +362,32 @@ pub struct Password {
     pub removed: Option<OffsetDateTime>,
 }
 
+impl Password {
+    /// A live credential with this value, its hint (the first three characters, as Entra shows
+    /// them) and its dates rendered as Graph renders server-made ones.
+    pub fn new(
+        key_id: String,
+        display_name: Option<String>,
+        secret_text: String,
+        start: OffsetDateTime,
+        end: OffsetDateTime,
+        added: OffsetDateTime,
+    ) -> Password {
+        Password {
+            key_id,
+            display_name,
+            hint: secret_text.chars().take(3).collect(),
+            secret_text,
+            start_text: crate::graph::graph_time(start),
+            end_text: crate::graph::graph_time(end),
+            start,
+            end,
+            added,
+            removed: None,
+        }
+    }
+}
+
 impl std::fmt::Debug for Password {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Password")
