@@ -300,9 +300,8 @@ fn proc_status(pid: u32, key: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
-/// The process's state letter and its CPU seconds in user and in system mode, from
-/// `/proc/PID/stat`.
-fn proc_stat(pid: u32) -> (char, f64, f64) {
+/// The process's CPU seconds so far in user and in system mode, from `/proc/PID/stat`.
+fn proc_stat(pid: u32) -> (f64, f64) {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     let after = stat.rsplit_once(") ").map(|x| x.1).unwrap_or("");
     let fields: Vec<&str> = after.split_whitespace().collect();
@@ -312,33 +311,37 @@ fn proc_stat(pid: u32) -> (char, f64, f64) {
             .and_then(|f| f.parse::<f64>().ok())
             .unwrap_or(0.0)
     };
-    let state = fields.first().and_then(|s| s.chars().next()).unwrap_or('?');
     // utime and stime are fields 14 and 15 of stat, 12 and 13 after the command name.
-    (state, ticks(11) / 100.0, ticks(12) / 100.0)
+    (ticks(11) / 100.0, ticks(12) / 100.0)
 }
 
 fn cpu_seconds(pid: u32) -> f64 {
-    let (_, user, system) = proc_stat(pid);
+    let (user, system) = proc_stat(pid);
     user + system
 }
 
-/// Waits for `child` to exit and returns the CPU seconds of its whole life: read from its
-/// `/proc` entry while it is a zombie (exited, not yet reaped), which still holds the totals of
-/// every thread; then reaps it.
+/// Waits for `child` to exit and returns the CPU seconds of its whole life, user and system,
+/// every thread's: the kernel's own total that reaping the child adds to this process's
+/// `RUSAGE_CHILDREN` (what `wait4` reports). The zombie's `/proc/PID/stat` read about a fifth
+/// less for the same runs (docs/performance.md, "Measuring"), so it is not used for this.
+/// The benchmark reaps one child at a time, so the difference is this child's alone.
 fn lifetime_cpu(child: &mut Child) -> f64 {
+    use nix::sys::resource::{UsageWho, getrusage};
+    let total = || {
+        getrusage(UsageWho::RUSAGE_CHILDREN)
+            .map(|u| {
+                let secs =
+                    |t: nix::sys::time::TimeVal| t.tv_sec() as f64 + t.tv_usec() as f64 / 1e6;
+                (secs(u.user_time()), secs(u.system_time()))
+            })
+            .unwrap_or((0.0, 0.0))
+    };
     let pid = child.id();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let (mut user, mut system) = (0.0, 0.0);
-    while Instant::now() < deadline {
-        let (state, u, s) = proc_stat(pid);
-        (user, system) = (u, s);
-        if state == 'Z' || state == 'X' || state == '?' {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let (user_before, system_before) = total();
     let _ = child.wait();
-    eprintln!("  pid {pid}: {user:.2} s user, {system:.2} s system");
+    let (user_after, system_after) = total();
+    let (user, system) = (user_after - user_before, system_after - system_before);
+    eprintln!("  pid {pid}: {user:.3} s user, {system:.3} s system");
     user + system
 }
 
