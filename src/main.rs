@@ -285,10 +285,17 @@ fn main() -> ExitCode {
         );
     }
     let args = Args::parse_from(argv);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let daemon = matches!(args.command, Command::Run { .. });
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    // The daemon runs on one worker thread unless TOKIO_WORKER_THREADS says otherwise (which
+    // tokio reads when no count is set here). Its work is small pieces between network waits,
+    // far below a core even at 10,000 clients: a second worker did not make it faster, it made
+    // the two hand tasks, wake-ups and the store's mutex to each other (four times the futex
+    // calls and twice the context switches of one). docs/decisions.md, "CPU per rotation".
+    if daemon && std::env::var_os("TOKIO_WORKER_THREADS").is_none() {
+        builder.worker_threads(1);
+    }
+    let runtime = match builder.enable_all().build() {
         Ok(r) => r,
         Err(e) => {
             return exit_status(Outcome::Failed(format!("cannot start the runtime: {e}")));
@@ -297,7 +304,7 @@ fn main() -> ExitCode {
     // SIGHUP's default action ends the process: a reload asked for while the daemon starts (a
     // config-management tool, a reload storm) would kill it. The handler goes in before the
     // config is read, and the loop answers what it caught then with a reload.
-    let early_hangup = matches!(args.command, Command::Run { .. })
+    let early_hangup = daemon
         .then(|| {
             let _guard = runtime.enter();
             tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok()
@@ -311,15 +318,23 @@ fn main() -> ExitCode {
                     .map_err(|e| Outcome::Config(e.to_string()))?;
                 secret_rotator::telemetry::init(cfg.log_format, &cfg.log_level);
                 log_warnings(&cfg);
-                secret_rotator::daemon::run(
-                    &config,
-                    cfg,
-                    None,
-                    early_hangup,
-                    tokio_util::sync::CancellationToken::new(),
-                )
-                .await
-                .map_err(|e| Outcome::Failed(format!("{e:#}")))?;
+                // A task, not `block_on`'s own future: the scheduler's loop then runs on the
+                // worker with the reconciles it hands out and hears from, instead of on this
+                // thread, which each of them had to wake.
+                let daemon = tokio::spawn(async move {
+                    secret_rotator::daemon::run(
+                        &config,
+                        cfg,
+                        None,
+                        early_hangup,
+                        tokio_util::sync::CancellationToken::new(),
+                    )
+                    .await
+                });
+                match daemon.await {
+                    Ok(result) => result.map_err(|e| Outcome::Failed(format!("{e:#}")))?,
+                    Err(e) => return Err(Outcome::Failed(format!("the daemon stopped: {e}"))),
+                }
                 Ok(true)
             }
             Command::Check { config, online } => {
