@@ -760,7 +760,10 @@ async fn run_side_by_side(n: usize) -> SideBySide {
         Duration::from_secs(300),
     )
     .await;
-    let daemon_requests = em.world().journal().len();
+    let journal = em.world().journal();
+    let daemon_requests = journal.len();
+    // Which requests a rotation makes (and how many of each), to compare builds by.
+    print_operations(&journal);
     em.shutdown();
     println!(
         "side by side: daemon cpu={:.3}s ({:.3} ms/rotation) wall={:.1}s requests={daemon_requests} complete={}",

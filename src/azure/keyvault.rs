@@ -1,6 +1,7 @@
 //! Key Vault secrets through the official `azure_security_keyvault_secrets` crate.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use azure_core::credentials::TokenCredential;
@@ -59,7 +60,71 @@ pub struct VaultClients {
     credential: Arc<dyn TokenCredential>,
     cloud: Cloud,
     options: azure_core::http::ClientOptions,
-    clients: Mutex<HashMap<String, Arc<SecretClient>>>,
+    clients: Mutex<HashMap<String, Vault>>,
+}
+
+/// A vault's SDK client and what its calls share.
+type Vault = (Arc<SecretClient>, Arc<Challenge>);
+
+/// Whether a vault's SDK client has learnt the vault's auth challenge. The SDK sends a client's
+/// requests without a token until one of them has been answered with the challenge (401 and
+/// `WWW-Authenticate`, which names the token's scope), and each such request costs a 401 and a
+/// second send: 200 reconciles starting together made 162 of them at N = 200. So the first call
+/// to a vault goes alone, and the others wait for its answer (at most [`FIRST_WAIT`], then they
+/// go as they would without this), then go with a token.
+#[derive(Default)]
+struct Challenge {
+    learnt: AtomicBool,
+    first: Arc<tokio::sync::Mutex<()>>,
+}
+
+/// How long a call waits for the first call to its vault to be answered.
+const FIRST_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// A call's permission to go; the first call to a vault holds the others until it is answered.
+struct Turn {
+    challenge: Arc<Challenge>,
+    _first: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+impl Turn {
+    async fn take(challenge: Arc<Challenge>) -> Turn {
+        if challenge.learnt.load(Ordering::Acquire) {
+            return Turn {
+                challenge,
+                _first: None,
+            };
+        }
+        let first = tokio::time::timeout(FIRST_WAIT, challenge.first.clone().lock_owned())
+            .await
+            .ok()
+            .filter(|_| !challenge.learnt.load(Ordering::Acquire));
+        Turn {
+            challenge,
+            _first: first,
+        }
+    }
+
+    /// Any answer from the vault (a success or an HTTP error) means the challenge was met and
+    /// learnt; a call that got none (a refused connection) hands the turn to the next.
+    fn done(self, answered: bool) {
+        if answered {
+            self.challenge.learnt.store(true, Ordering::Release);
+        }
+    }
+}
+
+/// Whether the vault answered (a success, or an HTTP error).
+fn answered<T>(result: &Result<T, Error>) -> bool {
+    result.as_ref().err().is_none_or(|e| e.status.is_some())
+}
+
+/// [`answered`] of an SDK call.
+fn sdk_answered<T>(result: &azure_core::Result<T>) -> bool {
+    result
+        .as_ref()
+        .err()
+        .is_none_or(|e| matches!(e.kind(), ErrorKind::HttpResponse { .. }))
 }
 
 impl VaultClients {
@@ -80,12 +145,18 @@ impl VaultClients {
         }
     }
 
-    fn client(&self, vault: &url::Url) -> Result<Arc<SecretClient>, Error> {
-        let key = vault.as_str().to_string();
+    /// The vault's client, and the call's turn: hold it until the call is answered.
+    async fn client(&self, vault: &url::Url) -> Result<(Arc<SecretClient>, Turn), Error> {
+        let (client, challenge) = self.client_of(vault)?;
+        Ok((client, Turn::take(challenge).await))
+    }
+
+    fn client_of(&self, vault: &url::Url) -> Result<Vault, Error> {
         let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(c) = clients.get(&key) {
-            return Ok(c.clone());
+        if let Some((c, challenge)) = clients.get(vault.as_str()) {
+            return Ok((c.clone(), challenge.clone()));
         }
+        let key = vault.as_str().to_string();
         // The challenge's resource is checked for real vault hosts. Other hosts (the emulator,
         // private names) cannot match it, and the scope guard keeps their tokens to Key Vault's.
         let real_vault = verifies_challenge(self.cloud, vault);
@@ -97,8 +168,9 @@ impl VaultClients {
         let client = SecretClient::new(vault.as_str(), self.credential.clone(), Some(options))
             .map_err(|e| Error::new(SERVICE, "client", Class::Permanent, error_chain(&e)))?;
         let client = Arc::new(client);
-        clients.insert(key, client.clone());
-        Ok(client)
+        let challenge = Arc::new(Challenge::default());
+        clients.insert(key, (client.clone(), challenge.clone()));
+        Ok((client, challenge))
     }
 
     /// Every version of `name`, oldest first; `None` when the secret does not exist.
@@ -107,7 +179,16 @@ impl VaultClients {
         vault: &url::Url,
         name: &str,
     ) -> Result<Option<Vec<VersionInfo>>, Error> {
-        let client = self.client(vault)?;
+        let (client, turn) = self.client(vault).await?;
+        let result = Self::list_versions(&client, name).await;
+        turn.done(answered(&result));
+        result
+    }
+
+    async fn list_versions(
+        client: &SecretClient,
+        name: &str,
+    ) -> Result<Option<Vec<VersionInfo>>, Error> {
         let mut pager = client
             .list_secret_properties_versions(name, None)
             .map_err(|e| kv_error("list_versions", &e))?;
@@ -145,8 +226,10 @@ impl VaultClients {
     /// answers it (a sort of the listing by `created`, which has whole seconds, cannot tell two
     /// versions of one second apart). The value in the answer is dropped (zeroized) at once.
     pub async fn latest(&self, vault: &url::Url, name: &str) -> Result<Latest, Error> {
-        let client = self.client(vault)?;
-        let response = match client.get_secret(name, None).await {
+        let (client, turn) = self.client(vault).await?;
+        let answer = client.get_secret(name, None).await;
+        turn.done(sdk_answered(&answer));
+        let response = match answer {
             Ok(r) => r,
             Err(e) => {
                 let err = kv_error("get_secret", &e);
@@ -179,8 +262,10 @@ impl VaultClients {
 
     /// Whether `name` is soft-deleted (in the vault's deleted secrets, recoverable or purgeable).
     pub async fn is_deleted(&self, vault: &url::Url, name: &str) -> Result<bool, Error> {
-        let client = self.client(vault)?;
-        match client.get_deleted_secret(name, None).await {
+        let (client, turn) = self.client(vault).await?;
+        let answer = client.get_deleted_secret(name, None).await;
+        turn.done(sdk_answered(&answer));
+        match answer {
             Ok(_) => Ok(true),
             Err(e) => {
                 let err = kv_error("get_deleted_secret", &e);
@@ -200,15 +285,17 @@ impl VaultClients {
         name: &str,
         version: Option<&str>,
     ) -> Result<SecretValue, Error> {
-        let client = self.client(vault)?;
+        let (client, turn) = self.client(vault).await?;
         let options = azure_security_keyvault_secrets::models::SecretClientGetSecretOptions {
             secret_version: version.map(str::to_string),
             ..Default::default()
         };
-        let response = client
+        let answer = client
             .get_secret(name, Some(options))
             .await
-            .map_err(|e| kv_error("get_secret", &e))?;
+            .map_err(|e| kv_error("get_secret", &e));
+        turn.done(answered(&answer));
+        let response = answer?;
         // Parsed from the raw answer straight into a zeroizing type, and the answer overwritten:
         // the SDK's model would leave the value behind in a plain String.
         let body = bytes::Bytes::from(response.into_body());
@@ -236,7 +323,7 @@ impl VaultClients {
         expires: OffsetDateTime,
         tags: BTreeMap<String, String>,
     ) -> Result<String, Error> {
-        let client = self.client(vault)?;
+        let (client, turn) = self.client(vault).await?;
         let attributes = SecretAttributes {
             enabled: Some(true),
             expires: Some(expires),
@@ -251,7 +338,7 @@ impl VaultClients {
         };
         let content = super::secret_json(&parameters)
             .map_err(|e| Error::new(SERVICE, "set_secret", Class::Permanent, malformed_json(&e)))?;
-        let response = client
+        let answer = client
             .set_secret(name, super::secret_body(content).into(), None)
             .await
             .map_err(|e| {
@@ -265,7 +352,9 @@ impl VaultClients {
                     err.class = Class::OutcomeUnknown;
                 }
                 err
-            })?;
+            });
+        turn.done(answered(&answer));
+        let response = answer?;
         // The answer echoes the value: take only the id, and overwrite the answer.
         let body = bytes::Bytes::from(response.into_body());
         let parsed = serde_json::from_slice::<SecretAnswer>(&body);

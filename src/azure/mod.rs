@@ -266,10 +266,14 @@ pub fn http_client_with(
 }
 
 /// How long a connection of [`AzureHttp::secret_http`] stays in the pool after its last
-/// request. Short enough that a secret leaves the connection buffers soon after its rotation,
-/// long enough that a busy daemon keeps one connection per host (HTTP/2 carries every
-/// concurrent request, and each renews the idle time) rather than one per request.
-pub const SECRET_CONNECTION_IDLE: Duration = Duration::from_secs(1);
+/// request. Short enough that a secret leaves the connection buffers within seconds of its
+/// rotation, long enough that a busy daemon keeps one connection per host (HTTP/2 carries every
+/// concurrent request, and each renews the idle time) rather than one per request, and that a
+/// rotation keeps its connections across the verification's first waits (1 s to the first
+/// token request, 2 s to the next: at 1 s each wait outlasted the connection, and a rotation
+/// opened one again for the next attempt and for the Key Vault write). While those waits run,
+/// the new secret is in the daemon's memory anyway.
+pub const SECRET_CONNECTION_IDLE: Duration = Duration::from_secs(3);
 
 /// [`http_client`] for [`AzureHttp::secret_http`].
 pub fn secret_http_client(

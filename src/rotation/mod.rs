@@ -40,6 +40,9 @@ use rotate::rotate;
 /// Consecutive verification successes are at least this far apart: Entra replicas converge
 /// independently, so one success does not imply the next.
 pub const VERIFY_SPACING: Duration = Duration::from_secs(5);
+/// The first verification attempt waits this long after the answer to `addPassword`: no new
+/// credential has been seen to sign in sooner (docs/design/protocol.md, "Execute").
+pub const VERIFY_FIRST_WAIT: Duration = Duration::from_secs(1);
 /// How long writes keep retrying transient failures.
 const WRITE_BUDGET: Duration = Duration::from_secs(120);
 /// How long a publish keeps retrying failures that certainly did not take effect.

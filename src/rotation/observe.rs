@@ -35,12 +35,54 @@ pub async fn observe(
         ctx.azure.graph.get_application(&client.app)
     })
     .await?;
-    let mut vault = read_vault(ctx, client, cancel).await?;
+    // Without the client's lock, an intent may be an attempt in flight in another process.
+    let abandoned: Vec<AbandonedAttempt> = if holds_lock {
+        ctx.store
+            .intents(&client.name)
+            .map_err(Failure::Store)?
+            .into_iter()
+            .map(|i| AbandonedAttempt {
+                reached_publishing: i.step.may_have_published(),
+                rotation_id: i.rotation_id,
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let prefix = marker_prefix(&ctx.config.instance, &client.name);
+    let history_matters = |latest: &crate::azure::keyvault::VersionInfo| {
+        super::plan::history_matters(
+            &app.passwords,
+            &prefix,
+            &app.app_id,
+            latest,
+            client.policy.adopt,
+            revoke_previous,
+            &abandoned,
+        )
+    };
+    let own_count = app
+        .passwords
+        .iter()
+        .filter(|p| {
+            p.display_name
+                .as_deref()
+                .is_some_and(|d| d.starts_with(&prefix))
+        })
+        .count();
+    // The listing is skipped only when the latest version may make it useless (one own
+    // credential, no adoption, revocation or abandoned attempt to judge); otherwise the reads
+    // go in their usual order, listing first.
+    let mut vault =
+        if own_count == 1 && !client.policy.adopt && !revoke_previous && abandoned.is_empty() {
+            read_vault_unless(ctx, client, history_matters, cancel).await?
+        } else {
+            read_vault(ctx, client, cancel).await?
+        };
     let location = location_tag(&client.key_vault_url, &client.secret_name);
     let (mut former, former_unread) = read_former(ctx, client, &app, &location, cancel).await;
     // The values of versions no tag attributes, where an own credential's value could be: a
     // missing tag is no evidence that a version does not hold it.
-    let prefix = marker_prefix(&ctx.config.instance, &client.name);
     let oldest_own = app
         .passwords
         .iter()
@@ -80,21 +122,6 @@ pub async fn observe(
             None
         }
     };
-    // Without the client's lock, an intent may be an attempt in flight in another process.
-    let abandoned = if holds_lock {
-        ctx.store
-            .intents(&client.name)
-            .map_err(Failure::Store)?
-            .into_iter()
-            .map(|i| AbandonedAttempt {
-                reached_publishing: i.step.may_have_published(),
-                rotation_id: i.rotation_id,
-            })
-            .collect()
-    } else {
-        Vec::new()
-    };
-
     let (history, latest) = match &vault {
         VaultSecret::Present { history, latest } => (history.as_slice(), Some(latest)),
         _ => (&[][..], None),
@@ -306,6 +333,57 @@ pub async fn read_vault(
         cancel,
     )
     .await
+}
+
+/// [`read_vault`], except that when the version consumers read is enabled and `needs_history`
+/// says the listing cannot change the plan (`plan::history_matters`), that version is the
+/// whole observation: one `GET` instead of two reads. Otherwise the vault is read in full, in
+/// the usual order (the listing, then `GET` again: a write between the two reads must show in
+/// the latest version, not only in the listing).
+async fn read_vault_unless(
+    ctx: &Context,
+    client: &Client,
+    needs_history: impl Fn(&crate::azure::keyvault::VersionInfo) -> bool,
+    cancel: &CancellationToken,
+) -> Result<VaultSecret, Failure> {
+    let latest = retry(READ_BUDGET, cancel, || {
+        ctx.azure
+            .vaults
+            .latest(&client.key_vault_url, &client.secret_name)
+    })
+    .await?;
+    match latest {
+        Latest::Version(v) if !needs_history(&v) => Ok(VaultSecret::Present {
+            history: vec![v.clone()],
+            latest: v,
+        }),
+        _ => read_vault(ctx, client, cancel).await,
+    }
+}
+
+/// What the fresh read before a removal needs when it looks at no history (every removal but
+/// an orphan's at the client's location): the version consumers read. One `GET` answers it when
+/// the secret has an enabled latest version (its history is then that version alone, and must
+/// not be consulted); anything else (a disabled latest version, a 404) is read in full, as
+/// [`read_vault`] does, so that absent, soft-deleted and disabled are told apart as before.
+pub async fn read_latest(
+    ctx: &Context,
+    client: &Client,
+    cancel: &CancellationToken,
+) -> Result<VaultSecret, Failure> {
+    let latest = retry(READ_BUDGET, cancel, || {
+        ctx.azure
+            .vaults
+            .latest(&client.key_vault_url, &client.secret_name)
+    })
+    .await?;
+    match latest {
+        Latest::Version(v) => Ok(VaultSecret::Present {
+            history: vec![v.clone()],
+            latest: v,
+        }),
+        Latest::Disabled | Latest::Absent => read_vault(ctx, client, cancel).await,
+    }
 }
 
 /// [`read_vault`] of any location, each read retried within `budget`.

@@ -538,6 +538,46 @@ pub fn names_a_credential(v: &VersionInfo) -> bool {
     key_of(v).is_some()
 }
 
+/// Whether the listing of a vault secret's versions can change the plan, once the version
+/// consumers read (`latest`) is known. The history judges the own credentials other than the
+/// published one (superseded, orphan, migrated, the slot one holds), the abandoned attempts and
+/// adoption; when the application's only own credential is the one `latest` names (a managed,
+/// enabled version of this application), none of that applies, and the planner decides from
+/// `latest` alone: `observe` then skips the listing (one Key Vault read fewer in each such
+/// reconcile). `prefix` is the client's [`marker_prefix`].
+pub fn history_matters(
+    passwords: &[PasswordCredential],
+    prefix: &str,
+    app_id: &str,
+    latest: &VersionInfo,
+    adopt: bool,
+    revoke_previous: bool,
+    abandoned: &[AbandonedAttempt],
+) -> bool {
+    let Some(key) = key_of(latest) else {
+        return true;
+    };
+    let of_this_app = latest
+        .tags
+        .get(TAG_CLIENT_ID)
+        .is_none_or(|c| c.eq_ignore_ascii_case(app_id));
+    let mut own = passwords.iter().filter(|p| {
+        p.display_name
+            .as_deref()
+            .is_some_and(|d| d.starts_with(prefix))
+    });
+    let sole_own_is_published = match (own.next(), own.next()) {
+        (Some(p), None) => p.key_id.eq_ignore_ascii_case(&key),
+        _ => false,
+    };
+    adopt
+        || revoke_previous
+        || !abandoned.is_empty()
+        || !latest.enabled
+        || !of_this_app
+        || !sole_own_is_published
+}
+
 /// Whether a hint matching the value consumers read is explained by another credential:
 /// `written_with` (key id, hint) is the credential this installation wrote that value for, as
 /// its store recorded the write, and its hint matches the value too. A version's value never
@@ -1659,6 +1699,137 @@ mod tests {
             vec![own("k1", "r1", NOW - days(10), NOW + days(80))],
             Some(vec![version("v1", "k1", NOW - days(10), NOW + days(80))]),
         )
+    }
+
+    /// `observe` skips the version listing when `history_matters` says no: then the plan (and
+    /// the drift seen) from the latest version alone must be the plan from the whole history,
+    /// whatever the history holds (older own versions, a version written by hand, one of
+    /// another application), at any time, forced or not, capped or not.
+    #[test]
+    fn the_version_listing_is_skipped_only_when_it_cannot_change_the_plan() {
+        const PREFIX: &str = "secret-rotator:prod:dicom:";
+        let k3 = own("k3", "r3", NOW - days(10), NOW + days(80));
+        let foreign = cred("f1", Some("by hand"), NOW - days(400), NOW + days(5));
+        let v3 = VersionInfo {
+            value_hint: Some("xyz".into()),
+            ..version("v3", "k3", NOW - days(10), NOW + days(80))
+        };
+        let mut by_hand = version("h", "x", NOW - days(20), NOW + days(30));
+        by_hand.tags.clear();
+        by_hand.tags.insert(TAG_MANAGED_BY.into(), "someone".into());
+        let mut untagged = version("u", "x", NOW - days(12), NOW + days(30));
+        untagged.tags.clear();
+        let mut other_app = version("o", "k9", NOW - days(15), NOW + days(30));
+        other_app
+            .tags
+            .insert(TAG_CLIENT_ID.into(), "another-app".into());
+        let histories = [
+            vec![v3.clone()],
+            vec![
+                version("v1", "k1", NOW - days(100), NOW + days(5)),
+                by_hand.clone(),
+                version("v2", "k2", NOW - days(30), NOW + days(60)),
+                other_app.clone(),
+                untagged.clone(),
+                v3.clone(),
+            ],
+            vec![by_hand, untagged, v3.clone()],
+        ];
+        let mut compared = 0;
+        for history in &histories {
+            for passwords in [vec![k3.clone()], vec![foreign.clone(), k3.clone()]] {
+                for cap in [None, Some(2)] {
+                    let mut full = observed(passwords.clone(), Some(history.clone()));
+                    full.password_cap = cap;
+                    assert!(!history_matters(
+                        &full.passwords,
+                        PREFIX,
+                        &full.app_id,
+                        &v3,
+                        false,
+                        false,
+                        &[]
+                    ));
+                    let mut alone = full.clone();
+                    alone.vault = VaultSecret::Present {
+                        history: vec![v3.clone()],
+                        latest: v3.clone(),
+                    };
+                    for now in [NOW, NOW + days(55), NOW + days(85), NOW + days(200)] {
+                        for force in [false, true] {
+                            let p = PolicyView { force, ..policy() };
+                            assert_eq!(
+                                format!("{:?}", plan(&full, &p, now)),
+                                format!("{:?}", plan(&alone, &p, now)),
+                                "history {:?}, passwords {passwords:?}, cap {cap:?}, now {now}, force {force}",
+                                history.iter().map(|v| &v.version).collect::<Vec<_>>()
+                            );
+                            assert_eq!(
+                                crate::drift::assess(&full, None, now),
+                                crate::drift::assess(&alone, None, now)
+                            );
+                            compared += 1;
+                        }
+                    }
+                }
+            }
+        }
+        assert_eq!(compared, 96);
+
+        // Anything else to judge needs the history.
+        let matters = |passwords: &[PasswordCredential], latest: &VersionInfo| {
+            history_matters(passwords, PREFIX, "app", latest, false, false, &[])
+        };
+        let k2 = own("k2", "r2", NOW - days(30), NOW + days(60));
+        assert!(
+            matters(&[k2.clone(), k3.clone()], &v3),
+            "a second own credential"
+        );
+        assert!(
+            matters(&[k2], &v3),
+            "an own credential the latest does not name"
+        );
+        assert!(matters(&[foreign], &v3), "no own credential");
+        let disabled = VersionInfo {
+            enabled: false,
+            ..v3.clone()
+        };
+        assert!(matters(std::slice::from_ref(&k3), &disabled), "disabled");
+        let mut of_another = v3.clone();
+        of_another
+            .tags
+            .insert(TAG_CLIENT_ID.into(), "another-app".into());
+        assert!(
+            matters(std::slice::from_ref(&k3), &of_another),
+            "another app's"
+        );
+        assert!(
+            matters(std::slice::from_ref(&k3), &untagged_like(&v3)),
+            "unmanaged"
+        );
+        let one = std::slice::from_ref(&k3);
+        assert!(
+            history_matters(one, PREFIX, "app", &v3, true, false, &[]),
+            "adopt"
+        );
+        assert!(
+            history_matters(one, PREFIX, "app", &v3, false, true, &[]),
+            "revoke"
+        );
+        let attempt = AbandonedAttempt {
+            rotation_id: rid("r4"),
+            reached_publishing: false,
+        };
+        assert!(
+            history_matters(one, PREFIX, "app", &v3, false, false, &[attempt]),
+            "an abandoned attempt"
+        );
+    }
+
+    fn untagged_like(v: &VersionInfo) -> VersionInfo {
+        let mut v = v.clone();
+        v.tags.remove(TAG_MANAGED_BY);
+        v
     }
 
     #[test]

@@ -94,7 +94,13 @@ pub(super) async fn remove(
             }
         }
     } else {
-        let here = observe::read_vault(ctx, client, cancel).await;
+        // Only an orphan's removal at the client's location looks at the history (no version
+        // may name it); every other one looks at what consumers read, which one `GET` tells.
+        let here = if matches!(removal.reason, RemovalReason::Orphan { .. }) {
+            observe::read_vault(ctx, client, cancel).await
+        } else {
+            observe::read_latest(ctx, client, cancel).await
+        };
         match removal.former_tag() {
             None => {
                 let (history, latest) = match here {

@@ -9,7 +9,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::recover::{discard, recover_add_outcome_unknown};
 use super::{
-    Context, Failure, PUBLISH_BUDGET, Rotated, VERIFY_SPACING, WRITE_BUDGET, observe, plan,
+    Context, Failure, PUBLISH_BUDGET, Rotated, VERIFY_FIRST_WAIT, VERIFY_SPACING, WRITE_BUDGET,
+    observe, plan,
 };
 use crate::azure::entra::VerifyFailure;
 use crate::azure::graph::Application;
@@ -219,7 +220,16 @@ async fn verify(
     let deadline = added_at + policy.verify_timeout;
     let mut successes = 0u32;
     let mut first_success = false;
-    let mut backoff = Duration::from_secs(1);
+    // Entra replicates a new credential in seconds (4 to 18 observed): a token request made at
+    // once is refused (AADSTS7000215), and costs a request and a failed sign-in in the
+    // application's sign-in logs. The first attempt goes when the second went before, a second
+    // after the answer to `addPassword`; the next ones 2, 4, 8 and 15 s apart, as before.
+    let first = VERIFY_FIRST_WAIT.min(deadline.saturating_duration_since(Instant::now()));
+    tokio::select! {
+        _ = tokio::time::sleep(first) => {}
+        _ = cancel.cancelled() => return Err(Failure::Cancelled),
+    }
+    let mut backoff = Duration::from_secs(2);
     loop {
         let wait = match ctx
             .azure

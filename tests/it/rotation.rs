@@ -59,7 +59,8 @@ async fn a_client_that_is_not_due_gets_no_write() {
         stdout(&out)
     );
     assert!(env.writes().is_empty(), "{:?}", env.writes());
-    // It did look: the application and the vault were read.
+    // It did look: the application and the vault were read (the version consumers read: with
+    // the published credential the only own one, the listing has nothing to judge).
     assert!(
         env.journal()
             .iter()
@@ -68,7 +69,7 @@ async fn a_client_that_is_not_due_gets_no_write() {
     assert!(
         env.journal()
             .iter()
-            .any(|e| e.operation == Operation::KeyvaultListVersions)
+            .any(|e| e.operation == Operation::KeyvaultGetSecret && e.status == 200)
     );
 }
 
@@ -113,6 +114,51 @@ async fn retires_the_superseded_credential_only_after_overlap() {
             .iter()
             .any(|(k, _)| *k == first_key)
     );
+    env.assert_published_valid("app-one");
+    env.assert_foreign_untouched("app-one");
+}
+
+/// Key Vault reads that could not change a decision are not made: a reconcile lists the
+/// secret's versions only when an own credential other than the published one is to be judged,
+/// and the fresh read before a retirement is one `GET` of the version consumers read.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rotation_and_its_retirement_list_the_versions_only_where_the_history_decides() {
+    let env = Env::new(Setup::default()).await;
+    let reads = |env: &Env| {
+        let journal = env.journal();
+        // Answered reads (a new process's first call to a vault also meets its challenge, 401).
+        let count = |op| {
+            journal
+                .iter()
+                .filter(|e| e.operation == op && e.status == 200)
+                .count()
+        };
+        (
+            count(Operation::KeyvaultListVersions),
+            count(Operation::KeyvaultGetSecret),
+        )
+    };
+    assert!(env.rotate("app-one", &[]).await.status.success());
+    let first_key = env.published_key("app-one");
+
+    // The published credential is the client's only own one: the latest version decides alone.
+    env.em.world().clear_journal();
+    let out = env.rotate("app-one", &["--force"]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(reads(&env), (0, 1), "listings and GETs of a rotation");
+    assert!(env.live("app-one", &first_key), "kept within overlap");
+
+    // Past overlap: the history says since when the first credential is superseded, and the
+    // fresh read before its removal is what consumers read.
+    env.age_versions("app-one", time::Duration::hours(1));
+    env.em.world().clear_journal();
+    let out = env.rotate("app-one", &[]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        env.writes(),
+        vec![(Operation::GraphRemovePassword, 204, Some(first_key.clone()))]
+    );
+    assert_eq!(reads(&env), (1, 2), "listings and GETs of a retirement");
     env.assert_published_valid("app-one");
     env.assert_foreign_untouched("app-one");
 }
