@@ -5,8 +5,17 @@
 //! the waits for the quota itself, which would otherwise feed back into more slots and more
 //! waiting. More slots than that would only queue at the pacer, each holding a whole reconcile
 //! in memory; fewer would leave the quota unused.
+//!
+//! Little's law holds only while the slot time does not depend on the number of slots. When
+//! what slows the reconciles is the daemon itself (a starved CPU, an Azure double on the same
+//! machine, answers that slow down with more requests in flight), more slots lengthen every
+//! slot time, which asks for more slots again: the benchmark went to the ceiling this way, at
+//! 10,000 clients on a loaded machine as at 100,000, for no more writes a second and about
+//! 10 KiB of memory a reconcile. So growth must pay: writes finished a second are counted over
+//! windows of one slot time, and a limit grown well past the one that gave the best rate,
+//! without a better rate, falls back to that one.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Slots whatever was measured: reconciles that only read (a start-up pass, the schedule's
 /// checks) are not paced by the write quota and want some concurrency of their own.
@@ -20,6 +29,25 @@ pub const CEILING: usize = 4096;
 const HEADROOM: f64 = 1.25;
 /// Weight of each new measurement in the moving average.
 const ALPHA: f64 = 0.05;
+/// The shortest window over which writes a second are counted, and the fewest writes in it.
+const WINDOW_MIN: Duration = Duration::from_secs(1);
+const WINDOW_WRITES: u32 = 16;
+/// A window's rate is better than the best when this much higher, and says that the world got
+/// slower (the best is forgotten, growth allowed again) when this much lower.
+const GAIN: f64 = 1.1;
+const LOSS: f64 = 0.8;
+/// A limit this far above the one of the best rate, with no better rate, is capped there.
+const PAST_BEST: f64 = 1.5;
+
+/// Writes finished over one window, and the limit the window began with.
+#[derive(Debug, Clone, Copy)]
+struct Window {
+    start: Instant,
+    /// One slot time when the window began, at least [`WINDOW_MIN`]: the window's length.
+    span: Duration,
+    limit: usize,
+    writes: u32,
+}
 
 #[derive(Debug)]
 pub struct Concurrency {
@@ -30,6 +58,11 @@ pub struct Concurrency {
     /// Moving average of how long a reconcile that wrote held its slot (seconds).
     held: Option<f64>,
     limit: usize,
+    window: Option<Window>,
+    /// The best writes a second seen, and the limit of the window that saw it.
+    best: Option<(f64, usize)>,
+    /// Set when growth past `best`'s limit bought no more writes.
+    cap: Option<usize>,
 }
 
 impl Concurrency {
@@ -42,6 +75,9 @@ impl Concurrency {
             writes_per_second: f64::from(quota.0) / window,
             held: None,
             limit: fixed.unwrap_or(FLOOR),
+            window: None,
+            best: None,
+            cap: None,
         }
     }
 
@@ -55,11 +91,11 @@ impl Concurrency {
         self.fixed.unwrap_or(CEILING)
     }
 
-    /// A reconcile that wrote to Graph held its slot for `held`, its waits for the quota not
-    /// counted. While writes wait for the quota (`saturated`) the limit may fall but not rise:
-    /// more reconciles would only wait too. That also breaks a loop in which a slower Azure
-    /// (or a starved CPU) lengthens slot times, more slots add load, and slot times grow again.
-    pub fn observe(&mut self, held: Duration, saturated: bool) {
+    /// A reconcile that wrote to Graph finished at `now` and held its slot for `held`, its
+    /// waits for the quota not counted. While writes wait for the quota (`saturated`) the limit
+    /// may fall but not rise: more reconciles would only wait too. Growth that bought no more
+    /// writes a second is undone (the module's comment).
+    pub fn observe(&mut self, held: Duration, saturated: bool, now: Instant) {
         if self.fixed.is_some() {
             return;
         }
@@ -69,13 +105,60 @@ impl Concurrency {
             None => s,
         };
         self.held = Some(avg);
+        self.judge_growth(now, Duration::from_secs_f64(avg).max(WINDOW_MIN));
         let need =
             ((self.writes_per_second * avg * HEADROOM).ceil() as usize).clamp(FLOOR, CEILING);
-        self.limit = if saturated {
+        let mut limit = if saturated {
             need.min(self.limit)
         } else {
             need
         };
+        if let Some(cap) = self.cap {
+            limit = limit.min(cap);
+        }
+        // Once a rate is known, a window may at most double the limit it began with: growth
+        // shows in the rate only one slot time later.
+        if let (Some(_), Some(w)) = (self.best, self.window) {
+            limit = limit.min(w.limit.saturating_mul(2));
+        }
+        self.limit = limit.max(FLOOR);
+    }
+
+    /// Counts one write into the current window; at the window's end compares its rate with the
+    /// best one and sets or lifts the cap.
+    fn judge_growth(&mut self, now: Instant, span: Duration) {
+        let w = self.window.get_or_insert(Window {
+            start: now,
+            span,
+            limit: self.limit,
+            writes: 0,
+        });
+        w.writes += 1;
+        let elapsed = now.saturating_duration_since(w.start);
+        if elapsed < w.span || w.writes < WINDOW_WRITES {
+            return;
+        }
+        let w = *w;
+        let rate = f64::from(w.writes) / elapsed.as_secs_f64();
+        match self.best {
+            Some((best, _)) if rate >= best * LOSS && rate < best * GAIN => {
+                if let Some((_, at)) = self.best
+                    && w.limit as f64 > at as f64 * PAST_BEST
+                {
+                    self.cap = Some(at);
+                }
+            }
+            _ => {
+                self.best = Some((rate, w.limit));
+                self.cap = None;
+            }
+        }
+        self.window = Some(Window {
+            start: now,
+            span,
+            limit: self.limit,
+            writes: 0,
+        });
     }
 }
 
@@ -85,10 +168,20 @@ mod tests {
 
     const DEFAULT_QUOTA: (u32, Duration) = (3000, Duration::from_secs(150));
 
+    /// Reconciles that each held their slot `held`, finishing at the rate that many slots allow
+    /// (`limit / held`), for `secs` seconds from `t`.
+    fn steady(c: &mut Concurrency, t: &mut Instant, secs: u64, held: Duration, saturated: bool) {
+        let end = *t + Duration::from_secs(secs);
+        while *t < end {
+            c.observe(held, saturated, *t);
+            *t += held.div_f64(c.limit() as f64);
+        }
+    }
+
     #[test]
     fn a_set_max_concurrent_is_kept_whatever_is_measured() {
         let mut c = Concurrency::new(Some(7), DEFAULT_QUOTA);
-        c.observe(Duration::from_secs(60), false);
+        c.observe(Duration::from_secs(60), false, Instant::now());
         assert_eq!((c.limit(), c.ceiling()), (7, 7));
     }
 
@@ -97,42 +190,89 @@ mod tests {
         let mut c = Concurrency::new(None, DEFAULT_QUOTA);
         assert_eq!((c.limit(), c.ceiling()), (FLOOR, CEILING));
         // 20 writes a second, 15 s a rotation: 300 in flight use the quota, 375 with headroom.
-        for _ in 0..200 {
-            c.observe(Duration::from_secs(15), false);
-        }
+        let mut t = Instant::now();
+        steady(&mut c, &mut t, 600, Duration::from_secs(15), false);
         assert_eq!(c.limit(), 375);
     }
 
     #[test]
     fn auto_follows_the_slot_time_down_but_never_below_the_floor_nor_above_the_ceiling() {
         let mut c = Concurrency::new(None, DEFAULT_QUOTA);
-        c.observe(Duration::from_secs(15), false);
-        for _ in 0..500 {
-            c.observe(Duration::from_millis(100), false);
-        }
+        let mut t = Instant::now();
+        c.observe(Duration::from_secs(15), false, t);
+        steady(&mut c, &mut t, 60, Duration::from_millis(100), false);
         assert_eq!(c.limit(), FLOOR);
         let mut fast = Concurrency::new(None, (100_000, Duration::from_secs(1)));
-        fast.observe(Duration::from_secs(30), false);
+        fast.observe(Duration::from_secs(30), false, t);
         assert_eq!(fast.limit(), CEILING);
     }
 
     #[test]
     fn while_writes_wait_for_the_quota_auto_may_shrink_but_not_grow() {
         let mut c = Concurrency::new(None, DEFAULT_QUOTA);
-        c.observe(Duration::from_secs(4), false);
+        let t = Instant::now();
+        c.observe(Duration::from_secs(4), false, t);
         assert_eq!(c.limit(), 100);
         // Slower reconciles while the quota is used to the full: more would only queue.
         for _ in 0..100 {
-            c.observe(Duration::from_secs(40), true);
+            c.observe(Duration::from_secs(40), true, t);
         }
         assert_eq!(c.limit(), 100);
         for _ in 0..100 {
-            c.observe(Duration::from_millis(100), true);
+            c.observe(Duration::from_millis(100), true, t);
         }
         assert!(c.limit() < 100, "{}", c.limit());
         for _ in 0..100 {
-            c.observe(Duration::from_secs(40), false);
+            c.observe(Duration::from_secs(40), false, t);
         }
         assert!(c.limit() > 100, "{}", c.limit());
+    }
+
+    #[test]
+    fn slots_that_only_slow_every_reconcile_down_are_given_back() {
+        // A daemon that can finish at most 100 writes a second whatever runs at once (a starved
+        // CPU): each slot time is the number in flight over that rate. Little's law alone asks
+        // for more slots at every measurement, up to the ceiling (200 writes a second allowed).
+        let quota = (3000, Duration::from_secs(15));
+        let mut c = Concurrency::new(None, quota);
+        let start = Instant::now();
+        let mut t = start;
+        // Each reconcile finishing now started one slot time ago, under the limit of then.
+        let mut limits = std::collections::VecDeque::from([(t, c.limit())]);
+        let mut most = 0;
+        let mut due = 0.0;
+        let mut lag = 2.0;
+        while t < start + Duration::from_secs(600) {
+            let then = t - Duration::from_secs_f64(lag);
+            while limits.len() > 1 && limits[1].0 <= then {
+                limits.pop_front();
+            }
+            let slots = limits[0].1 as f64;
+            let held = (slots / 100.0).max(2.0);
+            lag = held;
+            due += (slots / held).min(100.0) * 0.01;
+            while due >= 1.0 {
+                c.observe(Duration::from_secs_f64(held), false, t);
+                due -= 1.0;
+            }
+            t += Duration::from_millis(10);
+            limits.push_back((t, c.limit()));
+            most = most.max(c.limit());
+        }
+        // 2 s a reconcile at 100 a second is 200 in flight; the first sizing (5 s at 500) is
+        // where the rate stopped growing. Little's law alone went to the ceiling and stayed.
+        assert!(c.limit() <= 500, "{} slots", c.limit());
+        assert!(most <= CEILING / 2, "grew to {most} slots");
+    }
+
+    #[test]
+    fn growth_that_raises_the_rate_is_kept() {
+        // Slot times that do not depend on the slots (Azure's own latency): every slot the quota
+        // needs is given, and stays.
+        let quota = (3000, Duration::from_secs(15));
+        let mut c = Concurrency::new(None, quota);
+        let mut t = Instant::now();
+        steady(&mut c, &mut t, 300, Duration::from_secs(3), false);
+        assert_eq!(c.limit(), 750);
     }
 }

@@ -200,7 +200,8 @@ impl Scheduler {
         {
             let before = self.concurrency.limit();
             let saturated = shared.context().azure.graph.writes_waiting() > 0;
-            self.concurrency.observe(held, saturated);
+            self.concurrency
+                .observe(held, saturated, crate::clock::monotonic());
             if self.concurrency.limit() != before {
                 tracing::debug!(
                     slots = self.concurrency.limit(),
