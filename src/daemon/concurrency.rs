@@ -32,8 +32,9 @@ const ALPHA: f64 = 0.05;
 /// The shortest window over which writes a second are counted, and the fewest writes in it.
 const WINDOW_MIN: Duration = Duration::from_secs(1);
 const WINDOW_WRITES: u32 = 16;
-/// A window's rate is better than the best when this much higher, and says that the world got
-/// slower (the best is forgotten, growth allowed again) when this much lower.
+/// A window's rate is better than the best when this much higher; this much lower, at no more
+/// slots than the best's, it says that the world got slower (the best is forgotten, growth
+/// allowed again).
 const GAIN: f64 = 1.1;
 const LOSS: f64 = 0.8;
 /// A limit this far above the one of the best rate, with no better rate, is capped there.
@@ -105,7 +106,6 @@ impl Concurrency {
             None => s,
         };
         self.held = Some(avg);
-        self.judge_growth(now, Duration::from_secs_f64(avg).max(WINDOW_MIN));
         let need =
             ((self.writes_per_second * avg * HEADROOM).ceil() as usize).clamp(FLOOR, CEILING);
         let mut limit = if saturated {
@@ -116,12 +116,13 @@ impl Concurrency {
         if let Some(cap) = self.cap {
             limit = limit.min(cap);
         }
-        // Once a rate is known, a window may at most double the limit it began with: growth
-        // shows in the rate only one slot time later.
-        if let (Some(_), Some(w)) = (self.best, self.window) {
+        // After the first sizing a window may at most double the limit it began with: what
+        // more slots bring shows in the rate only one slot time later.
+        if let Some(w) = self.window {
             limit = limit.min(w.limit.saturating_mul(2));
         }
         self.limit = limit.max(FLOOR);
+        self.judge_growth(now, Duration::from_secs_f64(avg).max(WINDOW_MIN));
     }
 
     /// Counts one write into the current window; at the window's end compares its rate with the
@@ -141,17 +142,20 @@ impl Concurrency {
         let w = *w;
         let rate = f64::from(w.writes) / elapsed.as_secs_f64();
         match self.best {
-            Some((best, _)) if rate >= best * LOSS && rate < best * GAIN => {
-                if let Some((_, at)) = self.best
-                    && w.limit as f64 > at as f64 * PAST_BEST
-                {
-                    self.cap = Some(at);
-                }
-            }
-            _ => {
+            None => self.best = Some((rate, w.limit)),
+            Some((best, _)) if rate >= best * GAIN => {
                 self.best = Some((rate, w.limit));
                 self.cap = None;
             }
+            // Grown past the best rate's limit without a better rate, or with a worse one
+            // (reconciles that time out as they crowd a slow service): back to that limit.
+            Some((_, at)) if w.limit as f64 > at as f64 * PAST_BEST => self.cap = Some(at),
+            // A worse rate with no more slots: the world got slower, not the daemon crowded.
+            Some((best, _)) if rate < best * LOSS => {
+                self.best = Some((rate, w.limit));
+                self.cap = None;
+            }
+            Some(_) => {}
         }
         self.window = Some(Window {
             start: now,
@@ -261,6 +265,30 @@ mod tests {
         }
         // 2 s a reconcile at 100 a second is 200 in flight; the first sizing (5 s at 500) is
         // where the rate stopped growing. Little's law alone went to the ceiling and stayed.
+        assert!(c.limit() <= 500, "{} slots", c.limit());
+        assert!(most <= CEILING / 2, "grew to {most} slots");
+    }
+
+    #[test]
+    fn slots_that_crowd_a_slow_service_into_fewer_writes_are_given_back() {
+        // Up to 200 slots each reconcile takes 2 s; past that, the service answers more slowly
+        // than the slots grow (the rate falls: requests time out and are retried).
+        let quota = (3000, Duration::from_secs(15));
+        let mut c = Concurrency::new(None, quota);
+        let mut t = Instant::now();
+        let end = t + Duration::from_secs(600);
+        let mut most = 0;
+        while t < end {
+            let slots = c.limit() as f64;
+            let rate = if slots <= 200.0 {
+                slots / 2.0
+            } else {
+                100.0 * (200.0 / slots).powi(2)
+            };
+            c.observe(Duration::from_secs_f64(slots / rate), false, t);
+            t += Duration::from_secs_f64(1.0 / rate);
+            most = most.max(c.limit());
+        }
         assert!(c.limit() <= 500, "{} slots", c.limit());
         assert!(most <= CEILING / 2, "grew to {most} slots");
     }
