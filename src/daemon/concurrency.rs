@@ -29,7 +29,8 @@ pub const CEILING: usize = 4096;
 const HEADROOM: f64 = 1.25;
 /// Weight of each new measurement in the moving average.
 const ALPHA: f64 = 0.05;
-/// The shortest window over which writes a second are counted, and the fewest writes in it.
+/// The shortest slot time a window waits and then counts writes over, and the fewest writes
+/// it counts.
 const WINDOW_MIN: Duration = Duration::from_secs(1);
 const WINDOW_WRITES: u32 = 16;
 /// A window's rate is better than the best when this much higher; this much lower, at no more
@@ -40,11 +41,12 @@ const LOSS: f64 = 0.8;
 /// A limit this far above the one of the best rate, with no better rate, is capped there.
 const PAST_BEST: f64 = 1.5;
 
-/// Writes finished over one window, and the limit the window began with.
+/// One limit's window: a slot time to let the reconciles started under the last limit finish,
+/// then writes counted for another slot time.
 #[derive(Debug, Clone, Copy)]
 struct Window {
     start: Instant,
-    /// One slot time when the window began, at least [`WINDOW_MIN`]: the window's length.
+    /// One slot time when the window began, at least [`WINDOW_MIN`].
     span: Duration,
     limit: usize,
     writes: u32,
@@ -108,39 +110,51 @@ impl Concurrency {
         self.held = Some(avg);
         let need =
             ((self.writes_per_second * avg * HEADROOM).ceil() as usize).clamp(FLOOR, CEILING);
-        let mut limit = if saturated {
+        let mut target = if saturated {
             need.min(self.limit)
         } else {
             need
         };
+        let span = Duration::from_secs_f64(avg).max(WINDOW_MIN);
+        let ended = self.judge_growth(now);
         if let Some(cap) = self.cap {
-            limit = limit.min(cap);
+            target = target.min(cap);
         }
-        // After the first sizing a window may at most double the limit it began with: what
-        // more slots bring shows in the rate only one slot time later.
-        if let Some(w) = self.window {
-            limit = limit.min(w.limit.saturating_mul(2));
+        // The first sizing is free; after it the limit rises only when a window ends, to at
+        // most twice the window's, so that each window measures the rate of one limit.
+        self.limit = match self.window {
+            None => target,
+            Some(w) if ended => target.min(w.limit.saturating_mul(2)),
+            Some(w) => target.min(w.limit),
         }
-        self.limit = limit.max(FLOOR);
-        self.judge_growth(now, Duration::from_secs_f64(avg).max(WINDOW_MIN));
+        .max(FLOOR);
+        if ended || self.window.is_none() {
+            self.window = Some(Window {
+                start: now,
+                span,
+                limit: self.limit,
+                writes: 0,
+            });
+        }
     }
 
-    /// Counts one write into the current window; at the window's end compares its rate with the
-    /// best one and sets or lifts the cap.
-    fn judge_growth(&mut self, now: Instant, span: Duration) {
-        let w = self.window.get_or_insert(Window {
-            start: now,
-            span,
-            limit: self.limit,
-            writes: 0,
-        });
+    /// Counts one write into the current window (after its first slot time, while the
+    /// reconciles started under the last limit finish); at the window's end compares its rate
+    /// with the best one, sets or lifts the cap, and says that the window ended.
+    fn judge_growth(&mut self, now: Instant) -> bool {
+        let Some(w) = self.window.as_mut() else {
+            return false;
+        };
+        let measured = now.saturating_duration_since(w.start + w.span);
+        if now < w.start + w.span {
+            return false;
+        }
         w.writes += 1;
-        let elapsed = now.saturating_duration_since(w.start);
-        if elapsed < w.span || w.writes < WINDOW_WRITES {
-            return;
+        if measured < w.span || w.writes < WINDOW_WRITES {
+            return false;
         }
         let w = *w;
-        let rate = f64::from(w.writes) / elapsed.as_secs_f64();
+        let rate = f64::from(w.writes) / measured.as_secs_f64();
         match self.best {
             None => self.best = Some((rate, w.limit)),
             Some((best, _)) if rate >= best * GAIN => {
@@ -157,12 +171,7 @@ impl Concurrency {
             }
             Some(_) => {}
         }
-        self.window = Some(Window {
-            start: now,
-            span,
-            limit: self.limit,
-            writes: 0,
-        });
+        true
     }
 }
 
@@ -226,9 +235,10 @@ mod tests {
             c.observe(Duration::from_millis(100), true, t);
         }
         assert!(c.limit() < 100, "{}", c.limit());
-        for _ in 0..100 {
-            c.observe(Duration::from_secs(40), false, t);
-        }
+        // Not waiting, and more slots finish more: it grows again, a window (a slot time, then
+        // one counted) at a time.
+        let mut t = t;
+        steady(&mut c, &mut t, 600, Duration::from_secs(40), false);
         assert!(c.limit() > 100, "{}", c.limit());
     }
 
