@@ -10,10 +10,10 @@
 //! what slows the reconciles is the daemon itself (a starved CPU, an Azure double on the same
 //! machine, answers that slow down with more requests in flight), more slots lengthen every
 //! slot time, which asks for more slots again: the benchmark went to the ceiling this way, at
-//! 10,000 clients on a loaded machine as at 100,000, for no more writes a second and about
-//! 10 KiB of memory a reconcile. So growth must pay: writes finished a second are counted over
-//! windows of one slot time, and a limit grown well past the one that gave the best rate,
-//! without a better rate, falls back to that one.
+//! 10,000 clients on a loaded machine as at 100,000, for no more writes a second and 25-30
+//! KiB of memory a reconcile. So growth must pay: the limit rises only at the end of a window
+//! (one slot time to settle, one to count the writes that finish), and a limit grown well past
+//! the one that gave the best rate, without a better rate, falls back to that one.
 
 use std::time::{Duration, Instant};
 
