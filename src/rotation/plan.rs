@@ -1826,6 +1826,164 @@ mod tests {
         );
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 2048, ..Default::default() })]
+
+        /// The skipped listing, attacked: whatever else the history holds (versions of this
+        /// client's other credentials, of another application, written by hand, untagged,
+        /// disabled, of the same second as the latest), whatever foreign credentials, former
+        /// location, cap, skew, store record and time, when `history_matters` says no, the plan
+        /// and the drift seen from the latest version alone are those from the whole history.
+        #[test]
+        fn no_history_changes_the_plan_when_history_matters_says_no(
+            older in proptest::collection::vec(
+                (0u8..7, proptest::bool::ANY, 0i64..400, 0usize..4, 0i64..3, -50i64..400),
+                0..7,
+            ),
+            latest_at in 0i64..400,
+            latest_hint in 0usize..4,
+            latest_exp in -50i64..400,
+            latest_client_tag in proptest::bool::ANY,
+            k_start in 0i64..450,
+            k_end in -50i64..400,
+            k_hint in 0usize..4,
+            k_former in proptest::bool::ANY,
+            others in proptest::collection::vec((0u8..4, 0usize..4, 0i64..450, -50i64..400), 0..3),
+            former_kind in 0u8..4,
+            force in proptest::bool::ANY,
+            cap in proptest::bool::ANY,
+            skew in -200i64..200,
+            now_in in 0i64..500,
+            written_with in 0u8..3,
+        ) {
+            const PREFIX: &str = "secret-rotator:prod:dicom:";
+            const FORMER: &str = "0f0e0d0c";
+            let hints = [None, Some("abc"), Some("xyz"), Some("q~1")];
+            let hint = |i: usize| hints[i].map(str::to_string);
+            let base = NOW - days(400);
+            let k_rid = if k_former {
+                format!("{FORMER}-{:032x}", 7)
+            } else {
+                rid("rk")
+            };
+            let k = PasswordCredential {
+                key_id: g("k"),
+                display_name: Some(format!("{PREFIX}{k_rid}")),
+                hint: hint(k_hint),
+                start: Some(base + days(k_start)),
+                end: Some(base + days(400) + days(k_end)),
+            };
+            let mut passwords = vec![k.clone()];
+            for (i, (kind, h, start, end)) in others.iter().enumerate() {
+                let name = match kind {
+                    // Another own credential: `history_matters` must say yes (it is assumed
+                    // away below), and the plan may then differ.
+                    0 if i == 0 && k_hint == 3 => Some(format!("{PREFIX}{}", rid("ro"))),
+                    0 => None,
+                    1 => Some("by hand".to_string()),
+                    2 => Some(format!("secret-rotator:staging:dicom:{}", rid("o"))),
+                    _ => Some(format!("secret-rotator:prod:other:{}", rid("o"))),
+                };
+                passwords.push(PasswordCredential {
+                    key_id: g(&format!("f{i}")),
+                    display_name: name,
+                    hint: hint(*h),
+                    start: Some(base + days(*start)),
+                    end: Some(base + days(400) + days(*end)),
+                });
+            }
+            let latest_created = base + days(latest_at);
+            let mut latest = version("vl", "k", latest_created, base + days(400) + days(latest_exp));
+            latest.value_hint = hint(latest_hint);
+            if !latest_client_tag {
+                latest.tags.remove(TAG_CLIENT_ID);
+            }
+            let mut history = Vec::new();
+            for (i, (kind, enabled, back, h, updated, exp)) in older.iter().enumerate() {
+                let created = latest_created - days(*back);
+                let mut v = version(&format!("v{i}"), "k", created, base + days(400) + days(*exp));
+                match kind {
+                    0 => {}
+                    1 => {
+                        v.tags.insert(TAG_KEY_ID.into(), g("k-old"));
+                    }
+                    2 => {
+                        v.tags.insert(TAG_CLIENT_ID.into(), "another-app".into());
+                    }
+                    3 => v.tags.clear(),
+                    4 => {
+                        v.tags.clear();
+                        v.tags.insert(TAG_MANAGED_BY.into(), "someone".into());
+                    }
+                    5 => {
+                        v.tags.insert(TAG_KEY_ID.into(), "not-a-key".into());
+                    }
+                    // Names the first other credential (another own one, when it is).
+                    _ => {
+                        v.tags.insert(TAG_KEY_ID.into(), g("f0"));
+                    }
+                }
+                v.enabled = *enabled;
+                v.updated = (*updated > 0).then(|| created + days(*updated));
+                v.value_hint = hint(*h);
+                history.push(v);
+            }
+            history.sort_by_key(|v| v.created);
+            history.push(latest.clone());
+            let mut full = observed(passwords, Some(history));
+            full.password_cap = cap.then_some(2);
+            full.skew_seconds = skew;
+            full.latest_written_with = match written_with {
+                0 => None,
+                1 => Some(g("k")),
+                _ => Some(g("f0")),
+            };
+            let former_latest = |key: &str| {
+                let v = version("fv", key, base, base + days(500));
+                VaultSecret::Present { history: vec![v.clone()], latest: v }
+            };
+            full.former = match former_kind {
+                0 => vec![],
+                kind => vec![FormerLocation {
+                    tag: FORMER.into(),
+                    name: "secret 'old' in vault https://kv".into(),
+                    vault_url: url::Url::parse("https://kv.vault.azure.net").unwrap(),
+                    secret_name: "old".into(),
+                    secret: match kind {
+                        1 => VaultSecret::Absent,
+                        2 => VaultSecret::SoftDeleted,
+                        _ => former_latest("k"),
+                    },
+                }],
+            };
+            let matters = history_matters(
+                &full.passwords,
+                PREFIX,
+                &full.app_id,
+                &latest,
+                false,
+                false,
+                &[],
+            );
+            proptest::prop_assume!(!matters);
+            let mut alone = full.clone();
+            alone.vault = VaultSecret::Present {
+                history: vec![latest.clone()],
+                latest: latest.clone(),
+            };
+            let now = base + days(now_in);
+            let p = PolicyView { force, ..policy() };
+            proptest::prop_assert_eq!(
+                format!("{:?}", plan(&full, &p, now)),
+                format!("{:?}", plan(&alone, &p, now))
+            );
+            proptest::prop_assert_eq!(
+                crate::drift::assess(&full, None, now),
+                crate::drift::assess(&alone, None, now)
+            );
+        }
+    }
+
     fn untagged_like(v: &VersionInfo) -> VersionInfo {
         let mut v = v.clone();
         v.tags.remove(TAG_MANAGED_BY);
