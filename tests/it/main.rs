@@ -30,6 +30,7 @@ mod review;
 mod review2;
 mod review3;
 mod review4;
+mod review5;
 mod rotation;
 mod sdk;
 mod security;

@@ -1,0 +1,98 @@
+//! The fifth cold review, of the reduced reads of a rotation (the version listing only when the
+//! history can change the plan, the fresh read before a retirement one `GET`), against the
+//! emulator: the interleavings in which a read made fewer times could decide on a stale world.
+
+use std::time::Duration;
+
+use emulator::world::{FaultKind, FaultRule};
+
+use crate::harness::*;
+
+/// Holds the next `GET` of a secret: its answer (`HoldAfter`: the read is made, and a fault
+/// added meanwhile applies to the next call, not to this one again), or the call before it
+/// reads anything (`HoldBefore`).
+fn hold_get(env: &Env, kind: FaultKind) {
+    env.em.world().add_fault(FaultRule {
+        operation: Operation::KeyvaultGetSecret,
+        target: None,
+        count: 1,
+        kind,
+    });
+}
+
+/// Waits until a call other than `seen` is held; returns its id.
+async fn until_held(env: &Env, seen: Option<u64>) -> u64 {
+    let held = || {
+        env.em
+            .world()
+            .held_calls()
+            .iter()
+            .map(|c| c.id)
+            .find(|id| Some(*id) != seen)
+    };
+    assert!(
+        eventually(Duration::from_secs(30), || held().is_some()).await,
+        "no call was held"
+    );
+    held().unwrap()
+}
+
+/// The fresh read before a retirement is its own `GET`, made after the observation, not the
+/// observation's answer used again: a person writes the superseded credential's value back by
+/// hand (a rollback) after the reconcile observed the vault and before the removal. The `GET`
+/// consumers now read serves that value (its hint is the credential's), so the credential stays.
+#[tokio::test(flavor = "multi_thread")]
+async fn review5_a_rollback_written_between_the_observation_and_the_retirement_keeps_the_credential()
+ {
+    let env = Env::new(Setup::default()).await;
+    assert!(env.rotate("app-one", &[]).await.status.success());
+    let k1 = env.published_key("app-one");
+    assert!(env.rotate("app-one", &["--force"]).await.status.success());
+    let k2 = env.published_key("app-one");
+    assert_ne!(k1, k2);
+    // k1 is superseded past overlap: this reconcile retires it.
+    env.age_versions("app-one", time::Duration::hours(1));
+    let k1_value = env
+        .app("app-one")
+        .passwords
+        .iter()
+        .find(|p| p.key_id == k1)
+        .map(|p| p.secret_text.clone())
+        .expect("k1");
+
+    // Two own credentials: the observation lists the versions and `GET`s the latest (its
+    // answer held first), then the retirement `GET`s it again (held before it reads).
+    hold_get(&env, FaultKind::HoldAfter);
+    env.em.world().clear_journal();
+    let rotate = {
+        let mut cmd = env.command(&["rotate", "--config", &path_str(&env.config_path), "app-one"]);
+        tokio::task::spawn_blocking(move || cmd.output().unwrap())
+    };
+    let first = until_held(&env, None).await;
+    assert!(
+        env.journal()
+            .iter()
+            .any(|e| e.operation == Operation::KeyvaultListVersions && e.status == 200),
+        "the observation's GET is held first, after its listing"
+    );
+    hold_get(&env, FaultKind::HoldBefore);
+    env.em.world().release_all();
+    until_held(&env, Some(first)).await;
+    // The retirement's read is held: the rollback lands now.
+    env.write_by_hand("app-one", &k1_value, None);
+    env.em.world().release_all();
+    let out = rotate.await.unwrap();
+    assert!(
+        env.live("app-one", &k1),
+        "the credential whose value consumers read again was removed: {:?}\n{}",
+        env.writes(),
+        stderr(&out)
+    );
+    assert!(
+        stderr(&out).contains("a fresh read shows it published"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(env.live("app-one", &k2));
+    env.assert_foreign_untouched("app-one");
+}
