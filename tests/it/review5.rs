@@ -96,3 +96,54 @@ async fn review5_a_rollback_written_between_the_observation_and_the_retirement_k
     assert!(env.live("app-one", &k2));
     env.assert_foreign_untouched("app-one");
 }
+
+/// Key Vault's auth challenge is met once per vault: the first call to a vault goes alone, and
+/// the others wait for its answer, but only so long (`keyvault::FIRST_WAIT`). A first call that
+/// gets no answer (held here, as a vault replica that hangs would hold it) must not hold back
+/// another client of that vault: it publishes while the first client's read still hangs.
+#[tokio::test(flavor = "multi_thread")]
+async fn review5_a_first_call_to_a_vault_that_hangs_holds_no_other_client_of_it_back() {
+    let env = Env::new(Setup {
+        clients: vec![("app-one", "AzureADMyOrg"), ("app-two", "AzureADMyOrg")],
+        ..Setup::default()
+    })
+    .await;
+    // app-one's reads of its secret hang; app-two reaches the vault half a second later, so
+    // that app-one's read is the vault's first call (the one the others wait for).
+    env.em.world().add_fault(FaultRule {
+        operation: Operation::KeyvaultListVersions,
+        target: Some("kv-test/app-one-secret".into()),
+        count: 1000,
+        kind: FaultKind::HoldBefore,
+    });
+    env.em.world().add_fault(FaultRule {
+        operation: Operation::GraphGetApplication,
+        target: Some(env.client("app-two").object_id.clone()),
+        count: 1,
+        kind: FaultKind::Delay { ms: 500 },
+    });
+    let mut daemon = env.spawn_daemon(&[]);
+    let published = |env: &Env| {
+        env.em.world().state().vaults["kv-test"]
+            .secrets
+            .contains_key("app-two-secret")
+    };
+    let done = eventually(Duration::from_secs(30), || published(&env)).await;
+    let held = env.em.world().held_calls();
+    daemon.signal("TERM");
+    env.em.world().clear_faults();
+    env.em.world().release_all();
+    daemon.wait_exit(Duration::from_secs(20));
+    assert!(
+        done,
+        "app-two waited for app-one's hanging read: {:?}\n{}",
+        env.writes(),
+        daemon.stderr()
+    );
+    assert!(
+        held.iter()
+            .any(|c| c.operation == Operation::KeyvaultListVersions),
+        "app-one's read hung all along: {held:?}"
+    );
+    env.assert_published_valid("app-two");
+}
