@@ -986,3 +986,32 @@ fn discovery_needs_a_vault_when_enabled() {
     .replacen("[state]", "[discovery]\nenabled = false\n[state]", 1);
     assert!(Config::parse(&file, &off).unwrap().discovery.is_none());
 }
+
+/// The verification's successes are `VERIFY_SPACING` apart and the first goes
+/// `VERIFY_FIRST_WAIT` after `addPassword` answers: a `verify_timeout` no longer than that can
+/// never verify, and each attempt would add a credential, sign in with it and remove it again.
+/// 6 s with two successes verified at once before the first attempt waited a second (success
+/// at 0 s and 5 s); since, the second success would come at 6 s, past the deadline.
+#[test]
+fn a_verify_timeout_too_short_for_verify_successes_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let state = tmp.path().join("state");
+    let file = tmp.path().join("config.toml");
+    let parse = |defaults: &str| {
+        Config::parse(
+            &file,
+            &text(&state, "https://kv.vault.azure.net", "", defaults),
+        )
+    };
+    let e = parse("verify_timeout = \"6s\"\nverify_successes = 2").unwrap_err();
+    assert_eq!(e.key, "defaults.verify_timeout", "{e}");
+    assert!(
+        e.message.contains("verify_successes = 2") && !e.message.contains('\n'),
+        "{e}"
+    );
+    let e = parse("verify_timeout = \"10s\"\nverify_successes = 3").unwrap_err();
+    assert_eq!(e.key, "defaults.verify_timeout", "{e}");
+    parse("verify_timeout = \"7s\"\nverify_successes = 2").expect("7 s leaves a second");
+    parse("verify_timeout = \"1s\"\nverify_successes = 1").expect("one success at the deadline");
+    parse("verify_successes = 10").expect("the default verify_timeout, 5 minutes");
+}
