@@ -157,7 +157,7 @@ pub(super) fn policy(
     let (secret_lifetime, lifetime_at) = dur("secret_lifetime", 90 * day)?;
     let (renew_before, renew_at) = dur("renew_before", 30 * day)?;
     let (overlap, overlap_at) = dur("overlap", 7 * day)?;
-    let (verify_timeout, _) = dur("verify_timeout", Duration::from_secs(300))?;
+    let (verify_timeout, verify_timeout_at) = dur("verify_timeout", Duration::from_secs(300))?;
     let verify_scope = match pick(&own.verify_scope, &defaults.verify_scope, "verify_scope") {
         Some((v, key)) => {
             let s = v.get_ref().trim().to_string();
@@ -187,6 +187,24 @@ pub(super) fn policy(
         }
         (None, None) => 3,
     };
+    // The first verification attempt goes `VERIFY_FIRST_WAIT` after `addPassword` answers and
+    // successes are `VERIFY_SPACING` apart (src/rotation/rotate.rs): a shorter deadline can
+    // never be met, and each attempt would add a credential, sign in with it and remove it.
+    let least = crate::rotation::VERIFY_FIRST_WAIT
+        + crate::rotation::VERIFY_SPACING * verify_successes.saturating_sub(1);
+    if verify_successes > 1 && verify_timeout <= least {
+        let message = format!(
+            "{} is too short for verify_successes = {verify_successes}: the first sign-in goes {} after the new credential is added and each further one {} after the last, so it must be longer than {}",
+            crate::clock::format_duration(verify_timeout),
+            crate::clock::format_duration(crate::rotation::VERIFY_FIRST_WAIT),
+            crate::clock::format_duration(crate::rotation::VERIFY_SPACING),
+            crate::clock::format_duration(least),
+        );
+        return Err(match verify_timeout_at {
+            Some((span, key)) => ctx.err_at::<String>(span, &key, message),
+            None => ctx.err_nowhere(&format!("{prefix}.verify_timeout"), message),
+        });
+    }
     let verify_url = match pick(&own.verify_url, &defaults.verify_url, "verify_url") {
         Some((v, _)) if v.get_ref().trim().is_empty() => None,
         Some((v, key)) => Some(verify_url(ctx, &v, &key)?),
