@@ -1990,6 +1990,69 @@ mod tests {
         v
     }
 
+    /// Found with world seed 47 (review5): a person wrote the published value again by hand
+    /// (no tags), then `adopt = true` published a new version. Consumers read k1's value from the
+    /// hand-written copy until that publish, but k1 was "superseded" since the copy's creation,
+    /// and removed 2 s after the publish (overlap 4 s):
+    ///
+    /// ```text
+    ///  1.8s keyvault.set_secret    kv-test/c1-secret  (by hand: a copy of the latest value)
+    /// 13.4s adopt = true for c1
+    /// 17.3s keyvault.set_secret    kv-test/c1-secret  key cbf394e9   (adopting)
+    /// 19.3s graph.remove_password  key e028f98d       (k1, whose value the copy served)
+    /// ```
+    ///
+    /// A version no tag attributes that may hold a credential's value serves it as well as one
+    /// that names it: the overlap counts from the first version after it.
+    #[test]
+    fn a_copy_of_a_credentials_value_by_hand_serves_it_until_the_next_version() {
+        let k1 = own("k1", "r1", NOW - days(30), NOW + days(60));
+        let k2 = PasswordCredential {
+            hint: Some("xyz".into()),
+            ..own("k2", "r2", NOW - days(2), NOW + days(88))
+        };
+        let mut copy = version("h", "k1", NOW - days(20), NOW + days(60));
+        copy.tags.clear();
+        copy.value_hint = k1.hint.clone();
+        let history = vec![
+            version("v1", "k1", NOW - days(30), NOW + days(60)),
+            copy,
+            version("v2", "k2", NOW - days(2), NOW + days(88)),
+        ];
+        let mut o = observed(vec![k1.clone(), k2], Some(history.clone()));
+        o.vault = VaultSecret::Present {
+            latest: history[2].clone(),
+            history,
+        };
+        let p = plan(
+            &o,
+            &PolicyView {
+                adopt: true,
+                ..policy()
+            },
+            NOW,
+        );
+        assert!(
+            p.removals.is_empty(),
+            "k1's value was served until 2 days ago (overlap 7 days): {:?}",
+            p.removals
+        );
+        assert_eq!(
+            p.next_retirement,
+            Some(NOW - days(2) + days(7) + CLOCK_RESOLUTION)
+        );
+        // Once the version after the copy is older than overlap, k1 goes.
+        let later = plan(
+            &o,
+            &PolicyView {
+                adopt: true,
+                ..policy()
+            },
+            NOW + days(6),
+        );
+        assert_eq!(later.removals.len(), 1, "{:?}", later.removals);
+    }
+
     #[test]
     fn does_nothing_when_the_published_secret_is_valid_and_not_due() {
         let p = plan(&healthy(), &policy(), NOW);
