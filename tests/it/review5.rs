@@ -147,3 +147,52 @@ async fn review5_a_first_call_to_a_vault_that_hangs_holds_no_other_client_of_it_
     );
     env.assert_published_valid("app-two");
 }
+
+/// Found with world seed 47 on this branch (a defect from before the reduced reads): a person
+/// wrote the published value again by hand (no tags), and `adopt = true` published a new
+/// version. Consumers read k1's value from the copy until that publish, but the reconcile after
+/// it took k1 for superseded since the copy's creation, and removed it 2 s after the publish
+/// (overlap 4 s):
+///
+/// ```text
+///  1.8s keyvault.set_secret    kv-test/c1-secret  (by hand: a copy of the latest value)
+/// 13.4s adopt = true for c1
+/// 17.3s keyvault.set_secret    kv-test/c1-secret  key cbf394e9   (adopting)
+/// 19.3s graph.remove_password  key e028f98d       (k1, whose value the copy served)
+/// ```
+#[tokio::test(flavor = "multi_thread")]
+async fn review5_a_hand_written_copy_serves_its_credential_until_the_adopting_publish() {
+    let env = Env::new(Setup::default()).await;
+    assert!(env.rotate("app-one", &[]).await.status.success());
+    let k1 = env.published_key("app-one");
+    env.age_credential("app-one", &k1, time::Duration::hours(2));
+    env.age_versions("app-one", time::Duration::hours(1));
+    // The copy by hand, 40 minutes ago (longer ago than overlap, 20 minutes).
+    env.edit_versions("app-one", |versions| {
+        let mut copy = versions[0].clone();
+        copy.version = "d".repeat(32);
+        copy.tags.clear();
+        copy.created = time::OffsetDateTime::now_utc().unix_timestamp() - 40 * 60;
+        copy.updated = copy.created;
+        versions.push(copy);
+    });
+    env.write_config("adopt = true", "");
+    let out = env.rotate("app-one", &[]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let k2 = env.published_key("app-one");
+    assert_ne!(k2, k1, "adopted with a new credential");
+    assert!(env.live("app-one", &k1), "{:?}", env.writes());
+
+    // The next reconcile: k1's value was what consumers read until a moment ago.
+    env.em.world().clear_journal();
+    let out = env.rotate("app-one", &[]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        env.live("app-one", &k1),
+        "the credential the copy served until the adopting publish went within overlap: {:?}\n{}",
+        env.writes(),
+        stderr(&out)
+    );
+    env.assert_published_valid("app-one");
+    env.assert_foreign_untouched("app-one");
+}
