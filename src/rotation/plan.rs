@@ -865,7 +865,27 @@ pub fn plan(observed: &Observed, policy: &PolicyView<'_>, now: OffsetDateTime) -
                 .filter(|v| key_of(v).is_some_and(|k| k.eq_ignore_ascii_case(&p.key_id)))
                 .filter_map(|v| v.created)
                 .max();
-            let since = superseded_since(history, &p.key_id).or_else(|| {
+            // A version no tag attributes that may hold its value (a copy written by hand)
+            // served it as well: the overlap counts from the first version after the last of
+            // those too. Counted as naming it, for this only (it keeps the credential longer).
+            // Not the latest: what consumers read now is judged by its hint (`reads_this`)
+            // and by the rule for a hand-written version on top.
+            let served: Vec<VersionInfo> = history
+                .iter()
+                .map(|v| {
+                    let mut v = v.clone();
+                    if latest.is_none_or(|l| l.version != v.version)
+                        && key_of(&v).is_none()
+                        && may_hold_untagged(p, std::iter::once(&v))
+                    {
+                        v.tags
+                            .insert(TAG_MANAGED_BY.into(), TAG_MANAGED_BY_VALUE.into());
+                        v.tags.insert(TAG_KEY_ID.into(), p.key_id.clone());
+                    }
+                    v
+                })
+                .collect();
+            let since = superseded_since(&served, &p.key_id).or_else(|| {
                 // Only a latest version at least as new as the last one naming the credential
                 // supersedes it.
                 latest
