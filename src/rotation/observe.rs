@@ -371,19 +371,7 @@ pub async fn read_latest(
     client: &Client,
     cancel: &CancellationToken,
 ) -> Result<VaultSecret, Failure> {
-    let latest = retry(READ_BUDGET, cancel, || {
-        ctx.azure
-            .vaults
-            .latest(&client.key_vault_url, &client.secret_name)
-    })
-    .await?;
-    match latest {
-        Latest::Version(v) => Ok(VaultSecret::Present {
-            history: vec![v.clone()],
-            latest: v,
-        }),
-        Latest::Disabled | Latest::Absent => read_vault(ctx, client, cancel).await,
-    }
+    read_vault_unless(ctx, client, |_| false, cancel).await
 }
 
 /// [`read_vault`] of any location, each read retried within `budget`.
