@@ -401,16 +401,27 @@ impl WorldRun {
         if let Some(t) = &self.person_token {
             return t.clone();
         }
-        let t = self
-            .env
-            .access_token(
-                &self.person_app_id,
-                PERSON_SECRET,
-                "https://vault.azure.net/.default",
-            )
-            .await;
-        self.person_token = Some(t.clone());
-        t
+        // The run's own fault rules hit every token request, the person's too (a dropped
+        // connection, a 5xx, a 429): the person asks again, as a script would.
+        for _ in 0..20 {
+            let answer = self
+                .env
+                .token_request(
+                    &self.person_app_id,
+                    PERSON_SECRET,
+                    "https://vault.azure.net/.default",
+                )
+                .await;
+            if let Ok(r) = answer
+                && let Ok(body) = r.json::<Value>().await
+                && let Some(t) = body["access_token"].as_str()
+            {
+                self.person_token = Some(t.to_string());
+                return t.to_string();
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        panic!("the person got no Key Vault token in 20 attempts");
     }
 
     /// A Key Vault call as the person with the officer role: (status, body).
