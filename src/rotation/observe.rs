@@ -12,7 +12,7 @@ use super::plan::{
 };
 use super::{Context, Failure};
 use crate::azure::entra::VerifyFailure;
-use crate::azure::graph::Application;
+use crate::azure::graph::{Application, PasswordCredential};
 use crate::azure::keyvault::Latest;
 use crate::azure::retry;
 use crate::config::Client;
@@ -61,7 +61,7 @@ pub async fn observe(
             &abandoned,
         )
     };
-    let own_count = app
+    let own: Vec<&PasswordCredential> = app
         .passwords
         .iter()
         .filter(|p| {
@@ -69,12 +69,12 @@ pub async fn observe(
                 .as_deref()
                 .is_some_and(|d| d.starts_with(&prefix))
         })
-        .count();
+        .collect();
     // The listing is skipped only when the latest version may make it useless (one own
     // credential, no adoption, revocation or abandoned attempt to judge); otherwise the reads
     // go in their usual order, listing first.
     let mut vault =
-        if own_count == 1 && !client.policy.adopt && !revoke_previous && abandoned.is_empty() {
+        if own.len() == 1 && !client.policy.adopt && !revoke_previous && abandoned.is_empty() {
             read_vault_unless(ctx, client, history_matters, cancel).await?
         } else {
             read_vault(ctx, client, cancel).await?
@@ -83,16 +83,7 @@ pub async fn observe(
     let (mut former, former_unread) = read_former(ctx, client, &app, &location, cancel).await;
     // The values of versions no tag attributes, where an own credential's value could be: a
     // missing tag is no evidence that a version does not hold it.
-    let oldest_own = app
-        .passwords
-        .iter()
-        .filter(|p| {
-            p.display_name
-                .as_deref()
-                .is_some_and(|d| d.starts_with(&prefix))
-        })
-        .filter_map(|p| p.start)
-        .min();
+    let oldest_own = own.iter().filter_map(|p| p.start).min();
     if let Some(since) = oldest_own {
         fill_hints(
             ctx,

@@ -391,6 +391,19 @@ impl Env {
         f(&mut secret.versions)
     }
 
+    /// A person copies the value of `client`'s first version into a new version without tags,
+    /// written `ago` ago (as when a value is pasted back by hand in the portal).
+    pub fn copy_first_version_by_hand(&self, client: &str, ago: time::Duration) {
+        self.edit_versions(client, |versions| {
+            let mut copy = versions[0].clone();
+            copy.version = "d".repeat(32);
+            copy.tags.clear();
+            copy.created = (time::OffsetDateTime::now_utc() - ago).unix_timestamp();
+            copy.updated = copy.created;
+            versions.push(copy);
+        });
+    }
+
     /// Changes one credential of `client`'s application in place.
     pub fn edit_password<R>(
         &self,

@@ -168,14 +168,7 @@ async fn review5_a_hand_written_copy_serves_its_credential_until_the_adopting_pu
     env.age_credential("app-one", &k1, time::Duration::hours(2));
     env.age_versions("app-one", time::Duration::hours(1));
     // The copy by hand, 40 minutes ago (longer ago than overlap, 20 minutes).
-    env.edit_versions("app-one", |versions| {
-        let mut copy = versions[0].clone();
-        copy.version = "d".repeat(32);
-        copy.tags.clear();
-        copy.created = time::OffsetDateTime::now_utc().unix_timestamp() - 40 * 60;
-        copy.updated = copy.created;
-        versions.push(copy);
-    });
+    env.copy_first_version_by_hand("app-one", time::Duration::minutes(40));
     env.write_config("adopt = true", "");
     let out = env.rotate("app-one", &[]).await;
     assert!(out.status.success(), "{}", stderr(&out));

@@ -318,14 +318,7 @@ async fn a_version_written_by_hand_on_top_keeps_the_last_managed_credential() {
 async fn adopting_a_copy_of_the_published_value_keeps_its_credential_until_overlap() {
     let env = Env::new(Setup::default()).await;
     let published = published_an_hour_ago(&env, "app-one");
-    env.edit_versions("app-one", |versions| {
-        let mut copy = versions[0].clone();
-        copy.version = "d".repeat(32);
-        copy.tags.clear();
-        copy.created = time::OffsetDateTime::now_utc().unix_timestamp() - 40 * 60;
-        copy.updated = copy.created;
-        versions.push(copy);
-    });
+    env.copy_first_version_by_hand("app-one", time::Duration::minutes(40));
     env.write_config("adopt = true", "");
     let out = env.rotate("app-one", &[]).await;
     assert!(out.status.success(), "{}", stderr(&out));
