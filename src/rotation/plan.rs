@@ -870,22 +870,13 @@ pub fn plan(observed: &Observed, policy: &PolicyView<'_>, now: OffsetDateTime) -
             // those too. Counted as naming it, for this only (it keeps the credential longer).
             // Not the latest: what consumers read now is judged by its hint (`reads_this`)
             // and by the rule for a hand-written version on top.
-            let served: Vec<VersionInfo> = history
-                .iter()
-                .map(|v| {
-                    let mut v = v.clone();
-                    if latest.is_none_or(|l| l.version != v.version)
-                        && key_of(&v).is_none()
-                        && may_hold_untagged(p, std::iter::once(&v))
-                    {
-                        v.tags
-                            .insert(TAG_MANAGED_BY.into(), TAG_MANAGED_BY_VALUE.into());
-                        v.tags.insert(TAG_KEY_ID.into(), p.key_id.clone());
-                    }
-                    v
-                })
-                .collect();
-            let since = superseded_since(&served, &p.key_id).or_else(|| {
+            let serves = |v: &VersionInfo| {
+                key_of(v).is_some_and(|k| k.eq_ignore_ascii_case(&p.key_id))
+                    || (latest.is_none_or(|l| l.version != v.version)
+                        && key_of(v).is_none()
+                        && may_hold_untagged(p, std::iter::once(v)))
+            };
+            let since = superseded_since_when(history, serves).or_else(|| {
                 // Only a latest version at least as new as the last one naming the credential
                 // supersedes it.
                 latest
@@ -1566,9 +1557,17 @@ pub fn is_key_id(text: &str) -> bool {
 /// the last one that named it became readable (its `updated` when later than its `created`).
 /// `None` when no version named it, or the latest still does.
 pub fn superseded_since(history: &[VersionInfo], key_id: &str) -> Option<OffsetDateTime> {
-    let last = history
-        .iter()
-        .rposition(|v| key_of(v).is_some_and(|k| k.eq_ignore_ascii_case(key_id)))?;
+    superseded_since_when(history, |v| {
+        key_of(v).is_some_and(|k| k.eq_ignore_ascii_case(key_id))
+    })
+}
+
+/// [`superseded_since`], with `serves` saying which versions hold the credential's value.
+fn superseded_since_when(
+    history: &[VersionInfo],
+    serves: impl Fn(&VersionInfo) -> bool,
+) -> Option<OffsetDateTime> {
+    let last = history.iter().rposition(serves)?;
     // Key Vault's `created` is whole seconds: a version of the same second may have been
     // written before it as well as after, so only a strictly newer one proves it superseded.
     let named_at = history[last].created?;
