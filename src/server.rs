@@ -157,13 +157,27 @@ async fn metrics(State(s): State<Arc<Shared>>, headers: HeaderMap) -> Response {
         "text/plain; version=0.0.4; charset=utf-8"
     };
     // Sent as it is written, a batch of clients at a time (`metrics::Scrape`), never whole.
-    let pieces = s
-        .metrics
-        .scrape(openmetrics)
-        .map(Ok::<_, std::convert::Infallible>);
+    // The pieces are written by a task of their own, one ahead of the socket: the daemon has
+    // one runtime worker, and hyper asks a body for pieces for as long as the socket takes
+    // them, so a scrape written inside the body would hold the worker (`/healthz`, `/readyz`,
+    // the scheduler) for the whole exposition; this way it waits for one piece at most.
+    let (tx, rx) = tokio::sync::mpsc::channel::<String>(1);
+    let scrape = s.metrics.scrape(openmetrics);
+    tokio::spawn(async move {
+        for piece in scrape {
+            // The scraper went away: stop writing.
+            if tx.send(piece).await.is_err() {
+                break;
+            }
+        }
+    });
+    let pieces = futures::stream::unfold(rx, |mut rx| async {
+        let piece = rx.recv().await?;
+        Some((Ok::<_, std::convert::Infallible>(piece), rx))
+    });
     (
         [(header::CONTENT_TYPE, HeaderValue::from_static(content_type))],
-        axum::body::Body::from_stream(futures::stream::iter(pieces)),
+        axum::body::Body::from_stream(pieces),
     )
         .into_response()
 }
