@@ -410,8 +410,10 @@ impl Scheduler {
             // What a revocation revokes is what was published when it was asked, before any
             // wait for the lock.
             let mut opts = opts;
+            // Boxed, as it runs only for a forced revocation: inline, the Key Vault read made
+            // every reconcile's task larger by its size, for as long as the reconcile ran.
             if opts.revoke_previous {
-                opts.revoke_target = rotation::published_key_id(&ctx, &c).await;
+                opts.revoke_target = Box::pin(rotation::published_key_id(&ctx, &c)).await;
             }
             // A `rotate` from the command line may hold the client. A scheduled reconcile tries
             // again shortly; a forced one waits for the lock with its options, so it is never

@@ -452,8 +452,10 @@ async fn reconcile_inner(
                     Some(s) => s.commit(),
                     None => ctx.budget.record(clock::now()),
                 }
+                // Boxed: only a forced revocation gets here, and inline its future would make
+                // every reconcile's state larger.
                 if let Some(previous) = &plan.revoke {
-                    revoke(ctx, client, &app, previous, &mut report).await;
+                    Box::pin(revoke(ctx, client, &app, previous, &mut report)).await;
                 }
                 // The credential it replaced (if this installation's) can go when overlap ends.
                 if plan.revoke.is_none()

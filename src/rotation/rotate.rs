@@ -49,8 +49,10 @@ pub(super) async fn rotate(
     .await
     {
         Ok(n) => n,
+        // The failure paths are boxed: a future is as large as its largest await, and every
+        // rotation in flight would otherwise carry the room for these rare ones.
         Err(e) if e.class == Class::OutcomeUnknown => {
-            return Err(recover_add_outcome_unknown(
+            return Err(Box::pin(recover_add_outcome_unknown(
                 ctx,
                 client,
                 app,
@@ -58,7 +60,7 @@ pub(super) async fn rotate(
                 &marker,
                 e,
                 cancel,
-            )
+            ))
             .await);
         }
         Err(e) => {
@@ -82,7 +84,7 @@ pub(super) async fn rotate(
             // Abandoned: its credential is removed by the next start (the intent says whose it is).
             return Err(failure);
         }
-        discard(ctx, client, app, &new.key_id, &rotation_id).await;
+        Box::pin(discard(ctx, client, app, &new.key_id, &rotation_id)).await;
         return Err(failure);
     }
     // The store must know the attempt may publish before it does: an intent left at an
@@ -93,7 +95,7 @@ pub(super) async fn rotate(
         .intent_step(&rotation_id, IntentStep::Publishing, None, clock::now())
     {
         tracing::warn!(client = %client.name, rotation_id = %rotation_id, error = %format!("{e:#}"), "could not record that the attempt is about to publish; removing the new credential instead");
-        discard(ctx, client, app, &new.key_id, &rotation_id).await;
+        Box::pin(discard(ctx, client, app, &new.key_id, &rotation_id)).await;
         return Err(Failure::Store(e));
     }
 
@@ -104,7 +106,7 @@ pub(super) async fn rotate(
             // Key Vault answered and did not take the write (403, a soft-deleted name, a bad
             // request): the value is nowhere else, so the credential goes.
             tracing::warn!(client = %client.name, error = %e, "publishing failed; removing the new credential");
-            discard(ctx, client, app, &new.key_id, &rotation_id).await;
+            Box::pin(discard(ctx, client, app, &new.key_id, &rotation_id)).await;
             return Err(e.into());
         }
         Published::OutcomeUnknown(why) => {
