@@ -105,18 +105,31 @@ pub async fn observe(
     // The listing is skipped only when the latest version may make it useless: no adoption,
     // revocation or abandoned attempt to judge, and one own credential, or several whose newest
     // is older than `overlap` (the latest version, which names one of them, is then likely
-    // older than `overlap` too, and retires the others). Otherwise the reads go in their usual
-    // order, listing first, without a `GET` that would be read again.
-    let newest_own = own.iter().filter_map(|p| p.start).max();
-    let may_skip = match own.len() {
-        0 => false,
-        1 => true,
-        _ => newest_own.is_some_and(|n| {
-            time::Duration::try_from(client.policy.overlap)
-                .ok()
-                .and_then(|o| n.checked_add(o))
-                .is_some_and(|t| t <= removal_now(ctx.shared.skew.seconds()))
-        }),
+    // older than `overlap` too) and whose others are past the orphan age (as the rule asks of
+    // those it retires). Otherwise the reads go in their usual order, listing first, without a
+    // `GET` that would be read again.
+    let mut starts: Vec<Option<time::OffsetDateTime>> = own.iter().map(|p| p.start).collect();
+    starts.sort_unstable();
+    let past = |start: Option<time::OffsetDateTime>, by: std::time::Duration| {
+        let now = removal_now(ctx.shared.skew.seconds());
+        time::Duration::try_from(by)
+            .ok()
+            .zip(start)
+            .and_then(|(by, s)| s.checked_add(by))
+            .is_some_and(|t| t <= now)
+    };
+    let may_skip = match starts.as_slice() {
+        [] => false,
+        [_] => true,
+        [others @ .., newest] => {
+            past(*newest, client.policy.overlap)
+                && others.iter().all(|s| {
+                    past(
+                        *s,
+                        client.policy.verify_timeout + super::plan::ORPHAN_MARGIN,
+                    )
+                })
+        }
     };
     let (mut vault, history_listed) =
         if may_skip && !client.policy.adopt && !revoke_previous && abandoned.is_empty() {

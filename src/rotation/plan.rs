@@ -1915,13 +1915,15 @@ mod tests {
                 // The history may time it earlier (a version after the last that served it,
                 // older than the latest), or by another rule (an orphan; migrated, here or at a
                 // location the client left): both remove it now.
-                Some(f) => match (&f.reason, &r.reason) {
-                    (
+                Some(f) => {
+                    if let (
                         RemovalReason::Superseded { since },
                         RemovalReason::Superseded { since: alone_since },
-                    ) => assert!(since <= alone_since, "{context}: {f:?} against {r:?}"),
-                    _ => {}
-                },
+                    ) = (&f.reason, &r.reason)
+                    {
+                        assert!(since <= alone_since, "{context}: {f:?} against {r:?}");
+                    }
+                }
                 None => {
                     assert!(
                         unproven.contains(&r.key_id.as_str()),
