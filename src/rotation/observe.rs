@@ -93,7 +93,6 @@ pub async fn observe(
             &abandoned,
             &super::plan::LatestRule {
                 app_id: &app.app_id,
-                location: &location,
                 overlap: client.policy.overlap,
                 verify_timeout: client.policy.verify_timeout,
                 arrived_at,

@@ -603,8 +603,6 @@ fn of_app(v: &VersionInfo, app_id: &str) -> bool {
 pub struct LatestRule<'a> {
     /// The application (client) id, as the `client-id` tag names it.
     pub app_id: &'a str,
-    /// The client's location tag.
-    pub location: &'a str,
     pub overlap: Duration,
     pub verify_timeout: Duration,
     /// Since when the client is at its location (`Observed::arrived_at`); `None`: unknown.
@@ -891,7 +889,6 @@ pub fn plan(observed: &Observed, policy: &PolicyView<'_>, now: OffsetDateTime) -
         .map(|c| (c.key_id.as_str(), c.hint.as_deref()));
     let latest_rule = LatestRule {
         app_id: &observed.app_id,
-        location: &observed.location,
         overlap: policy.overlap,
         verify_timeout: policy.verify_timeout,
         arrived_at: observed.arrived_at,
@@ -1858,7 +1855,6 @@ mod tests {
     fn rule_at<'a>(o: &'a Observed, now: OffsetDateTime) -> LatestRule<'a> {
         LatestRule {
             app_id: &o.app_id,
-            location: &o.location,
             overlap: policy().overlap,
             verify_timeout: policy().verify_timeout,
             arrived_at: o.arrived_at,
@@ -2423,7 +2419,6 @@ mod tests {
                 &[],
                 &LatestRule {
                     app_id: &full.app_id,
-                    location: &full.location,
                     overlap: p.overlap,
                     verify_timeout: p.verify_timeout,
                     arrived_at: full.arrived_at,
