@@ -407,6 +407,7 @@ mod tests {
             former_unread: Vec::new(),
             arrived_at: None,
             latest_written_with: None,
+            history_listed: true,
         }
     }
 

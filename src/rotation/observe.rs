@@ -50,16 +50,13 @@ pub async fn observe(
         Vec::new()
     };
     let prefix = marker_prefix(&ctx.config.instance, &client.name);
-    let history_matters = |latest: &crate::azure::keyvault::VersionInfo| {
-        super::plan::history_matters(
-            &app.passwords,
-            &prefix,
-            &app.app_id,
-            latest,
-            client.policy.adopt,
-            revoke_previous,
-            &abandoned,
-        )
+    let location = location_tag(&client.key_vault_url, &client.secret_name);
+    let arrived_at = match ctx.store.arrived_at(&client.name, &location) {
+        Ok(at) => at.and_then(|t| time::OffsetDateTime::from_unix_timestamp(t).ok()),
+        Err(e) => {
+            tracing::warn!(client = %client.name, error = %e, "could not read from the store when the client arrived at its location");
+            None
+        }
     };
     let own: Vec<&PasswordCredential> = app
         .passwords
@@ -70,16 +67,75 @@ pub async fn observe(
                 .is_some_and(|d| d.starts_with(&prefix))
         })
         .collect();
-    // The listing is skipped only when the latest version may make it useless (one own
-    // credential, no adoption, revocation or abandoned attempt to judge); otherwise the reads
-    // go in their usual order, listing first.
-    let mut vault =
-        if own.len() == 1 && !client.policy.adopt && !revoke_previous && abandoned.is_empty() {
+    // The removals are judged at `now` less the clock margin, as the planner judges them (it
+    // plans later, with a margin that may have grown: then it keeps what it cannot retire).
+    let removal_now = |skew: i64| {
+        crate::clock::now() - time::Duration::seconds(skew.abs()) - super::plan::CLOCK_RESOLUTION
+    };
+    let history_matters = |latest: &crate::azure::keyvault::VersionInfo| {
+        // The store's record explains a hint match of an own credential besides the published
+        // one; with none, it is not read.
+        let written = (own.len() > 1)
+            .then(|| written_with(ctx, &client.name, &latest.version))
+            .flatten();
+        let written = written.as_deref().and_then(|k| {
+            app.passwords
+                .iter()
+                .find(|p| p.key_id.eq_ignore_ascii_case(k))
+                .map(|p| (p.key_id.as_str(), p.hint.as_deref()))
+        });
+        super::plan::history_matters(
+            &app.passwords,
+            &prefix,
+            latest,
+            client.policy.adopt,
+            revoke_previous,
+            &abandoned,
+            &super::plan::LatestRule {
+                app_id: &app.app_id,
+                overlap: client.policy.overlap,
+                verify_timeout: client.policy.verify_timeout,
+                arrived_at,
+                written_with: written,
+                removal_now: removal_now(ctx.shared.skew.seconds()),
+            },
+        )
+    };
+    // The listing is skipped only when the latest version may make it useless: no adoption,
+    // revocation or abandoned attempt to judge, and one own credential, or several whose newest
+    // is older than `overlap` (the latest version, which names one of them, is then likely
+    // older than `overlap` too) and whose others are past the orphan age (as the rule asks of
+    // those it retires). Otherwise the reads go in their usual order, listing first, without a
+    // `GET` that would be read again.
+    let mut starts: Vec<Option<time::OffsetDateTime>> = own.iter().map(|p| p.start).collect();
+    starts.sort_unstable();
+    let past = |start: Option<time::OffsetDateTime>, by: std::time::Duration| {
+        let now = removal_now(ctx.shared.skew.seconds());
+        time::Duration::try_from(by)
+            .ok()
+            .zip(start)
+            .and_then(|(by, s)| s.checked_add(by))
+            .is_some_and(|t| t <= now)
+    };
+    let may_skip = match starts.as_slice() {
+        [] => false,
+        [_] => true,
+        [others @ .., newest] => {
+            past(*newest, client.policy.overlap)
+                && others.iter().all(|s| {
+                    past(
+                        *s,
+                        client.policy.verify_timeout + super::plan::ORPHAN_MARGIN,
+                    )
+                })
+        }
+    };
+    let (mut vault, history_listed) =
+        if may_skip && !client.policy.adopt && !revoke_previous && abandoned.is_empty() {
             read_vault_unless(ctx, client, history_matters, cancel).await?
         } else {
-            read_vault(ctx, client, cancel).await?
+            (read_vault(ctx, client, cancel).await?, true)
         };
-    let location = location_tag(&client.key_vault_url, &client.secret_name);
     let (mut former, former_unread) = read_former(ctx, client, &app, &location, cancel).await;
     // The values of versions no tag attributes, where an own credential's value could be: a
     // missing tag is no evidence that a version does not hold it.
@@ -106,13 +162,6 @@ pub async fn observe(
             .await;
         }
     }
-    let arrived_at = match ctx.store.arrived_at(&client.name, &location) {
-        Ok(at) => at.and_then(|t| time::OffsetDateTime::from_unix_timestamp(t).ok()),
-        Err(e) => {
-            tracing::warn!(client = %client.name, error = %e, "could not read from the store when the client arrived at its location");
-            None
-        }
-    };
     let (history, latest) = match &vault {
         VaultSecret::Present { history, latest } => (history.as_slice(), Some(latest)),
         _ => (&[][..], None),
@@ -173,6 +222,7 @@ pub async fn observe(
             abandoned,
             skew_seconds: ctx.shared.skew.seconds(),
             latest_written_with,
+            history_listed,
         },
     ))
 }
@@ -330,13 +380,13 @@ pub async fn read_vault(
 /// says the listing cannot change the plan (`plan::history_matters`), that version is the
 /// whole observation: one `GET` instead of two reads. Otherwise the vault is read in full, in
 /// the usual order (the listing, then `GET` again: a write between the two reads must show in
-/// the latest version, not only in the listing).
+/// the latest version, not only in the listing). Second: whether the versions were listed.
 async fn read_vault_unless(
     ctx: &Context,
     client: &Client,
     needs_history: impl Fn(&crate::azure::keyvault::VersionInfo) -> bool,
     cancel: &CancellationToken,
-) -> Result<VaultSecret, Failure> {
+) -> Result<(VaultSecret, bool), Failure> {
     let latest = retry(READ_BUDGET, cancel, || {
         ctx.azure
             .vaults
@@ -344,11 +394,14 @@ async fn read_vault_unless(
     })
     .await?;
     match latest {
-        Latest::Version(v) if !needs_history(&v) => Ok(VaultSecret::Present {
-            history: vec![v.clone()],
-            latest: v,
-        }),
-        _ => read_vault(ctx, client, cancel).await,
+        Latest::Version(v) if !needs_history(&v) => Ok((
+            VaultSecret::Present {
+                history: vec![v.clone()],
+                latest: v,
+            },
+            false,
+        )),
+        _ => Ok((read_vault(ctx, client, cancel).await?, true)),
     }
 }
 
@@ -362,7 +415,7 @@ pub async fn read_latest(
     client: &Client,
     cancel: &CancellationToken,
 ) -> Result<VaultSecret, Failure> {
-    read_vault_unless(ctx, client, |_| false, cancel).await
+    Ok(read_vault_unless(ctx, client, |_| false, cancel).await?.0)
 }
 
 /// [`read_vault`] of any location, each read retried within `budget`.

@@ -32,7 +32,7 @@ fn latest_key(env: &Env, name: &str) -> Option<String> {
 /// Time passes: every credential of `client`'s app and every version in the test vault look
 /// `by` older (their ends and expiries stay: only what the age rules read moves), and so do
 /// the store's records of when the client arrived at each location.
-fn time_passes(env: &Env, client: &str, by: time::Duration) {
+pub(crate) fn time_passes(env: &Env, client: &str, by: time::Duration) {
     let db = env.dir.path().join("state").join("state.db");
     if db.exists() {
         let st = std::process::Command::new("sqlite3")

@@ -119,8 +119,10 @@ async fn retires_the_superseded_credential_only_after_overlap() {
 }
 
 /// Key Vault reads that could not change a decision are not made: a reconcile lists the
-/// secret's versions only when an own credential other than the published one is to be judged,
-/// and the fresh read before a retirement is one `GET` of the version consumers read.
+/// secret's versions only when the history can change the plan (an own credential other than
+/// the published one within `overlap` of the latest version), and the fresh read before a
+/// retirement is one `GET` of the version consumers read. Past `overlap`, the latest version
+/// alone retires its predecessor: it was superseded no later than that version was written.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_rotation_and_its_retirement_list_the_versions_only_where_the_history_decides() {
     let env = Env::new(Setup::default()).await;
@@ -148,9 +150,18 @@ async fn a_rotation_and_its_retirement_list_the_versions_only_where_the_history_
     assert_eq!(reads(&env), (0, 1), "listings and GETs of a rotation");
     assert!(env.live("app-one", &first_key), "kept within overlap");
 
-    // Past overlap: the history says since when the first credential is superseded, and the
-    // fresh read before its removal is what consumers read.
-    env.age_versions("app-one", time::Duration::hours(1));
+    // Within overlap, the history says since when the first credential is superseded.
+    env.em.world().clear_journal();
+    let out = env.rotate("app-one", &[]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(reads(&env), (1, 1), "listings and GETs within overlap");
+    assert!(env.live("app-one", &first_key), "kept within overlap");
+
+    // Past overlap (credentials, versions and the client's arrival an hour older, overlap 20
+    // minutes): the latest version, older than overlap and naming another credential, retires
+    // the first one without the listing; the fresh read before its removal is what consumers
+    // read.
+    crate::review2::time_passes(&env, "app-one", time::Duration::hours(1));
     env.em.world().clear_journal();
     let out = env.rotate("app-one", &[]).await;
     assert!(out.status.success(), "{}", stderr(&out));
@@ -158,9 +169,66 @@ async fn a_rotation_and_its_retirement_list_the_versions_only_where_the_history_
         env.writes(),
         vec![(Operation::GraphRemovePassword, 204, Some(first_key.clone()))]
     );
-    assert_eq!(reads(&env), (1, 2), "listings and GETs of a retirement");
+    assert_eq!(reads(&env), (0, 2), "listings and GETs of a retirement");
     env.assert_published_valid("app-one");
     env.assert_foreign_untouched("app-one");
+
+    // Where the history decides, it is read: an own credential younger than an attempt may
+    // take (it may be publishing), beside a latest version older than overlap.
+    let published = env.published_key("app-one");
+    let young = env.edit_app("app-one", |app| {
+        let mut p = app
+            .passwords
+            .iter()
+            .find(|p| p.key_id == published)
+            .expect("published")
+            .clone();
+        p.key_id = uuid::Uuid::new_v4().to_string();
+        // Another attempt's marker, for this location, and another value.
+        let name = p.display_name.clone().expect("marked");
+        let (marker, random) = name.rsplit_once('-').expect("a rotation id");
+        p.display_name = Some(format!("{marker}-{}", "7".repeat(random.len())));
+        p.secret_text = format!("zz~{}", uuid::Uuid::new_v4().simple());
+        p.hint = "zz~".to_string();
+        p.start = time::OffsetDateTime::now_utc() - time::Duration::minutes(1);
+        p.added = p.start;
+        p.start_text = p
+            .start
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap();
+        let key = p.key_id.clone();
+        app.passwords.push(p);
+        key
+    });
+    env.em.world().clear_journal();
+    let out = env.rotate("app-one", &[]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    // (The newest own credential is younger than overlap: no retirement can be due, and the
+    // vault is read in full at once, without a `GET` first.)
+    assert_eq!(
+        reads(&env),
+        (1, 1),
+        "listings and GETs beside an attempt that may be in flight"
+    );
+    assert!(env.live("app-one", &young), "kept: it may be publishing");
+    assert!(env.writes().is_empty(), "{:?}", env.writes());
+
+    // Half an hour later it is older than overlap, but made after the latest version: nothing
+    // was published after it, and only the history (twice listed) proves it an orphan.
+    env.age_credential("app-one", &young, time::Duration::minutes(30));
+    env.em.world().clear_journal();
+    let out = env.rotate("app-one", &[]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        env.writes(),
+        vec![(Operation::GraphRemovePassword, 204, Some(young.clone()))]
+    );
+    assert_eq!(
+        reads(&env),
+        (2, 3),
+        "the latest version, then the listing and the latest again, then both before the removal"
+    );
+    env.assert_published_valid("app-one");
 }
 
 #[tokio::test(flavor = "multi_thread")]
