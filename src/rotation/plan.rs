@@ -4559,4 +4559,319 @@ mod tests {
             "the wait names the same time"
         );
     }
+
+    /// The sixth review, of the rule that retires an own credential from the latest version
+    /// alone (`superseded_by_latest`, the listing skipped by `history_matters`): worlds a
+    /// person, a restore, a clock or a second installation can make, decided as the daemon
+    /// decides them (the listing read only when `history_matters` says so).
+    mod review6 {
+        use super::*;
+
+        fn with_hint(p: PasswordCredential, hint: &str) -> PasswordCredential {
+            PasswordCredential {
+                hint: Some(hint.into()),
+                ..p
+            }
+        }
+
+        fn holding(v: VersionInfo, hint: &str) -> VersionInfo {
+            VersionInfo {
+                value_hint: Some(hint.into()),
+                ..v
+            }
+        }
+
+        /// What `observe` asks of the latest version, with the store's record resolved as it
+        /// resolves it.
+        fn matters(o: &Observed, p: &PolicyView<'_>, now: OffsetDateTime) -> bool {
+            let VaultSecret::Present { latest, .. } = &o.vault else {
+                return true;
+            };
+            let find = |k: &str| {
+                o.passwords
+                    .iter()
+                    .find(|c| c.key_id.eq_ignore_ascii_case(k))
+            };
+            history_matters(
+                &o.passwords,
+                PREFIX,
+                latest,
+                p.adopt,
+                p.revoke_previous,
+                &o.abandoned,
+                &LatestRule {
+                    app_id: &o.app_id,
+                    location: &o.location,
+                    overlap: p.overlap,
+                    verify_timeout: p.verify_timeout,
+                    arrived_at: o.arrived_at,
+                    written_with: o
+                        .latest_written_with
+                        .as_deref()
+                        .and_then(find)
+                        .map(|c| (c.key_id.as_str(), c.hint.as_deref())),
+                    removal_now: now
+                        - time::Duration::seconds(o.skew_seconds.abs())
+                        - CLOCK_RESOLUTION,
+                },
+            )
+        }
+
+        /// The daemon's decision on the world `full`: from the latest version alone when
+        /// `history_matters` says the listing cannot change it, else from the whole history.
+        fn decide(full: &Observed, p: &PolicyView<'_>, now: OffsetDateTime) -> Plan {
+            if matters(full, p, now) {
+                plan(full, p, now)
+            } else {
+                plan(&latest_alone(full), p, now)
+            }
+        }
+
+        fn removed(p: &Plan) -> Vec<&str> {
+            p.removals.iter().map(|r| r.key_id.as_str()).collect()
+        }
+
+        /// A person writes the retired credential's value back into a new version and copies
+        /// the published version's tags onto it (a rollback done by hand, tags and all). The
+        /// latest version names another own credential and is older than overlap, but holds
+        /// k2's value: k2 stays, whatever the store recorded (no record, one naming k2 itself,
+        /// one naming the credential the tags name but whose hint differs, one naming a
+        /// credential removed since).
+        #[test]
+        fn review6_a_retired_value_copied_into_the_latest_under_another_credentials_tags_keeps_it()
+        {
+            let k2 = with_hint(own("k2", "r2", NOW - days(40), NOW + days(60)), "k2~");
+            let k3 = with_hint(own("k3", "r3", NOW - days(30), NOW + days(80)), "k3~");
+            let v2 = holding(version("v2", "k2", NOW - days(40), NOW + days(60)), "k2~");
+            let v3 = holding(version("v3", "k3", NOW - days(30), NOW + days(80)), "k3~");
+            let copy = holding(version("v4", "k3", NOW - days(20), NOW + days(80)), "k2~");
+            for record in [None, Some(g("k2")), Some(g("k3")), Some(g("gone"))] {
+                let mut full = observed(
+                    vec![k2.clone(), k3.clone()],
+                    Some(vec![v2.clone(), v3.clone(), copy.clone()]),
+                );
+                full.latest_written_with = record.clone();
+                for now in [NOW, NOW + days(100)] {
+                    assert!(matters(&full, &policy(), now), "{record:?} {now}");
+                    let p = decide(&full, &policy(), now);
+                    assert!(p.removals.is_empty(), "{record:?} {now}: {p:?}");
+                }
+            }
+        }
+
+        /// Key Vault's clock ahead of the daemon's (a skew the daemon did not measure: its
+        /// `Date` headers came from Graph): the latest version was created an hour in the
+        /// daemon's future. Its predecessor is superseded since then, not since the daemon's
+        /// `now`: it goes `overlap` after that `created`, not before.
+        #[test]
+        fn review6_a_latest_version_created_in_the_daemons_future_retires_nothing_before_its_overlap()
+         {
+            let k2 = with_hint(own("k2", "r2", NOW - days(30), NOW + days(60)), "k2~");
+            let k3 = with_hint(own("k3", "r3", NOW - days(10), NOW + days(80)), "k3~");
+            let future = NOW + time::Duration::hours(1);
+            let full = observed(
+                vec![k2.clone(), k3.clone()],
+                Some(vec![
+                    holding(version("v2", "k2", NOW - days(30), NOW + days(60)), "k2~"),
+                    holding(version("v3", "k3", future, NOW + days(80)), "k3~"),
+                ]),
+            );
+            let due = future + days(7) + CLOCK_RESOLUTION;
+            let early = due - time::Duration::seconds(1);
+            assert!(matters(&full, &policy(), early));
+            let p = decide(&full, &policy(), early);
+            assert!(p.removals.is_empty(), "{p:?}");
+            assert_eq!(p.next_retirement, Some(due));
+            // Even a plan from the latest alone (observe's margin smaller than the plan's)
+            // keeps it until then.
+            let p = plan(&latest_alone(&full), &policy(), early);
+            assert!(p.removals.is_empty(), "{p:?}");
+            assert!(!matters(&full, &policy(), due));
+            let p = decide(&full, &policy(), due);
+            assert_eq!(
+                p.removals,
+                vec![Removal {
+                    key_id: k2.key_id.clone(),
+                    reason: RemovalReason::Superseded { since: future },
+                }]
+            );
+        }
+
+        /// A credential whose `startDateTime` says it was made after the latest version (a
+        /// start set in the future by a person, or Entra's clock ahead of Key Vault's): the
+        /// latest version says nothing of it, the history judges it, whenever it is asked.
+        /// One made long before the whole history (a start set in the past) is retired from
+        /// the latest version no earlier than the history retires it.
+        #[test]
+        fn review6_a_start_date_after_the_latest_leaves_the_credential_to_the_history() {
+            let k3 = with_hint(own("k3", "r3", NOW - days(10), NOW + days(80)), "k3~");
+            let v1 = holding(version("v1", "k1", NOW - days(30), NOW + days(60)), "k1~");
+            let v3 = holding(version("v3", "k3", NOW - days(10), NOW + days(80)), "k3~");
+            for start in [NOW - days(9), NOW + days(30)] {
+                let k2 = with_hint(own("k2", "r2", start, NOW + days(90)), "k2~");
+                let full = observed(
+                    vec![k2.clone(), k3.clone()],
+                    Some(vec![v1.clone(), v3.clone()]),
+                );
+                for now in [NOW, NOW + days(20), NOW + days(100)] {
+                    assert!(matters(&full, &policy(), now), "start {start}, now {now}");
+                }
+            }
+            let k2 = with_hint(own("k2", "r2", NOW - days(400), NOW + days(90)), "k2~");
+            let full = observed(
+                vec![k2.clone(), k3.clone()],
+                Some(vec![v1.clone(), v3.clone()]),
+            );
+            for d in 0..10 {
+                let now = NOW - days(5) + days(d);
+                let (f, a) = (plan(&full, &policy(), now), decide(&full, &policy(), now));
+                if !removed(&a).is_empty() {
+                    assert_eq!(removed(&f), removed(&a), "now {now}: {f:?} {a:?}");
+                }
+            }
+        }
+
+        /// Two own credentials besides the published one: the listing is skipped only when the
+        /// latest version retires both. An attempt of another process (an HA replica that
+        /// lost the race, or a `rotate` on another machine) made just before the latest
+        /// version and still young keeps the listing, and the history removes only the
+        /// predecessor; once both are due, both go.
+        #[test]
+        fn review6_two_own_credentials_besides_the_published_one_are_retired_together_or_by_the_history()
+         {
+            let short = PolicyView {
+                overlap: Duration::from_secs(4),
+                ..policy()
+            };
+            let min = time::Duration::minutes;
+            let k1 = with_hint(own("k1", "r1", NOW - min(60), NOW + days(1)), "k1~");
+            let k2 = with_hint(own("k2", "r2", NOW - min(9) - min(1), NOW + days(1)), "k2~");
+            let k3 = with_hint(own("k3", "r3", NOW - min(9), NOW + days(1)), "k3~");
+            let full = observed(
+                vec![k1.clone(), k2.clone(), k3.clone()],
+                Some(vec![
+                    holding(version("v1", "k1", NOW - min(60), NOW + days(1)), "k1~"),
+                    holding(version("v3", "k3", NOW - min(9), NOW + days(1)), "k3~"),
+                ]),
+            );
+            assert!(matters(&full, &short, NOW), "k2 may be publishing");
+            let p = decide(&full, &short, NOW);
+            assert_eq!(removed(&p), vec![k1.key_id.as_str()], "{p:?}");
+            let later = NOW + min(2);
+            assert!(!matters(&full, &short, later));
+            let p = decide(&full, &short, later);
+            assert_eq!(
+                removed(&p),
+                vec![k1.key_id.as_str(), k2.key_id.as_str()],
+                "{p:?}"
+            );
+            assert_eq!(
+                removed(&plan(&full, &short, later)),
+                removed(&p),
+                "the history removes the same"
+            );
+        }
+
+        /// A client back at a location it had left (its arrival recorded three days ago), with
+        /// a credential made for the location it came from: consumers there follow it, and
+        /// get `overlap` from its return, however old the latest version here is.
+        #[test]
+        fn review6_a_client_back_at_a_former_location_keeps_the_credential_it_left_for_overlap() {
+            let k3 = with_hint(own("k3", "r3", NOW - days(60), NOW + days(80)), "k3~");
+            let there = PasswordCredential {
+                display_name: Some(format!("{PREFIX}0f0e0d0c-{:032x}", 7)),
+                ..with_hint(own("k2", "r2", NOW - days(70), NOW + days(80)), "k2~")
+            };
+            let mut full = observed(
+                vec![there.clone(), k3.clone()],
+                Some(vec![holding(
+                    version("v3", "k3", NOW - days(60), NOW + days(80)),
+                    "k3~",
+                )]),
+            );
+            full.arrived_at = Some(NOW - days(3));
+            assert!(matters(&full, &policy(), NOW));
+            let p = decide(&full, &policy(), NOW);
+            assert!(p.removals.is_empty(), "{p:?}");
+            let due = NOW + days(4) + CLOCK_RESOLUTION;
+            assert_eq!(p.next_retirement, Some(due));
+            assert!(matters(&full, &policy(), due - time::Duration::seconds(1)));
+            assert!(!matters(&full, &policy(), due));
+            let p = decide(&full, &policy(), due);
+            assert_eq!(
+                p.removals,
+                vec![Removal {
+                    key_id: there.key_id.clone(),
+                    reason: RemovalReason::Migrated {
+                        since: NOW - days(3)
+                    },
+                }]
+            );
+            assert_eq!(plan(&full, &policy(), due).removals, p.removals);
+            // Without the store's record of the arrival, the latest version decides nothing.
+            full.arrived_at = None;
+            assert!(matters(&full, &policy(), NOW + days(100)));
+        }
+
+        /// A restore of an old state of the vault secret (a Key Vault backup restored after the
+        /// secret was purged) makes an old version, naming k1, the latest again: the version
+        /// that published k2 three days ago is gone, and consumers read k2 until the restore.
+        /// The rule from the latest version does not apply (k2 was made after it: held), and the
+        /// history calls k2 an orphan (made after the history began, named by no version) and
+        /// removes it at once, without `overlap` for the consumers that read it until a moment
+        /// ago. The store recorded that k2 was published (a `rotated` row), which no rule
+        /// reads. This is the orphan rule's, not the rule this review is about; the fix (trust
+        /// the store's record of a publish to keep an "orphan" for `overlap` from when?) is not
+        /// clear.
+        #[test]
+        #[ignore = "orphan rule: a credential published in a version a restore discarded is removed at once (pre-existing, not the latest-version rule)"]
+        fn review6_a_credential_published_in_a_version_a_restore_discarded_is_kept_for_overlap() {
+            let k1 = with_hint(own("k1", "r1", NOW - days(30), NOW + days(60)), "k1~");
+            let k2 = with_hint(own("k2", "r2", NOW - days(3), NOW + days(90)), "k2~");
+            let full = observed(
+                vec![k1, k2.clone()],
+                Some(vec![holding(
+                    version("v1", "k1", NOW - days(30), NOW + days(60)),
+                    "k1~",
+                )]),
+            );
+            assert!(
+                matters(&full, &policy(), NOW),
+                "the latest version rule does not apply"
+            );
+            let p = decide(&full, &policy(), NOW);
+            assert!(p.removals.is_empty(), "{p:?}");
+        }
+
+        /// Credentials of another installation (another instance's marker) or of another
+        /// client of this installation on the same application are not this client's: they
+        /// neither keep the listing nor go with it.
+        #[test]
+        fn review6_another_installations_credentials_are_never_retired_by_the_latest() {
+            let k3 = with_hint(own("k3", "r3", NOW - days(10), NOW + days(80)), "k3~");
+            let k2 = with_hint(own("k2", "r2", NOW - days(30), NOW + days(80)), "k2~");
+            let staging = cred(
+                "s1",
+                Some(format!("secret-rotator:staging:dicom:{}", rid("s")).as_str()),
+                NOW - days(30),
+                NOW + days(80),
+            );
+            let other = cred(
+                "o1",
+                Some(format!("secret-rotator:prod:dicom-b:{}", rid("o")).as_str()),
+                NOW - days(30),
+                NOW + days(80),
+            );
+            let full = observed(
+                vec![staging.clone(), other.clone(), k2.clone(), k3.clone()],
+                Some(vec![
+                    holding(version("v2", "k2", NOW - days(30), NOW + days(80)), "k2~"),
+                    holding(version("v3", "k3", NOW - days(10), NOW + days(80)), "k3~"),
+                ]),
+            );
+            assert!(!matters(&full, &policy(), NOW));
+            let p = decide(&full, &policy(), NOW);
+            assert_eq!(removed(&p), vec![k2.key_id.as_str()], "{p:?}");
+        }
+    }
 }
