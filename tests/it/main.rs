@@ -31,6 +31,7 @@ mod review2;
 mod review3;
 mod review4;
 mod review5;
+mod review6;
 mod rotation;
 mod sdk;
 mod security;
