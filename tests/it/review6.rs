@@ -119,3 +119,32 @@ async fn review6_a_latest_version_created_in_the_future_retires_nothing_before_o
     env.assert_published_valid("app-one");
     env.assert_foreign_untouched("app-one");
 }
+
+/// A restore of an older state of the vault secret (a Key Vault backup taken before the
+/// second rotation, restored after the secret was purged; here the newest version is taken
+/// away): the latest version names the first credential again, and the second, which
+/// consumers read for the last hour, is named by no version. The rule from the latest
+/// version does not apply (the second credential was made after it), and the history's orphan
+/// rule removes it at once, with both its listings, though the store recorded its publish:
+/// consumers that read it until the restore get no `overlap`. Not the latest-version rule's
+/// doing (the history decides, as it did before that rule); the fix is not clear (from when
+/// would a store-recorded publish keep an "orphan", and for how long?).
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "orphan rule: a credential published in a version a restore discarded is removed at once (pre-existing)"]
+async fn review6_a_credential_published_in_a_version_a_restore_discarded_stays_for_overlap() {
+    let env = Env::new(Setup::default()).await;
+    let (k1, k2) = two_rotations(&env).await;
+    crate::review2::time_passes(&env, "app-one", time::Duration::hours(1));
+    env.edit_versions("app-one", |versions| versions.pop());
+    assert_eq!(env.published_key("app-one"), k1);
+    env.em.world().clear_journal();
+    let out = env.rotate("app-one", &[]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(listings(&env) > 0, "the history decides");
+    assert!(
+        env.live("app-one", &k2),
+        "removed at once after the restore: {:?}\n{}",
+        env.writes(),
+        stderr(&out)
+    );
+}
