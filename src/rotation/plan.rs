@@ -4601,7 +4601,6 @@ mod tests {
                 &o.abandoned,
                 &LatestRule {
                     app_id: &o.app_id,
-                    location: &o.location,
                     overlap: p.overlap,
                     verify_timeout: p.verify_timeout,
                     arrived_at: o.arrived_at,
