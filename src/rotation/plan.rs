@@ -2041,16 +2041,12 @@ mod tests {
 
         // Anything else to judge needs the history.
         let o = observed(vec![], None);
+        let matters_with =
+            |passwords: &[PasswordCredential], latest: &VersionInfo, rule: LatestRule<'_>| {
+                history_matters(passwords, PREFIX, latest, false, false, &[], &rule)
+            };
         let matters_at = |passwords: &[PasswordCredential], latest: &VersionInfo, now| {
-            history_matters(
-                passwords,
-                PREFIX,
-                latest,
-                false,
-                false,
-                &[],
-                &rule_at(&o, now),
-            )
+            matters_with(passwords, latest, rule_at(&o, now))
         };
         let matters = |passwords: &[PasswordCredential], latest: &VersionInfo| {
             matters_at(passwords, latest, NOW)
@@ -2067,14 +2063,10 @@ mod tests {
         let mut fresh = v3.clone();
         fresh.created = Some(NOW - time::Duration::minutes(9));
         assert!(
-            !history_matters(
+            !matters_with(
                 &[k2.clone(), k3.clone()],
-                PREFIX,
                 &fresh,
-                false,
-                false,
-                &[],
-                &LatestRule {
+                LatestRule {
                     overlap: Duration::from_secs(4),
                     ..rule_at(&o, NOW)
                 }
@@ -2082,14 +2074,10 @@ mod tests {
             "a short overlap"
         );
         assert!(
-            history_matters(
+            matters_with(
                 &[young, k3.clone()],
-                PREFIX,
                 &fresh,
-                false,
-                false,
-                &[],
-                &LatestRule {
+                LatestRule {
                     overlap: Duration::from_secs(4),
                     ..rule_at(&o, NOW)
                 }
@@ -2121,14 +2109,10 @@ mod tests {
             "a second own credential whose value the latest version may hold"
         );
         assert!(
-            !history_matters(
+            !matters_with(
                 &[same_hint.clone(), k3.clone()],
-                PREFIX,
                 &v3,
-                false,
-                false,
-                &[],
-                &LatestRule {
+                LatestRule {
                     written_with: Some((&k3.key_id, v3.value_hint.as_deref())),
                     ..rule_at(&o, NOW)
                 }
@@ -2151,14 +2135,10 @@ mod tests {
         );
         for arrived_at in [None, Some(NOW - days(6))] {
             assert!(
-                history_matters(
+                matters_with(
                     &[k2.clone(), k3.clone()],
-                    PREFIX,
                     &v3,
-                    false,
-                    false,
-                    &[],
-                    &LatestRule {
+                    LatestRule {
                         arrived_at,
                         ..rule_at(&o, NOW)
                     }
