@@ -67,6 +67,11 @@ pub struct ClientCfg {
     pub secret: String,
     pub present: bool,
     pub adopt: bool,
+    /// Rotates every ~340 s instead of every ~40 s (`secret_lifetime = "900s"` for this
+    /// client alone): its predecessor is then older than the orphan age (`verify_timeout` +
+    /// 5 min) when it retires, so the retirement from the latest version alone, without the
+    /// version listing, is drawn in the run too, not only in the planner's tests.
+    pub long_lived: bool,
 }
 
 /// Where a secret lives: (vault, lower-cased secret name).
@@ -236,6 +241,7 @@ impl WorldRun {
                 secret: format!("{}-secret", c.name),
                 present: true,
                 adopt: false,
+                long_lived: i == 0,
             })
             .collect();
         let mut run = WorldRun {
@@ -335,6 +341,9 @@ impl WorldRun {
             ));
             if c.adopt {
                 text.push_str("adopt = true\n");
+            }
+            if c.long_lived {
+                text.push_str("secret_lifetime = \"900s\"\n");
             }
         }
         text
@@ -1729,6 +1738,7 @@ pub async fn run(seconds: u64, seed: u64) -> Vec<String> {
         "fault_rules_injected": faults,
         "rotations_published": journal.iter().filter(|e| e.operation == Operation::KeyvaultSetSecret && e.effective && e.caller.as_deref() == Some(&w.env.daemon_app_id)).count(),
         "credentials_removed_by_the_daemon": journal.iter().filter(|e| e.operation == Operation::GraphRemovePassword && e.effective && e.caller.as_deref() == Some(&w.env.daemon_app_id)).count(),
+        "removed_without_a_listing": removed_without_a_listing(&w, &journal),
         "azure_calls": journal.len(),
         "violations": w.violations.len(),
     });
@@ -1736,6 +1746,46 @@ pub async fn run(seconds: u64, seed: u64) -> Vec<String> {
     let out = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/world-run.json");
     let _ = std::fs::write(out, serde_json::to_string_pretty(&summary).unwrap());
     w.violations
+}
+
+/// How many of the daemon's removals were decided without a version listing: no listing of
+/// any of the app's secrets (their names all start with the app's client name) since the
+/// daemon last read the application. Shows whether the run reached the retirement from the
+/// latest version alone (the long-lived client is there for it).
+fn removed_without_a_listing(w: &WorldRun, journal: &[Entry]) -> usize {
+    let daemon = Some(w.env.daemon_app_id.as_str());
+    let by_daemon = |e: &&Entry| e.caller.as_deref() == daemon;
+    let mut count = 0;
+    for (i, removal) in journal.iter().enumerate() {
+        if removal.operation != Operation::GraphRemovePassword
+            || !removal.effective
+            || removal.caller.as_deref() != daemon
+        {
+            continue;
+        }
+        let Some(app) = w
+            .env
+            .clients
+            .iter()
+            .find(|a| removal.target.as_deref() == Some(a.object_id.as_str()))
+        else {
+            continue;
+        };
+        let prefix = format!("/{}-", app.name.to_ascii_lowercase());
+        let since_read = journal[..i].iter().rev().filter(by_daemon).take_while(|e| {
+            !(e.operation == Operation::GraphGetApplication && e.target == removal.target)
+        });
+        let listed = since_read.into_iter().any(|e| {
+            e.operation == Operation::KeyvaultListVersions
+                && e.target
+                    .as_deref()
+                    .is_some_and(|t| t.to_ascii_lowercase().contains(&prefix))
+        });
+        if !listed {
+            count += 1;
+        }
+    }
+    count
 }
 
 /// Keeps the daemon's logs, the journal and the events of a failed run in
