@@ -768,14 +768,26 @@ fn mi_token(world: &World, q: &MiQuery) -> Result<MiGrant, (StatusCode, String)>
         .as_deref()
         .or(q.object_id.as_deref())
         .or(q.principal_id.as_deref());
-    let identities: Vec<&Application> = state
-        .applications
-        .iter()
-        .filter(|a| a.managed_identity)
-        .filter(|a| {
-            wanted.is_none_or(|w| a.app_id.eq_ignore_ascii_case(w) || a.id.eq_ignore_ascii_case(w))
-        })
-        .collect();
+    let identities: Vec<&Application> = match wanted {
+        // Looked up, not scanned for: the tenant may hold 100,000 applications.
+        Some(w) => {
+            let mut found: Vec<usize> = [state.app_by_app_id(w), state.app_by_object_id(w)]
+                .into_iter()
+                .flatten()
+                .collect();
+            found.dedup();
+            found
+                .into_iter()
+                .map(|i| &state.applications[i])
+                .filter(|a| a.managed_identity)
+                .collect()
+        }
+        None => state
+            .applications
+            .iter()
+            .filter(|a| a.managed_identity)
+            .collect(),
+    };
     let app = match identities.as_slice() {
         [one] => *one,
         [] => {

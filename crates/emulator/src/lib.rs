@@ -9,7 +9,7 @@
 //! [`tls`] the listeners.
 //!
 //! Over 600 lines: the emulator's entry point (start, seed, persistence) and its tests (about
-//! 90 lines).
+//! 210 lines).
 
 // The emulator plays Azure, whose clock is its own: it reads the wall clock wherever Azure would,
 // which the workspace's clippy.toml forbids to the daemon (only src/clock.rs may).
@@ -28,6 +28,7 @@ pub mod keyvault;
 pub mod kit;
 pub mod model;
 pub mod operation;
+pub mod table;
 pub mod throttle;
 pub mod tls;
 pub mod tokens;
@@ -283,7 +284,7 @@ impl Emulator {
         &self.inner.state_dir
     }
 
-    /// Stops every listener and writes the state one last time.
+    /// Stops every listener and writes the state one last time (after a write in progress).
     pub fn shutdown(&self) {
         for t in lock(&self.inner.tasks).drain(..) {
             t.abort();
@@ -559,19 +560,43 @@ async fn bind(ip: IpAddr, port: u16) -> anyhow::Result<TcpListener> {
         .with_context(|| format!("binding {ip}:{port}"))
 }
 
-fn write_state(world: &World, path: &Path) -> anyhow::Result<()> {
-    let bytes = serde_json::to_vec(&*world.state())?;
-    files::replace(path, &bytes, 0o600)
+/// Writes the state to `path` through [`files::replace`] and says how long that took.
+///
+/// The state is copied under the world's lock and serialised outside it: at 100,000
+/// applications the copy holds the lock for a fraction of what serialising would (most of the
+/// time goes to escaping strings), so requests wait for the copy only. Writes go one at a time
+/// (`World::persisting`), each copying the state after the previous one finished, so a later
+/// write never holds an older state than an earlier one.
+fn write_state(world: &World, path: &Path) -> anyhow::Result<Duration> {
+    let _one_at_a_time = lock(&world.persisting);
+    let started = std::time::Instant::now();
+    let snapshot = world.state().clone();
+    let bytes = serde_json::to_vec(&snapshot)?;
+    drop(snapshot);
+    files::replace(path, &bytes, 0o600)?;
+    Ok(started.elapsed())
 }
 
-/// Writes the state once a second when it changed.
+/// At most this share of the time goes to writing the state.
+const PERSIST_SHARE: u32 = 10;
+
+/// Writes the state when it changed: a second after the last write, or, when a write takes
+/// longer than a tenth of a second (156 MB at 100,000 applications), after nine times that
+/// write's duration, so that persisting takes at most a tenth of the time however large the
+/// tenant. The write runs on a blocking thread, not on the runtime serving requests.
 async fn persist(world: Arc<World>, path: PathBuf) {
+    let mut pause = Duration::from_secs(1);
     loop {
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        if world.take_dirty()
-            && let Err(e) = write_state(&world, &path)
-        {
-            tracing::warn!(error = %e, "could not persist emulator state");
+        tokio::time::sleep(pause).await;
+        pause = Duration::from_secs(1);
+        if !world.take_dirty() {
+            continue;
+        }
+        let (w, p) = (world.clone(), path.clone());
+        match tokio::task::spawn_blocking(move || write_state(&w, &p)).await {
+            Ok(Ok(took)) => pause = pause.max(took * (PERSIST_SHARE - 1)),
+            Ok(Err(e)) => tracing::warn!(error = %e, "could not persist emulator state"),
+            Err(e) => tracing::warn!(error = %e, "persisting emulator state failed"),
         }
     }
 }
@@ -620,6 +645,115 @@ mod tests {
             "the CA is kept"
         );
         second.shutdown();
+    }
+
+    #[tokio::test]
+    async fn applications_are_found_by_id_in_any_case_as_they_come_and_go_and_after_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = |seed| Options {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            state_dir: dir.path().to_path_buf(),
+            seed,
+        };
+        let app = |n: usize| SeedApplication {
+            id: Some(format!("0000000{n}-AAAA-4AAA-8AAA-00000000000{n}")),
+            app_id: Some(format!("1111111{n}-BBBB-4BBB-8BBB-00000000000{n}")),
+            ..SeedApplication::new(format!("app{n}"))
+        };
+        let seed = Seed {
+            applications: (0..3).map(app).collect(),
+            ..Default::default()
+        };
+        let first = Emulator::start(options(Some(seed))).await.unwrap();
+        first.shutdown();
+        let second = Emulator::start(options(None)).await.unwrap();
+        let found = |n: usize| {
+            let state = second.world().state();
+            let by_id = state
+                .app_by_object_id(&format!("0000000{n}-aaaa-4aaa-8aaa-00000000000{n}"))
+                .map(|i| state.applications[i].display_name.clone());
+            let by_app_id = state
+                .app_by_app_id(&format!("1111111{n}-bbbb-4bbb-8bbb-00000000000{n}"))
+                .map(|i| state.applications[i].display_name.clone());
+            let sp = state
+                .sp_by_app_id(&format!("1111111{n}-bbbb-4bbb-8bbb-00000000000{n}"))
+                .map(|s| s.display_name.clone());
+            assert_eq!(by_id, by_app_id, "app{n}: by object id and by app id");
+            assert_eq!(
+                by_id, sp,
+                "app{n}: the application and its service principal"
+            );
+            by_id
+        };
+        for n in 0..3 {
+            assert_eq!(found(n).as_deref(), Some(&*format!("app{n}")), "restored");
+        }
+        assert!(
+            second
+                .world()
+                .state()
+                .sp_for_resource("HTTPS://VAULT.AZURE.NET/")
+                .is_some(),
+            "the resource principals are found by name after a restart"
+        );
+        // Added after the start (the index follows a push), then one removed (the rows after it
+        // shift).
+        second
+            .seed(Seed {
+                applications: vec![app(3)],
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(found(3).as_deref(), Some("app3"));
+        {
+            let mut state = second.world().state_mut();
+            let gone = "11111110-BBBB-4BBB-8BBB-000000000000";
+            let i = state.app_by_app_id(gone).unwrap();
+            state.applications.remove(i);
+            let j = state
+                .service_principals
+                .position(crate::table::Key::AppId, gone)
+                .unwrap();
+            state.service_principals.remove(j);
+        }
+        assert_eq!(found(0), None, "removed");
+        for n in 1..4 {
+            assert_eq!(
+                found(n).as_deref(),
+                Some(&*format!("app{n}")),
+                "after a removal"
+            );
+        }
+        second.shutdown();
+    }
+
+    #[tokio::test]
+    async fn the_state_is_written_while_the_emulator_runs_not_only_at_shutdown() {
+        let dir = tempfile::tempdir().unwrap();
+        let em = Emulator::start(Options::loopback_in(dir.path()))
+            .await
+            .unwrap();
+        em.seed(Seed {
+            applications: vec![SeedApplication::new("written-while-running")],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        let path = em.state_dir().join("state.json");
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let written = std::fs::read_to_string(&path).unwrap_or_default();
+            if written.contains("written-while-running") {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "state.json holds no seeded application 10 s after the seed"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        em.shutdown();
     }
 
     #[tokio::test]

@@ -9,6 +9,8 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
+use crate::table::{Key, Keyed, Table};
+
 /// Graph's `signInAudience` values that let personal Microsoft accounts sign in; such apps may
 /// hold at most two passwords.
 pub const PERSONAL_AUDIENCES: [&str; 2] = [
@@ -468,11 +470,11 @@ pub struct DeletedSecret {
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct State {
     pub tenant_id: String,
-    pub applications: Vec<Application>,
+    pub applications: Table<Application>,
     pub vaults: BTreeMap<String, Vault>,
     pub settings: Settings,
     #[serde(default)]
-    pub service_principals: Vec<ServicePrincipal>,
+    pub service_principals: Table<ServicePrincipal>,
     #[serde(default)]
     pub role_assignments: Vec<RoleAssignment>,
     #[serde(default)]
@@ -481,47 +483,70 @@ pub struct State {
     pub subscription_id: String,
 }
 
+impl Keyed for Application {
+    fn keys(&self, each: &mut dyn FnMut(Key, &str)) {
+        each(Key::Id, &self.id);
+        each(Key::AppId, &self.app_id);
+    }
+}
+
+impl Keyed for ServicePrincipal {
+    fn keys(&self, each: &mut dyn FnMut(Key, &str)) {
+        each(Key::Id, &self.id);
+        each(Key::AppId, &self.app_id);
+        for n in &self.service_principal_names {
+            each(Key::Name, n);
+        }
+        for w in &self.wildcard_names {
+            each(Key::Pattern, w);
+        }
+    }
+}
+
 impl State {
     pub fn app_by_object_id(&self, id: &str) -> Option<usize> {
-        self.applications
-            .iter()
-            .position(|a| a.id.eq_ignore_ascii_case(id))
+        self.applications.position(Key::Id, id)
     }
     pub fn app_by_app_id(&self, app_id: &str) -> Option<usize> {
-        self.applications
-            .iter()
-            .position(|a| a.app_id.eq_ignore_ascii_case(app_id))
+        self.applications.position(Key::AppId, app_id)
     }
     pub fn sp_by_app_id(&self, app_id: &str) -> Option<&ServicePrincipal> {
-        self.service_principals
-            .iter()
-            .find(|s| s.app_id.eq_ignore_ascii_case(app_id))
+        self.service_principals.get_by(Key::AppId, app_id)
     }
     pub fn sp_by_id(&self, id: &str) -> Option<&ServicePrincipal> {
-        self.service_principals
-            .iter()
-            .find(|s| s.id.eq_ignore_ascii_case(id))
+        self.service_principals.get_by(Key::Id, id)
     }
     /// The service principal a token request's resource names: by app id or by one of its
-    /// service principal names (a trailing slash is ignored, as Entra does).
+    /// service principal names (a trailing slash is ignored, as Entra does), else by one of the
+    /// wildcard names (only a few resource principals have them).
     pub fn sp_for_resource(&self, resource: &str) -> Option<&ServicePrincipal> {
         let want = resource.trim_end_matches('/');
-        self.service_principals.iter().find(|s| {
-            s.app_id.eq_ignore_ascii_case(want)
-                || s.service_principal_names
-                    .iter()
-                    .any(|n| n.trim_end_matches('/').eq_ignore_ascii_case(want))
-                || s.wildcard_names.iter().any(|w| {
+        let exact = [
+            self.service_principals.position(Key::AppId, want),
+            self.service_principals.position(Key::Name, want),
+        ]
+        .into_iter()
+        .flatten()
+        .min();
+        if let Some(i) = exact {
+            return Some(&self.service_principals[i]);
+        }
+        let lower = want.to_ascii_lowercase();
+        let patterned = self.service_principals.having(Key::Pattern);
+        patterned
+            .into_iter()
+            .map(|i| &self.service_principals[i])
+            .find(|s| {
+                s.wildcard_names.iter().any(|w| {
                     let Some((prefix, suffix)) = w.split_once('*') else {
                         return false;
                     };
-                    let lower = want.to_ascii_lowercase();
                     lower.len() > prefix.len() + suffix.len()
                         && lower.starts_with(&prefix.to_ascii_lowercase())
                         && lower.ends_with(&suffix.to_ascii_lowercase())
                         && !lower[prefix.len()..lower.len() - suffix.len()]
                             .contains(['/', '.', '@', ':'])
                 })
-        })
+            })
     }
 }

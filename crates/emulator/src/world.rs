@@ -124,6 +124,8 @@ pub struct World {
     pub identity_header: String,
     pub(crate) urls: Mutex<Urls>,
     dirty: std::sync::atomic::AtomicBool,
+    /// Held while the state is written to `state.json`: one write at a time.
+    pub(crate) persisting: Mutex<()>,
 }
 
 /// Where the services listen, for building absolute links and challenges.
@@ -151,6 +153,7 @@ impl World {
             identity_header,
             urls: Mutex::new(Urls::default()),
             dirty: std::sync::atomic::AtomicBool::new(false),
+            persisting: Mutex::new(()),
         })
     }
 
