@@ -199,7 +199,7 @@ impl<T: Keyed> FromIterator<T> for Table<T> {
 }
 
 impl<T: Clone> Clone for Table<T> {
-    /// The copy builds its index when first asked: a snapshot for `state.json` never is.
+    /// The copy builds its index when first asked (the control API's copies never ask).
     fn clone(&self) -> Self {
         Table {
             rows: self.rows.clone(),
