@@ -578,10 +578,10 @@ fn write_state(world: &World, path: &Path) -> anyhow::Result<Duration> {
 /// At most this share of the time goes to writing the state.
 const PERSIST_SHARE: u32 = 10;
 
-/// Writes the state when it changed: a second after the last write, or, when a write takes
-/// longer than a tenth of a second (156 MB at 100,000 applications), after nine times that
-/// write's duration, so that persisting takes at most a tenth of the time however large the
-/// tenant. The write runs on a blocking thread, not on the runtime serving requests.
+/// Writes the state when it changed: a second after the last write, or nine times that write's
+/// duration after it when that is longer (156 MB at 100,000 applications), so that persisting
+/// takes at most a tenth of the time however large the tenant. The write runs on a blocking
+/// thread, not on the runtime serving requests.
 async fn persist(world: Arc<World>, path: PathBuf) {
     let mut pause = Duration::from_secs(1);
     loop {
