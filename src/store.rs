@@ -268,6 +268,10 @@ pub fn published_message(version: &str) -> String {
     format!("published version {version}")
 }
 
+/// Whether the `unpublished` row `u` of client `?1` is stale: the client's status row names its
+/// credential as the published one and was written after it.
+const STALE: &str = "EXISTS (SELECT 1 FROM clients c WHERE c.client = ?1 AND c.published_key_id = u.key_id AND c.updated_at > u.seen_at)";
+
 /// History rows kept per client.
 const HISTORY_PER_CLIENT: i64 = 200;
 
@@ -623,16 +627,20 @@ impl Store {
 
     /// The own credentials `client` is known to have published (see [`KnownPublished`]), each
     /// with when a read first showed it named by no version. One query: the rotations'
-    /// records, the status row and the rows of [`Store::record_unpublished`].
+    /// records, the status row and the rows of [`Store::record_unpublished`]. A row older than
+    /// a status row that names its credential as the published one is stale (a reconcile saw
+    /// it published again since, and a reconcile with nothing else to look at does not read
+    /// these rows to forget it): it reads as no record, so a later discard counts from its own
+    /// first read, never from the earlier one.
     pub fn known_published(&self, client: &str) -> Result<Vec<KnownPublished>> {
         let conn = self.conn();
-        let mut stmt = conn.prepare_cached(
-            "SELECT k.key_id, u.seen_at FROM (
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT k.key_id, CASE WHEN {STALE} THEN NULL ELSE u.seen_at END FROM (
                  SELECT key_id FROM history WHERE client = ?1 AND result = 'rotated' AND key_id IS NOT NULL
                  UNION SELECT published_key_id FROM clients WHERE client = ?1 AND published_key_id IS NOT NULL
                  UNION SELECT key_id FROM unpublished WHERE client = ?1
-             ) AS k LEFT JOIN unpublished u ON u.client = ?1 AND u.key_id = k.key_id",
-        )?;
+             ) AS k LEFT JOIN unpublished u ON u.client = ?1 AND u.key_id = k.key_id"
+        ))?;
         let rows = stmt.query_map(params![client], |r| {
             Ok(KnownPublished {
                 key_id: r.get(0)?,
@@ -644,7 +652,8 @@ impl Store {
 
     /// Records that a read at `now` showed each of `key_ids` named by no version of `client`'s
     /// secret, unless an earlier read already did (the first time stays: the overlap counts
-    /// from it). `now` must be no earlier than the read.
+    /// from it; a stale record, see [`Store::known_published`], is replaced). `now` must be no
+    /// earlier than the read.
     pub fn record_unpublished(
         &self,
         client: &str,
@@ -654,8 +663,10 @@ impl Store {
         in_transaction(&self.conn(), |conn| {
             for key_id in key_ids {
                 conn.execute_cached(
-                    "INSERT INTO unpublished (client, key_id, seen_at) VALUES (?1, ?2, ?3)
-                     ON CONFLICT(client, key_id) DO NOTHING",
+                    &format!(
+                        "INSERT INTO unpublished AS u (client, key_id, seen_at) VALUES (?1, ?2, ?3)
+                         ON CONFLICT(client, key_id) DO UPDATE SET seen_at = excluded.seen_at WHERE {STALE}"
+                    ),
                     params![client, key_id, now.unix_timestamp()],
                 )?;
             }
@@ -1330,6 +1341,21 @@ mod tests {
         assert_eq!(
             s.known_published("c").unwrap()[0].unpublished_seen_at,
             Some(1_000_040)
+        );
+        // A reconcile saw k1 published again (the status row, written after the record) without
+        // reading the records: the record is stale, reads as none, and a new one replaces it.
+        s.upsert_client(&ClientRow {
+            client: "c".into(),
+            published_key_id: Some("k1".into()),
+            updated_at: 1_000_050,
+            ..ClientRow::default()
+        })
+        .unwrap();
+        assert_eq!(s.known_published("c").unwrap()[0].unpublished_seen_at, None);
+        s.record_unpublished("c", &keys(&["k1"]), t(60)).unwrap();
+        assert_eq!(
+            s.known_published("c").unwrap()[0].unpublished_seen_at,
+            Some(1_000_060)
         );
     }
 

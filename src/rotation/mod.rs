@@ -391,9 +391,9 @@ async fn reconcile_inner(
         drift_checked: false,
     };
     // Consumers read an older secret than the one published last (a restore of the vault
-    // secret from a backup): the operator should know, in the status as well as the log.
+    // secret from a backup): the operator should know, in the status too (the log has the
+    // plan's note).
     for held in &plan.held_unpublished {
-        tracing::warn!(client = %client.name, "{held}");
         report.warnings.push(held.to_string());
     }
 

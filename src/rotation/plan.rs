@@ -1153,11 +1153,13 @@ pub fn plan(observed: &Observed, policy: &PolicyView<'_>, now: OffsetDateTime) -
             let until = due + margin;
             plan.next_retirement = Some(plan.next_retirement.map_or(until, |t| t.min(until)));
             frees_unpublished.insert(p.key_id.clone(), until);
-            plan.held_unpublished.push(HeldUnpublished {
+            let held = HeldUnpublished {
                 key_id: p.key_id.clone(),
                 since,
                 until,
-            });
+            };
+            plan.notes.push(held.to_string());
+            plan.held_unpublished.push(held);
             None
         } else if never_published && unpublished.is_none() {
             // The store recorded that this attempt never reached the publishing step: no
