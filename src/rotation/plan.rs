@@ -1183,7 +1183,7 @@ pub fn plan(observed: &Observed, policy: &PolicyView<'_>, now: OffsetDateTime) -
                     p.key_id
                 ));
             }
-            (present && old && !unproven).then(|| match held {
+            (present && old && !unproven).then_some(match held {
                 // Its overlap after the discarded version ended above.
                 Some((Some(since), _)) => RemovalReason::Unpublished { rotation_id, since },
                 _ => RemovalReason::Orphan { rotation_id },
