@@ -631,12 +631,15 @@ impl Store {
     /// a status row that names its credential as the published one is stale (a reconcile saw
     /// it published again since, and a reconcile with nothing else to look at does not read
     /// these rows to forget it): it reads as no record, so a later discard counts from its own
-    /// first read, never from the earlier one.
+    /// first read, never from the earlier one. The history is searched by client
+    /// (`history_client`, at most [`HISTORY_PER_CLIENT`] rows): SQLite would otherwise pick
+    /// `history_result_at` and walk every client's rotations (4.7 ms a call at 1,000 clients
+    /// with 10 each, against 34 µs).
     pub fn known_published(&self, client: &str) -> Result<Vec<KnownPublished>> {
         let conn = self.conn();
         let mut stmt = conn.prepare_cached(&format!(
             "SELECT k.key_id, CASE WHEN {STALE} THEN NULL ELSE u.seen_at END FROM (
-                 SELECT key_id FROM history WHERE client = ?1 AND result = 'rotated' AND key_id IS NOT NULL
+                 SELECT key_id FROM history INDEXED BY history_client WHERE client = ?1 AND result = 'rotated' AND key_id IS NOT NULL
                  UNION SELECT published_key_id FROM clients WHERE client = ?1 AND published_key_id IS NOT NULL
                  UNION SELECT key_id FROM unpublished WHERE client = ?1
              ) AS k LEFT JOIN unpublished u ON u.client = ?1 AND u.key_id = k.key_id"
