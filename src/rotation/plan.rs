@@ -94,7 +94,7 @@ pub struct Observed {
     /// the status row's published credential: what the last reconcile saw), each with when a
     /// read first showed it named by no version at the client's location. Read only when an
     /// own credential besides the one the latest version names is on the application (empty
-    /// otherwise, or when the store cannot be read: that only keeps credentials).
+    /// otherwise; a store that cannot be read fails the reconcile instead).
     pub known_published: Vec<KnownPublished>,
 }
 
@@ -1023,17 +1023,17 @@ pub fn plan(observed: &Observed, policy: &PolicyView<'_>, now: OffsetDateTime) -
             continue;
         }
         let here = location_of(&rotation_id) == Some(observed.location.as_str());
-        // Published (the store says so), made for this location after its history began, and
-        // named by no version of it in a listing that succeeded: a version that served it was discarded (a restore of the
-        // secret from a backup taken before it was written), at a moment the daemon does not
-        // know, no earlier than the store's record that a read first showed it unnamed (or this
-        // read, without the record). It stays until `overlap` after that; then the usual rules
-        // judge it. Unless the latest version alone retires it (`superseded_by_latest`: older
-        // than that version, which names another credential and does not hold its value, so
-        // that no version serving it can have been newer), as without the listing.
-        // Made after the history began: the orphan rule's credentials (one made before may have
-        // been published in a secret purged since, and the migration rule times it from the
-        // publish after it).
+        // Published (the store says so), made for this location after its history began (the
+        // orphan rule's credentials; one made before may have been published in a secret
+        // purged since, and the migration rule times it from the publish after it), and named
+        // by no version of a listing that succeeded: a version that served it was discarded (a
+        // restore of the secret from a backup taken before that version), at a moment the
+        // daemon does not know, no earlier than the first read that showed it unnamed (the
+        // store's record, or this read without one). It stays until `overlap` after that; then
+        // the usual rules judge it. Unless the latest version alone retires it
+        // (`superseded_by_latest`: older than that version, which names another credential and
+        // does not hold its value, so that no version serving it can have been newer), as it
+        // would without the listing.
         let after_first = history
             .iter()
             .filter_map(|v| v.created)
