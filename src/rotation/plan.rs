@@ -1042,10 +1042,14 @@ pub fn plan(observed: &Observed, policy: &PolicyView<'_>, now: OffsetDateTime) -
         let by_latest = latest.and_then(|l| superseded_by_latest(p, &prefix, l, &latest_rule));
         let unpublished =
             known.filter(|_| here && present && observed.history_listed && !named && after_first);
-        let held = unpublished.filter(|_| by_latest.is_none()).map(|k| {
-            let since = k.unpublished_since;
-            (since, since.unwrap_or(now) + std_to_time(policy.overlap))
-        });
+        // One whose value a version no tag attributes may hold is the orphan rule's to keep (no
+        // time frees it: a copy by hand, or tags wiped).
+        let held = unpublished
+            .filter(|_| by_latest.is_none() && !may_hold_untagged(p, history.iter().chain(latest)))
+            .map(|k| {
+                let since = k.unpublished_since;
+                (since, since.unwrap_or(now) + std_to_time(policy.overlap))
+            });
         // The store's record that an attempt never reached publishing is a hint (a store
         // restored from a backup says so of an attempt that did publish): it counts only when
         // every location the credential may be published at was read, and no read shows it
@@ -5248,6 +5252,38 @@ mod tests {
             assert_eq!(with.removals, without.removals);
             assert_eq!(with.removals.len(), 1, "{with:?}");
             assert!(with.held_unpublished.is_empty());
+        }
+
+        /// A version no tag attributes, made after k2, may hold k2's value (tags wiped by a tool,
+        /// or a copy by hand): the orphan rule keeps k2 with no time at all, as before, and says
+        /// why; the hold for a discarded version does not claim it (its time and its "restored
+        /// from a backup?" would be wrong: no time frees it), before or after its overlap.
+        #[test]
+        fn review6_a_version_that_may_hold_the_value_is_the_orphan_rules_to_keep_not_the_holds() {
+            let (mut full, k2) = restored();
+            seen_unnamed_at(&mut full, "k2", NOW - days(1));
+            let VaultSecret::Present { history, .. } = &mut full.vault else {
+                unreachable!()
+            };
+            // Written after the restore, its tags wiped; its value unread.
+            let mut wiped = version("w", "k2", NOW - days(2), NOW + days(90));
+            wiped.tags.clear();
+            history.push(wiped.clone());
+            let history = history.clone();
+            full.vault = VaultSecret::Present {
+                history,
+                latest: wiped,
+            };
+            for at in [NOW, NOW + days(30)] {
+                let p = decide(&full, &policy(), at);
+                assert!(p.removals.is_empty(), "{p:?}");
+                assert!(p.held_unpublished.is_empty(), "{p:?}");
+                assert!(
+                    p.notes.iter().any(|n| n.contains(&k2.key_id)
+                        && n.contains("a version no tag attributes may hold its value")),
+                    "{p:?}"
+                );
+            }
         }
 
         /// Credentials of another installation are never held or removed by the rule, even
