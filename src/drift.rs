@@ -408,6 +408,7 @@ mod tests {
             arrived_at: None,
             latest_written_with: None,
             history_listed: true,
+            known_published: vec![],
         }
     }
 

@@ -136,7 +136,7 @@ proptest! {
         };
         let former: Vec<FormerLocation> = former_secret.iter().map(|secret| FormerLocation { tag: "ffffffff".into(), name: "old".into(), vault_url: "https://kv.vault.azure.net/".parse().unwrap(), secret_name: "old".into(), secret: secret.clone() }).collect();
         let abandoned = abandoned.into_iter().map(|(n, here, reached)| AbandonedAttempt { rotation_id: rid(n, here), reached_publishing: reached }).collect();
-        let observed = Observed { passwords: passwords.clone(), password_cap: cap, vault: vault.clone(), location: LOC.into(), app_id: "app".into(), location_name: "secret".into(), published_probe: probe, abandoned, skew_seconds: skew, adopted: None, adopted_now: None, former: former.clone(), former_unread: vec![], arrived_at: arrived_days.map(|d| now() - time::Duration::days(d)), latest_written_with: None, history_listed: true };
+        let observed = Observed { passwords: passwords.clone(), password_cap: cap, vault: vault.clone(), location: LOC.into(), app_id: "app".into(), location_name: "secret".into(), published_probe: probe, abandoned, skew_seconds: skew, adopted: None, adopted_now: None, former: former.clone(), former_unread: vec![], arrived_at: arrived_days.map(|d| now() - time::Duration::days(d)), latest_written_with: None, history_listed: true, known_published: vec![] };
         let policy = PolicyView { instance: "prod", client: "dicom", renew_before: Duration::from_secs(30 * 86400), overlap: Duration::from_secs(7 * 86400), verify_timeout: Duration::from_secs(300), adopt, force, revoke_previous, revoke_target: None };
         let p = plan(&observed, &policy, now());
         let published = match &vault {

@@ -333,6 +333,9 @@ async fn reconcile_inner(
     let now = clock::now();
     remember_location(ctx, client, &observed);
     let mut plan = plan::plan(&observed, &policy_view(&ctx.config, client, &opts), now);
+    // Before anything is removed: when a published credential was first seen named by no
+    // version, which its removal counts `overlap` from.
+    record::remember_unpublished(ctx, client, &plan);
     // Drift steers before the change windows and the budget: a repair is no renewal (windows
     // never hold it), but it counts against the budget like any rotation.
     let found = crate::drift::assess(&observed, sign_in, now);
@@ -387,6 +390,12 @@ async fn reconcile_inner(
         drift: Vec::new(),
         drift_checked: false,
     };
+    // Consumers read an older secret than the one published last (a restore of the vault
+    // secret from a backup): the operator should know, in the status too (the log has the
+    // plan's note).
+    for held in &plan.held_unpublished {
+        report.warnings.push(held.to_string());
+    }
 
     // Removals first: with a two-password cap they free the slot the new credential needs.
     let mut not_removed: Vec<(String, String)> = Vec::new();

@@ -7,8 +7,8 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use super::plan::{
-    AbandonedAttempt, Adopted, FormerLocation, Observed, Probe, TAG_KEY_ID, TAG_MANAGED_BY,
-    TAG_MANAGED_BY_VALUE, VaultSecret, location_of, location_tag, marker_prefix,
+    AbandonedAttempt, Adopted, FormerLocation, KnownPublished, Observed, Probe, TAG_KEY_ID,
+    TAG_MANAGED_BY, TAG_MANAGED_BY_VALUE, VaultSecret, location_of, location_tag, marker_prefix,
 };
 use super::{Context, Failure};
 use crate::azure::entra::VerifyFailure;
@@ -167,6 +167,30 @@ pub async fn observe(
         _ => (&[][..], None),
     };
     let latest_written_with = latest.and_then(|l| written_with(ctx, &client.name, &l.version));
+    // Which own credentials the store knows were published, when one besides the credential
+    // the latest version names is on the application: one of them that no version names was
+    // served by a version a restore discarded, and is kept for `overlap` (`plan`). Not read
+    // otherwise (a healthy client's reconcile). A store that cannot be read fails the
+    // reconcile: without the record such a credential would be taken for an orphan.
+    let latest_key = latest.and_then(|l| l.tags.get(TAG_KEY_ID));
+    let others = own
+        .iter()
+        .any(|p| latest_key.is_none_or(|k| !p.key_id.eq_ignore_ascii_case(k)));
+    let known_published = if latest.is_some() && others {
+        ctx.store
+            .known_published(&client.name)
+            .map_err(Failure::Store)?
+            .into_iter()
+            .map(|k| KnownPublished {
+                key_id: k.key_id,
+                unpublished_since: k
+                    .unpublished_seen_at
+                    .and_then(|t| time::OffsetDateTime::from_unix_timestamp(t).ok()),
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
     let missing_key = latest.and_then(|v| {
         let managed = v
             .tags
@@ -223,6 +247,7 @@ pub async fn observe(
             skew_seconds: ctx.shared.skew.seconds(),
             latest_written_with,
             history_listed,
+            known_published,
         },
     ))
 }

@@ -90,6 +90,21 @@ pub struct Observed {
     /// the latest version alone, and an own credential it does not name is judged by
     /// [`superseded_by_latest`], never as named by no version.
     pub history_listed: bool,
+    /// Own credentials this installation's store knows it published (a rotation's record, or
+    /// the status row's published credential: what the last reconcile saw), each with when a
+    /// read first showed it named by no version at the client's location. Read only when an
+    /// own credential besides the one the latest version names is on the application (empty
+    /// otherwise; a store that cannot be read fails the reconcile instead).
+    pub known_published: Vec<KnownPublished>,
+}
+
+/// An own credential the store knows was published (see [`Observed::known_published`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KnownPublished {
+    pub key_id: String,
+    /// When a read of the client's location first showed it named by no version, as the store
+    /// recorded it (the daemon's clock, no earlier than that read); `None`: not yet.
+    pub unpublished_since: Option<OffsetDateTime>,
 }
 
 /// A location the client has left, read because own credentials were made for it.
@@ -250,6 +265,13 @@ pub enum RemovalReason {
         tag: String,
         name: String,
     },
+    /// Published (the store recorded it), then named by no version of the secret at the
+    /// client's location since `since` (when a read first showed it so: a restore from a
+    /// backup discards the versions written after the backup), for longer than `overlap`.
+    Unpublished {
+        rotation_id: String,
+        since: OffsetDateTime,
+    },
     /// The previously published credential, revoked at once on request (a leaked secret).
     Revoked,
 }
@@ -294,6 +316,11 @@ impl fmt::Display for RemovalReason {
                 f,
                 "orphan of attempt {rotation_id}: never published at the client's previous location, {name}"
             ),
+            RemovalReason::Unpublished { rotation_id, since } => write!(
+                f,
+                "published by attempt {rotation_id}, and named by no version of the vault secret since {} (a restore from a backup?), longer than overlap",
+                rfc3339(*since)
+            ),
             RemovalReason::Revoked => write!(f, "revoked at once on request (revoke_previous)"),
         }
     }
@@ -312,6 +339,15 @@ impl Removal {
             RemovalReason::Orphan { .. }
                 | RemovalReason::OrphanAtFormer { .. }
                 | RemovalReason::Abandoned { .. }
+        )
+    }
+
+    /// Whether this removal's evidence is that no version at the client's location names the
+    /// credential: the fresh read before it lists the versions again.
+    pub fn needs_history(&self) -> bool {
+        matches!(
+            self.reason,
+            RemovalReason::Orphan { .. } | RemovalReason::Unpublished { .. }
         )
     }
 
@@ -337,6 +373,14 @@ pub enum Blocked {
     /// The two-password cap is reached; the other slot frees when a rule retires its
     /// credential (its overlap ends, or an orphan reaches its age).
     WaitingForSlot { until: OffsetDateTime },
+    /// The two-password cap is reached and the other slot holds a credential of this client
+    /// that was published and that no version names now (a restore of the vault secret from a
+    /// backup): consumers may have read it until then, so it stays until `until`, `overlap`
+    /// after a read first showed it unnamed.
+    SlotHeldUnpublished {
+        key_id: String,
+        until: OffsetDateTime,
+    },
     /// The two-password cap is reached and the other slot holds a credential of this client
     /// that a version written by someone else may hold the value of (the last one published,
     /// under a disabled version on top; or one no version names, under a version whose value
@@ -397,6 +441,11 @@ impl fmt::Display for Blocked {
             Blocked::WaitingForSlot { until } => write!(
                 f,
                 "the application allows 2 passwords; the other slot frees at {}, when a rule can retire the credential in it (superseded past overlap, or an orphan past its age)",
+                rfc3339(*until)
+            ),
+            Blocked::SlotHeldUnpublished { key_id, until } => write!(
+                f,
+                "the application allows 2 passwords and credential {key_id} of secret-rotator holds the other slot: it was published, and no version of the vault secret names it any more (restored from a backup?); consumers may have read it until then, so it stays until {} (overlap after that) and the rotation waits; if no consumer uses it, remove it by hand to rotate sooner",
                 rfc3339(*until)
             ),
             Blocked::SlotKeptUnderHandWrittenVersion {
@@ -468,6 +517,7 @@ impl Blocked {
         !matches!(
             self,
             Blocked::WaitingForSlot { .. }
+                | Blocked::SlotHeldUnpublished { .. }
                 | Blocked::WaitingForWindow { .. }
                 | Blocked::WaitingForBudget { .. }
         )
@@ -477,6 +527,7 @@ impl Blocked {
     pub fn wait_until(&self) -> Option<OffsetDateTime> {
         match self {
             Blocked::WaitingForSlot { until }
+            | Blocked::SlotHeldUnpublished { until, .. }
             | Blocked::WaitingForWindow { until, .. }
             | Blocked::WaitingForBudget { until, .. } => Some(*until),
             _ => None,
@@ -510,6 +561,37 @@ pub struct Plan {
     pub next_retirement: Option<OffsetDateTime>,
     /// Things worth saying that need no action.
     pub notes: Vec<String>,
+    /// Own credentials kept because the store knows they were published and a listing shows
+    /// no version naming them now (a restore of the vault secret from a backup): until
+    /// `overlap` after a read first showed that. The executor records that time for those
+    /// without a record (`since: None`, first seen now) before anything is removed.
+    pub held_unpublished: Vec<HeldUnpublished>,
+    /// Own credentials whose record of being named by no version no longer holds (a read shows
+    /// a version naming them again, or they are gone from the application): the executor
+    /// forgets it, and the usual rules apply.
+    pub unpublished_cleared: Vec<String>,
+}
+
+/// A credential kept after its version was discarded (see [`Plan::held_unpublished`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeldUnpublished {
+    pub key_id: String,
+    /// When a read first showed it named by no version; `None`: this one.
+    pub since: Option<OffsetDateTime>,
+    /// When it may go (with the clock margin).
+    pub until: OffsetDateTime,
+}
+
+impl fmt::Display for HeldUnpublished {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "keeping credential {}: it was published, and no version of the vault secret names it since {} (restored from a backup?); consumers may have read it until then, so it stays until {} (overlap after that)",
+            self.key_id,
+            self.since.map_or_else(|| "now".to_string(), rfc3339),
+            rfc3339(self.until)
+        )
+    }
 }
 
 fn rfc3339(t: OffsetDateTime) -> String {
@@ -904,20 +986,70 @@ pub fn plan(observed: &Observed, policy: &PolicyView<'_>, now: OffsetDateTime) -
     // When a credential held for a location the client has left frees its slot (its overlap
     // there ends), for the wait for a slot below.
     let mut frees_at_former: BTreeMap<String, OffsetDateTime> = BTreeMap::new();
+    // When a published credential no version names any more frees its slot.
+    let mut frees_unpublished: BTreeMap<String, OffsetDateTime> = BTreeMap::new();
+    // The store's records of credentials named by no version, for credentials gone from the
+    // application: stale.
+    for k in &observed.known_published {
+        if k.unpublished_since.is_some()
+            && !observed
+                .passwords
+                .iter()
+                .any(|p| p.key_id.eq_ignore_ascii_case(&k.key_id))
+        {
+            plan.unpublished_cleared.push(k.key_id.clone());
+        }
+    }
     for p in &observed.passwords {
         let Some(rotation_id) = own_rotation_id(p) else {
             continue;
         };
+        let known = observed
+            .known_published
+            .iter()
+            .find(|k| k.key_id.eq_ignore_ascii_case(&p.key_id));
+        let named = history
+            .iter()
+            .any(|v| key_of(v).is_some_and(|k| k.eq_ignore_ascii_case(&p.key_id)));
+        // Named again (a version came back, or the latest names it): the record of a read that
+        // showed it named by no version no longer holds.
+        if named && known.is_some_and(|k| k.unpublished_since.is_some()) {
+            plan.unpublished_cleared.push(p.key_id.clone());
+        }
         if published_key
             .as_deref()
             .is_some_and(|k| k.eq_ignore_ascii_case(&p.key_id))
         {
             continue;
         }
-        let named = history
-            .iter()
-            .any(|v| key_of(v).is_some_and(|k| k.eq_ignore_ascii_case(&p.key_id)));
         let here = location_of(&rotation_id) == Some(observed.location.as_str());
+        // Published (the store says so), made for this location after its history began (the
+        // orphan rule's credentials; one made before may have been published in a secret
+        // purged since, and the migration rule times it from the publish after it), and named
+        // by no version of a listing that succeeded: a version that served it was discarded (a
+        // restore of the secret from a backup taken before that version), at a moment the
+        // daemon does not know, no earlier than the first read that showed it unnamed (the
+        // store's record, or this read without one). It stays until `overlap` after that; then
+        // the usual rules judge it. Unless the latest version alone retires it
+        // (`superseded_by_latest`: older than that version, which names another credential and
+        // does not hold its value, so that no version serving it can have been newer), as it
+        // would without the listing.
+        let after_first = history
+            .iter()
+            .filter_map(|v| v.created)
+            .min()
+            .is_some_and(|first| p.start.is_some_and(|s| s >= first));
+        let by_latest = latest.and_then(|l| superseded_by_latest(p, &prefix, l, &latest_rule));
+        let unpublished =
+            known.filter(|_| here && present && observed.history_listed && !named && after_first);
+        // One whose value a version no tag attributes may hold is the orphan rule's to keep (no
+        // time frees it: a copy by hand, or tags wiped).
+        let held = unpublished
+            .filter(|_| by_latest.is_none() && !may_hold_untagged(p, history.iter().chain(latest)))
+            .map(|k| {
+                let since = k.unpublished_since;
+                (since, since.unwrap_or(now) + std_to_time(policy.overlap))
+            });
         // The store's record that an attempt never reached publishing is a hint (a store
         // restored from a backup says so of an attempt that did publish): it counts only when
         // every location the credential may be published at was read, and no read shows it
@@ -991,12 +1123,13 @@ pub fn plan(observed: &Observed, policy: &PolicyView<'_>, now: OffsetDateTime) -
                 }
                 (removal_now >= due).then_some(RemovalReason::Superseded { since })
             })
-        } else if !observed.history_listed {
+        } else if !observed.history_listed || (unpublished.is_some() && by_latest.is_some()) {
             // `observe` skipped the listing because this rule retires the credential now
             // (`history_matters`); it is judged by the latest version alone, and never as
             // named by no version. Should the margin have grown since (a new skew), it waits.
-            let judged = latest.and_then(|l| superseded_by_latest(p, &prefix, l, &latest_rule));
-            match judged {
+            // A published credential named by no version, which the rule retires, goes by its
+            // times too, as it would without the listing.
+            match by_latest {
                 Some((since, due)) => {
                     frees_here.insert(p.key_id.clone(), due + margin);
                     if due > removal_now {
@@ -1020,17 +1153,23 @@ pub fn plan(observed: &Observed, policy: &PolicyView<'_>, now: OffsetDateTime) -
                     None
                 }
             }
-        } else if never_published {
+        } else if let Some((since, due)) = held.filter(|(_, due)| removal_now < *due) {
+            let until = due + margin;
+            plan.next_retirement = Some(plan.next_retirement.map_or(until, |t| t.min(until)));
+            frees_unpublished.insert(p.key_id.clone(), until);
+            let held = HeldUnpublished {
+                key_id: p.key_id.clone(),
+                since,
+                until,
+            };
+            plan.notes.push(held.to_string());
+            plan.held_unpublished.push(held);
+            None
+        } else if never_published && unpublished.is_none() {
             // The store recorded that this attempt never reached the publishing step: no
             // vault can hold its value.
             Some(RemovalReason::Abandoned { rotation_id })
-        } else if here
-            && history
-                .iter()
-                .filter_map(|v| v.created)
-                .min()
-                .is_some_and(|first| p.start.is_some_and(|s| s >= first))
-        {
+        } else if here && after_first {
             // Made for this location after the history began, and named by no version of it
             // (read successfully): an orphan once old enough that no attempt can still be
             // publishing it. One made before the history began may have been published in a
@@ -1048,7 +1187,11 @@ pub fn plan(observed: &Observed, policy: &PolicyView<'_>, now: OffsetDateTime) -
                     p.key_id
                 ));
             }
-            (present && old && !unproven).then_some(RemovalReason::Orphan { rotation_id })
+            (present && old && !unproven).then_some(match held {
+                // Its overlap after the discarded version ended above.
+                Some((Some(since), _)) => RemovalReason::Unpublished { rotation_id, since },
+                _ => RemovalReason::Orphan { rotation_id },
+            })
         } else if here && !present {
             // No history to prove anything: kept (the attempts that never published are above).
             None
@@ -1369,6 +1512,9 @@ pub fn plan(observed: &Observed, policy: &PolicyView<'_>, now: OffsetDateTime) -
                         if kept_under_hand_written.contains(&p.key_id) || reads_this(p) {
                             return None;
                         }
+                        if let Some(at) = frees_unpublished.get(&p.key_id) {
+                            return Some(*at);
+                        }
                         if let Some(at) = frees_at_former.get(&p.key_id) {
                             return Some(*at);
                         }
@@ -1440,10 +1586,23 @@ pub fn plan(observed: &Observed, policy: &PolicyView<'_>, now: OffsetDateTime) -
                         }
                         // Every wait lands in the future: a slot that "should" be free
                         // already (a removal that did not happen) is looked at again in a
-                        // minute, not at once in a loop.
-                        (until, _) => Blocked::WaitingForSlot {
-                            until: until.unwrap_or(now).max(now + time::Duration::minutes(1)),
-                        },
+                        // minute, not at once in a loop. A published credential no version
+                        // names any more is said as such: the operator may know that no
+                        // consumer uses it.
+                        (until, _) => {
+                            let until_at =
+                                until.unwrap_or(now).max(now + time::Duration::minutes(1));
+                            match others.iter().find(|p| {
+                                until.is_some()
+                                    && frees_unpublished.get(&p.key_id) == until.as_ref()
+                            }) {
+                                Some(held) => Blocked::SlotHeldUnpublished {
+                                    key_id: held.key_id.clone(),
+                                    until: until_at,
+                                },
+                                None => Blocked::WaitingForSlot { until: until_at },
+                            }
+                        }
                     }
                 }
             });
@@ -1838,6 +1997,7 @@ mod tests {
             arrived_at: Some(NOW - days(365)),
             latest_written_with: None,
             history_listed: true,
+            known_published: vec![],
         }
     }
 
@@ -2266,6 +2426,7 @@ mod tests {
             short_overlap in proptest::bool::ANY,
             arrived in proptest::option::of(ago()),
             written_with in 0u8..4,
+            known in proptest::collection::vec(proptest::option::of(proptest::option::of(ago())), 0..4),
         ) {
             const FORMER: &str = "0f0e0d0c";
             let hints = [None, Some("abc"), Some("xyz"), Some("q~1"), Some("f0~")];
@@ -2357,6 +2518,18 @@ mod tests {
                 2 => Some(g("f0")),
                 _ => Some(g("f1")),
             };
+            // The store's record of publishes (the published credential, then the others in
+            // order), each perhaps with when a read first showed it named by no version.
+            full.known_published = ["k", "f0", "f1", "f2"]
+                .iter()
+                .zip(&known)
+                .filter_map(|(key, k)| {
+                    k.map(|seen| KnownPublished {
+                        key_id: g(key),
+                        unpublished_since: seen.map(|ago| now - ago),
+                    })
+                })
+                .collect();
             let former_latest = |key: &str| {
                 let v = version("fv", key, now - days(500), now + days(100));
                 VaultSecret::Present { history: vec![v.clone()], latest: v }
@@ -4795,31 +4968,350 @@ mod tests {
         /// A restore of an old state of the vault secret (a Key Vault backup restored after the
         /// secret was purged) makes an old version, naming k1, the latest again: the version
         /// that published k2 three days ago is gone, and consumers read k2 until the restore.
-        /// The rule from the latest version does not apply (k2 was made after it: held), and the
-        /// history calls k2 an orphan (made after the history began, named by no version) and
-        /// removes it at once, without `overlap` for the consumers that read it until a moment
-        /// ago. The store recorded that k2 was published (a `rotated` row), which no rule
-        /// reads. This is the orphan rule's, not the rule this review is about; the fix (trust
-        /// the store's record of a publish to keep an "orphan" for `overlap` from when?) is not
-        /// clear.
+        /// The rule from the latest version does not apply (k2 was made after it), and the
+        /// history alone would call k2 an orphan (made after the history began, named by no
+        /// version). The store recorded that k2 was published (`known_published`, as `observe`
+        /// reads it), with no record yet of a read that showed it named by no version: k2
+        /// stays, and this read is when that was first seen (the executor records it).
         #[test]
-        #[ignore = "orphan rule: a credential published in a version a restore discarded is removed at once (pre-existing, not the latest-version rule)"]
         fn review6_a_credential_published_in_a_version_a_restore_discarded_is_kept_for_overlap() {
-            let k1 = with_hint(own("k1", "r1", NOW - days(30), NOW + days(60)), "k1~");
-            let k2 = with_hint(own("k2", "r2", NOW - days(3), NOW + days(90)), "k2~");
-            let full = observed(
-                vec![k1, k2.clone()],
-                Some(vec![holding(
-                    version("v1", "k1", NOW - days(30), NOW + days(60)),
-                    "k1~",
-                )]),
-            );
+            let (full, k2) = restored();
             assert!(
                 matters(&full, &policy(), NOW),
                 "the latest version rule does not apply"
             );
             let p = decide(&full, &policy(), NOW);
             assert!(p.removals.is_empty(), "{p:?}");
+            assert_eq!(
+                p.held_unpublished,
+                vec![HeldUnpublished {
+                    key_id: k2.key_id.clone(),
+                    since: None,
+                    until: NOW + days(7) + CLOCK_RESOLUTION,
+                }],
+                "first seen named by no version now: kept for overlap from now"
+            );
+            assert_eq!(
+                p.next_retirement,
+                Some(NOW + days(7) + CLOCK_RESOLUTION),
+                "looked at again when it may go"
+            );
+        }
+
+        /// The world of the restore above: k1 published 30 days ago, k2 three days ago in a
+        /// version the restore discarded; the store knows k2 was published.
+        fn restored() -> (Observed, PasswordCredential) {
+            let k1 = with_hint(own("k1", "r1", NOW - days(30), NOW + days(60)), "k1~");
+            let k2 = with_hint(own("k2", "r2", NOW - days(3), NOW + days(90)), "k2~");
+            let mut full = observed(
+                vec![k1, k2.clone()],
+                Some(vec![holding(
+                    version("v1", "k1", NOW - days(30), NOW + days(60)),
+                    "k1~",
+                )]),
+            );
+            full.known_published = vec![
+                KnownPublished {
+                    key_id: g("k1"),
+                    unpublished_since: None,
+                },
+                KnownPublished {
+                    key_id: g("k2"),
+                    unpublished_since: None,
+                },
+            ];
+            (full, k2)
+        }
+
+        fn seen_unnamed_at(o: &mut Observed, key: &str, at: OffsetDateTime) {
+            for k in &mut o.known_published {
+                if k.key_id == g(key) {
+                    k.unpublished_since = Some(at);
+                }
+            }
+        }
+
+        /// Once a read recorded k2 named by no version, k2 stays until `overlap` after that
+        /// (and the clock margin), then goes as published-then-unnamed (not an orphan: it
+        /// counts in no orphan metric), with the fresh listing before its removal.
+        #[test]
+        fn review6_a_discarded_credential_stays_until_overlap_after_it_was_first_seen_unnamed() {
+            let (mut full, k2) = restored();
+            let seen = NOW - days(2);
+            seen_unnamed_at(&mut full, "k2", seen);
+            let p = decide(&full, &policy(), NOW);
+            assert!(p.removals.is_empty(), "{p:?}");
+            let until = seen + days(7) + CLOCK_RESOLUTION;
+            assert_eq!(
+                p.held_unpublished,
+                vec![HeldUnpublished {
+                    key_id: k2.key_id.clone(),
+                    since: Some(seen),
+                    until,
+                }]
+            );
+            assert_eq!(p.next_retirement, Some(until));
+            // A second before: kept; at that time: removed, with the reason the operator reads.
+            assert!(
+                decide(&full, &policy(), until - time::Duration::seconds(1))
+                    .removals
+                    .is_empty()
+            );
+            let due = decide(&full, &policy(), until);
+            assert_eq!(
+                due.removals,
+                vec![Removal {
+                    key_id: k2.key_id.clone(),
+                    reason: RemovalReason::Unpublished {
+                        rotation_id: rid("r2"),
+                        since: seen,
+                    },
+                }]
+            );
+            assert!(due.held_unpublished.is_empty());
+            assert!(!due.removals[0].is_orphan());
+            assert!(
+                due.removals[0].needs_history(),
+                "listed again before it goes"
+            );
+            // A skew of a minute makes it wait that minute too.
+            full.skew_seconds = -60;
+            assert!(decide(&full, &policy(), until).removals.is_empty());
+            assert!(
+                !decide(&full, &policy(), until + time::Duration::seconds(60))
+                    .removals
+                    .is_empty()
+            );
+        }
+
+        /// Without the store's record that k2 was published (a state dir lost, or a replica
+        /// that never saw it published), the history cannot tell k2 from an orphan: the orphan
+        /// rule, as before. With it but without a record of when it was first seen unnamed, it
+        /// is kept however long ago k2 was made (a crash between the read and the record
+        /// starts the clock at the next read, never earlier).
+        #[test]
+        fn review6_no_record_of_the_first_unnamed_read_keeps_the_credential_whatever_its_age() {
+            let (mut full, k2) = restored();
+            for at in [NOW, NOW + days(30), NOW + days(80)] {
+                let p = decide(&full, &policy(), at);
+                assert!(p.removals.is_empty(), "{at}: {p:?}");
+                assert_eq!(p.held_unpublished.len(), 1);
+                assert_eq!(p.held_unpublished[0].since, None);
+                assert_eq!(p.held_unpublished[0].until, at + days(7) + CLOCK_RESOLUTION);
+            }
+            full.known_published.retain(|k| k.key_id != k2.key_id);
+            let p = decide(&full, &policy(), NOW);
+            assert_eq!(
+                p.removals,
+                vec![Removal {
+                    key_id: k2.key_id.clone(),
+                    reason: RemovalReason::Orphan {
+                        rotation_id: rid("r2")
+                    },
+                }],
+                "no record of its publish: an orphan"
+            );
+        }
+
+        /// The version that named k2 comes back (the secret recovered, or k2's value published
+        /// again): k2 is named, the record of the unnamed read is dropped, and the usual rules
+        /// apply (superseded since the version after it, here none: it is the latest).
+        #[test]
+        fn review6_a_discarded_credential_named_again_drops_the_record_and_the_usual_rules_apply() {
+            let (mut full, k2) = restored();
+            seen_unnamed_at(&mut full, "k2", NOW - days(10));
+            let VaultSecret::Present { history, .. } = &mut full.vault else {
+                unreachable!()
+            };
+            let v2 = holding(version("v2", "k2", NOW - days(3), NOW + days(90)), "k2~");
+            history.push(v2.clone());
+            full.vault = VaultSecret::Present {
+                history: history.clone(),
+                latest: v2,
+            };
+            let p = decide(&full, &policy(), NOW);
+            assert_eq!(p.unpublished_cleared, vec![k2.key_id.clone()]);
+            assert!(p.held_unpublished.is_empty());
+            assert!(
+                p.removals.is_empty(),
+                "k2 is published, k1 within overlap: {p:?}"
+            );
+            // A record for a credential gone from the application is dropped as well.
+            let (mut gone, k2) = restored();
+            seen_unnamed_at(&mut gone, "k2", NOW - days(1));
+            gone.passwords.retain(|p| p.key_id != k2.key_id);
+            assert_eq!(
+                decide(&gone, &policy(), NOW).unpublished_cleared,
+                vec![k2.key_id]
+            );
+        }
+
+        /// The listing is never skipped past the rule: while k2 is held, the latest version
+        /// (older than k2) cannot retire it, so `history_matters` asks for the listing, and a
+        /// plan from the latest version alone (were it ever made) keeps k2 too. A discarded
+        /// credential older than the latest version, which names another credential and does
+        /// not hold its value, is retired by the latest version's times with or without the
+        /// listing (no version serving it can have been newer than the latest).
+        #[test]
+        fn review6_a_skipped_listing_does_not_bypass_the_hold() {
+            let (mut full, k2) = restored();
+            seen_unnamed_at(&mut full, "k2", NOW - days(1));
+            for at in [NOW, NOW + days(5)] {
+                assert!(matters(&full, &policy(), at), "{at}");
+                let alone = plan(&latest_alone(&full), &policy(), at);
+                assert!(alone.removals.is_empty(), "{alone:?}");
+            }
+            // k2 older than a latest version naming k3 (published after a restore discarded
+            // k2's version): superseded since that version, as without the listing.
+            let k3 = with_hint(own("k3", "r3", NOW - days(20), NOW + days(90)), "k3~");
+            let k2_old = PasswordCredential {
+                start: Some(NOW - days(25)),
+                ..k2
+            };
+            let mut older = observed(
+                vec![k2_old.clone(), k3],
+                Some(vec![
+                    holding(version("v1", "k1", NOW - days(30), NOW + days(60)), "k1~"),
+                    holding(version("v3", "k3", NOW - days(20), NOW + days(90)), "k3~"),
+                ]),
+            );
+            older.known_published = vec![KnownPublished {
+                key_id: k2_old.key_id.clone(),
+                unpublished_since: Some(NOW - time::Duration::hours(1)),
+            }];
+            assert!(!matters(&older, &policy(), NOW));
+            let with = plan(&older, &policy(), NOW);
+            let without = plan(&latest_alone(&older), &policy(), NOW);
+            assert_eq!(with.removals, without.removals);
+            assert_eq!(
+                with.removals,
+                vec![Removal {
+                    key_id: k2_old.key_id.clone(),
+                    reason: RemovalReason::Superseded {
+                        since: NOW - days(20)
+                    },
+                }]
+            );
+        }
+
+        /// A two-password application whose published credential (k1, restored) expires soon
+        /// needs the slot k2 holds: the rotation waits, saying why and until when, and k2 is
+        /// not removed early. Once k2's overlap ends it goes and frees the slot.
+        #[test]
+        fn review6_a_two_password_app_waits_for_the_slot_a_discarded_credential_holds() {
+            let (mut full, k2) = restored();
+            full.password_cap = Some(2);
+            for p in &mut full.passwords {
+                if p.key_id == g("k1") {
+                    p.end = Some(NOW + days(10));
+                }
+            }
+            let seen = NOW - days(2);
+            seen_unnamed_at(&mut full, "k2", seen);
+            let p = decide(&full, &policy(), NOW);
+            assert!(p.removals.is_empty(), "{p:?}");
+            assert_eq!(p.rotate, None);
+            let until = seen + days(7) + CLOCK_RESOLUTION;
+            assert_eq!(
+                p.blocked,
+                Some(Blocked::SlotHeldUnpublished {
+                    key_id: k2.key_id.clone(),
+                    until,
+                })
+            );
+            let b = p.blocked.unwrap();
+            assert!(!b.is_failure(), "a wait: the published secret is valid");
+            assert_eq!(b.wait_until(), Some(until));
+            assert!(b.to_string().contains("restored from a backup?"), "{b}");
+            let later = decide(&full, &policy(), until);
+            assert_eq!(later.removals.len(), 1, "{later:?}");
+            assert!(later.blocked.is_none(), "{later:?}");
+            assert!(later.rotate.is_some());
+        }
+
+        /// A secret purged and published again: the credential published in the purged secret
+        /// was made before the new history began, and the migration rule times it from the
+        /// publish after it, as without the store's record (the purge ended its service before
+        /// that publish).
+        #[test]
+        fn review6_a_credential_of_a_purged_secret_goes_by_the_migration_rule_as_before() {
+            let k1 = with_hint(own("k1", "r1", NOW - days(30), NOW + days(60)), "k1~");
+            let k2 = with_hint(own("k2", "r2", NOW - days(10), NOW + days(80)), "k2~");
+            // The latest value's hint unread: the latest version alone decides nothing.
+            let mut full = observed(
+                vec![k1.clone(), k2],
+                Some(vec![version("v2", "k2", NOW - days(10), NOW + days(80))]),
+            );
+            assert!(matters(&full, &policy(), NOW));
+            let without = decide(&full, &policy(), NOW);
+            full.known_published = vec![KnownPublished {
+                key_id: k1.key_id.clone(),
+                unpublished_since: None,
+            }];
+            let with = decide(&full, &policy(), NOW);
+            assert_eq!(with.removals, without.removals);
+            assert_eq!(with.removals.len(), 1, "{with:?}");
+            assert!(with.held_unpublished.is_empty());
+        }
+
+        /// A version no tag attributes, made after k2, may hold k2's value (tags wiped by a tool,
+        /// or a copy by hand): the orphan rule keeps k2 with no time at all, as before, and says
+        /// why; the hold for a discarded version does not claim it (its time and its "restored
+        /// from a backup?" would be wrong: no time frees it), before or after its overlap.
+        #[test]
+        fn review6_a_version_that_may_hold_the_value_is_the_orphan_rules_to_keep_not_the_holds() {
+            let (mut full, k2) = restored();
+            seen_unnamed_at(&mut full, "k2", NOW - days(1));
+            let VaultSecret::Present { history, .. } = &mut full.vault else {
+                unreachable!()
+            };
+            // Written after the restore, its tags wiped; its value unread.
+            let mut wiped = version("w", "k2", NOW - days(2), NOW + days(90));
+            wiped.tags.clear();
+            history.push(wiped.clone());
+            let history = history.clone();
+            full.vault = VaultSecret::Present {
+                history,
+                latest: wiped,
+            };
+            for at in [NOW, NOW + days(30)] {
+                let p = decide(&full, &policy(), at);
+                assert!(p.removals.is_empty(), "{p:?}");
+                assert!(p.held_unpublished.is_empty(), "{p:?}");
+                assert!(
+                    p.notes.iter().any(|n| n.contains(&k2.key_id)
+                        && n.contains("a version no tag attributes may hold its value")),
+                    "{p:?}"
+                );
+            }
+        }
+
+        /// Credentials of another installation are never held or removed by the rule, even
+        /// with a store record naming them (a status row of another installation's secret).
+        #[test]
+        fn review6_another_installations_credential_is_not_held_or_removed_by_the_rule() {
+            let (mut full, _) = restored();
+            let staging = cred(
+                "s1",
+                Some(format!("secret-rotator:staging:dicom:{}", rid("s")).as_str()),
+                NOW - days(3),
+                NOW + days(80),
+            );
+            full.passwords.push(staging.clone());
+            full.known_published.push(KnownPublished {
+                key_id: staging.key_id.clone(),
+                unpublished_since: Some(NOW - days(100)),
+            });
+            let p = decide(&full, &policy(), NOW + days(200));
+            assert!(
+                !p.removals.iter().any(|r| r.key_id == staging.key_id),
+                "{p:?}"
+            );
+            assert!(
+                !p.held_unpublished
+                    .iter()
+                    .any(|h| h.key_id == staging.key_id)
+            );
         }
 
         /// Credentials of another installation (another instance's marker) or of another

@@ -125,6 +125,34 @@ pub(super) fn remember_location(ctx: &Context, client: &Client, observed: &plan:
     }
 }
 
+/// Records when a read first showed a published own credential named by no version (the
+/// plan's held credentials without a record: first seen now), and forgets such records that no
+/// longer hold. The time is taken after the read, so it is never earlier than the read; a
+/// record that cannot be written is written at the next reconcile, which keeps the credential
+/// until then (no record: first seen at that reconcile).
+pub(super) fn remember_unpublished(ctx: &Context, client: &Client, plan: &plan::Plan) {
+    let first_seen: Vec<String> = plan
+        .held_unpublished
+        .iter()
+        .filter(|h| h.since.is_none())
+        .map(|h| h.key_id.clone())
+        .collect();
+    if !first_seen.is_empty()
+        && let Err(e) = ctx
+            .store
+            .record_unpublished(&client.name, &first_seen, clock::now())
+    {
+        tracing::warn!(client = %client.name, error = %e, "could not record when a published credential was first seen named by no version; it is kept, and recorded at the next reconcile");
+    }
+    if !plan.unpublished_cleared.is_empty()
+        && let Err(e) = ctx
+            .store
+            .forget_unpublished(&client.name, &plan.unpublished_cleared)
+    {
+        tracing::warn!(client = %client.name, error = %e, "could not forget a stale record of a credential named by no version");
+    }
+}
+
 /// The rotation id of a marker `secret-rotator:<any instance>:<client>:<rotation-id>`.
 fn rotation_id_of_any_instance<'a>(display_name: &'a str, client: &str) -> Option<&'a str> {
     let (head, rotation_id) = display_name

@@ -94,9 +94,11 @@ pub(super) async fn remove(
             }
         }
     } else {
-        // Only an orphan's removal at the client's location looks at the history (no version
-        // may name it); every other one looks at what consumers read, which one `GET` tells.
-        let here = if matches!(removal.reason, RemovalReason::Orphan { .. }) {
+        // Only the removal of a credential named by no version at the client's location (an
+        // orphan, or a published one whose version a restore discarded) looks at the history
+        // (no version may name it); every other one looks at what consumers read, which one
+        // `GET` tells.
+        let here = if removal.needs_history() {
             observe::read_vault(ctx, client, cancel).await
         } else {
             observe::read_latest(ctx, client, cancel).await
@@ -114,8 +116,7 @@ pub(super) async fn remove(
                         return Ok(false);
                     }
                 };
-                let orphan_named = matches!(removal.reason, RemovalReason::Orphan { .. })
-                    && history.iter().any(names);
+                let orphan_named = removal.needs_history() && history.iter().any(names);
                 if read_by_consumers(&latest) || orphan_named {
                     tracing::info!(client = %client.name, key_id = %removal.key_id, "keeping the credential: a fresh read shows it published");
                     return Ok(false);
@@ -195,6 +196,11 @@ pub(super) async fn remove(
     | RemovalReason::OrphanAtFormer { rotation_id, .. } = &removal.reason
     {
         let _ = ctx.store.end_intent(rotation_id);
+    }
+    if let RemovalReason::Unpublished { .. } = &removal.reason {
+        let _ = ctx
+            .store
+            .forget_unpublished(&client.name, std::slice::from_ref(&removal.key_id));
     }
     let _ = ctx.store.record_history(
         &client.name,

@@ -38,7 +38,7 @@ pub(crate) fn time_passes(env: &Env, client: &str, by: time::Duration) {
         let st = std::process::Command::new("sqlite3")
             .arg(&db)
             .arg(format!(
-                "UPDATE locations SET seen_at = seen_at - {}",
+                "UPDATE locations SET seen_at = seen_at - {0}; UPDATE unpublished SET seen_at = seen_at - {0};",
                 by.whole_seconds()
             ))
             .status()
