@@ -169,14 +169,16 @@ pub async fn observe(
     let latest_written_with = latest.and_then(|l| written_with(ctx, &client.name, &l.version));
     // Which own credentials the store knows were published, when one besides the credential
     // the latest version names is on the application: one of them that no version names was
-    // served by a version a restore discarded, and is kept for `overlap` (`plan`). Not read
-    // otherwise (a healthy client's reconcile). A store that cannot be read fails the
+    // served by a version a restore discarded, and is kept for `overlap` (`plan`); at a
+    // location the client has left, such a one is not taken for an attempt that never
+    // published there (so also read when a location the client left was read, whatever is
+    // published here). Not read otherwise (a healthy client's reconcile). A store that cannot be read fails the
     // reconcile: without the record such a credential would be taken for an orphan.
     let latest_key = latest.and_then(|l| l.tags.get(TAG_KEY_ID));
     let others = own
         .iter()
         .any(|p| latest_key.is_none_or(|k| !p.key_id.eq_ignore_ascii_case(k)));
-    let known_published = if latest.is_some() && others {
+    let known_published = if (latest.is_some() || !former.is_empty()) && others {
         ctx.store
             .known_published(&client.name)
             .map_err(Failure::Store)?

@@ -93,8 +93,11 @@ pub struct Observed {
     /// Own credentials this installation's store knows it published (a rotation's record, or
     /// the status row's published credential: what the last reconcile saw), each with when a
     /// read first showed it named by no version at the client's location. Read only when an
-    /// own credential besides the one the latest version names is on the application (empty
-    /// otherwise; a store that cannot be read fails the reconcile instead).
+    /// own credential besides the one the latest version names is on the application and a
+    /// version is published here or a location the client left was read (empty otherwise; a
+    /// store that cannot be read fails the reconcile instead). At a location the client left,
+    /// one of them named by no version there is not taken for an attempt that never published
+    /// there (`at_former`): the migration rule retires it.
     pub known_published: Vec<KnownPublished>,
 }
 
@@ -1206,8 +1209,17 @@ pub fn plan(observed: &Observed, policy: &PolicyView<'_>, now: OffsetDateTime) -
                 .filter(|tag| !here && *tag != observed.location)
                 .filter(|_| observed.vault != VaultSecret::SoftDeleted)
                 .and_then(|tag| observed.former.iter().find(|f| f.tag == tag));
-            let there = former
-                .map(|f| at_former(p, &rotation_id, f, &observed.app_id, policy, removal_now));
+            let there = former.map(|f| {
+                at_former(
+                    p,
+                    &rotation_id,
+                    f,
+                    &observed.app_id,
+                    known.is_some(),
+                    policy,
+                    removal_now,
+                )
+            });
             if let Some(AtFormer::Until(due)) = &there {
                 let at = *due + margin;
                 plan.next_retirement = Some(plan.next_retirement.map_or(at, |t| t.min(at)));
@@ -1719,12 +1731,16 @@ enum AtFormer {
 /// Judges an own credential made for `former` by the rules of the client's own location: named
 /// by a version that is no longer the latest, `overlap` after its successor; never named after
 /// the history began, past the orphan age. What consumers there read (the latest version names
-/// it, or its hint matches the latest value) stays, to be retired by the migration rule.
+/// it, or its hint matches the latest value) stays, to be retired by the migration rule; so does
+/// one named by no version there that the store knows was `published` (a restore of that secret
+/// from a backup discarded its version: consumers there read it until then, a moment no read
+/// of this reconcile times).
 fn at_former(
     p: &PasswordCredential,
     rotation_id: &str,
     former: &FormerLocation,
     app_id: &str,
+    published: bool,
     policy: &PolicyView<'_>,
     removal_now: OffsetDateTime,
 ) -> AtFormer {
@@ -1782,7 +1798,9 @@ fn at_former(
             .is_some_and(|first| p.start.is_some_and(|s| s >= first));
         let orphan_age = std_to_time(policy.verify_timeout + ORPHAN_MARGIN);
         match p.start {
-            Some(s) if after_first && !may_hold_untagged(p, history.iter().copied()) => {
+            Some(s)
+                if after_first && !published && !may_hold_untagged(p, history.iter().copied()) =>
+            {
                 if removal_now - s >= orphan_age {
                     AtFormer::Remove(RemovalReason::OrphanAtFormer {
                         rotation_id: rotation_id.to_string(),
@@ -5415,7 +5433,6 @@ mod tests {
         /// Expected: kept, by the hold or by the migration rule (overlap after k3 was published
         /// where the client went and after it arrived).
         #[test]
-        #[ignore = "a move after a restore: the old location's orphan rule removes a credential the store knows was published at once (OrphanAtFormer), bypassing the hold"]
         fn review7_a_move_after_a_restore_does_not_remove_the_discarded_credential_at_once() {
             let k2 = g("k2");
             for seen in [None, Some(NOW - time::Duration::hours(2))] {
@@ -5443,6 +5460,14 @@ mod tests {
                     "{seen:?}: goes by the migration rule then"
                 );
             }
+            // Nothing published yet where the client went (`observe` reads the store's records
+            // when a location the client left was read): kept, and the client publishes.
+            let mut first = moved_after_a_restore(None);
+            first.vault = VaultSecret::Absent;
+            first.passwords.retain(|p| p.key_id != g("k3"));
+            let p = plan(&first, &policy(), NOW);
+            assert!(p.removals.iter().all(|r| r.key_id != k2), "{p:?}");
+            assert_eq!(p.rotate, Some(RotateReason::NoPublishedSecret));
             // Without the store's record of the publish (a lost state dir), as before: the
             // orphan rule at the old location.
             let mut lost = moved_after_a_restore(None);
