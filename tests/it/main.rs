@@ -32,6 +32,7 @@ mod review3;
 mod review4;
 mod review5;
 mod review6;
+mod review7;
 mod rotation;
 mod sdk;
 mod security;
