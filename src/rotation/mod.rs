@@ -335,7 +335,7 @@ async fn reconcile_inner(
     let mut plan = plan::plan(&observed, &policy_view(&ctx.config, client, &opts), now);
     // Before anything is removed: when a published credential was first seen named by no
     // version, which its removal counts `overlap` from.
-    record::remember_unpublished(ctx, client, &plan);
+    record::remember_unpublished(ctx, client, &plan, observed.skew_seconds);
     // Drift steers before the change windows and the budget: a repair is no renewal (windows
     // never hold it), but it counts against the budget like any rotation.
     let found = crate::drift::assess(&observed, sign_in, now);

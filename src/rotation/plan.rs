@@ -106,7 +106,7 @@ pub struct Observed {
 pub struct KnownPublished {
     pub key_id: String,
     /// When a read of the client's location first showed it named by no version, as the store
-    /// recorded it (the daemon's clock, no earlier than that read); `None`: not yet.
+    /// recorded it (the daemon's clock, or Azure's when ours is behind it: no earlier than that read); `None`: not yet.
     pub unpublished_since: Option<OffsetDateTime>,
 }
 

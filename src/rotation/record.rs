@@ -127,10 +127,17 @@ pub(super) fn remember_location(ctx: &Context, client: &Client, observed: &plan:
 
 /// Records when a read first showed a published own credential named by no version (the
 /// plan's held credentials without a record: first seen now), and forgets such records that no
-/// longer hold. The time is taken after the read, so it is never earlier than the read; a
+/// longer hold. The time is taken after the read, so it is never earlier than the read, and on
+/// Azure's clock when ours is behind it (`skew_seconds`, as the plan saw it), so that a clock
+/// put right later cannot make the read look earlier than it was and shorten the hold; a
 /// record that cannot be written is written at the next reconcile, which keeps the credential
 /// until then (no record: first seen at that reconcile).
-pub(super) fn remember_unpublished(ctx: &Context, client: &Client, plan: &plan::Plan) {
+pub(super) fn remember_unpublished(
+    ctx: &Context,
+    client: &Client,
+    plan: &plan::Plan,
+    skew_seconds: i64,
+) {
     let first_seen: Vec<String> = plan
         .held_unpublished
         .iter()
@@ -138,9 +145,11 @@ pub(super) fn remember_unpublished(ctx: &Context, client: &Client, plan: &plan::
         .map(|h| h.key_id.clone())
         .collect();
     if !first_seen.is_empty()
-        && let Err(e) = ctx
-            .store
-            .record_unpublished(&client.name, &first_seen, clock::now())
+        && let Err(e) = ctx.store.record_unpublished(
+            &client.name,
+            &first_seen,
+            clock::now() + time::Duration::seconds((-skew_seconds).max(0)),
+        )
     {
         tracing::warn!(client = %client.name, error = %e, "could not record when a published credential was first seen named by no version; it is kept, and recorded at the next reconcile");
     }
