@@ -1300,6 +1300,45 @@ mod tests {
         assert!(s.known_published("d").unwrap().is_empty());
     }
 
+    /// The seventh review: the first release's state file (schema 1, before locations, events
+    /// and the records of unnamed reads) migrates through every version, and the rotations it
+    /// recorded are known as published, with no record of an unnamed read.
+    #[test]
+    fn a_state_file_of_schema_1_is_migrated_to_the_records_of_unnamed_reads() {
+        let tmp = tempfile::tempdir().unwrap();
+        crate::files::private_dir(tmp.path()).unwrap();
+        crate::files::private_dir(&tmp.path().join("locks")).unwrap();
+        {
+            let conn = Connection::open(tmp.path().join("state.db")).unwrap();
+            conn.execute_batch(MIGRATIONS[0]).unwrap();
+            conn.pragma_update(None, "user_version", 1).unwrap();
+            conn.execute(
+                "INSERT INTO history (client, at, result, rotation_id, key_id, message) VALUES ('c', 5, 'rotated', 'r1', 'k1', 'published version v1')",
+                [],
+            )
+            .unwrap();
+        }
+        let s = Store::open(tmp.path()).unwrap();
+        let version: i64 = s
+            .conn()
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, MIGRATIONS.len() as i64);
+        assert_eq!(
+            s.known_published("c").unwrap(),
+            vec![KnownPublished {
+                key_id: "k1".into(),
+                unpublished_seen_at: None,
+            }]
+        );
+        let t = OffsetDateTime::from_unix_timestamp(1_000).unwrap();
+        s.record_unpublished("c", &["k1".to_string()], t).unwrap();
+        assert_eq!(
+            s.known_published("c").unwrap()[0].unpublished_seen_at,
+            Some(1_000)
+        );
+    }
+
     #[test]
     fn the_first_read_that_shows_a_published_credential_unnamed_is_kept_until_forgotten() {
         let tmp = tempfile::tempdir().unwrap();
