@@ -1070,6 +1070,18 @@ pub fn plan(observed: &Observed, policy: &PolicyView<'_>, now: OffsetDateTime) -
             .former
             .iter()
             .any(|f| shows(p, &f.secret, &observed.app_id));
+        // Shown again at the location it was made for, which the client has left: the record
+        // of a read that showed it named by no version there no longer holds either (a move
+        // back would otherwise count a later discard from it).
+        if !here
+            && known.is_some_and(|k| k.unpublished_since.is_some())
+            && observed.former.iter().any(|f| {
+                Some(f.tag.as_str()) == location_of(&rotation_id)
+                    && shows(p, &f.secret, &observed.app_id)
+            })
+        {
+            plan.unpublished_cleared.push(p.key_id.clone());
+        }
         let never_published = own_location_read
             && !shown_elsewhere
             && observed
@@ -5475,6 +5487,32 @@ mod tests {
             assert!(plan(&lost, &policy(), NOW).removals.iter().any(
                 |r| r.key_id == k2 && matches!(r.reason, RemovalReason::OrphanAtFormer { .. })
             ));
+        }
+
+        /// Attack: the client moved after the restore, and at the location it left the version
+        /// naming k2 came back (a recover there). The record of the first unnamed read no
+        /// longer holds and is forgotten, as a read of the client's own location forgets it:
+        /// were the client moved back and the version discarded again, the hold would count
+        /// from that later read, not from the first discard.
+        #[test]
+        fn review7_a_credential_shown_again_where_the_client_was_forgets_the_record() {
+            let seen = NOW - time::Duration::hours(2);
+            let unnamed = moved_after_a_restore(Some(seen));
+            assert!(
+                plan(&unnamed, &policy(), NOW)
+                    .unpublished_cleared
+                    .is_empty()
+            );
+            let mut back = moved_after_a_restore(Some(seen));
+            let v1 = holding(version("v1", "k1", NOW - days(30), NOW + days(60)), "k1~");
+            let v2 = holding(version("v2", "k2", NOW - days(3), NOW + days(90)), "k2~");
+            back.former = vec![former(VaultSecret::Present {
+                history: vec![v1, v2.clone()],
+                latest: v2,
+            })];
+            let p = plan(&back, &policy(), NOW);
+            assert_eq!(p.unpublished_cleared, vec![g("k2")], "{p:?}");
+            assert!(p.removals.iter().all(|r| r.key_id != g("k2")));
         }
 
         /// Attack on (d): a healthy client between rotations (its predecessor superseded, within
