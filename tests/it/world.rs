@@ -848,8 +848,20 @@ impl WorldRun {
                 }
             }
             16 => {
+                // Of the clients whose secret has an older credential to go back to.
                 let steps = if self.rng.random_bool(0.7) { 1 } else { 2 };
-                self.restore_secret(&c, loc, steps);
+                let mut order: Vec<usize> = (0..self.clients.len())
+                    .filter(|&j| self.clients[j].present)
+                    .collect();
+                let first = self.rng.random_range(0..order.len());
+                order.rotate_left(first);
+                for j in order {
+                    let c = self.clients[j].clone();
+                    let loc = Self::loc(&c);
+                    if self.restore_secret(&c, loc, steps) {
+                        break;
+                    }
+                }
             }
             _ => {
                 // An operator who had set adopt takes it off again.
@@ -869,14 +881,15 @@ impl WorldRun {
     /// the journal is scanned first and the restore is played only if the emulator holds
     /// exactly the versions the journal told (a write not yet journalled would otherwise be
     /// taken for one made after the restore).
-    fn restore_secret(&mut self, c: &ClientCfg, loc: Location, steps: usize) {
+    /// Returns whether it was played.
+    fn restore_secret(&mut self, c: &ClientCfg, loc: Location, steps: usize) -> bool {
         self.snapshot_names();
         self.scan_journal();
         let Some(st) = self.locs.get(&loc) else {
-            return;
+            return false;
         };
         if st.deleted || st.purged {
-            return;
+            return false;
         }
         let app_id = self.env.clients[c.app].app_id.clone();
         let key_of = |v: &emulator::model::SecretVersion| v.tags.get("key-id").cloned();
@@ -884,24 +897,24 @@ impl WorldRun {
             let mut guard = self.env.em.world().state_mut();
             let state = &mut *guard;
             let Some(app) = state.applications.iter().find(|a| a.app_id == app_id) else {
-                return;
+                return false;
             };
             let Some(vault) = state.vaults.get_mut(&c.vault) else {
-                return;
+                return false;
             };
             let Some(secret) = vault.secrets.get_mut(&loc.1) else {
-                return;
+                return false;
             };
             let versions = &secret.versions;
             let Some(latest) = versions.last().and_then(key_of) else {
-                return;
+                return false;
             };
             if versions.len() != st.versions || st.latest != Some(Some(latest.clone())) {
                 *self
                     .counts
                     .entry("restore_secret_not_drawn_unsettled")
                     .or_default() += 1;
-                return;
+                return false;
             }
             // Back to the version before the last `steps` changes of credential.
             let (mut cut, mut named) = (versions.len(), latest);
@@ -916,11 +929,11 @@ impl WorldRun {
                 named = key_of(&versions[i]).unwrap();
             }
             if cut == versions.len() {
-                return;
+                return false;
             }
             let restored = &versions[cut - 1];
             if restored.tags.get("managed-by").map(String::as_str) != Some("secret-rotator") {
-                return;
+                return false;
             }
             let discarded: BTreeSet<String> = versions[cut..]
                 .iter()
@@ -943,7 +956,7 @@ impl WorldRun {
                     .counts
                     .entry("restore_secret_not_drawn_older")
                     .or_default() += 1;
-                return;
+                return false;
             }
             let at = OffsetDateTime::now_utc();
             let gone: Vec<String> = versions[cut..].iter().map(|v| v.version.clone()).collect();
@@ -988,6 +1001,7 @@ impl WorldRun {
         // The restored credential may be gone (removed as superseded, or by a person), or its
         // version disabled: the daemon rotates, as after portal_delete_published.
         self.expect_repair(c.app, "restore_secret");
+        true
     }
 
     /// Plays the resolutions that are due (all of them with `all`).
