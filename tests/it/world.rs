@@ -163,6 +163,8 @@ pub struct WorldRun {
     skews: Vec<(OffsetDateTime, i64)>,
     /// Credentials the daemon removed, and when.
     removed_by_daemon: BTreeMap<String, OffsetDateTime>,
+    /// (when, key id) of every credential a restore discarded, for the summary.
+    discarded: Vec<(OffsetDateTime, String)>,
     scheduled: Vec<(Instant, Resolution)>,
     /// Credentials a person added, and whether the person removed them since.
     pub foreign: BTreeMap<String, (usize, bool)>,
@@ -268,6 +270,7 @@ impl WorldRun {
             publish_attempted: BTreeSet::new(),
             skews: Vec::new(),
             removed_by_daemon: BTreeMap::new(),
+            discarded: Vec::new(),
             scheduled: Vec::new(),
             foreign: BTreeMap::new(),
             names: BTreeMap::new(),
@@ -974,6 +977,7 @@ impl WorldRun {
         // after it (the daemon holds it from its first read that shows it named by no
         // version). One a discarded version had superseded already keeps its own time.
         for k in &discarded {
+            self.discarded.push((at, k.clone()));
             let until = st.protected.entry(k.clone()).or_insert(None);
             if until.is_none() {
                 *until = Some(at + overlap);
@@ -1892,6 +1896,9 @@ pub async fn run(seconds: u64, seed: u64) -> Vec<String> {
         "rotations_published": journal.iter().filter(|e| e.operation == Operation::KeyvaultSetSecret && e.effective && e.caller.as_deref() == Some(&w.env.daemon_app_id)).count(),
         "credentials_removed_by_the_daemon": journal.iter().filter(|e| e.operation == Operation::GraphRemovePassword && e.effective && e.caller.as_deref() == Some(&w.env.daemon_app_id)).count(),
         "removed_without_a_listing": removed_without_a_listing(&w, &journal),
+        // How long after the restore the daemon removed each credential it discarded (null:
+        // not removed by the daemon): no less than overlap, 4 s.
+        "discarded_by_a_restore_removed_after_s": w.discarded.iter().map(|(at, k)| w.removed_by_daemon.get(k).map(|r| ((*r - *at).as_seconds_f64() * 10.0).round() / 10.0)).collect::<Vec<_>>(),
         "azure_calls": journal.len(),
         "violations": w.violations.len(),
     });
