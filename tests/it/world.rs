@@ -17,15 +17,18 @@
 //!   where it was published (live, soft-deleted or purged-and-not-yet-replaced), nor superseded
 //!   there for less than `overlap` (unless a revocation of that client was asked for), nor the
 //!   credential of a location the client moved away from less than `overlap` after its first
-//!   publish at the new location; and while the client's secret is soft-deleted nothing of
+//!   publish at the new location, nor a credential that a version a restore from a backup
+//!   discarded published, less than `overlap` after the restore (consumers read it until
+//!   then; one a discarded version had superseded keeps its own overlap); and while the client's secret is soft-deleted nothing of
 //!   the client is removed at all, but the credential of an attempt abandoned before any
 //!   write tried to publish it, or whose write Key Vault refused (a 4xx answer);
 //! - **only its own**: every credential the daemon removed carried the marker of the
 //!   installation and client configured for that app within the last minute;
 //! - **a 202 means it**: a forced rotation the admin API accepted for a healthy client starts
 //!   (an `addPassword`) within 45 s, unless the daemon was stopped meanwhile;
-//! - **repair**: after a person deletes the published credential or disables the latest
-//!   version, I1 holds again within the repair window (unless another event blocks the client);
+//! - **repair**: after a person deletes the published credential, disables the latest
+//!   version or restores the secret from a backup (the restored version may name a credential
+//!   removed since), I1 holds again within the repair window (unless another event blocks the client);
 //! - **convergence**: once the events stop and every blocked client is unblocked, I1 holds for
 //!   every configured client, I5 holds, and no secret leaked (I4).
 //!
@@ -103,6 +106,9 @@ struct LocState {
     /// Purged since the last version was written: the next version replaces the purged
     /// one, whose credential is unpublished from then on (no overlap: nobody could read it).
     purged: bool,
+    /// How many versions the secret holds, as the journal tells (a restore checks it against
+    /// the emulator's, so that it acts on the state the checker knows).
+    versions: usize,
 }
 
 #[derive(Clone, Debug)]
@@ -157,6 +163,8 @@ pub struct WorldRun {
     skews: Vec<(OffsetDateTime, i64)>,
     /// Credentials the daemon removed, and when.
     removed_by_daemon: BTreeMap<String, OffsetDateTime>,
+    /// (when, key id) of every credential a restore discarded, for the summary.
+    discarded: Vec<(OffsetDateTime, String)>,
     scheduled: Vec<(Instant, Resolution)>,
     /// Credentials a person added, and whether the person removed them since.
     pub foreign: BTreeMap<String, (usize, bool)>,
@@ -262,6 +270,7 @@ impl WorldRun {
             publish_attempted: BTreeSet::new(),
             skews: Vec::new(),
             removed_by_daemon: BTreeMap::new(),
+            discarded: Vec::new(),
             scheduled: Vec::new(),
             foreign: BTreeMap::new(),
             names: BTreeMap::new(),
@@ -538,7 +547,7 @@ impl WorldRun {
 
     /// Draws and plays one world event.
     pub async fn world_event(&mut self, daemon: Option<&Daemon>) {
-        let roll = self.rng.random_range(0..17);
+        let roll = self.rng.random_range(0..18);
         let Some(i) = self.pick_present() else {
             return;
         };
@@ -841,6 +850,22 @@ impl WorldRun {
                     tokio::time::sleep(Duration::from_millis(self.rng.random_range(10..150))).await;
                 }
             }
+            16 => {
+                // Of the clients whose secret has an older credential to go back to.
+                let steps = if self.rng.random_bool(0.7) { 1 } else { 2 };
+                let mut order: Vec<usize> = (0..self.clients.len())
+                    .filter(|&j| self.clients[j].present)
+                    .collect();
+                let first = self.rng.random_range(0..order.len());
+                order.rotate_left(first);
+                for j in order {
+                    let c = self.clients[j].clone();
+                    let loc = Self::loc(&c);
+                    if self.restore_secret(&c, loc, steps) {
+                        break;
+                    }
+                }
+            }
             _ => {
                 // An operator who had set adopt takes it off again.
                 if c.adopt && self.rng.random_bool(0.5) {
@@ -850,6 +875,137 @@ impl WorldRun {
                 }
             }
         }
+    }
+
+    /// A person restores the client's vault secret from a backup taken `steps` publishes ago:
+    /// the versions written since are gone, and the latest is a managed version naming an
+    /// older credential again (the emulator has no backup API; dropping the newest versions is
+    /// what a restore does to the secret). The checker learns it here, not from the journal:
+    /// the journal is scanned first and the restore is played only if the emulator holds
+    /// exactly the versions the journal told (a write not yet journalled would otherwise be
+    /// taken for one made after the restore).
+    /// Returns whether it was played.
+    fn restore_secret(&mut self, c: &ClientCfg, loc: Location, steps: usize) -> bool {
+        self.snapshot_names();
+        self.scan_journal();
+        let Some(st) = self.locs.get(&loc) else {
+            return false;
+        };
+        if st.deleted || st.purged {
+            return false;
+        }
+        let app_id = self.env.clients[c.app].app_id.clone();
+        let key_of = |v: &emulator::model::SecretVersion| v.tags.get("key-id").cloned();
+        let (at, restored, dropped, discarded) = {
+            let mut guard = self.env.em.world().state_mut();
+            let state = &mut *guard;
+            let Some(app) = state.applications.iter().find(|a| a.app_id == app_id) else {
+                return false;
+            };
+            let Some(vault) = state.vaults.get_mut(&c.vault) else {
+                return false;
+            };
+            let Some(secret) = vault.secrets.get_mut(&loc.1) else {
+                return false;
+            };
+            let versions = &secret.versions;
+            let Some(latest) = versions.last().and_then(key_of) else {
+                return false;
+            };
+            if versions.len() != st.versions || st.latest != Some(Some(latest.clone())) {
+                *self
+                    .counts
+                    .entry("restore_secret_not_drawn_unsettled")
+                    .or_default() += 1;
+                return false;
+            }
+            // Back to the version before the last `steps` changes of credential.
+            let (mut cut, mut named) = (versions.len(), latest);
+            for _ in 0..steps {
+                let Some(i) = versions[..cut]
+                    .iter()
+                    .rposition(|v| key_of(v).is_some_and(|k| k != named))
+                else {
+                    break;
+                };
+                cut = i + 1;
+                named = key_of(&versions[i]).unwrap();
+            }
+            if cut == versions.len() {
+                return false;
+            }
+            let restored = &versions[cut - 1];
+            if restored.tags.get("managed-by").map(String::as_str) != Some("secret-rotator") {
+                return false;
+            }
+            let discarded: BTreeSet<String> = versions[cut..]
+                .iter()
+                .filter_map(key_of)
+                .filter(|k| {
+                    !versions[..cut]
+                        .iter()
+                        .any(|v| key_of(v).as_ref() == Some(k))
+                })
+                .collect();
+            // Not drawn: a discarded credential made before the restored version was written
+            // (another writer's rotation raced the one the backup caught). The latest version
+            // alone then retires it, as docs/reliability.md says under "A sixth cold review"
+            // ("What it does not cover").
+            let older = app.passwords.iter().any(|p| {
+                discarded.contains(&p.key_id) && p.start.unix_timestamp() <= restored.created + 1
+            });
+            if older {
+                *self
+                    .counts
+                    .entry("restore_secret_not_drawn_older")
+                    .or_default() += 1;
+                return false;
+            }
+            let at = OffsetDateTime::now_utc();
+            let gone: Vec<String> = versions[cut..].iter().map(|v| v.version.clone()).collect();
+            let restored = (named, restored.version.clone());
+            secret.versions.truncate(cut);
+            for v in &gone {
+                vault.written_ms.remove(v);
+            }
+            (at, restored, gone.len(), discarded)
+        };
+        let overlap = time::Duration::try_from(OVERLAP).unwrap();
+        let st = self.locs.get_mut(&loc).unwrap();
+        st.versions -= dropped;
+        // Consumers read a discarded credential until the restore: it stays until overlap
+        // after it (the daemon holds it from its first read that shows it named by no
+        // version). One a discarded version had superseded already keeps its own time.
+        for k in &discarded {
+            self.discarded.push((at, k.clone()));
+            let until = st.protected.entry(k.clone()).or_insert(None);
+            if until.is_none() {
+                *until = Some(at + overlap);
+            }
+        }
+        // The restored version is the latest again: what consumers read, rotated from later.
+        let (key, version) = restored;
+        st.latest = Some(Some(key.clone()));
+        st.value_of = Some(key.clone());
+        st.last_managed = Some(key.clone());
+        st.by_hand_since = None;
+        st.new_value_since = None;
+        st.by_hand_over.remove(&key);
+        st.protected.insert(key.clone(), None);
+        self.event(
+            "restore_secret",
+            format!(
+                "{}/{} of {} back to version {version} naming {key} ({dropped} version(s) dropped; discarded {})",
+                c.vault,
+                c.secret,
+                c.name,
+                discarded.iter().cloned().collect::<Vec<_>>().join(", ")
+            ),
+        );
+        // The restored credential may be gone (removed as superseded, or by a person), or its
+        // version disabled: the daemon rotates, as after portal_delete_published.
+        self.expect_repair(c.app, "restore_secret");
+        true
     }
 
     /// Plays the resolutions that are due (all of them with `all`).
@@ -1139,6 +1295,7 @@ impl WorldRun {
                     };
                     let st = self.locs.entry(l).or_default();
                     let until = if st.purged { e.at } else { e.at + overlap };
+                    st.versions = if st.purged { 1 } else { st.versions + 1 };
                     let new_value_before = st.new_value_since;
                     let value_before = st.value_of.clone();
                     st.purged = false;
@@ -1739,6 +1896,9 @@ pub async fn run(seconds: u64, seed: u64) -> Vec<String> {
         "rotations_published": journal.iter().filter(|e| e.operation == Operation::KeyvaultSetSecret && e.effective && e.caller.as_deref() == Some(&w.env.daemon_app_id)).count(),
         "credentials_removed_by_the_daemon": journal.iter().filter(|e| e.operation == Operation::GraphRemovePassword && e.effective && e.caller.as_deref() == Some(&w.env.daemon_app_id)).count(),
         "removed_without_a_listing": removed_without_a_listing(&w, &journal),
+        // How long after the restore the daemon removed each credential it discarded (null:
+        // not removed by the daemon): no less than overlap, 4 s.
+        "discarded_by_a_restore_removed_after_s": w.discarded.iter().map(|(at, k)| w.removed_by_daemon.get(k).map(|r| ((*r - *at).as_seconds_f64() * 10.0).round() / 10.0)).collect::<Vec<_>>(),
         "azure_calls": journal.len(),
         "violations": w.violations.len(),
     });
