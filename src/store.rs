@@ -1092,27 +1092,37 @@ mod tests {
         assert_eq!(s.backoff("c").unwrap().failures, 3);
     }
 
-    #[test]
-    fn a_state_file_of_schema_1_is_migrated_and_keeps_its_rows() {
+    /// A rotation's record in the history, as every schema has written it.
+    const ROTATED_K1: &str = "INSERT INTO history (client, at, result, rotation_id, key_id, message) VALUES ('c', 5, 'rotated', 'r1', 'k1', 'published version v1')";
+
+    /// A state directory whose state file an older release left: the first `schema`
+    /// migrations applied, then `rows` inserted.
+    fn old_state_file(schema: usize, rows: &[&str]) -> tempfile::TempDir {
         let tmp = tempfile::tempdir().unwrap();
-        // A state file as the previous release left it: schema 1, an intent and a status row.
         crate::files::private_dir(tmp.path()).unwrap();
         crate::files::private_dir(&tmp.path().join("locks")).unwrap();
-        {
-            let conn = Connection::open(tmp.path().join("state.db")).unwrap();
-            conn.execute_batch(MIGRATIONS[0]).unwrap();
-            conn.pragma_update(None, "user_version", 1).unwrap();
-            conn.execute(
-                "INSERT INTO intents (rotation_id, client, step, key_id, started_at, updated_at, pid) VALUES ('r1', 'c', 'verifying', 'k1', 5, 5, 1)",
-                [],
-            )
-            .unwrap();
-            conn.execute(
-                "INSERT INTO clients (client, published_key_id, updated_at) VALUES ('c', 'k0', 5)",
-                [],
-            )
-            .unwrap();
+        let conn = Connection::open(tmp.path().join("state.db")).unwrap();
+        for sql in &MIGRATIONS[..schema] {
+            conn.execute_batch(sql).unwrap();
         }
+        conn.pragma_update(None, "user_version", schema as i64)
+            .unwrap();
+        for row in rows {
+            conn.execute(row, []).unwrap();
+        }
+        tmp
+    }
+
+    #[test]
+    fn a_state_file_of_schema_1_is_migrated_and_keeps_its_rows() {
+        // A state file as the previous release left it: schema 1, an intent and a status row.
+        let tmp = old_state_file(
+            1,
+            &[
+                "INSERT INTO intents (rotation_id, client, step, key_id, started_at, updated_at, pid) VALUES ('r1', 'c', 'verifying', 'k1', 5, 5, 1)",
+                "INSERT INTO clients (client, published_key_id, updated_at) VALUES ('c', 'k0', 5)",
+            ],
+        );
         let s = Store::open(tmp.path()).unwrap();
         let conn = Connection::open(tmp.path().join("state.db")).unwrap();
         let version: i64 = conn
@@ -1263,27 +1273,14 @@ mod tests {
 
     #[test]
     fn a_state_file_of_schema_3_is_migrated_and_its_publishes_are_known() {
-        let tmp = tempfile::tempdir().unwrap();
         // The previous release's state file: schema 3, a rotation's record and a status row.
-        crate::files::private_dir(tmp.path()).unwrap();
-        crate::files::private_dir(&tmp.path().join("locks")).unwrap();
-        {
-            let conn = Connection::open(tmp.path().join("state.db")).unwrap();
-            for sql in &MIGRATIONS[..3] {
-                conn.execute_batch(sql).unwrap();
-            }
-            conn.pragma_update(None, "user_version", 3).unwrap();
-            conn.execute(
-                "INSERT INTO history (client, at, result, rotation_id, key_id, message) VALUES ('c', 5, 'rotated', 'r1', 'k1', 'published version v1')",
-                [],
-            )
-            .unwrap();
-            conn.execute(
+        let tmp = old_state_file(
+            3,
+            &[
+                ROTATED_K1,
                 "INSERT INTO clients (client, published_key_id, updated_at) VALUES ('c', 'k2', 6)",
-                [],
-            )
-            .unwrap();
-        }
+            ],
+        );
         let s = Store::open(tmp.path()).unwrap();
         let version: i64 = s
             .conn()
@@ -1305,19 +1302,7 @@ mod tests {
     /// recorded are known as published, with no record of an unnamed read.
     #[test]
     fn a_state_file_of_schema_1_is_migrated_to_the_records_of_unnamed_reads() {
-        let tmp = tempfile::tempdir().unwrap();
-        crate::files::private_dir(tmp.path()).unwrap();
-        crate::files::private_dir(&tmp.path().join("locks")).unwrap();
-        {
-            let conn = Connection::open(tmp.path().join("state.db")).unwrap();
-            conn.execute_batch(MIGRATIONS[0]).unwrap();
-            conn.pragma_update(None, "user_version", 1).unwrap();
-            conn.execute(
-                "INSERT INTO history (client, at, result, rotation_id, key_id, message) VALUES ('c', 5, 'rotated', 'r1', 'k1', 'published version v1')",
-                [],
-            )
-            .unwrap();
-        }
+        let tmp = old_state_file(1, &[ROTATED_K1]);
         let s = Store::open(tmp.path()).unwrap();
         let version: i64 = s
             .conn()
