@@ -632,7 +632,7 @@ impl Store {
     /// it published again since, and a reconcile with nothing else to look at does not read
     /// these rows to forget it): it reads as no record, so a later discard counts from its own
     /// first read, never from the earlier one. The history is searched by client
-    /// (`history_client`, at most [`HISTORY_PER_CLIENT`] rows): SQLite would otherwise pick
+    /// (`history_client`, at most `HISTORY_PER_CLIENT` rows): SQLite would otherwise pick
     /// `history_result_at` and walk every client's rotations (4.7 ms a call at 1,000 clients
     /// with 10 each, against 34 µs).
     pub fn known_published(&self, client: &str) -> Result<Vec<KnownPublished>> {
