@@ -126,6 +126,9 @@ enum Resolution {
 struct CliRun {
     app: usize,
     revoke: bool,
+    /// For a revocation, the credential published when it was asked: its target
+    /// (docs/design/protocol.md, "Revocation").
+    target: Option<String>,
     start: OffsetDateTime,
     end: Arc<Mutex<Option<OffsetDateTime>>>,
     instance: String,
@@ -153,7 +156,9 @@ pub struct WorldRun {
     /// Per app: (since, location, instance, client name) of every config the test wrote.
     history: Vec<(OffsetDateTime, usize, Option<Location>, String, String)>,
     /// Per app: when a revocation was asked for (admin API).
-    revokes: Vec<(OffsetDateTime, usize)>,
+    /// Revocations asked through the admin API: when, the app, and the credential published
+    /// then (the revocation's target).
+    revokes: Vec<(OffsetDateTime, usize, Option<String>)>,
     clis: Vec<CliRun>,
     /// Credentials a `set_secret` was sent for (whatever the answer): they reached publishing.
     publish_attempted: BTreeSet<String>,
@@ -794,9 +799,13 @@ impl WorldRun {
                 // minutes for the client's lock): its owner and its revocation count until
                 // it ends.
                 let end = Arc::new(Mutex::new(None));
+                let target = revoke
+                    .then(|| self.latest(&c).and_then(|l| l.tags.get("key-id").cloned()))
+                    .flatten();
                 self.clis.push(CliRun {
                     app: c.app,
                     revoke,
+                    target,
                     start: OffsetDateTime::now_utc(),
                     end: end.clone(),
                     instance: self.instance.clone(),
@@ -811,7 +820,9 @@ impl WorldRun {
                 let Some(d) = daemon else { return };
                 let revoke = self.rng.random_bool(0.3);
                 if revoke {
-                    self.revokes.push((OffsetDateTime::now_utc(), c.app));
+                    let target = self.latest(&c).and_then(|l| l.tags.get("key-id").cloned());
+                    self.revokes
+                        .push((OffsetDateTime::now_utc(), c.app, target));
                 }
                 let url = format!(
                     "http://{}/v1/clients/{}/rotate{}",
@@ -1409,14 +1420,24 @@ impl WorldRun {
     fn check_evidence(&mut self, key: &str, app: usize, t: OffsetDateTime) {
         let app_name = self.env.clients[app].name.clone();
         let key = key.to_string();
-        let revoked = self
-            .revokes
-            .iter()
-            .any(|(r, a)| *a == app && *r <= t && t - *r < time::Duration::seconds(120))
+        let asked = |r: &OffsetDateTime, a: &usize| {
+            *a == app && *r <= t && t - *r < time::Duration::seconds(120)
+        };
+        let revoked = self.revokes.iter().any(|(r, a, _)| asked(r, a))
             || self
                 .clis
                 .iter()
                 .any(|c| c.app == app && c.revoke && c.running_at(t));
+        // The credential published when a revocation was asked is its target, and goes even
+        // if a person made it the published one again meanwhile (a restore of the vault
+        // secret): the request names a leaked secret, and the repair of I1 follows.
+        let revocation_target = self
+            .revokes
+            .iter()
+            .any(|(r, a, k)| asked(r, a) && k.as_deref() == Some(key.as_str()))
+            || self.clis.iter().any(|c| {
+                c.app == app && c.revoke && c.running_at(t) && c.target.as_deref() == Some(&key)
+            });
         let slack = self.skew_slack(t);
         let overlap = time::Duration::try_from(OVERLAP).unwrap();
         let mut problems = Vec::new();
@@ -1464,6 +1485,9 @@ impl WorldRun {
             // A revocation asked while the client had moved and published nothing yet takes
             // what the location it left serves: the leaked secret is this client's.
             if revoked && self.location_at(app, t).as_ref() != Some(l) {
+                continue;
+            }
+            if revocation_target {
                 continue;
             }
             // What consumers read there: never removable while it is.
