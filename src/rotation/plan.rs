@@ -4750,14 +4750,14 @@ mod tests {
     mod review6 {
         use super::*;
 
-        fn with_hint(p: PasswordCredential, hint: &str) -> PasswordCredential {
+        pub(super) fn with_hint(p: PasswordCredential, hint: &str) -> PasswordCredential {
             PasswordCredential {
                 hint: Some(hint.into()),
                 ..p
             }
         }
 
-        fn holding(v: VersionInfo, hint: &str) -> VersionInfo {
+        pub(super) fn holding(v: VersionInfo, hint: &str) -> VersionInfo {
             VersionInfo {
                 value_hint: Some(hint.into()),
                 ..v
@@ -5380,21 +5380,8 @@ mod tests {
     /// secret discarded (`Observed::known_published`, `Plan::held_unpublished`), attacked with
     /// moves, healthy clients and the values the notes could carry.
     mod review7 {
+        use super::review6::{holding, with_hint};
         use super::*;
-
-        fn with_hint(p: PasswordCredential, hint: &str) -> PasswordCredential {
-            PasswordCredential {
-                hint: Some(hint.into()),
-                ..p
-            }
-        }
-
-        fn holding(v: VersionInfo, hint: &str) -> VersionInfo {
-            VersionInfo {
-                value_hint: Some(hint.into()),
-                ..v
-            }
-        }
 
         fn known(key: &str, since: Option<OffsetDateTime>) -> KnownPublished {
             KnownPublished {
