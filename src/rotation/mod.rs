@@ -220,7 +220,7 @@ pub async fn dry_run(
     // Intents are abandoned attempts only when no process holds the client: a running daemon's
     // attempt in flight is not.
     let lock = ctx.store.try_lock(&client.name).map_err(Failure::Store)?;
-    let (_, observed) =
+    let (_, observed, _) =
         observe::observe(ctx, client, opts.revoke_previous, lock.is_some(), cancel).await?;
     drop(lock);
     let now = clock::now();
@@ -271,6 +271,7 @@ pub async fn reconcile_with(
 ) -> Result<Report, Failure> {
     let mut gauges = None;
     let mut drift = None;
+    let mut seen = None;
     let mut result = reconcile_inner(
         ctx,
         client,
@@ -279,6 +280,7 @@ pub async fn reconcile_with(
         preflight,
         &mut gauges,
         &mut drift,
+        &mut seen,
     )
     .await;
     if let Some(seen) = drift {
@@ -289,12 +291,20 @@ pub async fn reconcile_with(
             report.drift_checked = seen.checked;
         }
     }
-    // Before the status row is rewritten: a failure that says what the last one said is not
-    // announced again.
-    let previous = ctx.store.client_row(&client.name).ok().flatten();
-    announce::after_reconcile(ctx, client, &result, previous.as_ref(), clock::now());
-    record::status(ctx, client, &result, gauges);
-    announce::expiring(ctx, client, &result, clock::now());
+    // The status row before it is rewritten: a failure that says what the last one said is
+    // not announced again. The observation read it; without one, it is read only for an event.
+    let read;
+    let previous = match &seen {
+        Some(s) => s.previous.as_ref(),
+        None if ctx.config.events.is_empty() || result.is_ok() => None,
+        None => {
+            read = ctx.store.client_row(&client.name).ok().flatten();
+            read.as_ref()
+        }
+    };
+    announce::after_reconcile(ctx, client, &result, previous, clock::now());
+    let row = record::status(ctx, client, &result, gauges, seen.as_ref());
+    announce::expiring(ctx, client, &result, row.as_ref(), clock::now());
     result
 }
 
@@ -306,9 +316,10 @@ async fn reconcile_inner(
     preflight: Option<Preflight>,
     gauges: &mut Option<ClientGauges>,
     drift: &mut Option<DriftSeen>,
+    seen: &mut Option<record::Seen>,
 ) -> Result<Report, Failure> {
     let observed = observe::observe(ctx, client, opts.revoke_previous, true, cancel).await;
-    let (app, observed) = match observed {
+    let (app, observed, records) = match observed {
         Ok(o) => o,
         Err(e) => {
             if let Some(p) = preflight {
@@ -331,7 +342,8 @@ async fn reconcile_inner(
         None
     };
     let now = clock::now();
-    remember_location(ctx, client, &observed);
+    remember_location(ctx, client, &observed, &records);
+    *seen = Some(record::Seen::new(&records));
     let mut plan = plan::plan(&observed, &policy_view(&ctx.config, client, &opts), now);
     // Before anything is removed: when a published credential was first seen named by no
     // version, which its removal counts `overlap` from.
