@@ -186,6 +186,15 @@ pub struct Report {
     pub drift_checked: bool,
 }
 
+/// What `reconcile_inner` learnt that the end of the reconcile records, whether it succeeded or
+/// not: the gauges it observed, the drift, and what the observation read from the store.
+#[derive(Default)]
+struct Learnt {
+    gauges: Option<ClientGauges>,
+    drift: Option<DriftSeen>,
+    seen: Option<record::Seen>,
+}
+
 /// What a reconcile learnt about drift, for [`record_drift`].
 struct DriftSeen {
     found: Vec<crate::drift::DriftKind>,
@@ -269,20 +278,13 @@ pub async fn reconcile_with(
     cancel: &CancellationToken,
     preflight: Option<Preflight>,
 ) -> Result<Report, Failure> {
-    let mut gauges = None;
-    let mut drift = None;
-    let mut seen = None;
-    let mut result = reconcile_inner(
-        ctx,
-        client,
-        opts,
-        cancel,
-        preflight,
-        &mut gauges,
-        &mut drift,
-        &mut seen,
-    )
-    .await;
+    let mut learnt = Learnt::default();
+    let mut result = reconcile_inner(ctx, client, opts, cancel, preflight, &mut learnt).await;
+    let Learnt {
+        gauges,
+        drift,
+        seen,
+    } = learnt;
     if let Some(seen) = drift {
         let published = result.as_ref().ok().and_then(|r| r.rotated.as_ref());
         let kinds = record_drift(ctx, client, &seen, published, clock::now());
@@ -314,9 +316,7 @@ async fn reconcile_inner(
     opts: Options,
     cancel: &CancellationToken,
     preflight: Option<Preflight>,
-    gauges: &mut Option<ClientGauges>,
-    drift: &mut Option<DriftSeen>,
-    seen: &mut Option<record::Seen>,
+    learnt: &mut Learnt,
 ) -> Result<Report, Failure> {
     let observed = observe::observe(ctx, client, opts.revoke_previous, true, cancel).await;
     let (app, observed, records) = match observed {
@@ -343,7 +343,7 @@ async fn reconcile_inner(
     };
     let now = clock::now();
     remember_location(ctx, client, &observed, &records);
-    *seen = Some(record::Seen::new(&records));
+    learnt.seen = Some(record::Seen::new(&records));
     let mut plan = plan::plan(&observed, &policy_view(&ctx.config, client, &opts), now);
     // Before anything is removed: when a published credential was first seen named by no
     // version, which its removal counts `overlap` from.
@@ -358,7 +358,7 @@ async fn reconcile_inner(
         opts.force,
         &client.name,
     );
-    *drift = Some(DriftSeen {
+    learnt.drift = Some(DriftSeen {
         found,
         signed_in: sign_in.is_some_and(|s| s != crate::drift::SignIn::Inconclusive),
         checked: opts.drift_check && !client.policy.drift_interval.is_zero(),
@@ -454,7 +454,7 @@ async fn reconcile_inner(
     if let Some(blocked) = &plan.blocked {
         if blocked.is_failure() {
             report_gauges(ctx, client, &app, &mut report, now);
-            *gauges = Some(report.gauges.clone());
+            learnt.gauges = Some(report.gauges.clone());
             ctx.metrics.rotation(&client.name, false);
             return Err(Failure::Blocked(blocked.clone()));
         }
@@ -499,7 +499,7 @@ async fn reconcile_inner(
             Err(e) => {
                 ctx.metrics.rotation(&client.name, false);
                 report_gauges(ctx, client, &app, &mut report, clock::now());
-                *gauges = Some(report.gauges.clone());
+                learnt.gauges = Some(report.gauges.clone());
                 return Err(e);
             }
         }
