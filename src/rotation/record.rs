@@ -1,6 +1,5 @@
 //! What a reconcile leaves in the store and the metrics: the client's status row, its gauges,
-//! and the location it is at (the two written together at the end, in one transaction, and
-//! only what changed).
+//! and the location it is at (each written only when it changes).
 
 use time::OffsetDateTime;
 
