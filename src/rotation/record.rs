@@ -115,10 +115,13 @@ impl Seen {
 
 /// Records the client's location in the store, so that once the client moves, a read of it can
 /// prove its credentials superseded there; and forgets the locations no own credential was
-/// made for any more. Before deciding, as the protocol says (recorded at the end of the
-/// reconcile with the status row instead, two of the moved-client tests in
-/// `tests/it/review2.rs` failed). Not written when the observation's read of the store shows
-/// exactly that already (a client that stays where it was).
+/// made for any more. Before deciding, not at the end with the status row: the arrival is in
+/// whole seconds and counts only when later than every other location's, and the end of one
+/// reconcile and the end of the next (the client moved again) often fall in one second, which
+/// leaves the arrival unknown and the old location's credentials waiting one more `overlap`
+/// (two moved-client tests of `tests/it/review2.rs` failed so). Not written when the
+/// observation's read of the store shows exactly that already (a client that stays where it
+/// was).
 pub(super) fn remember_location(
     ctx: &Context,
     client: &Client,
