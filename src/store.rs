@@ -6,7 +6,7 @@
 //! Vault (versions and their tags) are, so losing it loses no secret and no correctness. It
 //! never holds a secret value.
 //!
-//! Over 600 lines: about 260 of them are tests; the schema, its migrations and the queries on
+//! Over 1,700 lines: about 660 of them are tests; the schema, its migrations and the queries on
 //! the rotation's tables stay together so that a schema change is seen whole (the outbox's are
 //! in `events/outbox.rs`).
 
@@ -263,8 +263,8 @@ fn in_transaction<T>(conn: &Connection, f: impl FnOnce(&Connection) -> Result<T>
 }
 
 /// Runs `f` in one read transaction: the reads see one state of the store, and SQLite takes
-/// and drops its WAL-index read lock once (four `fcntl` calls, since every write moves the read
-/// mark) instead of once per statement.
+/// and drops its WAL-index read lock once (two `fcntl` calls, four when a write moved the read
+/// mark since the last read) instead of once per statement.
 fn in_read_transaction<T>(
     conn: &Connection,
     f: impl FnOnce(&Connection) -> Result<T>,
