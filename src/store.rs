@@ -6,7 +6,7 @@
 //! Vault (versions and their tags) are, so losing it loses no secret and no correctness. It
 //! never holds a secret value.
 //!
-//! Over 600 lines: about 260 of them are tests; the schema, its migrations and the queries on
+//! Over 1,700 lines: about 660 of them are tests; the schema, its migrations and the queries on
 //! the rotation's tables stay together so that a schema change is seen whole (the outbox's are
 //! in `events/outbox.rs`).
 
@@ -262,6 +262,24 @@ fn in_transaction<T>(conn: &Connection, f: impl FnOnce(&Connection) -> Result<T>
     }
 }
 
+/// Runs `f` in one read transaction: the reads see one state of the store, and SQLite takes
+/// and drops its WAL-index read lock once (two `fcntl` calls, four when a write moved the read
+/// mark since the last read) instead of once per statement.
+fn in_read_transaction<T>(
+    conn: &Connection,
+    f: impl FnOnce(&Connection) -> Result<T>,
+) -> Result<T> {
+    conn.execute_cached("BEGIN", [])?;
+    let value = f(conn);
+    // Nothing was written: COMMIT only ends the transaction. Should it fail, ROLLBACK does.
+    if let Err(e) = conn.execute_cached("COMMIT", []) {
+        let _ = conn.execute_cached("ROLLBACK", []);
+        value?;
+        return Err(e.into());
+    }
+    value
+}
+
 /// The message of a `rotated` history row: the version the rotation wrote, which
 /// [`Store::published_credential`] looks up.
 pub fn published_message(version: &str) -> String {
@@ -371,6 +389,122 @@ pub struct LocationRow {
     pub key_vault_url: String,
     pub secret_name: String,
     pub seen_at: i64,
+}
+
+/// What the store holds about one client that its reconcile reads, all read at the start of the
+/// observation in one transaction ([`Store::records`]) instead of a transaction a read. Under
+/// the client's lock no other process or task writes these rows, so they are what a read at any
+/// later point of the reconcile would give.
+#[derive(Debug, Clone, Default)]
+pub struct Records {
+    /// The client's intents; empty when not asked for (without the client's lock, an intent may
+    /// be an attempt in flight).
+    pub intents: Vec<Intent>,
+    /// Every location recorded for the client, earliest arrival first.
+    pub locations: Vec<LocationRow>,
+    /// The client's status row.
+    pub row: Option<ClientRow>,
+    /// The client's `rotated` history rows, newest first: message and key id.
+    rotated: Vec<(Option<String>, Option<String>)>,
+    /// The client's records of [`Store::record_unpublished`]: key id and when first seen.
+    unpublished: Vec<(String, i64)>,
+}
+
+impl Records {
+    /// Since when the client has been at the location `tag` without a move in between: its
+    /// row's `seen_at` when that row is the newest, else `None` (it is arriving now, or the
+    /// store does not know).
+    pub fn arrived_at(&self, tag: &str) -> Option<i64> {
+        let row = self.locations.iter().find(|r| r.tag == tag)?;
+        let newest = self
+            .locations
+            .iter()
+            .all(|r| r.tag == tag || r.seen_at < row.seen_at);
+        newest.then_some(row.seen_at)
+    }
+
+    /// Whether recording the client at `at` and forgetting the locations not in `keep`
+    /// ([`Store::move_location`]) would change nothing: the location is recorded with this
+    /// address as the newest, and no other is recorded that `keep` does not name. Such a write
+    /// is not made (`record_location` keeps `seen_at` while the client stays).
+    pub fn location_unchanged(&self, at: &Place<'_>) -> bool {
+        self.locations
+            .iter()
+            .all(|r| at.keep.contains(&r.tag.as_str()))
+            && self.arrived_at(at.tag).is_some()
+            && self.locations.iter().any(|r| {
+                r.tag == at.tag
+                    && r.key_vault_url == at.key_vault_url
+                    && r.secret_name == at.secret_name
+            })
+    }
+
+    /// The key id of the credential whose value this installation published as `version`, as
+    /// the history recorded it when the write succeeded (the newest such record); `None` when
+    /// there is none (another writer's version, or a history lost or pruned).
+    pub fn published_credential(&self, version: &str) -> Option<String> {
+        let message = published_message(version);
+        self.rotated
+            .iter()
+            .find(|(m, _)| m.as_deref() == Some(message.as_str()))
+            .and_then(|(_, key_id)| key_id.clone())
+    }
+
+    /// The own credentials the client is known to have published (see [`KnownPublished`]),
+    /// each with when a read first showed it named by no version: the rotations' records, the
+    /// status row and the records of [`Store::record_unpublished`], by key id as stored. A record
+    /// older than a status row that names its credential as the published one is stale (a
+    /// reconcile saw it published again since, and a reconcile with nothing else to look at
+    /// does not read these records to forget it): it reads as no record, so a later discard
+    /// counts from its own first read, never from the earlier one.
+    pub fn known_published(&self) -> Vec<KnownPublished> {
+        let published = self
+            .row
+            .as_ref()
+            .and_then(|r| r.published_key_id.as_deref());
+        let keys: std::collections::BTreeSet<&str> = self
+            .rotated
+            .iter()
+            .filter_map(|(_, k)| k.as_deref())
+            .chain(published)
+            .chain(self.unpublished.iter().map(|(k, _)| k.as_str()))
+            .collect();
+        keys.into_iter()
+            .map(|key_id| {
+                let stale = |seen_at: i64| {
+                    self.row.as_ref().is_some_and(|r| {
+                        r.published_key_id.as_deref() == Some(key_id) && r.updated_at > seen_at
+                    })
+                };
+                KnownPublished {
+                    key_id: key_id.to_string(),
+                    unpublished_seen_at: self
+                        .unpublished
+                        .iter()
+                        .find(|(k, _)| k == key_id)
+                        .map(|(_, seen_at)| *seen_at)
+                        .filter(|seen_at| !stale(*seen_at)),
+                }
+            })
+            .collect()
+    }
+
+    /// Whether the store holds a record of [`Store::record_unpublished`] for the client.
+    pub fn has_unpublished(&self) -> bool {
+        !self.unpublished.is_empty()
+    }
+}
+
+/// Where a client is ([`Store::move_location`], [`Records::location_unchanged`]): the location
+/// tag, the address behind it, when it is recorded, and the tags to keep (the others are
+/// forgotten).
+#[derive(Debug, Clone, Copy)]
+pub struct Place<'a> {
+    pub tag: &'a str,
+    pub key_vault_url: &'a str,
+    pub secret_name: &'a str,
+    pub keep: &'a [&'a str],
+    pub now: OffsetDateTime,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -524,18 +658,25 @@ impl Store {
     }
 
     pub fn intents(&self, client: &str) -> Result<Vec<Intent>> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare_cached("SELECT rotation_id, client, step, key_id, started_at FROM intents WHERE client = ?1 ORDER BY started_at")?;
-        let rows = stmt.query_map(params![client], |r| {
-            Ok(Intent {
-                rotation_id: r.get(0)?,
-                client: r.get(1)?,
-                step: IntentStep::from_stored(&r.get::<_, String>(2)?),
-                key_id: r.get(3)?,
-                started_at: r.get(4)?,
+        intents(&self.conn(), client)
+    }
+
+    /// What a reconcile of `client` reads from the store (see [`Records`]), in one read
+    /// transaction; its intents only when `with_intents`.
+    pub fn records(&self, client: &str, with_intents: bool) -> Result<Records> {
+        in_read_transaction(&self.conn(), |conn| {
+            Ok(Records {
+                intents: if with_intents {
+                    intents(conn, client)?
+                } else {
+                    Vec::new()
+                },
+                locations: locations(conn, client)?,
+                row: client_row(conn, client)?,
+                rotated: rotated(conn, client)?,
+                unpublished: unpublished(conn, client)?,
             })
-        })?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        })
     }
 
     pub fn backoff(&self, client: &str) -> Result<Backoff> {
@@ -609,48 +750,26 @@ impl Store {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    /// The key id of the credential whose value this installation published as `version` of
-    /// `client`'s secret, as the history recorded it when the write succeeded (the newest such
-    /// record); `None` when there is none (another writer's version, or a history lost or
-    /// pruned).
+    /// [`Records::published_credential`] of `client`.
     pub fn published_credential(&self, client: &str, version: &str) -> Result<Option<String>> {
-        let conn = self.conn();
-        Ok(conn
-            .query_row_cached(
-                "SELECT key_id FROM history WHERE client = ?1 AND result = 'rotated' AND message = ?2 ORDER BY id DESC LIMIT 1",
-                params![client, published_message(version)],
-                |r| r.get::<_, Option<String>>(0),
-            )
-            .optional()?
-            .flatten())
+        let records = Records {
+            rotated: rotated(&self.conn(), client)?,
+            ..Records::default()
+        };
+        Ok(records.published_credential(version))
     }
 
-    /// The own credentials `client` is known to have published (see [`KnownPublished`]), each
-    /// with when a read first showed it named by no version. One query: the rotations'
-    /// records, the status row and the rows of [`Store::record_unpublished`]. A row older than
-    /// a status row that names its credential as the published one is stale (a reconcile saw
-    /// it published again since, and a reconcile with nothing else to look at does not read
-    /// these rows to forget it): it reads as no record, so a later discard counts from its own
-    /// first read, never from the earlier one. The history is searched by client
-    /// (`history_client`, at most `HISTORY_PER_CLIENT` rows): SQLite would otherwise pick
-    /// `history_result_at` and walk every client's rotations (4.7 ms a call at 1,000 clients
-    /// with 10 each, against 34 µs).
+    /// The own credentials `client` is known to have published: [`Records::known_published`].
     pub fn known_published(&self, client: &str) -> Result<Vec<KnownPublished>> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare_cached(&format!(
-            "SELECT k.key_id, CASE WHEN {STALE} THEN NULL ELSE u.seen_at END FROM (
-                 SELECT key_id FROM history INDEXED BY history_client WHERE client = ?1 AND result = 'rotated' AND key_id IS NOT NULL
-                 UNION SELECT published_key_id FROM clients WHERE client = ?1 AND published_key_id IS NOT NULL
-                 UNION SELECT key_id FROM unpublished WHERE client = ?1
-             ) AS k LEFT JOIN unpublished u ON u.client = ?1 AND u.key_id = k.key_id"
-        ))?;
-        let rows = stmt.query_map(params![client], |r| {
-            Ok(KnownPublished {
-                key_id: r.get(0)?,
-                unpublished_seen_at: r.get(1)?,
+        let records = in_read_transaction(&self.conn(), |conn| {
+            Ok(Records {
+                row: client_row(conn, client)?,
+                rotated: rotated(conn, client)?,
+                unpublished: unpublished(conn, client)?,
+                ..Records::default()
             })
         })?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        Ok(records.known_published())
     }
 
     /// Records that a read at `now` showed each of `key_ids` named by no version of `client`'s
@@ -701,15 +820,25 @@ impl Store {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
+    /// Writes the client's status row (`last_success_at` kept when `row` has none).
     pub fn upsert_client(&self, row: &ClientRow) -> Result<()> {
-        self.conn().execute_cached(
-            "INSERT INTO clients (client, published_key_id, published_version, expires_at, next_rotation_at, last_result, last_error, last_success_at, updated_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
-             ON CONFLICT(client) DO UPDATE SET published_key_id = ?2, published_version = ?3, expires_at = ?4, next_rotation_at = ?5,
-                 last_result = ?6, last_error = ?7, last_success_at = COALESCE(?8, last_success_at), updated_at = ?9",
-            params![row.client, row.published_key_id, row.published_version, row.expires_at, row.next_rotation_at, row.last_result, row.last_error, row.last_success_at, row.updated_at],
-        )?;
-        Ok(())
+        upsert_client(&self.conn(), row)
+    }
+
+    /// The status row of a reconcile that failed: the row as it is stored (or an empty one), as
+    /// `change` makes it, read and written in one transaction. Returns the row written.
+    pub fn record_failure(
+        &self,
+        client: &str,
+        change: impl FnOnce(&mut ClientRow),
+    ) -> Result<ClientRow> {
+        in_transaction(&self.conn(), |conn| {
+            let mut row = client_row(conn, client)?.unwrap_or_default();
+            row.client = client.to_string();
+            change(&mut row);
+            upsert_client(conn, &row)?;
+            Ok(row)
+        })
     }
 
     /// Records that `client` is at this location now (its credentials are made for it).
@@ -731,12 +860,11 @@ impl Store {
     /// `seen_at` when that row is the newest, else `None` (it is arriving now, or the store
     /// does not know).
     pub fn arrived_at(&self, client: &str, tag: &str) -> Result<Option<i64>> {
-        let rows = self.locations(client)?;
-        let Some(row) = rows.iter().find(|r| r.tag == tag) else {
-            return Ok(None);
+        let records = Records {
+            locations: self.locations(client)?,
+            ..Records::default()
         };
-        let newest = rows.iter().all(|r| r.tag == tag || r.seen_at < row.seen_at);
-        Ok(newest.then_some(row.seen_at))
+        Ok(records.arrived_at(tag))
     }
 
     /// Every location recorded for `client`.
@@ -759,34 +887,99 @@ impl Store {
         now: OffsetDateTime,
     ) -> Result<()> {
         let (tag, key_vault_url, secret_name) = at;
-        in_transaction(&self.conn(), |conn| {
-            record_location(conn, client, tag, key_vault_url, secret_name, now)?;
-            forget_locations(conn, client, keep)
-        })
+        let place = Place {
+            tag,
+            key_vault_url,
+            secret_name,
+            keep,
+            now,
+        };
+        in_transaction(&self.conn(), |conn| move_location(conn, client, &place))
     }
 
     pub fn client_row(&self, client: &str) -> Result<Option<ClientRow>> {
-        Ok(self
-            .conn()
-            .query_row_cached(
-                "SELECT client, published_key_id, published_version, expires_at, next_rotation_at, last_result, last_error, last_success_at, updated_at FROM clients WHERE client = ?1",
-                params![client],
-                |r| {
-                    Ok(ClientRow {
-                        client: r.get(0)?,
-                        published_key_id: r.get(1)?,
-                        published_version: r.get(2)?,
-                        expires_at: r.get(3)?,
-                        next_rotation_at: r.get(4)?,
-                        last_result: r.get(5)?,
-                        last_error: r.get(6)?,
-                        last_success_at: r.get(7)?,
-                        updated_at: r.get(8)?,
-                    })
-                },
-            )
-            .optional()?)
+        client_row(&self.conn(), client)
     }
+}
+
+fn intents(conn: &Connection, client: &str) -> Result<Vec<Intent>> {
+    let mut stmt = conn.prepare_cached("SELECT rotation_id, client, step, key_id, started_at FROM intents WHERE client = ?1 ORDER BY started_at")?;
+    let rows = stmt.query_map(params![client], |r| {
+        Ok(Intent {
+            rotation_id: r.get(0)?,
+            client: r.get(1)?,
+            step: IntentStep::from_stored(&r.get::<_, String>(2)?),
+            key_id: r.get(3)?,
+            started_at: r.get(4)?,
+        })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// The client's `rotated` history rows, newest first: message and key id. Searched by client
+/// (`history_client`, at most `HISTORY_PER_CLIENT` rows): SQLite would otherwise pick
+/// `history_result_at` and walk every client's rotations (4.7 ms a call at 1,000 clients with
+/// 10 each, against 34 µs).
+fn rotated(conn: &Connection, client: &str) -> Result<Vec<(Option<String>, Option<String>)>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT message, key_id FROM history INDEXED BY history_client WHERE client = ?1 AND result = 'rotated' ORDER BY id DESC",
+    )?;
+    let rows = stmt.query_map(params![client], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// The client's records of [`Store::record_unpublished`]: key id and when first seen.
+fn unpublished(conn: &Connection, client: &str) -> Result<Vec<(String, i64)>> {
+    let mut stmt =
+        conn.prepare_cached("SELECT key_id, seen_at FROM unpublished WHERE client = ?1")?;
+    let rows = stmt.query_map(params![client], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+fn client_row(conn: &Connection, client: &str) -> Result<Option<ClientRow>> {
+    Ok(conn
+        .query_row_cached(
+            "SELECT client, published_key_id, published_version, expires_at, next_rotation_at, last_result, last_error, last_success_at, updated_at FROM clients WHERE client = ?1",
+            params![client],
+            |r| {
+                Ok(ClientRow {
+                    client: r.get(0)?,
+                    published_key_id: r.get(1)?,
+                    published_version: r.get(2)?,
+                    expires_at: r.get(3)?,
+                    next_rotation_at: r.get(4)?,
+                    last_result: r.get(5)?,
+                    last_error: r.get(6)?,
+                    last_success_at: r.get(7)?,
+                    updated_at: r.get(8)?,
+                })
+            },
+        )
+        .optional()?)
+}
+
+fn upsert_client(conn: &Connection, row: &ClientRow) -> Result<()> {
+    conn.execute_cached(
+        "INSERT INTO clients (client, published_key_id, published_version, expires_at, next_rotation_at, last_result, last_error, last_success_at, updated_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+         ON CONFLICT(client) DO UPDATE SET published_key_id = ?2, published_version = ?3, expires_at = ?4, next_rotation_at = ?5,
+             last_result = ?6, last_error = ?7, last_success_at = COALESCE(?8, last_success_at), updated_at = ?9",
+        params![row.client, row.published_key_id, row.published_version, row.expires_at, row.next_rotation_at, row.last_result, row.last_error, row.last_success_at, row.updated_at],
+    )?;
+    Ok(())
+}
+
+/// [`record_location`] then [`forget_locations`].
+fn move_location(conn: &Connection, client: &str, at: &Place<'_>) -> Result<()> {
+    record_location(
+        conn,
+        client,
+        at.tag,
+        at.key_vault_url,
+        at.secret_name,
+        at.now,
+    )?;
+    forget_locations(conn, client, at.keep)
 }
 
 /// Runs `f` with the WAL synced at each commit (`synchronous = FULL`): what it writes is on disk
@@ -1383,6 +1576,188 @@ mod tests {
         assert_eq!(
             s.known_published("c").unwrap()[0].unpublished_seen_at,
             Some(1_000_060)
+        );
+    }
+
+    /// `Records::known_published` and `published_credential` read in memory what one query
+    /// each used to: over generated stores (rotations with and without a key id, status rows
+    /// naming one of them or another, older or newer than the records of unnamed reads, other
+    /// clients' rows), they say what those queries say.
+    #[test]
+    fn a_reconciles_records_say_what_the_queries_said() {
+        const KNOWN: &str = "SELECT k.key_id, CASE WHEN EXISTS (SELECT 1 FROM clients c WHERE c.client = ?1 AND c.published_key_id = u.key_id AND c.updated_at > u.seen_at) THEN NULL ELSE u.seen_at END FROM (
+                 SELECT key_id FROM history WHERE client = ?1 AND result = 'rotated' AND key_id IS NOT NULL
+                 UNION SELECT published_key_id FROM clients WHERE client = ?1 AND published_key_id IS NOT NULL
+                 UNION SELECT key_id FROM unpublished WHERE client = ?1
+             ) AS k LEFT JOIN unpublished u ON u.client = ?1 AND u.key_id = k.key_id ORDER BY k.key_id";
+        const WRITTEN: &str = "SELECT key_id FROM history WHERE client = ?1 AND result = 'rotated' AND message = ?2 ORDER BY id DESC LIMIT 1";
+        let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = |n: u64| {
+            seed = seed
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            (seed >> 33) % n
+        };
+        let at = |n: i64| OffsetDateTime::from_unix_timestamp(1_000 + n).unwrap();
+        for _ in 0..200 {
+            let tmp = tempfile::tempdir().unwrap();
+            let s = Store::open(tmp.path()).unwrap();
+            for client in ["c", "d"] {
+                for _ in 0..next(5) {
+                    let key = format!("k{}", next(4));
+                    let key = (next(5) > 0).then_some(key.as_str());
+                    let result = ["rotated", "rotated", "removed", "failed"][next(4) as usize];
+                    let version = format!("v{}", next(4));
+                    s.record_history(
+                        client,
+                        at(next(6) as i64),
+                        result,
+                        Some("r"),
+                        key,
+                        Some(&published_message(&version)),
+                    )
+                    .unwrap();
+                }
+                for _ in 0..next(3) {
+                    s.record_unpublished(client, &[format!("k{}", next(5))], at(next(6) as i64))
+                        .unwrap();
+                }
+                if next(3) > 0 {
+                    s.upsert_client(&ClientRow {
+                        client: client.into(),
+                        published_key_id: (next(4) > 0).then(|| format!("k{}", next(5))),
+                        updated_at: 1_000 + next(6) as i64,
+                        ..ClientRow::default()
+                    })
+                    .unwrap();
+                }
+            }
+            let records = s.records("c", true).unwrap();
+            let conn = s.conn();
+            let mut stmt = conn.prepare(KNOWN).unwrap();
+            let queried: Vec<KnownPublished> = stmt
+                .query_map(params!["c"], |r| {
+                    Ok(KnownPublished {
+                        key_id: r.get(0)?,
+                        unpublished_seen_at: r.get(1)?,
+                    })
+                })
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap();
+            assert_eq!(records.known_published(), queried);
+            for v in 0..5 {
+                let version = format!("v{v}");
+                let queried: Option<String> = conn
+                    .query_row(WRITTEN, params!["c", published_message(&version)], |r| {
+                        r.get::<_, Option<String>>(0)
+                    })
+                    .optional()
+                    .unwrap()
+                    .flatten();
+                assert_eq!(records.published_credential(&version), queried, "{version}");
+            }
+        }
+    }
+
+    /// A location the store already records as it is needs no write; any other does.
+    #[test]
+    fn a_location_is_written_only_when_the_record_would_change() {
+        let tmp = tempfile::tempdir().unwrap();
+        let s = Store::open(tmp.path()).unwrap();
+        let t = |n: i64| OffsetDateTime::from_unix_timestamp(1_000_000 + n).unwrap();
+        let a = "https://kv-a.vault.azure.net/";
+        let place =
+            |tag: &'static str, url: &'static str, keep: &'static [&'static str], n| Place {
+                tag,
+                key_vault_url: url,
+                secret_name: "s",
+                keep,
+                now: t(n),
+            };
+        let unchanged = |p: &Place<'_>| s.records("c", false).unwrap().location_unchanged(p);
+        let write = |p: &Place<'_>| {
+            s.move_location("c", (p.tag, p.key_vault_url, p.secret_name), p.keep, p.now)
+                .unwrap()
+        };
+        let here = place("aaaaaaaa", a, &["aaaaaaaa"], 0);
+        assert!(!unchanged(&here), "not recorded yet");
+        write(&here);
+        assert!(unchanged(&place("aaaaaaaa", a, &["aaaaaaaa"], 10)));
+        assert!(
+            !unchanged(&place(
+                "aaaaaaaa",
+                "https://kv-b.vault.azure.net/",
+                &["aaaaaaaa"],
+                10
+            )),
+            "another address behind the tag"
+        );
+        let moved = place("bbbbbbbb", a, &["bbbbbbbb", "aaaaaaaa"], 20);
+        assert!(!unchanged(&moved), "moved");
+        write(&moved);
+        assert!(unchanged(&place(
+            "bbbbbbbb",
+            a,
+            &["bbbbbbbb", "aaaaaaaa"],
+            30
+        )));
+        assert!(
+            !unchanged(&place("bbbbbbbb", a, &["bbbbbbbb"], 30)),
+            "a location no credential needs is to be forgotten"
+        );
+        let back = place("aaaaaaaa", a, &["bbbbbbbb", "aaaaaaaa"], 30);
+        assert!(
+            !unchanged(&back),
+            "back at a location it left: it arrives again"
+        );
+        write(&back);
+        assert_eq!(s.arrived_at("c", "aaaaaaaa").unwrap(), Some(1_000_030));
+        // Whatever the skipped write would have done, it would have changed nothing.
+        let before = s.locations("c").unwrap();
+        let again = place("aaaaaaaa", a, &["bbbbbbbb", "aaaaaaaa"], 40);
+        assert!(unchanged(&again));
+        write(&again);
+        assert_eq!(s.locations("c").unwrap(), before);
+    }
+
+    /// A failed reconcile's status keeps what was published and when the last success was.
+    #[test]
+    fn a_failure_keeps_the_published_credential_and_the_last_success() {
+        let tmp = tempfile::tempdir().unwrap();
+        let s = Store::open(tmp.path()).unwrap();
+        s.upsert_client(&ClientRow {
+            client: "c".into(),
+            published_key_id: Some("k1".into()),
+            published_version: Some("v1".into()),
+            last_result: Some("rotated".into()),
+            last_success_at: Some(5),
+            updated_at: 5,
+            ..ClientRow::default()
+        })
+        .unwrap();
+        let failed = s
+            .record_failure("c", |r| {
+                r.last_result = Some("failed".into());
+                r.last_error = Some("boom".into());
+                r.last_success_at = None;
+                r.updated_at = 10;
+            })
+            .unwrap();
+        let stored = s.client_row("c").unwrap().unwrap();
+        assert_eq!(stored.published_key_id.as_deref(), Some("k1"));
+        assert_eq!(stored.published_version.as_deref(), Some("v1"));
+        assert_eq!(stored.last_error.as_deref(), Some("boom"));
+        assert_eq!(stored.last_success_at, Some(5));
+        assert_eq!(failed.published_key_id, stored.published_key_id);
+        // A client never recorded gets a row of its own.
+        let first = s
+            .record_failure("d", |r| r.last_result = Some("failed".into()))
+            .unwrap();
+        assert_eq!(first.client, "d");
+        assert_eq!(
+            s.client_row("d").unwrap().unwrap().last_result.as_deref(),
+            Some("failed")
         );
     }
 

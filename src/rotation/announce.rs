@@ -124,13 +124,14 @@ pub fn after_reconcile(
     }
 }
 
-/// After the client's status row is recorded: when the published secret (managed or not) is
-/// within `renew_before / 2` of its expiry and this reconcile did not replace it (it waits,
-/// is blocked, or failed), consumers hear it once per published version.
+/// After the client's status row is recorded (`row`, as recorded): when the published secret
+/// (managed or not) is within `renew_before / 2` of its expiry and this reconcile did not
+/// replace it (it waits, is blocked, or failed), consumers hear it once per published version.
 pub fn expiring(
     ctx: &Context,
     client: &Client,
     result: &Result<Report, Failure>,
+    row: Option<&ClientRow>,
     now: OffsetDateTime,
 ) {
     if ctx.config.events.is_empty()
@@ -139,7 +140,7 @@ pub fn expiring(
     {
         return;
     }
-    let Some(row) = ctx.store.client_row(&client.name).ok().flatten() else {
+    let Some(row) = row else {
         return;
     };
     let Some(expires) = row

@@ -186,6 +186,15 @@ pub struct Report {
     pub drift_checked: bool,
 }
 
+/// What `reconcile_inner` learnt that the end of the reconcile records, whether it succeeded or
+/// not: the gauges it observed, the drift, and what the observation read from the store.
+#[derive(Default)]
+struct Learnt {
+    gauges: Option<ClientGauges>,
+    drift: Option<DriftSeen>,
+    seen: Option<record::Seen>,
+}
+
 /// What a reconcile learnt about drift, for [`record_drift`].
 struct DriftSeen {
     found: Vec<crate::drift::DriftKind>,
@@ -220,7 +229,7 @@ pub async fn dry_run(
     // Intents are abandoned attempts only when no process holds the client: a running daemon's
     // attempt in flight is not.
     let lock = ctx.store.try_lock(&client.name).map_err(Failure::Store)?;
-    let (_, observed) =
+    let (_, observed, _) =
         observe::observe(ctx, client, opts.revoke_previous, lock.is_some(), cancel).await?;
     drop(lock);
     let now = clock::now();
@@ -269,18 +278,13 @@ pub async fn reconcile_with(
     cancel: &CancellationToken,
     preflight: Option<Preflight>,
 ) -> Result<Report, Failure> {
-    let mut gauges = None;
-    let mut drift = None;
-    let mut result = reconcile_inner(
-        ctx,
-        client,
-        opts,
-        cancel,
-        preflight,
-        &mut gauges,
-        &mut drift,
-    )
-    .await;
+    let mut learnt = Learnt::default();
+    let mut result = reconcile_inner(ctx, client, opts, cancel, preflight, &mut learnt).await;
+    let Learnt {
+        gauges,
+        drift,
+        seen,
+    } = learnt;
     if let Some(seen) = drift {
         let published = result.as_ref().ok().and_then(|r| r.rotated.as_ref());
         let kinds = record_drift(ctx, client, &seen, published, clock::now());
@@ -289,12 +293,20 @@ pub async fn reconcile_with(
             report.drift_checked = seen.checked;
         }
     }
-    // Before the status row is rewritten: a failure that says what the last one said is not
-    // announced again.
-    let previous = ctx.store.client_row(&client.name).ok().flatten();
-    announce::after_reconcile(ctx, client, &result, previous.as_ref(), clock::now());
-    record::status(ctx, client, &result, gauges);
-    announce::expiring(ctx, client, &result, clock::now());
+    // The status row before it is rewritten: a failure that says what the last one said is
+    // not announced again. The observation read it; without one, it is read only for an event.
+    let read;
+    let previous = match &seen {
+        Some(s) => s.previous.as_ref(),
+        None if ctx.config.events.is_empty() || result.is_ok() => None,
+        None => {
+            read = ctx.store.client_row(&client.name).ok().flatten();
+            read.as_ref()
+        }
+    };
+    announce::after_reconcile(ctx, client, &result, previous, clock::now());
+    let row = record::status(ctx, client, &result, gauges, seen.as_ref());
+    announce::expiring(ctx, client, &result, row.as_ref(), clock::now());
     result
 }
 
@@ -304,11 +316,10 @@ async fn reconcile_inner(
     opts: Options,
     cancel: &CancellationToken,
     preflight: Option<Preflight>,
-    gauges: &mut Option<ClientGauges>,
-    drift: &mut Option<DriftSeen>,
+    learnt: &mut Learnt,
 ) -> Result<Report, Failure> {
     let observed = observe::observe(ctx, client, opts.revoke_previous, true, cancel).await;
-    let (app, observed) = match observed {
+    let (app, observed, records) = match observed {
         Ok(o) => o,
         Err(e) => {
             if let Some(p) = preflight {
@@ -331,7 +342,8 @@ async fn reconcile_inner(
         None
     };
     let now = clock::now();
-    remember_location(ctx, client, &observed);
+    remember_location(ctx, client, &observed, &records);
+    learnt.seen = Some(record::Seen::new(&records));
     let mut plan = plan::plan(&observed, &policy_view(&ctx.config, client, &opts), now);
     // Before anything is removed: when a published credential was first seen named by no
     // version, which its removal counts `overlap` from.
@@ -346,7 +358,7 @@ async fn reconcile_inner(
         opts.force,
         &client.name,
     );
-    *drift = Some(DriftSeen {
+    learnt.drift = Some(DriftSeen {
         found,
         signed_in: sign_in.is_some_and(|s| s != crate::drift::SignIn::Inconclusive),
         checked: opts.drift_check && !client.policy.drift_interval.is_zero(),
@@ -442,7 +454,7 @@ async fn reconcile_inner(
     if let Some(blocked) = &plan.blocked {
         if blocked.is_failure() {
             report_gauges(ctx, client, &app, &mut report, now);
-            *gauges = Some(report.gauges.clone());
+            learnt.gauges = Some(report.gauges.clone());
             ctx.metrics.rotation(&client.name, false);
             return Err(Failure::Blocked(blocked.clone()));
         }
@@ -487,7 +499,7 @@ async fn reconcile_inner(
             Err(e) => {
                 ctx.metrics.rotation(&client.name, false);
                 report_gauges(ctx, client, &app, &mut report, clock::now());
-                *gauges = Some(report.gauges.clone());
+                learnt.gauges = Some(report.gauges.clone());
                 return Err(e);
             }
         }

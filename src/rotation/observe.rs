@@ -16,6 +16,7 @@ use crate::azure::graph::{Application, PasswordCredential};
 use crate::azure::keyvault::Latest;
 use crate::azure::retry;
 use crate::config::Client;
+use crate::store::{LocationRow, Records};
 
 /// How long reads keep retrying transient failures within one reconcile.
 pub const READ_BUDGET: Duration = Duration::from_secs(60);
@@ -30,34 +31,32 @@ pub async fn observe(
     revoke_previous: bool,
     holds_lock: bool,
     cancel: &CancellationToken,
-) -> Result<(Application, Observed), Failure> {
+) -> Result<(Application, Observed, Records), Failure> {
     let app = retry(READ_BUDGET, cancel, || {
         ctx.azure.graph.get_application(&client.app)
     })
     .await?;
-    // Without the client's lock, an intent may be an attempt in flight in another process.
-    let abandoned: Vec<AbandonedAttempt> = if holds_lock {
-        ctx.store
-            .intents(&client.name)
-            .map_err(Failure::Store)?
-            .into_iter()
-            .map(|i| AbandonedAttempt {
-                reached_publishing: i.step.may_have_published(),
-                rotation_id: i.rotation_id,
-            })
-            .collect()
-    } else {
-        Vec::new()
-    };
+    // Everything the reconcile reads from the store, in one read transaction. Without the
+    // client's lock, an intent may be an attempt in flight in another process: not read. A
+    // store that cannot be read fails the reconcile: without its records an abandoned attempt
+    // or a credential published in a version a restore discarded would be taken for an orphan.
+    let records = ctx
+        .store
+        .records(&client.name, holds_lock)
+        .map_err(Failure::Store)?;
+    let abandoned: Vec<AbandonedAttempt> = records
+        .intents
+        .iter()
+        .map(|i| AbandonedAttempt {
+            reached_publishing: i.step.may_have_published(),
+            rotation_id: i.rotation_id.clone(),
+        })
+        .collect();
     let prefix = marker_prefix(&ctx.config.instance, &client.name);
     let location = location_tag(&client.key_vault_url, &client.secret_name);
-    let arrived_at = match ctx.store.arrived_at(&client.name, &location) {
-        Ok(at) => at.and_then(|t| time::OffsetDateTime::from_unix_timestamp(t).ok()),
-        Err(e) => {
-            tracing::warn!(client = %client.name, error = %e, "could not read from the store when the client arrived at its location");
-            None
-        }
-    };
+    let arrived_at = records
+        .arrived_at(&location)
+        .and_then(|t| time::OffsetDateTime::from_unix_timestamp(t).ok());
     let own: Vec<&PasswordCredential> = app
         .passwords
         .iter()
@@ -76,7 +75,7 @@ pub async fn observe(
         // The store's record explains a hint match of an own credential besides the published
         // one; with none, it is not read.
         let written = (own.len() > 1)
-            .then(|| written_with(ctx, &client.name, &latest.version))
+            .then(|| records.published_credential(&latest.version))
             .flatten();
         let written = written.as_deref().and_then(|k| {
             app.passwords
@@ -136,7 +135,8 @@ pub async fn observe(
         } else {
             (read_vault(ctx, client, cancel).await?, true)
         };
-    let (mut former, former_unread) = read_former(ctx, client, &app, &location, cancel).await;
+    let (mut former, former_unread) =
+        read_former(ctx, client, &app, &location, &records.locations, cancel).await;
     // The values of versions no tag attributes, where an own credential's value could be: a
     // missing tag is no evidence that a version does not hold it.
     let oldest_own = own.iter().filter_map(|p| p.start).min();
@@ -166,22 +166,20 @@ pub async fn observe(
         VaultSecret::Present { history, latest } => (history.as_slice(), Some(latest)),
         _ => (&[][..], None),
     };
-    let latest_written_with = latest.and_then(|l| written_with(ctx, &client.name, &l.version));
+    let latest_written_with = latest.and_then(|l| records.published_credential(&l.version));
     // Which own credentials the store knows were published, when one besides the credential
     // the latest version names is on the application: one of them that no version names was
     // served by a version a restore discarded, and is kept for `overlap` (`plan`); at a
     // location the client has left, such a one is not taken for an attempt that never
     // published there (so also read when a location the client left was read, whatever is
-    // published here). Not read otherwise (a healthy client's reconcile). A store that cannot be read fails the
-    // reconcile: without the record such a credential would be taken for an orphan.
+    // published here). Not looked at otherwise (a healthy client's reconcile).
     let latest_key = latest.and_then(|l| l.tags.get(TAG_KEY_ID));
     let others = own
         .iter()
         .any(|p| latest_key.is_none_or(|k| !p.key_id.eq_ignore_ascii_case(k)));
     let known_published = if (latest.is_some() || !former.is_empty()) && others {
-        ctx.store
-            .known_published(&client.name)
-            .map_err(Failure::Store)?
+        records
+            .known_published()
             .into_iter()
             .map(|k| KnownPublished {
                 key_id: k.key_id,
@@ -251,11 +249,13 @@ pub async fn observe(
             history_listed,
             known_published,
         },
+        records,
     ))
 }
 
 /// The credential whose value this installation wrote as `version`, from the store's record of
-/// the write. A store that cannot be read gives no record (which only keeps credentials).
+/// the write, read again (the fresh read before a removal). A store that cannot be read gives
+/// no record (which only keeps credentials).
 pub fn written_with(ctx: &Context, client: &str, version: &str) -> Option<String> {
     ctx.store
         .published_credential(client, version)
@@ -276,6 +276,7 @@ async fn read_former(
     client: &Client,
     app: &Application,
     location: &str,
+    recorded: &[LocationRow],
     cancel: &CancellationToken,
 ) -> (Vec<FormerLocation>, Vec<(String, String)>) {
     let prefix = marker_prefix(&ctx.config.instance, &client.name);
@@ -291,16 +292,13 @@ async fn read_former(
     if tags.is_empty() {
         return (Vec::new(), Vec::new());
     }
-    let rows = match ctx.store.locations(&client.name) {
-        Ok(rows) => rows,
-        Err(e) => {
-            tracing::warn!(client = %client.name, error = %e, "could not read the locations the client has left from the store");
-            return (Vec::new(), Vec::new());
-        }
-    };
     let mut former = Vec::new();
     let mut unread = Vec::new();
-    for row in rows.into_iter().filter(|r| tags.contains(&r.tag.as_str())) {
+    for row in recorded
+        .iter()
+        .filter(|r| tags.contains(&r.tag.as_str()))
+        .cloned()
+    {
         let Ok(vault) = url::Url::parse(&row.key_vault_url) else {
             continue;
         };

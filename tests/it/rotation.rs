@@ -118,6 +118,89 @@ async fn retires_the_superseded_credential_only_after_overlap() {
     env.assert_foreign_untouched("app-one");
 }
 
+/// What a user reads after a rotation, its retirement and a reconcile with nothing to do: the
+/// reconcile's reads from the store are one transaction, its location and status are written
+/// together at its end, and a location or status row that would not change is not written,
+/// but `status` and the history still show every step.
+#[tokio::test(flavor = "multi_thread")]
+async fn status_and_history_after_a_rotation_and_its_retirement_show_every_step() {
+    let env = Env::new(Setup::default()).await;
+    env.write_config("", "");
+    env.edit_config("overlap = \"20m\"", "overlap = \"4s\"");
+    let config = path_str(&env.config_path);
+    assert!(env.rotate("app-one", &[]).await.status.success());
+    let k1 = env.published_key("app-one");
+    let out = env.rotate("app-one", &["--force"]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let k2 = env.published_key("app-one");
+    let v2 = env.versions("app-one").last().unwrap().version.clone();
+    let status = |out: std::process::Output| -> serde_json::Value {
+        assert!(out.status.success(), "{}", stderr(&out));
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).expect("JSON")[0].clone()
+    };
+    let rotated = status(
+        env.cli(&["status", "--config", &config, "--output", "json"])
+            .await,
+    );
+    assert_eq!(rotated["last_result"], "rotated");
+    assert_eq!(rotated["published_key_id"], k2.as_str());
+    assert!(rotated["last_success_at"].is_string(), "{rotated}");
+
+    // Overlap, plus the two seconds removals wait for Azure's whole seconds: the retirement.
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    let out = env.rotate("app-one", &[]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(!env.passwords("app-one").iter().any(|(k, _)| *k == k1));
+    let retired = status(
+        env.cli(&["status", "--config", &config, "--output", "json"])
+            .await,
+    );
+    assert_eq!(retired["last_result"], "ok");
+    assert_eq!(retired["published_key_id"], k2.as_str());
+    assert_eq!(retired["published_version"], v2.as_str());
+    assert_eq!(
+        retired["last_success_at"], rotated["last_success_at"],
+        "the last success is kept by a reconcile that did not rotate"
+    );
+    assert!(retired["last_error"].is_null(), "{retired}");
+    assert!(retired["expires_at"].is_string() && retired["next_rotation_at"].is_string());
+
+    // Nothing to do: what status shows is the same.
+    let out = env.rotate("app-one", &[]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let idle = status(
+        env.cli(&["status", "--config", &config, "--output", "json"])
+            .await,
+    );
+    assert_eq!(idle, retired);
+
+    let store = secret_rotator::store::Store::open(&env.dir.path().join("state")).unwrap();
+    let history: Vec<(String, Option<String>)> = store
+        .history("app-one", 10)
+        .unwrap()
+        .into_iter()
+        .map(|h| (h.result, h.key_id))
+        .collect();
+    assert_eq!(
+        history,
+        vec![
+            ("removed".to_string(), Some(k1.clone())),
+            ("rotated".to_string(), Some(k2.clone())),
+            ("rotated".to_string(), Some(k1.clone())),
+        ]
+    );
+    assert_eq!(
+        store
+            .published_credential("app-one", &v2)
+            .unwrap()
+            .as_deref(),
+        Some(k2.as_str())
+    );
+    let locations = store.locations("app-one").unwrap();
+    assert_eq!(locations.len(), 1, "{locations:?}");
+    assert_eq!(locations[0].secret_name, "app-one-secret");
+}
+
 /// Key Vault reads that could not change a decision are not made: a reconcile lists the
 /// secret's versions only when the history can change the plan (an own credential other than
 /// the published one within `overlap` of the latest version), and the fresh read before a
