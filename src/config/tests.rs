@@ -935,11 +935,7 @@ fn clients_dir_files_are_clients_and_their_errors_name_the_file_line_and_key() {
     std::fs::write(dir.join("notes.txt"), "not a client").unwrap();
     let config = Config::parse(&file, &base).unwrap();
     assert_eq!(
-        config
-            .clients
-            .iter()
-            .map(|c| c.name.as_str())
-            .collect::<Vec<_>>(),
+        config.clients.iter().map(|c| &*c.name).collect::<Vec<_>>(),
         ["c", "dicom"]
     );
 
