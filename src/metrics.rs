@@ -1478,6 +1478,39 @@ mod tests {
     }
 
     #[test]
+    fn clients_registered_together_start_at_zero_and_keep_what_the_others_counted() {
+        let m = Metrics::new();
+        m.rotation("b", true);
+        m.orphan_removed("b");
+        m.set_next_rotation("b", 5.0);
+        // A reload that adds "a" and "c" names "b" again: its figures stay.
+        m.register_clients(["c", "b", "a"].map(Arc::from));
+        let text = m.encode_text();
+        for client in ["a", "c"] {
+            for line in [
+                format!(
+                    "secret_rotator_rotations_total{{client=\"{client}\",result=\"success\"}} 0\n"
+                ),
+                format!("secret_rotator_orphans_removed_total{{client=\"{client}\"}} 0\n"),
+            ] {
+                assert!(text.contains(&line), "{line} in {text}");
+            }
+        }
+        for line in [
+            "secret_rotator_rotations_total{client=\"b\",result=\"success\"} 1\n",
+            "secret_rotator_orphans_removed_total{client=\"b\"} 1\n",
+            "secret_rotator_next_rotation_timestamp_seconds{client=\"b\"} 5.0\n",
+        ] {
+            assert!(text.contains(line), "{line} in {text}");
+        }
+        // Written in name order, as one at a time.
+        let a = text.find("client=\"a\"").unwrap();
+        let b = text.find("client=\"b\"").unwrap();
+        let c = text.find("client=\"c\"").unwrap();
+        assert!(a < b && b < c, "{text}");
+    }
+
+    #[test]
     fn series_of_a_removed_client_disappear() {
         let m = Metrics::new();
         m.register_client("gone");

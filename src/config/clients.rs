@@ -11,12 +11,12 @@ use url::Url;
 use super::azure::{Cloud, Credential};
 use super::policy::{Located, Policy, RawPolicy, Schedule, policy};
 use super::values::{Ctx, https_url, is_guid};
+use super::{ConfigError, S};
 
 /// A GUID as the config accepts it (hyphenated, any case).
 fn guid(s: &str) -> Option<uuid::Uuid> {
     is_guid(s).then(|| uuid::Uuid::try_parse(s).ok()).flatten()
 }
-use super::{ConfigError, S};
 
 /// How a client names its application. The config accepts only hyphenated GUIDs and Graph
 /// writes them lowercase, which is how a `Uuid` displays: 16 bytes instead of a string of 36

@@ -52,9 +52,9 @@ struct Entry {
 type Timer = Reverse<(OffsetDateTime, u64, Arc<str>)>;
 
 pub struct Scheduler {
-    /// By the config's own `Arc` of each name. A B-tree built whole packs its nodes full: 65
-    /// bytes a client, where a hash table sized for every client held 106 (buckets are a power
-    /// of two, and a key and an entry each).
+    /// By the config's own `Arc` of each name. A B-tree built whole packs its nodes full: about
+    /// 66 bytes a client, where a hash table sized for every client held 106 (buckets are a
+    /// power of two, and a key and an entry each).
     entries: BTreeMap<Arc<str>, Entry>,
     /// Every client that is not in flight has one live timer here; the earliest is on top.
     timers: BinaryHeap<Timer>,
