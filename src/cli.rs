@@ -310,9 +310,9 @@ pub async fn plan(config: Config, json_output: bool) -> anyhow::Result<bool> {
                         why.push("nothing to do".into());
                     }
                 }
-                rows.push(vec![c.name.clone(), action.to_string(), why.join("; ")]);
+                rows.push(vec![c.name.to_string(), action.to_string(), why.join("; ")]);
                 items.push(json!({
-                    "client": c.name,
+                    "client": &*c.name,
                     "action": action,
                     "rotate": p.rotate.as_ref().map(|r| r.to_string()),
                     "blocked": p.blocked.as_ref().map(|b| b.to_string()),
@@ -326,8 +326,8 @@ pub async fn plan(config: Config, json_output: bool) -> anyhow::Result<bool> {
             }
             Err(e) => {
                 ok = false;
-                rows.push(vec![c.name.clone(), "error".into(), e.to_string()]);
-                items.push(json!({"client": c.name, "action": "error", "error": e.to_string()}));
+                rows.push(vec![c.name.to_string(), "error".into(), e.to_string()]);
+                items.push(json!({"client": &*c.name, "action": "error", "error": e.to_string()}));
             }
         }
     }

@@ -218,8 +218,8 @@ pub async fn discover(ctx: &Context) -> Result<Found, azure::Error> {
     for c in candidates {
         let clash = configured.iter().find_map(|k| {
             let same_app = match &k.app {
-                AppRef::AppId(a) => a.eq_ignore_ascii_case(&c.app.app_id),
-                AppRef::ObjectId(o) => o.eq_ignore_ascii_case(&c.app.object_id),
+                AppRef::AppId(a) => a.to_string().eq_ignore_ascii_case(&c.app.app_id),
+                AppRef::ObjectId(o) => o.to_string().eq_ignore_ascii_case(&c.app.object_id),
             };
             if same_app {
                 Some(format!("it is configured as client '{}'", k.name))

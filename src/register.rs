@@ -109,7 +109,7 @@ pub async fn register(config: Config, req: Request) -> anyhow::Result<bool> {
     };
     let secret_name = match (&req.secret_name, &existing) {
         (Some(s), _) => s.clone(),
-        (None, Some(c)) => c.secret_name.clone(),
+        (None, Some(c)) => c.secret_name.to_string(),
         (None, None) => format!("{name}-client-secret"),
     };
     let scope = match &req.api {
@@ -140,8 +140,8 @@ pub async fn register(config: Config, req: Request) -> anyhow::Result<bool> {
         app.display_name, app.app_id, app.object_id
     ));
     if let Some(c) = &existing
-        && !matches!(&c.app, crate::config::AppRef::AppId(a) if a.eq_ignore_ascii_case(&app.app_id))
-        && !matches!(&c.app, crate::config::AppRef::ObjectId(o) if o.eq_ignore_ascii_case(&app.object_id))
+        && !matches!(&c.app, crate::config::AppRef::AppId(a) if a.to_string().eq_ignore_ascii_case(&app.app_id))
+        && !matches!(&c.app, crate::config::AppRef::ObjectId(o) if o.to_string().eq_ignore_ascii_case(&app.object_id))
     {
         bail!(
             "{}: client '{name}' is configured for {}, not for the application registered under this name ({})",

@@ -95,10 +95,10 @@ pub fn collect(
                 .filter(|b| b.failures > 0 && b.next_attempt_at > now);
             ClientStatus {
                 origin: c.origin.to_string(),
-                name: c.name.clone(),
+                name: c.name.to_string(),
                 app: c.app.to_string(),
                 key_vault_url: c.key_vault_url.as_str().trim_end_matches('/').to_string(),
-                secret_name: c.secret_name.clone(),
+                secret_name: c.secret_name.to_string(),
                 published_key_id: row.published_key_id,
                 published_version: row.published_version,
                 expires_at: row.expires_at.map(rfc3339),

@@ -72,7 +72,7 @@ pub async fn page(State(s): State<Arc<Shared>>) -> Response {
                 .config
                 .clients
                 .iter()
-                .find(|c| c.name == status.name)
+                .find(|c| *c.name == *status.name)
                 .map(|c| (c.policy.secret_lifetime, c.policy.renew_before));
             Row { status, policy }
         })

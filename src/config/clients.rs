@@ -13,11 +13,18 @@ use super::policy::{Located, Policy, RawPolicy, Schedule, policy};
 use super::values::{Ctx, https_url, is_guid};
 use super::{ConfigError, S};
 
-/// How a client names its application.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A GUID as the config accepts it (hyphenated, any case).
+fn guid(s: &str) -> Option<uuid::Uuid> {
+    is_guid(s).then(|| uuid::Uuid::try_parse(s).ok()).flatten()
+}
+
+/// How a client names its application. The config accepts only hyphenated GUIDs and Graph
+/// writes them lowercase, which is how a `Uuid` displays: 16 bytes instead of a string of 36
+/// (one a client, for as long as the config lives).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AppRef {
-    AppId(String),
-    ObjectId(String),
+    AppId(uuid::Uuid),
+    ObjectId(uuid::Uuid),
 }
 
 impl fmt::Display for AppRef {
@@ -36,9 +43,9 @@ pub enum Origin {
     #[default]
     Config,
     /// A file of `[daemon] clients_dir`.
-    File(std::path::PathBuf),
-    /// An application found by `[discovery]` with this tag.
-    Discovered(String),
+    File(Arc<std::path::Path>),
+    /// An application found by `[discovery]` with this tag (one string for all of them).
+    Discovered(Arc<str>),
 }
 
 impl fmt::Display for Origin {
@@ -53,12 +60,14 @@ impl fmt::Display for Origin {
 
 #[derive(Debug, Clone)]
 pub struct Client {
-    pub name: String,
+    /// The one copy of the name: the scheduler and the metrics key their per-client records
+    /// by this `Arc` rather than by copies of their own.
+    pub name: Arc<str>,
     pub origin: Origin,
     pub app: AppRef,
     /// Shared by the clients of one vault (a parsed URL is about 120 bytes).
     pub key_vault_url: Arc<Url>,
-    pub secret_name: String,
+    pub secret_name: Box<str>,
     /// Shared by the clients whose own policy keys are the same (most set none): a policy is
     /// about 300 bytes, a pointer 8.
     pub policy: Arc<Policy>,
@@ -176,7 +185,7 @@ pub(super) fn add_dir(
             key: String::new(),
             message: e.message().trim().to_string(),
         })?;
-        set.origin = Origin::File(file.clone());
+        set.origin = Origin::File(file.as_path().into());
         set.add(&ctx, &rc)?;
     }
     Ok(())
@@ -254,7 +263,7 @@ pub(super) fn add_discovered(
     set: &mut ClientSet<'_>,
 ) -> Result<(), ConfigError> {
     let file = std::path::PathBuf::from("<discovery>");
-    set.origin = Origin::Discovered(tag.to_string());
+    set.origin = Origin::Discovered(tag.into());
     match super::sections::find(text) {
         Some(found) => add_sections(&file, text, &found.clients, set),
         None => add_document(
@@ -301,7 +310,7 @@ pub(super) struct ClientSet<'a> {
     cloud: Cloud,
     clients: Vec<Client>,
     names: HashMap<String, usize>,
-    apps: HashMap<String, usize>,
+    apps: HashMap<uuid::Uuid, usize>,
     targets: HashMap<(String, String), usize>,
     schedules: HashMap<(String, Tz), Arc<Schedule>>,
     crons: HashMap<String, croner::Cron>,
@@ -343,8 +352,8 @@ impl<'a> ClientSet<'a> {
         let i = self.clients.len();
         let c = rc.get_ref();
         let prefix = format!("clients[{i}]");
-        let name = c.name.get_ref().clone();
-        if !valid_client_name(&name) {
+        let name = c.name.get_ref().as_str();
+        if !valid_client_name(name) {
             return Err(ctx.err(
                 &c.name,
                 &format!("{prefix}.name"),
@@ -360,12 +369,8 @@ impl<'a> ClientSet<'a> {
             ));
         }
         let app = match (&c.app_id, &c.app_object_id) {
-            (Some(v), None) if is_guid(v.get_ref()) => {
-                AppRef::AppId(v.get_ref().to_ascii_lowercase())
-            }
-            (None, Some(v)) if is_guid(v.get_ref()) => {
-                AppRef::ObjectId(v.get_ref().to_ascii_lowercase())
-            }
+            (Some(v), None) if let Some(id) = guid(v.get_ref()) => AppRef::AppId(id),
+            (None, Some(v)) if let Some(id) = guid(v.get_ref()) => AppRef::ObjectId(id),
             (Some(v), None) => {
                 return Err(ctx.err(
                     v,
@@ -396,12 +401,10 @@ impl<'a> ClientSet<'a> {
             }
         };
         let (app_key, app_span) = match (&app, &c.app_id, &c.app_object_id) {
-            (AppRef::AppId(id), Some(v), _) | (AppRef::ObjectId(id), _, Some(v)) => {
-                (id.clone(), v.span())
-            }
-            _ => (String::new(), rc.span()),
+            (AppRef::AppId(id), Some(v), _) | (AppRef::ObjectId(id), _, Some(v)) => (*id, v.span()),
+            _ => (uuid::Uuid::nil(), rc.span()),
         };
-        if let Some(first) = self.apps.insert(app_key.clone(), i) {
+        if let Some(first) = self.apps.insert(app_key, i) {
             return Err(ctx.err_at::<()>(
                 app_span,
                 &format!("{prefix}.app_id"),
@@ -409,7 +412,7 @@ impl<'a> ClientSet<'a> {
             ));
         }
         if let AppRef::AppId(id) = &app
-            && self.own_client_id.as_deref() == Some(id.as_str())
+            && self.own_client_id.as_deref() == Some(id.to_string().as_str())
         {
             return Err(ctx.err_at::<()>(app_span, &format!("{prefix}.app_id"), "is the daemon's own identity (azure.credential.client_id); it cannot rotate itself"));
         }
@@ -438,8 +441,8 @@ impl<'a> ClientSet<'a> {
             ),
         ));
         }
-        let secret_name = c.secret_name.get_ref().clone();
-        if !valid_secret_name(&secret_name) {
+        let secret_name = c.secret_name.get_ref().as_str();
+        if !valid_secret_name(secret_name) {
             return Err(ctx.err(
                 &c.secret_name,
                 &format!("{prefix}.secret_name"),
@@ -479,10 +482,10 @@ impl<'a> ClientSet<'a> {
         };
         self.clients.push(Client {
             origin: self.origin.clone(),
-            name,
+            name: name.into(),
             app,
             key_vault_url,
-            secret_name,
+            secret_name: secret_name.into(),
             policy,
         });
         Ok(())

@@ -76,11 +76,11 @@ fn valid_name(s: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
 }
 
-/// Validates every sink. `clients` are the configured clients' names, which a filter must name.
+/// Validates every sink. `clients` are the configured clients, which a filter must name.
 pub(super) fn parse(
     ctx: &Ctx<'_>,
     raw: &[S<RawSink>],
-    clients: &[String],
+    clients: &[super::Client],
     warnings: &mut Vec<String>,
 ) -> Result<Vec<Sink>, ConfigError> {
     let mut sinks: Vec<Sink> = Vec::new();
@@ -192,7 +192,7 @@ pub(super) fn parse(
         }
         let mut only = Vec::new();
         for c in r.clients.iter().flatten() {
-            if !clients.contains(c.get_ref()) {
+            if !clients.iter().any(|k| *k.name == **c.get_ref()) {
                 return Err(ctx.err(
                     c,
                     &at("clients"),

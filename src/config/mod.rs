@@ -109,7 +109,7 @@ impl ClientIndex {
     fn find<'a>(&self, clients: &'a [Client], name: &str) -> Option<&'a Client> {
         let i = self
             .0
-            .binary_search_by(|i| clients[*i as usize].name.as_str().cmp(name))
+            .binary_search_by(|i| (*clients[*i as usize].name).cmp(name))
             .ok()?;
         clients.get(self.0[i] as usize)
     }
@@ -248,8 +248,7 @@ impl Config {
             clients::add_discovered(discovered, &d.tag, &mut clients)?;
         }
         let clients = clients.into_clients();
-        let names: Vec<String> = clients.iter().map(|c| c.name.clone()).collect();
-        let events = events::parse(&ctx, &raw.events, &names, &mut warnings)?;
+        let events = events::parse(&ctx, &raw.events, &clients, &mut warnings)?;
 
         // A reload logs at once; the first load is logged by `main` once the log is set up.
         if tracing::dispatcher::has_been_set() {

@@ -413,6 +413,51 @@ fn clients_that_collide_are_refused_naming_the_first() {
     .expect("distinct app and secret");
 }
 
+/// Graph writes GUIDs in lower case: an app id written in capitals is that application, shown
+/// (in `status`, events and Graph's URLs) as Graph writes it, and a second client naming it in
+/// lower case is refused.
+#[test]
+fn an_app_id_in_capitals_is_the_same_application_written_in_lower_case() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("config.toml");
+    let base = text(
+        &tmp.path().join("state"),
+        "https://kv.vault.azure.net",
+        "",
+        "",
+    );
+    let client = |name: &str, key: &str, app: &str| {
+        format!(
+            "\n[[clients]]\nname = \"{name}\"\n{key} = \"{app}\"\nkey_vault_url = \"https://kv.vault.azure.net\"\nsecret_name = \"{name}-secret\"\n"
+        )
+    };
+    let one = format!(
+        "{base}{}{}",
+        client("d", "app_id", "ABCDEF01-2345-6789-ABCD-EF0123456789"),
+        client("e", "app_object_id", "FEDCBA98-7654-3210-FEDC-BA9876543210")
+    );
+    let c = Config::parse(&file, &one).unwrap();
+    assert_eq!(
+        c.clients[1].app.to_string(),
+        "app_id abcdef01-2345-6789-abcd-ef0123456789"
+    );
+    assert_eq!(
+        c.clients[2].app.to_string(),
+        "app_object_id fedcba98-7654-3210-fedc-ba9876543210"
+    );
+    let two = format!(
+        "{one}{}",
+        client("f", "app_id", "abcdef01-2345-6789-abcd-ef0123456789")
+    );
+    let e = Config::parse(&file, &two).unwrap_err();
+    assert_eq!(e.key, "clients[3] (f).app_id");
+    assert!(
+        e.message
+            .contains("clients[1] already manages this application"),
+        "{e}"
+    );
+}
+
 /// The clients are read a section at a time (`sections.rs`): an error in a later client, or in
 /// a table that follows the clients, still names its own line.
 #[test]
@@ -935,11 +980,7 @@ fn clients_dir_files_are_clients_and_their_errors_name_the_file_line_and_key() {
     std::fs::write(dir.join("notes.txt"), "not a client").unwrap();
     let config = Config::parse(&file, &base).unwrap();
     assert_eq!(
-        config
-            .clients
-            .iter()
-            .map(|c| c.name.as_str())
-            .collect::<Vec<_>>(),
+        config.clients.iter().map(|c| &*c.name).collect::<Vec<_>>(),
         ["c", "dicom"]
     );
 

@@ -281,7 +281,7 @@ fn notify(states: &[sd_notify::NotifyState<'_>]) {
 }
 
 /// Reloads the config, with the clients discovery found; returns the names of new clients.
-fn reload(path: &Path, shared: &Arc<Shared>, discovered: &str) -> anyhow::Result<Vec<String>> {
+fn reload(path: &Path, shared: &Arc<Shared>, discovered: &str) -> anyhow::Result<Vec<Arc<str>>> {
     let config = Config::load_with(path, discovered)?;
     config.check_for_daemon()?;
     let old = shared.context();
@@ -311,7 +311,7 @@ fn reload(path: &Path, shared: &Arc<Shared>, discovered: &str) -> anyhow::Result
     // What the hour has used, and the slots in flight, carry over; only the limit may change.
     old.budget.set_max(ctx.config.max_rotations_per_hour);
     ctx.budget = old.budget.clone();
-    let added: Vec<String> = ctx
+    let added: Vec<Arc<str>> = ctx
         .config
         .clients
         .iter()
@@ -333,9 +333,7 @@ fn reload(path: &Path, shared: &Arc<Shared>, discovered: &str) -> anyhow::Result
             tracing::info!(client = %name, event = "discovery_enrolled", "client {name} enrolled: its application carries the tag {tag}");
         }
     }
-    for name in &added {
-        shared.metrics.register_client(name);
-    }
+    shared.metrics.register_clients(added.iter().cloned());
     shared.replace_context(ctx);
     Ok(added)
 }

@@ -14,10 +14,10 @@ use crate::store::ClientRow;
 
 fn location(client: &Client) -> Value {
     json!({
-        "client": client.name,
+        "client": &*client.name,
         "app": client.app.to_string(),
         "vault": client.key_vault_url.as_str().trim_end_matches('/'),
-        "secret": client.secret_name,
+        "secret": &*client.secret_name,
     })
 }
 
@@ -58,7 +58,7 @@ pub fn after_reconcile(
                     &ctx.store,
                     Event {
                         kind: "published",
-                        client: client.name.clone(),
+                        client: client.name.to_string(),
                         data: with(
                             base.clone(),
                             json!({
@@ -81,7 +81,7 @@ pub fn after_reconcile(
                     &ctx.store,
                     Event {
                         kind: "retired",
-                        client: client.name.clone(),
+                        client: client.name.to_string(),
                         data: with(
                             base.clone(),
                             json!({"key_id": removal.key_id, "reason": removal.reason.to_string()}),
@@ -111,7 +111,7 @@ pub fn after_reconcile(
                 &ctx.store,
                 Event {
                     kind,
-                    client: client.name.clone(),
+                    client: client.name.to_string(),
                     data: with(
                         base,
                         json!({"error": message, "transient": e.is_transient()}),
@@ -158,7 +158,7 @@ pub fn expiring(
         &ctx.store,
         Event {
             kind: "expiring",
-            client: client.name.clone(),
+            client: client.name.to_string(),
             data: with(
                 location(client),
                 json!({

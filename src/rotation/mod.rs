@@ -560,12 +560,12 @@ fn record_drift(
             &ctx.store,
             crate::events::Event {
                 kind: "drift",
-                client: client.name.clone(),
+                client: client.name.to_string(),
                 data: serde_json::json!({
-                    "client": client.name,
+                    "client": &*client.name,
                     "app": client.app.to_string(),
                     "vault": client.key_vault_url.as_str().trim_end_matches('/'),
-                    "secret": client.secret_name,
+                    "secret": &*client.secret_name,
                     "drift": kinds,
                 }),
                 dedup: None,

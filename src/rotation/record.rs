@@ -223,7 +223,7 @@ pub(super) fn status(
         Ok(report) => {
             let row =
                 ClientRow {
-                    client: client.name.clone(),
+                    client: client.name.to_string(),
                     published_key_id: report.rotated.as_ref().map(|r| r.key_id.clone()).or_else(
                         || {
                             report
