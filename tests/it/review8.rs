@@ -3,6 +3,8 @@
 //! nothing (the location; the status row when only its time would change), against the
 //! emulator: what the skipped status row's time still decides, and a store that cannot be read.
 
+use std::time::Duration;
+
 use crate::harness::*;
 use crate::review7::{recorded, restored_and_seen, two_rotations};
 
@@ -120,10 +122,63 @@ async fn review8_a_credential_known_published_from_the_history_alone_is_held_aft
     env.em.world().clear_journal();
     let out = env.rotate("app-one", &[]).await;
     assert!(out.status.success(), "{}", stderr(&out));
-    assert!(env.removals().is_empty(), "{:?}\n{}", env.writes(), stderr(&out));
+    assert!(
+        env.removals().is_empty(),
+        "{:?}\n{}",
+        env.writes(),
+        stderr(&out)
+    );
     for k in [&k2, &k3] {
         assert!(env.live("app-one", k), "{k}");
         assert!(recorded(&env, k), "{k}: the first unnamed read is recorded");
     }
+    env.assert_foreign_untouched("app-one");
+}
+
+/// What a running daemon reads is what the store holds at each reconcile, not what it read
+/// before: the CLI publishes k2 (`rotate --force`, under the same lock) while the daemon runs
+/// and reconciles every two seconds, then a restore discards k2's version an hour later. The
+/// daemon's next reconciles hold k2 (known from the CLI's rows) and record the read; a cache
+/// of the rows across reconciles (rejected in docs/decisions.md) would take it for an orphan
+/// and remove it at once.
+#[tokio::test(flavor = "multi_thread")]
+async fn review8_a_running_daemon_knows_what_the_cli_published_meanwhile() {
+    let env = Env::new(Setup::default()).await;
+    let out = env.rotate("app-one", &[]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let k1 = env.published_key("app-one");
+    let mut daemon = env.spawn_daemon(&[]);
+    let reconciled = |env: &Env| {
+        env.journal()
+            .iter()
+            .filter(|e| e.operation == Operation::GraphGetApplication)
+            .count()
+    };
+    let before = reconciled(&env);
+    assert!(
+        eventually(Duration::from_secs(30), || reconciled(&env) >= before + 2).await,
+        "{}",
+        daemon.stderr()
+    );
+    let out = env.rotate("app-one", &["--force"]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let k2 = env.published_key("app-one");
+    assert_ne!(k1, k2);
+    crate::review2::time_passes(&env, "app-one", time::Duration::hours(1));
+    env.edit_versions("app-one", |versions| versions.pop());
+    env.em.world().clear_journal();
+    let seen = eventually(Duration::from_secs(30), || recorded(&env, &k2)).await;
+    // A few more of its reconciles.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    daemon.signal("TERM");
+    daemon.wait_exit(Duration::from_secs(20));
+    assert!(seen, "{}", daemon.stderr());
+    assert!(
+        env.live("app-one", &k2),
+        "{:?}\n{}",
+        env.writes(),
+        daemon.stderr()
+    );
+    assert!(!env.removals().contains(&k2));
     env.assert_foreign_untouched("app-one");
 }
