@@ -97,10 +97,15 @@ async fn review8_a_store_that_cannot_be_read_removes_nothing() {
     sqlite(&env, "DROP TABLE unpublished;");
     env.em.world().clear_journal();
     let out = env.rotate("app-one", &[]).await;
+    assert!(
+        env.live("app-one", &k2),
+        "{:?}\n{}",
+        env.writes(),
+        stderr(&out)
+    );
+    assert!(env.writes().is_empty(), "{:?}", env.writes());
     assert!(!out.status.success(), "{}", stderr(&out));
     assert!(stderr(&out).contains("unpublished"), "{}", stderr(&out));
-    assert!(env.writes().is_empty(), "{:?}", env.writes());
-    assert!(env.live("app-one", &k2));
     assert!(env.live("app-one", &k1));
 }
 
