@@ -1580,9 +1580,10 @@ mod tests {
     }
 
     /// `Records::known_published` and `published_credential` read in memory what one query
-    /// each used to: over generated stores (rotations with and without a key id, status rows
-    /// naming one of them or another, older or newer than the records of unnamed reads, other
-    /// clients' rows), they say what those queries say.
+    /// each used to: over generated stores (rotations with and without a key id or a message,
+    /// status rows naming one of them or another, older or newer than the records of unnamed
+    /// reads or of the same second, key ids differing only in case, other clients' rows), they
+    /// say what those queries say.
     #[test]
     fn a_reconciles_records_say_what_the_queries_said() {
         const KNOWN: &str = "SELECT k.key_id, CASE WHEN EXISTS (SELECT 1 FROM clients c WHERE c.client = ?1 AND c.published_key_id = u.key_id AND c.updated_at > u.seen_at) THEN NULL ELSE u.seen_at END FROM (
@@ -1604,28 +1605,34 @@ mod tests {
             let s = Store::open(tmp.path()).unwrap();
             for client in ["c", "d"] {
                 for _ in 0..next(5) {
-                    let key = format!("k{}", next(4));
+                    let key = format!("{}{}", ["k", "K"][next(2) as usize], next(4));
                     let key = (next(5) > 0).then_some(key.as_str());
                     let result = ["rotated", "rotated", "removed", "failed"][next(4) as usize];
                     let version = format!("v{}", next(4));
+                    let message = (next(6) > 0).then(|| published_message(&version));
                     s.record_history(
                         client,
                         at(next(6) as i64),
                         result,
                         Some("r"),
                         key,
-                        Some(&published_message(&version)),
+                        message.as_deref(),
                     )
                     .unwrap();
                 }
                 for _ in 0..next(3) {
-                    s.record_unpublished(client, &[format!("k{}", next(5))], at(next(6) as i64))
-                        .unwrap();
+                    s.record_unpublished(
+                        client,
+                        &[format!("{}{}", ["k", "K"][next(2) as usize], next(5))],
+                        at(next(6) as i64),
+                    )
+                    .unwrap();
                 }
                 if next(3) > 0 {
                     s.upsert_client(&ClientRow {
                         client: client.into(),
-                        published_key_id: (next(4) > 0).then(|| format!("k{}", next(5))),
+                        published_key_id: (next(4) > 0)
+                            .then(|| format!("{}{}", ["k", "K"][next(2) as usize], next(5))),
                         updated_at: 1_000 + next(6) as i64,
                         ..ClientRow::default()
                     })

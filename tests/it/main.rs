@@ -33,6 +33,7 @@ mod review4;
 mod review5;
 mod review6;
 mod review7;
+mod review8;
 mod rotation;
 mod sdk;
 mod security;

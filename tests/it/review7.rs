@@ -18,7 +18,7 @@ fn published_key_at(env: &Env, name: &str) -> String {
 }
 
 /// Two rotations: the first credential is superseded by the second. Returns both key ids.
-async fn two_rotations(env: &Env) -> (String, String) {
+pub(crate) async fn two_rotations(env: &Env) -> (String, String) {
     let out = env.rotate("app-one", &[]).await;
     assert!(out.status.success(), "{}", stderr(&out));
     let k1 = env.published_key("app-one");
@@ -45,7 +45,7 @@ fn unpublished_seen(env: &Env, by: time::Duration) {
 }
 
 /// Whether the store holds a record of a first unnamed read of `key_id`.
-fn recorded(env: &Env, key_id: &str) -> bool {
+pub(crate) fn recorded(env: &Env, key_id: &str) -> bool {
     let db = env.dir.path().join("state").join("state.db");
     let out = std::process::Command::new("sqlite3")
         .arg(&db)
@@ -60,7 +60,7 @@ fn recorded(env: &Env, key_id: &str) -> bool {
 /// The restore of review6: the version that published k2 an hour ago is discarded, so that
 /// the latest version names k1 again; the daemon reads that and records it. Returns both key
 /// ids and the discarded version.
-async fn restored_and_seen(env: &Env) -> (String, String, SecretVersion) {
+pub(crate) async fn restored_and_seen(env: &Env) -> (String, String, SecretVersion) {
     let (k1, k2) = two_rotations(env).await;
     crate::review2::time_passes(env, "app-one", time::Duration::hours(1));
     let v2 = env
