@@ -358,7 +358,7 @@ pub struct Backoff {
 }
 
 /// What `status` and `/v1/clients` show for a client.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct ClientRow {
     pub client: String,
     pub published_key_id: Option<String>,
@@ -761,15 +761,7 @@ impl Store {
 
     /// The own credentials `client` is known to have published: [`Records::known_published`].
     pub fn known_published(&self, client: &str) -> Result<Vec<KnownPublished>> {
-        let records = in_read_transaction(&self.conn(), |conn| {
-            Ok(Records {
-                row: client_row(conn, client)?,
-                rotated: rotated(conn, client)?,
-                unpublished: unpublished(conn, client)?,
-                ..Records::default()
-            })
-        })?;
-        Ok(records.known_published())
+        Ok(self.records(client, false)?.known_published())
     }
 
     /// Records that a read at `now` showed each of `key_ids` named by no version of `client`'s
@@ -860,11 +852,7 @@ impl Store {
     /// `seen_at` when that row is the newest, else `None` (it is arriving now, or the store
     /// does not know).
     pub fn arrived_at(&self, client: &str, tag: &str) -> Result<Option<i64>> {
-        let records = Records {
-            locations: self.locations(client)?,
-            ..Records::default()
-        };
-        Ok(records.arrived_at(tag))
+        Ok(self.records(client, false)?.arrived_at(tag))
     }
 
     /// Every location recorded for `client`.
@@ -879,22 +867,8 @@ impl Store {
     }
 
     /// [`Store::record_location`] then [`Store::forget_locations`], in one transaction.
-    pub fn move_location(
-        &self,
-        client: &str,
-        at: (&str, &str, &str),
-        keep: &[&str],
-        now: OffsetDateTime,
-    ) -> Result<()> {
-        let (tag, key_vault_url, secret_name) = at;
-        let place = Place {
-            tag,
-            key_vault_url,
-            secret_name,
-            keep,
-            now,
-        };
-        in_transaction(&self.conn(), |conn| move_location(conn, client, &place))
+    pub fn move_location(&self, client: &str, at: &Place<'_>) -> Result<()> {
+        in_transaction(&self.conn(), |conn| move_location(conn, client, at))
     }
 
     pub fn client_row(&self, client: &str) -> Result<Option<ClientRow>> {
@@ -1683,10 +1657,7 @@ mod tests {
                 now: t(n),
             };
         let unchanged = |p: &Place<'_>| s.records("c", false).unwrap().location_unchanged(p);
-        let write = |p: &Place<'_>| {
-            s.move_location("c", (p.tag, p.key_vault_url, p.secret_name), p.keep, p.now)
-                .unwrap()
-        };
+        let write = |p: &Place<'_>| s.move_location("c", p).unwrap();
         let here = place("aaaaaaaa", a, &["aaaaaaaa"], 0);
         assert!(!unchanged(&here), "not recorded yet");
         write(&here);

@@ -210,16 +210,13 @@ impl Concurrency {
             need
         };
         let span = Duration::from_secs_f64(avg).max(WINDOW_MIN);
-        let judged = self.window;
-        let ended = self.judge_growth(now);
-        if ended && let Some(w) = judged {
-            let measured = now
-                .saturating_duration_since(w.start + w.span)
-                .as_secs_f64();
+        let judged = self.judge_growth(now);
+        let ended = judged.is_some();
+        if let Some((w, rate)) = judged {
             tracing::debug!(
                 window_limit = w.limit,
-                writes = w.writes + 1,
-                rate = format!("{:.1}", f64::from(w.writes + 1) / measured.max(0.001)),
+                writes = w.writes,
+                rate = format!("{rate:.1}"),
                 held = format!("{avg:.2}"),
                 need,
                 saturated,
@@ -256,19 +253,17 @@ impl Concurrency {
 
     /// Counts one write into the current window (after its first slot time, while the
     /// reconciles started under the last limit finish); at the window's end compares its rate
-    /// with the best one, or with the cap's, sets or lifts the cap, and says that the window
-    /// ended.
-    fn judge_growth(&mut self, now: Instant) -> bool {
-        let Some(w) = self.window.as_mut() else {
-            return false;
-        };
+    /// with the best one, or with the cap's, sets or lifts the cap, and returns the window that
+    /// ended with its rate.
+    fn judge_growth(&mut self, now: Instant) -> Option<(Window, f64)> {
+        let w = self.window.as_mut()?;
         let measured = now.saturating_duration_since(w.start + w.span);
         if now < w.start + w.span {
-            return false;
+            return None;
         }
         w.writes += 1;
         if measured < w.span || w.writes < WINDOW_WRITES {
-            return false;
+            return None;
         }
         let w = *w;
         let rate = f64::from(w.writes) / measured.as_secs_f64();
@@ -293,7 +288,7 @@ impl Concurrency {
                     cap.waited = cap.waited.max(self.patience);
                 }
             }
-            return true;
+            return Some((w, rate));
         }
         match self.best {
             None => self.best = Some((rate, w.limit)),
@@ -316,7 +311,7 @@ impl Concurrency {
             Some((best, _)) if rate < best * LOSS => self.best = Some((rate, w.limit)),
             Some(_) => {}
         }
-        true
+        Some((w, rate))
     }
 }
 

@@ -152,12 +152,7 @@ pub(super) fn remember_location(
     if records.location_unchanged(&place) {
         return;
     }
-    if let Err(e) = ctx.store.move_location(
-        &client.name,
-        (place.tag, place.key_vault_url, place.secret_name),
-        place.keep,
-        place.now,
-    ) {
+    if let Err(e) = ctx.store.move_location(&client.name, &place) {
         tracing::warn!(client = %client.name, error = %e, "could not record the client's location");
     }
 }
@@ -305,16 +300,12 @@ pub(super) fn status(
 /// Whether the status row `next` (whose `last_success_at`, when `None`, keeps the stored one)
 /// shows what `stored` shows: all but the time it was written.
 fn shows_the_same(stored: &ClientRow, next: &ClientRow) -> bool {
-    stored.client == next.client
-        && stored.published_key_id == next.published_key_id
-        && stored.published_version == next.published_version
-        && stored.expires_at == next.expires_at
-        && stored.next_rotation_at == next.next_rotation_at
-        && stored.last_result == next.last_result
-        && stored.last_error == next.last_error
-        && next
-            .last_success_at
-            .is_none_or(|t| stored.last_success_at == Some(t))
+    let next = ClientRow {
+        last_success_at: next.last_success_at.or(stored.last_success_at),
+        updated_at: stored.updated_at,
+        ..next.clone()
+    };
+    next == *stored
 }
 
 #[cfg(test)]
