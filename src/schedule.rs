@@ -42,6 +42,37 @@ pub fn next_run(schedule: &Schedule, now: OffsetDateTime) -> OffsetDateTime {
     next + time::Duration::seconds_f64(jitter)
 }
 
+/// What [`tolerated_gap`] allows beyond the schedule's second run and its jitter: the lateness
+/// of a reconcile's read after its due time (the loop's 1 s tick, a wait for a concurrency
+/// permit or after a Graph 429, and the read itself: up to `observe::READ_BUDGET`, 60 s, at the
+/// client's location and 10 s at each location it left), with room to spare.
+pub const CONTINUITY_SLACK: Duration = Duration::from_secs(300);
+
+/// How long after `last` (a read that showed a held credential named by no version) a read
+/// still continues the record of that hold: until the schedule's second run after `last`, plus
+/// that run's largest jitter ([`next_run`]: a tenth of the gap before it, at most 30 s) and
+/// [`CONTINUITY_SLACK`]. So the next scheduled reconcile may be missed or fail once (a crash, a
+/// restart, a transient error) without breaking the record; a longer gap (the daemon down, a
+/// backoff after failures, another HA replica leading, a state dir restored from a backup) is
+/// one in which the credential's version may have come back and been discarded again unseen,
+/// and the planner counts the hold again from the read after it (`plan::KnownPublished`). The
+/// schedule's own times around `last`, so that an irregular cron (weekdays only) tolerates its
+/// long gaps. Whichever way it errs, a credential is only kept longer.
+pub fn tolerated_gap(schedule: &Schedule, last: OffsetDateTime) -> Duration {
+    // As `next_run` without a next run: a day.
+    let next = |t: OffsetDateTime| {
+        schedule
+            .next_after(t)
+            .unwrap_or(t + time::Duration::hours(24))
+    };
+    let first = next(last);
+    let second = next(first);
+    let gap: time::Duration = second - first;
+    let jitter = (gap / 10_i32).min(time::Duration::seconds(30));
+    let until = second + jitter.max(time::Duration::ZERO);
+    Duration::try_from(until - last).unwrap_or_default() + CONTINUITY_SLACK
+}
+
 /// How long to wait after `failures` consecutive failures. While the published secret is close
 /// to expiry the wait is capped at an eighth of the time left, so that a failing client is
 /// retried several times before its secret expires.
@@ -140,6 +171,36 @@ mod tests {
             assert!(next >= datetime!(2026-01-01 00:15 UTC));
             assert!(next <= datetime!(2026-01-01 00:15:30 UTC), "{next}");
         }
+    }
+
+    /// Two of the schedule's runs after the last read, their jitter and the slack: the next
+    /// reconcile may be missed once; a read later than that breaks the record's continuity.
+    #[test]
+    fn the_tolerated_gap_is_two_runs_after_the_last_read_and_the_slack() {
+        let s = schedule("0 */15 * * * *", "UTC");
+        let slack = CONTINUITY_SLACK.as_secs();
+        // A read just after a run: the next two runs are 15 and 30 minutes away.
+        let last = datetime!(2026-01-01 00:00:05 UTC);
+        assert_eq!(tolerated_gap(&s, last).as_secs(), 30 * 60 - 5 + 30 + slack);
+        // A read just before a run: 1 s and 15 minutes away.
+        let last = datetime!(2026-01-01 00:14:59 UTC);
+        assert_eq!(tolerated_gap(&s, last).as_secs(), 15 * 60 + 1 + 30 + slack);
+        // Every two seconds (the tests' schedule): the jitter is a tenth of the gap.
+        let s = schedule("*/2 * * * * *", "UTC");
+        let last = datetime!(2026-01-01 00:00:00.5 UTC);
+        let gap = tolerated_gap(&s, last);
+        assert!(
+            gap >= Duration::from_secs(slack + 3) && gap <= Duration::from_secs(slack + 4),
+            "{gap:?}"
+        );
+        // Weekdays only: a read on Friday tolerates the weekend and Monday's run.
+        let s = schedule("0 0 9 * * Mon-Fri", "UTC");
+        let friday = datetime!(2026-01-02 10:00 UTC);
+        let tuesday = datetime!(2026-01-06 09:00 UTC);
+        assert_eq!(
+            tolerated_gap(&s, friday),
+            Duration::try_from(tuesday - friday).unwrap() + Duration::from_secs(30 + slack)
+        );
     }
 
     #[test]

@@ -100,6 +100,12 @@ const MIGRATIONS: &[&str] = &[
         seen_at INTEGER NOT NULL,
         PRIMARY KEY (client, key_id)
     );",
+    // Version 5: when a read last showed such a credential named by no version (each reconcile
+    // that holds it writes it): a read after a gap longer than the client's schedule allows
+    // counts the hold again from itself (`plan`, the record's continuity). A record of version
+    // 4 was last seen when it was first seen, as far as the store knows.
+    "ALTER TABLE unpublished ADD COLUMN last_seen_at INTEGER NOT NULL DEFAULT 0;
+    UPDATE unpublished SET last_seen_at = seen_at;",
 ];
 
 /// What went wrong in the state store. Callers tell by [`Error::is_transient`] whether waiting
@@ -286,10 +292,6 @@ pub fn published_message(version: &str) -> String {
     format!("published version {version}")
 }
 
-/// Whether the `unpublished` row `u` of client `?1` is stale: the client's status row names its
-/// credential as the published one and was written after it.
-const STALE: &str = "EXISTS (SELECT 1 FROM clients c WHERE c.client = ?1 AND c.published_key_id = u.key_id AND c.updated_at > u.seen_at)";
-
 /// History rows kept per client.
 const HISTORY_PER_CLIENT: i64 = 200;
 
@@ -380,7 +382,14 @@ pub struct KnownPublished {
     /// When a read of the vault first showed it named by no version (unix seconds); `None`:
     /// not yet (or it is named again).
     pub unpublished_seen_at: Option<i64>,
+    /// When a read last showed it named by no version (unix seconds; no earlier than
+    /// `unpublished_seen_at`); `None` exactly when `unpublished_seen_at` is.
+    pub unpublished_last_seen_at: Option<i64>,
 }
+
+/// A record of [`Store::record_unpublished`]: key id, when first and when last seen named by
+/// no version.
+type UnnamedRow = (String, i64, i64);
 
 /// A location a client has been at: the address behind a location tag.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -406,8 +415,8 @@ pub struct Records {
     pub row: Option<ClientRow>,
     /// The client's `rotated` history rows, newest first: message and key id.
     rotated: Vec<(Option<String>, Option<String>)>,
-    /// The client's records of [`Store::record_unpublished`]: key id and when first seen.
-    unpublished: Vec<(String, i64)>,
+    /// The client's records of [`Store::record_unpublished`].
+    unpublished: Vec<UnnamedRow>,
 }
 
 impl Records {
@@ -467,7 +476,7 @@ impl Records {
             .iter()
             .filter_map(|(_, k)| k.as_deref())
             .chain(published)
-            .chain(self.unpublished.iter().map(|(k, _)| k.as_str()))
+            .chain(self.unpublished.iter().map(|(k, _, _)| k.as_str()))
             .collect();
         keys.into_iter()
             .map(|key_id| {
@@ -476,14 +485,15 @@ impl Records {
                         r.published_key_id.as_deref() == Some(key_id) && r.updated_at > seen_at
                     })
                 };
+                let record = self
+                    .unpublished
+                    .iter()
+                    .find(|(k, _, _)| k == key_id)
+                    .filter(|(_, seen_at, _)| !stale(*seen_at));
                 KnownPublished {
                     key_id: key_id.to_string(),
-                    unpublished_seen_at: self
-                        .unpublished
-                        .iter()
-                        .find(|(k, _)| k == key_id)
-                        .map(|(_, seen_at)| *seen_at)
-                        .filter(|seen_at| !stale(*seen_at)),
+                    unpublished_seen_at: record.map(|(_, seen_at, _)| *seen_at),
+                    unpublished_last_seen_at: record.map(|(_, _, last)| *last),
                 }
             })
             .collect()
@@ -764,23 +774,32 @@ impl Store {
         Ok(self.records(client, false)?.known_published())
     }
 
-    /// Records that a read at `now` showed each of `key_ids` named by no version of `client`'s
-    /// secret, unless an earlier read already did (the first time stays: the overlap counts
-    /// from it; a stale record, see [`Store::known_published`], is replaced). `now` must be no
-    /// earlier than the read.
+    /// Records that a read at `now` showed each of `first_seen` and `still_unnamed` named by no
+    /// version of `client`'s secret, in one transaction. `first_seen`: the hold counts from this
+    /// read (no record, a stale one, see [`Store::known_published`], or one whose continuity the
+    /// planner found broken): first and last seen now, whatever was recorded. `still_unnamed`:
+    /// a record the hold counts from; its first time stays (the overlap counts from it), its
+    /// last becomes `now` (first seen now too when there is none). `now` must be no earlier than
+    /// the read.
     pub fn record_unpublished(
         &self,
         client: &str,
-        key_ids: &[String],
+        first_seen: &[String],
+        still_unnamed: &[String],
         now: OffsetDateTime,
     ) -> Result<()> {
         in_transaction(&self.conn(), |conn| {
-            for key_id in key_ids {
+            for key_id in first_seen {
                 conn.execute_cached(
-                    &format!(
-                        "INSERT INTO unpublished AS u (client, key_id, seen_at) VALUES (?1, ?2, ?3)
-                         ON CONFLICT(client, key_id) DO UPDATE SET seen_at = excluded.seen_at WHERE {STALE}"
-                    ),
+                    "INSERT INTO unpublished (client, key_id, seen_at, last_seen_at) VALUES (?1, ?2, ?3, ?3)
+                     ON CONFLICT(client, key_id) DO UPDATE SET seen_at = excluded.seen_at, last_seen_at = excluded.last_seen_at",
+                    params![client, key_id, now.unix_timestamp()],
+                )?;
+            }
+            for key_id in still_unnamed {
+                conn.execute_cached(
+                    "INSERT INTO unpublished (client, key_id, seen_at, last_seen_at) VALUES (?1, ?2, ?3, ?3)
+                     ON CONFLICT(client, key_id) DO UPDATE SET last_seen_at = excluded.last_seen_at",
                     params![client, key_id, now.unix_timestamp()],
                 )?;
             }
@@ -902,11 +921,12 @@ fn rotated(conn: &Connection, client: &str) -> Result<Vec<(Option<String>, Optio
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
-/// The client's records of [`Store::record_unpublished`]: key id and when first seen.
-fn unpublished(conn: &Connection, client: &str) -> Result<Vec<(String, i64)>> {
-    let mut stmt =
-        conn.prepare_cached("SELECT key_id, seen_at FROM unpublished WHERE client = ?1")?;
-    let rows = stmt.query_map(params![client], |r| Ok((r.get(0)?, r.get(1)?)))?;
+/// The client's records of [`Store::record_unpublished`].
+fn unpublished(conn: &Connection, client: &str) -> Result<Vec<UnnamedRow>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT key_id, seen_at, last_seen_at FROM unpublished WHERE client = ?1",
+    )?;
+    let rows = stmt.query_map(params![client], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
@@ -1438,6 +1458,24 @@ mod tests {
         assert!(s.intents("c").unwrap().is_empty());
     }
 
+    /// A known publish with no record of an unnamed read.
+    fn unseen(key_id: &str) -> KnownPublished {
+        KnownPublished {
+            key_id: key_id.into(),
+            unpublished_seen_at: None,
+            unpublished_last_seen_at: None,
+        }
+    }
+
+    /// A known publish first and last seen named by no version at these times.
+    fn seen(key_id: &str, first: i64, last: i64) -> KnownPublished {
+        KnownPublished {
+            key_id: key_id.into(),
+            unpublished_seen_at: Some(first),
+            unpublished_last_seen_at: Some(last),
+        }
+    }
+
     #[test]
     fn a_state_file_of_schema_3_is_migrated_and_its_publishes_are_known() {
         // The previous release's state file: schema 3, a rotation's record and a status row.
@@ -1453,13 +1491,9 @@ mod tests {
             .conn()
             .pragma_query_value(None, "user_version", |r| r.get(0))
             .unwrap();
-        assert_eq!(version, 4);
+        assert_eq!(version, MIGRATIONS.len() as i64);
         let mut known = s.known_published("c").unwrap();
         known.sort_by(|a, b| a.key_id.cmp(&b.key_id));
-        let unseen = |k: &str| KnownPublished {
-            key_id: k.into(),
-            unpublished_seen_at: None,
-        };
         assert_eq!(known, vec![unseen("k1"), unseen("k2")]);
         assert!(s.known_published("d").unwrap().is_empty());
     }
@@ -1476,19 +1510,41 @@ mod tests {
             .pragma_query_value(None, "user_version", |r| r.get(0))
             .unwrap();
         assert_eq!(version, MIGRATIONS.len() as i64);
+        assert_eq!(s.known_published("c").unwrap(), vec![unseen("k1")]);
+        let t = OffsetDateTime::from_unix_timestamp(1_000).unwrap();
+        s.record_unpublished("c", &["k1".to_string()], &[], t)
+            .unwrap();
         assert_eq!(
             s.known_published("c").unwrap(),
-            vec![KnownPublished {
-                key_id: "k1".into(),
-                unpublished_seen_at: None,
-            }]
+            vec![seen("k1", 1_000, 1_000)]
         );
-        let t = OffsetDateTime::from_unix_timestamp(1_000).unwrap();
-        s.record_unpublished("c", &["k1".to_string()], t).unwrap();
-        assert_eq!(
-            s.known_published("c").unwrap()[0].unpublished_seen_at,
-            Some(1_000)
+    }
+
+    /// The continuity of a hold: the previous release's state file (schema 4) holds a record of
+    /// a first unnamed read and nothing of later ones. It migrates with the record last seen
+    /// when first seen (all the store knows: a read after a gap longer than the schedule allows
+    /// then counts the hold again, which keeps the credential longer, never shorter), and
+    /// later reads move only the last time.
+    #[test]
+    fn a_state_file_of_schema_4_is_migrated_with_its_records_last_seen_when_first_seen() {
+        let tmp = old_state_file(
+            4,
+            &[
+                ROTATED_K1,
+                "INSERT INTO unpublished (client, key_id, seen_at) VALUES ('c', 'k1', 700)",
+            ],
         );
+        let s = Store::open(tmp.path()).unwrap();
+        let version: i64 = s
+            .conn()
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, MIGRATIONS.len() as i64);
+        assert_eq!(s.known_published("c").unwrap(), vec![seen("k1", 700, 700)]);
+        let t = OffsetDateTime::from_unix_timestamp(900).unwrap();
+        s.record_unpublished("c", &[], &["k1".to_string()], t)
+            .unwrap();
+        assert_eq!(s.known_published("c").unwrap(), vec![seen("k1", 700, 900)]);
     }
 
     #[test]
@@ -1498,43 +1554,41 @@ mod tests {
         let t = |n: i64| OffsetDateTime::from_unix_timestamp(1_000_000 + n).unwrap();
         s.end_published("r1", "c", t(0), "k1", "v1").unwrap();
         let keys = |k: &[&str]| k.iter().map(|k| k.to_string()).collect::<Vec<_>>();
-        s.record_unpublished("c", &keys(&["k1"]), t(10)).unwrap();
-        // A later read does not move the time: overlap counts from the first.
-        s.record_unpublished("c", &keys(&["k1"]), t(20)).unwrap();
+        let first = |k: &[&str], n| s.record_unpublished("c", &keys(k), &[], t(n)).unwrap();
+        let still = |k: &[&str], n| s.record_unpublished("c", &[], &keys(k), t(n)).unwrap();
+        first(&["k1"], 10);
+        // A later read that continues the hold does not move the first time (overlap counts
+        // from it), only the last.
+        still(&["k1"], 20);
         // A credential only a record of an unnamed read knows (its history row pruned).
-        s.record_unpublished("c", &keys(&["k9"]), t(30)).unwrap();
+        first(&["k9"], 30);
         let mut known = s.known_published("c").unwrap();
         known.sort_by(|a, b| a.key_id.cmp(&b.key_id));
         assert_eq!(
             known,
             vec![
-                KnownPublished {
-                    key_id: "k1".into(),
-                    unpublished_seen_at: Some(1_000_010),
-                },
-                KnownPublished {
-                    key_id: "k9".into(),
-                    unpublished_seen_at: Some(1_000_030),
-                },
+                seen("k1", 1_000_010, 1_000_020),
+                seen("k9", 1_000_030, 1_000_030)
             ]
         );
         assert!(
             s.known_published("d").unwrap().is_empty(),
             "another client's records are its own"
         );
+        // A read after a gap that breaks the record's continuity: first seen again, now.
+        first(&["k1"], 35);
+        assert_eq!(
+            s.known_published("c").unwrap()[0],
+            seen("k1", 1_000_035, 1_000_035)
+        );
         // Named again: forgotten, and a later restore starts the clock again.
         s.forget_unpublished("c", &keys(&["k1", "k9"])).unwrap();
+        assert_eq!(s.known_published("c").unwrap(), vec![unseen("k1")]);
+        // Still unnamed with no record (none to continue): first seen now too.
+        still(&["k1"], 40);
         assert_eq!(
-            s.known_published("c").unwrap(),
-            vec![KnownPublished {
-                key_id: "k1".into(),
-                unpublished_seen_at: None,
-            }]
-        );
-        s.record_unpublished("c", &keys(&["k1"]), t(40)).unwrap();
-        assert_eq!(
-            s.known_published("c").unwrap()[0].unpublished_seen_at,
-            Some(1_000_040)
+            s.known_published("c").unwrap()[0],
+            seen("k1", 1_000_040, 1_000_040)
         );
         // A reconcile saw k1 published again (the status row, written after the record) without
         // reading the records: the record is stale, reads as none, and a new one replaces it.
@@ -1545,11 +1599,11 @@ mod tests {
             ..ClientRow::default()
         })
         .unwrap();
-        assert_eq!(s.known_published("c").unwrap()[0].unpublished_seen_at, None);
-        s.record_unpublished("c", &keys(&["k1"]), t(60)).unwrap();
+        assert_eq!(s.known_published("c").unwrap()[0], unseen("k1"));
+        first(&["k1"], 60);
         assert_eq!(
-            s.known_published("c").unwrap()[0].unpublished_seen_at,
-            Some(1_000_060)
+            s.known_published("c").unwrap()[0],
+            seen("k1", 1_000_060, 1_000_060)
         );
     }
 
@@ -1560,7 +1614,7 @@ mod tests {
     /// say what those queries say.
     #[test]
     fn a_reconciles_records_say_what_the_queries_said() {
-        const KNOWN: &str = "SELECT k.key_id, CASE WHEN EXISTS (SELECT 1 FROM clients c WHERE c.client = ?1 AND c.published_key_id = u.key_id AND c.updated_at > u.seen_at) THEN NULL ELSE u.seen_at END FROM (
+        const KNOWN: &str = "SELECT k.key_id, CASE WHEN EXISTS (SELECT 1 FROM clients c WHERE c.client = ?1 AND c.published_key_id = u.key_id AND c.updated_at > u.seen_at) THEN NULL ELSE u.seen_at END, CASE WHEN EXISTS (SELECT 1 FROM clients c WHERE c.client = ?1 AND c.published_key_id = u.key_id AND c.updated_at > u.seen_at) THEN NULL ELSE u.last_seen_at END FROM (
                  SELECT key_id FROM history WHERE client = ?1 AND result = 'rotated' AND key_id IS NOT NULL
                  UNION SELECT published_key_id FROM clients WHERE client = ?1 AND published_key_id IS NOT NULL
                  UNION SELECT key_id FROM unpublished WHERE client = ?1
@@ -1595,12 +1649,14 @@ mod tests {
                     .unwrap();
                 }
                 for _ in 0..next(3) {
-                    s.record_unpublished(
-                        client,
-                        &[format!("{}{}", ["k", "K"][next(2) as usize], next(5))],
-                        at(next(6) as i64),
-                    )
-                    .unwrap();
+                    let key = vec![format!("{}{}", ["k", "K"][next(2) as usize], next(5))];
+                    let (first, still): (&[String], &[String]) = if next(2) == 0 {
+                        (&key, &[])
+                    } else {
+                        (&[], &key)
+                    };
+                    s.record_unpublished(client, first, still, at(next(6) as i64))
+                        .unwrap();
                 }
                 if next(3) > 0 {
                     s.upsert_client(&ClientRow {
@@ -1621,6 +1677,7 @@ mod tests {
                     Ok(KnownPublished {
                         key_id: r.get(0)?,
                         unpublished_seen_at: r.get(1)?,
+                        unpublished_last_seen_at: r.get(2)?,
                     })
                 })
                 .unwrap()

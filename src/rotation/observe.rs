@@ -181,11 +181,21 @@ pub async fn observe(
         records
             .known_published()
             .into_iter()
-            .map(|k| KnownPublished {
-                key_id: k.key_id,
-                unpublished_since: k
-                    .unpublished_seen_at
-                    .and_then(|t| time::OffsetDateTime::from_unix_timestamp(t).ok()),
+            .map(|k| {
+                let at = |t: Option<i64>| {
+                    t.and_then(|t| time::OffsetDateTime::from_unix_timestamp(t).ok())
+                };
+                let last_seen = at(k.unpublished_last_seen_at);
+                KnownPublished {
+                    key_id: k.key_id,
+                    unpublished_since: at(k.unpublished_seen_at),
+                    unpublished_last_seen: last_seen,
+                    // What the client's schedule allows between two reads after that one
+                    // (the same for the daemon and the one-shot commands).
+                    tolerance: last_seen.map_or(Duration::ZERO, |last| {
+                        crate::schedule::tolerated_gap(&client.policy.schedule, last)
+                    }),
+                }
             })
             .collect()
     } else {

@@ -108,6 +108,27 @@ pub struct KnownPublished {
     /// When a read of the client's location first showed it named by no version, as the store
     /// recorded it (the daemon's clock, or Azure's when ours is behind it: no earlier than that read); `None`: not yet.
     pub unpublished_since: Option<OffsetDateTime>,
+    /// When a read last showed it so, recorded the same way (each reconcile that holds it
+    /// writes it); `None` with `unpublished_since`.
+    pub unpublished_last_seen: Option<OffsetDateTime>,
+    /// How long after `unpublished_last_seen` a read still continues the record: from the
+    /// client's schedule around that time (`schedule::tolerated_gap`: two of its runs, their
+    /// jitter and a slack). A read after a longer gap (the daemon down, another HA replica
+    /// leading, a state dir restored from a backup) may have missed the version coming back
+    /// and being discarded again: the hold counts from that read, as if first seen then.
+    pub tolerance: Duration,
+}
+
+impl KnownPublished {
+    /// When a read first showed it named by no version, if the record still holds for a read
+    /// at `seen_now` (no later than `unpublished_last_seen` + `tolerance`); `None`: not yet, or
+    /// the record's continuity is broken and the hold counts from this read.
+    fn unnamed_since(&self, seen_now: OffsetDateTime) -> Option<OffsetDateTime> {
+        let continuous = self
+            .unpublished_last_seen
+            .is_some_and(|last| seen_now - last <= std_to_time(self.tolerance));
+        self.unpublished_since.filter(|_| continuous)
+    }
 }
 
 /// A location the client has left, read because own credentials were made for it.
@@ -583,6 +604,10 @@ pub struct HeldUnpublished {
     pub since: Option<OffsetDateTime>,
     /// When it may go (with the clock margin).
     pub until: OffsetDateTime,
+    /// With `since: None` for a credential the store has a record of: the last read that
+    /// showed it named by no version, longer ago than the client's schedule allows, so the
+    /// hold counts from this read.
+    pub gap_after: Option<OffsetDateTime>,
 }
 
 impl fmt::Display for HeldUnpublished {
@@ -593,7 +618,15 @@ impl fmt::Display for HeldUnpublished {
             self.key_id,
             self.since.map_or_else(|| "now".to_string(), rfc3339),
             rfc3339(self.until)
-        )
+        )?;
+        if let Some(last) = self.gap_after {
+            write!(
+                f,
+                "; no read between {} and now looked (longer than the schedule allows), so its version may have come back and been discarded again meanwhile: counted from now",
+                rfc3339(last)
+            )?;
+        }
+        Ok(())
     }
 }
 
@@ -1047,11 +1080,25 @@ pub fn plan(observed: &Observed, policy: &PolicyView<'_>, now: OffsetDateTime) -
             known.filter(|_| here && present && observed.history_listed && !named && after_first);
         // One whose value a version no tag attributes may hold is the orphan rule's to keep (no
         // time frees it: a copy by hand, or tags wiped).
+        // The hold counts from the record's first unnamed read while the record is continuous:
+        // a read within the client's schedule (`KnownPublished::tolerance`) after the last one
+        // that showed it unnamed. After a longer gap no read looked, so its version may have
+        // come back and been discarded again unseen (consumers reading it until then): it
+        // counts from this read. The read is judged at the latest it can be on either clock
+        // (`now` + |skew| + the margin), so that an error only restarts the hold, which keeps
+        // the credential longer.
+        let seen_now =
+            now + time::Duration::seconds(observed.skew_seconds.abs()) + CLOCK_RESOLUTION;
         let held = unpublished
             .filter(|_| by_latest.is_none() && !may_hold_untagged(p, history.iter().chain(latest)))
             .map(|k| {
-                let since = k.unpublished_since;
-                (since, since.unwrap_or(now) + std_to_time(policy.overlap))
+                let since = k.unnamed_since(seen_now);
+                let gap_after = k.unpublished_last_seen.filter(|_| since.is_none());
+                (
+                    since,
+                    since.unwrap_or(now) + std_to_time(policy.overlap),
+                    gap_after,
+                )
             });
         // The store's record that an attempt never reached publishing is a hint (a store
         // restored from a backup says so of an attempt that did publish): it counts only when
@@ -1168,7 +1215,8 @@ pub fn plan(observed: &Observed, policy: &PolicyView<'_>, now: OffsetDateTime) -
                     None
                 }
             }
-        } else if let Some((since, due)) = held.filter(|(_, due)| removal_now < *due) {
+        } else if let Some((since, due, gap_after)) = held.filter(|(_, due, _)| removal_now < *due)
+        {
             let until = due + margin;
             plan.next_retirement = Some(plan.next_retirement.map_or(until, |t| t.min(until)));
             frees_unpublished.insert(p.key_id.clone(), until);
@@ -1176,6 +1224,7 @@ pub fn plan(observed: &Observed, policy: &PolicyView<'_>, now: OffsetDateTime) -
                 key_id: p.key_id.clone(),
                 since,
                 until,
+                gap_after,
             };
             plan.notes.push(held.to_string());
             plan.held_unpublished.push(held);
@@ -1204,7 +1253,7 @@ pub fn plan(observed: &Observed, policy: &PolicyView<'_>, now: OffsetDateTime) -
             }
             (present && old && !unproven).then_some(match held {
                 // Its overlap after the discarded version ended above.
-                Some((Some(since), _)) => RemovalReason::Unpublished { rotation_id, since },
+                Some((Some(since), _, _)) => RemovalReason::Unpublished { rotation_id, since },
                 _ => RemovalReason::Orphan { rotation_id },
             })
         } else if here && !present {
@@ -1920,6 +1969,19 @@ mod tests {
 
     const DAY: Duration = Duration::from_secs(86_400);
     const NOW: OffsetDateTime = datetime!(2026-06-01 12:00 UTC);
+    /// A schedule's tolerance longer than any test's span: reads kept up with the schedule.
+    const KEPT_UP: Duration = Duration::from_secs(1_000 * 86_400);
+
+    /// The store's record of a known publish, first (and last) seen named by no version at
+    /// `since`, with reads since kept up with the schedule: the hold counts from `since`.
+    fn known_unnamed(key_id: String, since: Option<OffsetDateTime>) -> KnownPublished {
+        KnownPublished {
+            key_id,
+            unpublished_since: since,
+            unpublished_last_seen: since,
+            tolerance: KEPT_UP,
+        }
+    }
 
     fn policy() -> PolicyView<'static> {
         PolicyView {
@@ -2457,6 +2519,7 @@ mod tests {
             arrived in proptest::option::of(ago()),
             written_with in 0u8..4,
             known in proptest::collection::vec(proptest::option::of(proptest::option::of(ago())), 0..4),
+            continuous in proptest::bool::ANY,
         ) {
             const FORMER: &str = "0f0e0d0c";
             let hints = [None, Some("abc"), Some("xyz"), Some("q~1"), Some("f0~")];
@@ -2555,8 +2618,8 @@ mod tests {
                 .zip(&known)
                 .filter_map(|(key, k)| {
                     k.map(|seen| KnownPublished {
-                        key_id: g(key),
-                        unpublished_since: seen.map(|ago| now - ago),
+                        tolerance: if continuous { KEPT_UP } else { Duration::ZERO },
+                        ..known_unnamed(g(key), seen.map(|ago| now - ago))
                     })
                 })
                 .collect();
@@ -4801,7 +4864,7 @@ mod tests {
 
         /// The daemon's decision on the world `full`: from the latest version alone when
         /// `history_matters` says the listing cannot change it, else from the whole history.
-        fn decide(full: &Observed, p: &PolicyView<'_>, now: OffsetDateTime) -> Plan {
+        pub(super) fn decide(full: &Observed, p: &PolicyView<'_>, now: OffsetDateTime) -> Plan {
             if matters(full, p, now) {
                 plan(full, p, now)
             } else {
@@ -5018,6 +5081,7 @@ mod tests {
                     key_id: k2.key_id.clone(),
                     since: None,
                     until: NOW + days(7) + CLOCK_RESOLUTION,
+                    gap_after: None,
                 }],
                 "first seen named by no version now: kept for overlap from now"
             );
@@ -5030,7 +5094,7 @@ mod tests {
 
         /// The world of the restore above: k1 published 30 days ago, k2 three days ago in a
         /// version the restore discarded; the store knows k2 was published.
-        fn restored() -> (Observed, PasswordCredential) {
+        pub(super) fn restored() -> (Observed, PasswordCredential) {
             let k1 = with_hint(own("k1", "r1", NOW - days(30), NOW + days(60)), "k1~");
             let k2 = with_hint(own("k2", "r2", NOW - days(3), NOW + days(90)), "k2~");
             let mut full = observed(
@@ -5040,16 +5104,7 @@ mod tests {
                     "k1~",
                 )]),
             );
-            full.known_published = vec![
-                KnownPublished {
-                    key_id: g("k1"),
-                    unpublished_since: None,
-                },
-                KnownPublished {
-                    key_id: g("k2"),
-                    unpublished_since: None,
-                },
-            ];
+            full.known_published = vec![known_unnamed(g("k1"), None), known_unnamed(g("k2"), None)];
             (full, k2)
         }
 
@@ -5057,6 +5112,7 @@ mod tests {
             for k in &mut o.known_published {
                 if k.key_id == g(key) {
                     k.unpublished_since = Some(at);
+                    k.unpublished_last_seen = Some(at);
                 }
             }
         }
@@ -5078,6 +5134,7 @@ mod tests {
                     key_id: k2.key_id.clone(),
                     since: Some(seen),
                     until,
+                    gap_after: None,
                 }]
             );
             assert_eq!(p.next_retirement, Some(until));
@@ -5205,10 +5262,10 @@ mod tests {
                     holding(version("v3", "k3", NOW - days(20), NOW + days(90)), "k3~"),
                 ]),
             );
-            older.known_published = vec![KnownPublished {
-                key_id: k2_old.key_id.clone(),
-                unpublished_since: Some(NOW - time::Duration::hours(1)),
-            }];
+            older.known_published = vec![known_unnamed(
+                k2_old.key_id.clone(),
+                Some(NOW - time::Duration::hours(1)),
+            )];
             assert!(!matters(&older, &policy(), NOW));
             let with = plan(&older, &policy(), NOW);
             let without = plan(&latest_alone(&older), &policy(), NOW);
@@ -5274,10 +5331,7 @@ mod tests {
             );
             assert!(matters(&full, &policy(), NOW));
             let without = decide(&full, &policy(), NOW);
-            full.known_published = vec![KnownPublished {
-                key_id: k1.key_id.clone(),
-                unpublished_since: None,
-            }];
+            full.known_published = vec![known_unnamed(k1.key_id.clone(), None)];
             let with = decide(&full, &policy(), NOW);
             assert_eq!(with.removals, without.removals);
             assert_eq!(with.removals.len(), 1, "{with:?}");
@@ -5328,10 +5382,8 @@ mod tests {
                 NOW + days(80),
             );
             full.passwords.push(staging.clone());
-            full.known_published.push(KnownPublished {
-                key_id: staging.key_id.clone(),
-                unpublished_since: Some(NOW - days(100)),
-            });
+            full.known_published
+                .push(known_unnamed(staging.key_id.clone(), Some(NOW - days(100))));
             let p = decide(&full, &policy(), NOW + days(200));
             assert!(
                 !p.removals.iter().any(|r| r.key_id == staging.key_id),
@@ -5384,10 +5436,7 @@ mod tests {
         use super::*;
 
         fn known(key: &str, since: Option<OffsetDateTime>) -> KnownPublished {
-            KnownPublished {
-                key_id: g(key),
-                unpublished_since: since,
-            }
+            known_unnamed(g(key), since)
         }
 
         /// The client moved (its secret name changed) an hour ago and published k3 there. At
@@ -5566,6 +5615,166 @@ mod tests {
             said.push(format!("{held:?} {due:?}"));
             for s in &said {
                 assert!(!s.contains("Q1z") && !s.contains("Q2z"), "{s}");
+            }
+        }
+    }
+
+    /// The record's continuity (docs/design/protocol.md, "A published credential no version
+    /// names"): the hold of a credential a restore discarded counts from the record's first
+    /// unnamed read only while each read after it came within the client's schedule
+    /// (`KnownPublished::tolerance`) of the last one that showed it unnamed; a read after a
+    /// longer gap counts from itself. The world is review6's restore: k2, published three days
+    /// ago, is named by no version; overlap is 7 days.
+    mod continuity {
+        use super::review6::{decide, restored};
+        use super::*;
+
+        /// A 15-minute schedule's tolerance, as `schedule::tolerated_gap` gives it for a read
+        /// just after a run: the two runs after it, their jitter and the slack.
+        const TOLERANCE: Duration = Duration::from_secs(30 * 60 + 30 + 300);
+
+        /// The restore's world with the store's record of k2: first and last seen unnamed.
+        fn recorded(since: OffsetDateTime, last: OffsetDateTime) -> (Observed, PasswordCredential) {
+            let (mut o, k2) = restored();
+            for k in &mut o.known_published {
+                if k.key_id == k2.key_id {
+                    k.unpublished_since = Some(since);
+                    k.unpublished_last_seen = Some(last);
+                    k.tolerance = TOLERANCE;
+                }
+            }
+            (o, k2)
+        }
+
+        /// Regular reads (each within the schedule of the last): the hold counts from the first
+        /// unnamed read, and k2 goes `overlap` after it, not later: a regularly reconciled
+        /// client is not held forever.
+        #[test]
+        fn continuity_reads_within_the_schedule_count_the_hold_from_the_first_unnamed_read() {
+            let since = NOW - days(2);
+            let until = since + days(7) + CLOCK_RESOLUTION;
+            let (o, k2) = recorded(since, NOW - time::Duration::minutes(15));
+            let p = decide(&o, &policy(), NOW);
+            assert_eq!(
+                p.held_unpublished,
+                vec![HeldUnpublished {
+                    key_id: k2.key_id.clone(),
+                    since: Some(since),
+                    until,
+                    gap_after: None,
+                }]
+            );
+            // At the end of the hold, the last read 15 minutes before: removed, as before.
+            let (o, _) = recorded(since, until - time::Duration::minutes(15));
+            let due = decide(&o, &policy(), until);
+            assert_eq!(
+                due.removals,
+                vec![Removal {
+                    key_id: k2.key_id.clone(),
+                    reason: RemovalReason::Unpublished {
+                        rotation_id: rid("r2"),
+                        since,
+                    },
+                }]
+            );
+            // A read exactly at the end of the tolerance, judged with the margin, continues it.
+            let last = NOW + CLOCK_RESOLUTION - std_to_time(TOLERANCE);
+            let (o, _) = recorded(since, last);
+            assert_eq!(
+                decide(&o, &policy(), NOW).held_unpublished[0].since,
+                Some(since)
+            );
+        }
+
+        /// The pinned flaw: the last read that showed k2 unnamed was 25 minutes ago on a
+        /// schedule of every 2 seconds (or hours ago on one of 15 minutes: the daemon down,
+        /// another HA replica leading, a state dir restored from a backup). The version may
+        /// have come back and been discarded again meanwhile, consumers reading k2 until then:
+        /// the hold counts from this read, even though `overlap` after the first unnamed read
+        /// has passed. The note says why.
+        #[test]
+        fn continuity_a_read_after_a_gap_longer_than_the_schedule_allows_counts_from_itself() {
+            let since = NOW - days(10);
+            let last = NOW - time::Duration::hours(3);
+            let (o, k2) = recorded(since, last);
+            let p = decide(&o, &policy(), NOW);
+            assert!(p.removals.is_empty(), "{p:?}");
+            let held = HeldUnpublished {
+                key_id: k2.key_id.clone(),
+                since: None,
+                until: NOW + days(7) + CLOCK_RESOLUTION,
+                gap_after: Some(last),
+            };
+            assert_eq!(p.held_unpublished, vec![held.clone()]);
+            assert_eq!(p.next_retirement, Some(held.until));
+            assert!(
+                held.to_string().contains("counted from now")
+                    && held.to_string().contains(&rfc3339(last)),
+                "{held}"
+            );
+            // The same within overlap of the first read: from this read too (later, not earlier).
+            let (o, _) = recorded(NOW - days(1), last);
+            assert_eq!(decide(&o, &policy(), NOW).held_unpublished, vec![held]);
+            // A second past the tolerance, judged with the margin: counted from this read.
+            let (o, _) = recorded(
+                since,
+                NOW + CLOCK_RESOLUTION - std_to_time(TOLERANCE) - time::Duration::seconds(1),
+            );
+            assert_eq!(decide(&o, &policy(), NOW).held_unpublished[0].since, None);
+        }
+
+        /// The gap is judged at the latest this read can be on either clock (`now` + |skew| +
+        /// the margin), as the record of the last read may be on Azure's clock: a skew either
+        /// way only makes a gap at the tolerance's edge count the hold again.
+        #[test]
+        fn continuity_a_skew_either_way_only_makes_the_gap_longer() {
+            let since = NOW - days(2);
+            let last = NOW + CLOCK_RESOLUTION - std_to_time(TOLERANCE);
+            for skew in [-60, 60] {
+                let (mut o, _) = recorded(since, last);
+                o.skew_seconds = skew;
+                let p = decide(&o, &policy(), NOW);
+                assert_eq!(p.held_unpublished[0].since, None, "skew {skew}: {p:?}");
+            }
+        }
+
+        /// Whatever the tolerance, the last read and the time, a credential is never removed
+        /// where reads that kept up with the schedule would keep it, and its hold never ends
+        /// earlier: a broken continuity only keeps it longer.
+        #[test]
+        fn continuity_a_restart_never_removes_earlier_than_a_continuous_record() {
+            let since = NOW - days(3);
+            for last_ago in [0i64, 1, 30, 36, 40, 60 * 5, 60 * 24 * 2] {
+                for tolerance in [Duration::ZERO, TOLERANCE, KEPT_UP] {
+                    for at in [
+                        NOW,
+                        NOW + days(4),
+                        NOW + days(4) + time::Duration::hours(1),
+                        NOW + days(12),
+                    ] {
+                        let last = at - time::Duration::minutes(last_ago);
+                        let last = last.max(since);
+                        let (mut o, k2) = recorded(since, last);
+                        let (mut kept_up, _) = recorded(since, last);
+                        for k in &mut o.known_published {
+                            k.tolerance = tolerance;
+                        }
+                        for k in &mut kept_up.known_published {
+                            k.tolerance = KEPT_UP;
+                        }
+                        let p = decide(&o, &policy(), at);
+                        let q = decide(&kept_up, &policy(), at);
+                        let gone = |p: &Plan| p.removals.iter().any(|r| r.key_id == k2.key_id);
+                        assert!(
+                            !gone(&p) || gone(&q),
+                            "{last_ago} {tolerance:?} {at}: {p:?}"
+                        );
+                        let until = |p: &Plan| p.held_unpublished.first().map(|h| h.until);
+                        if let (Some(a), Some(b)) = (until(&p), until(&q)) {
+                            assert!(a >= b, "{last_ago} {tolerance:?} {at}");
+                        }
+                    }
+                }
             }
         }
     }

@@ -157,33 +157,38 @@ pub(super) fn remember_location(
     }
 }
 
-/// Records when a read first showed a published own credential named by no version (the
-/// plan's held credentials without a record: first seen now), and forgets such records that no
-/// longer hold. The time is taken after the read, so it is never earlier than the read, and on
-/// Azure's clock when ours is behind it (`skew_seconds`, as the plan saw it), so that a clock
-/// put right later cannot make the read look earlier than it was and shorten the hold; a
-/// record that cannot be written is written at the next reconcile, which keeps the credential
-/// until then (no record: first seen at that reconcile).
+/// Records when a read showed a published own credential named by no version (the plan's
+/// held credentials: first seen now for those the hold counts from this read, no record or one
+/// whose continuity the plan found broken; last seen now for the others, which keeps their
+/// record continuous), and forgets such records that no longer hold. A store write per
+/// reconcile only while a credential is held. The time is taken after the read, so it is never
+/// earlier than the read, and on Azure's clock when ours is behind it (`skew_seconds`, as the
+/// plan saw it), so that a clock put right later cannot make the read look earlier than it was
+/// and shorten the hold; a record that cannot be written is written at the next reconcile,
+/// which keeps the credential until then (no record: first seen at that reconcile; a last read
+/// not recorded: a gap that may count the hold again, later).
 pub(super) fn remember_unpublished(
     ctx: &Context,
     client: &Client,
     plan: &plan::Plan,
     skew_seconds: i64,
 ) {
-    let first_seen: Vec<String> = plan
+    let (first_seen, still_unnamed): (Vec<&plan::HeldUnpublished>, Vec<_>) = plan
         .held_unpublished
         .iter()
-        .filter(|h| h.since.is_none())
-        .map(|h| h.key_id.clone())
-        .collect();
-    if !first_seen.is_empty()
+        .partition(|h| h.since.is_none());
+    let keys = |held: Vec<&plan::HeldUnpublished>| -> Vec<String> {
+        held.into_iter().map(|h| h.key_id.clone()).collect()
+    };
+    if !plan.held_unpublished.is_empty()
         && let Err(e) = ctx.store.record_unpublished(
             &client.name,
-            &first_seen,
+            &keys(first_seen),
+            &keys(still_unnamed),
             clock::now() + time::Duration::seconds((-skew_seconds).max(0)),
         )
     {
-        tracing::warn!(client = %client.name, error = %e, "could not record when a published credential was first seen named by no version; it is kept, and recorded at the next reconcile");
+        tracing::warn!(client = %client.name, error = %e, "could not record that a published credential is named by no version; it is kept, and recorded at the next reconcile");
     }
     if !plan.unpublished_cleared.is_empty()
         && let Err(e) = ctx

@@ -14,6 +14,14 @@ pub use emulator::operation::Operation;
 use emulator::world::{Entry, FaultKind, FaultRule};
 use emulator::{Emulator, Options};
 
+/// The tests' schedule, as the config [`Env::write_config`] writes has it: every 2 seconds.
+pub const EVERY_2_S: &str = "schedule = \"*/2 * * * * *\"";
+/// The default schedule, every 15 minutes, for [`Env::edit_config`] to put in its place: steps
+/// of `review2::time_passes` up to 20 minutes are then reconciles within the schedule (the
+/// record of a hold stays continuous), and steps over 36 minutes are gaps it does not allow
+/// (`schedule::tolerated_gap`).
+pub const EVERY_15_MIN: &str = "schedule = \"0 */15 * * * *\"";
+
 pub const DAEMON_SECRET: &str = "test-daemon-secret-Q~0123456789abcdefghij";
 
 pub struct ClientApp {

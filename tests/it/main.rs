@@ -5,6 +5,7 @@
 #![allow(clippy::disallowed_methods)]
 
 mod config;
+mod continuity;
 mod daemon;
 mod deploy;
 mod discovery;

@@ -31,14 +31,16 @@ fn latest_key(env: &Env, name: &str) -> Option<String> {
 
 /// Time passes: every credential of `client`'s app and every version in the test vault look
 /// `by` older (their ends and expiries stay: only what the age rules read moves), and so do
-/// the store's records of when the client arrived at each location.
+/// the store's records of when the client arrived at each location and of the reads that
+/// showed a published credential named by no version (first and last): no reconcile in
+/// between, as while the daemon is down.
 pub(crate) fn time_passes(env: &Env, client: &str, by: time::Duration) {
     let db = env.dir.path().join("state").join("state.db");
     if db.exists() {
         let st = std::process::Command::new("sqlite3")
             .arg(&db)
             .arg(format!(
-                "UPDATE locations SET seen_at = seen_at - {0}; UPDATE unpublished SET seen_at = seen_at - {0};",
+                "UPDATE locations SET seen_at = seen_at - {0}; UPDATE unpublished SET seen_at = seen_at - {0}, last_seen_at = last_seen_at - {0};",
                 by.whole_seconds()
             ))
             .status()

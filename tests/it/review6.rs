@@ -133,6 +133,9 @@ async fn review6_a_latest_version_created_in_the_future_retires_nothing_before_o
 #[tokio::test(flavor = "multi_thread")]
 async fn review6_a_credential_published_in_a_version_a_restore_discarded_stays_for_overlap() {
     let env = Env::new(Setup::default()).await;
+    // Reconciled every 15 minutes (the default): the steps of 15 and 10 minutes below are
+    // reconciles within the schedule, so the hold keeps counting from the first unnamed read.
+    env.edit_config(EVERY_2_S, EVERY_15_MIN);
     let (k1, k2) = two_rotations(&env).await;
     crate::review2::time_passes(&env, "app-one", time::Duration::hours(1));
     env.edit_versions("app-one", |versions| versions.pop());
