@@ -382,8 +382,9 @@ pub struct KnownPublished {
     /// When a read of the vault first showed it named by no version (unix seconds); `None`:
     /// not yet (or it is named again).
     pub unpublished_seen_at: Option<i64>,
-    /// When a read last showed it named by no version (unix seconds; no earlier than
-    /// `unpublished_seen_at`); `None` exactly when `unpublished_seen_at` is.
+    /// When a read last showed it named by no version (unix seconds, on Azure's clock: earlier
+    /// than `unpublished_seen_at` by the skew when the daemon's clock is ahead); `None` exactly
+    /// when `unpublished_seen_at` is.
     pub unpublished_last_seen_at: Option<i64>,
 }
 
@@ -774,33 +775,35 @@ impl Store {
         Ok(self.records(client, false)?.known_published())
     }
 
-    /// Records that a read at `now` showed each of `first_seen` and `still_unnamed` named by no
-    /// version of `client`'s secret, in one transaction. `first_seen`: the hold counts from this
-    /// read (no record, a stale one, see [`Store::known_published`], or one whose continuity the
-    /// planner found broken): first and last seen now, whatever was recorded. `still_unnamed`:
-    /// a record the hold counts from; its first time stays (the overlap counts from it), its
-    /// last becomes `now` (first seen now too when there is none). `now` must be no earlier than
-    /// the read.
+    /// Records that a read showed each of `first_seen` and `still_unnamed` named by no version
+    /// of `client`'s secret, in one transaction: `seen` for a first time (no earlier than the
+    /// read on either clock), `last` for the last (on Azure's clock, as the planner measures
+    /// the gap after it). `first_seen`: the hold counts from this read (no record, a stale one,
+    /// see [`Store::known_published`], or one whose continuity the planner found broken): first
+    /// and last seen now, whatever was recorded. `still_unnamed`: a record the hold counts from;
+    /// its first time stays (the overlap counts from it), its last becomes `last` (first seen
+    /// `seen` too when there is none).
     pub fn record_unpublished(
         &self,
         client: &str,
         first_seen: &[String],
         still_unnamed: &[String],
-        now: OffsetDateTime,
+        seen: OffsetDateTime,
+        last: OffsetDateTime,
     ) -> Result<()> {
         in_transaction(&self.conn(), |conn| {
             for key_id in first_seen {
                 conn.execute_cached(
-                    "INSERT INTO unpublished (client, key_id, seen_at, last_seen_at) VALUES (?1, ?2, ?3, ?3)
+                    "INSERT INTO unpublished (client, key_id, seen_at, last_seen_at) VALUES (?1, ?2, ?3, ?4)
                      ON CONFLICT(client, key_id) DO UPDATE SET seen_at = excluded.seen_at, last_seen_at = excluded.last_seen_at",
-                    params![client, key_id, now.unix_timestamp()],
+                    params![client, key_id, seen.unix_timestamp(), last.unix_timestamp()],
                 )?;
             }
             for key_id in still_unnamed {
                 conn.execute_cached(
-                    "INSERT INTO unpublished (client, key_id, seen_at, last_seen_at) VALUES (?1, ?2, ?3, ?3)
+                    "INSERT INTO unpublished (client, key_id, seen_at, last_seen_at) VALUES (?1, ?2, ?3, ?4)
                      ON CONFLICT(client, key_id) DO UPDATE SET last_seen_at = excluded.last_seen_at",
-                    params![client, key_id, now.unix_timestamp()],
+                    params![client, key_id, seen.unix_timestamp(), last.unix_timestamp()],
                 )?;
             }
             Ok(())
@@ -1512,7 +1515,7 @@ mod tests {
         assert_eq!(version, MIGRATIONS.len() as i64);
         assert_eq!(s.known_published("c").unwrap(), vec![unseen("k1")]);
         let t = OffsetDateTime::from_unix_timestamp(1_000).unwrap();
-        s.record_unpublished("c", &["k1".to_string()], &[], t)
+        s.record_unpublished("c", &["k1".to_string()], &[], t, t)
             .unwrap();
         assert_eq!(
             s.known_published("c").unwrap(),
@@ -1542,7 +1545,7 @@ mod tests {
         assert_eq!(version, MIGRATIONS.len() as i64);
         assert_eq!(s.known_published("c").unwrap(), vec![seen("k1", 700, 700)]);
         let t = OffsetDateTime::from_unix_timestamp(900).unwrap();
-        s.record_unpublished("c", &[], &["k1".to_string()], t)
+        s.record_unpublished("c", &[], &["k1".to_string()], t, t)
             .unwrap();
         assert_eq!(s.known_published("c").unwrap(), vec![seen("k1", 700, 900)]);
     }
@@ -1554,8 +1557,14 @@ mod tests {
         let t = |n: i64| OffsetDateTime::from_unix_timestamp(1_000_000 + n).unwrap();
         s.end_published("r1", "c", t(0), "k1", "v1").unwrap();
         let keys = |k: &[&str]| k.iter().map(|k| k.to_string()).collect::<Vec<_>>();
-        let first = |k: &[&str], n| s.record_unpublished("c", &keys(k), &[], t(n)).unwrap();
-        let still = |k: &[&str], n| s.record_unpublished("c", &[], &keys(k), t(n)).unwrap();
+        let first = |k: &[&str], n| {
+            s.record_unpublished("c", &keys(k), &[], t(n), t(n))
+                .unwrap()
+        };
+        let still = |k: &[&str], n| {
+            s.record_unpublished("c", &[], &keys(k), t(n), t(n))
+                .unwrap()
+        };
         first(&["k1"], 10);
         // A later read that continues the hold does not move the first time (overlap counts
         // from it), only the last.
@@ -1655,7 +1664,8 @@ mod tests {
                     } else {
                         (&[], &key)
                     };
-                    s.record_unpublished(client, first, still, at(next(6) as i64))
+                    let (seen, last) = (at(next(6) as i64), at(next(6) as i64));
+                    s.record_unpublished(client, first, still, seen, last)
                         .unwrap();
                 }
                 if next(3) > 0 {

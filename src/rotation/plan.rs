@@ -108,8 +108,8 @@ pub struct KnownPublished {
     /// When a read of the client's location first showed it named by no version, as the store
     /// recorded it (the daemon's clock, or Azure's when ours is behind it: no earlier than that read); `None`: not yet.
     pub unpublished_since: Option<OffsetDateTime>,
-    /// When a read last showed it so, recorded the same way (each reconcile that holds it
-    /// writes it); `None` with `unpublished_since`.
+    /// When a read last showed it so (each reconcile that holds it writes it), on Azure's
+    /// clock (the daemon's minus the skew it measured then); `None` with `unpublished_since`.
     pub unpublished_last_seen: Option<OffsetDateTime>,
     /// How long after `unpublished_last_seen` a read still continues the record: from the
     /// client's schedule around that time (`schedule::tolerated_gap`: two of its runs, their
@@ -1084,11 +1084,15 @@ pub fn plan(observed: &Observed, policy: &PolicyView<'_>, now: OffsetDateTime) -
         // a read within the client's schedule (`KnownPublished::tolerance`) after the last one
         // that showed it unnamed. After a longer gap no read looked, so its version may have
         // come back and been discarded again unseen (consumers reading it until then): it
-        // counts from this read. The read is judged at the latest it can be on either clock
-        // (`now` + |skew| + the margin), so that an error only restarts the hold, which keeps
-        // the credential longer.
-        let seen_now =
-            now + time::Duration::seconds(observed.skew_seconds.abs()) + CLOCK_RESOLUTION;
+        // counts from this read. The gap is measured on Azure's clock, as the last read is
+        // recorded (`now` - skew, and the margin for the `Date` header's resolution): the
+        // daemon's clock may be off by any amount and put right between two reads, and Azure's
+        // runs on. (Judged on the daemon's clock plus |skew|, with the last read on the later
+        // clock, a clock ahead made every gap longer by its error, so that no read continued
+        // the record and the hold never ended; and a clock ahead at the last read, put right
+        // since, made the gap after it look shorter by as much: docs/reliability.md, "A ninth
+        // cold review".)
+        let seen_now = now - time::Duration::seconds(observed.skew_seconds) + CLOCK_RESOLUTION;
         let held = unpublished
             .filter(|_| by_latest.is_none() && !may_hold_untagged(p, history.iter().chain(latest)))
             .map(|k| {
@@ -5723,15 +5727,27 @@ mod tests {
             assert_eq!(decide(&o, &policy(), NOW).held_unpublished[0].since, None);
         }
 
-        /// The gap is judged at the latest this read can be on either clock (`now` + |skew| +
-        /// the margin), as the record of the last read may be on Azure's clock: a skew either
-        /// way only makes a gap at the tolerance's edge count the hold again.
+        /// The gap is measured on Azure's clock, as the last read is recorded (`now` - skew, and
+        /// the margin for the `Date` header's resolution), whichever way the daemon's clock is
+        /// off: at the tolerance's edge on Azure's clock the record continues, a second past it
+        /// the hold counts again. (It was judged at `now` + |skew|: with the daemon's clock
+        /// ahead, every gap looked longer by the skew, and the hold never ended;
+        /// docs/reliability.md, "A ninth cold review".)
         #[test]
-        fn continuity_a_skew_either_way_only_makes_the_gap_longer() {
+        fn continuity_the_gap_is_measured_on_azures_clock() {
             let since = NOW - days(2);
-            let last = NOW + CLOCK_RESOLUTION - std_to_time(TOLERANCE);
-            for skew in [-60, 60] {
-                let (mut o, _) = recorded(since, last);
+            for skew in [-600i64, -60, 0, 60, 600] {
+                let azure_now = NOW - time::Duration::seconds(skew);
+                let edge = azure_now + CLOCK_RESOLUTION - std_to_time(TOLERANCE);
+                let (mut o, _) = recorded(since, edge);
+                o.skew_seconds = skew;
+                let p = decide(&o, &policy(), NOW);
+                assert_eq!(
+                    p.held_unpublished[0].since,
+                    Some(since),
+                    "skew {skew}: {p:?}"
+                );
+                let (mut o, _) = recorded(since, edge - time::Duration::seconds(1));
                 o.skew_seconds = skew;
                 let p = decide(&o, &policy(), NOW);
                 assert_eq!(p.held_unpublished[0].since, None, "skew {skew}: {p:?}");
@@ -5774,6 +5790,110 @@ mod tests {
                             assert!(a >= b, "{last_ago} {tolerance:?} {at}");
                         }
                     }
+                }
+            }
+        }
+    }
+}
+
+/// The ninth cold review (docs/reliability.md, "A ninth cold review"): the record's continuity
+/// against irregular schedules. A regularly reconciled client must keep its record continuous,
+/// or a hold restarts at every read and never ends (a two-password application then waits for
+/// its slot until its secret expires).
+#[cfg(test)]
+mod review9 {
+    use std::time::Duration;
+
+    use croner::parser::{CronParser, Seconds};
+    use time::OffsetDateTime;
+    use time::macros::datetime;
+
+    use crate::config::Schedule;
+    use crate::schedule::{next_run, tolerated_gap};
+
+    fn schedule(expr: &str, tz: &str) -> Schedule {
+        Schedule {
+            expression: expr.into(),
+            cron: CronParser::builder()
+                .seconds(Seconds::Required)
+                .build()
+                .parse(expr)
+                .unwrap(),
+            timezone: tz.parse().unwrap(),
+        }
+    }
+
+    /// The daemon's reconciles follow `next_run` from the end of the last one (`settle`). For
+    /// every run of a schedule across the DST changes of its zone (a run in the hour that does
+    /// not exist, one in the hour that comes twice), weekdays-only and several runs a day: a
+    /// read up to 90 s after its run, whose next run is missed and whose run after that reads
+    /// up to 4 minutes late, is within the tolerated gap of the first.
+    #[test]
+    fn review9_a_missed_run_across_dst_and_weekends_keeps_the_record() {
+        let s = |secs: i64| time::Duration::seconds(secs);
+        let day = time::Duration::days(1);
+        let cases: [(&str, &str, &[OffsetDateTime]); 5] = [
+            (
+                "0 30 2 * * *",
+                "Europe/Berlin",
+                &[
+                    datetime!(2026-03-29 00:00 UTC),
+                    datetime!(2026-10-25 00:00 UTC),
+                ],
+            ),
+            (
+                "0 */15 * * * *",
+                "America/New_York",
+                &[
+                    datetime!(2026-03-08 07:00 UTC),
+                    datetime!(2026-11-01 06:00 UTC),
+                ],
+            ),
+            (
+                "0 0 9 * * Mon-Fri",
+                "Europe/Berlin",
+                &[
+                    datetime!(2026-03-29 00:00 UTC),
+                    datetime!(2026-10-25 00:00 UTC),
+                ],
+            ),
+            (
+                "0 0 1,2,3 * * *",
+                "America/New_York",
+                &[
+                    datetime!(2026-03-08 07:00 UTC),
+                    datetime!(2026-11-01 06:00 UTC),
+                ],
+            ),
+            (
+                "0 0 9,17 * * Mon-Fri",
+                "Australia/Sydney",
+                &[
+                    datetime!(2026-04-05 00:00 UTC),
+                    datetime!(2026-10-04 00:00 UTC),
+                ],
+            ),
+        ];
+        for (expr, tz, changes) in cases {
+            let sched = schedule(expr, tz);
+            for change in changes {
+                let mut run = sched.next_after(*change - day * 9).unwrap();
+                while run < *change + day * 9 {
+                    for late in [0, 45, 90] {
+                        let last = run + s(late);
+                        // Missed: due at the next run after this reconcile (which took a
+                        // minute), then the one after it, read late.
+                        let missed = next_run(&sched, last + s(60));
+                        let after = next_run(&sched, missed + s(1));
+                        let read = after + s(240);
+                        let tolerated = tolerated_gap(&sched, last);
+                        assert!(
+                            read - last <= time::Duration::try_from(tolerated).unwrap(),
+                            "{expr} ({tz}): read at {last}, missed {missed}, next read {read}: tolerated {tolerated:?}"
+                        );
+                        assert!(tolerated > Duration::from_secs(300), "{expr}: {last}");
+                    }
+                    run = sched.next_after(run).unwrap();
                 }
             }
         }

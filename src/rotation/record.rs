@@ -162,9 +162,12 @@ pub(super) fn remember_location(
 /// whose continuity the plan found broken; last seen now for the others, which keeps their
 /// record continuous), and forgets such records that no longer hold. A store write per
 /// reconcile only while a credential is held. The time is taken after the read, so it is never
-/// earlier than the read, and on Azure's clock when ours is behind it (`skew_seconds`, as the
-/// plan saw it), so that a clock put right later cannot make the read look earlier than it was
-/// and shorten the hold; a record that cannot be written is written at the next reconcile,
+/// earlier than the read. The first is on Azure's clock when ours is behind it (`skew_seconds`,
+/// as the plan saw it), so that a clock put right later cannot make the read look earlier than
+/// it was and shorten the hold. The last is on Azure's clock whichever way ours is off, as the
+/// planner measures the gap after it: a clock ahead, put right later, cannot make a gap look
+/// shorter than it was, nor a clock that stays ahead every gap longer (which restarted every
+/// hold at every read). A record that cannot be written is written at the next reconcile,
 /// which keeps the credential until then (no record: first seen at that reconcile; a last read
 /// not recorded: a gap that may count the hold again, later).
 pub(super) fn remember_unpublished(
@@ -180,12 +183,14 @@ pub(super) fn remember_unpublished(
     let keys = |held: Vec<&plan::HeldUnpublished>| -> Vec<String> {
         held.into_iter().map(|h| h.key_id.clone()).collect()
     };
+    let now = clock::now();
     if !plan.held_unpublished.is_empty()
         && let Err(e) = ctx.store.record_unpublished(
             &client.name,
             &keys(first_seen),
             &keys(still_unnamed),
-            clock::now() + time::Duration::seconds((-skew_seconds).max(0)),
+            now + time::Duration::seconds((-skew_seconds).max(0)),
+            now - time::Duration::seconds(skew_seconds),
         )
     {
         tracing::warn!(client = %client.name, error = %e, "could not record that a published credential is named by no version; it is kept, and recorded at the next reconcile");

@@ -35,6 +35,7 @@ mod review5;
 mod review6;
 mod review7;
 mod review8;
+mod review9;
 mod rotation;
 mod sdk;
 mod security;
