@@ -318,7 +318,17 @@ async fn reconcile_inner(
     preflight: Option<Preflight>,
     learnt: &mut Learnt,
 ) -> Result<Report, Failure> {
-    let observed = observe::observe(ctx, client, opts.revoke_previous, true, cancel).await;
+    // Each phase runs boxed: a future is as large as its largest await, and a reconcile spends
+    // most of its slot in one phase (the verification's waits, inside `rotate`), so inline it
+    // would carry room for the others all along (docs/decisions.md, "Footprint").
+    let observed = Box::pin(observe::observe(
+        ctx,
+        client,
+        opts.revoke_previous,
+        true,
+        cancel,
+    ))
+    .await;
     let (app, observed, records) = match observed {
         Ok(o) => o,
         Err(e) => {
@@ -329,14 +339,14 @@ async fn reconcile_inner(
         }
     };
     let sign_in = if opts.drift_check && !client.policy.drift_interval.is_zero() {
-        crate::drift::sign_in(
+        Box::pin(crate::drift::sign_in(
             &ctx.azure.vaults,
             &ctx.azure.entra,
             client,
             &app.app_id,
             &observed.vault,
             cancel,
-        )
+        ))
         .await
     } else {
         None
@@ -412,7 +422,7 @@ async fn reconcile_inner(
     // Removals first: with a two-password cap they free the slot the new credential needs.
     let mut not_removed: Vec<(String, String)> = Vec::new();
     for removal in &plan.removals {
-        match remove(ctx, client, &app, removal, &observed.former, cancel).await {
+        match Box::pin(remove(ctx, client, &app, removal, &observed.former, cancel)).await {
             Ok(true) => report.removed.push(removal.clone()),
             Ok(false) => not_removed.push((
                 removal.key_id.clone(),
@@ -466,7 +476,7 @@ async fn reconcile_inner(
         } else {
             tracing::info!(client = %client.name, %reason, "rotating");
         }
-        match rotate(ctx, client, &app, &observed.location, cancel).await {
+        match Box::pin(rotate(ctx, client, &app, &observed.location, cancel)).await {
             Ok(rotated) => {
                 ctx.metrics.rotation(&client.name, true);
                 match slot {

@@ -43,9 +43,11 @@ pub(super) async fn rotate(
 
     // addPassword: retried only while it certainly did not take effect (429, 409 concurrency,
     // refused connections). A lost answer is never repeated with this marker.
-    let new = match retry(WRITE_BUDGET, cancel, || {
+    // The requests run boxed, so that the verification's waits, where a rotation spends most
+    // of its time, do not carry room for them.
+    let new = match Box::pin(retry(WRITE_BUDGET, cancel, || {
         ctx.azure.graph.add_password(&app.object_id, &marker, end)
-    })
+    }))
     .await
     {
         Ok(n) => n,
@@ -100,7 +102,7 @@ pub(super) async fn rotate(
     }
 
     let tags = plan::tags(&app.app_id, &new.key_id, &rotation_id);
-    let version = match publish(ctx, client, &new, &tags, cancel).await {
+    let version = match Box::pin(publish(ctx, client, &new, &tags, cancel)).await {
         Published::Done(version) => version,
         Published::Refused(e) => {
             // Key Vault answered and did not take the write (403, a soft-deleted name, a bad
@@ -129,7 +131,13 @@ pub(super) async fn rotate(
     );
     // Published first: the API's answer is about the application's role, which no secret
     // changes, so it never holds back a verified secret.
-    super::api_check::after_verify(ctx, client, &app.app_id, &new.secret).await;
+    Box::pin(super::api_check::after_verify(
+        ctx,
+        client,
+        &app.app_id,
+        &new.secret,
+    ))
+    .await;
     drop(new.secret);
     tracing::info!(client = %client.name, rotation_id = %rotation_id, key_id = %new.key_id, version = %version, "published new secret");
     Ok(Rotated {
@@ -233,10 +241,8 @@ async fn verify(
     }
     let mut backoff = Duration::from_secs(2);
     loop {
-        let wait = match ctx
-            .azure
-            .entra
-            .verify(app_id, secret, &policy.verify_scope)
+        // Boxed: between attempts the verification holds only its own few variables.
+        let wait = match Box::pin(ctx.azure.entra.verify(app_id, secret, &policy.verify_scope))
             .await
         {
             Ok(()) => {
