@@ -12,10 +12,9 @@ use crate::review2::time_passes;
 use crate::review7::{recorded, restored_and_seen};
 
 /// The store's record of `key_id`'s unnamed reads: (first, last) in unix seconds.
-fn record_of(env: &Env, key_id: &str) -> Option<(i64, i64)> {
-    let db = env.dir.path().join("state").join("state.db");
+pub(crate) fn record_of(env: &Env, key_id: &str) -> Option<(i64, i64)> {
     let out = std::process::Command::new("sqlite3")
-        .arg(&db)
+        .arg(state_db(env))
         .arg(format!(
             "SELECT seen_at, last_seen_at FROM unpublished WHERE key_id = '{key_id}';"
         ))
@@ -26,8 +25,8 @@ fn record_of(env: &Env, key_id: &str) -> Option<(i64, i64)> {
     Some((first.parse().ok()?, last.parse().ok()?))
 }
 
-/// Runs `sql` on the state store, or on the state file at `db`.
-fn sqlite(db: &std::path::Path, sql: &str) {
+/// Runs `sql` on the state file at `db` ([`state_db`] for the test's store).
+pub(crate) fn sqlite(db: &std::path::Path, sql: &str) {
     let st = std::process::Command::new("sqlite3")
         .arg(db)
         .arg(sql)
@@ -36,8 +35,13 @@ fn sqlite(db: &std::path::Path, sql: &str) {
     assert!(st.success(), "{sql}");
 }
 
+/// The test's state store.
+pub(crate) fn state_db(env: &Env) -> std::path::PathBuf {
+    env.dir.path().join("state").join("state.db")
+}
+
 /// A one-shot reconcile that succeeds; returns what it printed.
-async fn reconcile(env: &Env) -> String {
+pub(crate) async fn reconcile(env: &Env) -> String {
     let out = env.rotate("app-one", &[]).await;
     assert!(out.status.success(), "{}", stderr(&out));
     format!("{}{}", stdout(&out), stderr(&out))
@@ -141,7 +145,7 @@ async fn continuity_a_gap_longer_than_the_schedule_allows_counts_the_hold_from_t
 async fn continuity_a_state_dir_restored_with_an_old_record_counts_the_hold_from_the_next_read() {
     let env = Env::new(Setup::default()).await;
     let (k1, k2, v2) = restored_and_seen(&env).await;
-    let db = env.dir.path().join("state").join("state.db");
+    let db = state_db(&env);
     let backup = env.dir.path().join("state-backup.db");
     sqlite(&db, &format!(".backup '{}'", backup.display()));
     // The version comes back, and a reconcile sees k2 named again: the record is forgotten.

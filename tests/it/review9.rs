@@ -3,33 +3,13 @@
 //! allow: `unpublished.last_seen_at`, `schedule::tolerated_gap`, the planner's restart),
 //! against the emulator: clocks, and whether a hold can be made to last forever.
 
+use crate::continuity::{reconcile, record_of, state_db};
 use crate::harness::*;
 use crate::review7::{recorded, restored_and_seen};
 
 /// Runs `sql` on the state store.
 fn sqlite(env: &Env, sql: &str) {
-    let db = env.dir.path().join("state").join("state.db");
-    let st = std::process::Command::new("sqlite3")
-        .arg(&db)
-        .arg(sql)
-        .status()
-        .unwrap();
-    assert!(st.success(), "{sql}");
-}
-
-/// The store's record of `key_id`'s unnamed reads: (first, last) in unix seconds.
-fn record_of(env: &Env, key_id: &str) -> Option<(i64, i64)> {
-    let db = env.dir.path().join("state").join("state.db");
-    let out = std::process::Command::new("sqlite3")
-        .arg(&db)
-        .arg(format!(
-            "SELECT seen_at, last_seen_at FROM unpublished WHERE key_id = '{key_id}';"
-        ))
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    let (first, last) = text.trim().split_once('|')?;
-    Some((first.parse().ok()?, last.parse().ok()?))
+    crate::continuity::sqlite(&state_db(env), sql);
 }
 
 /// `by` passes for everything the store and Azure dated (the status row's time and the history
@@ -52,13 +32,6 @@ fn all_time_passes(env: &Env, by: time::Duration) {
 fn daemon_clock_steps(env: &Env, by: time::Duration, ahead_ms: i64) {
     all_time_passes(env, by);
     env.em.world().state_mut().settings.clock_offset_ms = -ahead_ms;
-}
-
-/// A one-shot reconcile that succeeds; returns what it printed.
-async fn reconcile(env: &Env) -> String {
-    let out = env.rotate("app-one", &[]).await;
-    assert!(out.status.success(), "{}", stderr(&out));
-    format!("{}{}", stdout(&out), stderr(&out))
 }
 
 /// Attack: a hold made to last forever. The daemon's clock is 10 minutes ahead of Azure's (the
