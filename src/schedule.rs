@@ -122,7 +122,7 @@ pub fn startup_jitter(clients: usize) -> Duration {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     #[test]
@@ -140,7 +140,8 @@ mod tests {
     use croner::parser::{CronParser, Seconds};
     use time::macros::datetime;
 
-    fn schedule(expr: &str, tz: &str) -> Schedule {
+    /// A schedule from a cron expression with seconds and an IANA zone.
+    pub(crate) fn schedule(expr: &str, tz: &str) -> Schedule {
         Schedule {
             expression: expr.into(),
             cron: CronParser::builder()

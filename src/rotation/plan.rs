@@ -5804,24 +5804,11 @@ mod tests {
 mod review9 {
     use std::time::Duration;
 
-    use croner::parser::{CronParser, Seconds};
     use time::OffsetDateTime;
     use time::macros::datetime;
 
-    use crate::config::Schedule;
+    use crate::schedule::tests::schedule;
     use crate::schedule::{next_run, tolerated_gap};
-
-    fn schedule(expr: &str, tz: &str) -> Schedule {
-        Schedule {
-            expression: expr.into(),
-            cron: CronParser::builder()
-                .seconds(Seconds::Required)
-                .build()
-                .parse(expr)
-                .unwrap(),
-            timezone: tz.parse().unwrap(),
-        }
-    }
 
     /// The daemon's reconciles follow `next_run` from the end of the last one (`settle`). For
     /// every run of a schedule across the DST changes of its zone (a run in the hour that does

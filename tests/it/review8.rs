@@ -21,7 +21,7 @@ fn sqlite(env: &Env, sql: &str) {
 
 /// `by` passes for everything the store and Azure dated, the status row's time and the history
 /// included (`review2::time_passes` leaves those as they were).
-fn all_time_passes(env: &Env, by: time::Duration) {
+pub(crate) fn all_time_passes(env: &Env, by: time::Duration) {
     crate::review2::time_passes(env, "app-one", by);
     sqlite(
         env,

@@ -6,24 +6,11 @@
 use crate::continuity::{reconcile, record_of, state_db};
 use crate::harness::*;
 use crate::review7::{recorded, restored_and_seen};
+use crate::review8::all_time_passes;
 
 /// Runs `sql` on the state store.
 fn sqlite(env: &Env, sql: &str) {
     crate::continuity::sqlite(&state_db(env), sql);
-}
-
-/// `by` passes for everything the store and Azure dated (the status row's time and the history
-/// too): what a step of `by` forward of the daemon's clock looks like to it, relative to all it
-/// and Azure wrote before. A negative `by` is a step back.
-fn all_time_passes(env: &Env, by: time::Duration) {
-    crate::review2::time_passes(env, "app-one", by);
-    sqlite(
-        env,
-        &format!(
-            "UPDATE clients SET updated_at = updated_at - {0}; UPDATE history SET at = at - {0};",
-            by.whole_seconds()
-        ),
-    );
 }
 
 /// The daemon's clock steps `by` (forward when positive) relative to Azure's, which stays
