@@ -119,14 +119,15 @@ impl Pass {
 impl Gates {
     /// Waits, when `url`'s host has had no answer in `pool` recently, until the first request
     /// to it has been answered (or failed).
-    pub async fn pass(&self, pool: Pool, url: &url::Url) -> Pass {
+    pub async fn pass(&self, pool: Pool, uri: &http::Uri) -> Pass {
+        let https = uri.scheme() == Some(&http::uri::Scheme::HTTPS);
         let key = (
             pool,
             format!(
                 "{}://{}:{}",
-                url.scheme(),
-                url.host_str().unwrap_or(""),
-                url.port_or_known_default().unwrap_or(0)
+                uri.scheme_str().unwrap_or(""),
+                uri.host().unwrap_or(""),
+                uri.port_u16().unwrap_or(if https { 443 } else { 80 })
             ),
         );
         let gate = {
@@ -161,8 +162,8 @@ impl Gates {
 mod tests {
     use super::*;
 
-    fn url(s: &str) -> url::Url {
-        url::Url::parse(s).unwrap()
+    fn url(s: &str) -> http::Uri {
+        s.parse().unwrap()
     }
 
     #[tokio::test]

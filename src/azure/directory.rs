@@ -5,7 +5,7 @@
 use serde::Deserialize;
 use serde_json::json;
 
-use super::graph::{GraphClient, malformed};
+use super::graph::{Call, GraphClient, malformed};
 use super::{Class, Error};
 
 /// An application as found by tag.
@@ -80,7 +80,7 @@ impl GraphClient {
         let mut out = Vec::new();
         loop {
             let (_, body) = self
-                .send("list_applications", self.shared.http.get(&url), false)
+                .send("list_applications", Call::get(&url), false)
                 .await?;
             let page: RawApps =
                 serde_json::from_slice(&body).map_err(|e| malformed("list_applications", &e))?;
@@ -100,10 +100,7 @@ impl GraphClient {
         let (_, body) = self
             .send(
                 "create_application",
-                self.shared
-                    .http
-                    .post(format!("{}/applications", self.base))
-                    .json(&body),
+                Call::post(format!("{}/applications", self.base), &body),
                 true,
             )
             .await?;
@@ -122,9 +119,7 @@ impl GraphClient {
             "{}/applications/{object_id}/owners?$select=id,appId",
             self.base
         );
-        let (_, body) = self
-            .send("list_owners", self.shared.http.get(url), false)
-            .await?;
+        let (_, body) = self.send("list_owners", Call::get(url), false).await?;
         let raw: RawPrincipals =
             serde_json::from_slice(&body).map_err(|e| malformed("list_owners", &e))?;
         Ok(raw
@@ -145,7 +140,7 @@ impl GraphClient {
             self.base
         );
         let (_, body) = self
-            .send("list_service_principals", self.shared.http.get(url), false)
+            .send("list_service_principals", Call::get(url), false)
             .await?;
         let raw: RawPrincipals =
             serde_json::from_slice(&body).map_err(|e| malformed("list_service_principals", &e))?;
@@ -162,10 +157,10 @@ impl GraphClient {
         let sent = self
             .send(
                 "create_service_principal",
-                self.shared
-                    .http
-                    .post(format!("{}/servicePrincipals", self.base))
-                    .json(&json!({"appId": app_id})),
+                Call::post(
+                    format!("{}/servicePrincipals", self.base),
+                    &json!({"appId": app_id}),
+                ),
                 true,
             )
             .await;

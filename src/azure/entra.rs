@@ -63,7 +63,7 @@ fn token_form(pairs: &[(&str, &str)]) -> Zeroizing<Vec<u8>> {
 
 pub struct EntraClient {
     shared: AzureHttp,
-    token_url: url::Url,
+    token_url: http::Uri,
 }
 
 impl EntraClient {
@@ -73,6 +73,8 @@ impl EntraClient {
             path.pop_if_empty()
                 .extend([tenant, "oauth2", "v2.0", "token"]);
         }
+        // A `url::Url` is always a valid URI; the fallback only keeps this infallible.
+        let token_url = http::Uri::try_from(token_url.as_str()).unwrap_or_default();
         EntraClient { shared, token_url }
     }
 
@@ -121,37 +123,35 @@ impl EntraClient {
             ("grant_type", "client_credentials"),
             ("scope", scope),
         ]);
-        let pass = self.shared.gates.pass(Pool::Secret, &self.token_url).await;
-        let response = match self
-            .shared
-            .secret_http
-            .post(self.token_url.clone())
+        let request = http::Request::post(self.token_url.clone())
             .header(
-                reqwest::header::CONTENT_TYPE,
+                http::header::CONTENT_TYPE,
                 "application/x-www-form-urlencoded",
             )
-            .body(super::secret_body(body))
-            .send()
-            .await
-        {
-            Ok(r) => {
-                pass.answered();
-                r
-            }
-            Err(e) => {
+            .body(super::secret_body(body));
+        let answer = match request {
+            Ok(r) => self.shared.send(Pool::Secret, None, r).await,
+            Err(e) => Err(super::transport::Failure {
+                sent: false,
+                message: e.to_string(),
+            }),
+        };
+        let answer = match answer {
+            Ok(a) => a,
+            Err(failure) => {
                 timer.done("error");
                 return Err(VerifyFailure::Transient(Error::new(
                     SERVICE,
                     "verify",
                     Class::Transient { retry_after: None },
-                    format!("token request failed: {}", super::identity::error_chain(&e)),
+                    format!("token request failed: {}", failure.message),
                 )));
             }
         };
-        let status = response.status().as_u16();
+        let status = answer.status;
         timer.done(&status.to_string());
-        let retry_after = self.shared.observe(response.headers());
-        let body = response.bytes().await.unwrap_or_default();
+        let retry_after = self.shared.observe(&answer.headers);
+        let body = answer.body;
         if status == 200 {
             // A 200 is only a success if it carries a token. The token is a credential too:
             // it is only looked at, never copied, and its body is overwritten.
@@ -229,6 +229,8 @@ impl EntraClient {
             }
             Err(_) => return ApiAnswer::Unreachable("the token is not a header value".into()),
         };
+        // Through reqwest, which lets the answer go unread: the transport of the rotation's
+        // own requests reads every answer whole.
         match self
             .shared
             .secret_http

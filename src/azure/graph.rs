@@ -404,7 +404,7 @@ impl GraphClient {
     pub(super) async fn send(
         &self,
         operation: &'static str,
-        request: reqwest::RequestBuilder,
+        call: Call,
         is_write: bool,
     ) -> Result<(u16, bytes::Bytes), Error> {
         self.pacer.unpaused().await;
@@ -416,36 +416,26 @@ impl GraphClient {
         } else {
             None
         };
-        let (client, request) = request
-            .bearer_auth(token)
-            .header("x-ms-throttle-priority", "low")
-            .header("user-agent", self.shared.user_agent())
-            .build_split();
+        let request = call.request(&token).map_err(|e| {
+            Error::new(
+                SERVICE,
+                operation,
+                Class::Permanent,
+                format!("the request could not be made: {e}"),
+            )
+        })?;
         let pool = if operation == ADD_PASSWORD {
             Pool::Secret
         } else {
             Pool::Main
         };
-        let pass = match &request {
-            Ok(r) => Some(self.shared.gates.pass(pool, r.url()).await),
-            Err(_) => None,
-        };
         let timer = Timer::start(&self.shared.metrics, SERVICE, operation);
-        let sent = match request {
-            Ok(r) => client.execute(r).await,
-            Err(e) => Err(e),
-        };
-        let response = match sent {
-            Ok(r) => {
-                if let Some(p) = pass {
-                    p.answered();
-                }
-                r
-            }
-            Err(e) => {
+        let answer = match self.shared.send(pool, None, request).await {
+            Ok(answer) => answer,
+            Err(failure) => {
                 timer.done("error");
-                // Refused connections never reached Graph; anything later may have.
-                let class = if e.is_connect() || !is_write {
+                // A request that never left never reached Graph; anything else may have.
+                let class = if !failure.sent || !is_write {
                     Class::Transient { retry_after: None }
                 } else {
                     Class::OutcomeUnknown
@@ -454,32 +444,13 @@ impl GraphClient {
                     SERVICE,
                     operation,
                     class,
-                    format!("request failed: {}", super::identity::error_chain(&e)),
+                    format!("request failed: {}", failure.message),
                 ));
             }
         };
-        let status = response.status().as_u16();
-        let retry_after = self.shared.observe(response.headers());
-        let body = match response.bytes().await {
-            Ok(b) => b,
-            Err(e) => {
-                timer.done(&status.to_string());
-                let class = if is_write {
-                    Class::OutcomeUnknown
-                } else {
-                    Class::Transient { retry_after: None }
-                };
-                return Err(Error::new(
-                    SERVICE,
-                    operation,
-                    class,
-                    format!(
-                        "reading the answer failed: {}",
-                        super::identity::error_chain(&e)
-                    ),
-                ));
-            }
-        };
+        let status = answer.status;
+        let retry_after = self.shared.observe(&answer.headers);
+        let body = answer.body;
         timer.done(&status.to_string());
         if status == 429 {
             self.pacer
@@ -510,9 +481,7 @@ impl GraphClient {
             AppRef::ObjectId(id) => format!("{}/applications/{id}?{SELECT}", self.base),
             AppRef::AppId(id) => format!("{}/applications(appId='{id}')?{SELECT}", self.base),
         };
-        let (_, body) = self
-            .send("get_application", self.shared.http.get(url), false)
-            .await?;
+        let (_, body) = self.send("get_application", Call::get(url), false).await?;
         parse_application(&body).map_err(|e| malformed("get_application", &e))
     }
 
@@ -526,7 +495,7 @@ impl GraphClient {
             self.base
         );
         let (_, body) = self
-            .send("list_applications", self.shared.http.get(url), false)
+            .send("list_applications", Call::get(url), false)
             .await?;
         let raw: RawList =
             serde_json::from_slice(&body).map_err(|e| malformed("list_applications", &e))?;
@@ -558,9 +527,7 @@ impl GraphClient {
             }
         };
         self.pacer.resource_units(1).await;
-        let (_, body) = self
-            .send(OPERATION, self.shared.http.get(url), false)
-            .await?;
+        let (_, body) = self.send(OPERATION, Call::get(url), false).await?;
         parse_applications_page(&body).map_err(|e| malformed(OPERATION, &e))
     }
 
@@ -605,11 +572,7 @@ impl GraphClient {
         let body =
             json!({"passwordCredential": {"displayName": display_name, "endDateTime": end_text}});
         let (_, body) = self
-            .send(
-                ADD_PASSWORD,
-                self.shared.secret_http.post(url).json(&body),
-                true,
-            )
+            .send(ADD_PASSWORD, Call::post(url, &body), true)
             .await?;
         // The value is in this body: parse it without ever putting the body into an error,
         // and overwrite it once parsed.
@@ -671,7 +634,7 @@ impl GraphClient {
         match self
             .send(
                 "remove_password",
-                self.shared.http.post(url).json(&json!({"keyId": key_id})),
+                Call::post(url, &json!({"keyId": key_id})),
                 true,
             )
             .await
@@ -689,6 +652,48 @@ impl GraphClient {
             }
             Err(e) => Err(e),
         }
+    }
+}
+
+/// A Graph request before it is signed: its method, URL and JSON body.
+pub(super) struct Call {
+    method: http::Method,
+    url: String,
+    body: Option<bytes::Bytes>,
+}
+
+impl Call {
+    pub(super) fn get(url: impl Into<String>) -> Call {
+        Call {
+            method: http::Method::GET,
+            url: url.into(),
+            body: None,
+        }
+    }
+
+    /// A `POST` of `body` (which holds no secret: Graph's requests never do).
+    pub(super) fn post(url: impl Into<String>, body: &serde_json::Value) -> Call {
+        Call {
+            method: http::Method::POST,
+            url: url.into(),
+            body: Some(body.to_string().into()),
+        }
+    }
+
+    /// The request with the daemon's headers and `token`, marked sensitive so that no `Debug`
+    /// of the request shows it.
+    fn request(self, token: &str) -> Result<http::Request<bytes::Bytes>, http::Error> {
+        let mut auth = http::HeaderValue::try_from(format!("Bearer {token}"))?;
+        auth.set_sensitive(true);
+        let mut request = http::Request::builder()
+            .method(self.method)
+            .uri(self.url)
+            .header(http::header::AUTHORIZATION, auth)
+            .header("x-ms-throttle-priority", "low");
+        if self.body.is_some() {
+            request = request.header(http::header::CONTENT_TYPE, "application/json");
+        }
+        request.body(self.body.unwrap_or_default())
     }
 }
 

@@ -93,24 +93,36 @@ impl HttpClient for MeteredTransport {
         } else {
             None
         };
-        let mut request = request.clone();
-        request.insert_header("user-agent", self.shared.0.user_agent());
         let (client, pool) = self.client_for(operation);
-        let pass = self.shared.0.gates.pass(pool, request.url()).await;
         let start = Instant::now();
-        let result = client.execute_request(&request).await;
-        if result.is_ok() {
-            pass.answered();
-        }
-        let status = match &result {
-            Ok(r) => {
-                let date = azure_core::http::headers::HeaderName::from_static("date");
-                self.shared
-                    .0
-                    .skew
-                    .observe(r.headers().get_optional_str(&date));
-                u16::from(r.status()).to_string()
+        let result = match to_http(request) {
+            Some(r) => match self.shared.0.send(pool, Some(client), r).await {
+                Ok(answer) => {
+                    self.shared
+                        .0
+                        .skew
+                        .observe(answer.headers.get("date").and_then(|d| d.to_str().ok()));
+                    Ok(from_http(answer))
+                }
+                Err(failure) => Err(azure_core::Error::with_message(
+                    if failure.sent {
+                        azure_core::error::ErrorKind::Io
+                    } else {
+                        azure_core::error::ErrorKind::Connection
+                    },
+                    failure.message,
+                )),
+            },
+            // A streamed body (no Key Vault call the daemon makes sends one): the SDK's own
+            // reqwest adapter.
+            None => {
+                let mut request = request.clone();
+                request.insert_header("user-agent", self.shared.0.user_agent());
+                client.execute_request(&request).await
             }
+        };
+        let status = match &result {
+            Ok(r) => u16::from(r.status()).to_string(),
             Err(_) => "error".to_string(),
         };
         self.shared.0.metrics.azure_request(
@@ -121,6 +133,60 @@ impl HttpClient for MeteredTransport {
         );
         result
     }
+}
+
+/// An SDK request as the daemon's transport takes it, without the SDK's `User-Agent` (the
+/// daemon's replaces it); `None` for a streamed body.
+fn to_http(request: &Request) -> Option<http::Request<bytes::Bytes>> {
+    use azure_core::http::Method;
+    let azure_core::http::Body::Bytes(body) = request.body() else {
+        return None;
+    };
+    let method = match request.method() {
+        Method::Delete => http::Method::DELETE,
+        Method::Get => http::Method::GET,
+        Method::Head => http::Method::HEAD,
+        Method::Patch => http::Method::PATCH,
+        Method::Post => http::Method::POST,
+        Method::Put => http::Method::PUT,
+        // A method added to the SDK later: its own adapter knows it.
+        _ => return None,
+    };
+    let mut out = http::Request::builder()
+        .method(method)
+        .uri(request.url().as_str());
+    for (name, value) in request.headers().iter() {
+        if name.as_str().eq_ignore_ascii_case("user-agent") {
+            continue;
+        }
+        let mut value = http::HeaderValue::from_str(value.as_str()).ok()?;
+        if name.as_str().eq_ignore_ascii_case("authorization") {
+            value.set_sensitive(true);
+        }
+        out = out.header(name.as_str(), value);
+    }
+    out.body(body.clone()).ok()
+}
+
+/// An answer as the SDK takes it.
+fn from_http(answer: super::transport::Answer) -> AsyncRawResponse {
+    use azure_core::http::headers::{HeaderName, HeaderValue, Headers};
+    let headers = answer
+        .headers
+        .iter()
+        .filter_map(|(name, value)| {
+            let value = value.to_str().ok()?;
+            Some((
+                HeaderName::from(name.as_str().to_owned()),
+                HeaderValue::from(value.to_owned()),
+            ))
+        })
+        .collect::<std::collections::HashMap<_, _>>();
+    AsyncRawResponse::from_bytes(
+        azure_core::http::StatusCode::from(answer.status),
+        Headers::from(headers),
+        answer.body,
+    )
 }
 
 /// Client options for every SDK client: our transport, no SDK retries (our retry layer owns

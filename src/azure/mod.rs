@@ -17,6 +17,7 @@ pub mod identity;
 pub mod keyvault;
 #[cfg(test)]
 mod parse_properties;
+pub mod transport;
 
 use std::fmt;
 use std::sync::Arc;
@@ -174,8 +175,12 @@ pub struct AzureHttp {
     /// The TLS configuration `http` and `secret_http` were made with, for any other client made
     /// from the same config (webhook sinks).
     pub tls: connections::TlsConfig,
-    /// The first-request gates of the rotation's requests (Graph, Entra, Key Vault).
+    /// The first-request gates of the rotation's requests (Graph, Entra, Key Vault) that go
+    /// through reqwest.
     pub gates: Arc<connections::Gates>,
+    /// The rotation's HTTP/2 transport ([`transport`]); `None` when a proxy is configured, since
+    /// only reqwest tunnels through one.
+    pub h2: Option<Arc<transport::H2>>,
 }
 
 impl AzureHttp {
@@ -193,8 +198,75 @@ impl AzureHttp {
             metrics,
             skew: Arc::new(Skew::default()),
             fence,
+            h2: (!proxy_configured()).then(|| Arc::new(transport::H2::new(&tls, timeout))),
             tls,
             gates: Arc::default(),
+        })
+    }
+
+    /// Sends a request of the rotation (Graph, Entra, Key Vault) and reads its whole answer:
+    /// over [`transport::H2`] when the host speaks HTTP/2 and no proxy is configured, otherwise
+    /// through reqwest (`fallback`, or the client of `pool`). Adds the `User-Agent` if the
+    /// request has none.
+    pub(crate) async fn send(
+        &self,
+        pool: connections::Pool,
+        fallback: Option<&reqwest::Client>,
+        mut request: http::Request<bytes::Bytes>,
+    ) -> Result<transport::Answer, transport::Failure> {
+        if !request.headers().contains_key(http::header::USER_AGENT)
+            && let Ok(agent) = http::HeaderValue::from_str(&self.user_agent())
+        {
+            request
+                .headers_mut()
+                .insert(http::header::USER_AGENT, agent);
+        }
+        if let Some(h2) = &self.h2 {
+            // Boxed, as a reconcile's phases are: a reconcile that waits on something else
+            // does not carry the room of a request in flight (docs/decisions.md, "Footprint").
+            request = match Box::pin(h2.send(pool, request)).await {
+                transport::Outcome::Answered(answer) => return Ok(answer),
+                transport::Outcome::Failed(failure) => return Err(failure),
+                transport::Outcome::Elsewhere(request) => request,
+            };
+        }
+        // Boxed: reqwest's path is the rare one, and its futures would weigh on every request.
+        Box::pin(self.send_reqwest(pool, fallback, request)).await
+    }
+
+    async fn send_reqwest(
+        &self,
+        pool: connections::Pool,
+        fallback: Option<&reqwest::Client>,
+        request: http::Request<bytes::Bytes>,
+    ) -> Result<transport::Answer, transport::Failure> {
+        let client = fallback.unwrap_or(match pool {
+            connections::Pool::Main => &self.http,
+            connections::Pool::Secret => &self.secret_http,
+        });
+        let pass = self.gates.pass(pool, request.uri()).await;
+        let request = reqwest::Request::try_from(request).map_err(|e| transport::Failure {
+            sent: false,
+            message: identity::error_chain(&e),
+        })?;
+        let mut response = client
+            .execute(request)
+            .await
+            .map_err(|e| transport::Failure {
+                sent: !e.is_connect(),
+                message: identity::error_chain(&e),
+            })?;
+        pass.answered();
+        let status = response.status().as_u16();
+        let headers = std::mem::take(response.headers_mut());
+        let body = response.bytes().await.map_err(|e| transport::Failure {
+            sent: true,
+            message: format!("reading the answer: {}", identity::error_chain(&e)),
+        })?;
+        Ok(transport::Answer {
+            status,
+            headers,
+            body,
         })
     }
 
@@ -235,6 +307,14 @@ impl Skew {
     pub fn seconds(&self) -> i64 {
         self.seconds.load(Ordering::Relaxed)
     }
+}
+
+/// Whether reqwest would send `https` requests through a proxy (`HTTPS_PROXY`, `ALL_PROXY`, in
+/// either case): then every request goes through reqwest, which also honours `NO_PROXY`.
+fn proxy_configured() -> bool {
+    ["HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"]
+        .iter()
+        .any(|k| std::env::var_os(k).is_some_and(|v| !v.is_empty()))
 }
 
 /// `secret-rotator/<version>`, with ` replica/<name>` under HA.

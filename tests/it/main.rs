@@ -40,6 +40,7 @@ mod rotation;
 mod sdk;
 mod security;
 mod status_page;
+mod transport;
 mod windows;
 mod workstation;
 mod world;
