@@ -28,6 +28,7 @@ mod onboarding;
 mod package;
 mod retire;
 mod review;
+mod review10;
 mod review2;
 mod review3;
 mod review4;
