@@ -4,14 +4,16 @@
 //! it is built"). It prints figures and asserts nothing about speed.
 //!
 //! ```text
-//! cargo bench --bench transport -- [--part a|b|all] [--requests 2000] [--concurrency 16]
+//! cargo bench --bench transport -- [--part a|b|c|all] [--requests 2000] [--concurrency 16]
 //!                                  [--in-flight 1000] [--latency-ms 2000]
 //! ```
 //!
 //! - part `a`: reqwest, each client built as `AzureHttp` builds it (`http` for the Graph read,
 //!   `secret_http` for the Key Vault read, as the daemon routes them);
 //! - part `b`: one `hyper::client::conn::http2::SendRequest` per host over tokio-rustls with the
-//!   daemon's `TlsConfig`, each request under a `tokio::time::timeout` as reqwest's is.
+//!   daemon's `TlsConfig`, each request under a `tokio::time::timeout` as reqwest's is;
+//! - part `c`: the daemon's own transport built on that (`src/azure/transport.rs`), boxed as
+//!   `AzureHttp::send` boxes it.
 //!
 //! Each part sends `--requests` Graph `GET /v1.0/applications/{id}?$select=...` and as many Key
 //! Vault `GET /secrets/{name}?api-version=2025-07-01`, alternating, `--concurrency` at a time,
@@ -53,7 +55,8 @@ use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use http_body_util::{BodyExt, Full};
 use reqwest::header::{ACCEPT, AUTHORIZATION, HeaderValue, USER_AGENT};
-use secret_rotator::azure::connections::TlsConfig;
+use secret_rotator::azure::connections::{Pool, TlsConfig};
+use secret_rotator::azure::transport::{H2, Outcome};
 use stats_alloc::{Region, StatsAlloc};
 
 /// The daemon's allocator (zeroing what it frees, src/main.rs) over one that counts.
@@ -140,7 +143,7 @@ fn main() {
         control.flush().expect("control");
         assert_eq!(answers.next().expect("answer").expect("read"), "ok");
     };
-    for p in ["a", "b"] {
+    for p in ["a", "b", "c"] {
         if part != "all" && part != p {
             continue;
         }
@@ -171,6 +174,22 @@ fn main() {
                     concurrency,
                     |k| request_b(b, t, k),
                     || sizes_b(b, t),
+                    in_flight,
+                    latency,
+                    &mut set_latency,
+                );
+            }
+            "c" => {
+                let t = &target;
+                let c = H2::new(&tls, TIMEOUT);
+                let c = &c;
+                report(
+                    &runtime,
+                    "c: the daemon's transport (src/azure/transport.rs)",
+                    n,
+                    concurrency,
+                    |k| request_c(c, t, k),
+                    || sizes_c(c, t),
                     in_flight,
                     latency,
                     &mut set_latency,
@@ -389,6 +408,52 @@ async fn sizes_b(b: &B, t: &Target) -> (usize, usize) {
     let send = sender.send_request(request);
     let send_size = std::mem::size_of_val(&send);
     assert_eq!(send.await.expect("request").status(), 200);
+    (whole_size, send_size)
+}
+
+/// Part c: the daemon's transport, each pool as the daemon routes the request.
+fn request_c_parts(t: &Target, kind: Kind) -> (Pool, http::Request<Bytes>) {
+    let (pool, builder) = match kind {
+        Kind::Graph => (
+            Pool::Main,
+            http::Request::get(t.graph_url.as_str())
+                .header(AUTHORIZATION, t.graph_auth.clone())
+                .header("x-ms-throttle-priority", "low")
+                .header(USER_AGENT, t.user_agent.clone()),
+        ),
+        Kind::Vault => (
+            Pool::Secret,
+            http::Request::get(t.vault_url.as_str())
+                .header(AUTHORIZATION, t.vault_auth.clone())
+                .header(ACCEPT, "application/json")
+                .header("x-ms-client-request-id", uuid::Uuid::new_v4().to_string())
+                .header(USER_AGENT, t.user_agent.clone()),
+        ),
+    };
+    (pool, builder.body(Bytes::new()).expect("request"))
+}
+
+async fn request_c(c: &H2, t: &Target, kind: Kind) -> usize {
+    let (pool, request) = request_c_parts(t, kind);
+    // Boxed, as `AzureHttp::send` boxes it.
+    match Box::pin(c.send(pool, request)).await {
+        Outcome::Answered(a) => {
+            assert_eq!(a.status, 200);
+            a.body.len()
+        }
+        other => panic!("no answer: {other:?}"),
+    }
+}
+
+/// The `size_of_val` of a whole request (a Key Vault read) and of the transport's `send` future.
+async fn sizes_c(c: &H2, t: &Target) -> (usize, usize) {
+    let whole = request_c(c, t, Kind::Vault);
+    let whole_size = std::mem::size_of_val(&whole);
+    whole.await;
+    let (pool, request) = request_c_parts(t, Kind::Vault);
+    let send = c.send(pool, request);
+    let send_size = std::mem::size_of_val(&send);
+    assert!(matches!(send.await, Outcome::Answered(_)));
     (whole_size, send_size)
 }
 

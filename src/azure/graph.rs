@@ -685,9 +685,18 @@ impl Call {
     fn request(self, token: &str) -> Result<http::Request<bytes::Bytes>, http::Error> {
         let mut auth = http::HeaderValue::try_from(format!("Bearer {token}"))?;
         auth.set_sensitive(true);
+        // A URL that is not a URI as it stands (a raw space in a `@odata.nextLink`) is read as
+        // a browser reads it: `url::Url` percent-encodes what needs it.
+        let uri = match http::Uri::try_from(self.url.as_str()) {
+            Ok(uri) => uri,
+            Err(e) => match url::Url::parse(&self.url) {
+                Ok(url) => http::Uri::try_from(url.as_str())?,
+                Err(_) => return Err(e.into()),
+            },
+        };
         let mut request = http::Request::builder()
             .method(self.method)
-            .uri(self.url)
+            .uri(uri)
             .header(http::header::AUTHORIZATION, auth)
             .header("x-ms-throttle-priority", "low");
         if self.body.is_some() {
@@ -723,5 +732,22 @@ pub fn graph_error(body: &[u8]) -> (Option<String>, String) {
             (o.error.code.map(|c| super::clip(&c, 100)), m)
         }
         Err(_) => (None, "unreadable error body".into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_next_link_with_a_raw_space_is_percent_encoded_as_a_browser_would() {
+        let link = "https://graph.example/v1.0/applications?$skiptoken=a b";
+        let request = Call::get(link).request("token").unwrap();
+        assert_eq!(
+            request.uri(),
+            "https://graph.example/v1.0/applications?$skiptoken=a%20b"
+        );
+        assert!(request.headers()[http::header::AUTHORIZATION].is_sensitive());
+        assert!(Call::get("not a url").request("token").is_err());
     }
 }

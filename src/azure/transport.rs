@@ -22,13 +22,14 @@
 //! again behind the others.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::client::conn::http2::SendRequest;
+use hyper_util::client::legacy::connect::HttpConnector;
 use tokio::time::Instant;
 
 use super::connections::{Pool, TlsConfig};
@@ -81,6 +82,7 @@ pub enum Outcome {
 
 /// The HTTP/2 connections of one [`super::AzureHttp`].
 pub struct H2 {
+    tcp: HttpConnector,
     tls: tokio_rustls::TlsConnector,
     timeout: Duration,
     connect_timeout: Duration,
@@ -150,94 +152,80 @@ impl H2 {
     /// `timeout` bounds each exchange; connecting alone takes at most 10 s of it, as reqwest's
     /// clients are built (`super::http_builder`).
     pub fn new(tls: &TlsConfig, timeout: Duration) -> H2 {
+        let connect_timeout = Duration::from_secs(10).min(timeout);
+        // The TCP side as reqwest's clients make it: the connect timeout shared between a
+        // host's addresses (happy eyeballs), no Nagle delay, and a connection given up once
+        // its peer stops answering: keepalive probes after 15 s idle (every 15 s, 3 of them)
+        // and unacknowledged data after 30 s (`TCP_USER_TIMEOUT`). Without these a connection
+        // a load balancer forgot stays "open", and every request on it times out.
+        let mut tcp = HttpConnector::new();
+        tcp.enforce_http(false);
+        tcp.set_nodelay(true);
+        tcp.set_connect_timeout(Some(connect_timeout));
+        tcp.set_keepalive(Some(Duration::from_secs(15)));
+        tcp.set_keepalive_interval(Some(Duration::from_secs(15)));
+        tcp.set_keepalive_retries(Some(3));
+        tcp.set_tcp_user_timeout(Some(Duration::from_secs(30)));
         H2 {
+            tcp,
             tls: tokio_rustls::TlsConnector::from(Arc::new(tls.rustls())),
             timeout,
-            connect_timeout: Duration::from_secs(10).min(timeout),
+            connect_timeout,
             hosts: Mutex::default(),
         }
     }
 
-    /// Sends `request` on its host's connection in `pool` and reads the whole answer.
+    /// Sends `request` on its host's connection in `pool` and reads the whole answer, all
+    /// within the transport's timeout.
     pub async fn send(&self, pool: Pool, request: http::Request<Bytes>) -> Outcome {
         let started = Instant::now();
-        let sent = AtomicBool::new(false);
-        match tokio::time::timeout(self.timeout, self.exchange(pool, request, started, &sent)).await
-        {
-            Ok(outcome) => outcome,
-            Err(_) => Outcome::Failed(Failure {
-                sent: sent.load(Ordering::Relaxed),
+        let deadline = started + self.timeout;
+        let late = |sent| {
+            Outcome::Failed(Failure {
+                sent,
                 message: format!("no answer within {} s", self.timeout.as_secs_f64()),
-            }),
-        }
-    }
-
-    async fn exchange(
-        &self,
-        pool: Pool,
-        request: http::Request<Bytes>,
-        started: Instant,
-        sent: &AtomicBool,
-    ) -> Outcome {
+            })
+        };
         let Some((host, port)) = host_and_port(request.uri()).map(|(h, p)| (h.to_string(), p))
         else {
             return Outcome::Elsewhere(request);
         };
-        let host = host.as_str();
-        let conn = match self.route(pool, host, port, started).await {
-            Ok(Route::H2(conn)) => conn,
-            Ok(Route::Http1) => return Outcome::Elsewhere(request),
-            Err(f) => return Outcome::Failed(f),
-        };
+        let mut conn =
+            match tokio::time::timeout_at(deadline, self.route(pool, &host, port, started)).await {
+                Ok(Ok(Route::H2(conn))) => conn,
+                Ok(Ok(Route::Http1)) => return Outcome::Elsewhere(request),
+                Ok(Err(f)) => return Outcome::Failed(f),
+                Err(_) => return late(false),
+            };
         let mut request = request.map(Full::new);
-        let mut conn = conn;
         for attempt in 1..=ATTEMPTS {
-            let _busy = Busy::new(conn.usage.clone());
-            sent.store(true, Ordering::Relaxed);
-            match conn.send.try_send_request(request).await {
-                Ok(answer) => {
-                    let (parts, body) = answer.into_parts();
-                    return match Limited::new(body, MAX_ANSWER).collect().await {
-                        Ok(body) => Outcome::Answered(Answer {
-                            status: parts.status.as_u16(),
-                            headers: parts.headers,
-                            body: body.to_bytes(),
-                        }),
-                        Err(e) => Outcome::Failed(Failure {
-                            sent: true,
-                            message: format!(
-                                "reading the answer: {}",
-                                super::identity::error_chain(e.as_ref())
-                            ),
-                        }),
-                    };
-                }
-                Err(mut e) => {
-                    let Some(unsent) = e.take_message() else {
-                        return Outcome::Failed(Failure {
-                            sent: true,
-                            message: super::identity::error_chain(e.error()),
-                        });
-                    };
-                    // The connection closed before the request was written: it never left.
-                    sent.store(false, Ordering::Relaxed);
-                    if attempt == ATTEMPTS {
-                        return Outcome::Failed(Failure::not_sent(format!(
-                            "the connection to {host} closed before the request left, {ATTEMPTS} times"
-                        )));
-                    }
-                    request = unsent;
-                    conn = match self.route(pool, host, port, Instant::now()).await {
-                        Ok(Route::H2(c)) => c,
-                        Ok(Route::Http1) => {
-                            return Outcome::Failed(Failure::not_sent(format!(
-                                "{host} stopped offering HTTP/2"
-                            )));
-                        }
-                        Err(f) => return Outcome::Failed(f),
-                    };
-                }
+            request = match tokio::time::timeout_at(deadline, roundtrip(conn, request)).await {
+                Ok(Trip::Done(outcome)) => return outcome,
+                Ok(Trip::Unsent(unsent)) => unsent,
+                // The request may have left; or it waited in hyper's queue and did not: which
+                // is not known, so it counts as sent.
+                Err(_) => return late(true),
+            };
+            if attempt == ATTEMPTS {
+                return Outcome::Failed(Failure::not_sent(format!(
+                    "the connection to {host} closed before the request left, {ATTEMPTS} times"
+                )));
             }
+            conn = match tokio::time::timeout_at(
+                deadline,
+                self.route(pool, &host, port, Instant::now()),
+            )
+            .await
+            {
+                Ok(Ok(Route::H2(c))) => c,
+                Ok(Ok(Route::Http1)) => {
+                    return Outcome::Failed(Failure::not_sent(format!(
+                        "{host} stopped offering HTTP/2"
+                    )));
+                }
+                Ok(Err(f)) => return Outcome::Failed(f),
+                Err(_) => return late(false),
+            };
         }
         unreachable!("the last attempt returns")
     }
@@ -317,22 +305,21 @@ impl H2 {
         host: &str,
         port: u16,
     ) -> Result<Option<SendRequest<Full<Bytes>>>, String> {
-        let addrs = tokio::net::lookup_host((host, port))
+        let authority = if host.contains(':') {
+            format!("https://[{host}]:{port}")
+        } else {
+            format!("https://{host}:{port}")
+        };
+        let uri = http::Uri::try_from(authority).map_err(|e| format!("{host}:{port}: {e}"))?;
+        let tcp = tower::ServiceExt::oneshot(self.tcp.clone(), uri)
             .await
-            .map_err(|e| format!("resolving {host}: {e}"))?;
-        let mut tcp = Err(format!("resolving {host}: no address"));
-        for addr in addrs {
-            match tokio::net::TcpStream::connect(addr).await {
-                Ok(s) => {
-                    tcp = Ok(s);
-                    break;
-                }
-                Err(e) => tcp = Err(format!("connecting to {addr}: {e}")),
-            }
-        }
-        let tcp = tcp?;
-        // Requests are small and answered one round trip later: Nagle's delay only adds latency.
-        let _ = tcp.set_nodelay(true);
+            .map_err(|e| {
+                format!(
+                    "connecting to {host}:{port}: {}",
+                    super::identity::error_chain(&e)
+                )
+            })?
+            .into_inner();
         let name = rustls::pki_types::ServerName::try_from(host.to_string())
             .map_err(|e| format!("{host} is not a TLS server name: {e}"))?;
         let tls = self
@@ -346,7 +333,9 @@ impl H2 {
         let (send, connection) =
             hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
                 .timer(hyper_util::rt::TokioTimer::new())
-                .handshake(hyper_util::rt::TokioIo::new(tls))
+                // The stream boxed: hyper spawns a task for each request whose future is as large
+                // as the connection's, TLS state included (2.5 KB with it inline, 1.4 without).
+                .handshake(Box::new(hyper_util::rt::TokioIo::new(tls)))
                 .await
                 .map_err(|e| {
                     format!(
@@ -362,6 +351,63 @@ impl H2 {
         });
         Ok(Some(send))
     }
+}
+
+/// What one attempt on a connection came to.
+enum Trip {
+    Done(Outcome),
+    /// The connection closed before the request was written: it never left.
+    Unsent(http::Request<Full<Bytes>>),
+}
+
+/// One request on `conn`, its answer read whole.
+async fn roundtrip(conn: Conn, request: http::Request<Full<Bytes>>) -> Trip {
+    let Conn { mut send, usage } = conn;
+    let _busy = Busy::new(usage);
+    let answer = match send.try_send_request(request).await {
+        Ok(answer) => answer,
+        Err(mut e) => {
+            return match e.take_message() {
+                Some(unsent) => Trip::Unsent(unsent),
+                None => Trip::Done(Outcome::Failed(Failure {
+                    sent: !refused(e.error()),
+                    message: super::identity::error_chain(e.error()),
+                })),
+            };
+        }
+    };
+    let (parts, body) = answer.into_parts();
+    Trip::Done(match Limited::new(body, MAX_ANSWER).collect().await {
+        Ok(body) => Outcome::Answered(Answer {
+            status: parts.status.as_u16(),
+            headers: parts.headers,
+            body: body.to_bytes(),
+        }),
+        Err(e) => Outcome::Failed(Failure {
+            sent: true,
+            message: format!(
+                "reading the answer: {}",
+                super::identity::error_chain(e.as_ref())
+            ),
+        }),
+    })
+}
+
+/// Whether the server reset the request's stream with `REFUSED_STREAM`: closed before any
+/// processing (RFC 9113, 8.7), so certainly not applied. A stream cut by a GOAWAY is not: h2
+/// reports a stream above the GOAWAY's last stream id (not processed) and one below it cut by the
+/// connection's end (perhaps processed) with the same error.
+fn refused(e: &hyper::Error) -> bool {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        if let Some(h2) = err.downcast_ref::<h2::Error>() {
+            return h2.is_reset()
+                && h2.is_remote()
+                && h2.reason() == Some(h2::Reason::REFUSED_STREAM);
+        }
+        cur = err.source();
+    }
+    false
 }
 
 /// Takes the connection out of its host's slot once it has been idle for its pool's time; it

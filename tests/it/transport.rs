@@ -31,28 +31,7 @@ impl Drop for Server {
 
 impl Server {
     async fn start(alpn: &[u8]) -> Server {
-        let ca_key = rcgen::KeyPair::generate().unwrap();
-        let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-        ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        let ca_cert = ca.self_signed(&ca_key).unwrap();
-        let issuer = rcgen::Issuer::from_ca_cert_pem(&ca_cert.pem(), &ca_key).unwrap();
-        let key = rcgen::KeyPair::generate().unwrap();
-        let leaf = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()])
-            .unwrap()
-            .signed_by(&key, &issuer)
-            .unwrap();
-        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-        let mut config = rustls::ServerConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_no_client_auth()
-            .with_single_cert(
-                vec![leaf.der().clone()],
-                rustls::pki_types::PrivateKeyDer::try_from(key.serialize_der()).unwrap(),
-            )
-            .unwrap();
-        config.alpn_protocols = vec![alpn.to_vec()];
-        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let (acceptor, ca_pem) = acceptor(alpn);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let accepted = Arc::new(AtomicUsize::new(0));
@@ -94,7 +73,7 @@ impl Server {
         });
         Server {
             port,
-            ca_pem: ca_cert.pem(),
+            ca_pem,
             accepted,
             closed,
             connections,
@@ -128,6 +107,35 @@ impl Server {
     fn closed(&self) -> usize {
         self.closed.load(Ordering::SeqCst)
     }
+}
+
+/// A TLS acceptor offering `alpn` with a certificate for 127.0.0.1, and its CA's PEM.
+fn acceptor(alpn: &[u8]) -> (tokio_rustls::TlsAcceptor, String) {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca_cert = ca.self_signed(&ca_key).unwrap();
+    let issuer = rcgen::Issuer::from_ca_cert_pem(&ca_cert.pem(), &ca_key).unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let leaf = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()])
+        .unwrap()
+        .signed_by(&key, &issuer)
+        .unwrap();
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![leaf.der().clone()],
+            rustls::pki_types::PrivateKeyDer::try_from(key.serialize_der()).unwrap(),
+        )
+        .unwrap();
+    config.alpn_protocols = vec![alpn.to_vec()];
+    (
+        tokio_rustls::TlsAcceptor::from(Arc::new(config)),
+        ca_cert.pem(),
+    )
 }
 
 async fn answer(
@@ -288,4 +296,44 @@ async fn a_host_that_offers_only_http1_is_left_to_reqwest_with_the_request_untou
         h2.send(Pool::Main, get("http://127.0.0.1:9/ok")).await,
         Outcome::Elsewhere(_)
     ));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stream_the_server_refused_is_reported_as_not_sent() {
+    // An HTTP/2 server that resets every stream with REFUSED_STREAM: closed before any
+    // processing (RFC 9113, 8.7), so a write it refused was certainly not applied.
+    let (acceptor, ca_pem) = acceptor(b"h2");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let seen = Arc::new(AtomicUsize::new(0));
+    let server = tokio::spawn({
+        let seen = seen.clone();
+        async move {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let tls = acceptor.accept(tcp).await.unwrap();
+            let mut conn = h2::server::handshake(tls).await.unwrap();
+            while let Some(Ok((_, mut respond))) = conn.accept().await {
+                seen.fetch_add(1, Ordering::SeqCst);
+                respond.send_reset(h2::Reason::REFUSED_STREAM);
+            }
+        }
+    });
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let h2 = H2::new(
+        &TlsConfig::new(Some(ca_pem.as_bytes())).unwrap(),
+        Duration::from_secs(10),
+    );
+    let post = http::Request::post(format!(
+        "https://127.0.0.1:{port}/applications/x/addPassword"
+    ))
+    .body(Bytes::from_static(b"{}"))
+    .unwrap();
+    let f = failed(h2.send(Pool::Secret, post).await);
+    assert!(!f.sent, "a refused stream was not processed: {f:?}");
+    assert_eq!(
+        seen.load(Ordering::SeqCst),
+        1,
+        "and it is not sent again by the transport"
+    );
+    server.abort();
 }
