@@ -615,7 +615,6 @@ async fn review10_list_applications_sends_its_token_only_to_graph_endpoint() {
 /// answer says"), which `list_applications` keeps (test above). Not new with the transport:
 /// reqwest sent it too.
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "flaw: apps_by_tag follows a nextLink to any origin, sending the Graph token there"]
 async fn review10_apps_by_tag_sends_its_token_only_to_graph_endpoint() {
     let p = Paging::start(|_, e| format!("https://{e}/v1.0/applications?$skiptoken=x")).await;
     let listed = p.client.apps_by_tag("rotator:", false).await;
