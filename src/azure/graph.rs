@@ -373,6 +373,8 @@ pub struct GraphClient {
     )>,
     credential: Arc<dyn TokenCredential>,
     pub(super) base: String,
+    /// `graph_endpoint`'s scheme, host and port: the only place the daemon's Graph token goes.
+    origin: (String, String, u16),
     scope: String,
 }
 
@@ -390,6 +392,11 @@ impl GraphClient {
             last_write: Default::default(),
             credential,
             base: format!("{}/v1.0", endpoint.as_str().trim_end_matches('/')),
+            origin: (
+                endpoint.scheme().to_string(),
+                endpoint.host_str().unwrap_or_default().to_ascii_lowercase(),
+                endpoint.port_or_known_default().unwrap_or(443),
+            ),
             scope: scope.to_string(),
         }
     }
@@ -399,6 +406,15 @@ impl GraphClient {
         super::identity::token(self.credential.as_ref(), &self.scope)
             .await
             .map(|_| ())
+    }
+
+    /// Whether `uri` is on `graph_endpoint`'s origin.
+    fn is_graph(&self, uri: &http::Uri) -> bool {
+        let (scheme, host, port) = &self.origin;
+        let https = uri.scheme() == Some(&http::uri::Scheme::HTTPS);
+        uri.scheme_str() == Some(scheme.as_str())
+            && uri.host().is_some_and(|h| h.eq_ignore_ascii_case(host))
+            && uri.port_u16().unwrap_or(if https { 443 } else { 80 }) == *port
     }
 
     pub(super) async fn send(
@@ -424,6 +440,15 @@ impl GraphClient {
                 format!("the request could not be made: {e}"),
             )
         })?;
+        // Whatever URL an answer named (a `@odata.nextLink`), the token goes to Graph only.
+        if !self.is_graph(request.uri()) {
+            return Err(Error::new(
+                SERVICE,
+                operation,
+                Class::Permanent,
+                "the request's URL points away from graph_endpoint: the daemon's token goes nowhere else",
+            ));
+        }
         let pool = if operation == ADD_PASSWORD {
             Pool::Secret
         } else {

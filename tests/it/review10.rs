@@ -441,6 +441,194 @@ async fn review10_an_ipv6_literal_host_is_reached_over_http2() {
     assert_eq!(server.accepted(), 1);
 }
 
+// ---- Graph's paging and the daemon's token ---------------------------------------------------
+
+/// What a [`paging_server`] saw: each request's path and query, and its `Authorization`.
+type Seen = Arc<Mutex<Vec<(String, Option<String>)>>>;
+
+/// An HTTP/2 server over TLS (`config`) on 127.0.0.1 that answers every request `200` with the
+/// JSON `page` returns for its path and query, and records what it saw.
+async fn paging_server(
+    config: Arc<rustls::ServerConfig>,
+    page: impl Fn(&str) -> String + Send + Sync + 'static,
+) -> (SocketAddr, Seen, tokio::task::JoinHandle<()>) {
+    let acceptor = tokio_rustls::TlsAcceptor::from(config);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen: Seen = Arc::default();
+    let page = Arc::new(page);
+    let task = tokio::spawn({
+        let seen = seen.clone();
+        async move {
+            loop {
+                let (tcp, _) = listener.accept().await.unwrap();
+                let (acceptor, seen, page) = (acceptor.clone(), seen.clone(), page.clone());
+                tokio::spawn(async move {
+                    let Ok(tls) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    let service = hyper::service::service_fn(move |r: hyper::Request<_>| {
+                        let target = r.uri().path_and_query().map(|p| p.to_string());
+                        let target = target.unwrap_or_default();
+                        let auth = r
+                            .headers()
+                            .get(http::header::AUTHORIZATION)
+                            .map(|v| v.to_str().unwrap_or("?").to_string());
+                        let body = page(&target);
+                        seen.lock().unwrap().push((target, auth));
+                        async move {
+                            Ok::<_, Infallible>(hyper::Response::new(Full::new(Bytes::from(body))))
+                        }
+                    });
+                    let _ = hyper::server::conn::http2::Builder::new(
+                        hyper_util::rt::TokioExecutor::new(),
+                    )
+                    .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
+                    .await;
+                });
+            }
+        }
+    });
+    (addr, seen, task)
+}
+
+/// A credential that hands out one fixed token.
+#[derive(Debug)]
+struct FixedToken;
+
+#[async_trait::async_trait]
+impl azure_core::credentials::TokenCredential for FixedToken {
+    async fn get_token(
+        &self,
+        _: &[&str],
+        _: Option<azure_core::credentials::TokenRequestOptions<'_>>,
+    ) -> azure_core::Result<azure_core::credentials::AccessToken> {
+        Ok(azure_core::credentials::AccessToken::new(
+            "the-graph-token",
+            time::OffsetDateTime::now_utc() + time::Duration::hours(1),
+        ))
+    }
+}
+
+/// Two servers with one certificate: "Graph" (the configured `graph_endpoint`) whose first page
+/// links to `next_link(graph, elsewhere)`, and another origin (another port of 127.0.0.1).
+struct Paging {
+    client: secret_rotator::azure::graph::GraphClient,
+    graph: SocketAddr,
+    elsewhere: SocketAddr,
+    graph_seen: Seen,
+    elsewhere_seen: Seen,
+    tasks: [tokio::task::JoinHandle<()>; 2],
+}
+
+impl Drop for Paging {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+impl Paging {
+    async fn start(
+        next_link: impl Fn(SocketAddr, SocketAddr) -> String + Send + Sync + 'static,
+    ) -> Paging {
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+        let (ca_pem, config) = ca_and_leaf(&["127.0.0.1"]);
+        let config = Arc::new(config);
+        let (elsewhere, elsewhere_seen, elsewhere_task) =
+            paging_server(config.clone(), |_| r#"{"value": []}"#.to_string()).await;
+        let graph_addr = Arc::new(std::sync::OnceLock::<SocketAddr>::new());
+        let (graph, graph_seen, graph_task) = paging_server(config, {
+            let graph_addr = graph_addr.clone();
+            move |target| {
+                if target.contains("skiptoken") {
+                    return r#"{"value": []}"#.to_string();
+                }
+                let link = next_link(*graph_addr.get().unwrap(), elsewhere);
+                serde_json::json!({"value": [], "@odata.nextLink": link}).to_string()
+            }
+        })
+        .await;
+        graph_addr.set(graph).unwrap();
+        let shared = secret_rotator::azure::AzureHttp::new(
+            Some(ca_pem.as_bytes()),
+            Duration::from_secs(10),
+            Arc::new(secret_rotator::metrics::Metrics::new()),
+            Arc::new(secret_rotator::azure::fence::Fence::open()),
+        )
+        .unwrap();
+        let client = secret_rotator::azure::graph::GraphClient::new(
+            shared,
+            Arc::new(FixedToken),
+            &url::Url::parse(&format!("https://{graph}")).unwrap(),
+            "https://graph.microsoft.com/.default",
+            (10, Duration::from_secs(10)),
+        );
+        Paging {
+            client,
+            graph,
+            elsewhere,
+            graph_seen,
+            elsewhere_seen,
+            tasks: [graph_task, elsewhere_task],
+        }
+    }
+
+    /// The requests that carried the daemon's token to the other origin.
+    fn tokens_elsewhere(&self) -> Vec<(String, Option<String>)> {
+        self.elsewhere_seen.lock().unwrap().clone()
+    }
+}
+
+/// Held: `list_applications` follows a nextLink only to graph_endpoint's origin, and the
+/// `url::Url` fallback of `Call::request` cannot take it elsewhere: a link that `http::Uri`
+/// refuses is sent where `url::Url` (the origin check's own parser) says it points. A backslash
+/// before an `@` is the classic parser differential: `http::Uri` refuses it, `url::Url` reads
+/// it as a path separator (authority: Graph's), and the request goes to Graph.
+#[tokio::test(flavor = "multi_thread")]
+async fn review10_list_applications_sends_its_token_only_to_graph_endpoint() {
+    let p = Paging::start(|_, e| format!("https://{e}/v1.0/applications?$skiptoken=x")).await;
+    let next = p.client.list_applications(None).await.unwrap().next;
+    let next = next.expect("a nextLink");
+    let refused = p.client.list_applications(Some(&next)).await.unwrap_err();
+    assert!(refused.message.contains("points away"), "{refused:?}");
+
+    let differential = format!(
+        "https://{}\\@{}/v1.0/applications?$skiptoken=y",
+        p.graph, p.elsewhere
+    );
+    p.client
+        .list_applications(Some(&differential))
+        .await
+        .unwrap();
+    assert_eq!(p.tokens_elsewhere(), vec![], "the token went elsewhere");
+    let graph = p.graph_seen.lock().unwrap().clone();
+    assert_eq!(graph.len(), 2, "{graph:?}");
+    assert!(graph[1].0.contains("skiptoken=y"), "{graph:?}");
+}
+
+/// `apps_by_tag` (src/azure/directory.rs: discovery and `register`) follows every
+/// `@odata.nextLink` as it stands, with no origin check, so the daemon's Graph token goes to
+/// whatever host a page names, against docs/decisions.md ("`@odata.nextLink` is followed only to
+/// the configured Graph endpoint's origin: the daemon's token goes nowhere else, whatever an
+/// answer says"), which `list_applications` keeps (test above). Not new with the transport:
+/// reqwest sent it too.
+#[tokio::test(flavor = "multi_thread")]
+async fn review10_apps_by_tag_sends_its_token_only_to_graph_endpoint() {
+    let p = Paging::start(|_, e| format!("https://{e}/v1.0/applications?$skiptoken=x")).await;
+    let listed = p.client.apps_by_tag("rotator:", false).await;
+    assert_eq!(
+        p.tokens_elsewhere(),
+        vec![],
+        "the token went elsewhere ({listed:?})"
+    );
+    assert!(
+        listed.is_err(),
+        "a link away from graph_endpoint is refused"
+    );
+}
+
 // ---- In a network namespace of their own ----------------------------------------------------
 
 const IN_NETNS: &str = "REVIEW10_IN_NETNS";
