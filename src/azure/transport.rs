@@ -44,12 +44,20 @@ const MAIN_IDLE: Duration = Duration::from_secs(90);
 /// How many times a request that never left is taken to a new connection.
 const ATTEMPTS: usize = 3;
 
-/// An answer, read whole.
-#[derive(Debug)]
+/// An answer, read whole. Its `Debug` leaves the body out: an answer may carry a secret.
 pub struct Answer {
     pub status: u16,
     pub headers: http::HeaderMap,
     pub body: Bytes,
+}
+
+impl std::fmt::Debug for Answer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Answer")
+            .field("status", &self.status)
+            .field("body_bytes", &self.body.len())
+            .finish_non_exhaustive()
+    }
 }
 
 /// A request that got no answer. Its text never holds a secret: it is built from the transport's
@@ -70,14 +78,24 @@ impl Failure {
     }
 }
 
-/// What [`H2::send`] did with a request.
-#[derive(Debug)]
+/// What [`H2::send`] did with a request. Its `Debug` shows no body, of the answer or of the
+/// request (a token request's body holds a secret).
 pub enum Outcome {
     Answered(Answer),
     Failed(Failure),
     /// The host does not speak HTTP/2 (or the URL is not `https`): the request, untouched, is
     /// for reqwest.
     Elsewhere(http::Request<Bytes>),
+}
+
+impl std::fmt::Debug for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Outcome::Answered(a) => f.debug_tuple("Answered").field(a).finish(),
+            Outcome::Failed(failure) => f.debug_tuple("Failed").field(failure).finish(),
+            Outcome::Elsewhere(r) => write!(f, "Elsewhere({} {})", r.method(), r.uri()),
+        }
+    }
 }
 
 /// The HTTP/2 connections of one [`super::AzureHttp`].
@@ -456,6 +474,26 @@ fn host_and_port(uri: &http::Uri) -> Option<(&str, u16)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn debug_output_shows_no_body_of_an_answer_or_a_request() {
+        let secret = "client_secret=s3cr3t-Q~value";
+        let answer = Outcome::Answered(Answer {
+            status: 200,
+            headers: http::HeaderMap::new(),
+            body: Bytes::from(secret),
+        });
+        let request = Outcome::Elsewhere(
+            http::Request::post("https://login.example/t/oauth2/v2.0/token")
+                .body(Bytes::from(secret))
+                .unwrap(),
+        );
+        for shown in [format!("{answer:?}"), format!("{request:?}")] {
+            assert!(!shown.contains("s3cr3t"), "{shown}");
+        }
+        assert!(format!("{answer:?}").contains("200"));
+        assert!(format!("{request:?}").contains("login.example"));
+    }
 
     #[test]
     fn only_https_urls_are_taken_and_ipv6_hosts_lose_their_brackets() {
