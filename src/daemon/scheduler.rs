@@ -528,8 +528,17 @@ fn settle(
             } else {
                 tracing::debug!(client = %c.name, "reconciled; nothing to do");
             }
-            if *backoff_stored && ctx.store.clear_backoff(&c.name).is_ok() {
+            // Queued, not awaited: the scheduler's loop does not wait on the store. A clear
+            // that fails leaves the backoff for the next start to find (it says so in the log).
+            if *backoff_stored {
                 *backoff_stored = false;
+                let cleared = ctx.store.clear_backoff(&c.name);
+                let name = c.name.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = cleared.await {
+                        tracing::warn!(client = %name, error = %e, "could not clear the client's failure backoff in the store");
+                    }
+                });
             }
             // Retire as soon as an overlap ends rather than at the next scheduled reconcile.
             let next = match report.retire_at {
@@ -564,17 +573,20 @@ fn settle(
             };
             tracing::error!(client = %c.name, failures, retry_in_s = wait.as_secs(), kind, "reconcile failed: {e}");
             *backoff_stored = true;
-            let _ = ctx.store.set_backoff(
-                &c.name,
-                &Backoff {
-                    failures,
-                    next_attempt_at: until.unix_timestamp(),
-                    last_error: Some(e.to_string()),
-                },
-            );
-            let _ =
-                ctx.store
-                    .record_history(&c.name, now, "failed", None, None, Some(&e.to_string()));
+            // Queued in this order, committed in it, not awaited (as for the clear above).
+            ctx.store
+                .set_backoff(
+                    &c.name,
+                    &Backoff {
+                        failures,
+                        next_attempt_at: until.unix_timestamp(),
+                        last_error: Some(e.to_string()),
+                    },
+                )
+                .detach();
+            ctx.store
+                .record_history(&c.name, now, "failed", None, None, Some(&e.to_string()))
+                .detach();
             until
         }
     }

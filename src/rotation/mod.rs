@@ -305,7 +305,7 @@ pub async fn reconcile_with(
         }
     };
     announce::after_reconcile(ctx, client, &result, previous, clock::now());
-    let row = record::status(ctx, client, &result, gauges, seen.as_ref());
+    let row = record::status(ctx, client, &result, gauges, seen.as_ref()).await;
     announce::expiring(ctx, client, &result, row.as_ref(), clock::now());
     result
 }
@@ -352,12 +352,12 @@ async fn reconcile_inner(
         None
     };
     let now = clock::now();
-    remember_location(ctx, client, &observed, &records);
+    remember_location(ctx, client, &observed, &records).await;
     learnt.seen = Some(record::Seen::new(&records));
     let mut plan = plan::plan(&observed, &policy_view(&ctx.config, client, &opts), now);
     // Before anything is removed: when a published credential was first seen named by no
     // version, which its removal counts `overlap` from.
-    record::remember_unpublished(ctx, client, &plan, observed.skew_seconds);
+    record::remember_unpublished(ctx, client, &plan, observed.skew_seconds).await;
     // Drift steers before the change windows and the budget: a repair is no renewal (windows
     // never hold it), but it counts against the budget like any rotation.
     let found = crate::drift::assess(&observed, sign_in, now);
@@ -547,9 +547,9 @@ fn record_drift(
     if !new.is_empty() {
         let message = new.join("; ");
         tracing::warn!(client = %client.name, "drift: {message}");
-        let _ = ctx
-            .store
-            .record_history(&client.name, now, "drift", None, None, Some(&message));
+        ctx.store
+            .record_history(&client.name, now, "drift", None, None, Some(&message))
+            .detach();
         let kinds: Vec<serde_json::Value> = seen
             .found
             .iter()
@@ -591,14 +591,16 @@ fn record_drift(
             r.version
         );
         tracing::info!(client = %client.name, "drift: {message}");
-        let _ = ctx.store.record_history(
-            &client.name,
-            now,
-            "drift-repaired",
-            Some(&r.rotation_id),
-            Some(&r.key_id),
-            Some(&message),
-        );
+        ctx.store
+            .record_history(
+                &client.name,
+                now,
+                "drift-repaired",
+                Some(&r.rotation_id),
+                Some(&r.key_id),
+                Some(&message),
+            )
+            .detach();
     }
     ctx.metrics.set_drift(&client.name, &kinds);
     kinds

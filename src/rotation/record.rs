@@ -122,7 +122,7 @@ impl Seen {
 /// (two moved-client tests of `tests/it/review2.rs` failed so). Not written when the
 /// observation's read of the store shows exactly that already (a client that stays where it
 /// was).
-pub(super) fn remember_location(
+pub(super) async fn remember_location(
     ctx: &Context,
     client: &Client,
     observed: &plan::Observed,
@@ -152,7 +152,7 @@ pub(super) fn remember_location(
     if records.location_unchanged(&place) {
         return;
     }
-    if let Err(e) = ctx.store.move_location(&client.name, &place) {
+    if let Err(e) = ctx.store.move_location(&client.name, &place).await {
         tracing::warn!(client = %client.name, error = %e, "could not record the client's location");
     }
 }
@@ -170,7 +170,7 @@ pub(super) fn remember_location(
 /// hold at every read). A record that cannot be written is written at the next reconcile,
 /// which keeps the credential until then (no record: first seen at that reconcile; a last read
 /// not recorded: a gap that may count the hold again, later).
-pub(super) fn remember_unpublished(
+pub(super) async fn remember_unpublished(
     ctx: &Context,
     client: &Client,
     plan: &plan::Plan,
@@ -185,13 +185,16 @@ pub(super) fn remember_unpublished(
     };
     let now = clock::now();
     if !plan.held_unpublished.is_empty()
-        && let Err(e) = ctx.store.record_unpublished(
-            &client.name,
-            &keys(first_seen),
-            &keys(still_unnamed),
-            now + time::Duration::seconds((-skew_seconds).max(0)),
-            now - time::Duration::seconds(skew_seconds),
-        )
+        && let Err(e) = ctx
+            .store
+            .record_unpublished(
+                &client.name,
+                &keys(first_seen),
+                &keys(still_unnamed),
+                now + time::Duration::seconds((-skew_seconds).max(0)),
+                now - time::Duration::seconds(skew_seconds),
+            )
+            .await
     {
         tracing::warn!(client = %client.name, error = %e, "could not record that a published credential is named by no version; it is kept, and recorded at the next reconcile");
     }
@@ -199,6 +202,7 @@ pub(super) fn remember_unpublished(
         && let Err(e) = ctx
             .store
             .forget_unpublished(&client.name, &plan.unpublished_cleared)
+            .await
     {
         tracing::warn!(client = %client.name, error = %e, "could not forget a stale record of a credential named by no version");
     }
@@ -216,7 +220,7 @@ fn rotation_id_of_any_instance<'a>(display_name: &'a str, client: &str) -> Optio
 /// Records how a reconcile ended: the client's row in the store and its gauges, for success and
 /// failure alike (`seen`: what the observation read, `None` when it failed). Returns the status
 /// row as recorded (`None` when it could not be).
-pub(super) fn status(
+pub(super) async fn status(
     ctx: &Context,
     client: &Client,
     result: &Result<Report, Failure>,
@@ -272,7 +276,7 @@ pub(super) fn status(
             if unchanged {
                 return seen.and_then(|s| s.previous.clone());
             }
-            match ctx.store.upsert_client(&row) {
+            match ctx.store.upsert_client(&row).await {
                 Ok(()) => Some(row),
                 Err(e) => {
                     tracing::warn!(client = %client.name, error = %e, "could not record status");
@@ -281,18 +285,28 @@ pub(super) fn status(
             }
         }
         Err(e) => {
-            let recorded = ctx.store.record_failure(&client.name, |row| {
-                row.last_result = Some("failed".into());
-                row.last_error = Some(e.to_string());
-                row.last_success_at = None;
-                row.updated_at = now.unix_timestamp();
-                // What was observed is exported even when the reconcile failed or is
-                // blocked, so that the expiry alerts see a client that never rotated.
-                if let Some(g) = &gauges {
-                    row.expires_at = g.secret_expiry.map(|e| e as i64);
-                    row.next_rotation_at = g.next_rotation.map(|e| e as i64);
-                }
+            let error = e.to_string();
+            // What was observed is exported even when the reconcile failed or is blocked, so
+            // that the expiry alerts see a client that never rotated.
+            let observed = gauges.as_ref().map(|g| {
+                (
+                    g.secret_expiry.map(|e| e as i64),
+                    g.next_rotation.map(|e| e as i64),
+                )
             });
+            let recorded = ctx
+                .store
+                .record_failure(&client.name, move |row| {
+                    row.last_result = Some("failed".into());
+                    row.last_error = Some(error);
+                    row.last_success_at = None;
+                    row.updated_at = now.unix_timestamp();
+                    if let Some((expires_at, next_rotation_at)) = observed {
+                        row.expires_at = expires_at;
+                        row.next_rotation_at = next_rotation_at;
+                    }
+                })
+                .await;
             match gauges {
                 Some(mut g) => {
                     g.ready = false;

@@ -29,7 +29,7 @@ pub(super) async fn discard(
     {
         Ok(()) => {
             ctx.metrics.orphan_removed(&client.name);
-            let _ = ctx.store.end_intent(rotation_id);
+            let _ = ctx.store.end_intent(rotation_id).await;
             tracing::info!(client = %client.name, key_id, "removed the unpublished credential");
         }
         // The intent stays: the next reconcile removes it as an abandoned attempt.
@@ -51,12 +51,15 @@ pub(super) async fn recover_add_outcome_unknown(
     cancel: &CancellationToken,
 ) -> Failure {
     tracing::warn!(client = %client.name, rotation_id, error = %error, "answer to addPassword lost; looking for the credential it may have created");
-    let _ = ctx.store.intent_step(
-        rotation_id,
-        IntentStep::AddOutcomeUnknown,
-        None,
-        clock::now(),
-    );
+    let _ = ctx
+        .store
+        .intent_step(
+            rotation_id,
+            IntentStep::AddOutcomeUnknown,
+            None,
+            clock::now(),
+        )
+        .await;
     for attempt in 0..6 {
         if attempt > 0 {
             tokio::select! {
@@ -105,7 +108,7 @@ pub(super) fn forget_stale_intents(
         let published_after_all = credential
             .is_some_and(|p| published.is_some_and(|k| k.eq_ignore_ascii_case(&p.key_id)));
         if published_after_all || (credential.is_none() && intent.started_at < horizon) {
-            let _ = ctx.store.end_intent(&intent.rotation_id);
+            ctx.store.end_intent(&intent.rotation_id).detach();
         }
     }
 }

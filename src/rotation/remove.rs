@@ -195,21 +195,25 @@ pub(super) async fn remove(
     | RemovalReason::Orphan { rotation_id }
     | RemovalReason::OrphanAtFormer { rotation_id, .. } = &removal.reason
     {
-        let _ = ctx.store.end_intent(rotation_id);
+        let _ = ctx.store.end_intent(rotation_id).await;
     }
     if let RemovalReason::Unpublished { .. } = &removal.reason {
         let _ = ctx
             .store
-            .forget_unpublished(&client.name, std::slice::from_ref(&removal.key_id));
+            .forget_unpublished(&client.name, std::slice::from_ref(&removal.key_id))
+            .await;
     }
-    let _ = ctx.store.record_history(
-        &client.name,
-        clock::now(),
-        "removed",
-        None,
-        Some(&removal.key_id),
-        Some(&removal.reason.to_string()),
-    );
+    let _ = ctx
+        .store
+        .record_history(
+            &client.name,
+            clock::now(),
+            "removed",
+            None,
+            Some(&removal.key_id),
+            Some(&removal.reason.to_string()),
+        )
+        .await;
     Ok(true)
 }
 
@@ -230,14 +234,17 @@ pub(super) async fn revoke(
     .await
     {
         Ok(()) => {
-            let _ = ctx.store.record_history(
-                &client.name,
-                clock::now(),
-                "revoked",
-                None,
-                Some(previous),
-                Some(&RemovalReason::Revoked.to_string()),
-            );
+            let _ = ctx
+                .store
+                .record_history(
+                    &client.name,
+                    clock::now(),
+                    "revoked",
+                    None,
+                    Some(previous),
+                    Some(&RemovalReason::Revoked.to_string()),
+                )
+                .await;
             report.removed.push(Removal {
                 key_id: previous.to_string(),
                 reason: RemovalReason::Revoked,

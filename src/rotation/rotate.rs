@@ -39,6 +39,7 @@ pub(super) async fn rotate(
             .unwrap_or(time::Duration::days(90));
     ctx.store
         .begin_intent(&rotation_id, &client.name, now)
+        .await
         .map_err(Failure::Store)?;
 
     // addPassword: retried only while it certainly did not take effect (429, 409 concurrency,
@@ -66,7 +67,7 @@ pub(super) async fn rotate(
             .await);
         }
         Err(e) => {
-            let _ = ctx.store.end_intent(&rotation_id);
+            let _ = ctx.store.end_intent(&rotation_id).await;
             return Err(e.into());
         }
     };
@@ -74,12 +75,15 @@ pub(super) async fn rotate(
     // and pacing that preceded it.
     let added_at = Instant::now();
     tracing::info!(client = %client.name, rotation_id = %rotation_id, key_id = %new.key_id, "added credential");
-    let _ = ctx.store.intent_step(
-        &rotation_id,
-        IntentStep::Verifying,
-        Some(&new.key_id),
-        clock::now(),
-    );
+    let _ = ctx
+        .store
+        .intent_step(
+            &rotation_id,
+            IntentStep::Verifying,
+            Some(&new.key_id),
+            clock::now(),
+        )
+        .await;
 
     if let Err(failure) = verify(ctx, client, &app.app_id, &new.secret, added_at, cancel).await {
         if matches!(failure, Failure::Cancelled) {
@@ -95,6 +99,7 @@ pub(super) async fn rotate(
     if let Err(e) = ctx
         .store
         .intent_step(&rotation_id, IntentStep::Publishing, None, clock::now())
+        .await
     {
         tracing::warn!(client = %client.name, rotation_id = %rotation_id, error = %format!("{e:#}"), "could not record that the attempt is about to publish; removing the new credential instead");
         Box::pin(discard(ctx, client, app, &new.key_id, &rotation_id)).await;
@@ -122,13 +127,16 @@ pub(super) async fn rotate(
             )));
         }
     };
-    let _ = ctx.store.end_published(
-        &rotation_id,
-        &client.name,
-        clock::now(),
-        &new.key_id,
-        &version,
-    );
+    let _ = ctx
+        .store
+        .end_published(
+            &rotation_id,
+            &client.name,
+            clock::now(),
+            &new.key_id,
+            &version,
+        )
+        .await;
     // Published first: the API's answer is about the application's role, which no secret
     // changes, so it never holds back a verified secret.
     Box::pin(super::api_check::after_verify(

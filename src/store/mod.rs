@@ -12,7 +12,7 @@
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rusqlite::{Connection, ErrorCode, OptionalExtension, Params, Row, params};
@@ -142,6 +142,13 @@ pub enum Error {
         context: Option<String>,
         error: rusqlite::Error,
     },
+    /// The transaction a write was committed in failed as a whole (each of its writes reports
+    /// the same error).
+    #[error("committing the state store's writes: {message}")]
+    Commit { transient: bool, message: String },
+    /// The thread that commits the writes is gone (a bug).
+    #[error("the state store's writer has stopped")]
+    WriterStopped,
 }
 
 impl Error {
@@ -158,7 +165,11 @@ impl Error {
                     | std::io::ErrorKind::WouldBlock
                     | std::io::ErrorKind::TimedOut
             ),
-            Error::StateDir { .. } | Error::NotAFile(_) | Error::NewerSchema { .. } => false,
+            Error::Commit { transient, .. } => *transient,
+            Error::StateDir { .. }
+            | Error::NotAFile(_)
+            | Error::NewerSchema { .. }
+            | Error::WriterStopped => false,
         }
     }
 }
@@ -246,28 +257,6 @@ impl Cached for Connection {
 /// Distinct statements the store and the outbox run (rusqlite keeps 16 by default).
 const STATEMENT_CACHE: usize = 64;
 
-/// Runs `f` in one write transaction (`BEGIN IMMEDIATE`: the write lock is taken first, so a
-/// writer in another process makes it wait out the busy timeout rather than fail half-way).
-/// Each transaction costs SQLite's file locks and a write of every page it changed to the WAL:
-/// statements that belong together share one. `BEGIN`, `COMMIT` and `ROLLBACK` are cached
-/// statements too (rusqlite's `Transaction` parses them each time).
-fn in_transaction<T>(conn: &Connection, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
-    conn.execute_cached("BEGIN IMMEDIATE", [])?;
-    match f(conn) {
-        Ok(value) => {
-            if let Err(e) = conn.execute_cached("COMMIT", []) {
-                let _ = conn.execute_cached("ROLLBACK", []);
-                return Err(e.into());
-            }
-            Ok(value)
-        }
-        Err(e) => {
-            let _ = conn.execute_cached("ROLLBACK", []);
-            Err(e)
-        }
-    }
-}
-
 /// Runs `f` in one read transaction: the reads see one state of the store, and SQLite takes
 /// and drops its WAL-index read lock once (two `fcntl` calls, four when a write moved the read
 /// mark since the last read) instead of once per statement.
@@ -295,9 +284,15 @@ pub fn published_message(version: &str) -> String {
 /// History rows kept per client.
 const HISTORY_PER_CLIENT: i64 = 200;
 
+mod writer;
+
+pub use writer::Pending;
+
 pub struct Store {
     dir: PathBuf,
-    conn: Mutex<Connection>,
+    /// Shared by the reads (any thread) and the writer's thread.
+    conn: Arc<Mutex<Connection>>,
+    writer: writer::Writer,
 }
 
 /// How far an attempt got, as its intent records it. Only an attempt that reached
@@ -550,9 +545,13 @@ impl Store {
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
         migrate(&conn, &path)?;
+        let conn = Arc::new(Mutex::new(conn));
+        let writer = writer::Writer::start(conn.clone())
+            .context("starting the state store's writer thread")?;
         Ok(Store {
             dir: dir.to_path_buf(),
-            conn: Mutex::new(conn),
+            conn,
+            writer,
         })
     }
 
@@ -606,42 +605,47 @@ impl Store {
     /// credential without an intent, which the orphan rule removes (as after a lost state dir).
     /// The step that precedes the Key Vault write is synced, and with it every commit before
     /// it, this one included.
-    pub fn begin_intent(&self, rotation_id: &str, client: &str, now: OffsetDateTime) -> Result<()> {
+    pub fn begin_intent(
+        &self,
+        rotation_id: &str,
+        client: &str,
+        now: OffsetDateTime,
+    ) -> Pending<()> {
         let t = now.unix_timestamp();
-        self.conn().execute_cached(
-            "INSERT INTO intents (rotation_id, client, step, key_id, started_at, updated_at, pid) VALUES (?1, ?2, ?3, NULL, ?4, ?4, ?5)",
-            params![rotation_id, client, IntentStep::Adding.as_str(), t, std::process::id()],
-        )?;
-        Ok(())
+        let (rotation_id, client) = (rotation_id.to_owned(), client.to_owned());
+        self.writer.write(false, move |conn| {
+            conn.execute_cached(
+                "INSERT INTO intents (rotation_id, client, step, key_id, started_at, updated_at, pid) VALUES (?1, ?2, ?3, NULL, ?4, ?4, ?5)",
+                params![rotation_id, client, IntentStep::Adding.as_str(), t, std::process::id()],
+            )?;
+            Ok(())
+        })
     }
 
     /// Records how far an attempt got. The step that says it may publish
-    /// ([`IntentStep::Publishing`]) is on disk when this returns (`durably`): the Key Vault
-    /// write it precedes follows at once.
+    /// ([`IntentStep::Publishing`]) is on disk when this returns (its commit is synced, see
+    /// [`writer`]): the Key Vault write it precedes follows at once.
     pub fn intent_step(
         &self,
         rotation_id: &str,
         step: IntentStep,
         key_id: Option<&str>,
         now: OffsetDateTime,
-    ) -> Result<()> {
-        let update = |conn: &Connection| {
+    ) -> Pending<()> {
+        let (rotation_id, key_id) = (rotation_id.to_owned(), key_id.map(str::to_owned));
+        self.writer.write(step.may_have_published(), move |conn| {
             conn.execute_cached(
                 "UPDATE intents SET step = ?2, key_id = COALESCE(?3, key_id), updated_at = ?4 WHERE rotation_id = ?1",
                 params![rotation_id, step.as_str(), key_id, now.unix_timestamp()],
             )?;
             Ok(())
-        };
-        let conn = self.conn();
-        if step.may_have_published() {
-            durably(&conn, update)
-        } else {
-            update(&conn)
-        }
+        })
     }
 
-    pub fn end_intent(&self, rotation_id: &str) -> Result<()> {
-        end_intent(&self.conn(), rotation_id)
+    pub fn end_intent(&self, rotation_id: &str) -> Pending<()> {
+        let rotation_id = rotation_id.to_owned();
+        self.writer
+            .write(false, move |conn| end_intent(conn, &rotation_id))
     }
 
     /// Ends a published attempt's intent and records the rotation in its history, in one
@@ -653,17 +657,20 @@ impl Store {
         now: OffsetDateTime,
         key_id: &str,
         version: &str,
-    ) -> Result<()> {
-        in_transaction(&self.conn(), |conn| {
-            end_intent(conn, rotation_id)?;
+    ) -> Pending<()> {
+        let (rotation_id, client, key_id) =
+            (rotation_id.to_owned(), client.to_owned(), key_id.to_owned());
+        let message = published_message(version);
+        self.writer.write(false, move |conn| {
+            end_intent(conn, &rotation_id)?;
             record_history(
                 conn,
-                client,
+                &client,
                 now,
                 "rotated",
-                Some(rotation_id),
-                Some(key_id),
-                Some(&published_message(version)),
+                Some(&rotation_id),
+                Some(&key_id),
+                Some(&message),
             )
         })
     }
@@ -717,19 +724,24 @@ impl Store {
         Ok(rows.collect::<std::result::Result<_, _>>()?)
     }
 
-    pub fn set_backoff(&self, client: &str, b: &Backoff) -> Result<()> {
-        self.conn().execute_cached(
-            "INSERT INTO backoff (client, failures, next_attempt_at, last_error) VALUES (?1, ?2, ?3, ?4)
-             ON CONFLICT(client) DO UPDATE SET failures = ?2, next_attempt_at = ?3, last_error = ?4",
-            params![client, b.failures, b.next_attempt_at, b.last_error],
-        )?;
-        Ok(())
+    pub fn set_backoff(&self, client: &str, b: &Backoff) -> Pending<()> {
+        let (client, b) = (client.to_owned(), b.clone());
+        self.writer.write(false, move |conn| {
+            conn.execute_cached(
+                "INSERT INTO backoff (client, failures, next_attempt_at, last_error) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT(client) DO UPDATE SET failures = ?2, next_attempt_at = ?3, last_error = ?4",
+                params![client, b.failures, b.next_attempt_at, b.last_error],
+            )?;
+            Ok(())
+        })
     }
 
-    pub fn clear_backoff(&self, client: &str) -> Result<()> {
-        self.conn()
-            .execute_cached("DELETE FROM backoff WHERE client = ?1", params![client])?;
-        Ok(())
+    pub fn clear_backoff(&self, client: &str) -> Pending<()> {
+        let client = client.to_owned();
+        self.writer.write(false, move |conn| {
+            conn.execute_cached("DELETE FROM backoff WHERE client = ?1", params![client])?;
+            Ok(())
+        })
     }
 
     pub fn record_history(
@@ -740,9 +752,20 @@ impl Store {
         rotation_id: Option<&str>,
         key_id: Option<&str>,
         message: Option<&str>,
-    ) -> Result<()> {
-        in_transaction(&self.conn(), |conn| {
-            record_history(conn, client, now, result, rotation_id, key_id, message)
+    ) -> Pending<()> {
+        let owned = |s: Option<&str>| s.map(str::to_owned);
+        let (client, result) = (client.to_owned(), result.to_owned());
+        let (rotation_id, key_id, message) = (owned(rotation_id), owned(key_id), owned(message));
+        self.writer.write(false, move |conn| {
+            record_history(
+                conn,
+                &client,
+                now,
+                &result,
+                rotation_id.as_deref(),
+                key_id.as_deref(),
+                message.as_deref(),
+            )
         })
     }
 
@@ -790,16 +813,21 @@ impl Store {
         still_unnamed: &[String],
         seen: OffsetDateTime,
         last: OffsetDateTime,
-    ) -> Result<()> {
-        in_transaction(&self.conn(), |conn| {
-            for key_id in first_seen {
+    ) -> Pending<()> {
+        let (client, first_seen, still_unnamed) = (
+            client.to_owned(),
+            first_seen.to_vec(),
+            still_unnamed.to_vec(),
+        );
+        self.writer.write(false, move |conn| {
+            for key_id in &first_seen {
                 conn.execute_cached(
                     "INSERT INTO unpublished (client, key_id, seen_at, last_seen_at) VALUES (?1, ?2, ?3, ?4)
                      ON CONFLICT(client, key_id) DO UPDATE SET seen_at = excluded.seen_at, last_seen_at = excluded.last_seen_at",
                     params![client, key_id, seen.unix_timestamp(), last.unix_timestamp()],
                 )?;
             }
-            for key_id in still_unnamed {
+            for key_id in &still_unnamed {
                 conn.execute_cached(
                     "INSERT INTO unpublished (client, key_id, seen_at, last_seen_at) VALUES (?1, ?2, ?3, ?4)
                      ON CONFLICT(client, key_id) DO UPDATE SET last_seen_at = excluded.last_seen_at",
@@ -812,9 +840,10 @@ impl Store {
 
     /// Forgets the records of [`Store::record_unpublished`] for `key_ids` (named again, or
     /// gone from the application).
-    pub fn forget_unpublished(&self, client: &str, key_ids: &[String]) -> Result<()> {
-        in_transaction(&self.conn(), |conn| {
-            for key_id in key_ids {
+    pub fn forget_unpublished(&self, client: &str, key_ids: &[String]) -> Pending<()> {
+        let (client, key_ids) = (client.to_owned(), key_ids.to_vec());
+        self.writer.write(false, move |conn| {
+            for key_id in &key_ids {
                 conn.execute_cached(
                     "DELETE FROM unpublished WHERE client = ?1 AND key_id = ?2",
                     params![client, key_id],
@@ -835,8 +864,10 @@ impl Store {
     }
 
     /// Writes the client's status row (`last_success_at` kept when `row` has none).
-    pub fn upsert_client(&self, row: &ClientRow) -> Result<()> {
-        upsert_client(&self.conn(), row)
+    pub fn upsert_client(&self, row: &ClientRow) -> Pending<()> {
+        let row = row.clone();
+        self.writer
+            .write(false, move |conn| upsert_client(conn, &row))
     }
 
     /// The status row of a reconcile that failed: the row as it is stored (or an empty one), as
@@ -844,11 +875,12 @@ impl Store {
     pub fn record_failure(
         &self,
         client: &str,
-        change: impl FnOnce(&mut ClientRow),
-    ) -> Result<ClientRow> {
-        in_transaction(&self.conn(), |conn| {
-            let mut row = client_row(conn, client)?.unwrap_or_default();
-            row.client = client.to_string();
+        change: impl FnOnce(&mut ClientRow) + Send + 'static,
+    ) -> Pending<ClientRow> {
+        let client = client.to_owned();
+        self.writer.write(false, move |conn| {
+            let mut row = client_row(conn, &client)?.unwrap_or_default();
+            row.client = client;
             change(&mut row);
             upsert_client(conn, &row)?;
             Ok(row)
@@ -866,8 +898,12 @@ impl Store {
         key_vault_url: &str,
         secret_name: &str,
         now: OffsetDateTime,
-    ) -> Result<()> {
-        record_location(&self.conn(), client, tag, key_vault_url, secret_name, now)
+    ) -> Pending<()> {
+        let at: [String; 4] = [client, tag, key_vault_url, secret_name].map(str::to_owned);
+        self.writer.write(false, move |conn| {
+            let [client, tag, key_vault_url, secret_name] = &at;
+            record_location(conn, client, tag, key_vault_url, secret_name, now)
+        })
     }
 
     /// Since when `client` has been at the location `tag` without a move in between: its row's
@@ -884,13 +920,33 @@ impl Store {
 
     /// Forgets the locations of `client` whose tag is not in `keep` (no credential is made for
     /// them any more).
-    pub fn forget_locations(&self, client: &str, keep: &[&str]) -> Result<()> {
-        forget_locations(&self.conn(), client, keep)
+    pub fn forget_locations(&self, client: &str, keep: &[&str]) -> Pending<()> {
+        let client = client.to_owned();
+        let keep: Vec<String> = keep.iter().map(|k| k.to_string()).collect();
+        self.writer.write(false, move |conn| {
+            let keep: Vec<&str> = keep.iter().map(String::as_str).collect();
+            forget_locations(conn, &client, &keep)
+        })
     }
 
     /// [`Store::record_location`] then [`Store::forget_locations`], in one transaction.
-    pub fn move_location(&self, client: &str, at: &Place<'_>) -> Result<()> {
-        in_transaction(&self.conn(), |conn| move_location(conn, client, at))
+    pub fn move_location(&self, client: &str, at: &Place<'_>) -> Pending<()> {
+        let client = client.to_owned();
+        let [tag, key_vault_url, secret_name] =
+            [at.tag, at.key_vault_url, at.secret_name].map(str::to_owned);
+        let keep: Vec<String> = at.keep.iter().map(|k| k.to_string()).collect();
+        let now = at.now;
+        self.writer.write(false, move |conn| {
+            let keep: Vec<&str> = keep.iter().map(String::as_str).collect();
+            let at = Place {
+                tag: &tag,
+                key_vault_url: &key_vault_url,
+                secret_name: &secret_name,
+                keep: &keep,
+                now,
+            };
+            move_location(conn, &client, &at)
+        })
     }
 
     pub fn client_row(&self, client: &str) -> Result<Option<ClientRow>> {
@@ -977,21 +1033,6 @@ fn move_location(conn: &Connection, client: &str, at: &Place<'_>) -> Result<()> 
         at.now,
     )?;
     forget_locations(conn, client, at.keep)
-}
-
-/// Runs `f` with the WAL synced at each commit (`synchronous = FULL`): what it writes is on disk
-/// when it returns. The store runs at `NORMAL` otherwise (a commit reaches the disk at the next
-/// checkpoint: a power cut may lose the last ones, a crash of the process loses none). Only the
-/// step written before the Key Vault write needs more: taken back to "verifying" by a power
-/// cut, it would say "never published" about a credential whose value Key Vault may serve. A
-/// sync costs 0.06-0.14 ms of CPU here, most of it in the kernel: one a rotation.
-fn durably<T>(conn: &Connection, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
-    conn.execute_cached("PRAGMA synchronous = FULL", [])?;
-    let done = f(conn);
-    let normal = conn.execute_cached("PRAGMA synchronous = NORMAL", []);
-    let value = done?;
-    normal?;
-    Ok(value)
 }
 
 fn end_intent(conn: &Connection, rotation_id: &str) -> Result<()> {
@@ -1238,13 +1279,13 @@ mod tests {
         ];
         for (i, step) in steps.into_iter().enumerate() {
             let id = format!("r{i}");
-            s.begin_intent(&id, &id, now).unwrap();
-            s.intent_step(&id, step, None, now).unwrap();
+            s.begin_intent(&id, &id, now).wait().unwrap();
+            s.intent_step(&id, step, None, now).wait().unwrap();
             let read = s.intents(&id).unwrap()[0].step;
             assert_eq!(read, step);
             assert_eq!(read.may_have_published(), step == IntentStep::Publishing);
         }
-        s.begin_intent("later", "later", now).unwrap();
+        s.begin_intent("later", "later", now).wait().unwrap();
         assert_eq!(s.intents("later").unwrap()[0].step, IntentStep::Adding);
         // A step written by a newer release: nothing is removed on the strength of it.
         s.conn()
@@ -1262,8 +1303,9 @@ mod tests {
         let now = crate::clock::now();
         {
             let s = Store::open(tmp.path()).unwrap();
-            s.begin_intent("r1", "c", now).unwrap();
+            s.begin_intent("r1", "c", now).wait().unwrap();
             s.intent_step("r1", IntentStep::Verifying, Some("k1"), now)
+                .wait()
                 .unwrap();
             s.set_backoff(
                 "c",
@@ -1273,6 +1315,7 @@ mod tests {
                     last_error: Some("x".into()),
                 },
             )
+            .wait()
             .unwrap();
         }
         let s = Store::open(tmp.path()).unwrap();
@@ -1334,6 +1377,7 @@ mod tests {
         );
         let now = crate::clock::now();
         s.record_location("c", "0a1b2c3d", "https://kv-a.vault.azure.net/", "s", now)
+            .wait()
             .unwrap();
         assert_eq!(s.locations("c").unwrap()[0].secret_name, "s");
     }
@@ -1345,6 +1389,7 @@ mod tests {
         let t = |n: i64| OffsetDateTime::from_unix_timestamp(1_000_000 + n).unwrap();
         let at = |tag: &str, n: i64| {
             s.record_location("c", tag, "https://kv.vault.azure.net/", tag, t(n))
+                .wait()
                 .unwrap();
         };
         assert_eq!(s.arrived_at("c", "aaaaaaaa").unwrap(), None, "unknown");
@@ -1367,18 +1412,22 @@ mod tests {
         {
             let s = Store::open(tmp.path()).unwrap();
             s.record_location("c", "aaaaaaaa", "https://kv-a.vault.azure.net/", "s", now)
+                .wait()
                 .unwrap();
             s.record_location("c", "bbbbbbbb", "https://kv-b.vault.azure.net/", "s", now)
+                .wait()
                 .unwrap();
             s.record_location("d", "aaaaaaaa", "https://kv-a.vault.azure.net/", "s", now)
+                .wait()
                 .unwrap();
             // Recording again updates the row rather than adding one.
             s.record_location("c", "bbbbbbbb", "https://kv-b.vault.azure.net/", "s", now)
+                .wait()
                 .unwrap();
         }
         let s = Store::open(tmp.path()).unwrap();
         assert_eq!(s.locations("c").unwrap().len(), 2);
-        s.forget_locations("c", &["bbbbbbbb"]).unwrap();
+        s.forget_locations("c", &["bbbbbbbb"]).wait().unwrap();
         let left: Vec<String> = s
             .locations("c")
             .unwrap()
@@ -1407,12 +1456,14 @@ mod tests {
                 Some(key),
                 Some(&published_message(version)),
             )
+            .wait()
             .unwrap();
         };
         published("c", "k1", "v1");
         published("c", "k2", "v2");
         published("d", "k9", "v9");
         s.record_history("c", now, "removed", None, Some("k1"), Some("v3"))
+            .wait()
             .unwrap();
         let of = |client: &str, version: &str| s.published_credential(client, version).unwrap();
         assert_eq!(of("c", "v1").as_deref(), Some("k1"));
@@ -1430,8 +1481,9 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let s = Store::open(tmp.path()).unwrap();
         let now = crate::clock::now();
-        s.begin_intent("r1", "c", now).unwrap();
+        s.begin_intent("r1", "c", now).wait().unwrap();
         s.intent_step("r1", IntentStep::Publishing, Some("k1"), now)
+            .wait()
             .unwrap();
         assert_eq!(s.intents("c").unwrap()[0].step, IntentStep::Publishing);
         let synchronous: i64 = s
@@ -1439,25 +1491,25 @@ mod tests {
             .pragma_query_value(None, "synchronous", |r| r.get(0))
             .unwrap();
         assert_eq!(synchronous, 1, "back to NORMAL after the synced commit");
-        s.end_published("r1", "c", now, "k1", "v1").unwrap();
+        s.end_published("r1", "c", now, "k1", "v1").wait().unwrap();
         assert!(s.intents("c").unwrap().is_empty());
         assert_eq!(
             s.published_credential("c", "v1").unwrap().as_deref(),
             Some("k1")
         );
         // A failed statement takes the whole transaction back: the intent stays.
-        s.begin_intent("r2", "c", now).unwrap();
+        s.begin_intent("r2", "c", now).wait().unwrap();
         s.conn()
             .execute_batch("CREATE TRIGGER no_history BEFORE INSERT ON history BEGIN SELECT RAISE(ABORT, 'full'); END;")
             .unwrap();
-        assert!(s.end_published("r2", "c", now, "k2", "v2").is_err());
+        assert!(s.end_published("r2", "c", now, "k2", "v2").wait().is_err());
         assert_eq!(
             s.intents("c").unwrap().len(),
             1,
             "the intent was not ended alone"
         );
         // And the connection is usable after the rollback.
-        s.end_intent("r2").unwrap();
+        s.end_intent("r2").wait().unwrap();
         assert!(s.intents("c").unwrap().is_empty());
     }
 
@@ -1516,6 +1568,7 @@ mod tests {
         assert_eq!(s.known_published("c").unwrap(), vec![unseen("k1")]);
         let t = OffsetDateTime::from_unix_timestamp(1_000).unwrap();
         s.record_unpublished("c", &["k1".to_string()], &[], t, t)
+            .wait()
             .unwrap();
         assert_eq!(
             s.known_published("c").unwrap(),
@@ -1546,6 +1599,7 @@ mod tests {
         assert_eq!(s.known_published("c").unwrap(), vec![seen("k1", 700, 700)]);
         let t = OffsetDateTime::from_unix_timestamp(900).unwrap();
         s.record_unpublished("c", &[], &["k1".to_string()], t, t)
+            .wait()
             .unwrap();
         assert_eq!(s.known_published("c").unwrap(), vec![seen("k1", 700, 900)]);
     }
@@ -1555,14 +1609,16 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let s = Store::open(tmp.path()).unwrap();
         let t = |n: i64| OffsetDateTime::from_unix_timestamp(1_000_000 + n).unwrap();
-        s.end_published("r1", "c", t(0), "k1", "v1").unwrap();
+        s.end_published("r1", "c", t(0), "k1", "v1").wait().unwrap();
         let keys = |k: &[&str]| k.iter().map(|k| k.to_string()).collect::<Vec<_>>();
         let first = |k: &[&str], n| {
             s.record_unpublished("c", &keys(k), &[], t(n), t(n))
+                .wait()
                 .unwrap()
         };
         let still = |k: &[&str], n| {
             s.record_unpublished("c", &[], &keys(k), t(n), t(n))
+                .wait()
                 .unwrap()
         };
         first(&["k1"], 10);
@@ -1591,7 +1647,9 @@ mod tests {
             seen("k1", 1_000_035, 1_000_035)
         );
         // Named again: forgotten, and a later restore starts the clock again.
-        s.forget_unpublished("c", &keys(&["k1", "k9"])).unwrap();
+        s.forget_unpublished("c", &keys(&["k1", "k9"]))
+            .wait()
+            .unwrap();
         assert_eq!(s.known_published("c").unwrap(), vec![unseen("k1")]);
         // Still unnamed with no record (none to continue): first seen now too.
         still(&["k1"], 40);
@@ -1607,6 +1665,7 @@ mod tests {
             updated_at: 1_000_050,
             ..ClientRow::default()
         })
+        .wait()
         .unwrap();
         assert_eq!(s.known_published("c").unwrap()[0], unseen("k1"));
         first(&["k1"], 60);
@@ -1655,6 +1714,7 @@ mod tests {
                         key,
                         message.as_deref(),
                     )
+                    .wait()
                     .unwrap();
                 }
                 for _ in 0..next(3) {
@@ -1666,6 +1726,7 @@ mod tests {
                     };
                     let (seen, last) = (at(next(6) as i64), at(next(6) as i64));
                     s.record_unpublished(client, first, still, seen, last)
+                        .wait()
                         .unwrap();
                 }
                 if next(3) > 0 {
@@ -1676,6 +1737,7 @@ mod tests {
                         updated_at: 1_000 + next(6) as i64,
                         ..ClientRow::default()
                     })
+                    .wait()
                     .unwrap();
                 }
             }
@@ -1724,7 +1786,7 @@ mod tests {
                 now: t(n),
             };
         let unchanged = |p: &Place<'_>| s.records("c", false).unwrap().location_unchanged(p);
-        let write = |p: &Place<'_>| s.move_location("c", p).unwrap();
+        let write = |p: &Place<'_>| s.move_location("c", p).wait().unwrap();
         let here = place("aaaaaaaa", a, &["aaaaaaaa"], 0);
         assert!(!unchanged(&here), "not recorded yet");
         write(&here);
@@ -1780,6 +1842,7 @@ mod tests {
             updated_at: 5,
             ..ClientRow::default()
         })
+        .wait()
         .unwrap();
         let failed = s
             .record_failure("c", |r| {
@@ -1788,6 +1851,7 @@ mod tests {
                 r.last_success_at = None;
                 r.updated_at = 10;
             })
+            .wait()
             .unwrap();
         let stored = s.client_row("c").unwrap().unwrap();
         assert_eq!(stored.published_key_id.as_deref(), Some("k1"));
@@ -1798,6 +1862,7 @@ mod tests {
         // A client never recorded gets a row of its own.
         let first = s
             .record_failure("d", |r| r.last_result = Some("failed".into()))
+            .wait()
             .unwrap();
         assert_eq!(first.client, "d");
         assert_eq!(
@@ -1813,6 +1878,7 @@ mod tests {
         let now = crate::clock::now();
         for _ in 0..(HISTORY_PER_CLIENT + 20) {
             s.record_history("c", now, "success", None, None, None)
+                .wait()
                 .unwrap();
         }
         assert_eq!(
