@@ -298,7 +298,7 @@ pub(super) async fn status(
                 .store
                 .record_failure(&client.name, move |row| {
                     row.last_result = Some("failed".into());
-                    row.last_error = Some(error);
+                    row.last_error = Some(error.clone());
                     row.last_success_at = None;
                     row.updated_at = now.unix_timestamp();
                     if let Some((expires_at, next_rotation_at)) = observed {

@@ -875,12 +875,12 @@ impl Store {
     pub fn record_failure(
         &self,
         client: &str,
-        change: impl FnOnce(&mut ClientRow) + Send + 'static,
+        change: impl Fn(&mut ClientRow) + Send + 'static,
     ) -> Pending<ClientRow> {
         let client = client.to_owned();
         self.writer.write(false, move |conn| {
             let mut row = client_row(conn, &client)?.unwrap_or_default();
-            row.client = client;
+            row.client.clone_from(&client);
             change(&mut row);
             upsert_client(conn, &row)?;
             Ok(row)

@@ -1,8 +1,7 @@
 //! The store's writes, committed in groups by one thread.
 //!
 //! Every write of the store ([`super::Store`]'s recording methods) is queued here, and a thread
-//! of its own commits whatever has queued up in one transaction, each write in a savepoint of
-//! its own, then answers each. A commit costs SQLite its WAL-index locks (`fcntl`) and a write
+//! of its own commits whatever has queued up in one transaction, then answers each. A commit costs SQLite its WAL-index locks (`fcntl`) and a write
 //! of every page it changed to the WAL, and a synced one an `fdatasync`: a rotation's steps
 //! were about a third of the daemon's CPU at 200 clients rotating at once, one transaction
 //! each (docs/performance.md, "The state store's writes, committed in groups"). Rotations
@@ -17,7 +16,8 @@
 //!   whose value Key Vault may serve. A batch holding such a write is committed at `FULL` (the
 //!   WAL synced at the commit), which covers every write before it too. A sync costs 0.06-0.14
 //!   ms of CPU here, most of it in the kernel.
-//! - One write's failure is its own: its savepoint is rolled back and the rest commit. A
+//! - One write's failure is its own: the batch is rolled back and each of its writes runs
+//!   again in a transaction of its own (a write may run twice; it only touches the store). A
 //!   commit that fails fails every write in the batch, each with the same error.
 //! - Nothing waits to gather a batch: the thread takes what is queued when it is free, so a
 //!   write alone costs what it did, plus the hand-over to the thread.
@@ -65,11 +65,17 @@ impl Writer {
     pub(super) fn write<T, F>(&self, durable: bool, f: F) -> Pending<T>
     where
         T: Send + 'static,
-        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
+        F: Fn(&Connection) -> Result<T> + Send + 'static,
     {
         let (answer, answered) = tokio::sync::oneshot::channel();
         let write = Write {
-            op: Box::new(Call { f, answer }),
+            op: Box::new(Call {
+                f,
+                state: Mutex::new(Answer {
+                    value: None,
+                    to: Some(answer),
+                }),
+            }),
             durable,
         };
         match self.queue.as_ref().map(|q| q.send(write)) {
@@ -131,9 +137,28 @@ fn run(conn: &Mutex<Connection>, writes: &Receiver<Write>) {
     }
 }
 
-/// Commits `batch` (emptied) in one transaction and answers each write.
+/// Commits `batch` (emptied) in one transaction and answers each write. Should any write of
+/// it fail, the transaction is rolled back and each write runs again alone, in a transaction of
+/// its own, so that it fails alone (a savepoint per write would do the same on the first try,
+/// but SQLite then copies every page a write changes to its sub-journal first: 2.7% of the
+/// daemon's CPU at 10,000 clients, for failures that hardly ever come).
 fn commit(conn: &Connection, batch: &mut Vec<Write>) {
-    let durable = batch.iter().any(|w| w.durable);
+    if batch.len() > 1 {
+        let durable = batch.iter().any(|w| w.durable);
+        if run_together(conn, batch, durable) {
+            batch.clear();
+            return;
+        }
+    }
+    for w in batch.drain(..) {
+        run_together(conn, std::slice::from_ref(&w), w.durable);
+    }
+}
+
+/// Runs `writes` in one transaction. When every one succeeds and the commit too, answers each
+/// (a failed commit: each gets its error) and returns true. When one fails, rolls back and
+/// answers none unless it was the only one (then it gets its error), and returns false.
+fn run_together(conn: &Connection, writes: &[Write], durable: bool) -> bool {
     let begun = (|| -> Result<()> {
         if durable {
             conn.execute_cached("PRAGMA synchronous = FULL", [])?;
@@ -143,55 +168,44 @@ fn commit(conn: &Connection, batch: &mut Vec<Write>) {
     })();
     if let Err(e) = begun {
         normal(conn, durable);
-        for w in batch.drain(..) {
-            w.op.fail(shared(&e));
+        for w in writes.iter() {
+            w.op.answer(Err(shared(&e)));
         }
-        return;
+        return true;
     }
-    let alone = batch.len() == 1;
-    let mut ran: Vec<Box<dyn Ran>> = Vec::with_capacity(batch.len());
-    let mut broken = None;
-    for w in batch.drain(..) {
-        if broken.is_some() {
-            w.op.fail(Error::Commit {
-                transient: false,
-                message: "an earlier write of its batch left the transaction unusable".into(),
-            });
-            continue;
+    let mut failed = None;
+    for w in writes.iter() {
+        if let Err(e) = w.op.run(conn) {
+            failed = Some(e);
+            break;
         }
-        if alone {
-            ran.push(w.op.run(conn));
-            continue;
-        }
-        if let Err(e) = conn.execute_cached("SAVEPOINT write", []) {
-            w.op.fail(e.into());
-            continue;
-        }
-        let r = w.op.run(conn);
-        let ended = if r.succeeded() {
-            conn.execute_cached("RELEASE write", [])
-        } else {
-            conn.execute_cached("ROLLBACK TO write", [])
-                .and_then(|_| conn.execute_cached("RELEASE write", []))
-        };
-        if let Err(e) = ended {
-            broken = Some(Error::from(e));
-        }
-        ran.push(r);
     }
-    let keep = broken.is_none() && ran.iter().any(|r| r.succeeded());
-    let failed = if keep {
-        conn.execute_cached("COMMIT", []).err().map(Error::from)
-    } else {
-        broken
+    let committed = match failed {
+        Some(e) => {
+            let _ = conn.execute_cached("ROLLBACK", []);
+            normal(conn, durable);
+            if let [alone] = writes {
+                alone.op.answer(Err(e));
+                return true;
+            }
+            return false;
+        }
+        None => conn
+            .execute_cached("COMMIT", [])
+            .map(|_| ())
+            .map_err(Error::from),
     };
-    if !keep || failed.is_some() {
+    if committed.is_err() {
         let _ = conn.execute_cached("ROLLBACK", []);
     }
     normal(conn, durable);
-    for r in ran {
-        r.answer(failed.as_ref().map(shared));
+    for w in writes.iter() {
+        w.op.answer(match &committed {
+            Ok(()) => Ok(()),
+            Err(e) => Err(shared(e)),
+        });
     }
+    true
 }
 
 /// Back to the store's usual synchronous level after a synced batch.
@@ -209,62 +223,50 @@ fn shared(e: &Error) -> Error {
     }
 }
 
-/// A queued write, type-erased.
+/// A queued write, type-erased: it may run more than once (see [`commit`]), and is answered
+/// once.
 trait Op: Send {
-    fn run(self: Box<Self>, conn: &Connection) -> Box<dyn Ran>;
-    fn fail(self: Box<Self>, error: Error);
-}
-
-/// A write that ran, waiting for its batch's commit.
-trait Ran: Send {
-    fn succeeded(&self) -> bool;
-    /// Answers the caller: its own error, else the commit's, else its value.
-    fn answer(self: Box<Self>, commit: Option<Error>);
+    /// Runs the write; its value is kept for the answer.
+    fn run(&self, conn: &Connection) -> Result<()>;
+    /// Answers the caller: `Ok` gives the value of the last run, an error is given as it is.
+    fn answer(&self, result: Result<()>);
 }
 
 struct Call<F, T> {
     f: F,
-    answer: tokio::sync::oneshot::Sender<Result<T>>,
+    state: Mutex<Answer<T>>,
 }
 
-struct Reply<T> {
-    result: Result<T>,
-    answer: tokio::sync::oneshot::Sender<Result<T>>,
+/// A write's value from its last run, and where its answer goes (taken when answered).
+struct Answer<T> {
+    value: Option<T>,
+    to: Option<tokio::sync::oneshot::Sender<Result<T>>>,
 }
 
 impl<T, F> Op for Call<F, T>
 where
     T: Send + 'static,
-    F: FnOnce(&Connection) -> Result<T> + Send + 'static,
+    F: Fn(&Connection) -> Result<T> + Send + 'static,
 {
-    fn run(self: Box<Self>, conn: &Connection) -> Box<dyn Ran> {
-        let Call { f, answer } = *self;
-        // A write that panics (a bug) fails alone: its savepoint is rolled back like any
-        // failure's, and the thread goes on committing the others.
-        let result =
-            std::panic::catch_unwind(AssertUnwindSafe(|| f(conn))).unwrap_or(Err(Error::Commit {
+    fn run(&self, conn: &Connection) -> Result<()> {
+        // A write that panics (a bug) fails like any other: its transaction is rolled back,
+        // the others run again without it, and the thread goes on.
+        let value = std::panic::catch_unwind(AssertUnwindSafe(|| (self.f)(conn))).unwrap_or(
+            Err(Error::Commit {
                 transient: false,
                 message: "the write panicked (a bug; see the log)".into(),
-            }));
-        Box::new(Reply { result, answer })
+            }),
+        )?;
+        self.state.lock().unwrap_or_else(|p| p.into_inner()).value = Some(value);
+        Ok(())
     }
 
-    fn fail(self: Box<Self>, error: Error) {
-        let _ = self.answer.send(Err(error));
-    }
-}
-
-impl<T: Send> Ran for Reply<T> {
-    fn succeeded(&self) -> bool {
-        self.result.is_ok()
-    }
-
-    fn answer(self: Box<Self>, commit: Option<Error>) {
-        let result = match (self.result, commit) {
-            (Ok(_), Some(e)) => Err(e),
-            (result, _) => result,
-        };
-        let _ = self.answer.send(result);
+    fn answer(&self, result: Result<()>) {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let result = result.and_then(|()| state.value.take().ok_or(Error::WriterStopped));
+        if let Some(answer) = state.to.take() {
+            let _ = answer.send(result);
+        }
     }
 }
 
@@ -288,7 +290,7 @@ mod tests {
     fn insert(w: &Writer, k: &str, v: i64) -> Pending<()> {
         let k = k.to_string();
         w.write(false, move |c| {
-            c.execute("INSERT INTO t (k, v) VALUES (?1, ?2)", (k, v))?;
+            c.execute("INSERT INTO t (k, v) VALUES (?1, ?2)", (&k, v))?;
             Ok(())
         })
     }
@@ -320,7 +322,7 @@ mod tests {
     fn a_failed_write_is_rolled_back_alone_and_the_rest_of_its_batch_commits() {
         let (_tmp, conn, w) = writer();
         insert(&w, "a", 0).wait().unwrap();
-        let (first, duplicate, partial, last) = batch_of(&conn, || {
+        let (first, duplicate, partial, last, counted) = batch_of(&conn, || {
             (
                 insert(&w, "b", 1),
                 // Fails: "a" exists.
@@ -332,6 +334,12 @@ mod tests {
                     Ok(())
                 }),
                 insert(&w, "c", 4),
+                // A value computed in a batch that failed is computed again when the write
+                // runs alone, and answered once.
+                w.write(false, |c| {
+                    c.execute("INSERT INTO t (k, v) VALUES ('d', 5)", [])?;
+                    Ok(c.query_row("SELECT COUNT(*) FROM t", [], |r| r.get::<_, i64>(0))?)
+                }),
             )
         });
         first.wait().unwrap();
@@ -339,9 +347,15 @@ mod tests {
         assert!(e.to_string().contains("UNIQUE"), "{e}");
         assert!(partial.wait().is_err());
         last.wait().unwrap();
+        assert_eq!(counted.wait().unwrap(), 4);
         assert_eq!(
             rows(&conn),
-            [("a".into(), 0), ("b".into(), 1), ("c".into(), 4)]
+            [
+                ("a".into(), 0),
+                ("b".into(), 1),
+                ("c".into(), 4),
+                ("d".into(), 5)
+            ]
         );
     }
 
