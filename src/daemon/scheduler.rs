@@ -554,7 +554,14 @@ fn settle(
         }
         Err(Failure::Cancelled) => next,
         Err(e) => {
-            let previous = ctx.store.backoff(&c.name).unwrap_or_default();
+            // The streak this failure continues. After a success there is none, whatever the
+            // store still holds: its clear is queued, not awaited, and may not have committed
+            // yet, or may have failed (it is not tried again while the client succeeds).
+            let previous = if *backoff_stored {
+                ctx.store.backoff(&c.name).unwrap_or_default()
+            } else {
+                Backoff::default()
+            };
             let failures = previous.failures + 1;
             let expires = ctx
                 .store
@@ -683,5 +690,13 @@ secret_name = "c-secret"
             until,
             now + time::Duration::try_from(schedule::BACKOFF_BASE).unwrap()
         );
+        // A failure right after a success, its clear still queued: a new streak too.
+        settle(&ctx, &c, &failed(), now, &mut stored);
+        flushed(&ctx).await;
+        assert_eq!(ctx.store.backoff("c").unwrap().failures, 2);
+        settle(&ctx, &c, &succeeded(), now, &mut stored);
+        settle(&ctx, &c, &failed(), now, &mut stored);
+        flushed(&ctx).await;
+        assert_eq!(ctx.store.backoff("c").unwrap().failures, 1);
     }
 }
