@@ -554,7 +554,14 @@ fn settle(
         }
         Err(Failure::Cancelled) => next,
         Err(e) => {
-            let previous = ctx.store.backoff(&c.name).unwrap_or_default();
+            // The streak this failure continues. After a success there is none, whatever the
+            // store still holds: its clear is queued, not awaited, and may not have committed
+            // yet, or may have failed (it is not tried again while the client succeeds).
+            let previous = if *backoff_stored {
+                ctx.store.backoff(&c.name).unwrap_or_default()
+            } else {
+                Backoff::default()
+            };
             let failures = previous.failures + 1;
             let expires = ctx
                 .store
@@ -589,5 +596,107 @@ fn settle(
                 .detach();
             until
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::metrics::Metrics;
+    use crate::store::Store;
+
+    /// A context with one client, "c", on a fresh store.
+    fn context(tmp: &tempfile::TempDir) -> Context {
+        let state = tmp.path().join("state");
+        let file = tmp.path().join("config.toml");
+        let text = format!(
+            r#"[azure]
+tenant_id = "00000000-0000-0000-0000-000000000000"
+
+[azure.credential]
+kind = "managed_identity"
+
+[state]
+dir = "{}"
+
+[[clients]]
+name = "c"
+app_id = "22222222-2222-2222-2222-222222222222"
+key_vault_url = "https://kv.vault.azure.net/"
+secret_name = "c-secret"
+"#,
+            state.display()
+        );
+        let config = Config::parse(&file, &text).unwrap();
+        let store = Arc::new(Store::open(&state).unwrap());
+        crate::daemon::build_context(config, store, Arc::new(Metrics::new())).unwrap()
+    }
+
+    fn succeeded() -> Result<Report, Failure> {
+        Ok(Report {
+            plan: rotation::plan::Plan::default(),
+            rotated: None,
+            removed: Vec::new(),
+            warnings: Vec::new(),
+            retire_at: None,
+            gauges: Default::default(),
+            drift: Vec::new(),
+            drift_checked: false,
+        })
+    }
+
+    fn failed() -> Result<Report, Failure> {
+        Err(Failure::VerifyTimeout("5m".into()))
+    }
+
+    /// Waits until every write queued so far has committed (the writer keeps their order).
+    async fn flushed(ctx: &Context) {
+        ctx.store.clear_backoff("flush").await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_failure_after_a_success_starts_a_new_streak_even_when_the_clear_did_not_commit() {
+        let tmp = tempfile::tempdir().unwrap();
+        let ctx = context(&tmp);
+        let c = ctx.config.client("c").unwrap().clone();
+        let now = crate::clock::now();
+        let mut stored = false;
+        settle(&ctx, &c, &failed(), now, &mut stored);
+        flushed(&ctx).await;
+        settle(&ctx, &c, &failed(), now, &mut stored);
+        flushed(&ctx).await;
+        assert_eq!(ctx.store.backoff("c").unwrap().failures, 2);
+        // The success's clear fails (the store refuses it, as a busy or full disk would).
+        ctx.store
+            .conn()
+            .execute_batch(
+                "CREATE TRIGGER no_clear BEFORE DELETE ON backoff BEGIN SELECT RAISE(ABORT, 'refused'); END;",
+            )
+            .unwrap();
+        settle(&ctx, &c, &succeeded(), now, &mut stored);
+        flushed(&ctx).await;
+        ctx.store
+            .conn()
+            .execute_batch("DROP TRIGGER no_clear")
+            .unwrap();
+        assert_eq!(ctx.store.backoff("c").unwrap().failures, 2, "not cleared");
+        // The next failure is the first of a new streak: it waits BACKOFF_BASE, not the
+        // streak's third wait.
+        let until = settle(&ctx, &c, &failed(), now, &mut stored);
+        flushed(&ctx).await;
+        assert_eq!(ctx.store.backoff("c").unwrap().failures, 1);
+        assert_eq!(
+            until,
+            now + time::Duration::try_from(schedule::BACKOFF_BASE).unwrap()
+        );
+        // A failure right after a success, its clear still queued: a new streak too.
+        settle(&ctx, &c, &failed(), now, &mut stored);
+        flushed(&ctx).await;
+        assert_eq!(ctx.store.backoff("c").unwrap().failures, 2);
+        settle(&ctx, &c, &succeeded(), now, &mut stored);
+        settle(&ctx, &c, &failed(), now, &mut stored);
+        flushed(&ctx).await;
+        assert_eq!(ctx.store.backoff("c").unwrap().failures, 1);
     }
 }

@@ -442,4 +442,25 @@ mod tests {
         queued.wait().unwrap();
         assert_eq!(rows(&conn), [("a".into(), 1)]);
     }
+
+    #[test]
+    fn a_batch_that_cannot_take_the_write_lock_fails_each_write_and_the_next_one_commits() {
+        let (tmp, conn, w) = writer();
+        conn.lock()
+            .unwrap()
+            .busy_timeout(std::time::Duration::from_millis(100))
+            .unwrap();
+        // Another process (the command line) holds the write lock past the busy timeout.
+        let other = Connection::open(tmp.path().join("t.db")).unwrap();
+        other.execute_batch("BEGIN IMMEDIATE").unwrap();
+        let (a, b) = batch_of(&conn, || (insert(&w, "a", 1), insert(&w, "b", 2)));
+        for e in [a.wait().unwrap_err(), b.wait().unwrap_err()] {
+            assert!(e.is_transient(), "{e}");
+        }
+        other.execute_batch("COMMIT").unwrap();
+        // The connection is not left in a transaction: the next write commits on its own.
+        insert(&w, "c", 3).wait().unwrap();
+        assert_eq!(rows(&conn), [("c".into(), 3)]);
+        assert!(conn.lock().unwrap().is_autocommit());
+    }
 }
