@@ -624,7 +624,7 @@ impl Store {
 
     /// Records how far an attempt got. The step that says it may publish
     /// ([`IntentStep::Publishing`]) is on disk when this returns (its commit is synced, see
-    /// [`writer`]): the Key Vault write it precedes follows at once.
+    /// `src/store/writer.rs`): the Key Vault write it precedes follows at once.
     pub fn intent_step(
         &self,
         rotation_id: &str,
