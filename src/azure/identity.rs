@@ -28,6 +28,10 @@ use crate::config::{Config, Credential};
 pub struct MeteredTransport {
     http: reqwest::Client,
     shared: AzureHttpRef,
+    /// A vault client's: the one origin its requests may go to. The SDK's pager follows a
+    /// listing's `nextLink` wherever it points, with the vault's token on it; the token goes
+    /// nowhere else, whatever an answer says.
+    only: Option<url::Origin>,
 }
 
 impl MeteredTransport {
@@ -76,6 +80,17 @@ fn classify(request: &Request) -> (&'static str, &'static str) {
 impl HttpClient for MeteredTransport {
     async fn execute_request(&self, request: &Request) -> azure_core::Result<AsyncRawResponse> {
         let (service, operation) = classify(request);
+        if let Some(only) = &self.only
+            && request.url().origin() != *only
+        {
+            return Err(azure_core::Error::with_message(
+                azure_core::error::ErrorKind::Other,
+                format!(
+                    "the request's URL points away from the vault ({}): the daemon's token goes nowhere else",
+                    only.ascii_serialization()
+                ),
+            ));
+        }
         // Key Vault's one write; the fence is checked as it leaves (crate::ha).
         let _write = if operation == "set_secret" {
             Some(
@@ -192,6 +207,11 @@ fn from_http(answer: super::transport::Answer) -> AsyncRawResponse {
 /// Client options for every SDK client: our transport, no SDK retries (our retry layer owns
 /// pacing), and the configured authority host.
 pub fn client_options(config: &Config, shared: &AzureHttp, http: reqwest::Client) -> ClientOptions {
+    let transport = MeteredTransport {
+        http,
+        shared: AzureHttpRef(shared.clone()),
+        only: None,
+    };
     let mut custom = azure_core::cloud::CustomConfiguration::default();
     custom.authority_host = config
         .azure
@@ -200,14 +220,27 @@ pub fn client_options(config: &Config, shared: &AzureHttp, http: reqwest::Client
         .trim_end_matches('/')
         .to_string();
     ClientOptions {
-        transport: Some(Transport::new(Arc::new(MeteredTransport {
-            http,
-            shared: AzureHttpRef(shared.clone()),
-        }))),
+        transport: Some(Transport::new(Arc::new(transport))),
         retry: RetryOptions::none(),
         cloud: Some(Arc::new(custom.into())),
         ..Default::default()
     }
+}
+
+/// `options` (made by [`client_options`]) for a vault's client: its requests go to `vault`'s
+/// origin only.
+pub fn vault_client_options(
+    options: &ClientOptions,
+    shared: &AzureHttp,
+    vault: &url::Url,
+) -> ClientOptions {
+    let mut options = options.clone();
+    options.transport = Some(Transport::new(Arc::new(MeteredTransport {
+        http: shared.http.clone(),
+        shared: AzureHttpRef(shared.clone()),
+        only: Some(vault.origin()),
+    })));
+    options
 }
 
 /// The daemon's own credential, as the config chooses it.

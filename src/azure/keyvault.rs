@@ -12,7 +12,7 @@ use futures::TryStreamExt;
 use secrecy::{ExposeSecret, SecretString};
 use time::OffsetDateTime;
 
-use super::identity::{ScopeGuard, client_options, error_chain};
+use super::identity::{ScopeGuard, client_options, error_chain, vault_client_options};
 use super::{AzureHttp, Class, Error, class_of_status, parse_retry_after};
 use crate::config::{Cloud, Config};
 
@@ -60,6 +60,7 @@ pub struct VaultClients {
     credential: Arc<dyn TokenCredential>,
     cloud: Cloud,
     options: azure_core::http::ClientOptions,
+    shared: AzureHttp,
     clients: Mutex<HashMap<String, Vault>>,
 }
 
@@ -141,6 +142,7 @@ impl VaultClients {
             credential: guard,
             cloud: config.azure.cloud,
             options: client_options(config, shared, shared.http.clone()),
+            shared: shared.clone(),
             clients: Mutex::new(HashMap::new()),
         }
     }
@@ -161,7 +163,7 @@ impl VaultClients {
         // private names) cannot match it, and the scope guard keeps their tokens to Key Vault's.
         let real_vault = verifies_challenge(self.cloud, vault);
         let options = SecretClientOptions {
-            client_options: self.options.clone(),
+            client_options: vault_client_options(&self.options, &self.shared, vault),
             verify_challenge_resource: Some(real_vault),
             ..Default::default()
         };

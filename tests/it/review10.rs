@@ -450,7 +450,7 @@ type Seen = Arc<Mutex<Vec<(String, Option<String>)>>>;
 /// JSON `page` returns for its path and query, and records what it saw.
 async fn paging_server(
     config: Arc<rustls::ServerConfig>,
-    page: impl Fn(&str) -> String + Send + Sync + 'static,
+    page: impl Fn(&str, Option<&str>) -> hyper::Response<Full<Bytes>> + Send + Sync + 'static,
 ) -> (SocketAddr, Seen, tokio::task::JoinHandle<()>) {
     let acceptor = tokio_rustls::TlsAcceptor::from(config);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -474,11 +474,9 @@ async fn paging_server(
                             .headers()
                             .get(http::header::AUTHORIZATION)
                             .map(|v| v.to_str().unwrap_or("?").to_string());
-                        let body = page(&target);
+                        let answer = page(&target, auth.as_deref());
                         seen.lock().unwrap().push((target, auth));
-                        async move {
-                            Ok::<_, Infallible>(hyper::Response::new(Full::new(Bytes::from(body))))
-                        }
+                        async move { Ok::<_, Infallible>(answer) }
                     });
                     let _ = hyper::server::conn::http2::Builder::new(
                         hyper_util::rt::TokioExecutor::new(),
@@ -490,6 +488,11 @@ async fn paging_server(
         }
     });
     (addr, seen, task)
+}
+
+/// `200` with a JSON body.
+fn json_page(body: String) -> hyper::Response<Full<Bytes>> {
+    hyper::Response::new(Full::new(Bytes::from(body)))
 }
 
 /// A credential that hands out one fixed token.
@@ -537,16 +540,16 @@ impl Paging {
         let (ca_pem, config) = ca_and_leaf(&["127.0.0.1"]);
         let config = Arc::new(config);
         let (elsewhere, elsewhere_seen, elsewhere_task) =
-            paging_server(config.clone(), |_| r#"{"value": []}"#.to_string()).await;
+            paging_server(config.clone(), |_, _| json_page(r#"{"value": []}"#.into())).await;
         let graph_addr = Arc::new(std::sync::OnceLock::<SocketAddr>::new());
         let (graph, graph_seen, graph_task) = paging_server(config, {
             let graph_addr = graph_addr.clone();
-            move |target| {
+            move |target, _| {
                 if target.contains("skiptoken") {
-                    return r#"{"value": []}"#.to_string();
+                    return json_page(r#"{"value": []}"#.into());
                 }
                 let link = next_link(*graph_addr.get().unwrap(), elsewhere);
-                serde_json::json!({"value": [], "@odata.nextLink": link}).to_string()
+                json_page(serde_json::json!({"value": [], "@odata.nextLink": link}).to_string())
             }
         })
         .await;
@@ -627,6 +630,137 @@ async fn review10_apps_by_tag_sends_its_token_only_to_graph_endpoint() {
         listed.is_err(),
         "a link away from graph_endpoint is refused"
     );
+}
+
+// ---- Key Vault's paging and the daemon's token ----------------------------------------------
+
+/// A vault (the fake on the wire: a challenge for a request without a token, then one page of
+/// versions whose `nextLink` is `next_link(vault, elsewhere)`) and another origin; the daemon's
+/// Key Vault client for it.
+struct VaultPaging {
+    clients: secret_rotator::azure::keyvault::VaultClients,
+    vault: url::Url,
+    vault_seen: Seen,
+    elsewhere_seen: Seen,
+    tasks: [tokio::task::JoinHandle<()>; 2],
+}
+
+impl Drop for VaultPaging {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+impl VaultPaging {
+    async fn start(
+        next_link: impl Fn(SocketAddr, SocketAddr) -> String + Send + Sync + 'static,
+    ) -> VaultPaging {
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+        let (ca_pem, config) = ca_and_leaf(&["127.0.0.1"]);
+        let config = Arc::new(config);
+        let version = |addr: SocketAddr, id: &str| {
+            serde_json::json!({
+                "id": format!("https://{addr}/secrets/s/{id}"),
+                "attributes": {"enabled": true, "created": 1_700_000_000},
+            })
+        };
+        let (elsewhere, elsewhere_seen, elsewhere_task) =
+            paging_server(config.clone(), move |_, _| {
+                json_page(serde_json::json!({"value": []}).to_string())
+            })
+            .await;
+        let vault_addr = Arc::new(std::sync::OnceLock::<SocketAddr>::new());
+        let (vault, vault_seen, vault_task) = paging_server(config, {
+            let vault_addr = vault_addr.clone();
+            move |target, auth| {
+                let addr = *vault_addr.get().unwrap();
+                if auth.is_none() {
+                    let mut challenge = hyper::Response::new(Full::new(Bytes::new()));
+                    *challenge.status_mut() = hyper::StatusCode::UNAUTHORIZED;
+                    challenge.headers_mut().insert(
+                        http::header::WWW_AUTHENTICATE,
+                        http::HeaderValue::from_static(
+                            "Bearer authorization=\"https://login.microsoftonline.com/t\", resource=\"https://vault.azure.net\"",
+                        ),
+                    );
+                    return challenge;
+                }
+                if target.contains("skiptoken") {
+                    return json_page(
+                        serde_json::json!({"value": [version(addr, "v2")]}).to_string(),
+                    );
+                }
+                let link = next_link(addr, elsewhere);
+                json_page(
+                    serde_json::json!({"value": [version(addr, "v1")], "nextLink": link})
+                        .to_string(),
+                )
+            }
+        })
+        .await;
+        vault_addr.set(vault).unwrap();
+        let shared = secret_rotator::azure::AzureHttp::new(
+            Some(ca_pem.as_bytes()),
+            Duration::from_secs(10),
+            Arc::new(secret_rotator::metrics::Metrics::new()),
+            Arc::new(secret_rotator::azure::fence::Fence::open()),
+        )
+        .unwrap();
+        let config = secret_rotator::config::Config::parse(
+            std::path::Path::new("review10.toml"),
+            "[azure]\ntenant_id = \"00000000-0000-0000-0000-000000000000\"\n\
+             [azure.credential]\nkind = \"managed_identity\"\n",
+        )
+        .unwrap();
+        let clients = secret_rotator::azure::keyvault::VaultClients::new(
+            &config,
+            &shared,
+            Arc::new(FixedToken),
+        );
+        VaultPaging {
+            clients,
+            vault: url::Url::parse(&format!("https://{vault}")).unwrap(),
+            vault_seen,
+            elsewhere_seen,
+            tasks: [vault_task, elsewhere_task],
+        }
+    }
+}
+
+/// The Key Vault SDK's pager follows a listing's `nextLink` wherever it points (it joins it to
+/// the first page's URL), with the vault's token on it: a vault, or whatever answers in its
+/// name, could have sent the daemon's Key Vault token to any host. The vault client's
+/// transport sends to the vault's origin only: the listing fails, naming why, and nothing
+/// reaches the other origin; a `nextLink` on the vault's origin is followed.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_vault_listing_sends_the_token_only_to_the_vault() {
+    let p = VaultPaging::start(|_, e| {
+        format!("https://{e}/secrets/s/versions?api-version=2025-07-01&$skiptoken=x")
+    })
+    .await;
+    let refused = p.clients.versions(&p.vault, "s").await.unwrap_err();
+    assert!(
+        refused.message.contains("points away from the vault"),
+        "{refused:?}"
+    );
+    assert!(!refused.is_transient(), "{refused:?}");
+    assert_eq!(p.elsewhere_seen.lock().unwrap().clone(), vec![]);
+    let seen = p.vault_seen.lock().unwrap().clone();
+    assert!(
+        seen.iter()
+            .any(|(_, auth)| auth.as_deref() == Some("Bearer the-graph-token")),
+        "the vault had the token: {seen:?}"
+    );
+
+    let p = VaultPaging::start(|v, _| {
+        format!("https://{v}/secrets/s/versions?api-version=2025-07-01&$skiptoken=x")
+    })
+    .await;
+    let versions = p.clients.versions(&p.vault, "s").await.unwrap().unwrap();
+    let ids: Vec<&str> = versions.iter().map(|v| v.version.as_str()).collect();
+    assert_eq!(ids, ["v1", "v2"]);
 }
 
 // ---- In a network namespace of their own ----------------------------------------------------
