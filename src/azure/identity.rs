@@ -86,7 +86,8 @@ impl HttpClient for MeteredTransport {
             return Err(azure_core::Error::with_message(
                 azure_core::error::ErrorKind::Other,
                 format!(
-                    "the request's URL points away from the vault ({}): the daemon's token goes nowhere else",
+                    "the request's URL points away from the vault ({}, not {}): the daemon's token goes nowhere else",
+                    request.url().origin().ascii_serialization(),
                     only.ascii_serialization()
                 ),
             ));
@@ -227,8 +228,8 @@ pub fn client_options(config: &Config, shared: &AzureHttp, http: reqwest::Client
     }
 }
 
-/// `options` (made by [`client_options`]) for a vault's client: its requests go to `vault`'s
-/// origin only.
+/// `options` (made by [`client_options`]) for a vault's client: its transport is replaced by
+/// one over `shared.http` whose requests go to `vault`'s origin only.
 pub fn vault_client_options(
     options: &ClientOptions,
     shared: &AzureHttp,
