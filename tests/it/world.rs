@@ -115,11 +115,15 @@ struct LocState {
 enum Resolution {
     Recover(Location),
     Purge(Location),
-    Adopt(String),
+    /// Adopt on for the client of this app (by app: the client may be renamed meanwhile).
+    Adopt(usize),
     ClockBack,
     LagBack,
     InstanceBack,
-    PortalRemove { app: usize, key: String },
+    PortalRemove {
+        app: usize,
+        key: String,
+    },
 }
 
 /// A `rotate` from the command line, and the config it acts on.
@@ -493,22 +497,32 @@ impl WorldRun {
         Some(key)
     }
 
-    /// A client the daemon's status says only a person can unblock by removing one credential
-    /// by hand (a two-password app whose slots no read can free), and that credential.
-    async fn named_for_removal_by_hand(&self) -> Option<(String, String)> {
+    /// Each client's last error, as the daemon's status tells it.
+    async fn status_errors(&self) -> Vec<(String, String)> {
         let config = self.env.config_path.to_string_lossy().to_string();
         let out = self
             .env
             .cli(&["status", "--config", &config, "--output", "json"])
             .await;
-        let status: Value = serde_json::from_slice(&out.stdout).ok()?;
-        status.as_array()?.iter().find_map(|c| {
-            let error = c["last_error"].as_str()?;
+        let status: Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        let Some(clients) = status.as_array() else {
+            return Vec::new();
+        };
+        clients
+            .iter()
+            .filter_map(|c| Some((c["name"].as_str()?.into(), c["last_error"].as_str()?.into())))
+            .collect()
+    }
+
+    /// A client the daemon's status says only a person can unblock by removing one credential
+    /// by hand (a two-password app whose slots no read can free), and that credential.
+    fn named_for_removal_by_hand(errors: &[(String, String)]) -> Option<(String, String)> {
+        errors.iter().find_map(|(name, error)| {
             if !error.contains("remove it by hand once no consumer uses it") {
                 return None;
             }
             let key = error.split("credential ").nth(1)?.split(' ').next()?;
-            Some((c["name"].as_str()?.to_string(), key.to_string()))
+            Some((name.clone(), key.to_string()))
         })
     }
 
@@ -751,7 +765,7 @@ impl WorldRun {
                 self.cancel_repairs(c.app);
                 if !c.adopt {
                     let at = Instant::now() + Duration::from_secs(self.rng.random_range(3..12));
-                    self.scheduled.push((at, Resolution::Adopt(c.name.clone())));
+                    self.scheduled.push((at, Resolution::Adopt(c.app)));
                 }
             }
             10 => {
@@ -1050,9 +1064,10 @@ impl WorldRun {
                         .await;
                     self.event("purge", format!("{vault}/{secret} answered {status}"));
                 }
-                Resolution::Adopt(name) => {
-                    if let Some(c) = self.clients.iter_mut().find(|c| c.name == name) {
+                Resolution::Adopt(app) => {
+                    if let Some(c) = self.clients.iter_mut().find(|c| c.app == app) {
                         c.adopt = true;
+                        let name = c.name.clone();
                         self.event("adopt_on", name);
                         self.reload(daemon).await;
                     }
@@ -1864,9 +1879,23 @@ pub async fn run(seconds: u64, seed: u64) -> Vec<String> {
         if last.is_empty() {
             break;
         }
+        let errors = w.status_errors().await;
+        // The operator's answer to "the vault secret exists and is not managed ...; set adopt
+        // = true to take it over" (a version written by hand whose adoption was taken back, or
+        // that came after the run's last adoption): adopt on, then a reload.
+        for (name, error) in &errors {
+            if !error.contains("set adopt = true to take it over") {
+                continue;
+            }
+            if let Some(c) = w.clients.iter_mut().find(|c| &c.name == name && !c.adopt) {
+                c.adopt = true;
+                w.event("adopt_named_by_status", name.clone());
+                w.reload(Some(&daemon)).await;
+            }
+        }
         // The operator's answer to "credential K ... holds the other slot ... remove it by
         // hand": the person does what the daemon's status says, once, then reloads.
-        if let Some((name, key)) = w.named_for_removal_by_hand().await
+        if let Some((name, key)) = WorldRun::named_for_removal_by_hand(&errors)
             && !removed_by_hand.contains(&key)
         {
             removed_by_hand.push(key.clone());
@@ -1879,8 +1908,23 @@ pub async fn run(seconds: u64, seed: u64) -> Vec<String> {
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+    // What the daemon says of each client left broken, with the violation: the first thing
+    // to read when one is found.
+    let errors = if last.is_empty() {
+        Vec::new()
+    } else {
+        w.status_errors().await
+    };
     for m in last {
-        w.violation(OffsetDateTime::now_utc(), format!("after convergence: {m}"));
+        let says: Vec<&str> = errors
+            .iter()
+            .filter(|(name, _)| m.starts_with(&format!("I1 {name}:")))
+            .map(|(_, e)| e.as_str())
+            .collect();
+        w.violation(
+            OffsetDateTime::now_utc(),
+            format!("after convergence: {m} (its status: {says:?})"),
+        );
     }
     // Sign-ins of what is published, I5, I4.
     for c in w.clients.clone() {
