@@ -294,8 +294,17 @@ pub(super) async fn status(
                     g.next_rotation.map(|e| e as i64),
                 )
             });
-            let recorded = ctx
-                .store
+            // Exported before the store's write is awaited, as on success: the failure was
+            // counted in this same poll, and a scrape between the two showed the count without
+            // the gauges it came with (a client that was ready still ready).
+            match gauges {
+                Some(mut g) => {
+                    g.ready = false;
+                    ctx.metrics.set_client(&client.name, &g);
+                }
+                None => ctx.metrics.set_client_ready(&client.name, false),
+            }
+            ctx.store
                 .record_failure(&client.name, move |row| {
                     row.last_result = Some("failed".into());
                     row.last_error = Some(error.clone());
@@ -306,15 +315,7 @@ pub(super) async fn status(
                         row.next_rotation_at = next_rotation_at;
                     }
                 })
-                .await;
-            match gauges {
-                Some(mut g) => {
-                    g.ready = false;
-                    ctx.metrics.set_client(&client.name, &g);
-                }
-                None => ctx.metrics.set_client_ready(&client.name, false),
-            }
-            recorded
+                .await
                 .map_err(|e| tracing::warn!(client = %client.name, error = %e, "could not record status"))
                 .ok()
         }
