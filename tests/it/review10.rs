@@ -513,18 +513,19 @@ impl azure_core::credentials::TokenCredential for FixedToken {
     }
 }
 
-/// Two servers with one certificate: "Graph" (the configured `graph_endpoint`) whose first page
-/// links to `next_link(graph, elsewhere)`, and another origin (another port of 127.0.0.1).
-struct Paging {
-    client: secret_rotator::azure::graph::GraphClient,
-    graph: SocketAddr,
+/// Two servers with one certificate: `home` (the configured service: Graph, or a vault), whose
+/// answers come from `page(home, elsewhere, path and query, authorization)`, and another origin
+/// (another port of 127.0.0.1) that answers an empty page; each records what it saw.
+struct TwoOrigins {
+    ca_pem: String,
+    home: SocketAddr,
     elsewhere: SocketAddr,
-    graph_seen: Seen,
+    home_seen: Seen,
     elsewhere_seen: Seen,
     tasks: [tokio::task::JoinHandle<()>; 2],
 }
 
-impl Drop for Paging {
+impl Drop for TwoOrigins {
     fn drop(&mut self) {
         for t in &self.tasks {
             t.abort();
@@ -532,55 +533,79 @@ impl Drop for Paging {
     }
 }
 
-impl Paging {
+impl TwoOrigins {
     async fn start(
-        next_link: impl Fn(SocketAddr, SocketAddr) -> String + Send + Sync + 'static,
-    ) -> Paging {
+        page: impl Fn(SocketAddr, SocketAddr, &str, Option<&str>) -> hyper::Response<Full<Bytes>>
+        + Send
+        + Sync
+        + 'static,
+    ) -> TwoOrigins {
         let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
         let (ca_pem, config) = ca_and_leaf(&["127.0.0.1"]);
         let config = Arc::new(config);
         let (elsewhere, elsewhere_seen, elsewhere_task) =
             paging_server(config.clone(), |_, _| json_page(r#"{"value": []}"#.into())).await;
-        let graph_addr = Arc::new(std::sync::OnceLock::<SocketAddr>::new());
-        let (graph, graph_seen, graph_task) = paging_server(config, {
-            let graph_addr = graph_addr.clone();
-            move |target, _| {
-                if target.contains("skiptoken") {
-                    return json_page(r#"{"value": []}"#.into());
-                }
-                let link = next_link(*graph_addr.get().unwrap(), elsewhere);
-                json_page(serde_json::json!({"value": [], "@odata.nextLink": link}).to_string())
-            }
+        let home_addr = Arc::new(std::sync::OnceLock::<SocketAddr>::new());
+        let (home, home_seen, home_task) = paging_server(config, {
+            let home_addr = home_addr.clone();
+            move |target, auth| page(*home_addr.get().unwrap(), elsewhere, target, auth)
         })
         .await;
-        graph_addr.set(graph).unwrap();
-        let shared = secret_rotator::azure::AzureHttp::new(
-            Some(ca_pem.as_bytes()),
+        home_addr.set(home).unwrap();
+        TwoOrigins {
+            ca_pem,
+            home,
+            elsewhere,
+            home_seen,
+            elsewhere_seen,
+            tasks: [home_task, elsewhere_task],
+        }
+    }
+
+    /// The daemon's HTTP, trusting the servers' CA.
+    fn http(&self) -> secret_rotator::azure::AzureHttp {
+        secret_rotator::azure::AzureHttp::new(
+            Some(self.ca_pem.as_bytes()),
             Duration::from_secs(10),
             Arc::new(secret_rotator::metrics::Metrics::new()),
             Arc::new(secret_rotator::azure::fence::Fence::open()),
         )
-        .unwrap();
+        .unwrap()
+    }
+}
+
+/// "Graph" (the configured `graph_endpoint`, home) whose first page links to
+/// `next_link(graph, elsewhere)`, and the daemon's Graph client for it.
+struct Paging {
+    client: secret_rotator::azure::graph::GraphClient,
+    origins: TwoOrigins,
+}
+
+impl Paging {
+    async fn start(
+        next_link: impl Fn(SocketAddr, SocketAddr) -> String + Send + Sync + 'static,
+    ) -> Paging {
+        let origins = TwoOrigins::start(move |graph, elsewhere, target, _| {
+            if target.contains("skiptoken") {
+                return json_page(r#"{"value": []}"#.into());
+            }
+            let link = next_link(graph, elsewhere);
+            json_page(serde_json::json!({"value": [], "@odata.nextLink": link}).to_string())
+        })
+        .await;
         let client = secret_rotator::azure::graph::GraphClient::new(
-            shared,
+            origins.http(),
             Arc::new(FixedToken),
-            &url::Url::parse(&format!("https://{graph}")).unwrap(),
+            &url::Url::parse(&format!("https://{}", origins.home)).unwrap(),
             "https://graph.microsoft.com/.default",
             (10, Duration::from_secs(10)),
         );
-        Paging {
-            client,
-            graph,
-            elsewhere,
-            graph_seen,
-            elsewhere_seen,
-            tasks: [graph_task, elsewhere_task],
-        }
+        Paging { client, origins }
     }
 
     /// The requests that carried the daemon's token to the other origin.
     fn tokens_elsewhere(&self) -> Vec<(String, Option<String>)> {
-        self.elsewhere_seen.lock().unwrap().clone()
+        self.origins.elsewhere_seen.lock().unwrap().clone()
     }
 }
 
@@ -599,14 +624,14 @@ async fn review10_list_applications_sends_its_token_only_to_graph_endpoint() {
 
     let differential = format!(
         "https://{}\\@{}/v1.0/applications?$skiptoken=y",
-        p.graph, p.elsewhere
+        p.origins.home, p.origins.elsewhere
     );
     p.client
         .list_applications(Some(&differential))
         .await
         .unwrap();
     assert_eq!(p.tokens_elsewhere(), vec![], "the token went elsewhere");
-    let graph = p.graph_seen.lock().unwrap().clone();
+    let graph = p.origins.home_seen.lock().unwrap().clone();
     assert_eq!(graph.len(), 2, "{graph:?}");
     assert!(graph[1].0.contains("skiptoken=y"), "{graph:?}");
 }
@@ -640,74 +665,41 @@ async fn review10_apps_by_tag_sends_its_token_only_to_graph_endpoint() {
 struct VaultPaging {
     clients: secret_rotator::azure::keyvault::VaultClients,
     vault: url::Url,
-    vault_seen: Seen,
-    elsewhere_seen: Seen,
-    tasks: [tokio::task::JoinHandle<()>; 2],
-}
-
-impl Drop for VaultPaging {
-    fn drop(&mut self) {
-        for t in &self.tasks {
-            t.abort();
-        }
-    }
+    origins: TwoOrigins,
 }
 
 impl VaultPaging {
     async fn start(
         next_link: impl Fn(SocketAddr, SocketAddr) -> String + Send + Sync + 'static,
     ) -> VaultPaging {
-        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-        let (ca_pem, config) = ca_and_leaf(&["127.0.0.1"]);
-        let config = Arc::new(config);
         let version = |addr: SocketAddr, id: &str| {
             serde_json::json!({
                 "id": format!("https://{addr}/secrets/s/{id}"),
                 "attributes": {"enabled": true, "created": 1_700_000_000},
             })
         };
-        let (elsewhere, elsewhere_seen, elsewhere_task) =
-            paging_server(config.clone(), move |_, _| {
-                json_page(serde_json::json!({"value": []}).to_string())
-            })
-            .await;
-        let vault_addr = Arc::new(std::sync::OnceLock::<SocketAddr>::new());
-        let (vault, vault_seen, vault_task) = paging_server(config, {
-            let vault_addr = vault_addr.clone();
-            move |target, auth| {
-                let addr = *vault_addr.get().unwrap();
-                if auth.is_none() {
-                    let mut challenge = hyper::Response::new(Full::new(Bytes::new()));
-                    *challenge.status_mut() = hyper::StatusCode::UNAUTHORIZED;
-                    challenge.headers_mut().insert(
-                        http::header::WWW_AUTHENTICATE,
-                        http::HeaderValue::from_static(
-                            "Bearer authorization=\"https://login.microsoftonline.com/t\", resource=\"https://vault.azure.net\"",
-                        ),
-                    );
-                    return challenge;
-                }
-                if target.contains("skiptoken") {
-                    return json_page(
-                        serde_json::json!({"value": [version(addr, "v2")]}).to_string(),
-                    );
-                }
-                let link = next_link(addr, elsewhere);
-                json_page(
-                    serde_json::json!({"value": [version(addr, "v1")], "nextLink": link})
-                        .to_string(),
-                )
+        let origins = TwoOrigins::start(move |vault, elsewhere, target, auth| {
+            if auth.is_none() {
+                let mut challenge = hyper::Response::new(Full::new(Bytes::new()));
+                *challenge.status_mut() = hyper::StatusCode::UNAUTHORIZED;
+                challenge.headers_mut().insert(
+                    http::header::WWW_AUTHENTICATE,
+                    http::HeaderValue::from_static(
+                        "Bearer authorization=\"https://login.microsoftonline.com/t\", resource=\"https://vault.azure.net\"",
+                    ),
+                );
+                return challenge;
             }
+            if target.contains("skiptoken") {
+                return json_page(serde_json::json!({"value": [version(vault, "v2")]}).to_string());
+            }
+            let link = next_link(vault, elsewhere);
+            json_page(
+                serde_json::json!({"value": [version(vault, "v1")], "nextLink": link}).to_string(),
+            )
         })
         .await;
-        vault_addr.set(vault).unwrap();
-        let shared = secret_rotator::azure::AzureHttp::new(
-            Some(ca_pem.as_bytes()),
-            Duration::from_secs(10),
-            Arc::new(secret_rotator::metrics::Metrics::new()),
-            Arc::new(secret_rotator::azure::fence::Fence::open()),
-        )
-        .unwrap();
+        let shared = origins.http();
         let config = secret_rotator::config::Config::parse(
             std::path::Path::new("review10.toml"),
             "[azure]\ntenant_id = \"00000000-0000-0000-0000-000000000000\"\n\
@@ -721,10 +713,8 @@ impl VaultPaging {
         );
         VaultPaging {
             clients,
-            vault: url::Url::parse(&format!("https://{vault}")).unwrap(),
-            vault_seen,
-            elsewhere_seen,
-            tasks: [vault_task, elsewhere_task],
+            vault: url::Url::parse(&format!("https://{}", origins.home)).unwrap(),
+            origins,
         }
     }
 }
@@ -746,8 +736,8 @@ async fn a_vault_listing_sends_the_token_only_to_the_vault() {
         "{refused:?}"
     );
     assert!(!refused.is_transient(), "{refused:?}");
-    assert_eq!(p.elsewhere_seen.lock().unwrap().clone(), vec![]);
-    let seen = p.vault_seen.lock().unwrap().clone();
+    assert_eq!(p.origins.elsewhere_seen.lock().unwrap().clone(), vec![]);
+    let seen = p.origins.home_seen.lock().unwrap().clone();
     assert!(
         seen.iter()
             .any(|(_, auth)| auth.as_deref() == Some("Bearer the-graph-token")),
