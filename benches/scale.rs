@@ -965,8 +965,8 @@ struct Footprint {
 
 /// The daemon's environment as in production, whatever the benchmark's: with RUST_BACKTRACE set,
 /// the Azure SDK captures a backtrace for every error it makes, even those it discards (a header
-/// looked up and absent), which costs about 5% more CPU. The idle run inherited it until
-/// 2026-12-03 (its first pass and idle CPU: a shell with RUST_BACKTRACE=1 set).
+/// looked up and absent), which costs about 5% more CPU. Every daemon the benchmark starts
+/// goes through here, so that no run measures the shell's environment.
 fn as_in_production(command: &mut Command) -> &mut Command {
     command
         .env("NO_PROXY", "*")
