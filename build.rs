@@ -39,6 +39,13 @@ fn main() {
         watch(path);
     }
 
+    // The dist build's linker reads these (deploy/link/README.md): a new list or linker script
+    // links the binary anew.
+    println!("cargo::rerun-if-changed=deploy/link/hot-symbols.txt");
+    println!("cargo::rerun-if-changed=deploy/link/cc-ordered");
+    println!("cargo::rerun-if-env-changed=SECRET_ROTATOR_HOT_SYMBOLS");
+    println!("cargo::rerun-if-env-changed=SECRET_ROTATOR_LINK_CC");
+
     let commit = std::env::var("SECRET_ROTATOR_COMMIT")
         .ok()
         .filter(|c| !c.trim().is_empty())
