@@ -165,15 +165,24 @@ async fn serves_health_metrics_and_client_status_and_protects_the_rotate_endpoin
         1,
         emulator::world::FaultKind::HoldBefore,
     );
-    assert_eq!(
-        http.post(&url)
+    // The schedule reconciles the client every 2 s: a forced rotation that meets one of those
+    // in flight is answered 409, as documented, and an operator tries again.
+    let mut forced = 0;
+    for _ in 0..50 {
+        forced = http
+            .post(&url)
             .bearer_auth(&env.admin_token)
             .send()
             .await
             .unwrap()
-            .status(),
-        202
-    );
+            .status()
+            .as_u16();
+        if forced != 409 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(forced, 202);
     assert!(
         eventually(Duration::from_secs(20), || !env
             .em
