@@ -6,6 +6,7 @@
 //! ```text
 //! cargo bench --bench transport -- [--part a|b|c|all] [--requests 2000] [--concurrency 16]
 //!                                  [--in-flight 1000] [--latency-ms 2000]
+//!                                  [--authorization-bytes 1800] [--answer-ms 0]
 //! ```
 //!
 //! - part `a`: reqwest, each client built as `AzureHttp` builds it (`http` for the Graph read,
@@ -17,15 +18,18 @@
 //!
 //! Each part sends `--requests` Graph `GET /v1.0/applications/{id}?$select=...` and as many Key
 //! Vault `GET /secrets/{name}?api-version=2025-07-01`, alternating, `--concurrency` at a time,
-//! after a warm-up that opened the connections (no handshake is measured). The bearer tokens are
+//! after a warm-up that opened the connections (no handshake is measured); the emulator answers
+//! each at once, or after `--answer-ms` (so that answers come one by one, as from Azure). The bearer tokens are
 //! the emulator's, padded with spaces (which the emulator trims) to an `Authorization` value of
-//! 1,800 bytes, as long as Entra's: HPACK's Huffman coder costs the same per byte whatever it is.
+//! 1,800 bytes, as long as Entra's (`--authorization-bytes`; the emulator's own are about 600):
+//! HPACK's Huffman coder costs the same per byte whatever it is.
 //! The headers are the daemon's: Graph's token marked sensitive (reqwest's `bearer_auth`), Key
 //! Vault's not (azure_core's reqwest adapter copies it as a plain header); h2 indexes neither
 //! (`authorization` is never indexed), so both are Huffman-coded on every request.
 //!
 //! Printed per request: allocations and bytes allocated (a counting allocator around the
-//! daemon's zeroing one), the wall time, and the `size_of_val` of the request futures; then the
+//! daemon's zeroing one), the wall time, the CPU time (user and system, `RUSAGE_SELF`: the
+//! client's process, the emulator's excluded), and the `size_of_val` of the request futures; then the
 //! heap held per request with `--in-flight` requests in flight (the emulator answers after
 //! `--latency-ms`; `--in-flight 0` skips this).
 //!
@@ -88,6 +92,10 @@ fn main() {
     let concurrency: usize = arg("--concurrency").map_or(16, |v| v.parse().expect("--concurrency"));
     let in_flight: usize = arg("--in-flight").map_or(1_000, |v| v.parse().expect("--in-flight"));
     let latency: u64 = arg("--latency-ms").map_or(2_000, |v| v.parse().expect("--latency-ms"));
+    let answer_ms: u64 = arg("--answer-ms").map_or(0, |v| v.parse().expect("--answer-ms"));
+    let authorization_len: usize = arg("--authorization-bytes").map_or(AUTHORIZATION_LEN, |v| {
+        v.parse().expect("--authorization-bytes")
+    });
 
     let mut child = Command::new(std::env::current_exe().expect("current_exe"))
         .arg("--serve-emulator")
@@ -120,9 +128,15 @@ fn main() {
             scope,
         ))
     };
-    let mut graph_auth = padded(&token("https://graph.microsoft.com/.default"));
+    let mut graph_auth = padded(
+        &token("https://graph.microsoft.com/.default"),
+        authorization_len,
+    );
     graph_auth.set_sensitive(true);
-    let vault_auth = padded(&token("https://vault.azure.net/.default"));
+    let vault_auth = padded(
+        &token("https://vault.azure.net/.default"),
+        authorization_len,
+    );
     let target = Target {
         graph_url: format!(
             "{}/v1.0/applications/{}?$select=id,appId,signInAudience,passwordCredentials",
@@ -135,7 +149,8 @@ fn main() {
         user_agent: HeaderValue::from_str(&secret_rotator::azure::user_agent(None)).expect("ua"),
     };
     println!(
-        "Transport benchmark: {n} Graph and {n} Key Vault GETs a part, {concurrency} at a time; Authorization {AUTHORIZATION_LEN} bytes.\n"
+        "Transport benchmark: {n} Graph and {n} Key Vault GETs a part, {concurrency} at a time, answered after {answer_ms} ms; Authorization {} bytes.\n",
+        target.graph_auth.len()
     );
 
     let mut set_latency = |ms: u64| {
@@ -158,8 +173,7 @@ fn main() {
                     concurrency,
                     |k| request_a(a, t, k),
                     || sizes_a(a, t),
-                    in_flight,
-                    latency,
+                    (answer_ms, in_flight, latency),
                     &mut set_latency,
                 );
             }
@@ -174,8 +188,7 @@ fn main() {
                     concurrency,
                     |k| request_b(b, t, k),
                     || sizes_b(b, t),
-                    in_flight,
-                    latency,
+                    (answer_ms, in_flight, latency),
                     &mut set_latency,
                 );
             }
@@ -190,8 +203,7 @@ fn main() {
                     concurrency,
                     |k| request_c(c, t, k),
                     || sizes_c(c, t),
-                    in_flight,
-                    latency,
+                    (answer_ms, in_flight, latency),
                     &mut set_latency,
                 );
             }
@@ -224,10 +236,10 @@ fn kind(i: usize) -> Kind {
     }
 }
 
-/// `Bearer <token>` padded with spaces to [`AUTHORIZATION_LEN`].
-fn padded(token: &str) -> HeaderValue {
+/// `Bearer <token>` padded with spaces to `len` bytes (when the token is shorter).
+fn padded(token: &str, len: usize) -> HeaderValue {
     let value = format!("Bearer {token}");
-    let pad = AUTHORIZATION_LEN.saturating_sub(value.len());
+    let pad = len.saturating_sub(value.len());
     HeaderValue::from_str(&format!("{value}{}", " ".repeat(pad))).expect("authorization")
 }
 
@@ -480,6 +492,15 @@ fn measured_region<Fut: Future<Output = usize>>(
     runtime.block_on(f)
 }
 
+/// This process's CPU seconds so far, user and system, every thread's (the emulator is
+/// another process).
+fn cpu() -> (f64, f64) {
+    use nix::sys::resource::{UsageWho, getrusage};
+    let u = getrusage(UsageWho::RUSAGE_SELF).expect("getrusage");
+    let secs = |t: nix::sys::time::TimeVal| t.tv_sec() as f64 + t.tv_usec() as f64 / 1e6;
+    (secs(u.user_time()), secs(u.system_time()))
+}
+
 fn live(s: &stats_alloc::Stats) -> isize {
     s.bytes_allocated as isize - s.bytes_deallocated as isize + s.bytes_reallocated
 }
@@ -492,8 +513,7 @@ fn report<F, Fut, S>(
     concurrency: usize,
     one: F,
     sizes: impl FnOnce() -> S,
-    in_flight: usize,
-    latency: u64,
+    (answer_ms, in_flight, latency): (u64, usize, u64),
     set_latency: &mut impl FnMut(u64),
 ) where
     F: Fn(Kind) -> Fut,
@@ -501,13 +521,17 @@ fn report<F, Fut, S>(
     S: Future<Output = (usize, usize)>,
 {
     // The warm-up: every connection opened and its buffers grown, nothing measured.
+    set_latency(answer_ms);
     runtime.block_on(mix(4 * concurrency, concurrency, &one));
     let requests = 2 * n;
     let region = Region::new(ALLOC);
+    let cpu_before = cpu();
     let start = Instant::now();
     let body = measured_region(runtime, mix(n, concurrency, &one));
     let wall = start.elapsed();
+    let cpu_after = cpu();
     let change = region.change();
+    set_latency(0);
     let per = |x: f64| x / requests as f64;
     let (whole, send) = runtime.block_on(sizes());
     println!("{name}");
@@ -518,6 +542,12 @@ fn report<F, Fut, S>(
         per(wall.as_secs_f64() * 1e6),
         per(body as f64),
         live(&change),
+    );
+    println!(
+        "  CPU a request: {:.1} us ({:.1} user, {:.1} system)",
+        per((cpu_after.0 + cpu_after.1 - cpu_before.0 - cpu_before.1) * 1e6),
+        per((cpu_after.0 - cpu_before.0) * 1e6),
+        per((cpu_after.1 - cpu_before.1) * 1e6),
     );
     println!("  size_of_val: the whole request {whole} bytes, the send future alone {send} bytes");
     if in_flight == 0 {
