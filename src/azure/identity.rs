@@ -203,37 +203,45 @@ fn from_http(answer: super::transport::Answer) -> AsyncRawResponse {
 
 /// The SDK's name for an answer's header. The SDK's `From<String>` lowercases a copy of the
 /// name (h2's names are lowercase already): two allocations a header, ten headers a Key Vault
-/// answer. The names Key Vault and Entra send are borrowed from this list instead.
+/// answer. The names Key Vault and Entra send are borrowed from [`KNOWN_HEADERS`] instead.
 fn header_name(name: &http::HeaderName) -> azure_core::http::headers::HeaderName {
-    const KNOWN: [&str; 22] = [
-        "cache-control",
-        "client-request-id",
-        "content-length",
-        "content-type",
-        "date",
-        "expires",
-        "pragma",
-        "request-id",
-        "retry-after",
-        "strict-transport-security",
-        "www-authenticate",
-        "x-content-type-options",
-        "x-ms-client-request-id",
-        "x-ms-error-code",
-        "x-ms-keyvault-network-info",
-        "x-ms-keyvault-rbac-assignment-id",
-        "x-ms-keyvault-rbac-cache",
-        "x-ms-keyvault-region",
-        "x-ms-keyvault-service-version",
-        "x-ms-request-id",
-        "x-ms-ests-server",
-        "x-ms-srs",
-    ];
-    match KNOWN.iter().find(|known| **known == name.as_str()) {
-        Some(known) => azure_core::http::headers::HeaderName::from_static(known),
+    match KNOWN_HEADERS
+        .iter()
+        .find(|known| known.as_str() == name.as_str())
+    {
+        Some(known) => known.clone(),
         None => azure_core::http::headers::HeaderName::from(name.as_str().to_owned()),
     }
 }
+
+/// Built at compile time (a name with an uppercase letter fails the build), once.
+static KNOWN_HEADERS: [azure_core::http::headers::HeaderName; 22] = {
+    use azure_core::http::headers::HeaderName;
+    [
+        HeaderName::from_static("cache-control"),
+        HeaderName::from_static("client-request-id"),
+        HeaderName::from_static("content-length"),
+        HeaderName::from_static("content-type"),
+        HeaderName::from_static("date"),
+        HeaderName::from_static("expires"),
+        HeaderName::from_static("pragma"),
+        HeaderName::from_static("request-id"),
+        HeaderName::from_static("retry-after"),
+        HeaderName::from_static("strict-transport-security"),
+        HeaderName::from_static("www-authenticate"),
+        HeaderName::from_static("x-content-type-options"),
+        HeaderName::from_static("x-ms-client-request-id"),
+        HeaderName::from_static("x-ms-error-code"),
+        HeaderName::from_static("x-ms-ests-server"),
+        HeaderName::from_static("x-ms-keyvault-network-info"),
+        HeaderName::from_static("x-ms-keyvault-rbac-assignment-id"),
+        HeaderName::from_static("x-ms-keyvault-rbac-cache"),
+        HeaderName::from_static("x-ms-keyvault-region"),
+        HeaderName::from_static("x-ms-keyvault-service-version"),
+        HeaderName::from_static("x-ms-request-id"),
+        HeaderName::from_static("x-ms-srs"),
+    ]
+};
 
 /// Client options for every SDK client: our transport, no SDK retries (our retry layer owns
 /// pacing), and the configured authority host.
@@ -466,10 +474,21 @@ mod tests {
                 http::HeaderValue::from_static(value),
             );
         }
-        // A value that is not text cannot be an SDK header; it is left out, not an error.
+        // A value that is not visible ASCII cannot be an SDK header (`to_str`); it is left
+        // out, not an error, whether its name is a known one or not.
         headers.insert(
             http::HeaderName::from_static("x-binary"),
             http::HeaderValue::from_bytes(b"\xff").unwrap(),
+        );
+        headers.insert(
+            http::HeaderName::from_static("x-ms-error-code"),
+            http::HeaderValue::from_bytes(b"caf\xc3\xa9").unwrap(),
+        );
+        // Two challenges: the SDK's map keeps one name once, the last value (as before the
+        // names were borrowed).
+        headers.append(
+            http::HeaderName::from_static("www-authenticate"),
+            http::HeaderValue::from_static("Bearer second"),
         );
         let answer = super::super::transport::Answer {
             status: 401,
@@ -480,7 +499,7 @@ mod tests {
         let got = response.headers();
         assert_eq!(
             got.get_optional_str(&azure_core::http::headers::WWW_AUTHENTICATE),
-            Some("Bearer authorization=\"https://login.example/t\"")
+            Some("Bearer second")
         );
         for (name, value) in [
             ("x-ms-request-id", "r-1"),
@@ -496,6 +515,18 @@ mod tests {
         }
         assert_eq!(got.iter().count(), 5);
         assert_eq!(u16::from(response.status()), 401);
+    }
+
+    #[test]
+    fn the_borrowed_header_names_are_valid_http_names_and_each_listed_once() {
+        let mut seen = std::collections::HashSet::new();
+        for known in &KNOWN_HEADERS {
+            let parsed = http::HeaderName::from_bytes(known.as_str().as_bytes())
+                .unwrap_or_else(|e| panic!("{}: {e}", known.as_str()));
+            assert_eq!(parsed.as_str(), known.as_str());
+            assert!(seen.insert(known.as_str()), "{} twice", known.as_str());
+            assert_eq!(header_name(&parsed).as_str(), known.as_str());
+        }
     }
 
     #[derive(Debug)]
