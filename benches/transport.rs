@@ -18,19 +18,23 @@
 //!
 //! Each part sends `--requests` Graph `GET /v1.0/applications/{id}?$select=...` and as many Key
 //! Vault `GET /secrets/{name}?api-version=2025-07-01`, alternating, `--concurrency` at a time,
-//! after a warm-up that opened the connections (no handshake is measured); the emulator answers
-//! each at once, or after `--answer-ms` (so that answers come one by one, as from Azure). The bearer tokens are
-//! the emulator's, padded with spaces (which the emulator trims) to an `Authorization` value of
-//! 1,800 bytes, as long as Entra's (`--authorization-bytes`; the emulator's own are about 600):
-//! HPACK's Huffman coder costs the same per byte whatever it is.
+//! after a warm-up that opened the connections (no handshake is measured). The emulator
+//! answers each at once, or `--answer-ms` after it came (a fixed pause, as Azure answers tens of
+//! milliseconds later; the loop is closed, so the answers to requests sent together come
+//! together). The bearer tokens are the emulator's, padded with spaces (which the emulator
+//! trims) to an `Authorization` value of 1,800 bytes, as long as Entra's
+//! (`--authorization-bytes`; a length shorter than the token, 0 say, sends the emulator's own,
+//! about 600 bytes): HPACK's Huffman coder costs the same per byte whatever it is.
 //! The headers are the daemon's: Graph's token marked sensitive (reqwest's `bearer_auth`), Key
 //! Vault's not (azure_core's reqwest adapter copies it as a plain header); h2 indexes neither
 //! (`authorization` is never indexed), so both are Huffman-coded on every request.
 //!
 //! Printed per request: allocations and bytes allocated (a counting allocator around the
-//! daemon's zeroing one), the wall time, the CPU time (user and system, `RUSAGE_SELF`: the
-//! client's process, the emulator's excluded), and the `size_of_val` of the request futures; then the
-//! heap held per request with `--in-flight` requests in flight (the emulator answers after
+//! daemon's zeroing one), the wall time of the whole run divided by its requests (with
+//! `--concurrency` above one, not a request's latency), the CPU time (user and system,
+//! `RUSAGE_SELF`: the client's process, the emulator's excluded; the kernel splits the two by
+//! its ticks, the sum is exact), and the `size_of_val` of the request futures; then the heap
+//! held per request with `--in-flight` requests in flight (the emulator answers after
 //! `--latency-ms`; `--in-flight 0` skips this).
 //!
 //! The emulator runs in a child process (this binary with `--serve-emulator`), so that the
@@ -149,8 +153,9 @@ fn main() {
         user_agent: HeaderValue::from_str(&secret_rotator::azure::user_agent(None)).expect("ua"),
     };
     println!(
-        "Transport benchmark: {n} Graph and {n} Key Vault GETs a part, {concurrency} at a time, answered after {answer_ms} ms; Authorization {} bytes.\n",
-        target.graph_auth.len()
+        "Transport benchmark: {n} Graph and {n} Key Vault GETs a part, {concurrency} at a time, answered after {answer_ms} ms; Authorization {} bytes (Graph), {} (Key Vault).\n",
+        target.graph_auth.len(),
+        target.vault_auth.len()
     );
 
     let mut set_latency = |ms: u64| {
@@ -536,7 +541,7 @@ fn report<F, Fut, S>(
     let (whole, send) = runtime.block_on(sizes());
     println!("{name}");
     println!(
-        "  {requests} requests: {:.1} allocations, {:.0} bytes allocated, {:.1} us wall a request ({:.0} body bytes); live after: {} bytes",
+        "  {requests} requests: {:.1} allocations, {:.0} bytes allocated, {:.1} us of the run's wall time a request ({:.0} body bytes); live after: {} bytes",
         per((change.allocations + change.reallocations) as f64),
         per(change.bytes_allocated as f64),
         per(wall.as_secs_f64() * 1e6),
